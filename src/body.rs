@@ -1,0 +1,229 @@
+//! The response body: a stored body, the origin's body, or the origin's body teed into the store.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Buf, Bytes};
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use sync_wrapper::SyncWrapper;
+
+/// A store write, started once a teed body has ended cleanly.
+pub(crate) type PutFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+/// Seals the collected chunks and returns the write; called at most once.
+pub(crate) type Sealer = Box<dyn FnOnce(Vec<Bytes>) -> Option<PutFuture> + Send + 'static>;
+
+pin_project! {
+    /// The body of a response that went through the cache.
+    ///
+    /// On a hit it is the stored body, a zero-copy slice of the blob the store returned. On a
+    /// miss it is the origin's body, passed through frame by frame (trailers included); when the
+    /// response is being stored, a copy of each data chunk is kept (a reference count, not a
+    /// byte copy) and the entry is written once the body has ended cleanly.
+    ///
+    /// Data frames are [`Bytes`] whatever the inner body's data type is.
+    pub struct CacheBody<B> {
+        #[pin]
+        kind: Kind<B>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<B> {
+        Cached { data: Option<Bytes> },
+        Upstream { #[pin] inner: B },
+        Tee { #[pin] inner: B, tee: Tee },
+    }
+}
+
+/// The state of a body being copied into the store.
+pub(crate) struct Tee {
+    chunks: Vec<Bytes>,
+    size: usize,
+    max_size: usize,
+    expected_len: Option<u64>,
+    /// `None` once the copy was abandoned (too large, errored) or handed to the store.
+    sealer: Option<SyncWrapper<Sealer>>,
+    put: Option<SyncWrapper<PutFuture>>,
+    ended: bool,
+}
+
+impl Tee {
+    pub(crate) fn new(max_size: usize, expected_len: Option<u64>, sealer: Sealer) -> Self {
+        Self {
+            chunks: Vec::new(),
+            size: 0,
+            max_size,
+            expected_len,
+            sealer: Some(SyncWrapper::new(sealer)),
+            put: None,
+            ended: false,
+        }
+    }
+
+    fn abandon(&mut self, why: &'static str) {
+        if self.sealer.take().is_some() {
+            tracing::debug!(reason = why, "response not stored");
+        }
+        self.chunks = Vec::new();
+    }
+
+    fn push(&mut self, chunk: &Bytes) {
+        if self.sealer.is_none() {
+            return;
+        }
+        self.size = self.size.saturating_add(chunk.len());
+        if self.size > self.max_size {
+            // Stop accumulating: the rest streams through, memory stays bounded.
+            self.abandon("body larger than max_body_size");
+            return;
+        }
+        if !chunk.is_empty() {
+            self.chunks.push(chunk.clone());
+        }
+    }
+
+    /// The body ended cleanly: check it and start the store write.
+    fn finish(&mut self) {
+        self.ended = true;
+        let Some(sealer) = self.sealer.take() else {
+            return;
+        };
+        if let Some(expected) = self.expected_len {
+            if expected != self.size as u64 {
+                tracing::debug!(expected, received = self.size, "length mismatch, not stored");
+                self.chunks = Vec::new();
+                return;
+            }
+        }
+        let chunks = std::mem::take(&mut self.chunks);
+        self.put = (sealer.into_inner())(chunks).map(SyncWrapper::new);
+    }
+}
+
+impl Drop for Tee {
+    fn drop(&mut self) {
+        // Dropped after the body ended but before the store write finished (e.g. the caller
+        // stopped polling as soon as `is_end_stream` said so): finish the write in the
+        // background rather than lose a complete response.
+        if let Some(put) = self.put.take() {
+            match tokio::runtime::Handle::try_current() {
+                Ok(handle) => {
+                    handle.spawn(put.into_inner());
+                }
+                Err(_) => tracing::debug!("no tokio runtime to finish a store write; dropped"),
+            }
+        }
+    }
+}
+
+impl<B> CacheBody<B> {
+    pub(crate) fn cached(data: Bytes) -> Self {
+        Self {
+            kind: Kind::Cached { data: Some(data) },
+        }
+    }
+
+    pub(crate) fn upstream(inner: B) -> Self {
+        Self {
+            kind: Kind::Upstream { inner },
+        }
+    }
+
+    pub(crate) fn tee(inner: B, tee: Tee) -> Self {
+        Self {
+            kind: Kind::Tee { inner, tee },
+        }
+    }
+}
+
+fn to_bytes<D: Buf>(frame: Frame<D>) -> Frame<Bytes> {
+    frame.map_data(|mut d| d.copy_to_bytes(d.remaining()))
+}
+
+impl<B> Body for CacheBody<B>
+where
+    B: Body,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        match self.project().kind.project() {
+            KindProj::Cached { data } => {
+                Poll::Ready(data.take().filter(|d| !d.is_empty()).map(|d| Ok(Frame::data(d))))
+            }
+            KindProj::Upstream { inner } => inner
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map(to_bytes))),
+            KindProj::Tee { mut inner, tee } => {
+                if let Some(put) = tee.put.as_mut() {
+                    ready!(put.get_mut().as_mut().poll(cx));
+                    tee.put = None;
+                }
+                if tee.ended {
+                    return Poll::Ready(None);
+                }
+                match ready!(inner.as_mut().poll_frame(cx)) {
+                    Some(Ok(frame)) => {
+                        let frame = to_bytes(frame);
+                        if let Some(data) = frame.data_ref() {
+                            tee.push(data);
+                        }
+                        if inner.is_end_stream() {
+                            tee.finish();
+                        }
+                        Poll::Ready(Some(Ok(frame)))
+                    }
+                    Some(Err(e)) => {
+                        tee.abandon("upstream body error");
+                        tee.ended = true;
+                        Poll::Ready(Some(Err(e)))
+                    }
+                    None => {
+                        tee.finish();
+                        if let Some(put) = tee.put.as_mut() {
+                            ready!(put.get_mut().as_mut().poll(cx));
+                            tee.put = None;
+                        }
+                        Poll::Ready(None)
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Cached { data } => data.as_ref().is_none_or(Bytes::is_empty),
+            Kind::Upstream { inner } => inner.is_end_stream(),
+            Kind::Tee { inner, tee } => tee.put.is_none() && (tee.ended || inner.is_end_stream()),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Cached { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+            Kind::Upstream { inner } | Kind::Tee { inner, .. } => inner.size_hint(),
+        }
+    }
+}
+
+impl<B> fmt::Debug for CacheBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match &self.kind {
+            Kind::Cached { .. } => "cached",
+            Kind::Upstream { .. } => "upstream",
+            Kind::Tee { .. } => "upstream, storing",
+        };
+        f.debug_struct("CacheBody").field("kind", &kind).finish()
+    }
+}

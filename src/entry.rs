@@ -1,0 +1,42 @@
+//! The in-memory form of a stored response, between the envelope and the policy.
+
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, Method, StatusCode, Version};
+
+/// Everything stored about a response except its body.
+#[derive(Debug, Clone)]
+pub(crate) struct EntryHead {
+    pub(crate) status: StatusCode,
+    pub(crate) version: Version,
+    /// Response headers as received (minus the fields §3.1 says not to store).
+    pub(crate) headers: HeaderMap,
+    /// When the request that produced this response was sent (RFC 9111 §4.2.3 `request_time`).
+    pub(crate) request_time: SystemTime,
+    /// When the response was received (RFC 9111 §4.2.3 `response_time`).
+    pub(crate) response_time: SystemTime,
+    pub(crate) method: Method,
+    /// The request URI, as sent.
+    pub(crate) uri: String,
+    /// The request headers named by the response's `Vary`, as they were on the request (§4.1).
+    pub(crate) vary: Vec<(HeaderName, VaryValue)>,
+}
+
+/// A request header value kept for Vary matching.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum VaryValue {
+    /// The request did not have the header.
+    Absent,
+    /// The header's value(s), joined with `, ` when repeated.
+    Clear(Bytes),
+    /// A keyed digest of the value, for credential-bearing headers that are never stored in clear.
+    Digest([u8; 32]),
+}
+
+/// A decoded entry: head plus a body that is a zero-copy slice of the verified blob.
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    pub(crate) head: EntryHead,
+    pub(crate) body: Bytes,
+}

@@ -1,0 +1,228 @@
+//! The storage format: a versioned header, a postcard payload and a tag.
+//!
+//! ```text
+//! offset  size  field
+//! 0       4     magic "HCCE"
+//! 4       1     format version (1)
+//! 5       1     algorithm: 0 = unsigned (SHA-256 checksum), 1 = HMAC-SHA256
+//! 6       1     key id length n (0 when unsigned, 8 for HMAC-SHA256)
+//! 7       n     key id (HKDF-derived from the secret, see keys.rs)
+//! 7+n     2     cache key length k, big endian
+//! 9+n     k     cache key (UTF-8)
+//! 9+n+k   ..    payload: postcard-encoded head, then the raw body to the end
+//! len-32  32    tag over every byte before it
+//! ```
+//!
+//! The tag covers the header, the cache key the blob is written under and the payload. The key is
+//! inside the signed bytes, so a validly signed blob copied to another key is rejected: the
+//! anchors this crate learned from do not bind the key, and a swap attack works there.
+//!
+//! On read, `ring::hmac::verify` (constant time) runs over the raw blob before a single byte of
+//! the payload is decoded. This module knows nothing about HTTP caching decisions.
+
+mod keys;
+pub(crate) mod wire;
+
+use bytes::Bytes;
+use ring::{digest, hmac};
+
+pub use keys::{KeyError, KeyRing, SecretKey, MIN_KEY_LEN};
+
+use crate::entry::{Entry, EntryHead};
+use crate::error::{BadSignature, BadSignatureReason};
+use crate::CacheKey;
+
+const MAGIC: &[u8; 4] = b"HCCE";
+const FORMAT_V1: u8 = 1;
+const ALG_UNSIGNED_SHA256: u8 = 0;
+const ALG_HMAC_SHA256: u8 = 1;
+const TAG_LEN: usize = 32;
+/// magic, version, algorithm, key id length, cache key length.
+const FIXED_HEADER: usize = 4 + 1 + 1 + 1 + 2;
+
+/// Seals entries with the current key and opens them with any key of the ring.
+#[derive(Clone, Debug)]
+pub(crate) struct Envelope {
+    keys: Option<KeyRing>,
+}
+
+/// Why a blob was not turned into an entry.
+#[derive(Debug)]
+pub(crate) enum OpenError {
+    /// The cache signs entries and this blob did not verify: the tamper policy applies.
+    BadSignature(BadSignature),
+    /// Not usable, but not evidence of tampering either: treated as a miss (and overwritten by
+    /// the next storable response). The string says why, for the logs.
+    Unusable(&'static str),
+}
+
+/// The parsed, not yet verified, parts of a blob.
+struct Parsed<'a> {
+    version: u8,
+    alg: u8,
+    key_id: &'a [u8],
+    cache_key: &'a [u8],
+    payload: std::ops::Range<usize>,
+    signed: &'a [u8],
+    tag: &'a [u8],
+}
+
+fn parse(blob: &[u8]) -> Option<Parsed<'_>> {
+    if blob.len() < FIXED_HEADER + TAG_LEN || &blob[..4] != MAGIC {
+        return None;
+    }
+    let version = blob[4];
+    let alg = blob[5];
+    let id_len = usize::from(blob[6]);
+    let key_id = blob.get(7..7 + id_len)?;
+    let klen_at = 7 + id_len;
+    let klen = usize::from(u16::from_be_bytes([
+        *blob.get(klen_at)?,
+        *blob.get(klen_at + 1)?,
+    ]));
+    let key_at = klen_at + 2;
+    let cache_key = blob.get(key_at..key_at + klen)?;
+    let payload_at = key_at + klen;
+    let tag_at = blob.len().checked_sub(TAG_LEN)?;
+    if payload_at > tag_at {
+        return None;
+    }
+    Some(Parsed {
+        version,
+        alg,
+        key_id,
+        cache_key,
+        payload: payload_at..tag_at,
+        signed: &blob[..tag_at],
+        tag: &blob[tag_at..],
+    })
+}
+
+impl Envelope {
+    pub(crate) fn new(keys: Option<KeyRing>) -> Self {
+        Self { keys }
+    }
+
+    pub(crate) fn is_signed(&self) -> bool {
+        self.keys.is_some()
+    }
+
+    /// A digest of a credential-bearing request header value, kept for Vary matching instead of
+    /// the value: HMAC-SHA256 under the signing key (domain-separated from entry tags), or plain
+    /// SHA-256 when the cache is unsigned.
+    pub(crate) fn vary_digest(&self, value: &[u8]) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        match &self.keys {
+            Some(ring) => {
+                let mut ctx = hmac::Context::with_key(&ring.current().mac);
+                ctx.update(b"hcc/v1/vary\0");
+                ctx.update(value);
+                out.copy_from_slice(ctx.sign().as_ref());
+            }
+            None => {
+                let mut ctx = digest::Context::new(&digest::SHA256);
+                ctx.update(b"hcc/v1/vary\0");
+                ctx.update(value);
+                out.copy_from_slice(ctx.finish().as_ref());
+            }
+        }
+        out
+    }
+
+    /// Seals `head` and the body `chunks` for storage under `key`. The body is copied once, into
+    /// the blob; nothing else is.
+    pub(crate) fn seal(
+        &self,
+        key: &CacheKey,
+        head: &EntryHead,
+        chunks: &[Bytes],
+    ) -> Result<Bytes, SealError> {
+        let key_bytes = key.as_str().as_bytes();
+        let key_len = u16::try_from(key_bytes.len()).map_err(|_| SealError("cache key too long"))?;
+        let body_len: usize = chunks.iter().map(Bytes::len).sum();
+        let mut out = Vec::with_capacity(FIXED_HEADER + 8 + key_bytes.len() + 512 + body_len + TAG_LEN);
+        out.extend_from_slice(MAGIC);
+        out.push(FORMAT_V1);
+        match &self.keys {
+            Some(ring) => {
+                let id = ring.current().id;
+                out.push(ALG_HMAC_SHA256);
+                out.push(id.len() as u8);
+                out.extend_from_slice(&id);
+            }
+            None => {
+                out.push(ALG_UNSIGNED_SHA256);
+                out.push(0);
+            }
+        }
+        out.extend_from_slice(&key_len.to_be_bytes());
+        out.extend_from_slice(key_bytes);
+        let mut out = wire::encode_head(head, out).map_err(|_| SealError("could not encode"))?;
+        for chunk in chunks {
+            out.extend_from_slice(chunk);
+        }
+        match &self.keys {
+            Some(ring) => {
+                let tag = hmac::sign(&ring.current().mac, &out);
+                out.extend_from_slice(tag.as_ref());
+            }
+            None => {
+                let sum = digest::digest(&digest::SHA256, &out);
+                out.extend_from_slice(sum.as_ref());
+            }
+        }
+        Ok(Bytes::from(out))
+    }
+
+    /// Verifies, then decodes, a blob read from `key`.
+    pub(crate) fn open(&self, key: &CacheKey, blob: Bytes) -> Result<Entry, OpenError> {
+        let bad = |reason| OpenError::BadSignature(BadSignature::new(key.clone(), reason));
+        let Some(parsed) = parse(&blob) else {
+            return Err(match self.keys {
+                Some(_) => bad(BadSignatureReason::Malformed),
+                None => OpenError::Unusable("not an envelope"),
+            });
+        };
+        if parsed.version != FORMAT_V1 {
+            // Possibly written by a newer release sharing the store: not ours to judge.
+            return Err(OpenError::Unusable("unknown format version"));
+        }
+        match (&self.keys, parsed.alg) {
+            (Some(ring), ALG_HMAC_SHA256) => {
+                let Some(k) = ring.find(parsed.key_id) else {
+                    return Err(bad(BadSignatureReason::UnknownKey));
+                };
+                // Constant-time verification before anything is decoded.
+                if hmac::verify(&k.mac, parsed.signed, parsed.tag).is_err() {
+                    return Err(bad(BadSignatureReason::Mismatch));
+                }
+            }
+            (Some(_), ALG_UNSIGNED_SHA256) => return Err(bad(BadSignatureReason::Unsigned)),
+            (None, ALG_UNSIGNED_SHA256) => {
+                let sum = digest::digest(&digest::SHA256, parsed.signed);
+                if sum.as_ref() != parsed.tag {
+                    return Err(OpenError::Unusable("checksum mismatch"));
+                }
+            }
+            (None, ALG_HMAC_SHA256) => {
+                return Err(OpenError::Unusable("signed entry, but this cache has no key"))
+            }
+            (_, _) => return Err(OpenError::Unusable("unknown algorithm")),
+        }
+        if parsed.cache_key != key.as_str().as_bytes() {
+            return Err(match self.keys {
+                Some(_) => bad(BadSignatureReason::WrongKey),
+                None => OpenError::Unusable("entry belongs to another key"),
+            });
+        }
+        let payload = blob.slice(parsed.payload);
+        wire::decode(&payload).ok_or(OpenError::Unusable("payload does not decode"))
+    }
+}
+
+/// An entry could not be sealed (it is then not stored).
+#[derive(Debug)]
+pub(crate) struct SealError(pub(crate) &'static str);
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,152 @@
+//! The versioned postcard wire struct. It is separate from [`EntryHead`] so that the in-memory
+//! types can change without silently changing the stored format.
+//!
+//! Decoding borrows from the verified payload: header values and the body become `Bytes` slices
+//! of the blob the store returned, not copies.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::entry::{Entry, EntryHead, VaryValue};
+
+/// Bytes that postcard writes as one length-prefixed run (not a sequence of `u8`s).
+#[derive(Debug, Clone, Copy)]
+struct Raw<'a>(&'a [u8]);
+
+impl Serialize for Raw<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(self.0)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Raw<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <&'a [u8]>::deserialize(d).map(Raw)
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+enum WireVary<'a> {
+    Absent,
+    #[serde(borrow)]
+    Clear(Raw<'a>),
+    Digest([u8; 32]),
+}
+
+/// Format version 1 of the stored head. The body follows it raw, to the end of the payload.
+#[derive(Serialize, Deserialize)]
+struct WireHeadV1<'a> {
+    status: u16,
+    version: u8,
+    #[serde(borrow)]
+    headers: Vec<(&'a str, Raw<'a>)>,
+    request_time: (u64, u32),
+    response_time: (u64, u32),
+    method: &'a str,
+    uri: &'a str,
+    #[serde(borrow)]
+    vary: Vec<(&'a str, WireVary<'a>)>,
+}
+
+fn version_to_wire(v: Version) -> u8 {
+    match v {
+        Version::HTTP_09 => 0,
+        Version::HTTP_10 => 1,
+        Version::HTTP_2 => 3,
+        Version::HTTP_3 => 4,
+        _ => 2,
+    }
+}
+
+fn version_from_wire(v: u8) -> Option<Version> {
+    Some(match v {
+        0 => Version::HTTP_09,
+        1 => Version::HTTP_10,
+        2 => Version::HTTP_11,
+        3 => Version::HTTP_2,
+        4 => Version::HTTP_3,
+        _ => return None,
+    })
+}
+
+fn time_to_wire(t: SystemTime) -> (u64, u32) {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+    (d.as_secs(), d.subsec_nanos())
+}
+
+fn time_from_wire((secs, nanos): (u64, u32)) -> Option<SystemTime> {
+    if nanos >= 1_000_000_000 {
+        return None;
+    }
+    UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
+}
+
+/// Appends the postcard encoding of `head` to `out`.
+pub(crate) fn encode_head(head: &EntryHead, out: Vec<u8>) -> Result<Vec<u8>, postcard::Error> {
+    let headers = head
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), Raw(v.as_bytes())))
+        .collect();
+    let vary = head
+        .vary
+        .iter()
+        .map(|(n, v)| {
+            let v = match v {
+                VaryValue::Absent => WireVary::Absent,
+                VaryValue::Clear(b) => WireVary::Clear(Raw(b)),
+                VaryValue::Digest(d) => WireVary::Digest(*d),
+            };
+            (n.as_str(), v)
+        })
+        .collect();
+    let wire = WireHeadV1 {
+        status: head.status.as_u16(),
+        version: version_to_wire(head.version),
+        headers,
+        request_time: time_to_wire(head.request_time),
+        response_time: time_to_wire(head.response_time),
+        method: head.method.as_str(),
+        uri: &head.uri,
+        vary,
+    };
+    postcard::to_extend(&wire, out)
+}
+
+/// Decodes a verified payload. `None` when it does not decode: the caller treats that as a miss.
+pub(crate) fn decode(payload: &Bytes) -> Option<Entry> {
+    let (wire, body) = postcard::take_from_bytes::<WireHeadV1<'_>>(payload).ok()?;
+    let mut headers = HeaderMap::with_capacity(wire.headers.len());
+    for (name, value) in wire.headers {
+        let name = HeaderName::from_bytes(name.as_bytes()).ok()?;
+        let value = HeaderValue::from_maybe_shared(payload.slice_ref(value.0)).ok()?;
+        headers.append(name, value);
+    }
+    let mut vary = Vec::with_capacity(wire.vary.len());
+    for (name, value) in wire.vary {
+        let name = HeaderName::from_bytes(name.as_bytes()).ok()?;
+        let value = match value {
+            WireVary::Absent => VaryValue::Absent,
+            WireVary::Clear(raw) => VaryValue::Clear(payload.slice_ref(raw.0)),
+            WireVary::Digest(d) => VaryValue::Digest(d),
+        };
+        vary.push((name, value));
+    }
+    let head = EntryHead {
+        status: StatusCode::from_u16(wire.status).ok()?,
+        version: version_from_wire(wire.version)?,
+        headers,
+        request_time: time_from_wire(wire.request_time)?,
+        response_time: time_from_wire(wire.response_time)?,
+        method: Method::from_bytes(wire.method.as_bytes()).ok()?,
+        uri: wire.uri.to_owned(),
+        vary,
+    };
+    Some(Entry {
+        head,
+        body: payload.slice_ref(body),
+    })
+}

@@ -1,0 +1,421 @@
+//! [`ResponseFuture`]: the per-request state machine.
+//!
+//! ```text
+//! new ──► Lookup ──► (hit) ─────────────────────────────► Done
+//!   │        ├─────► (bad signature, refetch) ─► Delete ─► Forward ─► Done
+//!   │        └─────► (miss / stale / unusable) ──────────► Forward ─► Done
+//!   └──────────────► (not cacheable) ────────────────────► Forward ─► Done
+//! ```
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, Uri};
+use http_body::Body;
+use pin_project_lite::pin_project;
+use tower::util::{Oneshot, ServiceExt};
+use tower::Service;
+
+use crate::body::{CacheBody, PutFuture, Sealer, Tee};
+use crate::entry::{Entry, EntryHead};
+use crate::envelope::OpenError;
+use crate::error::BoxError;
+use crate::layer::{Config, OnBadSignature};
+use crate::policy::decision::{decide, Decision};
+use crate::policy::storable::{storability, strip_unstorable, Exchange, Storability};
+use crate::policy::vary::{capture, vary_names, VaryNames};
+use crate::policy::{freshness::AgeInputs, RequestDirectives, ResponseDirectives};
+use crate::store::{Store, StoreRequest, StoreResponse};
+use crate::{CacheKey, CacheStatus};
+
+pin_project! {
+    /// The future returned by [`Cache`](crate::Cache).
+    pub struct ResponseFuture<S, St, ReqB>
+    where
+        S: Service<Request<ReqB>>,
+        St: Store,
+    {
+        #[pin]
+        state: State<S::Future, Oneshot<St, StoreRequest>>,
+        inner: Option<S>,
+        request: Option<Request<ReqB>>,
+        ctx: Ctx<St>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F, L> {
+        Lookup { #[pin] fut: L },
+        Delete { #[pin] fut: L },
+        Forward { #[pin] fut: F },
+        Done,
+    }
+}
+
+/// What the future needs besides the request and the inner service.
+struct Ctx<St> {
+    store: St,
+    config: Arc<Config>,
+    /// Present when the response may be stored: the request's key and the parts of the request
+    /// the entry records (the request itself goes to the origin).
+    storing: Option<Storing>,
+    /// What to report if the request goes to the origin.
+    status: CacheStatus,
+    request_time: SystemTime,
+}
+
+struct Storing {
+    key: CacheKey,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    cc: RequestDirectives,
+}
+
+impl<S, St, ReqB, ResB> ResponseFuture<S, St, ReqB>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    S::Error: Into<BoxError>,
+    St: Store,
+    ResB: Body,
+{
+    pub(crate) fn new(mut inner: S, store: St, config: Arc<Config>, request: Request<ReqB>) -> Self {
+        let cc = RequestDirectives::parse(request.headers());
+        // Only GET is looked up and stored in this release. Other methods go straight through.
+        let cacheable = request.method() == Method::GET;
+        let key = CacheKey::for_request(&request);
+        let storing = (cacheable && !cc.no_store).then(|| Storing {
+            key: key.clone(),
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+            headers: request.headers().clone(),
+            cc: cc.clone(),
+        });
+        // §5.2.1.4: no-cache in the request: "the client prefers that a stored response not be
+        // used to satisfy the request without successful validation on the origin server".
+        // Without validation (this release), that means not using it at all.
+        let lookup = cacheable && !cc.no_cache;
+        let status = if storing.is_some() {
+            CacheStatus::Miss
+        } else {
+            CacheStatus::NotCacheable
+        };
+        let mut ctx = Ctx {
+            store,
+            config,
+            storing,
+            status,
+            request_time: SystemTime::UNIX_EPOCH,
+        };
+        if lookup {
+            tracing::debug!(key = %key, "cache lookup");
+            let fut = ctx.store.clone().oneshot(StoreRequest::Get { key });
+            Self {
+                state: State::Lookup { fut },
+                inner: Some(inner),
+                request: Some(request),
+                ctx,
+            }
+        } else {
+            ctx.request_time = ctx.config.clock.now();
+            let fut = inner.call(request);
+            Self {
+                state: State::Forward { fut },
+                inner: None,
+                request: None,
+                ctx,
+            }
+        }
+    }
+}
+
+impl<S, St, ReqB, ResB> Future for ResponseFuture<S, St, ReqB>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    S::Error: Into<BoxError>,
+    St: Store,
+    ResB: Body,
+{
+    type Output = Result<Response<CacheBody<ResB>>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Lookup { fut } => {
+                    let result = ready!(fut.poll(cx));
+                    match this.ctx.on_lookup(result) {
+                        Lookup::Hit(response) => {
+                            this.state.set(State::Done);
+                            return Poll::Ready(Ok(response));
+                        }
+                        Lookup::Fail(err) => {
+                            this.state.set(State::Done);
+                            return Poll::Ready(Err(err));
+                        }
+                        Lookup::Delete(key) => {
+                            let fut = this.ctx.store.clone().oneshot(StoreRequest::Delete { key });
+                            this.state.set(State::Delete { fut });
+                        }
+                        Lookup::Forward => match forward(this.inner, this.request, this.ctx) {
+                            Ok(fut) => this.state.set(State::Forward { fut }),
+                            Err(e) => {
+                                this.state.set(State::Done);
+                                return Poll::Ready(Err(e));
+                            }
+                        },
+                    }
+                }
+                StateProj::Delete { fut } => {
+                    if let Err(e) = ready!(fut.poll(cx)) {
+                        let e: BoxError = e.into();
+                        tracing::warn!(error = %e, "could not delete an entry that failed verification");
+                    }
+                    match forward(this.inner, this.request, this.ctx) {
+                        Ok(fut) => this.state.set(State::Forward { fut }),
+                        Err(e) => {
+                            this.state.set(State::Done);
+                            return Poll::Ready(Err(e));
+                        }
+                    }
+                }
+                StateProj::Forward { fut } => {
+                    let result = ready!(fut.poll(cx));
+                    this.state.set(State::Done);
+                    let response = result.map_err(Into::into)?;
+                    return Poll::Ready(Ok(this.ctx.on_response(response)));
+                }
+                StateProj::Done => panic!("ResponseFuture polled after completion"),
+            }
+        }
+    }
+}
+
+/// Sends the request to the origin.
+fn forward<S, St, ReqB>(
+    inner: &mut Option<S>,
+    request: &mut Option<Request<ReqB>>,
+    ctx: &mut Ctx<St>,
+) -> Result<S::Future, BoxError>
+where
+    S: Service<Request<ReqB>>,
+{
+    match (inner.take(), request.take()) {
+        (Some(mut inner), Some(request)) => {
+            ctx.request_time = ctx.config.clock.now();
+            Ok(inner.call(request))
+        }
+        _ => Err("the request was already sent".into()),
+    }
+}
+
+enum Lookup<B> {
+    Hit(Response<CacheBody<B>>),
+    Fail(BoxError),
+    Delete(CacheKey),
+    Forward,
+}
+
+impl<St: Store> Ctx<St> {
+    fn digest(&self) -> impl Fn(&[u8]) -> [u8; 32] + '_ {
+        move |value| self.config.envelope.vary_digest(value)
+    }
+
+    fn on_lookup<B>(
+        &mut self,
+        result: Result<StoreResponse, St::Error>,
+    ) -> Lookup<B> {
+        let Some(storing) = &self.storing else {
+            return Lookup::Forward;
+        };
+        let key = storing.key.clone();
+        let blob = match result.map_err(Into::<BoxError>::into) {
+            Ok(StoreResponse::Blob(Some(blob))) => blob,
+            Ok(StoreResponse::Blob(None)) => {
+                tracing::debug!(key = %key, "cache miss");
+                return Lookup::Forward;
+            }
+            Ok(other) => {
+                tracing::warn!(key = %key, response = ?other, "store answered a lookup with something else; treating as a miss");
+                self.status = CacheStatus::StoreUnavailable;
+                return Lookup::Forward;
+            }
+            Err(e) => {
+                tracing::warn!(key = %key, error = %e, "store lookup failed; going to the origin");
+                self.status = CacheStatus::StoreUnavailable;
+                return Lookup::Forward;
+            }
+        };
+        let entry = match self.config.envelope.open(&key, blob) {
+            Ok(entry) => entry,
+            Err(OpenError::BadSignature(bad)) => {
+                return match self.config.on_bad_signature {
+                    OnBadSignature::Error => {
+                        tracing::warn!(key = %key, error = %bad, "refusing a stored entry");
+                        Lookup::Fail(Box::new(bad))
+                    }
+                    OnBadSignature::Refetch => {
+                        tracing::warn!(key = %key, error = %bad, "deleting a stored entry and refetching");
+                        Lookup::Delete(key)
+                    }
+                };
+            }
+            Err(OpenError::Unusable(why)) => {
+                tracing::debug!(key = %key, reason = why, "stored entry unusable; treating as a miss");
+                return Lookup::Forward;
+            }
+        };
+        let now = self.config.clock.now();
+        let decision = decide(
+            &entry.head,
+            &storing.headers,
+            &storing.cc,
+            self.config.shared,
+            now,
+            &self.digest(),
+        );
+        match decision {
+            Decision::Fresh { age } => {
+                tracing::debug!(key = %key, age = age.as_secs(), "cache hit");
+                Lookup::Hit(hit_response(entry, age))
+            }
+            other => {
+                tracing::debug!(key = %key, decision = ?other, "stored entry not usable");
+                Lookup::Forward
+            }
+        }
+    }
+
+    fn on_response<B: Body>(&mut self, response: Response<B>) -> Response<CacheBody<B>> {
+        let response_time = self.config.clock.now();
+        let (mut parts, body) = response.into_parts();
+        let mut status = self.status;
+        let body = match self.storing.take() {
+            Some(storing) => {
+                let response_cc = ResponseDirectives::parse(&parts.headers);
+                let age = AgeInputs::from_headers(&parts.headers, self.request_time, response_time)
+                    .current_age(response_time);
+                let exchange = Exchange {
+                    method: &storing.method,
+                    request_headers: &storing.headers,
+                    request_cc: &storing.cc,
+                    status: parts.status,
+                    response_headers: &parts.headers,
+                    response_cc: &response_cc,
+                    response_time,
+                    age,
+                };
+                match storability(&exchange, self.config.shared) {
+                    Storability::Store { lifetime } => {
+                        let ttl = lifetime.saturating_sub(age);
+                        let head = self.entry_head(&storing, &parts, response_time);
+                        let expected_len = content_length(&parts.headers);
+                        let sealer = self.sealer(storing.key, head, ttl);
+                        CacheBody::tee(body, Tee::new(self.config.max_body_size, expected_len, sealer))
+                    }
+                    Storability::DoNotStore(why) => {
+                        tracing::debug!(key = %storing.key, reason = ?why, "response not storable");
+                        if status == CacheStatus::Miss {
+                            status = CacheStatus::NotCacheable;
+                        }
+                        CacheBody::upstream(body)
+                    }
+                }
+            }
+            None => CacheBody::upstream(body),
+        };
+        parts.extensions.insert(status);
+        Response::from_parts(parts, body)
+    }
+
+    fn entry_head(
+        &self,
+        storing: &Storing,
+        parts: &http::response::Parts,
+        response_time: SystemTime,
+    ) -> EntryHead {
+        let mut headers = parts.headers.clone();
+        strip_unstorable(&mut headers);
+        let digest = self.digest();
+        let vary = match vary_names(&parts.headers) {
+            VaryNames::Names(names) => names
+                .into_iter()
+                .map(|name| {
+                    let value = capture(&storing.headers, &name, &digest);
+                    (name, value)
+                })
+                .collect(),
+            // Not reached: `Vary: *` is not storable.
+            VaryNames::Star => Vec::new(),
+        };
+        EntryHead {
+            status: parts.status,
+            version: parts.version,
+            headers,
+            request_time: self.request_time,
+            response_time,
+            method: storing.method.clone(),
+            uri: storing.uri.to_string(),
+            vary,
+        }
+    }
+
+    fn sealer(&self, key: CacheKey, head: EntryHead, ttl: Duration) -> Sealer {
+        let config = self.config.clone();
+        let store = self.store.clone();
+        Box::new(move |chunks: Vec<Bytes>| -> Option<PutFuture> {
+            let blob = match config.envelope.seal(&key, &head, &chunks) {
+                Ok(blob) => blob,
+                Err(e) => {
+                    tracing::warn!(key = %key, reason = e.0, "could not seal an entry; not stored");
+                    return None;
+                }
+            };
+            Some(Box::pin(async move {
+                let size = blob.len();
+                let put = StoreRequest::Put {
+                    key: key.clone(),
+                    blob,
+                    ttl: Some(ttl),
+                };
+                match store.oneshot(put).await {
+                    Ok(_) => tracing::debug!(key = %key, size, ttl = ttl.as_secs(), "stored"),
+                    Err(e) => {
+                        let e: BoxError = e.into();
+                        tracing::warn!(key = %key, error = %e, "store write failed; response not cached");
+                    }
+                }
+            }))
+        })
+    }
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Rebuilds the stored response. RFC 9111 §4: "When a stored response is used to satisfy a
+/// request without validation, a cache MUST generate an Age header field (Section 5.1),
+/// replacing any present in the response with a value equal to the stored response's
+/// current_age".
+fn hit_response<B>(entry: Entry, age: Duration) -> Response<CacheBody<B>> {
+    let Entry { head, body } = entry;
+    let mut response = Response::new(CacheBody::cached(body));
+    *response.status_mut() = head.status;
+    *response.version_mut() = head.version;
+    *response.headers_mut() = head.headers;
+    response
+        .headers_mut()
+        .insert(header::AGE, HeaderValue::from(age.as_secs()));
+    response.extensions_mut().insert(CacheStatus::Hit);
+    response
+}

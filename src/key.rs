@@ -1,0 +1,194 @@
+//! Cache keys: which stored entry a request maps to.
+//!
+//! The primary key (RFC 9111 §2: "the request method and target URI") is a SHA-256 digest of the
+//! method and a normalized URI, prefixed with a format version. Changing how keys are built bumps
+//! the version, so an upgrade produces clean misses instead of wrong hits.
+
+use std::fmt;
+use std::sync::Arc;
+
+use http::{header, Method, Request};
+use ring::digest;
+
+/// The version prefix of every key this crate builds. Bump it whenever normalization changes.
+const KEY_FORMAT: &str = "hcc1";
+
+/// The name an entry is stored under.
+///
+/// Keys are built by the cache (see [`CacheKey::for_request`]); stores treat them as opaque
+/// strings. Cloning is cheap (a reference count).
+///
+/// # Example
+///
+/// ```
+/// use hyper_client_cache::CacheKey;
+///
+/// let a = http::Request::get("http://Example.COM:80/a?y=2&x=1").body(()).unwrap();
+/// let b = http::Request::get("http://example.com/a?x=1&y=2").body(()).unwrap();
+/// assert_eq!(CacheKey::for_request(&a), CacheKey::for_request(&b));
+/// assert!(CacheKey::for_request(&a).as_str().starts_with("hcc1:"));
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CacheKey(Arc<str>);
+
+impl CacheKey {
+    /// The key for a request: a digest of its method and normalized URI.
+    ///
+    /// Normalization: scheme and host are lowercased, a default port (80 for `http`, 443 for
+    /// `https`) is dropped, an empty path becomes `/`, and query parameters are sorted by name
+    /// (a stable sort, so repeated names keep their order). A request with a relative URI (as a
+    /// server sees it) takes its authority from the `Host` header.
+    pub fn for_request<B>(request: &Request<B>) -> Self {
+        let normalized = normalized_target(request);
+        Self::from_parts(request.method(), &normalized)
+    }
+
+    fn from_parts(method: &Method, normalized_target: &str) -> Self {
+        let mut ctx = digest::Context::new(&digest::SHA256);
+        ctx.update(method.as_str().as_bytes());
+        ctx.update(b"\0");
+        ctx.update(normalized_target.as_bytes());
+        let digest = ctx.finish();
+        let mut s = String::with_capacity(KEY_FORMAT.len() + 1 + 64);
+        s.push_str(KEY_FORMAT);
+        s.push(':');
+        for b in digest.as_ref() {
+            s.push(char::from(HEX[usize::from(b >> 4)]));
+            s.push(char::from(HEX[usize::from(b & 0xf)]));
+        }
+        Self(s.into())
+    }
+
+    /// Wraps a string a store handed back (for example while listing) as a key.
+    pub fn from_stored(key: impl Into<Arc<str>>) -> Self {
+        Self(key.into())
+    }
+
+    /// The key as a string, as stores see it.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+impl fmt::Debug for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for CacheKey {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// `scheme://authority/path?sorted-query`, normalized as described on [`CacheKey::for_request`].
+pub(crate) fn normalized_target<B>(request: &Request<B>) -> String {
+    let uri = request.uri();
+    let scheme = uri.scheme_str().unwrap_or("http").to_ascii_lowercase();
+    let authority = match uri.authority() {
+        Some(a) => a.as_str().to_owned(),
+        None => request
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("")
+            .to_owned(),
+    };
+    let authority = strip_default_port(&scheme, &authority.to_ascii_lowercase());
+    let path = match uri.path() {
+        "" => "/",
+        p => p,
+    };
+    let mut out = String::with_capacity(scheme.len() + authority.len() + path.len() + 16);
+    out.push_str(&scheme);
+    out.push_str("://");
+    out.push_str(&authority);
+    out.push_str(path);
+    if let Some(query) = uri.query() {
+        let mut pairs: Vec<&str> = query.split('&').filter(|p| !p.is_empty()).collect();
+        // Stable: `a=2&a=1` keeps its order, only different names are reordered.
+        pairs.sort_by(|a, b| param_name(a).cmp(param_name(b)));
+        if !pairs.is_empty() {
+            out.push('?');
+            out.push_str(&pairs.join("&"));
+        }
+    }
+    out
+}
+
+fn param_name(pair: &str) -> &str {
+    pair.split_once('=').map_or(pair, |(name, _)| name)
+}
+
+fn strip_default_port(scheme: &str, authority: &str) -> String {
+    let default = match scheme {
+        "http" => ":80",
+        "https" => ":443",
+        _ => return authority.to_owned(),
+    };
+    authority
+        .strip_suffix(default)
+        .unwrap_or(authority)
+        .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(method: &str, uri: &str) -> CacheKey {
+        CacheKey::for_request(&Request::builder().method(method).uri(uri).body(()).unwrap())
+    }
+
+    #[test]
+    fn normalization_table() {
+        let same = [
+            ("http://example.com/", "HTTP://EXAMPLE.com:80/"),
+            ("http://example.com", "http://example.com/"),
+            ("https://example.com/x", "https://example.com:443/x"),
+            ("http://e.com/p?a=1&b=2", "http://e.com/p?b=2&a=1"),
+            ("http://e.com/p?a=1", "http://e.com/p?a=1&"),
+        ];
+        for (a, b) in same {
+            assert_eq!(key("GET", a), key("GET", b), "{a} vs {b}");
+        }
+        let different = [
+            ("http://e.com/p?a=1&a=2", "http://e.com/p?a=2&a=1"),
+            ("http://e.com/P", "http://e.com/p"),
+            ("http://e.com:8080/", "http://e.com/"),
+            ("http://e.com/", "https://e.com/"),
+        ];
+        for (a, b) in different {
+            assert_ne!(key("GET", a), key("GET", b), "{a} vs {b}");
+        }
+        assert_ne!(key("GET", "http://e.com/"), key("HEAD", "http://e.com/"));
+    }
+
+    #[test]
+    fn relative_uri_uses_host_header() {
+        let rel = Request::get("/x")
+            .header(header::HOST, "Example.com")
+            .body(())
+            .unwrap();
+        assert_eq!(
+            CacheKey::for_request(&rel),
+            key("GET", "http://example.com/x")
+        );
+    }
+
+    #[test]
+    fn key_is_versioned_hex() {
+        let k = key("GET", "http://e.com/");
+        assert_eq!(k.as_str().len(), 5 + 64);
+        assert!(k.as_str().starts_with("hcc1:"));
+    }
+}

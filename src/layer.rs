@@ -1,0 +1,157 @@
+//! [`CacheLayer`]: configuration, and the consuming builder that sets it.
+
+use std::fmt;
+use std::sync::Arc;
+
+use tower::Layer;
+
+use crate::clock::{Clock, SystemClock};
+use crate::envelope::{Envelope, KeyRing};
+use crate::service::Cache;
+
+/// Default for [`CacheLayer::max_body_size`]: 8 MiB.
+pub const DEFAULT_MAX_BODY_SIZE: usize = 8 * 1024 * 1024;
+
+/// What to do with a stored entry whose signature does not verify.
+///
+/// Such an entry is never served, whatever this says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum OnBadSignature {
+    /// Fail the request with a [`BadSignature`](crate::BadSignature) error (the default), so
+    /// tampering is noticed instead of silently papered over.
+    #[default]
+    Error,
+    /// Delete the entry, log a warning and fetch the response from the origin again.
+    Refetch,
+}
+
+/// The settings shared by a layer and every service it builds.
+#[derive(Clone)]
+pub(crate) struct Config {
+    pub(crate) envelope: Envelope,
+    pub(crate) on_bad_signature: OnBadSignature,
+    pub(crate) max_body_size: usize,
+    pub(crate) shared: bool,
+    pub(crate) clock: Arc<dyn Clock>,
+}
+
+/// A [`tower::Layer`] that adds an HTTP cache in front of a client service.
+///
+/// The store is the one required choice; everything else has a default, listed with each
+/// setter. Without [`secret_key`](Self::secret_key) entries are stored unsigned: a checksum then
+/// detects accidental corruption, but **not** tampering, since anyone can recompute it.
+///
+/// # Example
+///
+/// ```
+/// use hyper_client_cache::{CacheLayer, MemoryStore, SecretKey};
+///
+/// # fn main() -> Result<(), hyper_client_cache::KeyError> {
+/// let layer = CacheLayer::new(MemoryStore::default())
+///     .secret_key(SecretKey::new("a long random secret from your vault")?);
+/// let service = tower::ServiceBuilder::new()
+///     .layer(layer)
+///     .service_fn(|_req: http::Request<String>| async {
+///         Ok::<_, std::convert::Infallible>(http::Response::new(String::from("hello")))
+///     });
+/// # drop(service);
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Clone
+///
+/// Cloning copies the settings and clones the store handle (for the stores of this crate, a
+/// reference count: clones share the same entries).
+#[derive(Clone)]
+#[must_use]
+pub struct CacheLayer<St> {
+    store: St,
+    config: Config,
+}
+
+impl<St> CacheLayer<St> {
+    /// A layer that keeps entries in `store`, as a private (single-user) cache, unsigned.
+    pub fn new(store: St) -> Self {
+        Self {
+            store,
+            config: Config {
+                envelope: Envelope::new(None),
+                on_bad_signature: OnBadSignature::Error,
+                max_body_size: DEFAULT_MAX_BODY_SIZE,
+                shared: false,
+                clock: Arc::new(SystemClock),
+            },
+        }
+    }
+
+    /// Signs every entry with this key (a [`SecretKey`](crate::SecretKey)) or key ring
+    /// ([`KeyRing`], for rotation), and refuses entries that do not verify.
+    ///
+    /// Default: no key, entries unsigned.
+    pub fn secret_key(mut self, keys: impl Into<KeyRing>) -> Self {
+        self.config.envelope = Envelope::new(Some(keys.into()));
+        self
+    }
+
+    /// What to do with an entry that fails verification.
+    ///
+    /// Default: [`OnBadSignature::Error`].
+    pub fn on_bad_signature(mut self, policy: OnBadSignature) -> Self {
+        self.config.on_bad_signature = policy;
+        self
+    }
+
+    /// The largest body that is stored; larger responses stream through to the caller in full
+    /// and are not stored, and the layer never holds more than this much of one body.
+    ///
+    /// Default: [`DEFAULT_MAX_BODY_SIZE`] (8 MiB).
+    pub fn max_body_size(mut self, bytes: usize) -> Self {
+        self.config.max_body_size = bytes;
+        self
+    }
+
+    /// Use shared-cache rules (RFC 9111 §3.5, §5.2.2.7, §5.2.2.10: `private` is not stored,
+    /// `s-maxage` applies, responses to requests with `Authorization` need explicit permission).
+    ///
+    /// Default: `false`, a private cache, as a client's cache usually is.
+    pub fn shared(mut self, shared: bool) -> Self {
+        self.config.shared = shared;
+        self
+    }
+
+    /// The clock used for every freshness decision; tests pass a
+    /// [`ManualClock`](crate::ManualClock).
+    ///
+    /// Default: [`SystemClock`].
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.config.clock = Arc::new(clock);
+        self
+    }
+
+    /// The store this layer writes to.
+    pub fn store(&self) -> &St {
+        &self.store
+    }
+}
+
+impl<S, St: Clone> Layer<S> for CacheLayer<St> {
+    type Service = Cache<S, St>;
+
+    fn layer(&self, inner: S) -> Cache<S, St> {
+        Cache::from_parts(inner, self.store.clone(), Arc::new(self.config.clone()))
+    }
+}
+
+impl<St: fmt::Debug> fmt::Debug for CacheLayer<St> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CacheLayer")
+            .field("store", &self.store)
+            .field("signed", &self.config.envelope.is_signed())
+            .field("on_bad_signature", &self.config.on_bad_signature)
+            .field("max_body_size", &self.config.max_body_size)
+            .field("shared", &self.config.shared)
+            .finish_non_exhaustive()
+    }
+}

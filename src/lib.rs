@@ -1,0 +1,103 @@
+//! An RFC 9111 HTTP cache for **clients**, as a [`tower`] middleware, whose entries are signed
+//! so that whoever can write to the store cannot make your clients accept forged responses.
+//!
+//! Put a [`CacheLayer`] in a [`tower::ServiceBuilder`] in front of a hyper-util `Client` (or any
+//! `Service<http::Request<B>, Response = http::Response<ResBody>>`). Responses that may be
+//! stored are serialized with postcard, signed with HMAC-SHA256 (ring) together with the cache
+//! key they are stored under, and written through a [`Store`], which is itself a
+//! [`tower::Service`]. On read the signature is verified before anything is decoded; an entry that
+//! fails verification is never served.
+//!
+//! # Example
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use hyper_client_cache::{CacheLayer, CacheStatus, MemoryStore, SecretKey};
+//! use http_body_util::{BodyExt, Full};
+//! use tower::{Service, ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! // Any tower HTTP client; in real code a hyper_util::client::legacy::Client.
+//! let origin = tower::service_fn(|_req: http::Request<()>| async {
+//!     let response = http::Response::builder()
+//!         .header("cache-control", "max-age=60")
+//!         .body(Full::new(bytes::Bytes::from_static(b"hello")))
+//!         .unwrap();
+//!     Ok::<_, Infallible>(response)
+//! });
+//!
+//! let mut client = ServiceBuilder::new()
+//!     .layer(
+//!         CacheLayer::new(MemoryStore::default())
+//!             .secret_key(SecretKey::new("a long random secret from your vault")?),
+//!     )
+//!     .service(origin);
+//!
+//! for expected in [CacheStatus::Miss, CacheStatus::Hit] {
+//!     let request = http::Request::get("http://example.com/").body(())?;
+//!     let response = client.ready().await?.call(request).await?;
+//!     assert_eq!(response.extensions().get::<CacheStatus>(), Some(&expected));
+//!     assert_eq!(response.into_body().collect().await?.to_bytes(), "hello");
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # What this release caches
+//!
+//! GET responses with status 200 and explicit freshness (`Cache-Control: max-age`/`s-maxage`, or
+//! `Expires`), served while fresh, with `Vary` honoured; `no-store` and `no-cache` responses are
+//! not stored. Everything else passes through untouched. See `docs/http-caching.md`.
+//!
+//! # Feature flags
+//!
+//! | feature | default | what it adds |
+//! | --- | --- | --- |
+//! | `memory` | yes | [`MemoryStore`], a byte-bounded in-process store |
+//!
+//! # Minimum supported Rust version
+//!
+//! Rust 1.88 (the newest `rust-version` among the dependencies). Raising it is a minor-version
+//! change.
+
+#![deny(missing_docs, unsafe_code, unreachable_pub, rust_2018_idioms)]
+#![warn(clippy::all)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod body;
+mod clock;
+mod entry;
+mod envelope;
+mod error;
+mod future;
+mod key;
+mod layer;
+mod policy;
+mod service;
+mod status;
+pub mod store;
+
+#[doc(inline)]
+pub use crate::body::CacheBody;
+#[doc(inline)]
+pub use crate::clock::{Clock, ManualClock, SystemClock};
+#[doc(inline)]
+pub use crate::envelope::{KeyError, KeyRing, SecretKey, MIN_KEY_LEN};
+#[doc(inline)]
+pub use crate::error::{BadSignature, BoxError};
+#[doc(inline)]
+pub use crate::future::ResponseFuture;
+#[doc(inline)]
+pub use crate::key::CacheKey;
+#[doc(inline)]
+pub use crate::layer::{CacheLayer, OnBadSignature, DEFAULT_MAX_BODY_SIZE};
+#[doc(inline)]
+pub use crate::service::Cache;
+#[doc(inline)]
+pub use crate::status::CacheStatus;
+#[cfg(feature = "memory")]
+#[doc(inline)]
+pub use crate::store::MemoryStore;
+#[doc(inline)]
+pub use crate::store::{Store, StoreRequest, StoreResponse};

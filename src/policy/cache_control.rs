@@ -1,0 +1,276 @@
+//! Typed `Cache-Control` (RFC 9111 §5.2) for requests and responses.
+
+use http::header::{self, HeaderMap};
+
+/// RFC 9111 §1.2.2: "If a cache receives a delta-seconds value greater than the greatest integer
+/// it can represent, or if any of its subsequent calculations overflows, the cache MUST consider
+/// the value to be 2147483648 (2^31) or the greatest positive integer it can conveniently
+/// represent."
+pub(crate) const DELTA_SECONDS_MAX: u64 = 1 << 31;
+
+/// Response directives (RFC 9111 §5.2.2).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct ResponseDirectives {
+    /// §5.2.2.1 `max-age`. An invalid or conflicting value reads as 0 (stale).
+    pub(crate) max_age: Option<u64>,
+    /// §5.2.2.10 `s-maxage` (shared caches only).
+    pub(crate) s_maxage: Option<u64>,
+    /// §5.2.2.5 `no-store`.
+    pub(crate) no_store: bool,
+    /// §5.2.2.4 `no-cache`, with or without a field list (a list is read as the whole response:
+    /// the conservative reading the section allows).
+    pub(crate) no_cache: bool,
+    /// §5.2.2.7 `private`, with or without a field list (likewise).
+    pub(crate) private: bool,
+    /// §5.2.2.9 `public`.
+    pub(crate) public: bool,
+    /// §5.2.2.2 `must-revalidate`.
+    pub(crate) must_revalidate: bool,
+    /// §5.2.2.8 `proxy-revalidate`.
+    pub(crate) proxy_revalidate: bool,
+    /// §5.2.2.3 `must-understand`.
+    pub(crate) must_understand: bool,
+}
+
+/// Request directives (RFC 9111 §5.2.1).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct RequestDirectives {
+    /// §5.2.1.1 `max-age`.
+    pub(crate) max_age: Option<u64>,
+    /// §5.2.1.4 `no-cache`; also set by `Pragma: no-cache` when there is no Cache-Control
+    /// (§5.4).
+    pub(crate) no_cache: bool,
+    /// §5.2.1.5 `no-store`.
+    pub(crate) no_store: bool,
+    /// §5.2.1.7 `only-if-cached`.
+    pub(crate) only_if_cached: bool,
+}
+
+/// One `name[=value]` directive, name lowercased (§5.2: "Cache directives are case-insensitive").
+struct Directive {
+    name: String,
+    value: Option<String>,
+}
+
+/// Splits every `Cache-Control` field line into directives (RFC 9110 §5.6.1 lists, §5.6.4 quoted
+/// strings). Lines that are not valid UTF-8 are read lossily: a directive the cache cannot read
+/// is ignored, as §5.2 asks for unrecognized ones.
+fn directives(headers: &HeaderMap) -> impl Iterator<Item = Directive> + '_ {
+    headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .flat_map(|line| split_list(&String::from_utf8_lossy(line.as_bytes())))
+}
+
+fn split_list(line: &str) -> Vec<Directive> {
+    let mut out = Vec::new();
+    let mut chars = line.chars().peekable();
+    loop {
+        // name
+        let mut name = String::new();
+        while let Some(&c) = chars.peek() {
+            if c == ',' || c == '=' {
+                break;
+            }
+            name.push(c);
+            chars.next();
+        }
+        let mut value = None;
+        if chars.peek() == Some(&'=') {
+            chars.next();
+            while chars.peek().is_some_and(|c| *c == ' ' || *c == '\t') {
+                chars.next();
+            }
+            let mut v = String::new();
+            if chars.peek() == Some(&'"') {
+                chars.next();
+                while let Some(c) = chars.next() {
+                    match c {
+                        '"' => break,
+                        '\\' => {
+                            if let Some(escaped) = chars.next() {
+                                v.push(escaped);
+                            }
+                        }
+                        c => v.push(c),
+                    }
+                }
+                // skip anything up to the next comma
+                while chars.peek().is_some_and(|c| *c != ',') {
+                    chars.next();
+                }
+            } else {
+                while let Some(&c) = chars.peek() {
+                    if c == ',' {
+                        break;
+                    }
+                    v.push(c);
+                    chars.next();
+                }
+                v = v.trim().to_owned();
+            }
+            value = Some(v);
+        }
+        let name = name.trim().to_ascii_lowercase();
+        if !name.is_empty() {
+            out.push(Directive { name, value });
+        }
+        if chars.next().is_none() {
+            break;
+        }
+    }
+    out
+}
+
+/// Parses `delta-seconds` (RFC 9111 §1.2.2): digits only, saturating at 2^31.
+pub(crate) fn delta_seconds(value: &str) -> Option<u64> {
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    // All digits: the only possible failure is overflow, which saturates.
+    Some(value.parse::<u64>().map_or(DELTA_SECONDS_MAX, |v| v.min(DELTA_SECONDS_MAX)))
+}
+
+/// Folds repeated `max-age`-like directives. RFC 9111 §4.2.1: "When there is more than one value
+/// present for a given directive (e.g., two Expires header field lines or multiple Cache-Control:
+/// max-age directives), either the first occurrence should be used or the response should be
+/// considered stale." An unparsable value also reads as stale (0): the conservative choice.
+fn fold_seconds(slot: &mut Option<u64>, seen: &mut bool, value: Option<&str>) {
+    let parsed = value.and_then(delta_seconds).unwrap_or(0);
+    if *seen && *slot != Some(parsed) {
+        *slot = Some(0);
+    } else {
+        *slot = Some(parsed);
+    }
+    *seen = true;
+}
+
+impl ResponseDirectives {
+    pub(crate) fn parse(headers: &HeaderMap) -> Self {
+        let mut d = Self::default();
+        let (mut seen_max_age, mut seen_s_maxage) = (false, false);
+        for Directive { name, value } in directives(headers) {
+            match name.as_str() {
+                "max-age" => fold_seconds(&mut d.max_age, &mut seen_max_age, value.as_deref()),
+                "s-maxage" => fold_seconds(&mut d.s_maxage, &mut seen_s_maxage, value.as_deref()),
+                "no-store" => d.no_store = true,
+                "no-cache" => d.no_cache = true,
+                "private" => d.private = true,
+                "public" => d.public = true,
+                "must-revalidate" => d.must_revalidate = true,
+                "proxy-revalidate" => d.proxy_revalidate = true,
+                "must-understand" => d.must_understand = true,
+                _ => {} // §5.2.3: unrecognized directives are ignored
+            }
+        }
+        d
+    }
+}
+
+impl RequestDirectives {
+    pub(crate) fn parse(headers: &HeaderMap) -> Self {
+        let mut d = Self::default();
+        let mut any = false;
+        let mut seen_max_age = false;
+        for Directive { name, value } in directives(headers) {
+            any = true;
+            match name.as_str() {
+                "max-age" => fold_seconds(&mut d.max_age, &mut seen_max_age, value.as_deref()),
+                "no-cache" => d.no_cache = true,
+                "no-store" => d.no_store = true,
+                "only-if-cached" => d.only_if_cached = true,
+                _ => {}
+            }
+        }
+        // RFC 9111 §5.4: "When the Cache-Control header field is not present in a request,
+        // caches MUST consider the no-cache request pragma-directive as having the same effect
+        // as if "Cache-Control: no-cache" were present."
+        if !any && headers.get(header::CACHE_CONTROL).is_none() {
+            d.no_cache = headers.get_all(header::PRAGMA).iter().any(|v| {
+                String::from_utf8_lossy(v.as_bytes())
+                    .split(',')
+                    .any(|p| p.trim().eq_ignore_ascii_case("no-cache"))
+            });
+        }
+        d
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(lines: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for l in lines {
+            h.append(header::CACHE_CONTROL, HeaderValue::from_str(l).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn response_directive_table() {
+        let cases: &[(&[&str], Option<u64>, bool, bool)] = &[
+            // lines, max_age, no_store, no_cache
+            (&["max-age=60"], Some(60), false, false),
+            (&["MAX-AGE=60"], Some(60), false, false),
+            (&["max-age=\"60\""], Some(60), false, false),
+            (&["public, max-age=60"], Some(60), false, false),
+            (&["max-age=60", "no-store"], Some(60), true, false),
+            (&["max-age=60, max-age=60"], Some(60), false, false),
+            (&["max-age=60, max-age=120"], Some(0), false, false),
+            (&["max-age=abc"], Some(0), false, false),
+            (&["max-age=-1"], Some(0), false, false),
+            (&["max-age="], Some(0), false, false),
+            (&["max-age"], Some(0), false, false),
+            (&["max-age=99999999999999999999999"], Some(DELTA_SECONDS_MAX), false, false),
+            (&["max-age=4294967296"], Some(DELTA_SECONDS_MAX), false, false),
+            (&["no-cache=\"set-cookie, x\", max-age=5"], Some(5), false, true),
+            (&["  no-store  ,"], None, true, false),
+            (&["x-unknown=\"a,b\", max-age=7"], Some(7), false, false),
+            (&[""], None, false, false),
+        ];
+        for (lines, max_age, no_store, no_cache) in cases {
+            let d = ResponseDirectives::parse(&headers(lines));
+            assert_eq!(d.max_age, *max_age, "{lines:?}");
+            assert_eq!(d.no_store, *no_store, "{lines:?}");
+            assert_eq!(d.no_cache, *no_cache, "{lines:?}");
+        }
+    }
+
+    #[test]
+    fn response_flags() {
+        let d = ResponseDirectives::parse(&headers(&[
+            "private, Public, must-revalidate, proxy-revalidate, s-maxage=9, must-understand",
+        ]));
+        assert!(d.private && d.public && d.must_revalidate && d.proxy_revalidate);
+        assert!(d.must_understand);
+        assert_eq!(d.s_maxage, Some(9));
+    }
+
+    #[test]
+    fn request_directives_and_pragma() {
+        let d = RequestDirectives::parse(&headers(&["no-cache, max-age=0, only-if-cached"]));
+        assert!(d.no_cache && d.only_if_cached);
+        assert_eq!(d.max_age, Some(0));
+
+        let mut h = HeaderMap::new();
+        h.insert(header::PRAGMA, HeaderValue::from_static("No-Cache"));
+        assert!(RequestDirectives::parse(&h).no_cache);
+
+        // Pragma is ignored when Cache-Control is present.
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=5"));
+        assert!(!RequestDirectives::parse(&h).no_cache);
+    }
+
+    #[test]
+    fn delta_seconds_rules() {
+        assert_eq!(delta_seconds("0"), Some(0));
+        assert_eq!(delta_seconds("2147483648"), Some(DELTA_SECONDS_MAX));
+        assert_eq!(delta_seconds("2147483649"), Some(DELTA_SECONDS_MAX));
+        assert_eq!(delta_seconds("1.5"), None);
+        assert_eq!(delta_seconds("+1"), None);
+        assert_eq!(delta_seconds(""), None);
+    }
+}

@@ -1,0 +1,220 @@
+//! Freshness lifetime and age (RFC 9111 §4.2).
+
+use std::time::{Duration, SystemTime};
+
+use http::header::{self, HeaderMap};
+
+use super::cache_control::{delta_seconds, ResponseDirectives, DELTA_SECONDS_MAX};
+
+/// Parses an HTTP-date (RFC 9110 §5.6.7: IMF-fixdate, RFC 850 and asctime forms).
+pub(crate) fn http_date(headers: &HeaderMap, name: header::HeaderName) -> Option<Result<SystemTime, ()>> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next()?;
+    let parsed = first
+        .to_str()
+        .ok()
+        .and_then(|s| httpdate::parse_http_date(s.trim()).ok());
+    // Two different values of a singleton date field: unusable (treated like an invalid date).
+    if values.any(|v| v != first) {
+        return Some(Err(()));
+    }
+    Some(parsed.ok_or(()))
+}
+
+/// The explicit freshness lifetime of a response (RFC 9111 §4.2.1), or `None` when the response
+/// has no explicit freshness information.
+///
+/// `response_time` stands in for a missing or invalid `Date` (RFC 9110 §6.6.1: a recipient with
+/// a clock adds the time of reception).
+pub(crate) fn explicit_lifetime(
+    headers: &HeaderMap,
+    cc: &ResponseDirectives,
+    shared: bool,
+    response_time: SystemTime,
+) -> Option<Duration> {
+    // §4.2.1: "If the cache is shared and the s-maxage response directive is present, use its
+    // value"
+    if shared {
+        if let Some(s) = cc.s_maxage {
+            return Some(Duration::from_secs(s));
+        }
+    }
+    // "If the max-age response directive is present, use its value"
+    if let Some(m) = cc.max_age {
+        return Some(Duration::from_secs(m));
+    }
+    // "If the Expires response header field is present, use its value minus the value of the
+    // Date response header field (using the time the message was received if it is not
+    // present)"
+    let expires = http_date(headers, header::EXPIRES)?;
+    // §5.3: "A cache recipient MUST interpret invalid date formats, especially the value "0", as
+    // representing a time in the past (i.e., "already expired")."
+    let Ok(expires) = expires else {
+        return Some(Duration::ZERO);
+    };
+    let date = match http_date(headers, header::DATE) {
+        Some(Ok(date)) => date,
+        _ => response_time,
+    };
+    Some(expires.duration_since(date).unwrap_or(Duration::ZERO))
+}
+
+/// The inputs of the age calculation that are fixed when the response is received.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AgeInputs {
+    /// `age_value`: the `Age` header, 0 when absent or invalid.
+    pub(crate) age_value: Duration,
+    /// `date_value`: the `Date` header, `response_time` when absent or invalid.
+    pub(crate) date_value: SystemTime,
+    pub(crate) request_time: SystemTime,
+    pub(crate) response_time: SystemTime,
+}
+
+impl AgeInputs {
+    pub(crate) fn from_headers(
+        headers: &HeaderMap,
+        request_time: SystemTime,
+        response_time: SystemTime,
+    ) -> Self {
+        // §5.1: Age is delta-seconds; an invalid value is ignored (read as absent).
+        let age_value = headers
+            .get(header::AGE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| delta_seconds(v.trim()))
+            .map_or(Duration::ZERO, Duration::from_secs);
+        let date_value = match http_date(headers, header::DATE) {
+            Some(Ok(d)) => d,
+            _ => response_time,
+        };
+        Self {
+            age_value,
+            date_value,
+            request_time,
+            response_time,
+        }
+    }
+
+    /// RFC 9111 §4.2.3, literally:
+    ///
+    /// ```text
+    /// apparent_age = max(0, response_time - date_value);
+    /// response_delay = response_time - request_time;
+    /// corrected_age_value = age_value + response_delay;
+    /// corrected_initial_age = max(apparent_age, corrected_age_value);
+    /// resident_time = now - response_time;
+    /// current_age = corrected_initial_age + resident_time;
+    /// ```
+    ///
+    /// Every step saturates: clocks going backwards give 0, overflow gives 2^31 seconds.
+    pub(crate) fn current_age(&self, now: SystemTime) -> Duration {
+        let since = |later: SystemTime, earlier: SystemTime| {
+            later.duration_since(earlier).unwrap_or(Duration::ZERO)
+        };
+        let apparent_age = since(self.response_time, self.date_value);
+        let response_delay = since(self.response_time, self.request_time);
+        let corrected_age_value = self.age_value.saturating_add(response_delay);
+        let corrected_initial_age = apparent_age.max(corrected_age_value);
+        let resident_time = since(now, self.response_time);
+        corrected_initial_age
+            .saturating_add(resident_time)
+            .min(Duration::from_secs(DELTA_SECONDS_MAX))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+    use std::time::UNIX_EPOCH;
+
+    const EPOCH: u64 = 1_700_000_000; // 2023-11-14T22:13:20Z
+
+    fn t(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(EPOCH + secs)
+    }
+
+    fn hdrs(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (n, v) in pairs {
+            h.append(
+                header::HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    fn date(secs: u64) -> String {
+        httpdate::fmt_http_date(t(secs))
+    }
+
+    #[test]
+    fn lifetime_table() {
+        let d0 = date(0);
+        let d100 = date(100);
+        let cases: Vec<(Vec<(&str, &str)>, bool, Option<u64>)> = vec![
+            (vec![("cache-control", "max-age=60")], false, Some(60)),
+            (vec![("cache-control", "max-age=60, s-maxage=5")], false, Some(60)),
+            (vec![("cache-control", "max-age=60, s-maxage=5")], true, Some(5)),
+            (vec![("date", &d0), ("expires", &d100)], false, Some(100)),
+            // max-age wins over Expires (§5.3)
+            (vec![("cache-control", "max-age=7"), ("date", &d0), ("expires", &d100)], false, Some(7)),
+            // Expires before Date: already stale
+            (vec![("date", &d100), ("expires", &d0)], false, Some(0)),
+            // Invalid Expires, e.g. "0": in the past
+            (vec![("date", &d0), ("expires", "0")], false, Some(0)),
+            // Expires without Date: relative to the time of reception (t(0) below)
+            (vec![("expires", &d100)], false, Some(100)),
+            (vec![], false, None),
+            (vec![("cache-control", "no-cache")], false, None),
+        ];
+        for (pairs, shared, want) in cases {
+            let h = hdrs(&pairs);
+            let cc = ResponseDirectives::parse(&h);
+            assert_eq!(
+                explicit_lifetime(&h, &cc, shared, t(0)),
+                want.map(Duration::from_secs),
+                "{pairs:?} shared={shared}"
+            );
+        }
+    }
+
+    #[test]
+    fn all_three_date_formats() {
+        for s in [
+            "Sun, 06 Nov 1994 08:49:37 GMT",
+            "Sunday, 06-Nov-94 08:49:37 GMT",
+            "Sun Nov  6 08:49:37 1994",
+        ] {
+            let h = hdrs(&[("date", s)]);
+            assert_eq!(
+                http_date(&h, header::DATE),
+                Some(Ok(UNIX_EPOCH + Duration::from_secs(784_111_777))),
+                "{s}"
+            );
+        }
+    }
+
+    #[test]
+    fn current_age_follows_4_2_3() {
+        // Sent at 0, received at 2, Date says 1, Age says 10, now 30.
+        let h = hdrs(&[("date", &date(1)), ("age", "10")]);
+        let inputs = AgeInputs::from_headers(&h, t(0), t(2));
+        // apparent 1, corrected_age_value 10 + 2 = 12, initial 12, resident 28 → 40
+        assert_eq!(inputs.current_age(t(30)), Duration::from_secs(40));
+        // Date far in the past dominates: apparent age 1000
+        let h = hdrs(&[("date", "Tue, 14 Nov 2023 21:56:40 GMT")]); // t(-1000)
+        let inputs = AgeInputs::from_headers(&h, t(0), t(0));
+        assert_eq!(inputs.current_age(t(0)), Duration::from_secs(1000));
+        // Clock went backwards: never negative.
+        let inputs = AgeInputs::from_headers(&HeaderMap::new(), t(10), t(10));
+        assert_eq!(inputs.current_age(t(5)), Duration::ZERO);
+        // Huge Age saturates at 2^31.
+        let h = hdrs(&[("age", "999999999999999999999")]);
+        let inputs = AgeInputs::from_headers(&h, t(0), t(0));
+        assert_eq!(inputs.current_age(t(100)), Duration::from_secs(DELTA_SECONDS_MAX));
+        // Invalid Age is ignored.
+        let h = hdrs(&[("age", "-5")]);
+        assert_eq!(AgeInputs::from_headers(&h, t(0), t(0)).age_value, Duration::ZERO);
+    }
+}

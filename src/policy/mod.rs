@@ -1,0 +1,15 @@
+//! Pure HTTP caching rules (RFC 9111): no I/O, no bodies, no clock reads.
+//!
+//! Every function takes the time it needs as a parameter, so it can be tested table by table
+//! with fixed dates. The tower plumbing (`service.rs`, `future.rs`) is the only caller.
+//!
+//! This release implements the subset listed in `docs/http-caching.md`: storing GET 200
+//! responses with explicit freshness, serving them while fresh, and `no-store`.
+
+pub(crate) mod cache_control;
+pub(crate) mod decision;
+pub(crate) mod freshness;
+pub(crate) mod storable;
+pub(crate) mod vary;
+
+pub(crate) use cache_control::{RequestDirectives, ResponseDirectives};

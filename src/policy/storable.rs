@@ -1,0 +1,217 @@
+//! May this response be stored? (RFC 9111 §3, §3.1)
+
+use std::time::{Duration, SystemTime};
+
+use http::header::{self, HeaderMap, HeaderName};
+use http::{Method, StatusCode};
+
+use super::cache_control::{RequestDirectives, ResponseDirectives};
+use super::freshness::explicit_lifetime;
+use super::vary::{vary_names, VaryNames};
+
+/// The answer of [`storability`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub(crate) enum Storability {
+    /// Store it; it stays fresh for `lifetime` from reception.
+    Store { lifetime: Duration },
+    /// Do not store it, for this reason.
+    DoNotStore(NotStorable),
+}
+
+/// Why a response is not stored (reported in logs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NotStorable {
+    /// Only GET is cached in this release.
+    Method,
+    /// Only 200 is cached in this release.
+    Status,
+    /// The request said `no-store` (§5.2.1.5).
+    RequestNoStore,
+    /// The response said `no-store` (§5.2.2.5).
+    ResponseNoStore,
+    /// `no-cache` needs revalidation on every use, which this release does not do yet.
+    NoCache,
+    /// `private` in a shared cache (§5.2.2.7).
+    Private,
+    /// A request with `Authorization` in a shared cache, without a directive that allows it
+    /// (§3.5).
+    Authorization,
+    /// `Vary: *` can never be matched (§4.1).
+    VaryStar,
+    /// No `max-age`, `s-maxage` or `Expires`: this release does not use heuristic freshness.
+    NoExplicitFreshness,
+    /// Already stale on arrival: storing it would be useless without revalidation.
+    Stale,
+}
+
+/// The inputs of [`storability`], as borrowed views of the exchange.
+pub(crate) struct Exchange<'a> {
+    pub(crate) method: &'a Method,
+    pub(crate) request_headers: &'a HeaderMap,
+    pub(crate) request_cc: &'a RequestDirectives,
+    pub(crate) status: StatusCode,
+    pub(crate) response_headers: &'a HeaderMap,
+    pub(crate) response_cc: &'a ResponseDirectives,
+    pub(crate) response_time: SystemTime,
+    pub(crate) age: Duration,
+}
+
+/// RFC 9111 §3: "A cache MUST NOT store a response to a request unless: the request method is
+/// understood by the cache; the response status code is final; ... the no-store cache directive
+/// is not present in the response; if the cache is shared: the private response directive is
+/// either not present or allows a shared cache to store a modified response; if the cache is
+/// shared: the Authorization header field is not present in the request or a response directive
+/// is present that explicitly allows shared caching; and the response contains at least one of
+/// [explicit freshness, a cacheable status, ...]".
+///
+/// This release narrows that to GET 200 with explicit freshness, and does not store what it
+/// would have to revalidate (`no-cache`, already stale).
+pub(crate) fn storability(x: &Exchange<'_>, shared: bool) -> Storability {
+    use Storability::DoNotStore;
+    if x.method != Method::GET {
+        return DoNotStore(NotStorable::Method);
+    }
+    if x.status != StatusCode::OK {
+        return DoNotStore(NotStorable::Status);
+    }
+    // §5.2.1.5 / §5.2.2.5
+    if x.request_cc.no_store {
+        return DoNotStore(NotStorable::RequestNoStore);
+    }
+    if x.response_cc.no_store {
+        return DoNotStore(NotStorable::ResponseNoStore);
+    }
+    if x.response_cc.no_cache {
+        return DoNotStore(NotStorable::NoCache);
+    }
+    if shared && x.response_cc.private {
+        return DoNotStore(NotStorable::Private);
+    }
+    // §3.5: a shared cache stores a response to a request with Authorization only with
+    // must-revalidate, public or s-maxage.
+    if shared
+        && x.request_headers.contains_key(header::AUTHORIZATION)
+        && !(x.response_cc.public || x.response_cc.must_revalidate || x.response_cc.s_maxage.is_some())
+    {
+        return DoNotStore(NotStorable::Authorization);
+    }
+    if vary_names(x.response_headers) == VaryNames::Star {
+        return DoNotStore(NotStorable::VaryStar);
+    }
+    let Some(lifetime) = explicit_lifetime(x.response_headers, x.response_cc, shared, x.response_time)
+    else {
+        return DoNotStore(NotStorable::NoExplicitFreshness);
+    };
+    if lifetime <= x.age {
+        return DoNotStore(NotStorable::Stale);
+    }
+    Storability::Store { lifetime }
+}
+
+/// Header fields that are never stored (RFC 9111 §3.1): the `Connection` field and the fields it
+/// lists, the other hop-by-hop fields of RFC 9110 §7.6.1, and the proxy-specific fields
+/// `Proxy-Authenticate`, `Proxy-Authentication-Info` and `Proxy-Authorization`.
+pub(crate) fn strip_unstorable(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        header::TE,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::TRAILER,
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+    ] {
+        headers.remove(name);
+    }
+    for name in ["keep-alive", "proxy-connection", "proxy-authentication-info"] {
+        headers.remove(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+    use std::time::UNIX_EPOCH;
+
+    fn check(
+        method: Method,
+        req: &[(&'static str, &'static str)],
+        status: u16,
+        res: &[(&'static str, &'static str)],
+        shared: bool,
+    ) -> Storability {
+        let mut rq = HeaderMap::new();
+        for (n, v) in req {
+            rq.append(*n, HeaderValue::from_static(v));
+        }
+        let mut rs = HeaderMap::new();
+        for (n, v) in res {
+            rs.append(*n, HeaderValue::from_static(v));
+        }
+        let x = Exchange {
+            method: &method,
+            request_headers: &rq,
+            request_cc: &RequestDirectives::parse(&rq),
+            status: StatusCode::from_u16(status).unwrap(),
+            response_headers: &rs,
+            response_cc: &ResponseDirectives::parse(&rs),
+            response_time: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            age: Duration::ZERO,
+        };
+        storability(&x, shared)
+    }
+
+    #[test]
+    fn storability_table() {
+        use NotStorable::*;
+        let store60 = Storability::Store {
+            lifetime: Duration::from_secs(60),
+        };
+        let cc = "cache-control";
+        let cases = [
+            (Method::GET, vec![], 200, vec![(cc, "max-age=60")], false, store60.clone()),
+            (Method::POST, vec![], 200, vec![(cc, "max-age=60")], false, Storability::DoNotStore(Method)),
+            (Method::GET, vec![], 404, vec![(cc, "max-age=60")], false, Storability::DoNotStore(Status)),
+            (Method::GET, vec![], 200, vec![(cc, "max-age=60, no-store")], false, Storability::DoNotStore(ResponseNoStore)),
+            (Method::GET, vec![(cc, "no-store")], 200, vec![(cc, "max-age=60")], false, Storability::DoNotStore(RequestNoStore)),
+            (Method::GET, vec![], 200, vec![(cc, "max-age=60, no-cache")], false, Storability::DoNotStore(NoCache)),
+            (Method::GET, vec![], 200, vec![(cc, "max-age=60, private")], false, store60.clone()),
+            (Method::GET, vec![], 200, vec![(cc, "max-age=60, private")], true, Storability::DoNotStore(Private)),
+            (Method::GET, vec![("authorization", "x")], 200, vec![(cc, "max-age=60")], false, store60.clone()),
+            (Method::GET, vec![("authorization", "x")], 200, vec![(cc, "max-age=60")], true, Storability::DoNotStore(Authorization)),
+            (Method::GET, vec![("authorization", "x")], 200, vec![(cc, "max-age=60, public")], true, store60.clone()),
+            (Method::GET, vec![], 200, vec![(cc, "max-age=60"), ("vary", "*")], false, Storability::DoNotStore(VaryStar)),
+            (Method::GET, vec![], 200, vec![], false, Storability::DoNotStore(NoExplicitFreshness)),
+            (Method::GET, vec![], 200, vec![(cc, "max-age=0")], false, Storability::DoNotStore(Stale)),
+        ];
+        for (i, (m, rq, st, rs, shared, want)) in cases.into_iter().enumerate() {
+            assert_eq!(check(m, &rq, st, &rs, shared), want, "case {i}");
+        }
+    }
+
+    #[test]
+    fn strips_hop_by_hop_and_connection_listed() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("close, x-hop"));
+        h.insert("x-hop", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        h.insert("proxy-authenticate", HeaderValue::from_static("Basic"));
+        h.insert("x-end-to-end", HeaderValue::from_static("kept"));
+        strip_unstorable(&mut h);
+        assert_eq!(h.len(), 1);
+        assert_eq!(h["x-end-to-end"], "kept");
+    }
+}

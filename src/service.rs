@@ -1,0 +1,90 @@
+//! [`Cache`]: the tower service.
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use http_body::Body;
+use tower::Service;
+
+use crate::body::CacheBody;
+use crate::error::BoxError;
+use crate::future::ResponseFuture;
+use crate::layer::Config;
+use crate::store::Store;
+
+/// An HTTP cache in front of the client service `S`, keeping entries in the store `St`.
+///
+/// Built by [`CacheLayer`](crate::CacheLayer). Its error type is [`BoxError`]: the inner
+/// service's errors pass through inside it, next to the cache's own
+/// ([`BadSignature`](crate::BadSignature)). A failing store never fails a request: lookups
+/// degrade to misses and writes are dropped, with a warning in the logs.
+///
+/// # Clone
+///
+/// Clones share the store and the settings and clone the inner service.
+#[derive(Clone)]
+pub struct Cache<S, St> {
+    inner: S,
+    store: St,
+    config: Arc<Config>,
+}
+
+impl<S, St> Cache<S, St> {
+    pub(crate) fn from_parts(inner: S, store: St, config: Arc<Config>) -> Self {
+        Self {
+            inner,
+            store,
+            config,
+        }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The store handle.
+    pub fn store(&self) -> &St {
+        &self.store
+    }
+}
+
+impl<S, St, ReqB, ResB> Service<Request<ReqB>> for Cache<S, St>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Clone,
+    S::Error: Into<BoxError>,
+    St: Store,
+    ResB: Body,
+{
+    type Response = Response<CacheBody<ResB>>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, St, ReqB>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: Request<ReqB>) -> Self::Future {
+        // The instance that was driven to readiness is the one that serves this request; the
+        // clone stays behind for the next one (tower's clone-and-swap).
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        ResponseFuture::new(inner, self.store.clone(), self.config.clone(), request)
+    }
+}
+
+impl<S: fmt::Debug, St: fmt::Debug> fmt::Debug for Cache<S, St> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cache")
+            .field("inner", &self.inner)
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,54 @@
+//! What the cache did with a request, reported in the response's extensions.
+
+use std::fmt;
+
+/// What the cache did for one response, found in its [`http::Extensions`].
+///
+/// # Example
+///
+/// ```
+/// use hyper_client_cache::CacheStatus;
+/// # let response = { let mut r = http::Response::new(()); r.extensions_mut().insert(CacheStatus::Hit); r };
+/// match response.extensions().get::<CacheStatus>() {
+///     Some(CacheStatus::Hit) => println!("served from cache"),
+///     Some(other) => println!("went to the origin: {other}"),
+///     None => println!("not through the cache layer"),
+/// }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CacheStatus {
+    /// Served from the cache; the origin was not contacted.
+    Hit,
+    /// Nothing usable was stored (absent, stale, or not matching the request); the request went
+    /// to the origin and the response is being stored (once its body has been read in full).
+    Miss,
+    /// The request went to the origin and its response will not be stored: the method is not
+    /// cached, the request forbade storing, or the response is not storable.
+    NotCacheable,
+    /// The store failed (or timed out) on lookup; the request went to the origin anyway
+    /// (fail-open). The failure is logged with `tracing` at warn level.
+    StoreUnavailable,
+}
+
+impl CacheStatus {
+    /// Whether the response came from the cache.
+    pub fn is_hit(self) -> bool {
+        matches!(self, CacheStatus::Hit)
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            CacheStatus::Hit => "hit",
+            CacheStatus::Miss => "miss",
+            CacheStatus::NotCacheable => "not cacheable",
+            CacheStatus::StoreUnavailable => "store unavailable",
+        }
+    }
+}
+
+impl fmt::Display for CacheStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -1,0 +1,180 @@
+//! The embedded store: a concurrent in-process cache bounded by bytes.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::future::{ready, Ready};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use quick_cache::sync::Cache;
+use quick_cache::Weighter;
+
+use super::{StoreRequest, StoreResponse};
+use crate::clock::{Clock, SystemClock};
+use crate::CacheKey;
+
+/// Default byte bound of [`MemoryStore::default`]: 64 MiB.
+const DEFAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
+/// Used only to size the hash table up front; the real bound is in bytes.
+const ASSUMED_MEAN_ENTRY: u64 = 4 * 1024;
+
+/// An in-memory store bounded by the total size of its keys and blobs.
+///
+/// Built on [`quick_cache`](https://docs.rs/quick_cache) (a concurrent, sharded cache with
+/// CLOCK-Pro eviction): reads do not take a global lock, and the byte bound is enforced on every
+/// insert, not eventually. A blob larger than a shard's share of the bound is not stored.
+///
+/// Expiry: each entry keeps the TTL it was written with and reads past it answer "absent" (and
+/// drop the entry). Time comes from the store's [`Clock`], so tests can move it.
+///
+/// # Clone
+///
+/// Cheap (one reference count); all clones share the same entries.
+///
+/// # Example
+///
+/// ```
+/// use hyper_client_cache::{CacheLayer, MemoryStore};
+///
+/// let store = MemoryStore::new(16 * 1024 * 1024); // 16 MiB
+/// let layer = CacheLayer::new(store.clone());
+/// # drop(layer);
+/// assert_eq!(store.len(), 0);
+/// ```
+#[derive(Clone)]
+pub struct MemoryStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cache: Cache<CacheKey, Slot, ByteWeighter>,
+    clock: Arc<dyn Clock>,
+}
+
+#[derive(Clone)]
+struct Slot {
+    blob: Bytes,
+    expires_at: Option<SystemTime>,
+}
+
+#[derive(Clone, Copy)]
+struct ByteWeighter;
+
+impl Weighter<CacheKey, Slot> for ByteWeighter {
+    fn weight(&self, key: &CacheKey, slot: &Slot) -> u64 {
+        // Never zero: zero-weight items are never evicted by quick_cache.
+        (key.as_str().len() + slot.blob.len()).max(1) as u64
+    }
+}
+
+impl MemoryStore {
+    /// A store holding at most `max_bytes` of keys and blobs.
+    pub fn new(max_bytes: u64) -> Self {
+        Self::with_clock(max_bytes, SystemClock)
+    }
+
+    /// A store holding at most `max_bytes`, reading time from `clock` for expiry.
+    pub fn with_clock(max_bytes: u64, clock: impl Clock) -> Self {
+        let items = usize::try_from((max_bytes / ASSUMED_MEAN_ENTRY).clamp(16, 1 << 20))
+            .unwrap_or(1 << 20);
+        Self {
+            inner: Arc::new(Inner {
+                cache: Cache::with_weighter(items, max_bytes, ByteWeighter),
+                clock: Arc::new(clock),
+            }),
+        }
+    }
+
+    /// The number of entries held (expired ones included until they are read or evicted).
+    pub fn len(&self) -> usize {
+        self.inner.cache.len()
+    }
+
+    /// Whether the store holds no entries.
+    pub fn is_empty(&self) -> bool {
+        self.inner.cache.len() == 0
+    }
+
+    /// The bytes currently held (keys plus blobs); never more than the bound.
+    pub fn size_bytes(&self) -> u64 {
+        self.inner.cache.weight()
+    }
+
+    /// The byte bound this store was created with.
+    pub fn max_bytes(&self) -> u64 {
+        self.inner.cache.capacity()
+    }
+
+    fn handle(&self, req: StoreRequest) -> StoreResponse {
+        let cache = &self.inner.cache;
+        match req {
+            StoreRequest::Get { key } => {
+                let now = self.inner.clock.now();
+                match cache.get(&key) {
+                    Some(slot) if slot.expires_at.is_some_and(|t| t <= now) => {
+                        // Only remove what we saw expire, not a fresh value written meanwhile.
+                        cache.remove_if(&key, |s| s.expires_at.is_some_and(|t| t <= now));
+                        StoreResponse::Blob(None)
+                    }
+                    Some(slot) => StoreResponse::Blob(Some(slot.blob)),
+                    None => StoreResponse::Blob(None),
+                }
+            }
+            StoreRequest::Put { key, blob, ttl } => {
+                let expires_at = ttl.and_then(|ttl| self.inner.clock.now().checked_add(ttl));
+                cache.insert(key, Slot { blob, expires_at });
+                StoreResponse::Done
+            }
+            StoreRequest::Delete { key } => {
+                cache.remove(&key);
+                StoreResponse::Done
+            }
+            StoreRequest::Keys => {
+                let now = self.inner.clock.now();
+                let keys = cache
+                    .iter()
+                    .filter(|(_, slot)| !slot.expires_at.is_some_and(|t| t <= now))
+                    .map(|(k, _)| k)
+                    .collect();
+                StoreResponse::Keys(keys)
+            }
+            StoreRequest::Clear => {
+                cache.clear();
+                StoreResponse::Done
+            }
+        }
+    }
+}
+
+impl Default for MemoryStore {
+    /// A store bounded at 64 MiB, on the system clock.
+    fn default() -> Self {
+        Self::new(DEFAULT_MAX_BYTES)
+    }
+}
+
+impl fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("entries", &self.len())
+            .field("size_bytes", &self.size_bytes())
+            .field("max_bytes", &self.max_bytes())
+            .finish()
+    }
+}
+
+impl tower::Service<StoreRequest> for MemoryStore {
+    type Response = StoreResponse;
+    type Error = Infallible;
+    type Future = Ready<Result<StoreResponse, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: StoreRequest) -> Self::Future {
+        ready(Ok(self.handle(req)))
+    }
+}

@@ -1,0 +1,172 @@
+//! Where sealed entries live: the [`Store`] contract and the stores this crate ships.
+//!
+//! A store is any [`tower::Service`] that takes a [`StoreRequest`] and answers with a
+//! [`StoreResponse`]. It deals in opaque blobs and [`CacheKey`]s and never sees an HTTP type,
+//! so a store can be wrapped in any stock tower layer (timeouts, retries, concurrency limits,
+//! metrics) and a custom backend is a plain `Service` implementation.
+//!
+//! # Writing a store
+//!
+//! ```
+//! use std::collections::HashMap;
+//! use std::convert::Infallible;
+//! use std::future::{ready, Ready};
+//! use std::sync::{Arc, Mutex};
+//! use std::task::{Context, Poll};
+//! use hyper_client_cache::{StoreRequest, StoreResponse};
+//!
+//! /// A (naive) store over a HashMap that ignores TTLs.
+//! #[derive(Clone, Default)]
+//! struct MapStore(Arc<Mutex<HashMap<String, bytes::Bytes>>>);
+//!
+//! impl tower::Service<StoreRequest> for MapStore {
+//!     type Response = StoreResponse;
+//!     type Error = Infallible;
+//!     type Future = Ready<Result<StoreResponse, Infallible>>;
+//!
+//!     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+//!         Poll::Ready(Ok(()))
+//!     }
+//!
+//!     fn call(&mut self, req: StoreRequest) -> Self::Future {
+//!         let mut map = self.0.lock().unwrap();
+//!         ready(Ok(match req {
+//!             StoreRequest::Get { key } => StoreResponse::Blob(map.get(key.as_str()).cloned()),
+//!             StoreRequest::Put { key, blob, .. } => {
+//!                 map.insert(key.as_str().to_owned(), blob);
+//!                 StoreResponse::Done
+//!             }
+//!             StoreRequest::Delete { key } => {
+//!                 map.remove(key.as_str());
+//!                 StoreResponse::Done
+//!             }
+//!             // Requests added in later releases: answer that they are not supported.
+//!             _ => StoreResponse::Unsupported,
+//!         }))
+//!     }
+//! }
+//!
+//! fn assert_store<S: hyper_client_cache::Store>(_: &S) {}
+//! assert_store(&MapStore::default());
+//! ```
+
+#[cfg(feature = "memory")]
+mod memory;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use tower::Service;
+
+#[cfg(feature = "memory")]
+#[cfg_attr(docsrs, doc(cfg(feature = "memory")))]
+pub use memory::MemoryStore;
+
+use crate::error::BoxError;
+use crate::CacheKey;
+
+/// An operation on a store.
+///
+/// Marked `#[non_exhaustive]`: later releases add operations (for inspection and maintenance),
+/// so a custom store should answer unknown requests with [`StoreResponse::Unsupported`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum StoreRequest {
+    /// Read the blob stored under `key`. Answer [`StoreResponse::Blob`] (`None` when absent or
+    /// expired).
+    Get {
+        /// The key to read.
+        key: CacheKey,
+    },
+    /// Store `blob` under `key`, replacing what was there. Answer [`StoreResponse::Done`].
+    Put {
+        /// The key to write.
+        key: CacheKey,
+        /// The sealed entry. Opaque and binary: store it byte for byte.
+        blob: Bytes,
+        /// How long the store should keep the blob; `None` keeps it until evicted. The cache
+        /// itself never serves an entry past its HTTP lifetime, so this is a hint for reclaiming
+        /// space, not a correctness requirement.
+        ttl: Option<Duration>,
+    },
+    /// Remove `key` if present. Answer [`StoreResponse::Done`].
+    Delete {
+        /// The key to remove.
+        key: CacheKey,
+    },
+    /// List every key currently stored. Answer [`StoreResponse::Keys`].
+    Keys,
+    /// Remove every entry of this store. Answer [`StoreResponse::Done`].
+    Clear,
+}
+
+/// A store's answer to a [`StoreRequest`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum StoreResponse {
+    /// The answer to [`StoreRequest::Get`].
+    Blob(Option<Bytes>),
+    /// The operation was carried out.
+    Done,
+    /// The answer to [`StoreRequest::Keys`].
+    Keys(Vec<CacheKey>),
+    /// The store does not implement this operation.
+    Unsupported,
+}
+
+/// A backend for the cache: a [`tower::Service`] over [`StoreRequest`]s.
+///
+/// This is a "trait alias" with a blanket implementation, like hyper-util's `Connect`: implement
+/// `Service<StoreRequest, Response = StoreResponse>` (with an error that converts into
+/// [`BoxError`], a `Send` future and `Clone + Send + 'static`) and your type is a `Store`. It is
+/// sealed: it cannot be implemented directly, so it can gain requirements without breaking you.
+///
+/// Wrapping a store in tower middleware keeps it a store:
+///
+/// ```
+/// use std::time::Duration;
+/// use hyper_client_cache::{MemoryStore, Store};
+///
+/// fn assert_store<S: Store>(_: S) {}
+/// let store = tower::ServiceBuilder::new()
+///     .timeout(Duration::from_millis(50))
+///     .service(MemoryStore::new(1 << 20));
+/// assert_store(store);
+/// ```
+pub trait Store:
+    Service<
+        StoreRequest,
+        Response = StoreResponse,
+        Error: Into<BoxError>,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+    + sealed::Sealed
+{
+}
+
+impl<T> Store for T where
+    T: Service<
+            StoreRequest,
+            Response = StoreResponse,
+            Error: Into<BoxError>,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl<T> Sealed for T where
+        T: tower::Service<
+            super::StoreRequest,
+            Response = super::StoreResponse,
+            Error: Into<super::BoxError>,
+            Future: Send + 'static,
+        >
+    {
+    }
+}
