@@ -94,7 +94,11 @@ impl Tee {
         };
         if let Some(expected) = self.expected_len {
             if expected != self.size as u64 {
-                tracing::debug!(expected, received = self.size, "length mismatch, not stored");
+                tracing::debug!(
+                    expected,
+                    received = self.size,
+                    "length mismatch, not stored"
+                );
                 self.chunks = Vec::new();
                 return;
             }
@@ -156,12 +160,14 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         match self.project().kind.project() {
-            KindProj::Cached { data } => {
-                Poll::Ready(data.take().filter(|d| !d.is_empty()).map(|d| Ok(Frame::data(d))))
+            KindProj::Cached { data } => Poll::Ready(
+                data.take()
+                    .filter(|d| !d.is_empty())
+                    .map(|d| Ok(Frame::data(d))),
+            ),
+            KindProj::Upstream { inner } => {
+                inner.poll_frame(cx).map(|f| f.map(|r| r.map(to_bytes)))
             }
-            KindProj::Upstream { inner } => inner
-                .poll_frame(cx)
-                .map(|f| f.map(|r| r.map(to_bytes))),
             KindProj::Tee { mut inner, tee } => {
                 if let Some(put) = tee.put.as_mut() {
                     ready!(put.get_mut().as_mut().poll(cx));

@@ -102,9 +102,7 @@ impl fmt::Display for BadSignature {
             BadSignatureReason::WrongKey => {
                 "the signature did not match: the entry was signed for another cache key"
             }
-            BadSignatureReason::Unsigned => {
-                "the signature did not match: the entry is not signed"
-            }
+            BadSignatureReason::Unsigned => "the signature did not match: the entry is not signed",
             BadSignatureReason::Malformed => {
                 "the signature did not match: the entry is not a valid envelope"
             }

@@ -85,7 +85,12 @@ where
     St: Store,
     ResB: Body,
 {
-    pub(crate) fn new(mut inner: S, store: St, config: Arc<Config>, request: Request<ReqB>) -> Self {
+    pub(crate) fn new(
+        mut inner: S,
+        store: St,
+        config: Arc<Config>,
+        request: Request<ReqB>,
+    ) -> Self {
         let cc = RequestDirectives::parse(request.headers());
         // Only GET is looked up and stored in this release. Other methods go straight through.
         let cacheable = request.method() == Method::GET;
@@ -227,10 +232,7 @@ impl<St: Store> Ctx<St> {
         move |value| self.config.envelope.vary_digest(value)
     }
 
-    fn on_lookup<B>(
-        &mut self,
-        result: Result<StoreResponse, St::Error>,
-    ) -> Lookup<B> {
+    fn on_lookup<B>(&mut self, result: Result<StoreResponse, St::Error>) -> Lookup<B> {
         let Some(storing) = &self.storing else {
             return Lookup::Forward;
         };
@@ -317,7 +319,10 @@ impl<St: Store> Ctx<St> {
                         let head = self.entry_head(&storing, &parts, response_time);
                         let expected_len = content_length(&parts.headers);
                         let sealer = self.sealer(storing.key, head, ttl);
-                        CacheBody::tee(body, Tee::new(self.config.max_body_size, expected_len, sealer))
+                        CacheBody::tee(
+                            body,
+                            Tee::new(self.config.max_body_size, expected_len, sealer),
+                        )
                     }
                     Storability::DoNotStore(why) => {
                         tracing::debug!(key = %storing.key, reason = ?why, "response not storable");

@@ -366,7 +366,9 @@ mod tests {
     fn refuses_empty_and_short() {
         assert!(SecretKey::new("").unwrap_err().is_empty());
         assert!(SecretKey::new_allow_short("").unwrap_err().is_empty());
-        assert!(SecretKey::new("fifteen bytes!!").unwrap_err().is_too_short());
+        assert!(SecretKey::new("fifteen bytes!!")
+            .unwrap_err()
+            .is_too_short());
         assert!(SecretKey::new("sixteen bytes!!!").is_ok());
         assert!(SecretKey::new_allow_short("short").is_ok());
     }
@@ -393,7 +395,8 @@ mod tests {
         let old = SecretKey::new("old old old old old").unwrap();
         let new = SecretKey::new("new new new new new").unwrap();
         let old_id = old.key_id();
-        let with_old = KeyRing::new(SecretKey::new("new new new new new").unwrap()).with_previous(old);
+        let with_old =
+            KeyRing::new(SecretKey::new("new new new new new").unwrap()).with_previous(old);
         assert!(with_old.accepts(&old_id));
         assert!(!KeyRing::new(new).accepts(&old_id));
     }

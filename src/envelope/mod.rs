@@ -138,9 +138,11 @@ impl Envelope {
         chunks: &[Bytes],
     ) -> Result<Bytes, SealError> {
         let key_bytes = key.as_str().as_bytes();
-        let key_len = u16::try_from(key_bytes.len()).map_err(|_| SealError("cache key too long"))?;
+        let key_len =
+            u16::try_from(key_bytes.len()).map_err(|_| SealError("cache key too long"))?;
         let body_len: usize = chunks.iter().map(Bytes::len).sum();
-        let mut out = Vec::with_capacity(FIXED_HEADER + 8 + key_bytes.len() + 512 + body_len + TAG_LEN);
+        let mut out =
+            Vec::with_capacity(FIXED_HEADER + 8 + key_bytes.len() + 512 + body_len + TAG_LEN);
         out.extend_from_slice(MAGIC);
         out.push(FORMAT_V1);
         match &self.keys {
@@ -205,7 +207,9 @@ impl Envelope {
                 }
             }
             (None, ALG_HMAC_SHA256) => {
-                return Err(OpenError::Unusable("signed entry, but this cache has no key"))
+                return Err(OpenError::Unusable(
+                    "signed entry, but this cache has no key",
+                ))
             }
             (_, _) => return Err(OpenError::Unusable("unknown algorithm")),
         }

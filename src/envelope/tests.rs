@@ -1,0 +1,227 @@
+use std::time::{Duration, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
+use proptest::prelude::*;
+
+use super::*;
+use crate::entry::VaryValue;
+
+fn key(s: &str) -> CacheKey {
+    CacheKey::from_stored(s)
+}
+
+fn secret(s: &str) -> SecretKey {
+    SecretKey::new(s).unwrap()
+}
+
+fn head() -> EntryHead {
+    let mut headers = HeaderMap::new();
+    headers.append("cache-control", HeaderValue::from_static("max-age=60"));
+    headers.append("set-cookie", HeaderValue::from_static("a=1"));
+    headers.append("x-b", HeaderValue::from_static("b"));
+    headers.append("set-cookie", HeaderValue::from_static("b=2"));
+    // not UTF-8, still a valid header value
+    headers.append("x-bin", HeaderValue::from_bytes(b"caf\xe9").unwrap());
+    EntryHead {
+        status: StatusCode::OK,
+        version: Version::HTTP_11,
+        headers,
+        request_time: UNIX_EPOCH + Duration::new(1_700_000_000, 5),
+        response_time: UNIX_EPOCH + Duration::new(1_700_000_001, 7),
+        method: Method::GET,
+        uri: "http://example.com/a?b=c".into(),
+        vary: vec![
+            (
+                HeaderName::from_static("accept"),
+                VaryValue::Clear("text/html".into()),
+            ),
+            (
+                HeaderName::from_static("authorization"),
+                VaryValue::Digest([7; 32]),
+            ),
+            (
+                HeaderName::from_static("accept-language"),
+                VaryValue::Absent,
+            ),
+        ],
+    }
+}
+
+fn signed() -> Envelope {
+    Envelope::new(Some(KeyRing::new(secret(
+        "the right key, 32 bytes long....",
+    ))))
+}
+
+fn sealed(env: &Envelope, k: &str) -> Bytes {
+    let chunks = [Bytes::from_static(b"hello "), Bytes::from_static(b"world")];
+    env.seal(&key(k), &head(), &chunks).unwrap()
+}
+
+fn is_bad(r: Result<Entry, OpenError>) -> BadSignature {
+    match r {
+        Err(OpenError::BadSignature(b)) => b,
+        Err(OpenError::Unusable(why)) => panic!("expected BadSignature, got unusable: {why}"),
+        Ok(_) => panic!("expected BadSignature, got an entry"),
+    }
+}
+
+#[test]
+fn round_trip_preserves_everything() {
+    for env in [signed(), Envelope::new(None)] {
+        let blob = sealed(&env, "k");
+        let entry = env.open(&key("k"), blob.clone()).unwrap();
+        let h = head();
+        assert_eq!(entry.head.status, h.status);
+        assert_eq!(entry.head.version, h.version);
+        let got: Vec<_> = entry.head.headers.iter().collect();
+        let want: Vec<_> = h.headers.iter().collect();
+        assert_eq!(got, want);
+        assert_eq!(entry.head.request_time, h.request_time);
+        assert_eq!(entry.head.response_time, h.response_time);
+        assert_eq!(entry.head.method, h.method);
+        assert_eq!(entry.head.uri, h.uri);
+        assert_eq!(entry.head.vary, h.vary);
+        assert_eq!(entry.body, "hello world");
+        // Zero copy: the body points into the blob.
+        let blob_range = blob.as_ptr() as usize..blob.as_ptr() as usize + blob.len();
+        assert!(blob_range.contains(&(entry.body.as_ptr() as usize)));
+    }
+}
+
+#[test]
+fn empty_body_round_trips() {
+    let env = signed();
+    let blob = env.seal(&key("k"), &head(), &[]).unwrap();
+    assert_eq!(env.open(&key("k"), blob).unwrap().body.len(), 0);
+}
+
+#[test]
+fn different_key_is_unknown_key() {
+    let blob = sealed(&signed(), "k");
+    let other = Envelope::new(Some(KeyRing::new(secret(
+        "another key, 32 bytes long......",
+    ))));
+    let bad = is_bad(other.open(&key("k"), blob));
+    assert!(bad.is_unknown_key());
+    assert_eq!(bad.key().as_str(), "k");
+    assert!(bad.to_string().contains("`k`"), "{bad}");
+    assert!(bad.to_string().contains("signature did not match"), "{bad}");
+}
+
+#[test]
+fn swap_to_another_cache_key_is_rejected() {
+    let env = signed();
+    let blob = sealed(&env, "key-a");
+    assert!(is_bad(env.open(&key("key-b"), blob)).is_wrong_key());
+}
+
+#[test]
+fn rotation() {
+    let old = Envelope::new(Some(KeyRing::new(secret("old key old key old key"))));
+    let blob = sealed(&old, "k");
+    let rotated = Envelope::new(Some(
+        KeyRing::new(secret("new key new key new key"))
+            .with_previous(secret("old key old key old key")),
+    ));
+    // Old entries still verify...
+    assert!(rotated.open(&key("k"), blob.clone()).is_ok());
+    // ...new entries carry the new key id...
+    let fresh = sealed(&rotated, "k");
+    let new_id = secret("new key new key new key").key_id();
+    assert_eq!(&fresh[7..15], &new_id);
+    // ...and once the old key is dropped, old entries are rejected as unknown-key.
+    let dropped = Envelope::new(Some(KeyRing::new(secret("new key new key new key"))));
+    assert!(is_bad(dropped.open(&key("k"), blob)).is_unknown_key());
+    assert!(dropped.open(&key("k"), fresh).is_ok());
+}
+
+#[test]
+fn downgrade_to_unsigned_is_rejected() {
+    let unsigned = sealed(&Envelope::new(None), "k");
+    assert!(is_bad(signed().open(&key("k"), unsigned)).is_unsigned());
+}
+
+#[test]
+fn unsigned_cache_does_not_use_signed_blobs() {
+    let blob = sealed(&signed(), "k");
+    assert!(matches!(
+        Envelope::new(None).open(&key("k"), blob),
+        Err(OpenError::Unusable(_))
+    ));
+}
+
+#[test]
+fn exploit_bytes_are_bad_signature() {
+    let bad = is_bad(signed().open(&key("k"), Bytes::from_static(b"exploit!")));
+    assert!(bad.is_malformed());
+}
+
+#[test]
+fn unknown_version_is_a_miss() {
+    let mut blob = sealed(&signed(), "k").to_vec();
+    blob[4] = 2;
+    assert!(matches!(
+        signed().open(&key("k"), blob.into()),
+        Err(OpenError::Unusable("unknown format version"))
+    ));
+}
+
+#[test]
+fn every_truncation_is_rejected() {
+    for env in [signed(), Envelope::new(None)] {
+        let blob = sealed(&env, "k");
+        for len in 0..blob.len() {
+            assert!(env.open(&key("k"), blob.slice(..len)).is_err(), "len {len}");
+        }
+    }
+}
+
+#[test]
+fn every_single_bit_flip_is_rejected() {
+    for env in [signed(), Envelope::new(None)] {
+        let blob = sealed(&env, "k");
+        for i in 0..blob.len() {
+            for bit in 0..8 {
+                let mut b = blob.to_vec();
+                b[i] ^= 1 << bit;
+                assert!(env.open(&key("k"), b.into()).is_err(), "byte {i} bit {bit}");
+            }
+        }
+    }
+}
+
+#[test]
+fn appended_bytes_are_rejected() {
+    let env = signed();
+    let mut b = sealed(&env, "k").to_vec();
+    b.push(0);
+    assert!(env.open(&key("k"), b.into()).is_err());
+}
+
+proptest! {
+    #[test]
+    fn random_bytes_never_open(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        prop_assert!(signed().open(&key("k"), bytes.clone().into()).is_err());
+        // Unsigned mode may only accept a blob whose checksum is right: random bytes never are.
+        prop_assert!(Envelope::new(None).open(&key("k"), bytes.into()).is_err());
+    }
+
+    #[test]
+    fn random_bytes_behind_a_valid_header_never_open(tail in proptest::collection::vec(any::<u8>(), 0..256)) {
+        let mut b = sealed(&signed(), "k")[..20].to_vec();
+        b.extend_from_slice(&tail);
+        prop_assert!(signed().open(&key("k"), b.into()).is_err());
+    }
+
+    #[test]
+    fn random_corruption_never_opens(pos in 0usize..4096, byte in 1u8..=255) {
+        let env = signed();
+        let blob = sealed(&env, "k");
+        let mut b = blob.to_vec();
+        let i = pos % b.len();
+        b[i] ^= byte;
+        prop_assert!(env.open(&key("k"), b.into()).is_err());
+    }
+}

@@ -128,7 +128,11 @@ pub(crate) fn delta_seconds(value: &str) -> Option<u64> {
         return None;
     }
     // All digits: the only possible failure is overflow, which saturates.
-    Some(value.parse::<u64>().map_or(DELTA_SECONDS_MAX, |v| v.min(DELTA_SECONDS_MAX)))
+    Some(
+        value
+            .parse::<u64>()
+            .map_or(DELTA_SECONDS_MAX, |v| v.min(DELTA_SECONDS_MAX)),
+    )
 }
 
 /// Folds repeated `max-age`-like directives. RFC 9111 §4.2.1: "When there is more than one value
@@ -224,9 +228,24 @@ mod tests {
             (&["max-age=-1"], Some(0), false, false),
             (&["max-age="], Some(0), false, false),
             (&["max-age"], Some(0), false, false),
-            (&["max-age=99999999999999999999999"], Some(DELTA_SECONDS_MAX), false, false),
-            (&["max-age=4294967296"], Some(DELTA_SECONDS_MAX), false, false),
-            (&["no-cache=\"set-cookie, x\", max-age=5"], Some(5), false, true),
+            (
+                &["max-age=99999999999999999999999"],
+                Some(DELTA_SECONDS_MAX),
+                false,
+                false,
+            ),
+            (
+                &["max-age=4294967296"],
+                Some(DELTA_SECONDS_MAX),
+                false,
+                false,
+            ),
+            (
+                &["no-cache=\"set-cookie, x\", max-age=5"],
+                Some(5),
+                false,
+                true,
+            ),
             (&["  no-store  ,"], None, true, false),
             (&["x-unknown=\"a,b\", max-age=7"], Some(7), false, false),
             (&[""], None, false, false),

@@ -93,8 +93,18 @@ mod tests {
         let req = HeaderMap::new();
         let rcc = RequestDirectives::default();
         let d = |now| decide(&h, &req, &rcc, false, now, &no_digest);
-        assert_eq!(d(t(0)), Decision::Fresh { age: Duration::ZERO });
-        assert_eq!(d(t(59)), Decision::Fresh { age: Duration::from_secs(59) });
+        assert_eq!(
+            d(t(0)),
+            Decision::Fresh {
+                age: Duration::ZERO
+            }
+        );
+        assert_eq!(
+            d(t(59)),
+            Decision::Fresh {
+                age: Duration::from_secs(59)
+            }
+        );
         assert_eq!(d(t(60)), Decision::Stale);
         assert_eq!(d(t(10_000)), Decision::Stale);
     }
@@ -107,13 +117,19 @@ mod tests {
             max_age: Some(10),
             ..Default::default()
         };
-        assert_eq!(decide(&h, &req, &rcc, false, t(11), &no_digest), Decision::Stale);
+        assert_eq!(
+            decide(&h, &req, &rcc, false, t(11), &no_digest),
+            Decision::Stale
+        );
         assert!(matches!(
             decide(&h, &req, &rcc, false, t(10), &no_digest),
             Decision::Fresh { .. }
         ));
         h.vary = vec![(header::ACCEPT, VaryValue::Clear("a".into()))];
         let rcc = RequestDirectives::default();
-        assert_eq!(decide(&h, &req, &rcc, false, t(1), &no_digest), Decision::NoMatch);
+        assert_eq!(
+            decide(&h, &req, &rcc, false, t(1), &no_digest),
+            Decision::NoMatch
+        );
     }
 }

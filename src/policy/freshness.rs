@@ -7,7 +7,10 @@ use http::header::{self, HeaderMap};
 use super::cache_control::{delta_seconds, ResponseDirectives, DELTA_SECONDS_MAX};
 
 /// Parses an HTTP-date (RFC 9110 §5.6.7: IMF-fixdate, RFC 850 and asctime forms).
-pub(crate) fn http_date(headers: &HeaderMap, name: header::HeaderName) -> Option<Result<SystemTime, ()>> {
+pub(crate) fn http_date(
+    headers: &HeaderMap,
+    name: header::HeaderName,
+) -> Option<Result<SystemTime, ()>> {
     let mut values = headers.get_all(name).iter();
     let first = values.next()?;
     let parsed = first
@@ -152,13 +155,30 @@ mod tests {
     fn lifetime_table() {
         let d0 = date(0);
         let d100 = date(100);
-        let cases: Vec<(Vec<(&str, &str)>, bool, Option<u64>)> = vec![
+        type Case<'a> = (Vec<(&'a str, &'a str)>, bool, Option<u64>);
+        let cases: Vec<Case<'_>> = vec![
             (vec![("cache-control", "max-age=60")], false, Some(60)),
-            (vec![("cache-control", "max-age=60, s-maxage=5")], false, Some(60)),
-            (vec![("cache-control", "max-age=60, s-maxage=5")], true, Some(5)),
+            (
+                vec![("cache-control", "max-age=60, s-maxage=5")],
+                false,
+                Some(60),
+            ),
+            (
+                vec![("cache-control", "max-age=60, s-maxage=5")],
+                true,
+                Some(5),
+            ),
             (vec![("date", &d0), ("expires", &d100)], false, Some(100)),
             // max-age wins over Expires (§5.3)
-            (vec![("cache-control", "max-age=7"), ("date", &d0), ("expires", &d100)], false, Some(7)),
+            (
+                vec![
+                    ("cache-control", "max-age=7"),
+                    ("date", &d0),
+                    ("expires", &d100),
+                ],
+                false,
+                Some(7),
+            ),
             // Expires before Date: already stale
             (vec![("date", &d100), ("expires", &d0)], false, Some(0)),
             // Invalid Expires, e.g. "0": in the past
@@ -212,9 +232,15 @@ mod tests {
         // Huge Age saturates at 2^31.
         let h = hdrs(&[("age", "999999999999999999999")]);
         let inputs = AgeInputs::from_headers(&h, t(0), t(0));
-        assert_eq!(inputs.current_age(t(100)), Duration::from_secs(DELTA_SECONDS_MAX));
+        assert_eq!(
+            inputs.current_age(t(100)),
+            Duration::from_secs(DELTA_SECONDS_MAX)
+        );
         // Invalid Age is ignored.
         let h = hdrs(&[("age", "-5")]);
-        assert_eq!(AgeInputs::from_headers(&h, t(0), t(0)).age_value, Duration::ZERO);
+        assert_eq!(
+            AgeInputs::from_headers(&h, t(0), t(0)).age_value,
+            Duration::ZERO
+        );
     }
 }

@@ -92,14 +92,17 @@ pub(crate) fn storability(x: &Exchange<'_>, shared: bool) -> Storability {
     // must-revalidate, public or s-maxage.
     if shared
         && x.request_headers.contains_key(header::AUTHORIZATION)
-        && !(x.response_cc.public || x.response_cc.must_revalidate || x.response_cc.s_maxage.is_some())
+        && !(x.response_cc.public
+            || x.response_cc.must_revalidate
+            || x.response_cc.s_maxage.is_some())
     {
         return DoNotStore(NotStorable::Authorization);
     }
     if vary_names(x.response_headers) == VaryNames::Star {
         return DoNotStore(NotStorable::VaryStar);
     }
-    let Some(lifetime) = explicit_lifetime(x.response_headers, x.response_cc, shared, x.response_time)
+    let Some(lifetime) =
+        explicit_lifetime(x.response_headers, x.response_cc, shared, x.response_time)
     else {
         return DoNotStore(NotStorable::NoExplicitFreshness);
     };
@@ -134,7 +137,11 @@ pub(crate) fn strip_unstorable(headers: &mut HeaderMap) {
     ] {
         headers.remove(name);
     }
-    for name in ["keep-alive", "proxy-connection", "proxy-authentication-info"] {
+    for name in [
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authentication-info",
+    ] {
         headers.remove(name);
     }
 }
@@ -175,26 +182,125 @@ mod tests {
 
     #[test]
     fn storability_table() {
-        use NotStorable::*;
+        use NotStorable as N;
         let store60 = Storability::Store {
             lifetime: Duration::from_secs(60),
         };
         let cc = "cache-control";
-        let cases = [
-            (Method::GET, vec![], 200, vec![(cc, "max-age=60")], false, store60.clone()),
-            (Method::POST, vec![], 200, vec![(cc, "max-age=60")], false, Storability::DoNotStore(Method)),
-            (Method::GET, vec![], 404, vec![(cc, "max-age=60")], false, Storability::DoNotStore(Status)),
-            (Method::GET, vec![], 200, vec![(cc, "max-age=60, no-store")], false, Storability::DoNotStore(ResponseNoStore)),
-            (Method::GET, vec![(cc, "no-store")], 200, vec![(cc, "max-age=60")], false, Storability::DoNotStore(RequestNoStore)),
-            (Method::GET, vec![], 200, vec![(cc, "max-age=60, no-cache")], false, Storability::DoNotStore(NoCache)),
-            (Method::GET, vec![], 200, vec![(cc, "max-age=60, private")], false, store60.clone()),
-            (Method::GET, vec![], 200, vec![(cc, "max-age=60, private")], true, Storability::DoNotStore(Private)),
-            (Method::GET, vec![("authorization", "x")], 200, vec![(cc, "max-age=60")], false, store60.clone()),
-            (Method::GET, vec![("authorization", "x")], 200, vec![(cc, "max-age=60")], true, Storability::DoNotStore(Authorization)),
-            (Method::GET, vec![("authorization", "x")], 200, vec![(cc, "max-age=60, public")], true, store60.clone()),
-            (Method::GET, vec![], 200, vec![(cc, "max-age=60"), ("vary", "*")], false, Storability::DoNotStore(VaryStar)),
-            (Method::GET, vec![], 200, vec![], false, Storability::DoNotStore(NoExplicitFreshness)),
-            (Method::GET, vec![], 200, vec![(cc, "max-age=0")], false, Storability::DoNotStore(Stale)),
+        type Fields = Vec<(&'static str, &'static str)>;
+        let cases: Vec<(Method, Fields, u16, Fields, bool, Storability)> = vec![
+            (
+                Method::GET,
+                vec![],
+                200,
+                vec![(cc, "max-age=60")],
+                false,
+                store60.clone(),
+            ),
+            (
+                Method::POST,
+                vec![],
+                200,
+                vec![(cc, "max-age=60")],
+                false,
+                Storability::DoNotStore(N::Method),
+            ),
+            (
+                Method::GET,
+                vec![],
+                404,
+                vec![(cc, "max-age=60")],
+                false,
+                Storability::DoNotStore(N::Status),
+            ),
+            (
+                Method::GET,
+                vec![],
+                200,
+                vec![(cc, "max-age=60, no-store")],
+                false,
+                Storability::DoNotStore(N::ResponseNoStore),
+            ),
+            (
+                Method::GET,
+                vec![(cc, "no-store")],
+                200,
+                vec![(cc, "max-age=60")],
+                false,
+                Storability::DoNotStore(N::RequestNoStore),
+            ),
+            (
+                Method::GET,
+                vec![],
+                200,
+                vec![(cc, "max-age=60, no-cache")],
+                false,
+                Storability::DoNotStore(N::NoCache),
+            ),
+            (
+                Method::GET,
+                vec![],
+                200,
+                vec![(cc, "max-age=60, private")],
+                false,
+                store60.clone(),
+            ),
+            (
+                Method::GET,
+                vec![],
+                200,
+                vec![(cc, "max-age=60, private")],
+                true,
+                Storability::DoNotStore(N::Private),
+            ),
+            (
+                Method::GET,
+                vec![("authorization", "x")],
+                200,
+                vec![(cc, "max-age=60")],
+                false,
+                store60.clone(),
+            ),
+            (
+                Method::GET,
+                vec![("authorization", "x")],
+                200,
+                vec![(cc, "max-age=60")],
+                true,
+                Storability::DoNotStore(N::Authorization),
+            ),
+            (
+                Method::GET,
+                vec![("authorization", "x")],
+                200,
+                vec![(cc, "max-age=60, public")],
+                true,
+                store60.clone(),
+            ),
+            (
+                Method::GET,
+                vec![],
+                200,
+                vec![(cc, "max-age=60"), ("vary", "*")],
+                false,
+                Storability::DoNotStore(N::VaryStar),
+            ),
+            (
+                Method::GET,
+                vec![],
+                200,
+                vec![],
+                false,
+                Storability::DoNotStore(N::NoExplicitFreshness),
+            ),
+            (
+                Method::GET,
+                vec![],
+                200,
+                vec![(cc, "max-age=0")],
+                false,
+                Storability::DoNotStore(N::Stale),
+            ),
         ];
         for (i, (m, rq, st, rs, shared, want)) in cases.into_iter().enumerate() {
             assert_eq!(check(m, &rq, st, &rs, shared), want, "case {i}");

@@ -95,7 +95,10 @@ mod tests {
     #[test]
     fn vary_lists() {
         let mut h = HeaderMap::new();
-        h.append("vary", HeaderValue::from_static("Accept-Encoding, ,accept-encoding"));
+        h.append(
+            "vary",
+            HeaderValue::from_static("Accept-Encoding, ,accept-encoding"),
+        );
         h.append("vary", HeaderValue::from_static("Accept"));
         assert_eq!(
             vary_names(&h),
@@ -114,8 +117,14 @@ mod tests {
         req.insert("authorization", HeaderValue::from_static("Bearer SECRET"));
         let stored = vec![
             (header::ACCEPT, capture(&req, &header::ACCEPT, &fake_digest)),
-            (header::AUTHORIZATION, capture(&req, &header::AUTHORIZATION, &fake_digest)),
-            (header::ACCEPT_LANGUAGE, capture(&req, &header::ACCEPT_LANGUAGE, &fake_digest)),
+            (
+                header::AUTHORIZATION,
+                capture(&req, &header::AUTHORIZATION, &fake_digest),
+            ),
+            (
+                header::ACCEPT_LANGUAGE,
+                capture(&req, &header::ACCEPT_LANGUAGE, &fake_digest),
+            ),
         ];
         assert_eq!(stored[0].1, VaryValue::Clear(Bytes::from_static(b"a, b")));
         assert!(matches!(stored[1].1, VaryValue::Digest(_)));

@@ -77,8 +77,8 @@ impl MemoryStore {
 
     /// A store holding at most `max_bytes`, reading time from `clock` for expiry.
     pub fn with_clock(max_bytes: u64, clock: impl Clock) -> Self {
-        let items = usize::try_from((max_bytes / ASSUMED_MEAN_ENTRY).clamp(16, 1 << 20))
-            .unwrap_or(1 << 20);
+        let items =
+            usize::try_from((max_bytes / ASSUMED_MEAN_ENTRY).clamp(16, 1 << 20)).unwrap_or(1 << 20);
         Self {
             inner: Arc::new(Inner {
                 cache: Cache::with_weighter(items, max_bytes, ByteWeighter),
@@ -135,7 +135,7 @@ impl MemoryStore {
                 let now = self.inner.clock.now();
                 let keys = cache
                     .iter()
-                    .filter(|(_, slot)| !slot.expires_at.is_some_and(|t| t <= now))
+                    .filter(|(_, slot)| slot.expires_at.is_none_or(|t| t > now))
                     .map(|(k, _)| k)
                     .collect();
                 StoreResponse::Keys(keys)

@@ -134,12 +134,8 @@ pub enum StoreResponse {
 /// assert_store(store);
 /// ```
 pub trait Store:
-    Service<
-        StoreRequest,
-        Response = StoreResponse,
-        Error: Into<BoxError>,
-        Future: Send + 'static,
-    > + Clone
+    Service<StoreRequest, Response = StoreResponse, Error: Into<BoxError>, Future: Send + 'static>
+    + Clone
     + Send
     + 'static
     + sealed::Sealed

@@ -1,0 +1,229 @@
+//! Bodies on a miss: streamed to the caller, stored only when they end cleanly.
+
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response};
+use http_body::{Body, Frame};
+use http_body_util::channel::{Channel, Sender};
+use http_body_util::BodyExt;
+use hyper_client_cache::{BoxError, CacheLayer, CacheStatus, MemoryStore};
+use tower::{Service, ServiceBuilder, ServiceExt};
+
+type Ch = Channel<Bytes, BoxError>;
+type Senders = tokio::sync::mpsc::UnboundedReceiver<Sender<Bytes, BoxError>>;
+
+/// An in-process origin whose response body is fed by the test through a channel.
+fn channel_origin(
+    headers: &'static [(&'static str, &'static str)],
+) -> (
+    impl Service<Request<()>, Response = Response<Ch>, Error = Infallible, Future = impl Send> + Clone,
+    Senders,
+) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let svc = tower::service_fn(move |_req: Request<()>| {
+        let (sender, body) = Channel::<Bytes, BoxError>::new(16);
+        tx.send(sender).unwrap();
+        let mut r = Response::builder();
+        for (n, v) in headers {
+            r = r.header(*n, *v);
+        }
+        std::future::ready(Ok::<_, Infallible>(r.body(body).unwrap()))
+    });
+    (svc, rx)
+}
+
+fn req() -> Request<()> {
+    Request::get("http://origin.test/stream").body(()).unwrap()
+}
+
+const CACHEABLE: &[(&str, &str)] = &[("cache-control", "max-age=60")];
+
+#[tokio::test]
+async fn first_byte_reaches_the_caller_before_the_origin_finishes_and_full_body_is_stored() {
+    let (origin, mut senders) = channel_origin(CACHEABLE);
+    let store = MemoryStore::default();
+    let mut svc = ServiceBuilder::new()
+        .layer(CacheLayer::new(store.clone()))
+        .service(origin);
+    let response = svc.ready().await.unwrap().call(req()).await.unwrap();
+    let mut sender = senders.recv().await.unwrap();
+    let mut body = response.into_body();
+
+    sender
+        .send_data(Bytes::from_static(b"first "))
+        .await
+        .unwrap();
+    let frame = body.frame().await.unwrap().unwrap();
+    assert_eq!(frame.into_data().unwrap(), "first ");
+    assert!(store.is_empty(), "nothing stored before the end");
+
+    sender
+        .send_data(Bytes::from_static(b"second"))
+        .await
+        .unwrap();
+    drop(sender);
+    let rest = body.collect().await.unwrap().to_bytes();
+    assert_eq!(rest, "second");
+    assert_eq!(store.len(), 1);
+
+    let hit = svc.ready().await.unwrap().call(req()).await.unwrap();
+    assert_eq!(
+        hit.extensions().get::<CacheStatus>(),
+        Some(&CacheStatus::Hit)
+    );
+    assert_eq!(
+        hit.into_body().collect().await.unwrap().to_bytes(),
+        "first second"
+    );
+}
+
+#[tokio::test]
+async fn upstream_error_halfway_is_seen_by_the_caller_and_nothing_is_stored() {
+    let (origin, mut senders) = channel_origin(CACHEABLE);
+    let store = MemoryStore::default();
+    let mut svc = ServiceBuilder::new()
+        .layer(CacheLayer::new(store.clone()))
+        .service(origin);
+    let response = svc.ready().await.unwrap().call(req()).await.unwrap();
+    let mut sender = senders.recv().await.unwrap();
+    sender.send_data(Bytes::from_static(b"half")).await.unwrap();
+    sender.abort("connection reset".into());
+    let err = response
+        .into_body()
+        .collect()
+        .await
+        .expect_err("error must reach the caller");
+    assert!(err.to_string().contains("connection reset"), "{err}");
+    assert!(store.is_empty());
+}
+
+#[tokio::test]
+async fn caller_dropping_the_body_halfway_stores_nothing() {
+    let (origin, mut senders) = channel_origin(CACHEABLE);
+    let store = MemoryStore::default();
+    let mut svc = ServiceBuilder::new()
+        .layer(CacheLayer::new(store.clone()))
+        .service(origin);
+    let response = svc.ready().await.unwrap().call(req()).await.unwrap();
+    let mut sender = senders.recv().await.unwrap();
+    let mut body = response.into_body();
+    sender.send_data(Bytes::from_static(b"half")).await.unwrap();
+    body.frame().await.unwrap().unwrap();
+    drop(body);
+    // The origin finishes anyway; nobody reads it.
+    let _ = sender.send_data(Bytes::from_static(b"rest")).await;
+    drop(sender);
+    tokio::task::yield_now().await;
+    assert!(store.is_empty());
+}
+
+#[tokio::test]
+async fn a_body_shorter_than_content_length_is_not_stored() {
+    let (origin, mut senders) =
+        channel_origin(&[("cache-control", "max-age=60"), ("content-length", "100")]);
+    let store = MemoryStore::default();
+    let mut svc = ServiceBuilder::new()
+        .layer(CacheLayer::new(store.clone()))
+        .service(origin);
+    let response = svc.ready().await.unwrap().call(req()).await.unwrap();
+    let mut sender = senders.recv().await.unwrap();
+    sender
+        .send_data(Bytes::from_static(b"only ten!!"))
+        .await
+        .unwrap();
+    drop(sender);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body.len(), 10);
+    assert!(store.is_empty());
+}
+
+#[tokio::test]
+async fn a_body_over_max_body_size_streams_in_full_and_is_not_stored() {
+    let (origin, mut senders) = channel_origin(CACHEABLE);
+    let store = MemoryStore::default();
+    let mut svc = ServiceBuilder::new()
+        .layer(CacheLayer::new(store.clone()).max_body_size(1000))
+        .service(origin);
+    let response = svc.ready().await.unwrap().call(req()).await.unwrap();
+    let mut sender = senders.recv().await.unwrap();
+    tokio::spawn(async move {
+        for _ in 0..10 {
+            sender
+                .send_data(Bytes::from(vec![b'x'; 300]))
+                .await
+                .unwrap();
+        }
+    });
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body.len(), 3000);
+    assert!(store.is_empty());
+}
+
+#[tokio::test]
+async fn a_body_of_exactly_max_body_size_is_stored() {
+    let (origin, mut senders) = channel_origin(CACHEABLE);
+    let store = MemoryStore::default();
+    let mut svc = ServiceBuilder::new()
+        .layer(CacheLayer::new(store.clone()).max_body_size(1000))
+        .service(origin);
+    let response = svc.ready().await.unwrap().call(req()).await.unwrap();
+    let mut sender = senders.recv().await.unwrap();
+    sender
+        .send_data(Bytes::from(vec![b'x'; 1000]))
+        .await
+        .unwrap();
+    drop(sender);
+    response.into_body().collect().await.unwrap();
+    assert_eq!(store.len(), 1);
+}
+
+#[tokio::test]
+async fn trailers_pass_through_on_a_miss() {
+    let (origin, mut senders) = channel_origin(CACHEABLE);
+    let mut svc = ServiceBuilder::new()
+        .layer(CacheLayer::new(MemoryStore::default()))
+        .service(origin);
+    let response = svc.ready().await.unwrap().call(req()).await.unwrap();
+    let mut sender = senders.recv().await.unwrap();
+    sender.send_data(Bytes::from_static(b"data")).await.unwrap();
+    let mut trailers = HeaderMap::new();
+    trailers.insert("x-checksum", "abc".parse().unwrap());
+    sender.send_trailers(trailers).await.unwrap();
+    drop(sender);
+    let collected = response.into_body().collect().await.unwrap();
+    assert_eq!(collected.trailers().unwrap()["x-checksum"], "abc");
+    assert_eq!(collected.to_bytes(), "data");
+}
+
+#[tokio::test]
+async fn a_cached_body_reports_its_exact_size() {
+    let origin = tower::service_fn(|_req: Request<()>| async {
+        Ok::<_, Infallible>(
+            Response::builder()
+                .header("cache-control", "max-age=60")
+                .body(http_body_util::Full::new(Bytes::from_static(b"12345")))
+                .unwrap(),
+        )
+    });
+    let mut svc = ServiceBuilder::new()
+        .layer(CacheLayer::new(MemoryStore::default()))
+        .service(origin);
+    svc.ready()
+        .await
+        .unwrap()
+        .call(req())
+        .await
+        .unwrap()
+        .into_body()
+        .collect()
+        .await
+        .unwrap();
+    let hit = svc.ready().await.unwrap().call(req()).await.unwrap();
+    assert_eq!(hit.body().size_hint().exact(), Some(5));
+    let mut body = hit.into_body();
+    assert!(!body.is_end_stream());
+    let frame: Frame<Bytes> = body.frame().await.unwrap().unwrap();
+    assert_eq!(frame.into_data().unwrap(), "12345");
+    assert!(body.is_end_stream());
+}

@@ -1,0 +1,283 @@
+//! Storing and serving: what is a hit, what goes to the origin.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{Empty, Full};
+use hyper_client_cache::{CacheLayer, CacheStatus, MemoryStore, SecretKey};
+
+use crate::common::*;
+
+fn key() -> SecretKey {
+    SecretKey::new("integration test key, not secret").unwrap()
+}
+
+#[tokio::test]
+async fn second_get_is_a_hit_with_the_same_status_headers_and_body() {
+    let body: &'static [u8] = b"\x00\x01binary body \xff\xfe";
+    let origin = Origin::start(move |_| {
+        Response::builder()
+            .status(200)
+            .header("cache-control", "max-age=60")
+            .header("content-type", "application/octet-stream")
+            .header("set-cookie", "a=1")
+            .header("x-custom", "one")
+            .header("set-cookie", "b=2")
+            .header(
+                "x-latin1",
+                http::HeaderValue::from_bytes(b"caf\xe9").unwrap(),
+            )
+            .body(Full::new(Bytes::from_static(body)))
+            .unwrap()
+    })
+    .await;
+    let clock = clock();
+    let mut client = cached_client(
+        CacheLayer::new(MemoryStore::with_clock(1 << 20, clock.clone()))
+            .secret_key(key())
+            .clock(clock.clone()),
+    );
+
+    let first = get(&mut client, &origin.url("/item")).await.unwrap();
+    let second = get(&mut client, &origin.url("/item")).await.unwrap();
+
+    assert_eq!(first.cache, Some(CacheStatus::Miss));
+    assert_eq!(second.cache, Some(CacheStatus::Hit));
+    assert_eq!(origin.requests(), 1);
+    assert_eq!(second.status, first.status);
+    assert_eq!(second.body, first.body);
+    assert_eq!(&second.body[..], body);
+    // Same fields, same order, repeats kept; only Age is added (RFC 9111 §4).
+    let without_age = |h: &http::HeaderMap| {
+        h.iter()
+            .filter(|(n, _)| *n != "age")
+            .map(|(n, v)| (n.clone(), v.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(without_age(&second.headers), without_age(&first.headers));
+    let cookies: Vec<_> = second.headers.get_all("set-cookie").iter().collect();
+    assert_eq!(cookies, ["a=1", "b=2"]);
+    assert_eq!(second.headers["age"], "0");
+}
+
+#[tokio::test]
+async fn fresh_until_max_age_then_refetched() {
+    let origin = Origin::fixed("max-age=60", "v").await;
+    let clock = clock();
+    let mut client = cached_client(
+        CacheLayer::new(MemoryStore::with_clock(1 << 20, clock.clone())).clock(clock.clone()),
+    );
+    let url = origin.url("/");
+    assert_eq!(
+        get(&mut client, &url).await.unwrap().cache,
+        Some(CacheStatus::Miss)
+    );
+    clock.advance(Duration::from_secs(59));
+    let hit = get(&mut client, &url).await.unwrap();
+    assert_eq!(hit.cache, Some(CacheStatus::Hit));
+    assert_eq!(hit.headers["age"], "59");
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(
+        get(&mut client, &url).await.unwrap().cache,
+        Some(CacheStatus::Miss)
+    );
+    assert_eq!(origin.requests(), 2);
+}
+
+#[tokio::test]
+async fn expires_minus_date_gives_the_lifetime() {
+    let clock = clock();
+    let date = httpdate::fmt_http_date(epoch());
+    let expires = httpdate::fmt_http_date(epoch() + Duration::from_secs(100));
+    let origin = Origin::start(move |_| {
+        Response::builder()
+            .header("date", date.as_str())
+            .header("expires", expires.as_str())
+            .body(Full::new(Bytes::from_static(b"x")))
+            .unwrap()
+    })
+    .await;
+    let mut client = cached_client(CacheLayer::new(MemoryStore::default()).clock(clock.clone()));
+    let url = origin.url("/e");
+    get(&mut client, &url).await.unwrap();
+    clock.advance(Duration::from_secs(99));
+    assert_eq!(
+        get(&mut client, &url).await.unwrap().cache,
+        Some(CacheStatus::Hit)
+    );
+    clock.advance(Duration::from_secs(1));
+    // The origin keeps sending the same Date and Expires, so what it sends now is itself
+    // already expired (apparent age 100 s, RFC 9111 §4.2.3): fetched, and not stored.
+    assert_eq!(
+        get(&mut client, &url).await.unwrap().cache,
+        Some(CacheStatus::NotCacheable)
+    );
+    assert_eq!(origin.requests(), 2);
+}
+
+#[tokio::test]
+async fn no_store_and_no_freshness_are_never_stored() {
+    for cc in ["no-store, max-age=60", "no-cache, max-age=60", "public"] {
+        let origin = Origin::fixed(cc, "x").await;
+        let store = MemoryStore::default();
+        let mut client = cached_client(CacheLayer::new(store.clone()));
+        for _ in 0..2 {
+            let got = get(&mut client, &origin.url("/")).await.unwrap();
+            assert_eq!(got.cache, Some(CacheStatus::NotCacheable), "{cc}");
+        }
+        assert_eq!(origin.requests(), 2, "{cc}");
+        assert!(store.is_empty(), "{cc}");
+    }
+}
+
+#[tokio::test]
+async fn other_methods_reach_the_origin_unchanged_and_are_not_stored() {
+    let origin = Origin::fixed("max-age=60", "ok").await;
+    let store = MemoryStore::default();
+    let mut client = full_body_client(CacheLayer::new(store.clone()));
+    for method in ["POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"] {
+        let request = Request::builder()
+            .method(method)
+            .uri(origin.url("/thing?x=1"))
+            .header("x-test", "kept")
+            .body(Full::new(Bytes::from_static(b"payload")))
+            .unwrap();
+        let response = tower::ServiceExt::oneshot(&mut client, request)
+            .await
+            .unwrap();
+        assert_eq!(
+            response.extensions().get::<CacheStatus>(),
+            Some(&CacheStatus::NotCacheable)
+        );
+    }
+    let seen = origin.seen();
+    assert_eq!(seen.len(), 6);
+    for (s, method) in seen
+        .iter()
+        .zip(["POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"])
+    {
+        assert_eq!(s.method, method);
+        assert_eq!(s.uri, "/thing?x=1");
+        assert_eq!(s.headers["x-test"], "kept");
+        if method != "HEAD" && method != "OPTIONS" {
+            assert_eq!(s.body, "payload", "{method}");
+        }
+    }
+    assert!(store.is_empty());
+}
+
+#[tokio::test]
+async fn vary_selects_the_request_headers_that_must_match() {
+    let origin = Origin::start(|s| {
+        let lang = s.headers.get("accept-language").cloned();
+        let mut r = Response::builder()
+            .header("cache-control", "max-age=60")
+            .header("vary", "Accept-Language");
+        if let Some(l) = lang {
+            r = r.header("content-language", l);
+        }
+        r.body(Full::new(Bytes::from_static(b"v"))).unwrap()
+    })
+    .await;
+    let mut client = cached_client(CacheLayer::new(MemoryStore::default()));
+    let req = |lang: &str| {
+        Request::get(origin.url("/v"))
+            .header("accept-language", lang)
+            .body(Empty::new())
+            .unwrap()
+    };
+    assert_eq!(
+        send(&mut client, req("en")).await.unwrap().cache,
+        Some(CacheStatus::Miss)
+    );
+    assert_eq!(
+        send(&mut client, req("en")).await.unwrap().cache,
+        Some(CacheStatus::Hit)
+    );
+    let fr = send(&mut client, req("fr")).await.unwrap();
+    assert_eq!(fr.cache, Some(CacheStatus::Miss));
+    assert_eq!(fr.headers["content-language"], "fr");
+    assert_eq!(origin.requests(), 2);
+}
+
+#[tokio::test]
+async fn vary_on_authorization_does_not_leak_between_users() {
+    let origin = Origin::start(|s| {
+        let who = s.headers.get("authorization").cloned().unwrap();
+        Response::builder()
+            .header("cache-control", "max-age=60")
+            .header("vary", "authorization")
+            .body(Full::new(Bytes::copy_from_slice(who.as_bytes())))
+            .unwrap()
+    })
+    .await;
+    let store = MemoryStore::default();
+    let mut client = cached_client(CacheLayer::new(store.clone()).secret_key(key()));
+    let req = |token: &str| {
+        Request::get(origin.url("/me"))
+            .header("authorization", token)
+            .body(Empty::new())
+            .unwrap()
+    };
+    let alice = send(&mut client, req("Bearer ALICE-SECRET")).await.unwrap();
+    assert_eq!(alice.body, "Bearer ALICE-SECRET");
+    let bob = send(&mut client, req("Bearer BOB")).await.unwrap();
+    assert_eq!(bob.cache, Some(CacheStatus::Miss));
+    assert_eq!(bob.body, "Bearer BOB");
+    // The credential itself is not in the store (only a keyed digest of it).
+    let keys = all_blobs(&store).await;
+    assert!(!keys.is_empty());
+    for blob in keys {
+        assert!(!blob.windows(12).any(|w| w == b"ALICE-SECRET"));
+    }
+}
+
+#[tokio::test]
+async fn request_no_cache_and_no_store_skip_the_stored_entry() {
+    let origin = Origin::fixed("max-age=60", "x").await;
+    let mut client = cached_client(CacheLayer::new(MemoryStore::default()));
+    let url = origin.url("/");
+    get(&mut client, &url).await.unwrap();
+    for (name, value) in [("cache-control", "no-cache"), ("pragma", "no-cache")] {
+        let req = Request::get(&url)
+            .header(name, value)
+            .body(Empty::new())
+            .unwrap();
+        assert_eq!(
+            send(&mut client, req).await.unwrap().cache,
+            Some(CacheStatus::Miss)
+        );
+    }
+    // max-age=0 in the request: the stored response (age 0) is still acceptable...
+    let req = Request::get(&url)
+        .header("cache-control", "max-age=0")
+        .body(Empty::new())
+        .unwrap();
+    assert_eq!(
+        send(&mut client, req).await.unwrap().cache,
+        Some(CacheStatus::Hit)
+    );
+    assert_eq!(origin.requests(), 3);
+}
+
+#[tokio::test]
+async fn the_query_order_does_not_matter_but_the_query_does() {
+    let origin = Origin::fixed("max-age=60", "x").await;
+    let mut client = cached_client(CacheLayer::new(MemoryStore::default()));
+    get(&mut client, &origin.url("/q?a=1&b=2")).await.unwrap();
+    assert_eq!(
+        get(&mut client, &origin.url("/q?b=2&a=1"))
+            .await
+            .unwrap()
+            .cache,
+        Some(CacheStatus::Hit)
+    );
+    assert_eq!(
+        get(&mut client, &origin.url("/q?a=1&b=3"))
+            .await
+            .unwrap()
+            .cache,
+        Some(CacheStatus::Miss)
+    );
+}

@@ -1,0 +1,7 @@
+//! Integration tests through a real hyper origin on 127.0.0.1 and a hyper-util client.
+
+mod body;
+mod caching;
+mod common;
+mod store;
+mod tamper;

@@ -1,0 +1,182 @@
+//! The Store contract, MemoryStore, and what happens when a store misbehaves.
+
+use std::convert::Infallible;
+use std::future::{pending, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper_client_cache::{
+    BoxError, CacheKey, CacheLayer, CacheStatus, MemoryStore, StoreRequest, StoreResponse,
+};
+use tower::{ServiceBuilder, ServiceExt};
+
+use crate::common::*;
+
+fn k(s: &str) -> CacheKey {
+    CacheKey::from_stored(s.to_owned())
+}
+
+async fn put(store: &MemoryStore, key: &str, blob: impl Into<Bytes>, ttl: Option<Duration>) {
+    let req = StoreRequest::Put {
+        key: k(key),
+        blob: blob.into(),
+        ttl,
+    };
+    store.clone().oneshot(req).await.unwrap();
+}
+
+async fn read(store: &MemoryStore, key: &str) -> Option<Bytes> {
+    match store
+        .clone()
+        .oneshot(StoreRequest::Get { key: k(key) })
+        .await
+        .unwrap()
+    {
+        StoreResponse::Blob(b) => b,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn memory_store_stays_within_its_byte_bound() {
+    const BOUND: u64 = 256 * 1024;
+    let store = MemoryStore::new(BOUND);
+    let mut total_written = 0u64;
+    for i in 0..5_000u32 {
+        let size = (i as usize * 7919) % 3000 + 1;
+        total_written += size as u64;
+        put(
+            &store,
+            &format!("key-{i}"),
+            vec![(i % 251) as u8; size],
+            None,
+        )
+        .await;
+        assert!(
+            store.size_bytes() <= BOUND,
+            "after insert {i}: {} > {BOUND}",
+            store.size_bytes()
+        );
+    }
+    assert!(
+        total_written > 10 * BOUND,
+        "the test must overflow the bound many times"
+    );
+    assert!(
+        store.size_bytes() > BOUND / 2,
+        "eviction should not empty the store"
+    );
+}
+
+#[tokio::test]
+async fn memory_store_blob_larger_than_bound_is_not_stored() {
+    let store = MemoryStore::new(1024);
+    put(&store, "big", vec![0u8; 10_000], None).await;
+    assert_eq!(read(&store, "big").await, None);
+    assert!(store.size_bytes() <= 1024);
+}
+
+#[tokio::test]
+async fn memory_store_honours_ttl_on_its_clock() {
+    let clock = clock();
+    let store = MemoryStore::with_clock(1 << 20, clock.clone());
+    put(&store, "a", "1", Some(Duration::from_secs(10))).await;
+    put(&store, "forever", "2", None).await;
+    clock.advance(Duration::from_secs(9));
+    assert_eq!(read(&store, "a").await.as_deref(), Some(&b"1"[..]));
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(read(&store, "a").await, None);
+    assert_eq!(store.len(), 1, "the expired entry was dropped on read");
+    clock.advance(Duration::from_secs(1_000_000));
+    assert_eq!(read(&store, "forever").await.as_deref(), Some(&b"2"[..]));
+}
+
+#[tokio::test]
+async fn memory_store_clones_share_entries_and_support_keys_delete_clear() {
+    let store = MemoryStore::default();
+    let clone = store.clone();
+    let all_bytes: Vec<u8> = (0..=255).collect();
+    put(&store, "a", all_bytes.clone(), None).await;
+    put(&clone, "b", Bytes::new(), None).await;
+    assert_eq!(read(&clone, "a").await.unwrap(), all_bytes);
+    assert_eq!(read(&store, "b").await.unwrap().len(), 0);
+
+    let keys = match store.clone().oneshot(StoreRequest::Keys).await.unwrap() {
+        StoreResponse::Keys(mut keys) => {
+            keys.sort();
+            keys
+        }
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(keys, [k("a"), k("b")]);
+
+    store
+        .clone()
+        .oneshot(StoreRequest::Delete { key: k("a") })
+        .await
+        .unwrap();
+    assert_eq!(read(&clone, "a").await, None);
+    clone.clone().oneshot(StoreRequest::Clear).await.unwrap();
+    assert!(store.is_empty());
+}
+
+#[tokio::test]
+async fn a_store_wrapped_in_tower_layers_is_still_a_store() {
+    let origin = Origin::fixed("max-age=60", "x").await;
+    let inner = MemoryStore::default();
+    let store = ServiceBuilder::new()
+        .timeout(Duration::from_secs(5))
+        .concurrency_limit(8)
+        .service(inner.clone());
+    let mut client = cached_client(CacheLayer::new(store));
+    get(&mut client, &origin.url("/")).await.unwrap();
+    assert_eq!(
+        get(&mut client, &origin.url("/")).await.unwrap().cache,
+        Some(CacheStatus::Hit)
+    );
+    assert_eq!(inner.len(), 1);
+}
+
+#[tokio::test]
+async fn a_failing_store_degrades_to_misses() {
+    let origin = Origin::fixed("max-age=60", "body").await;
+    let dead = tower::service_fn(|_: StoreRequest| {
+        ready(Err::<StoreResponse, BoxError>("connection refused".into()))
+    });
+    let mut client = cached_client(CacheLayer::new(dead));
+    for _ in 0..3 {
+        let got = get(&mut client, &origin.url("/")).await.unwrap();
+        assert_eq!(got.cache, Some(CacheStatus::StoreUnavailable));
+        assert_eq!(got.body, "body");
+    }
+    assert_eq!(origin.requests(), 3);
+}
+
+#[tokio::test]
+async fn a_stalled_store_behind_a_timeout_does_not_hang_requests() {
+    let origin = Origin::fixed("max-age=60", "body").await;
+    let stalled =
+        tower::service_fn(|_: StoreRequest| pending::<Result<StoreResponse, Infallible>>());
+    let store = ServiceBuilder::new()
+        .timeout(Duration::from_millis(50))
+        .service(stalled);
+    let mut client = cached_client(CacheLayer::new(store));
+    // Bounded by the store timeout (lookup) and the same timeout on the write at body end.
+    let got = tokio::time::timeout(Duration::from_secs(10), get(&mut client, &origin.url("/")))
+        .await
+        .expect("request must complete")
+        .unwrap();
+    assert_eq!(got.cache, Some(CacheStatus::StoreUnavailable));
+    assert_eq!(got.body, "body");
+}
+
+#[tokio::test]
+async fn a_store_answering_nonsense_is_a_miss() {
+    let origin = Origin::fixed("max-age=60", "body").await;
+    let odd =
+        tower::service_fn(|_: StoreRequest| ready(Ok::<_, Infallible>(StoreResponse::Unsupported)));
+    let mut client = cached_client(CacheLayer::new(odd));
+    let got = get(&mut client, &origin.url("/")).await.unwrap();
+    assert_eq!(got.body, "body");
+    assert_eq!(got.cache, Some(CacheStatus::StoreUnavailable));
+}

@@ -1,0 +1,198 @@
+//! Entries that fail verification are never served (DESIGN.md §4, "Errors").
+
+use bytes::Bytes;
+use hyper_client_cache::{
+    BadSignature, CacheLayer, CacheStatus, KeyRing, MemoryStore, OnBadSignature, SecretKey,
+};
+
+use crate::common::*;
+
+fn right() -> SecretKey {
+    SecretKey::new("the right key, shared by the fleet").unwrap()
+}
+fn wrong() -> SecretKey {
+    SecretKey::new("somebody else's perfectly valid key").unwrap()
+}
+
+fn bad_signature(err: &hyper_client_cache::BoxError) -> &BadSignature {
+    err.downcast_ref::<BadSignature>()
+        .unwrap_or_else(|| panic!("expected BadSignature, got: {err}"))
+}
+
+#[tokio::test]
+async fn exploit_bytes_written_over_an_entry_fail_with_bad_signature() {
+    let origin = Origin::fixed("max-age=600", "genuine").await;
+    let store = MemoryStore::default();
+    let mut client = cached_client(CacheLayer::new(store.clone()).secret_key(right()));
+    let url = origin.url("/data");
+    get(&mut client, &url).await.unwrap();
+
+    put_raw(&store, key_for(&url), Bytes::from_static(b"exploit!")).await;
+    let err = get(&mut client, &url)
+        .await
+        .err()
+        .expect("tampered entry must not be served");
+    let bad = bad_signature(&err);
+    assert_eq!(bad.key(), &key_for(&url));
+    assert!(bad.is_malformed());
+    let msg = err.to_string();
+    assert!(msg.contains(key_for(&url).as_str()), "{msg}");
+    assert!(msg.contains("signature did not match"), "{msg}");
+    assert_eq!(origin.requests(), 1);
+}
+
+#[tokio::test]
+async fn an_entry_signed_with_a_different_key_fails_with_bad_signature() {
+    let origin = Origin::fixed("max-age=600", "genuine").await;
+    let store = MemoryStore::default();
+    let url = origin.url("/data");
+    // An attacker with write access and their own key stores a validly signed response.
+    let mut attacker = cached_client(CacheLayer::new(store.clone()).secret_key(wrong()));
+    get(&mut attacker, &url).await.unwrap();
+
+    let mut client = cached_client(CacheLayer::new(store.clone()).secret_key(right()));
+    let err = get(&mut client, &url)
+        .await
+        .err()
+        .expect("must not be served");
+    assert!(bad_signature(&err).is_unknown_key());
+    assert_eq!(origin.requests(), 1);
+}
+
+#[tokio::test]
+async fn refetch_option_deletes_and_fetches_a_fresh_valid_entry() {
+    let origin = Origin::fixed("max-age=600", "genuine").await;
+    let store = MemoryStore::default();
+    let url = origin.url("/data");
+    put_raw(&store, key_for(&url), Bytes::from_static(b"exploit!")).await;
+
+    let mut client = cached_client(
+        CacheLayer::new(store.clone())
+            .secret_key(right())
+            .on_bad_signature(OnBadSignature::Refetch),
+    );
+    let got = get(&mut client, &url).await.unwrap();
+    assert_eq!(got.body, "genuine");
+    assert_eq!(got.cache, Some(CacheStatus::Miss));
+    assert_eq!(origin.requests(), 1);
+    // The replacement is valid: the next request is a hit.
+    let again = get(&mut client, &url).await.unwrap();
+    assert_eq!(again.cache, Some(CacheStatus::Hit));
+    assert_eq!(again.body, "genuine");
+    assert_eq!(origin.requests(), 1);
+}
+
+#[tokio::test]
+async fn refetch_deletes_the_entry_even_when_the_new_response_is_not_storable() {
+    let origin = Origin::fixed("no-store", "fresh").await;
+    let store = MemoryStore::default();
+    let url = origin.url("/x");
+    put_raw(&store, key_for(&url), Bytes::from_static(b"exploit!")).await;
+    let mut client = cached_client(
+        CacheLayer::new(store.clone())
+            .secret_key(right())
+            .on_bad_signature(OnBadSignature::Refetch),
+    );
+    assert_eq!(get(&mut client, &url).await.unwrap().body, "fresh");
+    assert!(get_raw(&store, key_for(&url)).await.is_none());
+}
+
+#[tokio::test]
+async fn a_validly_signed_blob_copied_to_another_key_is_rejected() {
+    let origin = Origin::start(|s| {
+        http::Response::builder()
+            .header("cache-control", "max-age=600")
+            .body(http_body_util::Full::new(Bytes::from(
+                s.uri.path().to_owned(),
+            )))
+            .unwrap()
+    })
+    .await;
+    let store = MemoryStore::default();
+    let mut client = cached_client(CacheLayer::new(store.clone()).secret_key(right()));
+    let (a, b) = (origin.url("/public"), origin.url("/account"));
+    get(&mut client, &a).await.unwrap();
+    get(&mut client, &b).await.unwrap();
+
+    // Swap: the validly signed entry of /public is written under the key of /account.
+    let blob_a = get_raw(&store, key_for(&a)).await.unwrap();
+    put_raw(&store, key_for(&b), blob_a).await;
+    let err = get(&mut client, &b)
+        .await
+        .err()
+        .expect("swapped entry must not be served");
+    assert!(bad_signature(&err).is_wrong_key());
+    // The untouched entry still works.
+    assert_eq!(
+        get(&mut client, &a).await.unwrap().cache,
+        Some(CacheStatus::Hit)
+    );
+}
+
+#[tokio::test]
+async fn key_rotation_keeps_old_entries_until_the_old_key_is_dropped() {
+    let origin = Origin::fixed("max-age=600", "x").await;
+    let store = MemoryStore::default();
+    let old = || SecretKey::new("the key of last quarter").unwrap();
+    let new = || SecretKey::new("the key of this quarter").unwrap();
+    let (u1, u2) = (origin.url("/one"), origin.url("/two"));
+
+    let mut before = cached_client(CacheLayer::new(store.clone()).secret_key(old()));
+    get(&mut before, &u1).await.unwrap();
+
+    let mut rotated = cached_client(
+        CacheLayer::new(store.clone()).secret_key(KeyRing::new(new()).with_previous(old())),
+    );
+    assert_eq!(
+        get(&mut rotated, &u1).await.unwrap().cache,
+        Some(CacheStatus::Hit)
+    );
+    get(&mut rotated, &u2).await.unwrap();
+    // New entries carry the new key id (envelope bytes 7..15).
+    let blob = get_raw(&store, key_for(&u2)).await.unwrap();
+    assert_eq!(&blob[7..15], &new().key_id());
+
+    let mut after = cached_client(CacheLayer::new(store.clone()).secret_key(new()));
+    assert_eq!(
+        get(&mut after, &u2).await.unwrap().cache,
+        Some(CacheStatus::Hit)
+    );
+    let err = get(&mut after, &u1)
+        .await
+        .err()
+        .expect("old-key entry must be refused");
+    assert!(bad_signature(&err).is_unknown_key());
+}
+
+#[tokio::test]
+async fn unsigned_cache_treats_garbage_as_a_miss_and_replaces_it() {
+    let origin = Origin::fixed("max-age=600", "genuine").await;
+    let store = MemoryStore::default();
+    let url = origin.url("/u");
+    put_raw(&store, key_for(&url), Bytes::from_static(b"exploit!")).await;
+    let mut client = cached_client(CacheLayer::new(store.clone()));
+    let got = get(&mut client, &url).await.unwrap();
+    assert_eq!(
+        (got.cache, &got.body[..]),
+        (Some(CacheStatus::Miss), &b"genuine"[..])
+    );
+    assert_eq!(
+        get(&mut client, &url).await.unwrap().cache,
+        Some(CacheStatus::Hit)
+    );
+}
+
+#[tokio::test]
+async fn a_signing_cache_refuses_unsigned_entries() {
+    let origin = Origin::fixed("max-age=600", "x").await;
+    let store = MemoryStore::default();
+    let url = origin.url("/d");
+    let mut unsigned = cached_client(CacheLayer::new(store.clone()));
+    get(&mut unsigned, &url).await.unwrap();
+    let mut signed = cached_client(CacheLayer::new(store.clone()).secret_key(right()));
+    let err = get(&mut signed, &url)
+        .await
+        .err()
+        .expect("downgrade must be refused");
+    assert!(bad_signature(&err).is_unsigned());
+}
