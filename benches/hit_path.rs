@@ -1,1 +1,116 @@
-fn main() {}
+//! Hit and miss cost of the layer, each against a baseline measured in the same run.
+//!
+//! Run: `cargo bench --bench hit_path`
+//!
+//! - `signed_hit/<size>` vs `hmac_floor/<size>`: a signed hit cannot be cheaper than one
+//!   HMAC-SHA256 pass over the blob, so the ratio of the two is the overhead of everything else.
+//! - `unsigned_hit/<size>`: what signing costs (unsigned entries carry a SHA-256 checksum).
+//! - `miss_1k` vs `bare_origin_1k`: the layer's overhead on a miss that stores a 1 KiB entry.
+
+use std::convert::Infallible;
+use std::hint::black_box;
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use http_body_util::{BodyExt, Full};
+use hyper_client_cache::{CacheLayer, MemoryStore, SecretKey};
+use ring::hmac;
+use tower::{Service, ServiceBuilder, ServiceExt};
+
+const SIZES: [(usize, &str); 3] = [(1024, "1KiB"), (64 * 1024, "64KiB"), (1024 * 1024, "1MiB")];
+
+fn origin(
+    body: Bytes,
+    cache_control: &'static str,
+) -> impl Service<
+    http::Request<()>,
+    Response = http::Response<Full<Bytes>>,
+    Error = Infallible,
+    Future = std::future::Ready<Result<http::Response<Full<Bytes>>, Infallible>>,
+> + Clone {
+    tower::service_fn(move |_req: http::Request<()>| {
+        let response = http::Response::builder()
+            .header("cache-control", cache_control)
+            .header("content-type", "application/json")
+            .header("etag", "\"abc\"")
+            .header("server", "bench")
+            .body(Full::new(body.clone()))
+            .unwrap();
+        std::future::ready(Ok(response))
+    })
+}
+
+fn request() -> http::Request<()> {
+    http::Request::get("http://bench.local/item?id=1")
+        .body(())
+        .unwrap()
+}
+
+async fn call<S, B>(svc: &mut S) -> Bytes
+where
+    S: Service<http::Request<()>, Response = http::Response<B>>,
+    S::Error: std::fmt::Debug,
+    B: http_body::Body,
+    B::Error: std::fmt::Debug,
+{
+    let response = svc.ready().await.unwrap().call(request()).await.unwrap();
+    response.into_body().collect().await.unwrap().to_bytes()
+}
+
+fn hits(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let mut group = c.benchmark_group("hit");
+    for (size, name) in SIZES {
+        let body = Bytes::from(vec![b'x'; size]);
+        group.throughput(Throughput::Bytes(size as u64));
+
+        let key = hmac::Key::new(hmac::HMAC_SHA256, b"0123456789abcdef0123456789abcdef");
+        let blob = vec![b'x'; size];
+        group.bench_with_input(BenchmarkId::new("hmac_floor", name), &blob, |b, blob| {
+            b.iter(|| hmac::sign(&key, black_box(blob)))
+        });
+
+        for (label, signed) in [("signed_hit", true), ("unsigned_hit", false)] {
+            let mut layer = CacheLayer::new(MemoryStore::new(64 << 20)).max_body_size(2 << 20);
+            if signed {
+                layer = layer.secret_key(SecretKey::new("benchmark key, 32 bytes long....").unwrap());
+            }
+            let mut svc = ServiceBuilder::new()
+                .layer(layer)
+                .service(origin(body.clone(), "max-age=3600"));
+            rt.block_on(call(&mut svc)); // store it
+            group.bench_function(BenchmarkId::new(label, name), |b| {
+                b.iter(|| rt.block_on(call(&mut svc)))
+            });
+        }
+    }
+    group.finish();
+}
+
+fn misses(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let body = Bytes::from(vec![b'x'; 1024]);
+    let mut group = c.benchmark_group("miss");
+    let mut bare = origin(body.clone(), "max-age=3600");
+    group.bench_function("bare_origin_1KiB", |b| b.iter(|| rt.block_on(call(&mut bare))));
+    // Each iteration gets a fresh (small) store, built outside the measurement, so the lookup
+    // misses and the response is sealed and written.
+    let key = SecretKey::new("benchmark key, 32 bytes long....").unwrap();
+    let layer = CacheLayer::new(()).secret_key(key);
+    group.bench_function("signed_miss_and_store_1KiB", |b| {
+        b.iter_batched(
+            || {
+                let layer = layer.clone().with_store(MemoryStore::new(1 << 20));
+                ServiceBuilder::new()
+                    .layer(layer)
+                    .service(origin(body.clone(), "max-age=3600"))
+            },
+            |mut svc| rt.block_on(call(&mut svc)),
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, hits, misses);
+criterion_main!(benches);

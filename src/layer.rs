@@ -130,6 +130,15 @@ impl<St> CacheLayer<St> {
         self
     }
 
+    /// The same settings over another store (e.g. to give each tenant its own store while
+    /// keeping one configuration).
+    pub fn with_store<St2>(self, store: St2) -> CacheLayer<St2> {
+        CacheLayer {
+            store,
+            config: self.config,
+        }
+    }
+
     /// The store this layer writes to.
     pub fn store(&self) -> &St {
         &self.store

@@ -78,6 +78,17 @@ mod service;
 mod status;
 pub mod store;
 
+/// The user guides are compiled as doc tests, so their examples stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/security.md")]
+struct SecurityGuide;
+#[cfg(doctest)]
+#[doc = include_str!("../docs/configuration.md")]
+struct ConfigurationGuide;
+#[cfg(doctest)]
+#[doc = include_str!("../docs/stores.md")]
+struct StoresGuide;
+
 #[doc(inline)]
 pub use crate::body::CacheBody;
 #[doc(inline)]
