@@ -19,15 +19,14 @@ use tower::{Service, ServiceBuilder, ServiceExt};
 
 const SIZES: [(usize, &str); 3] = [(1024, "1KiB"), (64 * 1024, "64KiB"), (1024 * 1024, "1MiB")];
 
+type Reply = http::Response<Full<Bytes>>;
+type ReplyFuture = std::future::Ready<Result<Reply, Infallible>>;
+
 fn origin(
     body: Bytes,
     cache_control: &'static str,
-) -> impl Service<
-    http::Request<()>,
-    Response = http::Response<Full<Bytes>>,
-    Error = Infallible,
-    Future = std::future::Ready<Result<http::Response<Full<Bytes>>, Infallible>>,
-> + Clone {
+) -> impl Service<http::Request<()>, Response = Reply, Error = Infallible, Future = ReplyFuture> + Clone
+{
     tower::service_fn(move |_req: http::Request<()>| {
         let response = http::Response::builder()
             .header("cache-control", cache_control)
@@ -58,7 +57,9 @@ where
 }
 
 fn hits(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     let mut group = c.benchmark_group("hit");
     for (size, name) in SIZES {
         let body = Bytes::from(vec![b'x'; size]);
@@ -73,7 +74,8 @@ fn hits(c: &mut Criterion) {
         for (label, signed) in [("signed_hit", true), ("unsigned_hit", false)] {
             let mut layer = CacheLayer::new(MemoryStore::new(64 << 20)).max_body_size(2 << 20);
             if signed {
-                layer = layer.secret_key(SecretKey::new("benchmark key, 32 bytes long....").unwrap());
+                layer =
+                    layer.secret_key(SecretKey::new("benchmark key, 32 bytes long....").unwrap());
             }
             let mut svc = ServiceBuilder::new()
                 .layer(layer)
@@ -88,11 +90,15 @@ fn hits(c: &mut Criterion) {
 }
 
 fn misses(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     let body = Bytes::from(vec![b'x'; 1024]);
     let mut group = c.benchmark_group("miss");
     let mut bare = origin(body.clone(), "max-age=3600");
-    group.bench_function("bare_origin_1KiB", |b| b.iter(|| rt.block_on(call(&mut bare))));
+    group.bench_function("bare_origin_1KiB", |b| {
+        b.iter(|| rt.block_on(call(&mut bare)))
+    });
     // Each iteration gets a fresh (small) store, built outside the measurement, so the lookup
     // misses and the response is sealed and written.
     let key = SecretKey::new("benchmark key, 32 bytes long....").unwrap();
