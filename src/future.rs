@@ -22,6 +22,7 @@ use tower::util::{Oneshot, ServiceExt};
 use tower::Service;
 
 use crate::body::{CacheBody, PutFuture, Sealer, Tee};
+use crate::coalesce::{Join, Leader, WaitFuture};
 use crate::entry::{Entry, EntryHead};
 use crate::envelope::OpenError;
 use crate::error::BoxError;
@@ -52,6 +53,7 @@ pin_project! {
     #[project = StateProj]
     enum State<F, L> {
         Lookup { #[pin] fut: L },
+        Wait { fut: WaitFuture },
         Delete { #[pin] fut: L },
         Forward { #[pin] fut: F },
         Done,
@@ -62,11 +64,20 @@ pin_project! {
 struct Ctx<St> {
     store: St,
     config: Arc<Config>,
-    /// Present when the response may be stored: the request's key and the parts of the request
-    /// the entry records (the request itself goes to the origin).
+    /// The request's key, when its method is cached.
+    key: Option<CacheKey>,
+    cc: RequestDirectives,
+    /// Whether the response may be stored (the request allows it).
+    may_store: bool,
+    /// Set when the request is forwarded and its response may be stored: the parts of the
+    /// request the entry records (the request itself goes to the origin). Not built on a hit.
     storing: Option<Storing>,
     /// What to report if the request goes to the origin.
     status: CacheStatus,
+    /// Held while this request fetches a key that other requests wait for.
+    leader: Option<Leader>,
+    /// This request already waited for another one; it does not wait twice.
+    coalesced: bool,
     request_time: SystemTime,
 }
 
@@ -76,6 +87,21 @@ struct Storing {
     uri: Uri,
     headers: HeaderMap,
     cc: RequestDirectives,
+}
+
+impl<St> Ctx<St> {
+    /// Keeps what the stored entry needs from the request, before it goes to the origin.
+    fn capture<B>(&mut self, request: &Request<B>) {
+        if let (true, Some(key)) = (self.may_store, &self.key) {
+            self.storing = Some(Storing {
+                key: key.clone(),
+                method: request.method().clone(),
+                uri: request.uri().clone(),
+                headers: request.headers().clone(),
+                cc: self.cc.clone(),
+            });
+        }
+    }
 }
 
 impl<S, St, ReqB, ResB> ResponseFuture<S, St, ReqB>
@@ -94,19 +120,13 @@ where
         let cc = RequestDirectives::parse(request.headers());
         // Only GET is looked up and stored in this release. Other methods go straight through.
         let cacheable = request.method() == Method::GET;
-        let key = CacheKey::for_request(&request);
-        let storing = (cacheable && !cc.no_store).then(|| Storing {
-            key: key.clone(),
-            method: request.method().clone(),
-            uri: request.uri().clone(),
-            headers: request.headers().clone(),
-            cc: cc.clone(),
-        });
+        let key = cacheable.then(|| CacheKey::for_request(&request));
         // §5.2.1.4: no-cache in the request: "the client prefers that a stored response not be
         // used to satisfy the request without successful validation on the origin server".
         // Without validation (this release), that means not using it at all.
         let lookup = cacheable && !cc.no_cache;
-        let status = if storing.is_some() {
+        let may_store = cacheable && !cc.no_store;
+        let status = if may_store {
             CacheStatus::Miss
         } else {
             CacheStatus::NotCacheable
@@ -114,27 +134,37 @@ where
         let mut ctx = Ctx {
             store,
             config,
-            storing,
+            key,
+            cc,
+            may_store,
+            storing: None,
             status,
+            leader: None,
+            coalesced: false,
             request_time: SystemTime::UNIX_EPOCH,
         };
-        if lookup {
-            tracing::debug!(key = %key, "cache lookup");
-            let fut = ctx.store.clone().oneshot(StoreRequest::Get { key });
-            Self {
-                state: State::Lookup { fut },
-                inner: Some(inner),
-                request: Some(request),
-                ctx,
+        match (&ctx.key, lookup) {
+            (Some(key), true) => {
+                tracing::debug!(key = %key, "cache lookup");
+                let get = StoreRequest::Get { key: key.clone() };
+                let fut = ctx.store.clone().oneshot(get);
+                Self {
+                    state: State::Lookup { fut },
+                    inner: Some(inner),
+                    request: Some(request),
+                    ctx,
+                }
             }
-        } else {
-            ctx.request_time = ctx.config.clock.now();
-            let fut = inner.call(request);
-            Self {
-                state: State::Forward { fut },
-                inner: None,
-                request: None,
-                ctx,
+            _ => {
+                ctx.capture(&request);
+                ctx.request_time = ctx.config.clock.now();
+                let fut = inner.call(request);
+                Self {
+                    state: State::Forward { fut },
+                    inner: None,
+                    request: None,
+                    ctx,
+                }
             }
         }
     }
@@ -155,7 +185,8 @@ where
             match this.state.as_mut().project() {
                 StateProj::Lookup { fut } => {
                     let result = ready!(fut.poll(cx));
-                    match this.ctx.on_lookup(result) {
+                    let headers = this.request.as_ref().map(Request::headers);
+                    match this.ctx.on_lookup(result, headers) {
                         Lookup::Hit(response) => {
                             this.state.set(State::Done);
                             return Poll::Ready(Ok(response));
@@ -168,7 +199,30 @@ where
                             let fut = this.ctx.store.clone().oneshot(StoreRequest::Delete { key });
                             this.state.set(State::Delete { fut });
                         }
-                        Lookup::Forward => match forward(this.inner, this.request, this.ctx) {
+                        Lookup::Forward => {
+                            if let Some(fut) = this.ctx.join_flight() {
+                                this.state.set(State::Wait { fut });
+                                continue;
+                            }
+                            match forward(this.inner, this.request, this.ctx) {
+                                Ok(fut) => this.state.set(State::Forward { fut }),
+                                Err(e) => {
+                                    this.state.set(State::Done);
+                                    return Poll::Ready(Err(e));
+                                }
+                            }
+                        }
+                    }
+                }
+                StateProj::Wait { fut } => {
+                    let stored = ready!(fut.as_mut().poll(cx));
+                    this.ctx.coalesced = true;
+                    match (stored, this.ctx.key.clone()) {
+                        (true, Some(key)) => {
+                            let fut = this.ctx.store.clone().oneshot(StoreRequest::Get { key });
+                            this.state.set(State::Lookup { fut });
+                        }
+                        _ => match forward(this.inner, this.request, this.ctx) {
                             Ok(fut) => this.state.set(State::Forward { fut }),
                             Err(e) => {
                                 this.state.set(State::Done);
@@ -213,6 +267,7 @@ where
 {
     match (inner.take(), request.take()) {
         (Some(mut inner), Some(request)) => {
+            ctx.capture(&request);
             ctx.request_time = ctx.config.clock.now();
             Ok(inner.call(request))
         }
@@ -228,15 +283,39 @@ enum Lookup<B> {
 }
 
 impl<St: Store> Ctx<St> {
+    /// On a miss: join a concurrent request for the same key, or lead one. Returns the wait when
+    /// there is one to wait for.
+    fn join_flight(&mut self) -> Option<WaitFuture> {
+        let timeout = self.config.coalesce_timeout?;
+        let key = self.key.as_ref()?;
+        if self.coalesced || !self.may_store {
+            return None;
+        }
+        match self.config.flights.join(key, timeout) {
+            Join::Wait(fut) => {
+                tracing::debug!(key = %key, "waiting for a concurrent request for the same key");
+                Some(fut)
+            }
+            Join::Lead(leader) => {
+                self.leader = Some(leader);
+                None
+            }
+            Join::Alone => None,
+        }
+    }
+
     fn digest(&self) -> impl Fn(&[u8]) -> [u8; 32] + '_ {
         move |value| self.config.envelope.vary_digest(value)
     }
 
-    fn on_lookup<B>(&mut self, result: Result<StoreResponse, St::Error>) -> Lookup<B> {
-        let Some(storing) = &self.storing else {
+    fn on_lookup<B>(
+        &mut self,
+        result: Result<StoreResponse, St::Error>,
+        request_headers: Option<&HeaderMap>,
+    ) -> Lookup<B> {
+        let (Some(key), Some(request_headers)) = (self.key.clone(), request_headers) else {
             return Lookup::Forward;
         };
-        let key = storing.key.clone();
         let blob = match result.map_err(Into::<BoxError>::into) {
             Ok(StoreResponse::Blob(Some(blob))) => blob,
             Ok(StoreResponse::Blob(None)) => {
@@ -276,8 +355,8 @@ impl<St: Store> Ctx<St> {
         let now = self.config.clock.now();
         let decision = decide(
             &entry.head,
-            &storing.headers,
-            &storing.cc,
+            request_headers,
+            &self.cc,
             self.config.shared,
             now,
             &self.digest(),
@@ -285,7 +364,12 @@ impl<St: Store> Ctx<St> {
         match decision {
             Decision::Fresh { age } => {
                 tracing::debug!(key = %key, age = age.as_secs(), "cache hit");
-                Lookup::Hit(hit_response(entry, age))
+                let status = if self.coalesced {
+                    CacheStatus::Coalesced
+                } else {
+                    CacheStatus::Hit
+                };
+                Lookup::Hit(hit_response(entry, age, status))
             }
             other => {
                 tracing::debug!(key = %key, decision = ?other, "stored entry not usable");
@@ -335,6 +419,8 @@ impl<St: Store> Ctx<St> {
             }
             None => CacheBody::upstream(body),
         };
+        // Nothing is being stored: release the waiters now, they fetch for themselves.
+        self.leader = None;
         parts.extensions.insert(status);
         Response::from_parts(parts, body)
     }
@@ -371,9 +457,11 @@ impl<St: Store> Ctx<St> {
         }
     }
 
-    fn sealer(&self, key: CacheKey, head: EntryHead, ttl: Duration) -> Sealer {
+    fn sealer(&mut self, key: CacheKey, head: EntryHead, ttl: Duration) -> Sealer {
         let config = self.config.clone();
         let store = self.store.clone();
+        // Moved into the write: waiters are released when it has finished (or was dropped).
+        let leader = self.leader.take();
         Box::new(move |chunks: Vec<Bytes>| -> Option<PutFuture> {
             let blob = match config.envelope.seal(&key, &head, &chunks) {
                 Ok(blob) => blob,
@@ -390,7 +478,12 @@ impl<St: Store> Ctx<St> {
                     ttl: Some(ttl),
                 };
                 match store.oneshot(put).await {
-                    Ok(_) => tracing::debug!(key = %key, size, ttl = ttl.as_secs(), "stored"),
+                    Ok(_) => {
+                        tracing::debug!(key = %key, size, ttl = ttl.as_secs(), "stored");
+                        if let Some(leader) = leader {
+                            leader.stored();
+                        }
+                    }
                     Err(e) => {
                         let e: BoxError = e.into();
                         tracing::warn!(key = %key, error = %e, "store write failed; response not cached");
@@ -412,7 +505,7 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 /// request without validation, a cache MUST generate an Age header field (Section 5.1),
 /// replacing any present in the response with a value equal to the stored response's
 /// current_age".
-fn hit_response<B>(entry: Entry, age: Duration) -> Response<CacheBody<B>> {
+fn hit_response<B>(entry: Entry, age: Duration, status: CacheStatus) -> Response<CacheBody<B>> {
     let Entry { head, body } = entry;
     let mut response = Response::new(CacheBody::cached(body));
     *response.status_mut() = head.status;
@@ -421,6 +514,6 @@ fn hit_response<B>(entry: Entry, age: Duration) -> Response<CacheBody<B>> {
     response
         .headers_mut()
         .insert(header::AGE, HeaderValue::from(age.as_secs()));
-    response.extensions_mut().insert(CacheStatus::Hit);
+    response.extensions_mut().insert(status);
     response
 }

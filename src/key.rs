@@ -91,54 +91,61 @@ impl AsRef<str> for CacheKey {
 }
 
 /// `scheme://authority/path?sorted-query`, normalized as described on [`CacheKey::for_request`].
+/// Built in one buffer: this runs on every request.
 pub(crate) fn normalized_target<B>(request: &Request<B>) -> String {
     let uri = request.uri();
-    let scheme = uri.scheme_str().unwrap_or("http").to_ascii_lowercase();
+    let scheme = uri.scheme_str().unwrap_or("http");
     let authority = match uri.authority() {
-        Some(a) => a.as_str().to_owned(),
+        Some(a) => a.as_str(),
         None => request
             .headers()
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
-            .unwrap_or("")
-            .to_owned(),
+            .unwrap_or(""),
     };
-    let authority = strip_default_port(&scheme, &authority.to_ascii_lowercase());
     let path = match uri.path() {
         "" => "/",
         p => p,
     };
-    let mut out = String::with_capacity(scheme.len() + authority.len() + path.len() + 16);
-    out.push_str(&scheme);
+    let query = uri.query().unwrap_or("");
+    let mut out =
+        String::with_capacity(scheme.len() + authority.len() + path.len() + query.len() + 5);
+    out.push_str(scheme);
+    out.make_ascii_lowercase();
+    let default_port = match out.as_str() {
+        "http" => Some(":80"),
+        "https" => Some(":443"),
+        _ => None,
+    };
     out.push_str("://");
-    out.push_str(&authority);
+    let authority = default_port
+        .and_then(|p| authority.strip_suffix(p))
+        .unwrap_or(authority);
+    let host_at = out.len();
+    out.push_str(authority);
+    out[host_at..].make_ascii_lowercase();
     out.push_str(path);
-    if let Some(query) = uri.query() {
+    if query.contains('&') {
         let mut pairs: Vec<&str> = query.split('&').filter(|p| !p.is_empty()).collect();
         // Stable: `a=2&a=1` keeps its order, only different names are reordered.
         pairs.sort_by(|a, b| param_name(a).cmp(param_name(b)));
-        if !pairs.is_empty() {
+        if let Some((first, rest)) = pairs.split_first() {
             out.push('?');
-            out.push_str(&pairs.join("&"));
+            out.push_str(first);
+            for p in rest {
+                out.push('&');
+                out.push_str(p);
+            }
         }
+    } else if !query.is_empty() {
+        out.push('?');
+        out.push_str(query);
     }
     out
 }
 
 fn param_name(pair: &str) -> &str {
     pair.split_once('=').map_or(pair, |(name, _)| name)
-}
-
-fn strip_default_port(scheme: &str, authority: &str) -> String {
-    let default = match scheme {
-        "http" => ":80",
-        "https" => ":443",
-        _ => return authority.to_owned(),
-    };
-    authority
-        .strip_suffix(default)
-        .unwrap_or(authority)
-        .to_owned()
 }
 
 #[cfg(test)]

@@ -2,15 +2,20 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tower::Layer;
 
 use crate::clock::{Clock, SystemClock};
+use crate::coalesce::Flights;
 use crate::envelope::{Envelope, KeyRing};
 use crate::service::Cache;
 
 /// Default for [`CacheLayer::max_body_size`]: 8 MiB.
 pub const DEFAULT_MAX_BODY_SIZE: usize = 8 * 1024 * 1024;
+
+/// Default for [`CacheLayer::coalesce_timeout`]: 10 seconds.
+pub const DEFAULT_COALESCE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What to do with a stored entry whose signature does not verify.
 ///
@@ -34,6 +39,10 @@ pub(crate) struct Config {
     pub(crate) max_body_size: usize,
     pub(crate) shared: bool,
     pub(crate) clock: Arc<dyn Clock>,
+    /// `None` when coalescing is off; else how long a waiter waits for the leader.
+    pub(crate) coalesce_timeout: Option<Duration>,
+    /// Shared by every service built from this layer (and its clones).
+    pub(crate) flights: Arc<Flights>,
 }
 
 /// A [`tower::Layer`] that adds an HTTP cache in front of a client service.
@@ -82,6 +91,8 @@ impl<St> CacheLayer<St> {
                 max_body_size: DEFAULT_MAX_BODY_SIZE,
                 shared: false,
                 clock: Arc::new(SystemClock),
+                coalesce_timeout: Some(DEFAULT_COALESCE_TIMEOUT),
+                flights: Arc::new(Flights::default()),
             },
         }
     }
@@ -118,6 +129,33 @@ impl<St> CacheLayer<St> {
     /// Default: `false`, a private cache, as a client's cache usually is.
     pub fn shared(mut self, shared: bool) -> Self {
         self.config.shared = shared;
+        self
+    }
+
+    /// Coalesce concurrent misses: while one request for a key is on its way to the origin,
+    /// other misses for the same key wait for it and are answered from what it stores
+    /// ([`CacheStatus::Coalesced`](crate::CacheStatus::Coalesced)) instead of sending their own
+    /// request. A waiter whose leader's response is not storable, or does not match its `Vary`,
+    /// goes to the origin itself.
+    ///
+    /// Waiting needs a tokio runtime with its timer enabled (`#[tokio::main]` has one); without
+    /// one, requests do not wait. Default: on.
+    pub fn coalesce(mut self, enabled: bool) -> Self {
+        self.config.coalesce_timeout = match (enabled, self.config.coalesce_timeout) {
+            (false, _) => None,
+            (true, Some(t)) => Some(t),
+            (true, None) => Some(DEFAULT_COALESCE_TIMEOUT),
+        };
+        self
+    }
+
+    /// How long a coalesced request waits for the request it joined before it gives up and goes
+    /// to the origin itself (so a hung origin request does not hold its waiters forever).
+    /// Setting it turns coalescing on.
+    ///
+    /// Default: [`DEFAULT_COALESCE_TIMEOUT`] (10 seconds).
+    pub fn coalesce_timeout(mut self, timeout: Duration) -> Self {
+        self.config.coalesce_timeout = Some(timeout);
         self
     }
 
@@ -161,6 +199,7 @@ impl<St: fmt::Debug> fmt::Debug for CacheLayer<St> {
             .field("on_bad_signature", &self.config.on_bad_signature)
             .field("max_body_size", &self.config.max_body_size)
             .field("shared", &self.config.shared)
+            .field("coalesce_timeout", &self.config.coalesce_timeout)
             .finish_non_exhaustive()
     }
 }

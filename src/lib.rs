@@ -67,6 +67,7 @@
 
 mod body;
 mod clock;
+mod coalesce;
 mod entry;
 mod envelope;
 mod error;
@@ -102,7 +103,9 @@ pub use crate::future::ResponseFuture;
 #[doc(inline)]
 pub use crate::key::CacheKey;
 #[doc(inline)]
-pub use crate::layer::{CacheLayer, OnBadSignature, DEFAULT_MAX_BODY_SIZE};
+pub use crate::layer::{
+    CacheLayer, OnBadSignature, DEFAULT_COALESCE_TIMEOUT, DEFAULT_MAX_BODY_SIZE,
+};
 #[doc(inline)]
 pub use crate::service::Cache;
 #[doc(inline)]

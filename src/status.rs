@@ -20,6 +20,9 @@ use std::fmt;
 pub enum CacheStatus {
     /// Served from the cache; the origin was not contacted.
     Hit,
+    /// Another request for the same key was already on its way to the origin; this one waited
+    /// for it and was served the response it stored (request coalescing).
+    Coalesced,
     /// Nothing usable was stored (absent, stale, or not matching the request); the request went
     /// to the origin and the response is being stored (once its body has been read in full).
     Miss,
@@ -32,14 +35,15 @@ pub enum CacheStatus {
 }
 
 impl CacheStatus {
-    /// Whether the response came from the cache.
+    /// Whether the response came from the cache (a hit, or a coalesced wait).
     pub fn is_hit(self) -> bool {
-        matches!(self, CacheStatus::Hit)
+        matches!(self, CacheStatus::Hit | CacheStatus::Coalesced)
     }
 
     fn as_str(self) -> &'static str {
         match self {
             CacheStatus::Hit => "hit",
+            CacheStatus::Coalesced => "coalesced",
             CacheStatus::Miss => "miss",
             CacheStatus::NotCacheable => "not cacheable",
             CacheStatus::StoreUnavailable => "store unavailable",

@@ -1,5 +1,7 @@
 //! Typed `Cache-Control` (RFC 9111 §5.2) for requests and responses.
 
+use std::borrow::Cow;
+
 use http::header::{self, HeaderMap};
 
 /// RFC 9111 §1.2.2: "If a cache receives a delta-seconds value greater than the greatest integer
@@ -46,80 +48,70 @@ pub(crate) struct RequestDirectives {
     pub(crate) only_if_cached: bool,
 }
 
-/// One `name[=value]` directive, name lowercased (§5.2: "Cache directives are case-insensitive").
-struct Directive {
-    name: String,
-    value: Option<String>,
+/// Calls `f(name, value)` for every directive of every `Cache-Control` field line (RFC 9110
+/// §5.6.1 lists, §5.6.4 quoted strings). Names are compared case-insensitively by the callers
+/// (§5.2: "Cache directives are case-insensitive"). A line that is not valid UTF-8 is read
+/// lossily: a directive the cache cannot read is ignored, as §5.2.3 asks for unrecognized ones.
+/// No allocation unless a value is quoted with escapes or a line is not UTF-8.
+fn for_each_directive(headers: &HeaderMap, mut f: impl FnMut(&str, Option<Cow<'_, str>>)) {
+    for line in headers.get_all(header::CACHE_CONTROL) {
+        let text = String::from_utf8_lossy(line.as_bytes());
+        split_list(&text, &mut f);
+    }
 }
 
-/// Splits every `Cache-Control` field line into directives (RFC 9110 §5.6.1 lists, §5.6.4 quoted
-/// strings). Lines that are not valid UTF-8 are read lossily: a directive the cache cannot read
-/// is ignored, as §5.2 asks for unrecognized ones.
-fn directives(headers: &HeaderMap) -> impl Iterator<Item = Directive> + '_ {
-    headers
-        .get_all(header::CACHE_CONTROL)
-        .iter()
-        .flat_map(|line| split_list(&String::from_utf8_lossy(line.as_bytes())))
-}
-
-fn split_list(line: &str) -> Vec<Directive> {
-    let mut out = Vec::new();
-    let mut chars = line.chars().peekable();
-    loop {
-        // name
-        let mut name = String::new();
-        while let Some(&c) = chars.peek() {
-            if c == ',' || c == '=' {
-                break;
-            }
-            name.push(c);
-            chars.next();
-        }
+fn split_list(line: &str, f: &mut impl FnMut(&str, Option<Cow<'_, str>>)) {
+    let mut rest = line;
+    while !rest.is_empty() {
+        let end = rest.find([',', '=']).unwrap_or(rest.len());
+        let name = rest[..end].trim();
+        rest = &rest[end..];
         let mut value = None;
-        if chars.peek() == Some(&'=') {
-            chars.next();
-            while chars.peek().is_some_and(|c| *c == ' ' || *c == '\t') {
-                chars.next();
-            }
-            let mut v = String::new();
-            if chars.peek() == Some(&'"') {
-                chars.next();
-                while let Some(c) = chars.next() {
-                    match c {
-                        '"' => break,
-                        '\\' => {
-                            if let Some(escaped) = chars.next() {
-                                v.push(escaped);
-                            }
-                        }
-                        c => v.push(c),
-                    }
-                }
-                // skip anything up to the next comma
-                while chars.peek().is_some_and(|c| *c != ',') {
-                    chars.next();
-                }
+        if let Some(after_eq) = rest.strip_prefix('=') {
+            let after_eq = after_eq.trim_start_matches([' ', '\t']);
+            if let Some(quoted) = after_eq.strip_prefix('"') {
+                let (v, consumed) = unquote(quoted);
+                value = Some(v);
+                rest = &quoted[consumed..];
+                // Anything between the closing quote and the next comma is ignored.
+                rest = rest.find(',').map_or("", |i| &rest[i..]);
             } else {
-                while let Some(&c) = chars.peek() {
-                    if c == ',' {
-                        break;
-                    }
-                    v.push(c);
-                    chars.next();
-                }
-                v = v.trim().to_owned();
+                let end = after_eq.find(',').unwrap_or(after_eq.len());
+                value = Some(Cow::Borrowed(after_eq[..end].trim()));
+                rest = &after_eq[end..];
             }
-            value = Some(v);
         }
-        let name = name.trim().to_ascii_lowercase();
         if !name.is_empty() {
-            out.push(Directive { name, value });
+            f(name, value);
         }
-        if chars.next().is_none() {
-            break;
+        rest = rest.strip_prefix(',').unwrap_or(rest);
+    }
+}
+
+/// Reads a quoted-string body (after the opening quote): the unescaped value and how many bytes
+/// were consumed, closing quote included. An unterminated string runs to the end.
+fn unquote(s: &str) -> (Cow<'_, str>, usize) {
+    let bytes = s.as_bytes();
+    match bytes.iter().position(|b| *b == b'"' || *b == b'\\') {
+        Some(i) if bytes[i] == b'"' => (Cow::Borrowed(&s[..i]), i + 1),
+        None => (Cow::Borrowed(s), s.len()),
+        Some(_) => {
+            let mut out = String::new();
+            let mut chars = s.char_indices();
+            while let Some((i, c)) = chars.next() {
+                match c {
+                    '"' => return (Cow::Owned(out), i + 1),
+                    '\\' => {
+                        if let Some((_, escaped)) = chars.next() {
+                            out.push(escaped);
+                        }
+                    }
+                    c => out.push(c),
+                }
+            }
+            (Cow::Owned(out), s.len())
         }
     }
-    out
 }
 
 /// Parses `delta-seconds` (RFC 9111 §1.2.2): digits only, saturating at 2^31.
@@ -153,20 +145,29 @@ impl ResponseDirectives {
     pub(crate) fn parse(headers: &HeaderMap) -> Self {
         let mut d = Self::default();
         let (mut seen_max_age, mut seen_s_maxage) = (false, false);
-        for Directive { name, value } in directives(headers) {
-            match name.as_str() {
-                "max-age" => fold_seconds(&mut d.max_age, &mut seen_max_age, value.as_deref()),
-                "s-maxage" => fold_seconds(&mut d.s_maxage, &mut seen_s_maxage, value.as_deref()),
-                "no-store" => d.no_store = true,
-                "no-cache" => d.no_cache = true,
-                "private" => d.private = true,
-                "public" => d.public = true,
-                "must-revalidate" => d.must_revalidate = true,
-                "proxy-revalidate" => d.proxy_revalidate = true,
-                "must-understand" => d.must_understand = true,
-                _ => {} // §5.2.3: unrecognized directives are ignored
+        for_each_directive(headers, |name, value| {
+            let is = |n: &str| name.eq_ignore_ascii_case(n);
+            if is("max-age") {
+                fold_seconds(&mut d.max_age, &mut seen_max_age, value.as_deref());
+            } else if is("s-maxage") {
+                fold_seconds(&mut d.s_maxage, &mut seen_s_maxage, value.as_deref());
+            } else if is("no-store") {
+                d.no_store = true;
+            } else if is("no-cache") {
+                d.no_cache = true;
+            } else if is("private") {
+                d.private = true;
+            } else if is("public") {
+                d.public = true;
+            } else if is("must-revalidate") {
+                d.must_revalidate = true;
+            } else if is("proxy-revalidate") {
+                d.proxy_revalidate = true;
+            } else if is("must-understand") {
+                d.must_understand = true;
             }
-        }
+            // §5.2.3: anything else is ignored.
+        });
         d
     }
 }
@@ -174,22 +175,23 @@ impl ResponseDirectives {
 impl RequestDirectives {
     pub(crate) fn parse(headers: &HeaderMap) -> Self {
         let mut d = Self::default();
-        let mut any = false;
         let mut seen_max_age = false;
-        for Directive { name, value } in directives(headers) {
-            any = true;
-            match name.as_str() {
-                "max-age" => fold_seconds(&mut d.max_age, &mut seen_max_age, value.as_deref()),
-                "no-cache" => d.no_cache = true,
-                "no-store" => d.no_store = true,
-                "only-if-cached" => d.only_if_cached = true,
-                _ => {}
+        for_each_directive(headers, |name, value| {
+            let is = |n: &str| name.eq_ignore_ascii_case(n);
+            if is("max-age") {
+                fold_seconds(&mut d.max_age, &mut seen_max_age, value.as_deref());
+            } else if is("no-cache") {
+                d.no_cache = true;
+            } else if is("no-store") {
+                d.no_store = true;
+            } else if is("only-if-cached") {
+                d.only_if_cached = true;
             }
-        }
+        });
         // RFC 9111 §5.4: "When the Cache-Control header field is not present in a request,
         // caches MUST consider the no-cache request pragma-directive as having the same effect
         // as if "Cache-Control: no-cache" were present."
-        if !any && headers.get(header::CACHE_CONTROL).is_none() {
+        if !headers.contains_key(header::CACHE_CONTROL) {
             d.no_cache = headers.get_all(header::PRAGMA).iter().any(|v| {
                 String::from_utf8_lossy(v.as_bytes())
                     .split(',')
@@ -256,6 +258,28 @@ mod tests {
             assert_eq!(d.no_store, *no_store, "{lines:?}");
             assert_eq!(d.no_cache, *no_cache, "{lines:?}");
         }
+    }
+
+    #[test]
+    fn quoted_values_and_escapes() {
+        let mut seen = Vec::new();
+        split_list(r#"a="x\"y", b = "q" junk , c=5 ,d"#, &mut |n, v| {
+            seen.push((n.to_owned(), v.map(|v| v.into_owned())))
+        });
+        assert_eq!(
+            seen,
+            [
+                ("a".into(), Some("x\"y".into())),
+                ("b".into(), Some("q".into())),
+                ("c".into(), Some("5".into())),
+                ("d".into(), None),
+            ]
+        );
+        let mut seen = Vec::new();
+        split_list(r#"a="unterminated, b=1"#, &mut |n, v| {
+            seen.push((n.to_owned(), v.map(|v| v.into_owned())))
+        });
+        assert_eq!(seen, [("a".into(), Some("unterminated, b=1".into()))]);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 mod body;
 mod caching;
+mod coalesce;
 mod common;
 mod store;
 mod tamper;

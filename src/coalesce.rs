@@ -1,0 +1,205 @@
+//! Request coalescing: concurrent misses for one key send one request to the origin.
+//!
+//! The first miss for a key becomes the *leader* and holds a [`Leader`] guard until its response
+//! has been stored (or has turned out not to be storable, or failed: the guard's `Drop` covers
+//! every way out). Later misses for the same key *wait* on the guard's channel, bounded by a
+//! timeout, then look the key up again: the leader's response is normally there. A waiter whose
+//! leader did not store anything, or that gave up waiting, goes to the origin itself.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::CacheKey;
+
+/// How a leader's request ended, as its waiters see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Pending,
+    Stored,
+    NotStored,
+}
+
+/// What a waiter gets: `true` when the leader stored a response (look it up again).
+pub(crate) type WaitFuture = Pin<Box<dyn Future<Output = bool> + Send + 'static>>;
+
+/// The in-flight requests of one layer (shared by every service the layer builds).
+#[derive(Debug, Default)]
+pub(crate) struct Flights {
+    map: Mutex<HashMap<CacheKey, watch::Sender<Outcome>>>,
+    /// Set once waiting turned out to be impossible (no tokio timer): coalescing is then off.
+    no_timer: AtomicBool,
+}
+
+pub(crate) enum Join {
+    /// First miss for this key: go to the origin, and keep the guard until the response is stored.
+    Lead(Leader),
+    /// Someone is fetching this key already: wait for them.
+    Wait(WaitFuture),
+    /// Coalescing is not possible here (no tokio runtime with a timer): go to the origin.
+    Alone,
+}
+
+impl Flights {
+    pub(crate) fn join(self: &Arc<Self>, key: &CacheKey, timeout: Duration) -> Join {
+        if self.no_timer.load(Ordering::Relaxed) || tokio::runtime::Handle::try_current().is_err() {
+            return Join::Alone;
+        }
+        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(tx) = map.get(key) {
+            let mut rx = tx.subscribe();
+            drop(map);
+            let outcome = async move {
+                let seen = rx.wait_for(|o| *o != Outcome::Pending).await;
+                matches!(seen.as_deref(), Ok(Outcome::Stored))
+            };
+            // tokio's timer panics on construction when the runtime has no time driver; that
+            // is a configuration we detect once, then stop coalescing, not a crash.
+            let bounded = catch_unwind(AssertUnwindSafe(|| tokio::time::timeout(timeout, outcome)));
+            let Ok(bounded) = bounded else {
+                self.no_timer.store(true, Ordering::Relaxed);
+                tracing::warn!("the tokio runtime has no timer: request coalescing is off");
+                return Join::Alone;
+            };
+            return Join::Wait(Box::pin(async move {
+                bounded.await.unwrap_or_else(|_| {
+                    tracing::debug!("gave up waiting for a concurrent request");
+                    false
+                })
+            }));
+        }
+        let (tx, _) = watch::channel(Outcome::Pending);
+        map.insert(key.clone(), tx.clone());
+        Join::Lead(Leader {
+            flights: self.clone(),
+            key: key.clone(),
+            tx,
+            done: false,
+        })
+    }
+}
+
+/// Held by the request that fetches a key for everybody; tells the waiters when it is done.
+#[derive(Debug)]
+pub(crate) struct Leader {
+    flights: Arc<Flights>,
+    key: CacheKey,
+    tx: watch::Sender<Outcome>,
+    done: bool,
+}
+
+impl Leader {
+    /// The response is in the store: waiters can read it.
+    pub(crate) fn stored(mut self) {
+        self.finish(Outcome::Stored);
+    }
+
+    fn finish(&mut self, outcome: Outcome) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        let mut map = self
+            .flights
+            .map
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if map
+            .get(&self.key)
+            .is_some_and(|tx| tx.same_channel(&self.tx))
+        {
+            map.remove(&self.key);
+        }
+        drop(map);
+        self.tx.send_replace(outcome);
+    }
+}
+
+impl Drop for Leader {
+    fn drop(&mut self) {
+        // Not stored (not storable, body error, dropped early, store error...): waiters fetch.
+        self.finish(Outcome::NotStored);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> CacheKey {
+        CacheKey::from_stored("k")
+    }
+
+    #[tokio::test]
+    async fn waiters_learn_that_the_leader_stored() {
+        let flights = Arc::new(Flights::default());
+        let Join::Lead(leader) = flights.join(&key(), Duration::from_secs(60)) else {
+            panic!("first must lead")
+        };
+        let Join::Wait(wait) = flights.join(&key(), Duration::from_secs(60)) else {
+            panic!("second must wait")
+        };
+        leader.stored();
+        assert!(wait.await);
+        // The flight is over: the next miss leads again.
+        assert!(matches!(
+            flights.join(&key(), Duration::from_secs(1)),
+            Join::Lead(_)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_dropped_leader_releases_waiters_with_not_stored() {
+        let flights = Arc::new(Flights::default());
+        let lead = flights.join(&key(), Duration::from_secs(60));
+        let Join::Wait(wait) = flights.join(&key(), Duration::from_secs(60)) else {
+            panic!()
+        };
+        drop(lead);
+        assert!(!wait.await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiters_give_up_after_the_timeout() {
+        let flights = Arc::new(Flights::default());
+        let _lead = flights.join(&key(), Duration::from_secs(60));
+        let Join::Wait(wait) = flights.join(&key(), Duration::from_secs(5)) else {
+            panic!()
+        };
+        // Paused clock: tokio advances time itself once everything is idle.
+        let started = tokio::time::Instant::now();
+        assert!(!wait.await);
+        assert_eq!(started.elapsed(), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn no_runtime_means_no_coalescing() {
+        let flights = Arc::new(Flights::default());
+        assert!(matches!(
+            flights.join(&key(), Duration::from_secs(1)),
+            Join::Alone
+        ));
+    }
+
+    #[test]
+    fn a_runtime_without_timer_turns_coalescing_off() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let flights = Arc::new(Flights::default());
+        rt.block_on(async {
+            let _lead = flights.join(&key(), Duration::from_secs(1));
+            assert!(matches!(
+                flights.join(&key(), Duration::from_secs(1)),
+                Join::Alone
+            ));
+        });
+        assert!(flights.no_timer.load(Ordering::Relaxed));
+    }
+}
