@@ -6,14 +6,16 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes};
+use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use sync_wrapper::SyncWrapper;
 
 /// A store write, started once a teed body has ended cleanly.
 pub(crate) type PutFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
-/// Seals the collected chunks and returns the write; called at most once.
-pub(crate) type Sealer = Box<dyn FnOnce(Vec<Bytes>) -> Option<PutFuture> + Send + 'static>;
+/// Seals the collected chunks and trailers and returns the write; called at most once.
+pub(crate) type Sealer =
+    Box<dyn FnOnce(Vec<Bytes>, Option<HeaderMap>) -> Option<PutFuture> + Send + 'static>;
 
 pin_project! {
     /// The body of a response that went through the cache.
@@ -33,7 +35,7 @@ pin_project! {
 pin_project! {
     #[project = KindProj]
     enum Kind<B> {
-        Cached { data: Option<Bytes> },
+        Cached { data: Option<Bytes>, trailers: Option<HeaderMap> },
         Upstream { #[pin] inner: B },
         Tee { #[pin] inner: B, tee: Tee },
     }
@@ -42,6 +44,7 @@ pin_project! {
 /// The state of a body being copied into the store.
 pub(crate) struct Tee {
     chunks: Vec<Bytes>,
+    trailers: Option<HeaderMap>,
     size: usize,
     max_size: usize,
     expected_len: Option<u64>,
@@ -55,6 +58,7 @@ impl Tee {
     pub(crate) fn new(max_size: usize, expected_len: Option<u64>, sealer: Sealer) -> Self {
         Self {
             chunks: Vec::new(),
+            trailers: None,
             size: 0,
             max_size,
             expected_len,
@@ -104,7 +108,8 @@ impl Tee {
             }
         }
         let chunks = std::mem::take(&mut self.chunks);
-        self.put = (sealer.into_inner())(chunks).map(SyncWrapper::new);
+        let trailers = self.trailers.take();
+        self.put = (sealer.into_inner())(chunks, trailers).map(SyncWrapper::new);
     }
 }
 
@@ -125,9 +130,12 @@ impl Drop for Tee {
 }
 
 impl<B> CacheBody<B> {
-    pub(crate) fn cached(data: Bytes) -> Self {
+    pub(crate) fn cached(data: Bytes, trailers: Option<HeaderMap>) -> Self {
         Self {
-            kind: Kind::Cached { data: Some(data) },
+            kind: Kind::Cached {
+                data: Some(data).filter(|d| !d.is_empty()),
+                trailers,
+            },
         }
     }
 
@@ -160,10 +168,11 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         match self.project().kind.project() {
-            KindProj::Cached { data } => Poll::Ready(
+            KindProj::Cached { data, trailers } => Poll::Ready(
                 data.take()
-                    .filter(|d| !d.is_empty())
-                    .map(|d| Ok(Frame::data(d))),
+                    .map(Frame::data)
+                    .or_else(|| trailers.take().map(Frame::trailers))
+                    .map(Ok),
             ),
             KindProj::Upstream { inner } => {
                 inner.poll_frame(cx).map(|f| f.map(|r| r.map(to_bytes)))
@@ -181,6 +190,8 @@ where
                         let frame = to_bytes(frame);
                         if let Some(data) = frame.data_ref() {
                             tee.push(data);
+                        } else if let Some(trailers) = frame.trailers_ref() {
+                            tee.trailers = Some(trailers.clone());
                         }
                         if inner.is_end_stream() {
                             tee.finish();
@@ -207,7 +218,7 @@ where
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
-            Kind::Cached { data } => data.as_ref().is_none_or(Bytes::is_empty),
+            Kind::Cached { data, trailers } => data.is_none() && trailers.is_none(),
             Kind::Upstream { inner } => inner.is_end_stream(),
             Kind::Tee { inner, tee } => tee.put.is_none() && (tee.ended || inner.is_end_stream()),
         }
@@ -215,7 +226,7 @@ where
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            Kind::Cached { data } => {
+            Kind::Cached { data, .. } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
             Kind::Upstream { inner } | Kind::Tee { inner, .. } => inner.size_hint(),

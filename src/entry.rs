@@ -39,4 +39,6 @@ pub(crate) enum VaryValue {
 pub(crate) struct Entry {
     pub(crate) head: EntryHead,
     pub(crate) body: Bytes,
+    /// Trailer fields that followed the body, replayed after it on a hit.
+    pub(crate) trailers: Option<HeaderMap>,
 }

@@ -462,35 +462,40 @@ impl<St: Store> Ctx<St> {
         let store = self.store.clone();
         // Moved into the write: waiters are released when it has finished (or was dropped).
         let leader = self.leader.take();
-        Box::new(move |chunks: Vec<Bytes>| -> Option<PutFuture> {
-            let blob = match config.envelope.seal(&key, &head, &chunks) {
-                Ok(blob) => blob,
-                Err(e) => {
-                    tracing::warn!(key = %key, reason = e.0, "could not seal an entry; not stored");
-                    return None;
-                }
-            };
-            Some(Box::pin(async move {
-                let size = blob.len();
-                let put = StoreRequest::Put {
-                    key: key.clone(),
-                    blob,
-                    ttl: Some(ttl),
+        Box::new(
+            move |chunks: Vec<Bytes>, trailers: Option<HeaderMap>| -> Option<PutFuture> {
+                let blob = match config
+                    .envelope
+                    .seal(&key, &head, &chunks, trailers.as_ref())
+                {
+                    Ok(blob) => blob,
+                    Err(e) => {
+                        tracing::warn!(key = %key, reason = e.0, "could not seal an entry; not stored");
+                        return None;
+                    }
                 };
-                match store.oneshot(put).await {
-                    Ok(_) => {
-                        tracing::debug!(key = %key, size, ttl = ttl.as_secs(), "stored");
-                        if let Some(leader) = leader {
-                            leader.stored();
+                Some(Box::pin(async move {
+                    let size = blob.len();
+                    let put = StoreRequest::Put {
+                        key: key.clone(),
+                        blob,
+                        ttl: Some(ttl),
+                    };
+                    match store.oneshot(put).await {
+                        Ok(_) => {
+                            tracing::debug!(key = %key, size, ttl = ttl.as_secs(), "stored");
+                            if let Some(leader) = leader {
+                                leader.stored();
+                            }
+                        }
+                        Err(e) => {
+                            let e: BoxError = e.into();
+                            tracing::warn!(key = %key, error = %e, "store write failed; response not cached");
                         }
                     }
-                    Err(e) => {
-                        let e: BoxError = e.into();
-                        tracing::warn!(key = %key, error = %e, "store write failed; response not cached");
-                    }
-                }
-            }))
-        })
+                }))
+            },
+        )
     }
 }
 
@@ -506,8 +511,12 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 /// replacing any present in the response with a value equal to the stored response's
 /// current_age".
 fn hit_response<B>(entry: Entry, age: Duration, status: CacheStatus) -> Response<CacheBody<B>> {
-    let Entry { head, body } = entry;
-    let mut response = Response::new(CacheBody::cached(body));
+    let Entry {
+        head,
+        body,
+        trailers,
+    } = entry;
+    let mut response = Response::new(CacheBody::cached(body, trailers));
     *response.status_mut() = head.status;
     *response.version_mut() = head.version;
     *response.headers_mut() = head.headers;

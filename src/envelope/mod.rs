@@ -4,13 +4,13 @@
 //! offset  size  field
 //! 0       4     magic "HCCE"
 //! 4       1     format version (1)
-//! 5       1     algorithm: 0 = unsigned (SHA-256 checksum), 1 = HMAC-SHA256
+//! 5       1     algorithm: 0 = unsigned (CRC-32 checksum), 1 = HMAC-SHA256
 //! 6       1     key id length n (0 when unsigned, 8 for HMAC-SHA256)
 //! 7       n     key id (HKDF-derived from the secret, see keys.rs)
 //! 7+n     2     cache key length k, big endian
 //! 9+n     k     cache key (UTF-8)
 //! 9+n+k   ..    payload: postcard-encoded head, then the raw body to the end
-//! len-32  32    tag over every byte before it
+//! len-t   t     tag over every byte before it: 4 bytes (CRC-32) or 32 (HMAC-SHA256)
 //! ```
 //!
 //! The tag covers the header, the cache key the blob is written under and the payload. The key is
@@ -24,6 +24,7 @@ mod keys;
 pub(crate) mod wire;
 
 use bytes::Bytes;
+use http::HeaderMap;
 use ring::{digest, hmac};
 
 pub use keys::{KeyError, KeyRing, SecretKey, MIN_KEY_LEN};
@@ -34,9 +35,18 @@ use crate::CacheKey;
 
 const MAGIC: &[u8; 4] = b"HCCE";
 const FORMAT_V1: u8 = 1;
-const ALG_UNSIGNED_SHA256: u8 = 0;
+/// Unsigned: a CRC-32 (IEEE) detects accidental corruption, nothing more. It is not a MAC.
+const ALG_UNSIGNED_CRC32: u8 = 0;
 const ALG_HMAC_SHA256: u8 = 1;
-const TAG_LEN: usize = 32;
+
+/// The tag length of an algorithm, `None` for algorithms this release does not know.
+fn tag_len(alg: u8) -> Option<usize> {
+    match alg {
+        ALG_UNSIGNED_CRC32 => Some(4),
+        ALG_HMAC_SHA256 => Some(32),
+        _ => None,
+    }
+}
 /// magic, version, algorithm, key id length, cache key length.
 const FIXED_HEADER: usize = 4 + 1 + 1 + 1 + 2;
 
@@ -68,11 +78,13 @@ struct Parsed<'a> {
 }
 
 fn parse(blob: &[u8]) -> Option<Parsed<'_>> {
-    if blob.len() < FIXED_HEADER + TAG_LEN || &blob[..4] != MAGIC {
+    if blob.len() < FIXED_HEADER || &blob[..4] != MAGIC {
         return None;
     }
     let version = blob[4];
     let alg = blob[5];
+    // An unknown algorithm has no known tag length: parse as if tagless; `open` refuses it.
+    let tag_len = tag_len(alg).unwrap_or(0);
     let id_len = usize::from(blob[6]);
     let key_id = blob.get(7..7 + id_len)?;
     let klen_at = 7 + id_len;
@@ -83,7 +95,7 @@ fn parse(blob: &[u8]) -> Option<Parsed<'_>> {
     let key_at = klen_at + 2;
     let cache_key = blob.get(key_at..key_at + klen)?;
     let payload_at = key_at + klen;
-    let tag_at = blob.len().checked_sub(TAG_LEN)?;
+    let tag_at = blob.len().checked_sub(tag_len)?;
     if payload_at > tag_at {
         return None;
     }
@@ -129,20 +141,20 @@ impl Envelope {
         out
     }
 
-    /// Seals `head` and the body `chunks` for storage under `key`. The body is copied once, into
+    /// Seals `head`, the body `chunks` and the trailers for storage under `key`. The body is copied once, into
     /// the blob; nothing else is.
     pub(crate) fn seal(
         &self,
         key: &CacheKey,
         head: &EntryHead,
         chunks: &[Bytes],
+        trailers: Option<&HeaderMap>,
     ) -> Result<Bytes, SealError> {
         let key_bytes = key.as_str().as_bytes();
         let key_len =
             u16::try_from(key_bytes.len()).map_err(|_| SealError("cache key too long"))?;
         let body_len: usize = chunks.iter().map(Bytes::len).sum();
-        let mut out =
-            Vec::with_capacity(FIXED_HEADER + 8 + key_bytes.len() + 512 + body_len + TAG_LEN);
+        let mut out = Vec::with_capacity(FIXED_HEADER + 8 + key_bytes.len() + 512 + body_len + 32);
         out.extend_from_slice(MAGIC);
         out.push(FORMAT_V1);
         match &self.keys {
@@ -153,13 +165,14 @@ impl Envelope {
                 out.extend_from_slice(&id);
             }
             None => {
-                out.push(ALG_UNSIGNED_SHA256);
+                out.push(ALG_UNSIGNED_CRC32);
                 out.push(0);
             }
         }
         out.extend_from_slice(&key_len.to_be_bytes());
         out.extend_from_slice(key_bytes);
-        let mut out = wire::encode_head(head, out).map_err(|_| SealError("could not encode"))?;
+        let mut out =
+            wire::encode_head(head, trailers, out).map_err(|_| SealError("could not encode"))?;
         for chunk in chunks {
             out.extend_from_slice(chunk);
         }
@@ -169,8 +182,8 @@ impl Envelope {
                 out.extend_from_slice(tag.as_ref());
             }
             None => {
-                let sum = digest::digest(&digest::SHA256, &out);
-                out.extend_from_slice(sum.as_ref());
+                let sum = crc32fast::hash(&out);
+                out.extend_from_slice(&sum.to_be_bytes());
             }
         }
         Ok(Bytes::from(out))
@@ -199,10 +212,9 @@ impl Envelope {
                     return Err(bad(BadSignatureReason::Mismatch));
                 }
             }
-            (Some(_), ALG_UNSIGNED_SHA256) => return Err(bad(BadSignatureReason::Unsigned)),
-            (None, ALG_UNSIGNED_SHA256) => {
-                let sum = digest::digest(&digest::SHA256, parsed.signed);
-                if sum.as_ref() != parsed.tag {
+            (Some(_), ALG_UNSIGNED_CRC32) => return Err(bad(BadSignatureReason::Unsigned)),
+            (None, ALG_UNSIGNED_CRC32) => {
+                if crc32fast::hash(parsed.signed).to_be_bytes() != parsed.tag {
                     return Err(OpenError::Unusable("checksum mismatch"));
                 }
             }

@@ -56,7 +56,7 @@ fn signed() -> Envelope {
 
 fn sealed(env: &Envelope, k: &str) -> Bytes {
     let chunks = [Bytes::from_static(b"hello "), Bytes::from_static(b"world")];
-    env.seal(&key(k), &head(), &chunks).unwrap()
+    env.seal(&key(k), &head(), &chunks, None).unwrap()
 }
 
 fn is_bad(r: Result<Entry, OpenError>) -> BadSignature {
@@ -93,8 +93,27 @@ fn round_trip_preserves_everything() {
 #[test]
 fn empty_body_round_trips() {
     let env = signed();
-    let blob = env.seal(&key("k"), &head(), &[]).unwrap();
+    let blob = env.seal(&key("k"), &head(), &[], None).unwrap();
     assert_eq!(env.open(&key("k"), blob).unwrap().body.len(), 0);
+}
+
+#[test]
+fn trailers_round_trip() {
+    let env = signed();
+    let mut trailers = HeaderMap::new();
+    trailers.append("x-checksum", HeaderValue::from_static("abc"));
+    trailers.append("x-checksum", HeaderValue::from_static("def"));
+    let blob = env
+        .seal(
+            &key("k"),
+            &head(),
+            &[Bytes::from_static(b"b")],
+            Some(&trailers),
+        )
+        .unwrap();
+    let entry = env.open(&key("k"), blob).unwrap();
+    assert_eq!(entry.trailers, Some(trailers));
+    assert_eq!(entry.body, "b");
 }
 
 #[test]
@@ -166,6 +185,18 @@ fn unknown_version_is_a_miss() {
         signed().open(&key("k"), blob.into()),
         Err(OpenError::Unusable("unknown format version"))
     ));
+}
+
+#[test]
+fn unknown_algorithm_is_a_miss() {
+    for env in [signed(), Envelope::new(None)] {
+        let mut blob = sealed(&env, "k").to_vec();
+        blob[5] = 9;
+        assert!(matches!(
+            env.open(&key("k"), blob.into()),
+            Err(OpenError::Unusable("unknown algorithm"))
+        ));
+    }
 }
 
 #[test]

@@ -49,6 +49,9 @@ struct WireHeadV1<'a> {
     uri: &'a str,
     #[serde(borrow)]
     vary: Vec<(&'a str, WireVary<'a>)>,
+    /// Trailer fields received after the body, if any.
+    #[serde(borrow)]
+    trailers: Option<Vec<(&'a str, Raw<'a>)>>,
 }
 
 fn version_to_wire(v: Version) -> u8 {
@@ -84,13 +87,20 @@ fn time_from_wire((secs, nanos): (u64, u32)) -> Option<SystemTime> {
     UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
 }
 
-/// Appends the postcard encoding of `head` to `out`.
-pub(crate) fn encode_head(head: &EntryHead, out: Vec<u8>) -> Result<Vec<u8>, postcard::Error> {
-    let headers = head
-        .headers
-        .iter()
+fn wire_fields(map: &HeaderMap) -> Vec<(&str, Raw<'_>)> {
+    map.iter()
         .map(|(n, v)| (n.as_str(), Raw(v.as_bytes())))
-        .collect();
+        .collect()
+}
+
+/// Appends the postcard encoding of `head` to `out`.
+pub(crate) fn encode_head(
+    head: &EntryHead,
+    trailers: Option<&HeaderMap>,
+    out: Vec<u8>,
+) -> Result<Vec<u8>, postcard::Error> {
+    let headers = wire_fields(&head.headers);
+    let trailers = trailers.map(wire_fields);
     let vary = head
         .vary
         .iter()
@@ -112,6 +122,7 @@ pub(crate) fn encode_head(head: &EntryHead, out: Vec<u8>) -> Result<Vec<u8>, pos
         method: head.method.as_str(),
         uri: &head.uri,
         vary,
+        trailers,
     };
     postcard::to_extend(&wire, out)
 }
@@ -119,12 +130,21 @@ pub(crate) fn encode_head(head: &EntryHead, out: Vec<u8>) -> Result<Vec<u8>, pos
 /// Decodes a verified payload. `None` when it does not decode: the caller treats that as a miss.
 pub(crate) fn decode(payload: &Bytes) -> Option<Entry> {
     let (wire, body) = postcard::take_from_bytes::<WireHeadV1<'_>>(payload).ok()?;
-    let mut headers = HeaderMap::with_capacity(wire.headers.len());
-    for (name, value) in wire.headers {
-        let name = HeaderName::from_bytes(name.as_bytes()).ok()?;
-        let value = HeaderValue::from_maybe_shared(payload.slice_ref(value.0)).ok()?;
-        headers.append(name, value);
-    }
+    let fields = |list: Vec<(&str, Raw<'_>)>| -> Option<HeaderMap> {
+        let mut map = HeaderMap::with_capacity(list.len());
+        for (name, value) in list {
+            let name = HeaderName::from_bytes(name.as_bytes()).ok()?;
+            // A slice of the verified blob: no copy.
+            let value = HeaderValue::from_maybe_shared(payload.slice_ref(value.0)).ok()?;
+            map.append(name, value);
+        }
+        Some(map)
+    };
+    let headers = fields(wire.headers)?;
+    let trailers = match wire.trailers {
+        Some(list) => Some(fields(list)?),
+        None => None,
+    };
     let mut vary = Vec::with_capacity(wire.vary.len());
     for (name, value) in wire.vary {
         let name = HeaderName::from_bytes(name.as_bytes()).ok()?;
@@ -148,5 +168,6 @@ pub(crate) fn decode(payload: &Bytes) -> Option<Entry> {
     Some(Entry {
         head,
         body: payload.slice_ref(body),
+        trailers,
     })
 }

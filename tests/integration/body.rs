@@ -179,10 +179,11 @@ async fn a_body_of_exactly_max_body_size_is_stored() {
 }
 
 #[tokio::test]
-async fn trailers_pass_through_on_a_miss() {
+async fn trailers_survive_both_paths() {
     let (origin, mut senders) = channel_origin(CACHEABLE);
+    let store = MemoryStore::default();
     let mut svc = ServiceBuilder::new()
-        .layer(CacheLayer::new(MemoryStore::default()))
+        .layer(CacheLayer::new(store.clone()))
         .service(origin);
     let response = svc.ready().await.unwrap().call(req()).await.unwrap();
     let mut sender = senders.recv().await.unwrap();
@@ -192,6 +193,17 @@ async fn trailers_pass_through_on_a_miss() {
     sender.send_trailers(trailers).await.unwrap();
     drop(sender);
     let collected = response.into_body().collect().await.unwrap();
+    assert_eq!(collected.trailers().unwrap()["x-checksum"], "abc");
+    assert_eq!(collected.to_bytes(), "data");
+    assert_eq!(store.len(), 1);
+
+    // The hit replays the body, then the same trailers.
+    let hit = svc.ready().await.unwrap().call(req()).await.unwrap();
+    assert_eq!(
+        hit.extensions().get::<CacheStatus>(),
+        Some(&CacheStatus::Hit)
+    );
+    let collected = hit.into_body().collect().await.unwrap();
     assert_eq!(collected.trailers().unwrap()["x-checksum"], "abc");
     assert_eq!(collected.to_bytes(), "data");
 }

@@ -1,0 +1,154 @@
+//! hyper-client-cache against http-cache-tower (1.0.0-alpha, moka manager), same workload,
+//! same run. Run: `cargo bench -p hcc-compare`.
+//!
+//! Both layers sit in front of the same in-process origin (a tower service answering a ready
+//! response with `Cache-Control: max-age=3600`), and every measurement reads the whole body.
+
+use std::convert::Infallible;
+use std::hint::black_box;
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
+use http_body_util::{BodyExt, Full};
+use http_cache::{MokaCache, MokaManager};
+use http_cache_tower::HttpCacheLayer;
+use hyper_client_cache::{CacheLayer, MemoryStore, SecretKey};
+use tower::{Service, ServiceBuilder, ServiceExt};
+
+const SIZES: [(usize, &str); 3] = [(1024, "1KiB"), (64 * 1024, "64KiB"), (1024 * 1024, "1MiB")];
+
+type Reply = http::Response<Full<Bytes>>;
+
+fn origin<B: Send + 'static>(
+    body: Bytes,
+) -> impl Service<
+    http::Request<B>,
+    Response = Reply,
+    Error = Infallible,
+    Future = std::future::Ready<Result<Reply, Infallible>>,
+> + Clone
+       + Send
+       + 'static {
+    tower::service_fn(move |_req: http::Request<B>| {
+        let response = http::Response::builder()
+            .header("cache-control", "max-age=3600")
+            .header("content-type", "application/json")
+            .header("etag", "\"abc\"")
+            .header("server", "bench")
+            .body(Full::new(body.clone()))
+            .unwrap();
+        std::future::ready(Ok(response))
+    })
+}
+
+fn request() -> http::Request<Full<Bytes>> {
+    http::Request::get("http://bench.local/item?id=1")
+        .body(Full::new(Bytes::new()))
+        .unwrap()
+}
+
+async fn call<S, B>(svc: &mut S) -> Bytes
+where
+    S: Service<http::Request<Full<Bytes>>, Response = http::Response<B>>,
+    S::Error: std::fmt::Debug,
+    B: http_body::Body,
+    B::Error: std::fmt::Debug,
+{
+    let response = svc.ready().await.unwrap().call(request()).await.unwrap();
+    response.into_body().collect().await.unwrap().to_bytes()
+}
+
+fn hcc_layer(signed: bool) -> CacheLayer<MemoryStore> {
+    let layer = CacheLayer::new(MemoryStore::new(64 << 20)).max_body_size(2 << 20);
+    if signed {
+        layer.secret_key(SecretKey::new("benchmark key, 32 bytes long....").unwrap())
+    } else {
+        layer
+    }
+}
+
+fn moka() -> MokaManager {
+    MokaManager::new(MokaCache::new(10_000))
+}
+
+fn hits(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("compare_hit");
+    for (size, name) in SIZES {
+        let body = Bytes::from(vec![b'x'; size]);
+        group.throughput(Throughput::Bytes(size as u64));
+
+        for (label, signed) in [("hcc_signed", true), ("hcc_unsigned", false)] {
+            let mut svc = ServiceBuilder::new()
+                .layer(hcc_layer(signed))
+                .service(origin(body.clone()));
+            let first = rt.block_on(call(&mut svc));
+            assert_eq!(first.len(), size);
+            group.bench_function(BenchmarkId::new(label, name), |b| {
+                b.iter(|| black_box(rt.block_on(call(&mut svc))))
+            });
+        }
+
+        let mut theirs = ServiceBuilder::new()
+            .layer(HttpCacheLayer::new(moka()))
+            .service(origin(body.clone()));
+        let first = rt.block_on(call(&mut theirs));
+        assert_eq!(first.len(), size);
+        // Make sure the comparison measures their hit path, not a miss.
+        let x_cache = rt.block_on(async {
+            let response = theirs.ready().await.unwrap().call(request()).await.unwrap();
+            response.headers().get("x-cache").cloned()
+        });
+        assert_eq!(x_cache.as_ref().map(|v| v.as_bytes()), Some(&b"HIT"[..]));
+        group.bench_function(BenchmarkId::new("http_cache_tower", name), |b| {
+            b.iter(|| black_box(rt.block_on(call(&mut theirs))))
+        });
+    }
+    group.finish();
+}
+
+fn misses(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let body = Bytes::from(vec![b'x'; 1024]);
+    let mut group = c.benchmark_group("compare_miss_1KiB");
+    let mut bare = origin(body.clone());
+    group.bench_function("bare_origin", |b| {
+        b.iter(|| black_box(rt.block_on(call(&mut bare))))
+    });
+    // A fresh, empty cache per iteration (built outside the measurement): lookup, forward, store.
+    group.bench_function("hcc_signed", |b| {
+        b.iter_batched(
+            || {
+                let layer = hcc_layer(true).with_store(MemoryStore::new(1 << 20));
+                ServiceBuilder::new()
+                    .layer(layer)
+                    .service(origin(body.clone()))
+            },
+            |mut svc| black_box(rt.block_on(call(&mut svc))),
+            BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("http_cache_tower", |b| {
+        b.iter_batched(
+            || {
+                ServiceBuilder::new()
+                    .layer(HttpCacheLayer::new(moka()))
+                    .service(origin(body.clone()))
+            },
+            |mut svc| black_box(rt.block_on(call(&mut svc))),
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, hits, misses);
+criterion_main!(benches);
