@@ -275,6 +275,8 @@ where
     }
 }
 
+// Returned once and consumed at once; boxing the hit would add an allocation to the hit path.
+#[allow(clippy::large_enum_variant)]
 enum Lookup<B> {
     Hit(Response<CacheBody<B>>),
     Fail(BoxError),
