@@ -50,6 +50,8 @@ pub(crate) enum BadSignatureReason {
     WrongKey,
     /// The blob is not signed at all (a downgrade, or written by an unsigned cache).
     Unsigned,
+    /// The blob is signed but not encrypted, and this cache requires encryption (a downgrade).
+    Unencrypted,
     /// Too short, or no envelope header: the blob cannot even be parsed.
     Malformed,
 }
@@ -86,6 +88,11 @@ impl BadSignature {
         self.reason == BadSignatureReason::Unsigned
     }
 
+    /// The entry is signed but not encrypted although this cache requires encryption.
+    pub fn is_unencrypted(&self) -> bool {
+        self.reason == BadSignatureReason::Unencrypted
+    }
+
     /// The blob is not an envelope at all (garbage, or truncated below the header).
     pub fn is_malformed(&self) -> bool {
         self.reason == BadSignatureReason::Malformed
@@ -103,6 +110,9 @@ impl fmt::Display for BadSignature {
                 "the signature did not match: the entry was signed for another cache key"
             }
             BadSignatureReason::Unsigned => "the signature did not match: the entry is not signed",
+            BadSignatureReason::Unencrypted => {
+                "the signature did not match: the entry is not encrypted, and this cache requires it"
+            }
             BadSignatureReason::Malformed => {
                 "the signature did not match: the entry is not a valid envelope"
             }

@@ -120,7 +120,7 @@ where
         let cc = RequestDirectives::parse(request.headers());
         // Only GET is looked up and stored in this release. Other methods go straight through.
         let cacheable = request.method() == Method::GET;
-        let key = cacheable.then(|| CacheKey::for_request(&request));
+        let key = cacheable.then(|| config.keying.key(&request));
         // §5.2.1.4: no-cache in the request: "the client prefers that a stored response not be
         // used to satisfy the request without successful validation on the origin server".
         // Without validation (this release), that means not using it at all.
@@ -306,8 +306,14 @@ impl<St: Store> Ctx<St> {
         }
     }
 
-    fn digest(&self) -> impl Fn(&[u8]) -> [u8; 32] + '_ {
-        move |value| self.config.envelope.vary_digest(value)
+    /// Credentials are kept as keyed digests, everything else as is.
+    fn protect(&self) -> impl Fn(&http::HeaderName, &[u8]) -> Option<[u8; 32]> + '_ {
+        move |name, value| {
+            self.config
+                .sensitive_headers
+                .contains(name)
+                .then(|| self.config.envelope.vary_digest(value))
+        }
     }
 
     fn on_lookup<B>(
@@ -361,7 +367,7 @@ impl<St: Store> Ctx<St> {
             &self.cc,
             self.config.shared,
             now,
-            &self.digest(),
+            &self.protect(),
         );
         match decision {
             Decision::Fresh { age } => {
@@ -435,12 +441,12 @@ impl<St: Store> Ctx<St> {
     ) -> EntryHead {
         let mut headers = parts.headers.clone();
         strip_unstorable(&mut headers);
-        let digest = self.digest();
+        let protect = self.protect();
         let vary = match vary_names(&parts.headers) {
             VaryNames::Names(names) => names
                 .into_iter()
                 .map(|name| {
-                    let value = capture(&storing.headers, &name, &digest);
+                    let value = capture(&storing.headers, &name, &protect);
                     (name, value)
                 })
                 .collect(),
@@ -454,7 +460,7 @@ impl<St: Store> Ctx<St> {
             request_time: self.request_time,
             response_time,
             method: storing.method.clone(),
-            uri: storing.uri.to_string(),
+            uri: self.config.keying.stored_uri(&storing.uri),
             vary,
         }
     }

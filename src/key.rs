@@ -39,7 +39,7 @@ impl CacheKey {
     /// (a stable sort, so repeated names keep their order). A request with a relative URI (as a
     /// server sees it) takes its authority from the `Host` header.
     pub fn for_request<B>(request: &Request<B>) -> Self {
-        let normalized = normalized_target(request);
+        let normalized = normalized_target(request, &[]);
         Self::from_parts(request.method(), &normalized)
     }
 
@@ -92,7 +92,7 @@ impl AsRef<str> for CacheKey {
 
 /// `scheme://authority/path?sorted-query`, normalized as described on [`CacheKey::for_request`].
 /// Built in one buffer: this runs on every request.
-pub(crate) fn normalized_target<B>(request: &Request<B>) -> String {
+pub(crate) fn normalized_target<B>(request: &Request<B>, ignored: &[String]) -> String {
     let uri = request.uri();
     let scheme = uri.scheme_str().unwrap_or("http");
     let authority = match uri.authority() {
@@ -125,8 +125,11 @@ pub(crate) fn normalized_target<B>(request: &Request<B>) -> String {
     out.push_str(authority);
     out[host_at..].make_ascii_lowercase();
     out.push_str(path);
-    if query.contains('&') {
-        let mut pairs: Vec<&str> = query.split('&').filter(|p| !p.is_empty()).collect();
+    if query.contains('&') || !ignored.is_empty() {
+        let mut pairs: Vec<&str> = query
+            .split('&')
+            .filter(|p| !p.is_empty() && !ignored.iter().any(|i| i == param_name(p)))
+            .collect();
         // Stable: `a=2&a=1` keeps its order, only different names are reordered.
         pairs.sort_by(|a, b| param_name(a).cmp(param_name(b)));
         if let Some((first, rest)) = pairs.split_first() {
@@ -146,6 +149,63 @@ pub(crate) fn normalized_target<B>(request: &Request<B>) -> String {
 
 fn param_name(pair: &str) -> &str {
     pair.split_once('=').map_or(pair, |(name, _)| name)
+}
+
+/// How a layer turns requests into keys and into the URI it stores.
+#[derive(Debug, Clone)]
+pub(crate) struct Keying {
+    /// Query parameters left out of the key and of the stored URI.
+    pub(crate) ignored: Vec<String>,
+    /// Query parameters whose values are replaced by `REDACTED` in the stored URI.
+    pub(crate) redacted: Vec<String>,
+}
+
+impl Keying {
+    pub(crate) fn new(redacted: &[&str]) -> Self {
+        Self {
+            ignored: Vec::new(),
+            redacted: redacted.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+
+    pub(crate) fn key<B>(&self, request: &Request<B>) -> CacheKey {
+        CacheKey::from_parts(request.method(), &normalized_target(request, &self.ignored))
+    }
+
+    /// The request URI as it is kept with a stored entry: ignored parameters removed, redacted
+    /// ones with their value replaced. Names are compared case-insensitively for redaction
+    /// (a credential is a credential whatever its case) and exactly for ignoring.
+    pub(crate) fn stored_uri(&self, uri: &http::Uri) -> String {
+        let Some(query) = uri.query() else {
+            return uri.to_string();
+        };
+        let kept: Vec<String> = query
+            .split('&')
+            .filter(|p| !p.is_empty() && !self.ignored.iter().any(|i| i == param_name(p)))
+            .map(|p| {
+                let name = param_name(p);
+                if self.redacted.iter().any(|r| r.eq_ignore_ascii_case(name)) && p.contains('=') {
+                    format!("{name}=REDACTED")
+                } else {
+                    p.to_owned()
+                }
+            })
+            .collect();
+        let mut out = String::new();
+        if let Some(scheme) = uri.scheme_str() {
+            out.push_str(scheme);
+            out.push_str("://");
+        }
+        if let Some(authority) = uri.authority() {
+            out.push_str(authority.as_str());
+        }
+        out.push_str(uri.path());
+        if !kept.is_empty() {
+            out.push('?');
+            out.push_str(&kept.join("&"));
+        }
+        out
+    }
 }
 
 #[cfg(test)]
@@ -190,6 +250,24 @@ mod tests {
             CacheKey::for_request(&rel),
             key("GET", "http://example.com/x")
         );
+    }
+
+    #[test]
+    fn ignored_parameters_leave_key_and_stored_uri() {
+        let mut keying = Keying::new(&["api_key", "token"]);
+        keying.ignored = vec!["utm_source".into(), "api_key".into()];
+        let req = |uri: &str| Request::get(uri).body(()).unwrap();
+        let a = keying.key(&req("http://e.com/p?a=1&utm_source=x&api_key=SECRET"));
+        let b = keying.key(&req("http://e.com/p?a=1"));
+        assert_eq!(a, b);
+        assert_ne!(keying.key(&req("http://e.com/p?a=1&token=T1")), b);
+        let stored = keying.stored_uri(
+            &"http://e.com/p?a=1&utm_source=x&api_key=SECRET&Token=T1"
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(stored, "http://e.com/p?a=1&Token=REDACTED");
+        assert_eq!(keying.stored_uri(&"/rel?x=1".parse().unwrap()), "/rel?x=1");
     }
 
     #[test]

@@ -9,7 +9,9 @@ use tower::Layer;
 use crate::clock::{Clock, SystemClock};
 use crate::coalesce::Flights;
 use crate::envelope::{Envelope, KeyRing};
+use crate::key::Keying;
 use crate::service::Cache;
+use http::HeaderName;
 
 /// Default for [`CacheLayer::max_body_size`]: 8 MiB.
 pub const DEFAULT_MAX_BODY_SIZE: usize = 8 * 1024 * 1024;
@@ -31,10 +33,42 @@ pub enum OnBadSignature {
     Refetch,
 }
 
+/// Request headers whose values are credentials: never stored in clear. When a response varies
+/// on one of them, a keyed digest of the value is stored instead (for matching).
+pub const DEFAULT_SENSITIVE_HEADERS: &[&str] = &[
+    "authorization",
+    "cookie",
+    "proxy-authorization",
+    "x-api-key",
+    "x-auth-token",
+];
+
+/// Query parameters whose values are credentials: their values are replaced by `REDACTED` in
+/// the URI kept with a stored entry (they still count in the cache key, since different
+/// credentials may well get different answers).
+pub const DEFAULT_REDACTED_PARAMETERS: &[&str] = &[
+    "access_token",
+    "api_key",
+    "apikey",
+    "api-key",
+    "auth",
+    "client_secret",
+    "key",
+    "password",
+    "secret",
+    "sig",
+    "signature",
+    "token",
+];
+
 /// The settings shared by a layer and every service it builds.
 #[derive(Clone)]
 pub(crate) struct Config {
     pub(crate) envelope: Envelope,
+    /// `None`: derived from `max_body_size` when the service is built.
+    pub(crate) max_blob_size: Option<usize>,
+    pub(crate) keying: Keying,
+    pub(crate) sensitive_headers: Vec<HeaderName>,
     pub(crate) on_bad_signature: OnBadSignature,
     pub(crate) max_body_size: usize,
     pub(crate) shared: bool,
@@ -87,6 +121,12 @@ impl<St> CacheLayer<St> {
             store,
             config: Config {
                 envelope: Envelope::new(None),
+                max_blob_size: None,
+                keying: Keying::new(DEFAULT_REDACTED_PARAMETERS),
+                sensitive_headers: DEFAULT_SENSITIVE_HEADERS
+                    .iter()
+                    .map(|h| HeaderName::from_static(h))
+                    .collect(),
                 on_bad_signature: OnBadSignature::Error,
                 max_body_size: DEFAULT_MAX_BODY_SIZE,
                 shared: false,
@@ -103,6 +143,54 @@ impl<St> CacheLayer<St> {
     /// Default: no key, entries unsigned.
     pub fn secret_key(mut self, keys: impl Into<KeyRing>) -> Self {
         self.config.envelope = Envelope::new(Some(keys.into()));
+        self
+    }
+
+    /// Encrypts every entry with AES-256-GCM under this key (or key ring), so that whoever can
+    /// read the store cannot read the responses, and refuses entries that do not decrypt
+    /// (tampered, moved to another key, or merely signed: a downgrade). Replaces
+    /// [`secret_key`](Self::secret_key); the same secret can be used for both, since each purpose
+    /// gets its own HKDF-derived key.
+    ///
+    /// Default: off.
+    pub fn encrypt(mut self, keys: impl Into<KeyRing>) -> Self {
+        self.config.envelope = Envelope::encrypted(keys.into());
+        self
+    }
+
+    /// The largest blob the cache accepts from the store; larger blobs are refused (a miss, and
+    /// the entry is replaced) before any MAC, decryption or decoding work, so a store writer
+    /// cannot make clients burn CPU or memory.
+    ///
+    /// Default: `max_body_size` + 1 MiB (room for headers).
+    pub fn max_blob_size(mut self, bytes: usize) -> Self {
+        self.config.max_blob_size = Some(bytes);
+        self
+    }
+
+    /// Query parameters left out of the cache key **and removed from the URI stored with the
+    /// entry** (typically API keys and tracking parameters). Names are matched exactly.
+    ///
+    /// Default: none.
+    pub fn ignored_parameters<I, T>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        self.config.keying.ignored = names.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Request headers whose values are never written to the store in clear: when a response
+    /// varies on one of them, a keyed digest is stored instead. The list replaces the default.
+    ///
+    /// Default: [`DEFAULT_SENSITIVE_HEADERS`] (`Authorization`, `Cookie`, `Proxy-Authorization`,
+    /// `X-API-Key`, `X-Auth-Token`).
+    pub fn sensitive_headers<I>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = HeaderName>,
+    {
+        self.config.sensitive_headers = names.into_iter().collect();
         self
     }
 
@@ -187,7 +275,12 @@ impl<S, St: Clone> Layer<S> for CacheLayer<St> {
     type Service = Cache<S, St>;
 
     fn layer(&self, inner: S) -> Cache<S, St> {
-        Cache::from_parts(inner, self.store.clone(), Arc::new(self.config.clone()))
+        let mut config = self.config.clone();
+        let max_blob = config
+            .max_blob_size
+            .unwrap_or_else(|| config.max_body_size.saturating_add(1 << 20));
+        config.envelope = config.envelope.with_max_blob(max_blob);
+        Cache::from_parts(inner, self.store.clone(), Arc::new(config))
     }
 }
 
@@ -195,7 +288,7 @@ impl<St: fmt::Debug> fmt::Debug for CacheLayer<St> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CacheLayer")
             .field("store", &self.store)
-            .field("signed", &self.config.envelope.is_signed())
+            .field("protection", &self.config.envelope.mode())
             .field("on_bad_signature", &self.config.on_bad_signature)
             .field("max_body_size", &self.config.max_body_size)
             .field("shared", &self.config.shared)

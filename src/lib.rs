@@ -105,6 +105,7 @@ pub use crate::key::CacheKey;
 #[doc(inline)]
 pub use crate::layer::{
     CacheLayer, OnBadSignature, DEFAULT_COALESCE_TIMEOUT, DEFAULT_MAX_BODY_SIZE,
+    DEFAULT_REDACTED_PARAMETERS, DEFAULT_SENSITIVE_HEADERS,
 };
 #[doc(inline)]
 pub use crate::service::Cache;

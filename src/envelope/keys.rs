@@ -3,7 +3,7 @@
 use std::error::Error as StdError;
 use std::fmt;
 
-use ring::{hkdf, hmac, rand};
+use ring::{aead, hkdf, hmac, rand};
 use zeroize::Zeroizing;
 
 /// The shortest key accepted by [`SecretKey::new`]: 128 bits.
@@ -15,6 +15,8 @@ const HKDF_SALT: &[u8] = b"hyper-client-cache/envelope/v1";
 const INFO_MAC: &[u8] = b"hcc/v1/hmac-sha256";
 /// HKDF-Expand info for the public key id.
 const INFO_KEY_ID: &[u8] = b"hcc/v1/key-id";
+/// HKDF-Expand info for the AES-256-GCM encryption key.
+const INFO_AEAD: &[u8] = b"hcc/v1/aes-256-gcm";
 
 /// Length of a key id in the envelope header.
 pub(crate) const KEY_ID_LEN: usize = 8;
@@ -170,12 +172,13 @@ impl fmt::Display for HexId<'_> {
     }
 }
 
-/// What is kept of a secret once it is installed: the HKDF-derived MAC key and the key id.
-/// The secret itself is dropped (and zeroed) here.
+/// What is kept of a secret once it is installed: the HKDF-derived MAC key, encryption key and
+/// key id. The secret itself is dropped (and zeroed) here.
 #[derive(Clone)]
 pub(crate) struct DerivedKey {
     pub(crate) id: [u8; KEY_ID_LEN],
     pub(crate) mac: hmac::Key,
+    pub(crate) aead: aead::LessSafeKey,
 }
 
 struct Len(usize);
@@ -187,7 +190,7 @@ impl hkdf::KeyType for Len {
 
 impl DerivedKey {
     /// RFC 5869 HKDF-SHA256: `PRK = Extract(salt, secret)`, then one `Expand` per purpose, so the
-    /// signing key, the key id (and, later, an encryption key) are independent of each other.
+    /// signing key, the encryption key and the key id are independent of each other.
     fn derive(secret: &SecretKey) -> Self {
         let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, HKDF_SALT).extract(&secret.bytes);
         // `expand` fails only for outputs longer than 255 * 32 bytes; these are 32 and 8.
@@ -199,7 +202,11 @@ impl DerivedKey {
         prk.expand(&[INFO_KEY_ID], Len(KEY_ID_LEN))
             .and_then(|okm| okm.fill(&mut id))
             .expect("8 bytes is a valid HKDF-SHA256 output length");
-        Self { id, mac }
+        let aead = prk
+            .expand(&[INFO_AEAD], &aead::AES_256_GCM)
+            .map(|okm| aead::LessSafeKey::new(aead::UnboundKey::from(okm)))
+            .expect("32 bytes is a valid HKDF-SHA256 output length");
+        Self { id, mac, aead }
     }
 }
 

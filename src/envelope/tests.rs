@@ -256,3 +256,125 @@ proptest! {
         prop_assert!(env.open(&key("k"), b.into()).is_err());
     }
 }
+
+// ---- encryption at rest (AES-256-GCM) ----
+
+fn encrypted() -> Envelope {
+    Envelope::encrypted(KeyRing::new(secret("the right key, 32 bytes long....")))
+}
+
+#[test]
+fn encrypted_round_trip_and_no_plaintext_in_the_blob() {
+    let env = encrypted();
+    let blob = sealed(&env, "k");
+    assert_eq!(blob[5], ALG_AES_256_GCM);
+    for needle in [
+        &b"hello world"[..],
+        b"max-age=60",
+        b"example.com",
+        b"set-cookie",
+    ] {
+        assert!(
+            !blob.windows(needle.len()).any(|w| w == needle),
+            "{needle:?} in clear"
+        );
+    }
+    let entry = env.open(&key("k"), blob).unwrap();
+    assert_eq!(entry.body, "hello world");
+    assert_eq!(entry.head.uri, head().uri);
+    // A signing cache with the same secret reads encrypted entries too (an upgrade, not a
+    // downgrade).
+    assert!(signed().open(&key("k"), sealed(&env, "k")).is_ok());
+}
+
+#[test]
+fn same_plaintext_twice_gives_different_ciphertexts() {
+    let env = encrypted();
+    let (a, b) = (sealed(&env, "k"), sealed(&env, "k"));
+    assert_ne!(a, b);
+    assert_eq!(
+        env.open(&key("k"), a).unwrap().body,
+        env.open(&key("k"), b).unwrap().body
+    );
+}
+
+#[test]
+fn encrypted_tamper_swap_truncation_are_refused() {
+    let env = encrypted();
+    let blob = sealed(&env, "k");
+    for i in 0..blob.len() {
+        let mut b = blob.to_vec();
+        b[i] ^= 0x01;
+        assert!(env.open(&key("k"), b.into()).is_err(), "byte {i}");
+    }
+    for len in 0..blob.len() {
+        assert!(env.open(&key("k"), blob.slice(..len)).is_err(), "len {len}");
+    }
+    assert!(is_bad(env.open(&key("other"), blob.clone())).is_wrong_key());
+    let other = Envelope::encrypted(KeyRing::new(secret("another key, 32 bytes long......")));
+    assert!(is_bad(other.open(&key("k"), blob)).is_unknown_key());
+}
+
+#[test]
+fn encrypted_mode_refuses_downgrades() {
+    let env = encrypted();
+    let unsigned = sealed(&Envelope::new(None), "k");
+    assert!(is_bad(env.open(&key("k"), unsigned)).is_unsigned());
+    let signed_only = sealed(&signed(), "k");
+    assert!(is_bad(env.open(&key("k"), signed_only)).is_unencrypted());
+    // And an unkeyed cache cannot use encrypted entries at all.
+    assert!(matches!(
+        Envelope::new(None).open(&key("k"), sealed(&env, "k")),
+        Err(OpenError::Unusable(_))
+    ));
+}
+
+#[test]
+fn encrypted_rotation() {
+    let old = Envelope::encrypted(KeyRing::new(secret("old key old key old key")));
+    let blob = sealed(&old, "k");
+    let rotated = Envelope::encrypted(
+        KeyRing::new(secret("new key new key new key"))
+            .with_previous(secret("old key old key old key")),
+    );
+    assert!(rotated.open(&key("k"), blob.clone()).is_ok());
+    let fresh = sealed(&rotated, "k");
+    assert_eq!(&fresh[7..15], &secret("new key new key new key").key_id());
+    let dropped = Envelope::encrypted(KeyRing::new(secret("new key new key new key")));
+    assert!(is_bad(dropped.open(&key("k"), blob)).is_unknown_key());
+    assert!(dropped.open(&key("k"), fresh).is_ok());
+}
+
+#[test]
+fn oversized_blobs_are_refused_before_any_work() {
+    for env in [signed(), encrypted(), Envelope::new(None)] {
+        let env = env.with_max_blob(100);
+        // A valid blob over the bound, and garbage over the bound: both refused as unusable,
+        // which says nothing was verified or decoded (garbage would otherwise be BadSignature).
+        let blob = sealed(&env, "k");
+        assert!(blob.len() > 100);
+        assert!(matches!(
+            env.open(&key("k"), blob),
+            Err(OpenError::Unusable(
+                "blob larger than the configured maximum"
+            ))
+        ));
+        assert!(matches!(
+            env.open(&key("k"), Bytes::from(vec![0u8; 101])),
+            Err(OpenError::Unusable(
+                "blob larger than the configured maximum"
+            ))
+        ));
+    }
+}
+
+proptest! {
+    #[test]
+    fn encrypted_random_corruption_never_opens(pos in 0usize..4096, byte in 1u8..=255) {
+        let env = encrypted();
+        let mut b = sealed(&env, "k").to_vec();
+        let i = pos % b.len();
+        b[i] ^= byte;
+        prop_assert!(env.open(&key("k"), b.into()).is_err());
+    }
+}

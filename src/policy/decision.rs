@@ -34,9 +34,9 @@ pub(crate) fn decide(
     request_cc: &RequestDirectives,
     shared: bool,
     now: SystemTime,
-    digest: &dyn Fn(&[u8]) -> [u8; 32],
+    protect: vary::Protect<'_>,
 ) -> Decision {
-    if !vary::matches(&stored.vary, request_headers, digest) {
+    if !vary::matches(&stored.vary, request_headers, protect) {
         return Decision::NoMatch;
     }
     let cc = ResponseDirectives::parse(&stored.headers);
@@ -83,8 +83,8 @@ mod tests {
         }
     }
 
-    fn no_digest(_: &[u8]) -> [u8; 32] {
-        [0; 32]
+    fn no_digest(_: &http::HeaderName, _: &[u8]) -> Option<[u8; 32]> {
+        None
     }
 
     #[test]

@@ -4,5 +4,6 @@ mod body;
 mod caching;
 mod coalesce;
 mod common;
+mod security;
 mod store;
 mod tamper;

@@ -1,0 +1,132 @@
+//! Encryption at rest and credentials, through the full layer.
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{Empty, Full};
+use hyper_client_cache::{BadSignature, CacheLayer, CacheStatus, MemoryStore, SecretKey};
+
+use crate::common::*;
+
+fn key() -> SecretKey {
+    SecretKey::new("security test key, 32 bytes long").unwrap()
+}
+
+/// An origin that echoes what it was sent, so a careless cache would store the secrets.
+async fn echo_origin() -> Origin {
+    Origin::start(|s| {
+        let auth = s
+            .headers
+            .get("authorization")
+            .map(|v| v.to_str().unwrap().to_owned());
+        Response::builder()
+            .header("cache-control", "max-age=600")
+            .header("vary", "Authorization")
+            .body(Full::new(Bytes::from(format!(
+                "hello {}",
+                if auth.is_some() { "user" } else { "anon" }
+            ))))
+            .unwrap()
+    })
+    .await
+}
+
+async fn dump_contains(store: &MemoryStore, needle: &[u8]) -> bool {
+    let blobs = all_blobs(store).await;
+    assert!(!blobs.is_empty(), "the test must store something");
+    blobs
+        .iter()
+        .any(|b| b.windows(needle.len()).any(|w| w == needle))
+}
+
+#[tokio::test]
+async fn credentials_never_reach_the_store_in_any_mode() {
+    for mode in ["unsigned", "signed", "encrypted"] {
+        let origin = echo_origin().await;
+        let store = MemoryStore::default();
+        let layer = CacheLayer::new(store.clone()).ignored_parameters(["api_key"]);
+        let layer = match mode {
+            "signed" => layer.secret_key(key()),
+            "encrypted" => layer.encrypt(key()),
+            _ => layer,
+        };
+        let mut client = cached_client(layer);
+        for url in [
+            origin.url("/me?api_key=SECRET&page=1"),
+            origin.url("/me?page=2&token=SECRET"),
+        ] {
+            let req = Request::get(url)
+                .header("authorization", "Bearer SECRET")
+                .header("cookie", "session=SECRET")
+                .body(Empty::new())
+                .unwrap();
+            send(&mut client, req).await.unwrap();
+        }
+        assert!(
+            !dump_contains(&store, b"SECRET").await,
+            "{mode}: SECRET in the store"
+        );
+        // The ignored parameter really is out of the key: another api_key hits.
+        let req = Request::get(origin.url("/me?api_key=OTHER&page=1"))
+            .header("authorization", "Bearer SECRET")
+            .body(Empty::new())
+            .unwrap();
+        assert_eq!(
+            send(&mut client, req).await.unwrap().cache,
+            Some(CacheStatus::Hit),
+            "{mode}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn encrypted_store_dump_has_no_response_plaintext() {
+    let origin = Origin::fixed("max-age=600", "the quarterly figures").await;
+    let store = MemoryStore::default();
+    let mut client = cached_client(CacheLayer::new(store.clone()).encrypt(key()));
+    get(&mut client, &origin.url("/report")).await.unwrap();
+    assert_eq!(
+        get(&mut client, &origin.url("/report"))
+            .await
+            .unwrap()
+            .cache,
+        Some(CacheStatus::Hit)
+    );
+    assert!(!dump_contains(&store, b"quarterly").await);
+    assert!(!dump_contains(&store, b"/report").await);
+    assert!(!dump_contains(&store, b"max-age").await);
+}
+
+#[tokio::test]
+async fn an_encrypting_cache_refuses_signed_only_entries() {
+    let origin = Origin::fixed("max-age=600", "x").await;
+    let store = MemoryStore::default();
+    let url = origin.url("/d");
+    let mut signer = cached_client(CacheLayer::new(store.clone()).secret_key(key()));
+    get(&mut signer, &url).await.unwrap();
+    let mut encrypting = cached_client(CacheLayer::new(store.clone()).encrypt(key()));
+    let err = get(&mut encrypting, &url)
+        .await
+        .err()
+        .expect("downgrade must be refused");
+    assert!(err.downcast_ref::<BadSignature>().unwrap().is_unencrypted());
+}
+
+#[tokio::test]
+async fn an_oversized_blob_is_a_miss_and_is_replaced() {
+    let origin = Origin::fixed("max-age=600", "small").await;
+    let store = MemoryStore::default();
+    let url = origin.url("/o");
+    put_raw(&store, key_for(&url), Bytes::from(vec![0u8; 2048])).await;
+    let mut client = cached_client(
+        CacheLayer::new(store.clone())
+            .secret_key(key())
+            .max_blob_size(1024),
+    );
+    // Not BadSignature (which garbage under the bound would be): refused before verification.
+    let got = get(&mut client, &url).await.unwrap();
+    assert_eq!(
+        (got.cache, &got.body[..]),
+        (Some(CacheStatus::Miss), &b"small"[..])
+    );
+    assert!(get_raw(&store, key_for(&url)).await.unwrap().len() < 1024);
+}
