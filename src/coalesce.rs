@@ -8,14 +8,13 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::timer::{Timed, TimerProbe};
 use crate::CacheKey;
 
 /// How a leader's request ended, as its waiters see it.
@@ -33,8 +32,8 @@ pub(crate) type WaitFuture = Pin<Box<dyn Future<Output = bool> + Send + 'static>
 #[derive(Debug, Default)]
 pub(crate) struct Flights {
     map: Mutex<HashMap<CacheKey, watch::Sender<Outcome>>>,
-    /// Set once waiting turned out to be impossible (no tokio timer): coalescing is then off.
-    no_timer: AtomicBool,
+    /// Waiting needs a timer; without one (remembered here) coalescing is off.
+    timer: TimerProbe,
 }
 
 pub(crate) enum Join {
@@ -48,26 +47,23 @@ pub(crate) enum Join {
 
 impl Flights {
     pub(crate) fn join(self: &Arc<Self>, key: &CacheKey, timeout: Duration) -> Join {
-        if self.no_timer.load(Ordering::Relaxed) || tokio::runtime::Handle::try_current().is_err() {
+        if tokio::runtime::Handle::try_current().is_err() {
             return Join::Alone;
         }
         let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(tx) = map.get(key) {
             let mut rx = tx.subscribe();
             drop(map);
-            let outcome = async move {
-                let seen = rx.wait_for(|o| *o != Outcome::Pending).await;
-                matches!(seen.as_deref(), Ok(Outcome::Stored))
-            };
-            // tokio's timer panics on construction when the runtime has no time driver; that
-            // is a configuration we detect once, then stop coalescing, not a crash.
-            let bounded = catch_unwind(AssertUnwindSafe(|| tokio::time::timeout(timeout, outcome)));
-            let Ok(bounded) = bounded else {
-                self.no_timer.store(true, Ordering::Relaxed);
-                tracing::warn!("the tokio runtime has no timer: request coalescing is off");
+            // Bounded: a hung leader must not hold its waiters forever. No timer, no waiting.
+            let Some(deadline) = self.timer.sleep(timeout) else {
                 return Join::Alone;
             };
             return Join::Wait(Box::pin(async move {
+                let outcome = async move {
+                    let seen = rx.wait_for(|o| *o != Outcome::Pending).await;
+                    matches!(seen.as_deref(), Ok(Outcome::Stored))
+                };
+                let bounded = Timed::new(outcome, deadline);
                 bounded.await.unwrap_or_else(|_| {
                     tracing::debug!("gave up waiting for a concurrent request");
                     false
@@ -200,6 +196,7 @@ mod tests {
                 Join::Alone
             ));
         });
-        assert!(flights.no_timer.load(Ordering::Relaxed));
+        // and it is remembered: the next attempt does not probe again.
+        assert!(flights.timer.sleep(Duration::from_secs(1)).is_none());
     }
 }

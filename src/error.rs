@@ -122,3 +122,45 @@ impl fmt::Display for BadSignature {
 }
 
 impl StdError for BadSignature {}
+
+/// The store failed or timed out on lookup, and the cache is configured to fail closed
+/// ([`CacheLayer::fail_closed`](crate::CacheLayer::fail_closed)). By default store failures are
+/// not errors: the request goes to the origin.
+#[derive(Debug)]
+pub struct StoreError {
+    source: Option<BoxError>,
+}
+
+impl StoreError {
+    pub(crate) fn failed(source: BoxError) -> Self {
+        Self {
+            source: Some(source),
+        }
+    }
+
+    pub(crate) fn timed_out() -> Self {
+        Self { source: None }
+    }
+
+    /// The store did not answer within the store timeout.
+    pub fn is_timeout(&self) -> bool {
+        self.source.is_none()
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.source {
+            None => f.write_str("the cache store did not answer in time"),
+            Some(_) => f.write_str("the cache store failed"),
+        }
+    }
+}
+
+impl StdError for StoreError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn StdError + 'static))
+    }
+}

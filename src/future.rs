@@ -26,12 +26,15 @@ use crate::coalesce::{Join, Leader, WaitFuture};
 use crate::entry::{Entry, EntryHead};
 use crate::envelope::OpenError;
 use crate::error::BoxError;
+use crate::error::StoreError;
 use crate::layer::{Config, OnBadSignature};
+use crate::metrics::Event;
 use crate::policy::decision::{decide, Decision};
 use crate::policy::storable::{storability, strip_unstorable, Exchange, Storability};
 use crate::policy::vary::{capture, vary_names, VaryNames};
 use crate::policy::{freshness::AgeInputs, RequestDirectives, ResponseDirectives};
 use crate::store::{Store, StoreRequest, StoreResponse};
+use crate::timer::{Elapsed, Timed};
 use crate::{CacheKey, CacheStatus};
 
 pin_project! {
@@ -42,7 +45,7 @@ pin_project! {
         St: Store,
     {
         #[pin]
-        state: State<S::Future, Oneshot<St, StoreRequest>>,
+        state: State<S::Future, Timed<Oneshot<St, StoreRequest>>>,
         inner: Option<S>,
         request: Option<Request<ReqB>>,
         ctx: Ctx<St>,
@@ -147,7 +150,7 @@ where
             (Some(key), true) => {
                 tracing::debug!(key = %key, "cache lookup");
                 let get = StoreRequest::Get { key: key.clone() };
-                let fut = ctx.store.clone().oneshot(get);
+                let fut = ctx.store_call(get);
                 Self {
                     state: State::Lookup { fut },
                     inner: Some(inner),
@@ -184,7 +187,7 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Lookup { fut } => {
-                    let result = ready!(fut.poll(cx));
+                    let result = flatten(ready!(fut.poll(cx)));
                     let headers = this.request.as_ref().map(Request::headers);
                     match this.ctx.on_lookup(result, headers) {
                         Lookup::Hit(response) => {
@@ -196,7 +199,7 @@ where
                             return Poll::Ready(Err(err));
                         }
                         Lookup::Delete(key) => {
-                            let fut = this.ctx.store.clone().oneshot(StoreRequest::Delete { key });
+                            let fut = this.ctx.store_call(StoreRequest::Delete { key });
                             this.state.set(State::Delete { fut });
                         }
                         Lookup::Forward => {
@@ -219,7 +222,7 @@ where
                     this.ctx.coalesced = true;
                     match (stored, this.ctx.key.clone()) {
                         (true, Some(key)) => {
-                            let fut = this.ctx.store.clone().oneshot(StoreRequest::Get { key });
+                            let fut = this.ctx.store_call(StoreRequest::Get { key });
                             this.state.set(State::Lookup { fut });
                         }
                         _ => match forward(this.inner, this.request, this.ctx) {
@@ -232,8 +235,7 @@ where
                     }
                 }
                 StateProj::Delete { fut } => {
-                    if let Err(e) = ready!(fut.poll(cx)) {
-                        let e: BoxError = e.into();
+                    if let Err(e) = flatten(ready!(fut.poll(cx))) {
                         tracing::warn!(error = %e, "could not delete an entry that failed verification");
                     }
                     match forward(this.inner, this.request, this.ctx) {
@@ -284,7 +286,24 @@ enum Lookup<B> {
     Forward,
 }
 
+/// A store answer, with a timeout and the store's error both as [`StoreError`]s.
+fn flatten<E: Into<BoxError>>(
+    result: Result<Result<StoreResponse, E>, Elapsed>,
+) -> Result<StoreResponse, StoreError> {
+    match result {
+        Ok(Ok(response)) => Ok(response),
+        Ok(Err(e)) => Err(StoreError::failed(e.into())),
+        Err(Elapsed) => Err(StoreError::timed_out()),
+    }
+}
+
 impl<St: Store> Ctx<St> {
+    /// One store operation, bounded by the store timeout.
+    fn store_call(&self, request: StoreRequest) -> Timed<Oneshot<St, StoreRequest>> {
+        let call = self.store.clone().oneshot(request);
+        self.config.timer.timeout(self.config.store_timeout, call)
+    }
+
     /// On a miss: join a concurrent request for the same key, or lead one. Returns the wait when
     /// there is one to wait for.
     fn join_flight(&mut self) -> Option<WaitFuture> {
@@ -318,13 +337,13 @@ impl<St: Store> Ctx<St> {
 
     fn on_lookup<B>(
         &mut self,
-        result: Result<StoreResponse, St::Error>,
+        result: Result<StoreResponse, StoreError>,
         request_headers: Option<&HeaderMap>,
     ) -> Lookup<B> {
         let (Some(key), Some(request_headers)) = (self.key.clone(), request_headers) else {
             return Lookup::Forward;
         };
-        let blob = match result.map_err(Into::<BoxError>::into) {
+        let blob = match result {
             Ok(StoreResponse::Blob(Some(blob))) => blob,
             Ok(StoreResponse::Blob(None)) => {
                 tracing::debug!(key = %key, "cache miss");
@@ -336,6 +355,11 @@ impl<St: Store> Ctx<St> {
                 return Lookup::Forward;
             }
             Err(e) => {
+                self.config.metrics.record(Event::StoreReadError);
+                if self.config.fail_closed {
+                    tracing::warn!(key = %key, error = %e, "store lookup failed; failing the request (fail-closed)");
+                    return Lookup::Fail(Box::new(e));
+                }
                 tracing::warn!(key = %key, error = %e, "store lookup failed; going to the origin");
                 self.status = CacheStatus::StoreUnavailable;
                 return Lookup::Forward;
@@ -344,6 +368,7 @@ impl<St: Store> Ctx<St> {
         let entry = match self.config.envelope.open(&key, blob) {
             Ok(entry) => entry,
             Err(OpenError::BadSignature(bad)) => {
+                self.config.metrics.record(Event::BadSignature);
                 return match self.config.on_bad_signature {
                     OnBadSignature::Error => {
                         tracing::warn!(key = %key, error = %bad, "refusing a stored entry");
@@ -373,8 +398,10 @@ impl<St: Store> Ctx<St> {
             Decision::Fresh { age } => {
                 tracing::debug!(key = %key, age = age.as_secs(), "cache hit");
                 let status = if self.coalesced {
+                    self.config.metrics.record(Event::Coalesced);
                     CacheStatus::Coalesced
                 } else {
+                    self.config.metrics.record(Event::Hit);
                     CacheStatus::Hit
                 };
                 Lookup::Hit(hit_response(entry, age, status))
@@ -429,6 +456,10 @@ impl<St: Store> Ctx<St> {
         };
         // Nothing is being stored: release the waiters now, they fetch for themselves.
         self.leader = None;
+        self.config.metrics.record(match status {
+            CacheStatus::Miss => Event::Miss,
+            _ => Event::NotCacheable,
+        });
         parts.extensions.insert(status);
         Response::from_parts(parts, body)
     }
@@ -489,15 +520,19 @@ impl<St: Store> Ctx<St> {
                         blob,
                         ttl: Some(ttl),
                     };
-                    match store.oneshot(put).await {
+                    let put = config
+                        .timer
+                        .timeout(config.store_timeout, store.oneshot(put));
+                    match flatten(put.await) {
                         Ok(_) => {
+                            config.metrics.record(Event::Stored);
                             tracing::debug!(key = %key, size, ttl = ttl.as_secs(), "stored");
                             if let Some(leader) = leader {
                                 leader.stored();
                             }
                         }
                         Err(e) => {
-                            let e: BoxError = e.into();
+                            config.metrics.record(Event::StoreWriteError);
                             tracing::warn!(key = %key, error = %e, "store write failed; response not cached");
                         }
                     }

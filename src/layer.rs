@@ -10,11 +10,16 @@ use crate::clock::{Clock, SystemClock};
 use crate::coalesce::Flights;
 use crate::envelope::{Envelope, KeyRing};
 use crate::key::Keying;
+use crate::metrics::CacheMetrics;
 use crate::service::Cache;
+use crate::timer::TimerProbe;
 use http::HeaderName;
 
 /// Default for [`CacheLayer::max_body_size`]: 8 MiB.
 pub const DEFAULT_MAX_BODY_SIZE: usize = 8 * 1024 * 1024;
+
+/// Default for [`CacheLayer::store_timeout`]: 500 milliseconds.
+pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Default for [`CacheLayer::coalesce_timeout`]: 10 seconds.
 pub const DEFAULT_COALESCE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -77,6 +82,10 @@ pub(crate) struct Config {
     pub(crate) coalesce_timeout: Option<Duration>,
     /// Shared by every service built from this layer (and its clones).
     pub(crate) flights: Arc<Flights>,
+    pub(crate) store_timeout: Duration,
+    pub(crate) fail_closed: bool,
+    pub(crate) timer: Arc<TimerProbe>,
+    pub(crate) metrics: CacheMetrics,
 }
 
 /// A [`tower::Layer`] that adds an HTTP cache in front of a client service.
@@ -133,6 +142,10 @@ impl<St> CacheLayer<St> {
                 clock: Arc::new(SystemClock),
                 coalesce_timeout: Some(DEFAULT_COALESCE_TIMEOUT),
                 flights: Arc::new(Flights::default()),
+                store_timeout: DEFAULT_STORE_TIMEOUT,
+                fail_closed: false,
+                timer: Arc::new(TimerProbe::default()),
+                metrics: CacheMetrics::default(),
             },
         }
     }
@@ -247,6 +260,32 @@ impl<St> CacheLayer<St> {
         self
     }
 
+    /// How long one store operation (lookup, write, delete) may take. A lookup that takes longer
+    /// is treated as a store failure (a miss, or an error when [`fail_closed`](Self::fail_closed));
+    /// a write that takes longer is dropped. Needs a tokio runtime with its timer enabled;
+    /// without one, store operations are not bounded.
+    ///
+    /// Default: [`DEFAULT_STORE_TIMEOUT`] (500 ms).
+    pub fn store_timeout(mut self, timeout: Duration) -> Self {
+        self.config.store_timeout = timeout;
+        self
+    }
+
+    /// Fail requests whose store lookup fails or times out, with a
+    /// [`StoreError`](crate::StoreError), instead of going to the origin.
+    ///
+    /// Default: `false` (fail-open: a broken store costs hits, never requests).
+    pub fn fail_closed(mut self, fail_closed: bool) -> Self {
+        self.config.fail_closed = fail_closed;
+        self
+    }
+
+    /// Counters of hits, misses, store errors and bad signatures, shared by every service this
+    /// layer builds (and by clones of the layer).
+    pub fn metrics(&self) -> CacheMetrics {
+        self.config.metrics.clone()
+    }
+
     /// The clock used for every freshness decision; tests pass a
     /// [`ManualClock`](crate::ManualClock).
     ///
@@ -293,6 +332,8 @@ impl<St: fmt::Debug> fmt::Debug for CacheLayer<St> {
             .field("max_body_size", &self.config.max_body_size)
             .field("shared", &self.config.shared)
             .field("coalesce_timeout", &self.config.coalesce_timeout)
+            .field("store_timeout", &self.config.store_timeout)
+            .field("fail_closed", &self.config.fail_closed)
             .finish_non_exhaustive()
     }
 }

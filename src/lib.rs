@@ -55,6 +55,9 @@
 //! | feature | default | what it adds |
 //! | --- | --- | --- |
 //! | `memory` | yes | [`MemoryStore`], a byte-bounded in-process store |
+//! | `disk` | no | `DiskStore`, one file per entry, shared by processes |
+//! | `redis` | no | `RedisStore`, a cache shared through Redis |
+//! | `test-util` | no | `store::conformance`, the store conformance suite |
 //!
 //! # Minimum supported Rust version
 //!
@@ -74,10 +77,16 @@ mod error;
 mod future;
 mod key;
 mod layer;
+mod metrics;
 mod policy;
 mod service;
 mod status;
 pub mod store;
+mod timer;
+
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 
 /// The user guides are compiled as doc tests, so their examples stay true.
 #[cfg(doctest)]
@@ -86,7 +95,7 @@ struct SecurityGuide;
 #[cfg(doctest)]
 #[doc = include_str!("../docs/configuration.md")]
 struct ConfigurationGuide;
-#[cfg(doctest)]
+#[cfg(all(doctest, feature = "memory"))]
 #[doc = include_str!("../docs/stores.md")]
 struct StoresGuide;
 
@@ -97,7 +106,7 @@ pub use crate::clock::{Clock, ManualClock, SystemClock};
 #[doc(inline)]
 pub use crate::envelope::{KeyError, KeyRing, SecretKey, MIN_KEY_LEN};
 #[doc(inline)]
-pub use crate::error::{BadSignature, BoxError};
+pub use crate::error::{BadSignature, BoxError, StoreError};
 #[doc(inline)]
 pub use crate::future::ResponseFuture;
 #[doc(inline)]
@@ -105,8 +114,10 @@ pub use crate::key::CacheKey;
 #[doc(inline)]
 pub use crate::layer::{
     CacheLayer, OnBadSignature, DEFAULT_COALESCE_TIMEOUT, DEFAULT_MAX_BODY_SIZE,
-    DEFAULT_REDACTED_PARAMETERS, DEFAULT_SENSITIVE_HEADERS,
+    DEFAULT_REDACTED_PARAMETERS, DEFAULT_SENSITIVE_HEADERS, DEFAULT_STORE_TIMEOUT,
 };
+#[doc(inline)]
+pub use crate::metrics::CacheMetrics;
 #[doc(inline)]
 pub use crate::service::Cache;
 #[doc(inline)]
@@ -114,5 +125,11 @@ pub use crate::status::CacheStatus;
 #[cfg(feature = "memory")]
 #[doc(inline)]
 pub use crate::store::MemoryStore;
+#[cfg(feature = "disk")]
+#[doc(inline)]
+pub use crate::store::{DiskStore, DiskStoreBuilder};
+#[cfg(feature = "redis")]
+#[doc(inline)]
+pub use crate::store::{RedisStore, RedisStoreBuilder};
 #[doc(inline)]
 pub use crate::store::{Store, StoreRequest, StoreResponse};

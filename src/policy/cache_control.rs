@@ -316,4 +316,31 @@ mod tests {
         assert_eq!(delta_seconds("+1"), None);
         assert_eq!(delta_seconds(""), None);
     }
+
+    proptest::proptest! {
+        /// Any header line at all: parsing never panics and never yields a value past 2^31.
+        #[test]
+        fn arbitrary_lines_parse_safely(lines in proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 0..80), 0..4)) {
+            let mut h = HeaderMap::new();
+            for l in &lines {
+                if let Ok(v) = HeaderValue::from_bytes(l) {
+                    h.append(header::CACHE_CONTROL, v);
+                }
+            }
+            let d = ResponseDirectives::parse(&h);
+            proptest::prop_assert!(d.max_age.unwrap_or(0) <= DELTA_SECONDS_MAX);
+            proptest::prop_assert!(d.s_maxage.unwrap_or(0) <= DELTA_SECONDS_MAX);
+            let r = RequestDirectives::parse(&h);
+            proptest::prop_assert!(r.max_age.unwrap_or(0) <= DELTA_SECONDS_MAX);
+        }
+
+        /// Directive-shaped input round-trips the value that was written.
+        #[test]
+        fn max_age_values_round_trip(n in 0u64..=u64::MAX, quoted in proptest::bool::ANY, upper in proptest::bool::ANY) {
+            let name = if upper { "MAX-AGE" } else { "max-age" };
+            let line = if quoted { format!("public, {name}=\"{n}\", x") } else { format!("{name}={n}") };
+            let h = headers(&[line.as_str()]);
+            proptest::prop_assert_eq!(ResponseDirectives::parse(&h).max_age, Some(n.min(DELTA_SECONDS_MAX)));
+        }
+    }
 }

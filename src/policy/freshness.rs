@@ -243,4 +243,30 @@ mod tests {
             Duration::ZERO
         );
     }
+
+    proptest::proptest! {
+        /// Arbitrary Date / Expires / Age values: no panic, age and lifetime bounded.
+        #[test]
+        fn arbitrary_dates_and_ages(date in ".{0,40}", expires in ".{0,40}", age in ".{0,24}", secs in 0u64..(1u64 << 40)) {
+            let mut h = HeaderMap::new();
+            for (n, v) in [("date", &date), ("expires", &expires), ("age", &age)] {
+                if let Ok(v) = HeaderValue::from_str(v) {
+                    h.append(header::HeaderName::from_static(n), v);
+                }
+            }
+            let cc = ResponseDirectives::parse(&h);
+            let _ = explicit_lifetime(&h, &cc, false, t(0));
+            let now = UNIX_EPOCH + Duration::from_secs(secs);
+            let age = AgeInputs::from_headers(&h, t(0), t(1)).current_age(now);
+            proptest::prop_assert!(age <= Duration::from_secs(DELTA_SECONDS_MAX));
+        }
+
+        /// Every date httpdate can print is read back, in each of the three formats' first.
+        #[test]
+        fn imf_fixdate_round_trips(secs in 0u64..253_402_300_799u64) {
+            let when = UNIX_EPOCH + Duration::from_secs(secs);
+            let h = hdrs(&[("date", &httpdate::fmt_http_date(when))]);
+            proptest::prop_assert_eq!(http_date(&h, header::DATE), Some(Ok(when)));
+        }
+    }
 }

@@ -138,4 +138,23 @@ mod tests {
         other.insert("accept-language", HeaderValue::from_static("fr"));
         assert!(!matches(&stored, &other, &fake_digest));
     }
+
+    proptest::proptest! {
+        /// Arbitrary Vary lines: no panic; names are valid and unique, or the answer is `*`.
+        #[test]
+        fn arbitrary_vary_lines(lines in proptest::collection::vec(".{0,60}", 0..4)) {
+            let mut h = HeaderMap::new();
+            for l in &lines {
+                if let Ok(v) = HeaderValue::from_str(l) {
+                    h.append(header::VARY, v);
+                }
+            }
+            if let VaryNames::Names(names) = vary_names(&h) {
+                let mut sorted = names.clone();
+                sorted.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+                sorted.dedup();
+                proptest::prop_assert_eq!(sorted.len(), names.len());
+            }
+        }
+    }
 }

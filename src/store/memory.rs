@@ -9,6 +9,7 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use quick_cache::sync::Cache;
+use quick_cache::OptionsBuilder;
 use quick_cache::Weighter;
 
 use super::{StoreRequest, StoreResponse};
@@ -19,12 +20,15 @@ use crate::CacheKey;
 const DEFAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
 /// Used only to size the hash table up front; the real bound is in bytes.
 const ASSUMED_MEAN_ENTRY: u64 = 4 * 1024;
+/// The smallest share of the byte bound one shard gets (see `with_clock`).
+const MIN_SHARD_BYTES: u64 = 32 * 1024 * 1024;
 
 /// An in-memory store bounded by the total size of its keys and blobs.
 ///
 /// Built on [`quick_cache`](https://docs.rs/quick_cache) (a concurrent, sharded cache with
 /// CLOCK-Pro eviction): reads do not take a global lock, and the byte bound is enforced on every
-/// insert, not eventually. A blob larger than a shard's share of the bound is not stored.
+/// insert, not eventually. The bound is split between shards of at least 32 MiB each (one shard
+/// below 64 MiB); a blob larger than its shard's share is not stored.
 ///
 /// Expiry: each entry keeps the TTL it was written with and reads past it answer "absent" (and
 /// drop the entry). Time comes from the store's [`Clock`], so tests can move it.
@@ -79,9 +83,30 @@ impl MemoryStore {
     pub fn with_clock(max_bytes: u64, clock: impl Clock) -> Self {
         let items =
             usize::try_from((max_bytes / ASSUMED_MEAN_ENTRY).clamp(16, 1 << 20)).unwrap_or(1 << 20);
+        // quick_cache splits the byte bound evenly between its shards, and a blob larger than a
+        // shard's share is not stored. Keep every shard at least MIN_SHARD_BYTES (so the default
+        // 8 MiB max_body_size fits), and at most as many shards as quick_cache would pick.
+        let wanted = std::thread::available_parallelism().map_or(4, |n| n.get() * 4);
+        let affordable = usize::try_from(max_bytes / MIN_SHARD_BYTES).unwrap_or(usize::MAX);
+        let shards = prev_power_of_two(affordable.clamp(1, wanted));
+        let options = OptionsBuilder::new()
+            .estimated_items_capacity(items)
+            .weight_capacity(max_bytes)
+            .shards(shards)
+            .build();
+        let cache = match options {
+            Ok(options) => Cache::with_options(
+                options,
+                ByteWeighter,
+                Default::default(),
+                Default::default(),
+            ),
+            // Only refused for zero shards, which the clamp above rules out.
+            Err(_) => Cache::with_weighter(items, max_bytes, ByteWeighter),
+        };
         Self {
             inner: Arc::new(Inner {
-                cache: Cache::with_weighter(items, max_bytes, ByteWeighter),
+                cache,
                 clock: Arc::new(clock),
             }),
         }
@@ -145,6 +170,13 @@ impl MemoryStore {
                 StoreResponse::Done
             }
         }
+    }
+}
+
+fn prev_power_of_two(n: usize) -> usize {
+    match n {
+        0 => 1,
+        n => 1 << (usize::BITS - 1 - n.leading_zeros()),
     }
 }
 

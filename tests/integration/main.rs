@@ -6,4 +6,6 @@ mod coalesce;
 mod common;
 mod security;
 mod store;
+#[cfg(all(feature = "disk", feature = "redis", feature = "test-util"))]
+mod stores;
 mod tamper;

@@ -58,12 +58,13 @@ where
     response.into_body().collect().await.unwrap().to_bytes()
 }
 
-fn hcc_layer(signed: bool) -> CacheLayer<MemoryStore> {
+fn hcc_layer(mode: &str) -> CacheLayer<MemoryStore> {
     let layer = CacheLayer::new(MemoryStore::new(64 << 20)).max_body_size(2 << 20);
-    if signed {
-        layer.secret_key(SecretKey::new("benchmark key, 32 bytes long....").unwrap())
-    } else {
-        layer
+    let key = || SecretKey::new("benchmark key, 32 bytes long....").unwrap();
+    match mode {
+        "signed" => layer.secret_key(key()),
+        "encrypted" => layer.encrypt(key()),
+        _ => layer,
     }
 }
 
@@ -82,9 +83,13 @@ fn hits(c: &mut Criterion) {
         let body = Bytes::from(vec![b'x'; size]);
         group.throughput(Throughput::Bytes(size as u64));
 
-        for (label, signed) in [("hcc_signed", true), ("hcc_unsigned", false)] {
+        for (label, mode) in [
+            ("hcc_signed", "signed"),
+            ("hcc_encrypted", "encrypted"),
+            ("hcc_unsigned", "unsigned"),
+        ] {
             let mut svc = ServiceBuilder::new()
-                .layer(hcc_layer(signed))
+                .layer(hcc_layer(mode))
                 .service(origin(body.clone()));
             let first = rt.block_on(call(&mut svc));
             assert_eq!(first.len(), size);
@@ -127,7 +132,7 @@ fn misses(c: &mut Criterion) {
     group.bench_function("hcc_signed", |b| {
         b.iter_batched(
             || {
-                let layer = hcc_layer(true).with_store(MemoryStore::new(1 << 20));
+                let layer = hcc_layer("signed").with_store(MemoryStore::new(1 << 20));
                 ServiceBuilder::new()
                     .layer(layer)
                     .service(origin(body.clone()))

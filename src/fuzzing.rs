@@ -1,0 +1,70 @@
+//! Entry points for the `cargo fuzz` targets in `fuzz/`. Not a public API: enabled only by the
+//! `fuzzing` feature, hidden from the docs, and free to change in any release.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::envelope::{Envelope, KeyRing, SecretKey};
+use crate::policy::freshness::{explicit_lifetime, http_date, AgeInputs};
+use crate::policy::vary::vary_names;
+use crate::policy::{RequestDirectives, ResponseDirectives};
+use crate::CacheKey;
+
+fn ring() -> KeyRing {
+    KeyRing::new(
+        SecretKey::new("fuzzing key, 32 bytes long......").unwrap_or_else(|_| unreachable!()),
+    )
+}
+
+/// Opens `data` as a blob stored under key `k`, in the mode chosen by its first byte. Must
+/// never panic, and must never accept anything in the signed or encrypted modes (nobody but
+/// this function's sealer holds the key).
+pub fn open_envelope(data: &[u8]) {
+    let Some((&mode, blob)) = data.split_first() else {
+        return;
+    };
+    let envelope = match mode % 3 {
+        0 => Envelope::new(None),
+        1 => Envelope::new(Some(ring())),
+        _ => Envelope::encrypted(ring()),
+    };
+    let opened = envelope.open(&CacheKey::from_stored("k"), Bytes::copy_from_slice(blob));
+    if mode % 3 != 0 {
+        assert!(opened.is_err(), "a forged blob was accepted");
+    }
+}
+
+/// Builds a header map from `name: value` lines and runs every header parser over it.
+pub fn parse_headers(data: &[u8]) {
+    let headers = header_map(data);
+    let cc = ResponseDirectives::parse(&headers);
+    let _ = RequestDirectives::parse(&headers);
+    let _ = vary_names(&headers);
+    let _ = http_date(&headers, http::header::DATE);
+    let t = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    for shared in [false, true] {
+        if let Some(lifetime) = explicit_lifetime(&headers, &cc, shared, t) {
+            assert!(lifetime <= Duration::from_secs(1 << 31) || cc.max_age.is_none());
+        }
+    }
+    let age = AgeInputs::from_headers(&headers, t, t).current_age(t + Duration::from_secs(60));
+    assert!(age <= Duration::from_secs(1 << 31));
+}
+
+/// `name: value` lines (invalid ones skipped) as a header map; used by the full-request target.
+pub fn header_map(data: &[u8]) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for line in data.split(|b| *b == b'\n') {
+        let Some(colon) = line.iter().position(|b| *b == b':') else {
+            continue;
+        };
+        let (name, value) = line.split_at(colon);
+        let value = value[1..].trim_ascii();
+        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) {
+            headers.append(n, v);
+        }
+    }
+    headers
+}

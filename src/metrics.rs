@@ -1,0 +1,120 @@
+//! Counters of what the cache did, readable from the layer.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Counters shared by a [`CacheLayer`](crate::CacheLayer) and every service built from it.
+///
+/// Cheap to clone (a reference count); every clone reads the same counters. Counts only grow.
+///
+/// # Example
+///
+/// ```
+/// use hyper_client_cache::{CacheLayer, MemoryStore};
+///
+/// let layer = CacheLayer::new(MemoryStore::default());
+/// let metrics = layer.metrics();
+/// // ... build services from `layer` and use them ...
+/// assert_eq!(metrics.hits(), 0);
+/// ```
+#[derive(Clone, Default)]
+pub struct CacheMetrics {
+    inner: Arc<Counters>,
+}
+
+#[derive(Default)]
+struct Counters {
+    hits: AtomicU64,
+    coalesced: AtomicU64,
+    misses: AtomicU64,
+    not_cacheable: AtomicU64,
+    stored: AtomicU64,
+    store_read_errors: AtomicU64,
+    store_write_errors: AtomicU64,
+    bad_signatures: AtomicU64,
+}
+
+#[derive(Clone, Copy)]
+pub(crate) enum Event {
+    Hit,
+    Coalesced,
+    Miss,
+    NotCacheable,
+    Stored,
+    StoreReadError,
+    StoreWriteError,
+    BadSignature,
+}
+
+impl CacheMetrics {
+    pub(crate) fn record(&self, event: Event) {
+        let c = &self.inner;
+        let counter = match event {
+            Event::Hit => &c.hits,
+            Event::Coalesced => &c.coalesced,
+            Event::Miss => &c.misses,
+            Event::NotCacheable => &c.not_cacheable,
+            Event::Stored => &c.stored,
+            Event::StoreReadError => &c.store_read_errors,
+            Event::StoreWriteError => &c.store_write_errors,
+            Event::BadSignature => &c.bad_signatures,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Responses served from the cache without waiting for another request.
+    pub fn hits(&self) -> u64 {
+        self.inner.hits.load(Ordering::Relaxed)
+    }
+
+    /// Responses served from the cache after waiting for a concurrent request (coalescing).
+    pub fn coalesced(&self) -> u64 {
+        self.inner.coalesced.load(Ordering::Relaxed)
+    }
+
+    /// Requests that went to the origin with a storable response.
+    pub fn misses(&self) -> u64 {
+        self.inner.misses.load(Ordering::Relaxed)
+    }
+
+    /// Requests that went to the origin and whose response is not stored.
+    pub fn not_cacheable(&self) -> u64 {
+        self.inner.not_cacheable.load(Ordering::Relaxed)
+    }
+
+    /// Entries written to the store.
+    pub fn stored(&self) -> u64 {
+        self.inner.stored.load(Ordering::Relaxed)
+    }
+
+    /// Store lookups that failed or timed out (each degraded to a miss, unless fail-closed).
+    pub fn store_read_errors(&self) -> u64 {
+        self.inner.store_read_errors.load(Ordering::Relaxed)
+    }
+
+    /// Store writes that failed or timed out (each dropped; the caller had its response).
+    pub fn store_write_errors(&self) -> u64 {
+        self.inner.store_write_errors.load(Ordering::Relaxed)
+    }
+
+    /// Stored entries that failed verification.
+    pub fn bad_signatures(&self) -> u64 {
+        self.inner.bad_signatures.load(Ordering::Relaxed)
+    }
+}
+
+impl fmt::Debug for CacheMetrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CacheMetrics")
+            .field("hits", &self.hits())
+            .field("coalesced", &self.coalesced())
+            .field("misses", &self.misses())
+            .field("not_cacheable", &self.not_cacheable())
+            .field("stored", &self.stored())
+            .field("store_read_errors", &self.store_read_errors())
+            .field("store_write_errors", &self.store_write_errors())
+            .field("bad_signatures", &self.bad_signatures())
+            .finish()
+    }
+}

@@ -1,0 +1,295 @@
+//! The store conformance suite: the checks every store of this crate passes, for yours too.
+//!
+//! Enable the `test-util` feature in your dev-dependencies and call [`check_store`] from a
+//! `#[tokio::test]` (multi-threaded or not). Each check panics with a message naming what
+//! failed. The suite writes keys under `conformance:` and ends by clearing the store, so give it
+//! a store (or a namespace) of its own.
+//!
+//! ```no_run
+//! # #[cfg(feature = "memory")]
+//! # async fn t() {
+//! use std::time::Duration;
+//! use hyper_client_cache::{ManualClock, MemoryStore};
+//! use hyper_client_cache::store::conformance::check_store;
+//!
+//! let clock = ManualClock::new(std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+//! let store = MemoryStore::with_clock(64 << 20, clock.clone());
+//! // How the suite lets time pass: here by moving the store's clock, for a server-side TTL by
+//! // sleeping.
+//! check_store(store, |d| {
+//!     clock.advance(d);
+//!     async {}
+//! })
+//! .await;
+//! # }
+//! ```
+
+use std::future::Future;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tower::ServiceExt;
+
+use super::{Store, StoreRequest, StoreResponse};
+use crate::CacheKey;
+
+fn key(name: &str) -> CacheKey {
+    CacheKey::from_stored(format!("conformance:{name}"))
+}
+
+/// The helpers clone the store before awaiting, so their futures are `Send` without requiring
+/// `S: Sync` (a `Store` only has to be `Clone + Send`).
+fn call<S: Store>(store: &S, request: StoreRequest) -> impl Future<Output = StoreResponse> + Send {
+    let what: String = format!("{request:?}").chars().take(120).collect();
+    let fut = store.clone().oneshot(request);
+    async move {
+        match fut.await {
+            Ok(response) => response,
+            Err(e) => panic!(
+                "store failed on {what}: {}",
+                Into::<crate::BoxError>::into(e)
+            ),
+        }
+    }
+}
+
+fn get<S: Store>(store: &S, k: &CacheKey) -> impl Future<Output = Option<Bytes>> + Send {
+    let fut = call(store, StoreRequest::Get { key: k.clone() });
+    async move {
+        match fut.await {
+            StoreResponse::Blob(blob) => blob,
+            other => panic!("Get must answer Blob, got {other:?}"),
+        }
+    }
+}
+
+fn put<S: Store>(
+    store: &S,
+    k: &CacheKey,
+    blob: Bytes,
+    ttl: Option<Duration>,
+) -> impl Future<Output = ()> + Send {
+    let fut = call(
+        store,
+        StoreRequest::Put {
+            key: k.clone(),
+            blob,
+            ttl,
+        },
+    );
+    async move {
+        match fut.await {
+            StoreResponse::Done => {}
+            other => panic!("Put must answer Done, got {other:?}"),
+        }
+    }
+}
+
+fn delete<S: Store>(store: &S, k: &CacheKey) -> impl Future<Output = ()> + Send {
+    let fut = call(store, StoreRequest::Delete { key: k.clone() });
+    async move {
+        match fut.await {
+            StoreResponse::Done => {}
+            other => panic!("Delete must answer Done, got {other:?}"),
+        }
+    }
+}
+
+async fn keys<S: Store>(store: &S) -> Vec<CacheKey> {
+    match call(store, StoreRequest::Keys).await {
+        StoreResponse::Keys(mut keys) => {
+            keys.sort();
+            keys
+        }
+        other => panic!("Keys must answer Keys, got {other:?}"),
+    }
+}
+
+/// Runs every check, in order; `advance` must make `d` pass for the store's expiry clock.
+pub async fn check_store<S, F, Fut>(store: S, advance: F)
+where
+    S: Store,
+    F: Fn(Duration) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    get_put_delete(&store).await;
+    overwrite(&store).await;
+    binary_safe(&store).await;
+    ttl_expiry(&store, &advance).await;
+    concurrent_overlapping(&store).await;
+    keys_and_clear(&store).await;
+}
+
+/// Absent keys read as `None`; a put is read back byte for byte; a delete removes it; deleting
+/// an absent key is fine.
+pub async fn get_put_delete<S: Store>(store: &S) {
+    let k = key("basic");
+    assert_eq!(
+        get(store, &k).await,
+        None,
+        "an absent key must read as None"
+    );
+    put(store, &k, Bytes::from_static(b"value"), None).await;
+    assert_eq!(
+        get(store, &k).await.as_deref(),
+        Some(&b"value"[..]),
+        "read back after put"
+    );
+    delete(store, &k).await;
+    assert_eq!(get(store, &k).await, None, "gone after delete");
+    delete(store, &k).await;
+}
+
+/// A second put replaces the first, whatever the sizes.
+pub async fn overwrite<S: Store>(store: &S) {
+    let k = key("overwrite");
+    put(store, &k, Bytes::from(vec![1u8; 10_000]), None).await;
+    put(store, &k, Bytes::from_static(b"short"), None).await;
+    assert_eq!(
+        get(store, &k).await.as_deref(),
+        Some(&b"short"[..]),
+        "shorter overwrite"
+    );
+    put(store, &k, Bytes::from(vec![2u8; 20_000]), None).await;
+    assert_eq!(
+        get(store, &k).await.map(|b| b.to_vec()),
+        Some(vec![2u8; 20_000]),
+        "longer overwrite"
+    );
+    delete(store, &k).await;
+}
+
+/// Every byte value, the empty blob and an 8 MiB blob come back unchanged.
+pub async fn binary_safe<S: Store>(store: &S) {
+    let all: Bytes = (0..=255u8).cycle().take(256 * 4).collect::<Vec<_>>().into();
+    let big: Bytes = (0..8 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect::<Vec<_>>()
+        .into();
+    for (name, blob) in [("all-bytes", all), ("empty", Bytes::new()), ("8mib", big)] {
+        let k = key(name);
+        put(store, &k, blob.clone(), None).await;
+        let back = get(store, &k).await;
+        assert!(
+            back.as_ref() == Some(&blob),
+            "{name}: blob not returned byte for byte"
+        );
+        delete(store, &k).await;
+    }
+}
+
+/// An entry with a TTL is readable before it and gone after it; one without a TTL stays.
+pub async fn ttl_expiry<S, F, Fut>(store: &S, advance: &F)
+where
+    S: Store,
+    F: Fn(Duration) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let short = key("ttl-short");
+    let forever = key("ttl-none");
+    put(
+        store,
+        &short,
+        Bytes::from_static(b"x"),
+        Some(Duration::from_millis(300)),
+    )
+    .await;
+    put(store, &forever, Bytes::from_static(b"y"), None).await;
+    assert!(
+        get(store, &short).await.is_some(),
+        "readable before its TTL"
+    );
+    advance(Duration::from_millis(1_500)).await;
+    assert_eq!(get(store, &short).await, None, "must be gone after its TTL");
+    assert!(
+        get(store, &forever).await.is_some(),
+        "an entry without TTL must stay"
+    );
+    delete(store, &forever).await;
+}
+
+/// A blob that says which key it was written for and checks itself: a mixed, truncated or
+/// misplaced blob is detected.
+fn tagged(key_index: u8, writer: u8, round: u32) -> Bytes {
+    let len = 64 + (usize::from(writer) * 97 + round as usize * 31) % 4000;
+    let mut v = Vec::with_capacity(len + 8);
+    v.push(key_index);
+    v.push(writer);
+    v.extend_from_slice(&(len as u32).to_be_bytes());
+    v.extend((0..len).map(|i| (i as u8) ^ writer ^ key_index));
+    let sum = crc32fast::hash(&v);
+    v.extend_from_slice(&sum.to_be_bytes());
+    v.into()
+}
+
+fn check_tagged(key_index: u8, blob: &[u8]) {
+    assert!(blob.len() >= 10, "blob too short: {} bytes", blob.len());
+    let (body, sum) = blob.split_at(blob.len() - 4);
+    assert_eq!(
+        crc32fast::hash(body).to_be_bytes(),
+        sum,
+        "torn or mixed blob under key {key_index}"
+    );
+    assert_eq!(
+        body[0], key_index,
+        "a blob written for key {} was read under key {key_index}",
+        body[0]
+    );
+}
+
+/// 64 tasks (32 writers, 32 readers) on 8 overlapping keys: every read is a complete blob of
+/// its own key, and every key holds a complete blob at the end.
+pub async fn concurrent_overlapping<S: Store>(store: &S) {
+    const KEYS: u8 = 8;
+    const ROUNDS: u32 = 25;
+    let k = |i: u8| key(&format!("concurrent-{i}"));
+    for i in 0..KEYS {
+        put(store, &k(i), tagged(i, 255, 0), None).await;
+    }
+    let mut tasks = Vec::new();
+    for t in 0..64u8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for round in 0..ROUNDS {
+                let i = ((u32::from(t) * 7 + round * 3) % u32::from(KEYS)) as u8;
+                if t % 2 == 0 {
+                    put(&store, &k(i), tagged(i, t, round), None).await;
+                } else if let Some(blob) = get(&store, &k(i)).await {
+                    check_tagged(i, &blob);
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        if let Err(e) = task.await {
+            std::panic::resume_unwind(e.into_panic());
+        }
+    }
+    for i in 0..KEYS {
+        let blob = get(store, &k(i)).await;
+        let blob = blob.unwrap_or_else(|| panic!("key {i} lost its value"));
+        check_tagged(i, &blob);
+        delete(store, &k(i)).await;
+    }
+}
+
+/// `Keys` lists what is stored (and not what was deleted); `Clear` empties the store.
+pub async fn keys_and_clear<S: Store>(store: &S) {
+    let (a, b, c) = (key("list-a"), key("list-b"), key("list-c"));
+    for k in [&a, &b, &c] {
+        put(store, k, Bytes::from_static(b"v"), None).await;
+    }
+    delete(store, &b).await;
+    let listed = keys(store).await;
+    assert!(
+        listed.contains(&a) && listed.contains(&c),
+        "Keys must list stored keys: {listed:?}"
+    );
+    assert!(!listed.contains(&b), "Keys must not list deleted keys");
+    match call(store, StoreRequest::Clear).await {
+        StoreResponse::Done => {}
+        other => panic!("Clear must answer Done, got {other:?}"),
+    }
+    assert_eq!(get(store, &a).await, None, "Clear must remove entries");
+    assert!(keys(store).await.is_empty(), "nothing listed after Clear");
+}

@@ -1,0 +1,502 @@
+//! A store on the local file system: one file per entry, safe across processes.
+
+use std::fmt;
+use std::fs;
+use std::future::Future;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use ring::digest;
+
+use super::{StoreRequest, StoreResponse};
+use crate::clock::{Clock, SystemClock};
+use crate::CacheKey;
+
+const MAGIC: &[u8; 4] = b"HCCD";
+const VERSION: u8 = 1;
+/// magic, version, expires (u64 ms), key length (u16)
+const FIXED: usize = 4 + 1 + 8 + 2;
+const EXT: &str = "hcc";
+const TMP_PREFIX: &str = ".tmp-";
+/// Temporary files older than this are debris of a crashed writer; `cleanup` removes them.
+const STALE_TMP: Duration = Duration::from_secs(600);
+
+/// A store that keeps one file per entry under a directory.
+///
+/// - **Crash-safe writes.** A blob is written to a temporary file in the same directory,
+///   `fsync`ed, then renamed over the entry's name: a crash leaves either the old entry or the new
+///   one, never half of one under a real name.
+/// - **Shared by processes.** Several processes (or several `DiskStore`s) may use one directory:
+///   renames are atomic, readers see whole files. Each file carries its key, its expiry and a
+///   CRC-32 of the blob, so a torn or garbled file reads as absent and is removed.
+/// - **Sharded** by the SHA-256 of the key into 256 sub-directories.
+/// - **Optional byte bound** ([`DiskStoreBuilder::max_bytes`]): when the files exceed it, the
+///   least recently used ones (by modification time, which reads refresh) are removed until the
+///   total is under 90% of the bound.
+/// - **Expiry**: expired files are removed when read, and by [`DiskStore::cleanup`].
+///
+/// File operations run on tokio's blocking pool, so the store must be used inside a tokio
+/// runtime (outside one, every operation fails, which the cache treats as a miss).
+///
+/// # Clone
+///
+/// Cheap; clones share the directory, the settings and the size estimate.
+///
+/// # Example
+///
+/// ```no_run
+/// use hyper_client_cache::{CacheLayer, DiskStore};
+///
+/// # fn main() -> std::io::Result<()> {
+/// let store = DiskStore::builder("/var/cache/my-service/http")
+///     .max_bytes(512 * 1024 * 1024)
+///     .open()?;
+/// let layer = CacheLayer::new(store);
+/// # drop(layer);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct DiskStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    max_bytes: Option<u64>,
+    clock: Arc<dyn Clock>,
+    /// Bytes of entry files, as this process believes; re-measured by every eviction pass.
+    size: AtomicU64,
+    tmp_counter: AtomicU64,
+}
+
+/// Settings for a [`DiskStore`].
+#[must_use]
+pub struct DiskStoreBuilder {
+    dir: PathBuf,
+    max_bytes: Option<u64>,
+    clock: Arc<dyn Clock>,
+}
+
+impl DiskStoreBuilder {
+    /// Bound the total size of the entry files; least recently used entries are removed first.
+    ///
+    /// Default: no bound (expired entries are still removed).
+    pub fn max_bytes(mut self, bytes: u64) -> Self {
+        self.max_bytes = Some(bytes);
+        self
+    }
+
+    /// The clock used for expiry.
+    ///
+    /// Default: [`SystemClock`].
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Creates the directory if needed and measures what it holds.
+    ///
+    /// # Errors
+    ///
+    /// When the directory cannot be created or read.
+    pub fn open(self) -> io::Result<DiskStore> {
+        fs::create_dir_all(&self.dir)?;
+        let inner = Inner {
+            size: AtomicU64::new(0),
+            dir: self.dir,
+            max_bytes: self.max_bytes,
+            clock: self.clock,
+            tmp_counter: AtomicU64::new(0),
+        };
+        let size = inner.entry_files()?.iter().map(|f| f.len).sum();
+        inner.size.store(size, Ordering::Relaxed);
+        Ok(DiskStore {
+            inner: Arc::new(inner),
+        })
+    }
+}
+
+impl DiskStore {
+    /// Settings for a store in `dir`.
+    pub fn builder(dir: impl Into<PathBuf>) -> DiskStoreBuilder {
+        DiskStoreBuilder {
+            dir: dir.into(),
+            max_bytes: None,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// A store in `dir` with default settings (no byte bound, system clock).
+    ///
+    /// # Errors
+    ///
+    /// When the directory cannot be created or read.
+    pub fn open(dir: impl Into<PathBuf>) -> io::Result<Self> {
+        Self::builder(dir).open()
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The bytes of entry files, as last measured or tracked by this process.
+    pub fn size_bytes(&self) -> u64 {
+        self.inner.size.load(Ordering::Relaxed)
+    }
+
+    /// Removes expired entries, unreadable files and temporary files left by crashed writers;
+    /// returns how many files were removed.
+    ///
+    /// # Errors
+    ///
+    /// When the directory cannot be read, or outside a tokio runtime.
+    pub async fn cleanup(&self) -> io::Result<usize> {
+        let inner = self.inner.clone();
+        blocking(move || inner.cleanup()).await
+    }
+}
+
+impl fmt::Debug for DiskStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DiskStore")
+            .field("dir", &self.inner.dir)
+            .field("max_bytes", &self.inner.max_bytes)
+            .field("size_bytes", &self.size_bytes())
+            .finish()
+    }
+}
+
+/// Runs file I/O on tokio's blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    let handle = tokio::runtime::Handle::try_current()
+        .map_err(|_| io::Error::other("DiskStore needs a tokio runtime"))?;
+    handle
+        .spawn_blocking(f)
+        .await
+        .map_err(|e| io::Error::other(format!("disk task failed: {e}")))?
+}
+
+struct FileInfo {
+    path: PathBuf,
+    len: u64,
+    modified: SystemTime,
+}
+
+/// What a file header says.
+struct Header {
+    expires_ms: u64,
+    key: String,
+    blob_at: usize,
+}
+
+fn parse_header(bytes: &[u8]) -> Option<Header> {
+    if bytes.len() < FIXED || &bytes[..4] != MAGIC || bytes[4] != VERSION {
+        return None;
+    }
+    let expires_ms = u64::from_be_bytes(bytes[5..13].try_into().ok()?);
+    let key_len = usize::from(u16::from_be_bytes(bytes[13..15].try_into().ok()?));
+    let key = std::str::from_utf8(bytes.get(FIXED..FIXED + key_len)?).ok()?;
+    Some(Header {
+        expires_ms,
+        key: key.to_owned(),
+        blob_at: FIXED + key_len + 8 + 4,
+    })
+}
+
+fn millis(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Inner {
+    fn path_for(&self, key: &CacheKey) -> PathBuf {
+        let digest = digest::digest(&digest::SHA256, key.as_str().as_bytes());
+        let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        self.dir.join(&hex[..2]).join(format!("{hex}.{EXT}"))
+    }
+
+    fn expired(&self, expires_ms: u64) -> bool {
+        expires_ms != 0 && expires_ms <= millis(self.clock.now())
+    }
+
+    /// Reads and checks a whole entry file. `Ok(None)`: absent, expired or unreadable (and then
+    /// removed).
+    fn read(&self, key: &CacheKey) -> io::Result<Option<Bytes>> {
+        let path = self.path_for(key);
+        let mut file = match fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+        let Some(blob) = self.check(key, &bytes) else {
+            self.remove_if_same(&path, bytes.len() as u64);
+            return Ok(None);
+        };
+        if self.max_bytes.is_some() {
+            // Recency for LRU eviction; failing to record it is harmless.
+            let _ = file.set_modified(self.clock.now());
+        }
+        let bytes = Bytes::from(bytes);
+        Ok(Some(bytes.slice(blob)))
+    }
+
+    /// The blob's range in a file's bytes, if the file is whole, for this key and not expired.
+    fn check(&self, key: &CacheKey, bytes: &[u8]) -> Option<std::ops::Range<usize>> {
+        let header = parse_header(bytes)?;
+        if header.key != key.as_str() || self.expired(header.expires_ms) {
+            return None;
+        }
+        let at = header.blob_at;
+        let len_at = at - 12;
+        let blob_len = usize::try_from(u64::from_be_bytes(
+            bytes.get(len_at..len_at + 8)?.try_into().ok()?,
+        ))
+        .ok()?;
+        let crc = u32::from_be_bytes(bytes.get(len_at + 8..at)?.try_into().ok()?);
+        let blob = bytes.get(at..)?;
+        (blob.len() == blob_len && crc32fast::hash(blob) == crc).then_some(at..bytes.len())
+    }
+
+    fn remove_if_same(&self, path: &Path, len: u64) {
+        if fs::remove_file(path).is_ok() {
+            self.size.fetch_sub(
+                len.min(self.size.load(Ordering::Relaxed)),
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    fn write(&self, key: &CacheKey, blob: &[u8], ttl: Option<Duration>) -> io::Result<()> {
+        let path = self.path_for(key);
+        let Some(shard) = path.parent() else {
+            return Err(io::Error::other("entry path has no parent"));
+        };
+        fs::create_dir_all(shard)?;
+        let key_bytes = key.as_str().as_bytes();
+        let key_len = u16::try_from(key_bytes.len())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "key too long"))?;
+        let expires_ms = match ttl {
+            None => 0,
+            Some(ttl) => self
+                .clock
+                .now()
+                .checked_add(ttl)
+                .map_or(u64::MAX, millis)
+                .max(1),
+        };
+        let tmp = shard.join(format!(
+            "{TMP_PREFIX}{}-{}",
+            std::process::id(),
+            self.tmp_counter.fetch_add(1, Ordering::Relaxed)
+        ));
+        let written = (|| -> io::Result<()> {
+            let mut file = fs::File::create(&tmp)?;
+            let mut header = Vec::with_capacity(FIXED + key_bytes.len() + 12);
+            header.extend_from_slice(MAGIC);
+            header.push(VERSION);
+            header.extend_from_slice(&expires_ms.to_be_bytes());
+            header.extend_from_slice(&key_len.to_be_bytes());
+            header.extend_from_slice(key_bytes);
+            header.extend_from_slice(&(blob.len() as u64).to_be_bytes());
+            header.extend_from_slice(&crc32fast::hash(blob).to_be_bytes());
+            file.write_all(&header)?;
+            file.write_all(blob)?;
+            // Durable before it gets its real name: a crash never exposes a partial entry.
+            file.sync_all()?;
+            let old = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            fs::rename(&tmp, &path)?;
+            let new = (header.len() + blob.len()) as u64;
+            self.size.fetch_add(new, Ordering::Relaxed);
+            self.size.fetch_sub(
+                old.min(self.size.load(Ordering::Relaxed)),
+                Ordering::Relaxed,
+            );
+            Ok(())
+        })();
+        if written.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        written?;
+        if let Some(max) = self.max_bytes {
+            if self.size.load(Ordering::Relaxed) > max {
+                self.evict(max)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every entry file (temporary files excluded).
+    fn entry_files(&self) -> io::Result<Vec<FileInfo>> {
+        let mut out = Vec::new();
+        for shard in fs::read_dir(&self.dir)? {
+            let shard = shard?;
+            if !shard.file_type()?.is_dir() {
+                continue;
+            }
+            let Ok(entries) = fs::read_dir(shard.path()) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.extension().is_some_and(|e| e == EXT) {
+                    if let Ok(meta) = entry.metadata() {
+                        out.push(FileInfo {
+                            path,
+                            len: meta.len(),
+                            modified: meta.modified().unwrap_or(UNIX_EPOCH),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Least recently used first, until under 90% of `max`. Re-measures the directory, so the
+    /// estimate also catches up with what other processes wrote.
+    fn evict(&self, max: u64) -> io::Result<()> {
+        let mut files = self.entry_files()?;
+        let mut total: u64 = files.iter().map(|f| f.len).sum();
+        let target = max / 10 * 9;
+        files.sort_by_key(|f| f.modified);
+        for f in files {
+            if total <= target {
+                break;
+            }
+            if fs::remove_file(&f.path).is_ok() {
+                total = total.saturating_sub(f.len);
+            }
+        }
+        self.size.store(total, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn read_header(path: &Path) -> Option<Header> {
+        let mut file = fs::File::open(path).ok()?;
+        let mut buf = vec![0u8; FIXED + usize::from(u16::MAX)];
+        let mut filled = 0;
+        while filled < FIXED {
+            let n = file.read(&mut buf[filled..]).ok()?;
+            if n == 0 {
+                break;
+            }
+            filled += n;
+        }
+        if filled >= FIXED {
+            let key_len = usize::from(u16::from_be_bytes([buf[13], buf[14]]));
+            while filled < FIXED + key_len {
+                let n = file.read(&mut buf[filled..]).ok()?;
+                if n == 0 {
+                    break;
+                }
+                filled += n;
+            }
+        }
+        parse_header(&buf[..filled])
+    }
+
+    fn keys(&self) -> io::Result<Vec<CacheKey>> {
+        Ok(self
+            .entry_files()?
+            .iter()
+            .filter_map(|f| Self::read_header(&f.path))
+            .filter(|h| !self.expired(h.expires_ms))
+            .map(|h| CacheKey::from_stored(h.key))
+            .collect())
+    }
+
+    fn clear(&self) -> io::Result<()> {
+        for f in self.entry_files()? {
+            let _ = fs::remove_file(&f.path);
+        }
+        self.size.store(0, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn cleanup(&self) -> io::Result<usize> {
+        let mut removed = 0;
+        for f in self.entry_files()? {
+            let dead = match Self::read_header(&f.path) {
+                Some(h) => self.expired(h.expires_ms),
+                None => true,
+            };
+            if dead && fs::remove_file(&f.path).is_ok() {
+                removed += 1;
+            }
+        }
+        let now = SystemTime::now();
+        for shard in fs::read_dir(&self.dir)?.flatten() {
+            let Ok(entries) = fs::read_dir(shard.path()) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let is_tmp = entry.file_name().to_string_lossy().starts_with(TMP_PREFIX);
+                let old = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .map(|m| now.duration_since(m).unwrap_or_default() > STALE_TMP)
+                    .unwrap_or(false);
+                if is_tmp && old && fs::remove_file(entry.path()).is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        let size = self.entry_files()?.iter().map(|f| f.len).sum();
+        self.size.store(size, Ordering::Relaxed);
+        Ok(removed)
+    }
+}
+
+type DiskFuture = Pin<Box<dyn Future<Output = io::Result<StoreResponse>> + Send + 'static>>;
+
+impl tower::Service<StoreRequest> for DiskStore {
+    type Response = StoreResponse;
+    type Error = io::Error;
+    type Future = DiskFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: StoreRequest) -> DiskFuture {
+        let inner = self.inner.clone();
+        Box::pin(blocking(move || {
+            Ok(match req {
+                StoreRequest::Get { key } => StoreResponse::Blob(inner.read(&key)?),
+                StoreRequest::Put { key, blob, ttl } => {
+                    if ttl == Some(Duration::ZERO) {
+                        let _ = fs::remove_file(inner.path_for(&key));
+                    } else {
+                        inner.write(&key, &blob, ttl)?;
+                    }
+                    StoreResponse::Done
+                }
+                StoreRequest::Delete { key } => {
+                    match fs::remove_file(inner.path_for(&key)) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(e),
+                    }
+                    StoreResponse::Done
+                }
+                StoreRequest::Keys => StoreResponse::Keys(inner.keys()?),
+                StoreRequest::Clear => {
+                    inner.clear()?;
+                    StoreResponse::Done
+                }
+            })
+        }))
+    }
+}

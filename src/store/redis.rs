@@ -1,0 +1,258 @@
+//! A store on a Redis (or Valkey) server, shared by every client that points at it.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{RedisError, Value};
+
+use super::{StoreRequest, StoreResponse};
+use crate::CacheKey;
+
+/// Default key prefix (namespace) of a [`RedisStore`].
+pub const DEFAULT_PREFIX: &str = "hcc:";
+/// Keys asked for per `SCAN` round trip.
+const SCAN_COUNT: usize = 500;
+
+/// A store on a Redis server, through the `redis` crate's tokio connection manager.
+///
+/// - `SET key blob PX ttl`: Redis expires entries itself; `GET`; `UNLINK` to delete.
+/// - Every key is prefixed with a namespace ([`RedisStoreBuilder::prefix`], default `hcc:`), so
+///   several caches can share one Redis database. Listing and clearing walk the namespace with
+///   `SCAN`; `KEYS` and `FLUSHDB` are never used.
+/// - The connection manager reconnects by itself after the server restarts; while the server is
+///   down, operations fail fast and the cache goes to the origin (fail-open).
+///
+/// # Clone
+///
+/// Cheap; clones share one multiplexed connection.
+///
+/// # Example
+///
+/// ```no_run
+/// use hyper_client_cache::{CacheLayer, RedisStore, SecretKey};
+///
+/// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = RedisStore::builder("redis://127.0.0.1:6379/0")
+///     .prefix("my-service:http:")
+///     .connect()
+///     .await?;
+/// // Everyone who can write to this Redis can write entries: sign them.
+/// let layer = CacheLayer::new(store).secret_key(SecretKey::from_env("HTTP_CACHE_KEY")?);
+/// # drop(layer);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    prefix: Arc<str>,
+}
+
+/// Settings for a [`RedisStore`].
+#[must_use]
+pub struct RedisStoreBuilder {
+    url: String,
+    prefix: String,
+    connection_timeout: Duration,
+    response_timeout: Duration,
+}
+
+impl RedisStoreBuilder {
+    /// The namespace every key is stored under.
+    ///
+    /// Default: [`DEFAULT_PREFIX`] (`hcc:`).
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// How long connecting (and reconnecting) may take.
+    ///
+    /// Default: 1 second.
+    pub fn connection_timeout(mut self, timeout: Duration) -> Self {
+        self.connection_timeout = timeout;
+        self
+    }
+
+    /// How long one command may take before it fails.
+    ///
+    /// Default: 1 second. The cache layer's own `store_timeout` usually fires first.
+    pub fn response_timeout(mut self, timeout: Duration) -> Self {
+        self.response_timeout = timeout;
+        self
+    }
+
+    /// Connects.
+    ///
+    /// # Errors
+    ///
+    /// When the URL is invalid or the server cannot be reached now (later outages are handled
+    /// by reconnecting).
+    pub async fn connect(self) -> Result<RedisStore, RedisError> {
+        let client = redis::Client::open(self.url.as_str())?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.connection_timeout))
+            .set_response_timeout(Some(self.response_timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(2));
+        let conn = ConnectionManager::new_with_config(client, config).await?;
+        Ok(RedisStore {
+            conn,
+            prefix: self.prefix.into(),
+        })
+    }
+}
+
+impl RedisStore {
+    /// Settings for a store on the server at `url` (`redis://host:port/db`; `rediss://` needs the
+    /// `redis` crate's TLS features, which this crate does not enable).
+    pub fn builder(url: impl Into<String>) -> RedisStoreBuilder {
+        RedisStoreBuilder {
+            url: url.into(),
+            prefix: DEFAULT_PREFIX.to_owned(),
+            connection_timeout: Duration::from_secs(1),
+            response_timeout: Duration::from_secs(1),
+        }
+    }
+
+    /// Connects to `url` with default settings.
+    ///
+    /// # Errors
+    ///
+    /// See [`RedisStoreBuilder::connect`].
+    pub async fn connect(url: &str) -> Result<Self, RedisError> {
+        Self::builder(url).connect().await
+    }
+
+    /// The namespace.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `prefix` with Redis glob characters escaped, then `*`: a `SCAN MATCH` pattern for exactly
+/// this namespace.
+fn match_pattern(prefix: &str) -> String {
+    let mut out = String::with_capacity(prefix.len() + 1);
+    for c in prefix.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('*');
+    out
+}
+
+async fn scan(conn: &mut ConnectionManager, prefix: &str) -> Result<Vec<Vec<u8>>, RedisError> {
+    let pattern = match_pattern(prefix);
+    let mut cursor: u64 = 0;
+    let mut keys = Vec::new();
+    loop {
+        let (next, batch): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(SCAN_COUNT)
+            .query_async(conn)
+            .await?;
+        keys.extend(batch);
+        if next == 0 {
+            return Ok(keys);
+        }
+        cursor = next;
+    }
+}
+
+type RedisFuture = Pin<Box<dyn Future<Output = Result<StoreResponse, RedisError>> + Send>>;
+
+impl tower::Service<StoreRequest> for RedisStore {
+    type Response = StoreResponse;
+    type Error = RedisError;
+    type Future = RedisFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), RedisError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: StoreRequest) -> RedisFuture {
+        let mut conn = self.conn.clone();
+        let prefix = self.prefix.clone();
+        let full = move |key: &CacheKey| format!("{prefix}{key}");
+        Box::pin(async move {
+            Ok(match req {
+                StoreRequest::Get { key } => {
+                    let blob: Option<Vec<u8>> = redis::cmd("GET")
+                        .arg(full(&key))
+                        .query_async(&mut conn)
+                        .await?;
+                    StoreResponse::Blob(blob.map(Bytes::from))
+                }
+                StoreRequest::Put { key, blob, ttl } => {
+                    let mut cmd = redis::cmd("SET");
+                    cmd.arg(full(&key)).arg(blob.as_ref());
+                    if let Some(ttl) = ttl {
+                        // PX takes at least 1 ms; a TTL that rounds to 0 would be refused.
+                        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+                        cmd.arg("PX").arg(ms);
+                    }
+                    let _: Value = cmd.query_async(&mut conn).await?;
+                    StoreResponse::Done
+                }
+                StoreRequest::Delete { key } => {
+                    let _: Value = redis::cmd("UNLINK")
+                        .arg(full(&key))
+                        .query_async(&mut conn)
+                        .await?;
+                    StoreResponse::Done
+                }
+                StoreRequest::Keys => {
+                    let prefix_len = full(&CacheKey::from_stored("")).len();
+                    let keys = scan(&mut conn, &full(&CacheKey::from_stored(""))).await?;
+                    StoreResponse::Keys(
+                        keys.into_iter()
+                            .filter_map(|k| String::from_utf8(k).ok())
+                            .filter_map(|k| k.get(prefix_len..).map(CacheKey::from_stored))
+                            .collect(),
+                    )
+                }
+                StoreRequest::Clear => {
+                    let keys = scan(&mut conn, &full(&CacheKey::from_stored(""))).await?;
+                    for batch in keys.chunks(SCAN_COUNT) {
+                        let _: Value = redis::cmd("UNLINK")
+                            .arg(batch)
+                            .query_async(&mut conn)
+                            .await?;
+                    }
+                    StoreResponse::Done
+                }
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::match_pattern;
+
+    #[test]
+    fn namespace_globs_are_escaped() {
+        assert_eq!(match_pattern("hcc:"), "hcc:*");
+        assert_eq!(match_pattern("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\*");
+    }
+}

@@ -1,0 +1,127 @@
+//! Timeouts on tokio's timer, without panicking when the runtime has none.
+//!
+//! `tokio::time::sleep` panics when the current runtime was built without its time driver.
+//! The cache cannot choose its user's runtime, so every timer goes through [`sleep`]: it returns
+//! `None` (no timeout) instead, and remembers it for the layer so the check is not repeated.
+
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use pin_project_lite::pin_project;
+use tokio::time::Sleep;
+
+/// Remembers, per layer, that the runtime has no timer.
+#[derive(Debug, Default)]
+pub(crate) struct TimerProbe {
+    unavailable: AtomicBool,
+}
+
+impl TimerProbe {
+    /// A tokio sleep of `d`, or `None` when there is no tokio runtime with a timer here.
+    pub(crate) fn sleep(&self, d: Duration) -> Option<Sleep> {
+        if self.unavailable.load(Ordering::Relaxed)
+            || tokio::runtime::Handle::try_current().is_err()
+        {
+            return None;
+        }
+        match catch_unwind(AssertUnwindSafe(|| tokio::time::sleep(d))) {
+            Ok(sleep) => Some(sleep),
+            Err(_) => {
+                self.unavailable.store(true, Ordering::Relaxed);
+                tracing::warn!(
+                    "the tokio runtime has no timer (enable_time): store timeouts and request \
+                     coalescing are off"
+                );
+                None
+            }
+        }
+    }
+
+    /// `future`, bounded by `d` when a timer is available.
+    pub(crate) fn timeout<F: Future>(&self, d: Duration, future: F) -> Timed<F> {
+        Timed {
+            inner: future,
+            sleep: self.sleep(d),
+        }
+    }
+}
+
+impl<F> Timed<F> {
+    /// `future` with `deadline`.
+    pub(crate) fn new(future: F, deadline: Sleep) -> Self {
+        Self {
+            inner: future,
+            sleep: Some(deadline),
+        }
+    }
+}
+
+/// The deadline passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Elapsed;
+
+pin_project! {
+    /// A future with an optional deadline.
+    pub(crate) struct Timed<F> {
+        #[pin]
+        inner: F,
+        #[pin]
+        sleep: Option<Sleep>,
+    }
+}
+
+impl<F: Future> Future for Timed<F> {
+    type Output = Result<F::Output, Elapsed>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(out) = this.inner.poll(cx) {
+            return Poll::Ready(Ok(out));
+        }
+        match this.sleep.as_pin_mut() {
+            Some(sleep) => sleep.poll(cx).map(|()| Err(Elapsed)),
+            None => Poll::Pending,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn bounds_a_future_that_never_finishes() {
+        let probe = TimerProbe::default();
+        let started = tokio::time::Instant::now();
+        let out = probe
+            .timeout(Duration::from_secs(2), std::future::pending::<()>())
+            .await;
+        assert_eq!(out, Err(Elapsed));
+        assert_eq!(started.elapsed(), Duration::from_secs(2));
+        assert_eq!(
+            probe.timeout(Duration::from_secs(2), async { 7 }).await,
+            Ok(7)
+        );
+    }
+
+    #[test]
+    fn no_timer_means_no_deadline_and_no_panic() {
+        let probe = TimerProbe::default();
+        assert!(probe.sleep(Duration::from_secs(1)).is_none(), "no runtime");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            assert!(probe.sleep(Duration::from_secs(1)).is_none());
+            assert_eq!(
+                probe.timeout(Duration::from_secs(1), async { 1 }).await,
+                Ok(1)
+            );
+        });
+        assert!(probe.unavailable.load(Ordering::Relaxed));
+    }
+}

@@ -1,0 +1,414 @@
+//! Every store passes the conformance suite; Disk and Redis through the layer, across processes,
+//! and while failing.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper_client_cache::store::conformance::check_store;
+use hyper_client_cache::{
+    BadSignature, CacheLayer, CacheStatus, DiskStore, MemoryStore, RedisStore, SecretKey,
+    StoreError, StoreRequest, StoreResponse,
+};
+
+use crate::common::*;
+
+fn key() -> SecretKey {
+    SecretKey::new("stores test key, 32 bytes long..").unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_store_conformance() {
+    let clock = clock();
+    let store = MemoryStore::with_clock(64 << 20, clock.clone());
+    check_store(store, |d| {
+        clock.advance(d);
+        async {}
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_store_conformance() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let store = DiskStore::builder(dir.path())
+        .clock(clock.clone())
+        .open()
+        .unwrap();
+    check_store(store, |d| {
+        clock.advance(d);
+        async {}
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_store_conformance() {
+    let redis = RedisServer::start().await;
+    let store = RedisStore::connect(&redis.url()).await.unwrap();
+    // Redis expires keys on its own clock: time has to really pass.
+    check_store(store, tokio::time::sleep).await;
+}
+
+#[tokio::test]
+async fn redis_namespaces_are_separate() {
+    let redis = RedisServer::start().await;
+    let a = RedisStore::builder(redis.url())
+        .prefix("a:")
+        .connect()
+        .await
+        .unwrap();
+    let b = RedisStore::builder(redis.url())
+        .prefix("a*:")
+        .connect()
+        .await
+        .unwrap();
+    put_raw(&a, key_for("http://x/"), Bytes::from_static(b"1")).await;
+    put_raw(&b, key_for("http://y/"), Bytes::from_static(b"2")).await;
+    use tower::ServiceExt;
+    let list = |s: RedisStore| async move {
+        match s.oneshot(StoreRequest::Keys).await.unwrap() {
+            StoreResponse::Keys(k) => k,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(list(a.clone()).await, [key_for("http://x/")]);
+    assert_eq!(list(b.clone()).await, [key_for("http://y/")]);
+    a.clone().oneshot(StoreRequest::Clear).await.unwrap();
+    assert!(
+        get_raw(&b, key_for("http://y/")).await.is_some(),
+        "clearing a: must not touch a*:"
+    );
+}
+
+#[tokio::test]
+async fn disk_store_serves_hits_through_the_layer_and_survives_a_restart() {
+    let origin = Origin::fixed("max-age=600", "persisted").await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = origin.url("/p");
+    {
+        let mut client =
+            cached_client(CacheLayer::new(DiskStore::open(dir.path()).unwrap()).secret_key(key()));
+        get(&mut client, &url).await.unwrap();
+        assert_eq!(
+            get(&mut client, &url).await.unwrap().cache,
+            Some(CacheStatus::Hit)
+        );
+    }
+    // A new store over the same directory: a process restart.
+    let mut client =
+        cached_client(CacheLayer::new(DiskStore::open(dir.path()).unwrap()).secret_key(key()));
+    let got = get(&mut client, &url).await.unwrap();
+    assert_eq!(
+        (got.cache, &got.body[..]),
+        (Some(CacheStatus::Hit), &b"persisted"[..])
+    );
+    assert_eq!(origin.requests(), 1);
+}
+
+fn entry_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for shard in std::fs::read_dir(dir).unwrap().flatten() {
+        if shard.path().is_dir() {
+            for f in std::fs::read_dir(shard.path()).unwrap().flatten() {
+                if f.path().extension().is_some_and(|e| e == "hcc") {
+                    out.push(f.path());
+                }
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_truncated_or_garbled_disk_file_is_a_miss_and_is_replaced() {
+    let origin = Origin::fixed("max-age=600", "genuine body").await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = origin.url("/t");
+    let mut client =
+        cached_client(CacheLayer::new(DiskStore::open(dir.path()).unwrap()).secret_key(key()));
+    get(&mut client, &url).await.unwrap();
+    let files = entry_files(dir.path());
+    assert_eq!(files.len(), 1);
+    let file = &files[0];
+    let whole = std::fs::read(file).unwrap();
+
+    type Damage<'a> = &'a dyn Fn(&[u8]) -> Vec<u8>;
+    let damage: [Damage<'_>; 3] = [
+        &|b| b[..b.len() / 2].to_vec(), // torn write
+        &|_| b"exploit!".to_vec(),      // garbage
+        &|b| {
+            let mut v = b.to_vec();
+            let n = v.len();
+            v[n - 3] ^= 0xff;
+            v
+        }, // bit rot in the blob
+    ];
+    for (i, damage) in damage.iter().enumerate() {
+        std::fs::write(file, damage(&whole)).unwrap();
+        let got = get(&mut client, &url)
+            .await
+            .unwrap_or_else(|e| panic!("case {i}: {e}"));
+        assert_eq!(got.cache, Some(CacheStatus::Miss), "case {i}");
+        assert_eq!(got.body, "genuine body");
+        // Replaced by a whole entry: the next request is a hit.
+        assert_eq!(
+            get(&mut client, &url).await.unwrap().cache,
+            Some(CacheStatus::Hit),
+            "case {i}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn disk_store_byte_bound_evicts_least_recently_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let store = DiskStore::builder(dir.path())
+        .max_bytes(10_000)
+        .clock(clock.clone())
+        .open()
+        .unwrap();
+    for i in 0..40 {
+        clock.advance(Duration::from_secs(1));
+        put_raw(
+            &store,
+            key_for(&format!("http://x/{i}")),
+            Bytes::from(vec![7u8; 1000]),
+        )
+        .await;
+        let on_disk: u64 = entry_files(dir.path())
+            .iter()
+            .map(|f| std::fs::metadata(f).unwrap().len())
+            .sum();
+        assert!(
+            on_disk <= 10_000 + 1200,
+            "after {i}: {on_disk} bytes on disk"
+        );
+    }
+    // The most recent entries survived, the oldest went first.
+    assert!(get_raw(&store, key_for("http://x/39")).await.is_some());
+    assert!(get_raw(&store, key_for("http://x/0")).await.is_none());
+}
+
+#[tokio::test]
+async fn disk_cleanup_removes_expired_entries_and_debris() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let store = DiskStore::builder(dir.path())
+        .clock(clock.clone())
+        .open()
+        .unwrap();
+    use tower::ServiceExt;
+    for (i, ttl) in [(0, Some(Duration::from_secs(5))), (1, None)] {
+        let put = StoreRequest::Put {
+            key: key_for(&format!("http://c/{i}")),
+            blob: Bytes::from_static(b"x"),
+            ttl,
+        };
+        store.clone().oneshot(put).await.unwrap();
+    }
+    std::fs::write(dir.path().join("ab").join("not-an-entry.hcc"), b"junk").ok();
+    std::fs::create_dir_all(dir.path().join("ab")).unwrap();
+    std::fs::write(dir.path().join("ab").join("not-an-entry.hcc"), b"junk").unwrap();
+    clock.advance(Duration::from_secs(6));
+    assert_eq!(
+        store.cleanup().await.unwrap(),
+        2,
+        "the expired entry and the junk file"
+    );
+    assert_eq!(entry_files(dir.path()).len(), 1);
+}
+
+#[tokio::test]
+async fn redis_killed_mid_run_every_request_succeeds_and_caching_resumes_after_restart() {
+    let origin = Origin::fixed("max-age=600", "always").await;
+    let mut redis = RedisServer::start().await;
+    let port = redis.port;
+    let store = RedisStore::connect(&redis.url()).await.unwrap();
+    let layer = CacheLayer::new(store)
+        .secret_key(key())
+        .store_timeout(Duration::from_millis(500));
+    let metrics = layer.metrics();
+    let mut client = cached_client(layer);
+    let url = origin.url("/r");
+    get(&mut client, &url).await.unwrap();
+    assert_eq!(
+        get(&mut client, &url).await.unwrap().cache,
+        Some(CacheStatus::Hit)
+    );
+
+    redis.kill();
+    for i in 0..5 {
+        let got = get(&mut client, &url)
+            .await
+            .unwrap_or_else(|e| panic!("request {i} failed: {e}"));
+        assert_eq!(got.body, "always");
+        assert_eq!(
+            got.cache,
+            Some(CacheStatus::StoreUnavailable),
+            "request {i}"
+        );
+    }
+    assert!(metrics.store_read_errors() >= 5);
+
+    // Same port, empty server: the connection manager reconnects by itself.
+    let _redis = RedisServer::start_on(port).await;
+    let mut resumed = false;
+    for _ in 0..50 {
+        let got = get(&mut client, &url).await.unwrap();
+        if got.cache == Some(CacheStatus::Hit) {
+            resumed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        resumed,
+        "caching must resume after Redis is back, without a new client"
+    );
+}
+
+#[tokio::test]
+async fn a_stalled_store_is_bounded_by_the_store_timeout() {
+    let origin = Origin::fixed("max-age=600", "body").await;
+    let stalled = tower::service_fn(|_: StoreRequest| {
+        std::future::pending::<Result<StoreResponse, std::convert::Infallible>>()
+    });
+    let layer = CacheLayer::new(stalled).store_timeout(Duration::from_millis(100));
+    let metrics = layer.metrics();
+    let mut client = cached_client(layer);
+    let started = std::time::Instant::now();
+    let got = get(&mut client, &origin.url("/")).await.unwrap();
+    assert_eq!(got.cache, Some(CacheStatus::StoreUnavailable));
+    assert_eq!(got.body, "body");
+    // One bounded lookup and one bounded write: well under the 10 s a hang would show.
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(
+        (metrics.store_read_errors(), metrics.store_write_errors()),
+        (1, 1)
+    );
+}
+
+#[tokio::test]
+async fn fail_closed_turns_store_failures_into_errors() {
+    let origin = Origin::fixed("max-age=600", "body").await;
+    let dead = tower::service_fn(|_: StoreRequest| {
+        std::future::ready(Err::<StoreResponse, hyper_client_cache::BoxError>(
+            "down".into(),
+        ))
+    });
+    let mut client = cached_client(CacheLayer::new(dead).fail_closed(true));
+    let err = get(&mut client, &origin.url("/"))
+        .await
+        .err()
+        .expect("must fail closed");
+    let store_err = err.downcast_ref::<StoreError>().expect("a StoreError");
+    assert!(!store_err.is_timeout());
+    assert_eq!(origin.requests(), 0);
+}
+
+#[tokio::test]
+async fn metrics_count_what_happened() {
+    let origin = Origin::fixed("max-age=600", "m").await;
+    let layer = CacheLayer::new(MemoryStore::default());
+    let metrics = layer.metrics();
+    let mut client = cached_client(layer);
+    for _ in 0..3 {
+        get(&mut client, &origin.url("/m")).await.unwrap();
+    }
+    assert_eq!(
+        (metrics.misses(), metrics.hits(), metrics.stored()),
+        (1, 2, 1)
+    );
+}
+
+// ---- two processes sharing one store ----
+
+const CHILD_ENV: &str = "HCC_TEST_CHILD";
+
+/// Runs as a separate process (this test binary, re-executed by the tests below): one GET
+/// through a cache on the store and with the key the parent chose.
+#[tokio::test]
+#[ignore = "a helper: runs only as a child process of the cross-process tests"]
+async fn child_process_fetch() {
+    let Ok(spec) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let mut parts = spec.splitn(3, '|');
+    let (store, secret, url) = (
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+    );
+    let secret = SecretKey::new(secret).unwrap();
+    let got = if let Some(dir) = store.strip_prefix("disk:") {
+        let mut c =
+            cached_client(CacheLayer::new(DiskStore::open(dir).unwrap()).secret_key(secret));
+        get(&mut c, url).await.unwrap()
+    } else {
+        let s = RedisStore::connect(store).await.unwrap();
+        let mut c = cached_client(CacheLayer::new(s).secret_key(secret));
+        get(&mut c, url).await.unwrap()
+    };
+    assert_eq!(got.cache, Some(CacheStatus::Miss));
+}
+
+fn run_child(store: &str, secret: &str, url: &str) {
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "stores::child_process_fetch",
+            "--ignored",
+            "--quiet",
+        ])
+        .env(CHILD_ENV, format!("{store}|{secret}|{url}"))
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "the child process failed");
+}
+
+async fn cross_process<St: hyper_client_cache::Store>(spec: &str, make: impl Fn() -> St) {
+    let origin = Origin::fixed("max-age=600", "from the other process").await;
+    let shared = "the fleet's shared key, 32 bytes";
+    let (u1, u2) = (origin.url("/shared"), origin.url("/foreign"));
+
+    run_child(spec, shared, &u1);
+    let mut same_key =
+        cached_client(CacheLayer::new(make()).secret_key(SecretKey::new(shared).unwrap()));
+    let got = get(&mut same_key, &u1).await.unwrap();
+    assert_eq!(
+        (got.cache, &got.body[..]),
+        (Some(CacheStatus::Hit), &b"from the other process"[..])
+    );
+    assert_eq!(
+        origin.requests(),
+        1,
+        "the parent was served the child's entry"
+    );
+
+    run_child(spec, "another key entirely, 32 bytes..", &u2);
+    let err = get(&mut same_key, &u2)
+        .await
+        .err()
+        .expect("entries of another key are refused");
+    assert!(err.downcast_ref::<BadSignature>().unwrap().is_unknown_key());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_share_a_disk_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_owned();
+    cross_process(&format!("disk:{}", path.display()), || {
+        DiskStore::open(&path).unwrap()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_share_a_redis() {
+    let redis = RedisServer::start().await;
+    let store = RedisStore::connect(&redis.url()).await.unwrap();
+    cross_process(&redis.url(), || store.clone()).await;
+}
