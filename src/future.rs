@@ -34,7 +34,7 @@ use crate::policy::storable::{storability, strip_unstorable, Exchange, Storabili
 use crate::policy::vary::{capture, vary_names, VaryNames};
 use crate::policy::{freshness::AgeInputs, RequestDirectives, ResponseDirectives};
 use crate::store::{Store, StoreRequest, StoreResponse};
-use crate::timer::{Elapsed, Timed};
+use crate::timer::{self, Elapsed, Timed};
 use crate::{CacheKey, CacheStatus};
 
 pin_project! {
@@ -301,7 +301,7 @@ impl<St: Store> Ctx<St> {
     /// One store operation, bounded by the store timeout.
     fn store_call(&self, request: StoreRequest) -> Timed<Oneshot<St, StoreRequest>> {
         let call = self.store.clone().oneshot(request);
-        self.config.timer.timeout(self.config.store_timeout, call)
+        timer::timeout(&self.config.timer, self.config.store_timeout, call)
     }
 
     /// On a miss: join a concurrent request for the same key, or lead one. Returns the wait when
@@ -520,9 +520,8 @@ impl<St: Store> Ctx<St> {
                         blob,
                         ttl: Some(ttl),
                     };
-                    let put = config
-                        .timer
-                        .timeout(config.store_timeout, store.oneshot(put));
+                    let put =
+                        timer::timeout(&config.timer, config.store_timeout, store.oneshot(put));
                     match flatten(put.await) {
                         Ok(_) => {
                             config.metrics.record(Event::Stored);

@@ -8,6 +8,7 @@ use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -40,13 +41,15 @@ impl TimerProbe {
             }
         }
     }
+}
 
-    /// `future`, bounded by `d` when a timer is available.
-    pub(crate) fn timeout<F: Future>(&self, d: Duration, future: F) -> Timed<F> {
-        Timed {
-            inner: future,
-            sleep: self.sleep(d),
-        }
+/// `future`, bounded by `d` when a timer is available. The timer is armed only if the future is
+/// not ready at its first poll, so an instant store (memory) pays nothing for the bound.
+pub(crate) fn timeout<F: Future>(probe: &Arc<TimerProbe>, d: Duration, future: F) -> Timed<F> {
+    Timed {
+        inner: future,
+        sleep: None,
+        arm: Some((d, probe.clone())),
     }
 }
 
@@ -56,6 +59,7 @@ impl<F> Timed<F> {
         Self {
             inner: future,
             sleep: Some(deadline),
+            arm: None,
         }
     }
 }
@@ -71,6 +75,8 @@ pin_project! {
         inner: F,
         #[pin]
         sleep: Option<Sleep>,
+        // The deadline to arm at the first pending poll.
+        arm: Option<(Duration, Arc<TimerProbe>)>,
     }
 }
 
@@ -78,9 +84,12 @@ impl<F: Future> Future for Timed<F> {
     type Output = Result<F::Output, Elapsed>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
+        let mut this = self.project();
         if let Poll::Ready(out) = this.inner.poll(cx) {
             return Poll::Ready(Ok(out));
+        }
+        if let Some((d, probe)) = this.arm.take() {
+            this.sleep.set(probe.sleep(d));
         }
         match this.sleep.as_pin_mut() {
             Some(sleep) => sleep.poll(cx).map(|()| Err(Elapsed)),
@@ -95,32 +104,38 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn bounds_a_future_that_never_finishes() {
-        let probe = TimerProbe::default();
+        let probe = Arc::new(TimerProbe::default());
         let started = tokio::time::Instant::now();
-        let out = probe
-            .timeout(Duration::from_secs(2), std::future::pending::<()>())
-            .await;
+        let out = timeout(&probe, Duration::from_secs(2), std::future::pending::<()>()).await;
         assert_eq!(out, Err(Elapsed));
         assert_eq!(started.elapsed(), Duration::from_secs(2));
         assert_eq!(
-            probe.timeout(Duration::from_secs(2), async { 7 }).await,
+            timeout(&probe, Duration::from_secs(2), async { 7 }).await,
             Ok(7)
         );
     }
 
     #[test]
     fn no_timer_means_no_deadline_and_no_panic() {
-        let probe = TimerProbe::default();
+        let probe = Arc::new(TimerProbe::default());
         assert!(probe.sleep(Duration::from_secs(1)).is_none(), "no runtime");
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
         rt.block_on(async {
+            // A future that is pending once, then ready: arming the timer fails quietly.
+            let mut polled = false;
+            let once = std::future::poll_fn(move |cx| {
+                if polled {
+                    Poll::Ready(1)
+                } else {
+                    polled = true;
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
+                }
+            });
+            assert_eq!(timeout(&probe, Duration::from_secs(1), once).await, Ok(1));
             assert!(probe.sleep(Duration::from_secs(1)).is_none());
-            assert_eq!(
-                probe.timeout(Duration::from_secs(1), async { 1 }).await,
-                Ok(1)
-            );
         });
         assert!(probe.unavailable.load(Ordering::Relaxed));
     }
