@@ -59,6 +59,8 @@ pin_project! {
         Wait { fut: WaitFuture },
         Delete { #[pin] fut: L },
         Forward { #[pin] fut: F },
+        // Ends the future with this error at the next poll.
+        Failed { error: Option<BoxError> },
         Done,
     }
 }
@@ -207,13 +209,7 @@ where
                                 this.state.set(State::Wait { fut });
                                 continue;
                             }
-                            match forward(this.inner, this.request, this.ctx) {
-                                Ok(fut) => this.state.set(State::Forward { fut }),
-                                Err(e) => {
-                                    this.state.set(State::Done);
-                                    return Poll::Ready(Err(e));
-                                }
-                            }
+                            this.state.set(forward(this.inner, this.request, this.ctx));
                         }
                     }
                 }
@@ -225,26 +221,14 @@ where
                             let fut = this.ctx.store_call(StoreRequest::Get { key });
                             this.state.set(State::Lookup { fut });
                         }
-                        _ => match forward(this.inner, this.request, this.ctx) {
-                            Ok(fut) => this.state.set(State::Forward { fut }),
-                            Err(e) => {
-                                this.state.set(State::Done);
-                                return Poll::Ready(Err(e));
-                            }
-                        },
+                        _ => this.state.set(forward(this.inner, this.request, this.ctx)),
                     }
                 }
                 StateProj::Delete { fut } => {
                     if let Err(e) = flatten(ready!(fut.poll(cx))) {
                         tracing::warn!(error = %e, "could not delete an entry that failed verification");
                     }
-                    match forward(this.inner, this.request, this.ctx) {
-                        Ok(fut) => this.state.set(State::Forward { fut }),
-                        Err(e) => {
-                            this.state.set(State::Done);
-                            return Poll::Ready(Err(e));
-                        }
-                    }
+                    this.state.set(forward(this.inner, this.request, this.ctx));
                 }
                 StateProj::Forward { fut } => {
                     let result = ready!(fut.poll(cx));
@@ -252,18 +236,25 @@ where
                     let response = result.map_err(Into::into)?;
                     return Poll::Ready(Ok(this.ctx.on_response(response)));
                 }
+                StateProj::Failed { error } => {
+                    let error = error
+                        .take()
+                        .unwrap_or_else(|| "ResponseFuture polled after completion".into());
+                    this.state.set(State::Done);
+                    return Poll::Ready(Err(error));
+                }
                 StateProj::Done => panic!("ResponseFuture polled after completion"),
             }
         }
     }
 }
 
-/// Sends the request to the origin.
-fn forward<S, St, ReqB>(
+/// Sends the request to the origin: the next state.
+fn forward<S, St, ReqB, L>(
     inner: &mut Option<S>,
     request: &mut Option<Request<ReqB>>,
     ctx: &mut Ctx<St>,
-) -> Result<S::Future, BoxError>
+) -> State<S::Future, L>
 where
     S: Service<Request<ReqB>>,
 {
@@ -271,9 +262,13 @@ where
         (Some(mut inner), Some(request)) => {
             ctx.capture(&request);
             ctx.request_time = ctx.config.clock.now();
-            Ok(inner.call(request))
+            State::Forward {
+                fut: inner.call(request),
+            }
         }
-        _ => Err("the request was already sent".into()),
+        _ => State::Failed {
+            error: Some("the request was already sent".into()),
+        },
     }
 }
 

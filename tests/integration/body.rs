@@ -39,15 +39,37 @@ fn req() -> Request<()> {
 
 const CACHEABLE: &[(&str, &str)] = &[("cache-control", "max-age=60")];
 
-#[tokio::test]
-async fn first_byte_reaches_the_caller_before_the_origin_finishes_and_full_body_is_stored() {
-    let (origin, mut senders) = channel_origin(CACHEABLE);
+type Svc = hyper_client_cache::Cache<
+    tower::util::BoxCloneService<Request<()>, Response<Ch>, Infallible>,
+    MemoryStore,
+>;
+
+/// A cache (with `max_body_size`) over a channel origin, one request sent: the service, its
+/// store, the response, and the sender that feeds the response body.
+async fn miss(
+    headers: &'static [(&'static str, &'static str)],
+    max_body_size: usize,
+) -> (
+    Svc,
+    MemoryStore,
+    Response<hyper_client_cache::CacheBody<Ch>>,
+    Sender<Bytes, BoxError>,
+) {
+    let (origin, mut senders) = channel_origin(headers);
     let store = MemoryStore::default();
     let mut svc = ServiceBuilder::new()
-        .layer(CacheLayer::new(store.clone()))
-        .service(origin);
+        .layer(CacheLayer::new(store.clone()).max_body_size(max_body_size))
+        .service(tower::util::BoxCloneService::new(origin));
     let response = svc.ready().await.unwrap().call(req()).await.unwrap();
-    let mut sender = senders.recv().await.unwrap();
+    let sender = senders.recv().await.unwrap();
+    (svc, store, response, sender)
+}
+
+const DEFAULT_MAX: usize = hyper_client_cache::DEFAULT_MAX_BODY_SIZE;
+
+#[tokio::test]
+async fn first_byte_reaches_the_caller_before_the_origin_finishes_and_full_body_is_stored() {
+    let (mut svc, store, response, mut sender) = miss(CACHEABLE, DEFAULT_MAX).await;
     let mut body = response.into_body();
 
     sender
@@ -80,13 +102,7 @@ async fn first_byte_reaches_the_caller_before_the_origin_finishes_and_full_body_
 
 #[tokio::test]
 async fn upstream_error_halfway_is_seen_by_the_caller_and_nothing_is_stored() {
-    let (origin, mut senders) = channel_origin(CACHEABLE);
-    let store = MemoryStore::default();
-    let mut svc = ServiceBuilder::new()
-        .layer(CacheLayer::new(store.clone()))
-        .service(origin);
-    let response = svc.ready().await.unwrap().call(req()).await.unwrap();
-    let mut sender = senders.recv().await.unwrap();
+    let (_svc, store, response, mut sender) = miss(CACHEABLE, DEFAULT_MAX).await;
     sender.send_data(Bytes::from_static(b"half")).await.unwrap();
     sender.abort("connection reset".into());
     let err = response
@@ -100,13 +116,7 @@ async fn upstream_error_halfway_is_seen_by_the_caller_and_nothing_is_stored() {
 
 #[tokio::test]
 async fn caller_dropping_the_body_halfway_stores_nothing() {
-    let (origin, mut senders) = channel_origin(CACHEABLE);
-    let store = MemoryStore::default();
-    let mut svc = ServiceBuilder::new()
-        .layer(CacheLayer::new(store.clone()))
-        .service(origin);
-    let response = svc.ready().await.unwrap().call(req()).await.unwrap();
-    let mut sender = senders.recv().await.unwrap();
+    let (_svc, store, response, mut sender) = miss(CACHEABLE, DEFAULT_MAX).await;
     let mut body = response.into_body();
     sender.send_data(Bytes::from_static(b"half")).await.unwrap();
     body.frame().await.unwrap().unwrap();
@@ -140,13 +150,7 @@ async fn a_body_shorter_than_content_length_is_not_stored() {
 
 #[tokio::test]
 async fn a_body_over_max_body_size_streams_in_full_and_is_not_stored() {
-    let (origin, mut senders) = channel_origin(CACHEABLE);
-    let store = MemoryStore::default();
-    let mut svc = ServiceBuilder::new()
-        .layer(CacheLayer::new(store.clone()).max_body_size(1000))
-        .service(origin);
-    let response = svc.ready().await.unwrap().call(req()).await.unwrap();
-    let mut sender = senders.recv().await.unwrap();
+    let (_svc, store, response, mut sender) = miss(CACHEABLE, 1000).await;
     tokio::spawn(async move {
         for _ in 0..10 {
             sender
@@ -162,13 +166,7 @@ async fn a_body_over_max_body_size_streams_in_full_and_is_not_stored() {
 
 #[tokio::test]
 async fn a_body_of_exactly_max_body_size_is_stored() {
-    let (origin, mut senders) = channel_origin(CACHEABLE);
-    let store = MemoryStore::default();
-    let mut svc = ServiceBuilder::new()
-        .layer(CacheLayer::new(store.clone()).max_body_size(1000))
-        .service(origin);
-    let response = svc.ready().await.unwrap().call(req()).await.unwrap();
-    let mut sender = senders.recv().await.unwrap();
+    let (_svc, store, response, mut sender) = miss(CACHEABLE, 1000).await;
     sender
         .send_data(Bytes::from(vec![b'x'; 1000]))
         .await
@@ -180,13 +178,7 @@ async fn a_body_of_exactly_max_body_size_is_stored() {
 
 #[tokio::test]
 async fn trailers_survive_both_paths() {
-    let (origin, mut senders) = channel_origin(CACHEABLE);
-    let store = MemoryStore::default();
-    let mut svc = ServiceBuilder::new()
-        .layer(CacheLayer::new(store.clone()))
-        .service(origin);
-    let response = svc.ready().await.unwrap().call(req()).await.unwrap();
-    let mut sender = senders.recv().await.unwrap();
+    let (mut svc, store, response, mut sender) = miss(CACHEABLE, DEFAULT_MAX).await;
     sender.send_data(Bytes::from_static(b"data")).await.unwrap();
     let mut trailers = HeaderMap::new();
     trailers.insert("x-checksum", "abc".parse().unwrap());

@@ -225,12 +225,14 @@ pub fn key_for(url: &str) -> hyper_client_cache::CacheKey {
 }
 
 /// A `redis-server` of the test's own, on a free 127.0.0.1 port, killed on drop.
+#[cfg(feature = "redis")]
 pub struct RedisServer {
     pub port: u16,
     child: std::process::Child,
     _dir: tempfile::TempDir,
 }
 
+#[cfg(feature = "redis")]
 impl RedisServer {
     pub async fn start() -> Self {
         let port = {
@@ -295,6 +297,7 @@ impl RedisServer {
     }
 }
 
+#[cfg(feature = "redis")]
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
