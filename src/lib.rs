@@ -57,6 +57,7 @@
 //! | `memory` | yes | [`MemoryStore`], a byte-bounded in-process store |
 //! | `disk` | no | `DiskStore`, one file per entry, shared by processes |
 //! | `redis` | no | `RedisStore`, a cache shared through Redis |
+//! | `redis-tls` | no | `rediss://` URLs for `RedisStore` (rustls on ring) |
 //! | `test-util` | no | `store::conformance`, the store conformance suite |
 //!
 //! # Minimum supported Rust version

@@ -61,6 +61,8 @@ pub struct RedisStoreBuilder {
     prefix: String,
     connection_timeout: Duration,
     response_timeout: Duration,
+    #[cfg(feature = "redis-tls")]
+    root_certificate: Option<Vec<u8>>,
 }
 
 impl RedisStoreBuilder {
@@ -88,6 +90,17 @@ impl RedisStoreBuilder {
         self
     }
 
+    /// For `rediss://` URLs: trust this CA certificate (PEM) instead of the system's roots, as
+    /// for a private CA.
+    ///
+    /// Default: the operating system's trust store.
+    #[cfg(feature = "redis-tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis-tls")))]
+    pub fn tls_root_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.root_certificate = Some(pem.into());
+        self
+    }
+
     /// Connects.
     ///
     /// # Errors
@@ -95,7 +108,7 @@ impl RedisStoreBuilder {
     /// When the URL is invalid or the server cannot be reached now (later outages are handled
     /// by reconnecting).
     pub async fn connect(self) -> Result<RedisStore, RedisError> {
-        let client = redis::Client::open(self.url.as_str())?;
+        let client = self.client()?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.connection_timeout))
             .set_response_timeout(Some(self.response_timeout))
@@ -109,15 +122,41 @@ impl RedisStoreBuilder {
     }
 }
 
+impl RedisStoreBuilder {
+    #[cfg(not(feature = "redis-tls"))]
+    fn client(&self) -> Result<redis::Client, RedisError> {
+        redis::Client::open(self.url.as_str())
+    }
+
+    #[cfg(feature = "redis-tls")]
+    fn client(&self) -> Result<redis::Client, RedisError> {
+        // rustls needs one crypto provider; ours is ring. If the application installed another
+        // one already, that one is used.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        match &self.root_certificate {
+            None => redis::Client::open(self.url.as_str()),
+            Some(pem) => redis::Client::build_with_tls(
+                self.url.as_str(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                },
+            ),
+        }
+    }
+}
+
 impl RedisStore {
-    /// Settings for a store on the server at `url` (`redis://host:port/db`; `rediss://` needs the
-    /// `redis` crate's TLS features, which this crate does not enable).
+    /// Settings for a store on the server at `url`: `redis://host:port/db`, or with the
+    /// `redis-tls` feature `rediss://host:port/db` (TLS through rustls).
     pub fn builder(url: impl Into<String>) -> RedisStoreBuilder {
         RedisStoreBuilder {
             url: url.into(),
             prefix: DEFAULT_PREFIX.to_owned(),
             connection_timeout: Duration::from_secs(1),
             response_timeout: Duration::from_secs(1),
+            #[cfg(feature = "redis-tls")]
+            root_certificate: None,
         }
     }
 

@@ -303,3 +303,88 @@ impl Drop for RedisServer {
         self.kill();
     }
 }
+
+/// A `redis-server` speaking only TLS, with a certificate for 127.0.0.1 issued by a throwaway CA
+/// (made with the `openssl` command line). `ca_pem` is the CA to trust.
+#[cfg(feature = "redis-tls")]
+pub struct TlsRedisServer {
+    pub port: u16,
+    pub ca_pem: Vec<u8>,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+#[cfg(feature = "redis-tls")]
+impl TlsRedisServer {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let sh = |script: &str| {
+            let ok = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(script)
+                .current_dir(dir.path())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .unwrap_or_else(|e| panic!("cannot run sh: {e}"))
+                .success();
+            assert!(ok, "`{script}` failed: the TLS test needs the `openssl` command (apt-get install openssl)");
+        };
+        let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+        sh(&format!(
+            "openssl req -x509 {ec} -keyout ca.key -out ca.crt -days 2 -subj /CN=hcc-test-ca"
+        ));
+        sh(&format!(
+            "openssl req {ec} -keyout server.key -out server.csr -subj /CN=127.0.0.1"
+        ));
+        sh("printf 'subjectAltName=IP:127.0.0.1\\nbasicConstraints=CA:FALSE\\n' > ext.cnf");
+        sh("openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 2 -extfile ext.cnf");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                "0",
+                "--tls-port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .args([
+                "--tls-cert-file",
+                "server.crt",
+                "--tls-key-file",
+                "server.key",
+            ])
+            .args(["--tls-ca-cert-file", "ca.crt", "--tls-auth-clients", "no"])
+            .args(["--save", "", "--appendonly", "no"])
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start `redis-server` ({e}): apt-get install -y redis-server")
+            });
+        let ca_pem = std::fs::read(dir.path().join("ca.crt")).unwrap();
+        Self {
+            port,
+            ca_pem,
+            child,
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("rediss://127.0.0.1:{}/0", self.port)
+    }
+}
+
+#[cfg(feature = "redis-tls")]
+impl Drop for TlsRedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -412,3 +412,40 @@ async fn two_processes_share_a_redis() {
     let store = RedisStore::connect(&redis.url()).await.unwrap();
     cross_process(&redis.url(), || store.clone()).await;
 }
+
+#[cfg(feature = "redis-tls")]
+#[tokio::test]
+async fn redis_over_tls_with_a_private_ca() {
+    let server = TlsRedisServer::start();
+    // Wait (bounded) for the server, through the real TLS client.
+    let mut store = None;
+    for _ in 0..100 {
+        match RedisStore::builder(server.url())
+            .tls_root_certificate(server.ca_pem.clone())
+            .connect()
+            .await
+        {
+            Ok(s) => {
+                store = Some(s);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    let store = store.expect("TLS redis-server did not accept the connection");
+    let origin = Origin::fixed("max-age=600", "over tls").await;
+    let mut client = cached_client(CacheLayer::new(store).secret_key(key()));
+    get(&mut client, &origin.url("/tls")).await.unwrap();
+    let got = get(&mut client, &origin.url("/tls")).await.unwrap();
+    assert_eq!(
+        (got.cache, &got.body[..]),
+        (Some(CacheStatus::Hit), &b"over tls"[..])
+    );
+
+    // Without the private CA, the server's certificate is not trusted: no connection.
+    let untrusted = RedisStore::builder(server.url()).connect().await;
+    assert!(
+        untrusted.is_err(),
+        "a certificate from an unknown CA must be refused"
+    );
+}
