@@ -225,14 +225,14 @@ pub fn key_for(url: &str) -> hyper_client_cache::CacheKey {
 }
 
 /// A `redis-server` of the test's own, on a free 127.0.0.1 port, killed on drop.
-#[cfg(feature = "redis")]
+#[cfg(all(feature = "disk", feature = "redis", feature = "test-util"))]
 pub struct RedisServer {
     pub port: u16,
     child: std::process::Child,
     _dir: tempfile::TempDir,
 }
 
-#[cfg(feature = "redis")]
+#[cfg(all(feature = "disk", feature = "redis", feature = "test-util"))]
 impl RedisServer {
     pub async fn start() -> Self {
         let port = {
@@ -297,7 +297,7 @@ impl RedisServer {
     }
 }
 
-#[cfg(feature = "redis")]
+#[cfg(all(feature = "disk", feature = "redis", feature = "test-util"))]
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
@@ -306,7 +306,7 @@ impl Drop for RedisServer {
 
 /// A `redis-server` speaking only TLS, with a certificate for 127.0.0.1 issued by a throwaway CA
 /// (made with the `openssl` command line). `ca_pem` is the CA to trust.
-#[cfg(feature = "redis-tls")]
+#[cfg(all(feature = "disk", feature = "redis-tls", feature = "test-util"))]
 pub struct TlsRedisServer {
     pub port: u16,
     pub ca_pem: Vec<u8>,
@@ -314,7 +314,7 @@ pub struct TlsRedisServer {
     _dir: tempfile::TempDir,
 }
 
-#[cfg(feature = "redis-tls")]
+#[cfg(all(feature = "disk", feature = "redis-tls", feature = "test-util"))]
 impl TlsRedisServer {
     pub fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
@@ -381,7 +381,7 @@ impl TlsRedisServer {
     }
 }
 
-#[cfg(feature = "redis-tls")]
+#[cfg(all(feature = "disk", feature = "redis-tls", feature = "test-util"))]
 impl Drop for TlsRedisServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
