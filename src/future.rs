@@ -45,7 +45,7 @@ pin_project! {
         St: Store,
     {
         #[pin]
-        state: State<S::Future, Timed<Oneshot<St, StoreRequest>>>,
+        state: State<S::Future, Timed<Oneshot<St, StoreRequest>>, S::Response>,
         inner: Option<S>,
         request: Option<Request<ReqB>>,
         ctx: Ctx<St>,
@@ -54,11 +54,13 @@ pin_project! {
 
 pin_project! {
     #[project = StateProj]
-    enum State<F, L> {
+    enum State<F, L, R> {
         Lookup { #[pin] fut: L },
         Wait { fut: WaitFuture },
         Delete { #[pin] fut: L },
         Forward { #[pin] fut: F },
+        // §4.4: deleting what an unsafe request invalidated, before answering.
+        Invalidate { fut: InvalidateFuture, response: Option<R> },
         // Ends the future with this error at the next poll.
         Failed { error: Option<BoxError> },
         Done,
@@ -74,6 +76,10 @@ struct Ctx<St> {
     cc: RequestDirectives,
     /// Whether the response may be stored (the request allows it).
     may_store: bool,
+    /// A HEAD request: a hit is served without its body.
+    head: bool,
+    /// Set for unsafe methods: what their response may invalidate.
+    invalidate: Option<Invalidation>,
     /// Set when the request is forwarded and its response may be stored: the parts of the
     /// request the entry records (the request itself goes to the origin). Not built on a hit.
     storing: Option<Storing>,
@@ -84,6 +90,12 @@ struct Ctx<St> {
     /// This request already waited for another one; it does not wait twice.
     coalesced: bool,
     request_time: SystemTime,
+}
+
+struct Invalidation {
+    target: CacheKey,
+    /// Method and URI of the unsafe request, to resolve `Location` / `Content-Location`.
+    request: Request<()>,
 }
 
 struct Storing {
@@ -123,14 +135,32 @@ where
         request: Request<ReqB>,
     ) -> Self {
         let cc = RequestDirectives::parse(request.headers());
-        // Only GET is looked up and stored in this release. Other methods go straight through.
-        let cacheable = request.method() == Method::GET;
-        let key = cacheable.then(|| config.keying.key(&request));
+        let method = request.method();
+        // GET is looked up and stored; HEAD is answered from a stored GET (RFC 9111 §4: the
+        // stored method must allow the response to be used for the presented request) but its
+        // own responses are not stored. Other methods go straight through.
+        let head = method == Method::HEAD;
+        let cacheable = method == Method::GET || head;
+        let key = cacheable.then(|| config.keying.key_as(&request, &Method::GET));
         // §5.2.1.4: no-cache in the request: "the client prefers that a stored response not be
         // used to satisfy the request without successful validation on the origin server".
         // Without validation (this release), that means not using it at all.
         let lookup = cacheable && !cc.no_cache;
-        let may_store = cacheable && !cc.no_store;
+        let may_store = method == Method::GET && !cc.no_store;
+        // §4.4: unsafe methods invalidate what is stored for their target (and Location /
+        // Content-Location) when the response is not an error.
+        let safe = matches!(
+            *method,
+            Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+        );
+        let invalidate = (!safe).then(|| Invalidation {
+            target: config.keying.key_as(&request, &Method::GET),
+            request: Request::builder()
+                .method(method.clone())
+                .uri(request.uri().clone())
+                .body(())
+                .unwrap_or_default(),
+        });
         let status = if may_store {
             CacheStatus::Miss
         } else {
@@ -142,6 +172,8 @@ where
             key,
             cc,
             may_store,
+            head,
+            invalidate,
             storing: None,
             status,
             leader: None,
@@ -234,7 +266,23 @@ where
                     let result = ready!(fut.poll(cx));
                     this.state.set(State::Done);
                     let response = result.map_err(Into::into)?;
+                    if let Some(fut) = this.ctx.invalidation(&response) {
+                        this.state.set(State::Invalidate {
+                            fut,
+                            response: Some(response),
+                        });
+                        continue;
+                    }
                     return Poll::Ready(Ok(this.ctx.on_response(response)));
+                }
+                StateProj::Invalidate { fut, response } => {
+                    ready!(fut.as_mut().poll(cx));
+                    let response = response.take();
+                    this.state.set(State::Done);
+                    return Poll::Ready(match response {
+                        Some(response) => Ok(this.ctx.on_response(response)),
+                        None => Err("ResponseFuture polled after completion".into()),
+                    });
                 }
                 StateProj::Failed { error } => {
                     let error = error
@@ -254,7 +302,7 @@ fn forward<S, St, ReqB, L>(
     inner: &mut Option<S>,
     request: &mut Option<Request<ReqB>>,
     ctx: &mut Ctx<St>,
-) -> State<S::Future, L>
+) -> State<S::Future, L, S::Response>
 where
     S: Service<Request<ReqB>>,
 {
@@ -281,6 +329,9 @@ enum Lookup<B> {
     Forward,
 }
 
+/// Deletes the entries an unsafe request invalidated; failures are logged, never returned.
+type InvalidateFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
 /// A store answer, with a timeout and the store's error both as [`StoreError`]s.
 fn flatten<E: Into<BoxError>>(
     result: Result<Result<StoreResponse, E>, Elapsed>,
@@ -293,6 +344,45 @@ fn flatten<E: Into<BoxError>>(
 }
 
 impl<St: Store> Ctx<St> {
+    /// RFC 9111 §4.4: "A cache MUST invalidate the target URI when it receives a non-error
+    /// status code in response to an unsafe request method", and "MAY invalidate the URI(s) in
+    /// the Location and Content-Location response header fields (if present)" — only when they
+    /// are on the same origin, so that nobody can invalidate another site's entries.
+    fn invalidation<B>(&mut self, response: &Response<B>) -> Option<InvalidateFuture> {
+        let status = response.status();
+        if !(status.is_success() || status.is_redirection()) {
+            return None;
+        }
+        let invalidation = self.invalidate.take()?;
+        let mut keys = vec![invalidation.target];
+        for name in [header::LOCATION, header::CONTENT_LOCATION] {
+            if let Some(value) = response.headers().get(name).and_then(|v| v.to_str().ok()) {
+                if let Some(key) = self
+                    .config
+                    .keying
+                    .same_origin_get_key(&invalidation.request, value)
+                {
+                    if !keys.contains(&key) {
+                        keys.push(key);
+                    }
+                }
+            }
+        }
+        let calls: Vec<_> = keys
+            .into_iter()
+            .map(|key| (key.clone(), self.store_call(StoreRequest::Delete { key })))
+            .collect();
+        Some(Box::pin(async move {
+            for (key, call) in calls {
+                if let Err(e) = flatten(call.await) {
+                    tracing::warn!(key = %key, error = %e, "could not invalidate a stored entry");
+                } else {
+                    tracing::debug!(key = %key, "invalidated");
+                }
+            }
+        }))
+    }
+
     /// One store operation, bounded by the store timeout.
     fn store_call(&self, request: StoreRequest) -> Timed<Oneshot<St, StoreRequest>> {
         let call = self.store.clone().oneshot(request);
@@ -399,7 +489,7 @@ impl<St: Store> Ctx<St> {
                     self.config.metrics.record(Event::Hit);
                     CacheStatus::Hit
                 };
-                Lookup::Hit(hit_response(entry, age, status))
+                Lookup::Hit(hit_response(entry, age, status, self.head))
             }
             other => {
                 tracing::debug!(key = %key, decision = ?other, "stored entry not usable");
@@ -547,13 +637,24 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 /// request without validation, a cache MUST generate an Age header field (Section 5.1),
 /// replacing any present in the response with a value equal to the stored response's
 /// current_age".
-fn hit_response<B>(entry: Entry, age: Duration, status: CacheStatus) -> Response<CacheBody<B>> {
+fn hit_response<B>(
+    entry: Entry,
+    age: Duration,
+    status: CacheStatus,
+    head_only: bool,
+) -> Response<CacheBody<B>> {
     let Entry {
         head,
         body,
         trailers,
     } = entry;
-    let mut response = Response::new(CacheBody::cached(body, trailers));
+    // A HEAD is answered with the stored GET's header section and no body (RFC 9110 §9.3.2).
+    let body = if head_only {
+        CacheBody::cached(Bytes::new(), None)
+    } else {
+        CacheBody::cached(body, trailers)
+    };
+    let mut response = Response::new(body);
     *response.status_mut() = head.status;
     *response.version_mut() = head.version;
     *response.headers_mut() = head.headers;

@@ -168,8 +168,42 @@ impl Keying {
         }
     }
 
-    pub(crate) fn key<B>(&self, request: &Request<B>) -> CacheKey {
-        CacheKey::from_parts(request.method(), &normalized_target(request, &self.ignored))
+    /// The key of `request` as if its method were `method` (a HEAD is answered from the GET
+    /// entry, and invalidation removes GET entries).
+    pub(crate) fn key_as<B>(&self, request: &Request<B>, method: &Method) -> CacheKey {
+        CacheKey::from_parts(method, &normalized_target(request, &self.ignored))
+    }
+
+    /// The GET key of another URI of the same request's origin (for invalidation, RFC 9111
+    /// §4.4): `None` when `reference` is not absolute or absolute-path, or points elsewhere.
+    pub(crate) fn same_origin_get_key<B>(
+        &self,
+        request: &Request<B>,
+        reference: &str,
+    ) -> Option<CacheKey> {
+        let target = request.uri();
+        let uri: http::Uri = reference.parse().ok()?;
+        let uri = match (uri.scheme(), uri.authority()) {
+            (Some(_), Some(_)) => {
+                let same = uri.scheme_str()?.eq_ignore_ascii_case(target.scheme_str()?)
+                    && uri
+                        .authority()?
+                        .as_str()
+                        .eq_ignore_ascii_case(target.authority()?.as_str());
+                if !same {
+                    return None;
+                }
+                uri
+            }
+            (None, None) if reference.starts_with('/') => {
+                let mut parts = target.clone().into_parts();
+                parts.path_and_query = uri.path_and_query().cloned();
+                http::Uri::from_parts(parts).ok()?
+            }
+            _ => return None,
+        };
+        let probe = Request::get(uri).body(()).ok()?;
+        Some(self.key_as(&probe, &Method::GET))
     }
 
     /// The request URI as it is kept with a stored entry: ignored parameters removed, redacted
@@ -257,10 +291,16 @@ mod tests {
         let mut keying = Keying::new(&["api_key", "token"]);
         keying.ignored = vec!["utm_source".into(), "api_key".into()];
         let req = |uri: &str| Request::get(uri).body(()).unwrap();
-        let a = keying.key(&req("http://e.com/p?a=1&utm_source=x&api_key=SECRET"));
-        let b = keying.key(&req("http://e.com/p?a=1"));
+        let a = keying.key_as(
+            &req("http://e.com/p?a=1&utm_source=x&api_key=SECRET"),
+            &Method::GET,
+        );
+        let b = keying.key_as(&req("http://e.com/p?a=1"), &Method::GET);
         assert_eq!(a, b);
-        assert_ne!(keying.key(&req("http://e.com/p?a=1&token=T1")), b);
+        assert_ne!(
+            keying.key_as(&req("http://e.com/p?a=1&token=T1"), &Method::GET),
+            b
+        );
         let stored = keying.stored_uri(
             &"http://e.com/p?a=1&utm_source=x&api_key=SECRET&Token=T1"
                 .parse()
@@ -268,6 +308,31 @@ mod tests {
         );
         assert_eq!(stored, "http://e.com/p?a=1&Token=REDACTED");
         assert_eq!(keying.stored_uri(&"/rel?x=1".parse().unwrap()), "/rel?x=1");
+    }
+
+    #[test]
+    fn invalidation_targets_stay_on_the_same_origin() {
+        let keying = Keying::new(&[]);
+        let post = Request::post("http://e.com/items/1").body(()).unwrap();
+        let get = |u: &str| keying.key_as(&Request::get(u).body(()).unwrap(), &Method::GET);
+        assert_eq!(
+            keying.same_origin_get_key(&post, "/items/2"),
+            Some(get("http://e.com/items/2"))
+        );
+        assert_eq!(
+            keying.same_origin_get_key(&post, "HTTP://E.COM/items/3"),
+            Some(get("http://e.com/items/3"))
+        );
+        assert_eq!(
+            keying.same_origin_get_key(&post, "http://other.com/items/2"),
+            None
+        );
+        assert_eq!(
+            keying.same_origin_get_key(&post, "https://e.com/items/2"),
+            None
+        );
+        assert_eq!(keying.same_origin_get_key(&post, "relative/path"), None);
+        assert_eq!(keying.same_origin_get_key(&post, "not a uri"), None);
     }
 
     #[test]

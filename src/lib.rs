@@ -46,9 +46,11 @@
 //!
 //! # What this release caches
 //!
-//! GET responses with status 200 and explicit freshness (`Cache-Control: max-age`/`s-maxage`, or
-//! `Expires`), served while fresh, with `Vary` honoured; `no-store` and `no-cache` responses are
-//! not stored. Everything else passes through untouched. See `docs/http-caching.md`.
+//! GET responses with a status the cache understands and a freshness lifetime (explicit:
+//! `Cache-Control: max-age`/`s-maxage`, `Expires`; or heuristic, from `Last-Modified`), served
+//! while fresh (to HEAD requests too), with `Vary` honoured; unsafe methods invalidate what they
+//! touch; `no-store` and `no-cache` responses are not stored. Revalidation is not implemented yet:
+//! stale entries are refetched. See `docs/http-caching.md`.
 //!
 //! # Feature flags
 //!

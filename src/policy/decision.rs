@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 use http::HeaderMap;
 
 use super::cache_control::{RequestDirectives, ResponseDirectives};
-use super::freshness::{explicit_lifetime, AgeInputs};
+use super::freshness::{freshness_lifetime, AgeInputs};
 use super::vary;
 use crate::entry::EntryHead;
 
@@ -44,8 +44,14 @@ pub(crate) fn decide(
         .current_age(now);
     // §4.2: "A stored response is considered "fresh" if its age has not yet exceeded its
     // freshness lifetime."
-    let lifetime = explicit_lifetime(&stored.headers, &cc, shared, stored.response_time)
-        .unwrap_or(Duration::ZERO);
+    let lifetime = freshness_lifetime(
+        &stored.headers,
+        &cc,
+        stored.status,
+        shared,
+        stored.response_time,
+    )
+    .unwrap_or(Duration::ZERO);
     if age >= lifetime {
         return Decision::Stale;
     }

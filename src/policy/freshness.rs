@@ -3,6 +3,7 @@
 use std::time::{Duration, SystemTime};
 
 use http::header::{self, HeaderMap};
+use http::StatusCode;
 
 use super::cache_control::{delta_seconds, ResponseDirectives, DELTA_SECONDS_MAX};
 
@@ -60,6 +61,53 @@ pub(crate) fn explicit_lifetime(
         _ => response_time,
     };
     Some(expires.duration_since(date).unwrap_or(Duration::ZERO))
+}
+
+/// RFC 9110 §15.1: "Responses with status codes that are defined as heuristically cacheable
+/// (e.g., 200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, and 501 in this
+/// specification) can be reused by a cache with heuristic expiration". 206 is left out: this
+/// cache does not combine partial content.
+pub(crate) fn heuristically_cacheable(status: StatusCode) -> bool {
+    matches!(
+        status.as_u16(),
+        200 | 203 | 204 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
+    )
+}
+
+/// RFC 9111 §4.2.2: "If the response has a Last-Modified header field (Section 8.8.2 of
+/// [HTTP]), caches are encouraged to use a heuristic expiration value that is no more than some
+/// fraction of the interval since that time. A typical setting of this fraction might be 10%."
+/// Only for heuristically cacheable statuses, and only without explicit freshness (the caller
+/// checks that).
+pub(crate) fn heuristic_lifetime(
+    headers: &HeaderMap,
+    status: StatusCode,
+    response_time: SystemTime,
+) -> Option<Duration> {
+    if !heuristically_cacheable(status) {
+        return None;
+    }
+    let Some(Ok(last_modified)) = http_date(headers, header::LAST_MODIFIED) else {
+        return None;
+    };
+    let date = match http_date(headers, header::DATE) {
+        Some(Ok(date)) => date,
+        _ => response_time,
+    };
+    let since = date.duration_since(last_modified).ok()?;
+    Some(since / 10).filter(|d| !d.is_zero())
+}
+
+/// The freshness lifetime: explicit (§4.2.1), else heuristic (§4.2.2), else none.
+pub(crate) fn freshness_lifetime(
+    headers: &HeaderMap,
+    cc: &ResponseDirectives,
+    status: StatusCode,
+    shared: bool,
+    response_time: SystemTime,
+) -> Option<Duration> {
+    explicit_lifetime(headers, cc, shared, response_time)
+        .or_else(|| heuristic_lifetime(headers, status, response_time))
 }
 
 /// The inputs of the age calculation that are fixed when the response is received.
@@ -197,6 +245,45 @@ mod tests {
                 "{pairs:?} shared={shared}"
             );
         }
+    }
+
+    #[test]
+    fn heuristic_is_a_tenth_of_the_age_of_last_modified() {
+        let lm = httpdate::fmt_http_date(t(0));
+        let d = date(1000);
+        let h = hdrs(&[("last-modified", &lm), ("date", &d)]);
+        let ok = StatusCode::OK;
+        assert_eq!(
+            heuristic_lifetime(&h, ok, t(1000)),
+            Some(Duration::from_secs(100))
+        );
+        // Without Date: relative to reception.
+        let h2 = hdrs(&[("last-modified", &lm)]);
+        assert_eq!(
+            heuristic_lifetime(&h2, ok, t(50)),
+            Some(Duration::from_secs(5))
+        );
+        // Not for statuses outside RFC 9110 §15.1's list, nor without Last-Modified.
+        assert_eq!(heuristic_lifetime(&h, StatusCode::FOUND, t(1000)), None);
+        assert_eq!(
+            heuristic_lifetime(&h, StatusCode::PARTIAL_CONTENT, t(1000)),
+            None
+        );
+        assert_eq!(heuristic_lifetime(&HeaderMap::new(), ok, t(1000)), None);
+        // Last-Modified in the future: no heuristic.
+        let h3 = hdrs(&[("last-modified", &date(5000)), ("date", &d)]);
+        assert_eq!(heuristic_lifetime(&h3, ok, t(1000)), None);
+        // Explicit freshness wins.
+        let h4 = hdrs(&[
+            ("last-modified", &lm),
+            ("date", &d),
+            ("cache-control", "max-age=7"),
+        ]);
+        let cc = ResponseDirectives::parse(&h4);
+        assert_eq!(
+            freshness_lifetime(&h4, &cc, ok, false, t(1000)),
+            Some(Duration::from_secs(7))
+        );
     }
 
     #[test]

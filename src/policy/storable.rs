@@ -6,7 +6,7 @@ use http::header::{self, HeaderMap, HeaderName};
 use http::{Method, StatusCode};
 
 use super::cache_control::{RequestDirectives, ResponseDirectives};
-use super::freshness::explicit_lifetime;
+use super::freshness::{freshness_lifetime, heuristically_cacheable};
 use super::vary::{vary_names, VaryNames};
 
 /// The answer of [`storability`].
@@ -22,9 +22,9 @@ pub(crate) enum Storability {
 /// Why a response is not stored (reported in logs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum NotStorable {
-    /// Only GET is cached in this release.
+    /// Only GET responses are stored.
     Method,
-    /// Only 200 is cached in this release.
+    /// A status this cache does not store (not final, 206, 304, or unknown to it).
     Status,
     /// The request said `no-store` (§5.2.1.5).
     RequestNoStore,
@@ -39,8 +39,8 @@ pub(crate) enum NotStorable {
     Authorization,
     /// `Vary: *` can never be matched (§4.1).
     VaryStar,
-    /// No `max-age`, `s-maxage` or `Expires`: this release does not use heuristic freshness.
-    NoExplicitFreshness,
+    /// No explicit freshness, and no heuristic applies (§4.2.2).
+    NoFreshness,
     /// Already stale on arrival: storing it would be useless without revalidation.
     Stale,
 }
@@ -65,14 +65,17 @@ pub(crate) struct Exchange<'a> {
 /// is present that explicitly allows shared caching; and the response contains at least one of
 /// [explicit freshness, a cacheable status, ...]".
 ///
-/// This release narrows that to GET 200 with explicit freshness, and does not store what it
-/// would have to revalidate (`no-cache`, already stale).
+/// This release stores GET responses with a status it understands (RFC 9110 §15.1's
+/// heuristically cacheable ones, plus 302, 303 and 307 with explicit freshness) and a positive
+/// freshness lifetime, explicit or heuristic; it does not store what it would have to revalidate
+/// (`no-cache`, already stale).
 pub(crate) fn storability(x: &Exchange<'_>, shared: bool) -> Storability {
     use Storability::DoNotStore;
     if x.method != Method::GET {
         return DoNotStore(NotStorable::Method);
     }
-    if x.status != StatusCode::OK {
+    // §3: "the response status code is final" and understood by the cache.
+    if !(heuristically_cacheable(x.status) || matches!(x.status.as_u16(), 302 | 303 | 307)) {
         return DoNotStore(NotStorable::Status);
     }
     // §5.2.1.5 / §5.2.2.5
@@ -101,10 +104,15 @@ pub(crate) fn storability(x: &Exchange<'_>, shared: bool) -> Storability {
     if vary_names(x.response_headers) == VaryNames::Star {
         return DoNotStore(NotStorable::VaryStar);
     }
-    let Some(lifetime) =
-        explicit_lifetime(x.response_headers, x.response_cc, shared, x.response_time)
-    else {
-        return DoNotStore(NotStorable::NoExplicitFreshness);
+    let lifetime = freshness_lifetime(
+        x.response_headers,
+        x.response_cc,
+        x.status,
+        shared,
+        x.response_time,
+    );
+    let Some(lifetime) = lifetime else {
+        return DoNotStore(NotStorable::NoFreshness);
     };
     if lifetime <= x.age {
         return DoNotStore(NotStorable::Stale);
@@ -211,7 +219,66 @@ mod tests {
                 404,
                 vec![(cc, "max-age=60")],
                 false,
+                store60.clone(),
+            ),
+            (
+                Method::GET,
+                vec![],
+                307,
+                vec![(cc, "max-age=60")],
+                false,
+                store60.clone(),
+            ),
+            (
+                Method::GET,
+                vec![],
+                206,
+                vec![(cc, "max-age=60")],
+                false,
                 Storability::DoNotStore(N::Status),
+            ),
+            (
+                Method::GET,
+                vec![],
+                304,
+                vec![(cc, "max-age=60")],
+                false,
+                Storability::DoNotStore(N::Status),
+            ),
+            (
+                Method::GET,
+                vec![],
+                500,
+                vec![(cc, "max-age=60")],
+                false,
+                Storability::DoNotStore(N::Status),
+            ),
+            (
+                Method::GET,
+                vec![],
+                599,
+                vec![(cc, "max-age=60")],
+                false,
+                Storability::DoNotStore(N::Status),
+            ),
+            // Heuristic: Last-Modified 6400 s before reception (no Date) → 640 s.
+            (
+                Method::GET,
+                vec![],
+                200,
+                vec![("last-modified", "Tue, 14 Nov 2023 20:26:40 GMT")],
+                false,
+                Storability::Store {
+                    lifetime: Duration::from_secs(640),
+                },
+            ),
+            (
+                Method::GET,
+                vec![],
+                302,
+                vec![("last-modified", "Tue, 14 Nov 2023 20:26:40 GMT")],
+                false,
+                Storability::DoNotStore(N::NoFreshness),
             ),
             (
                 Method::GET,
@@ -291,7 +358,7 @@ mod tests {
                 200,
                 vec![],
                 false,
-                Storability::DoNotStore(N::NoExplicitFreshness),
+                Storability::DoNotStore(N::NoFreshness),
             ),
             (
                 Method::GET,

@@ -281,3 +281,161 @@ async fn the_query_order_does_not_matter_but_the_query_does() {
         Some(CacheStatus::Miss)
     );
 }
+
+#[tokio::test]
+async fn head_is_answered_from_a_stored_get_without_a_body() {
+    let origin = Origin::fixed("max-age=60", "the body").await;
+    let mut client = cached_client(CacheLayer::new(MemoryStore::default()));
+    let url = origin.url("/h");
+    get(&mut client, &url).await.unwrap();
+    let head = send(&mut client, Request::head(&url).body(Empty::new()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(head.cache, Some(CacheStatus::Hit));
+    assert!(head.body.is_empty());
+    assert_eq!(
+        head.headers["content-length"], "8",
+        "the GET's header section"
+    );
+    assert_eq!(origin.requests(), 1);
+    // A HEAD miss goes to the origin and stores nothing.
+    let other = origin.url("/only-head");
+    let miss = send(
+        &mut client,
+        Request::head(&other).body(Empty::new()).unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(miss.cache, Some(CacheStatus::NotCacheable));
+    assert_eq!(
+        get(&mut client, &other).await.unwrap().cache,
+        Some(CacheStatus::Miss)
+    );
+}
+
+#[tokio::test]
+async fn unsafe_methods_invalidate_the_target_and_same_origin_locations() {
+    let origin = Origin::start(|s| {
+        let mut r = Response::builder().header("cache-control", "max-age=600");
+        if s.method == http::Method::POST {
+            r = r
+                .status(201)
+                .header("location", "/items/2")
+                .header("content-location", "http://elsewhere.example/items/3");
+        }
+        if s.uri.path() == "/fails" || s.headers.contains_key("x-fail") {
+            r = r.status(500);
+        }
+        r.body(Full::new(Bytes::from(format!(
+            "{} {}",
+            s.method,
+            s.uri.path()
+        ))))
+        .unwrap()
+    })
+    .await;
+    let store = MemoryStore::default();
+    let mut client = full_body_client(CacheLayer::new(store.clone()));
+    let get_full = |path: &str| {
+        Request::get(origin.url(path))
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    let status = |r: &Response<hyper_client_cache::CacheBody<hyper::body::Incoming>>| {
+        *r.extensions().get::<CacheStatus>().unwrap()
+    };
+    use tower::ServiceExt;
+    for path in ["/items", "/items/2", "/fails"] {
+        let r = (&mut client).oneshot(get_full(path)).await.unwrap();
+        drop(http_body_util::BodyExt::collect(r.into_body()).await);
+    }
+    let fails = (&mut client).oneshot(get_full("/fails")).await.unwrap();
+    assert_eq!(
+        status(&fails),
+        CacheStatus::NotCacheable,
+        "500 is not stored"
+    );
+    for path in ["/items", "/items/2"] {
+        let r = (&mut client).oneshot(get_full(path)).await.unwrap();
+        assert_eq!(
+            status(&r),
+            CacheStatus::Hit,
+            "{path} cached before the POST"
+        );
+    }
+
+    let post = Request::post(origin.url("/items"))
+        .body(Full::new(Bytes::from("new")))
+        .unwrap();
+    let r = (&mut client).oneshot(post).await.unwrap();
+    assert_eq!(r.status(), 201);
+    // Both the target and the same-origin Location are gone; the other origin is not touched.
+    for path in ["/items", "/items/2"] {
+        let r = (&mut client).oneshot(get_full(path)).await.unwrap();
+        assert_eq!(
+            status(&r),
+            CacheStatus::Miss,
+            "{path} invalidated by the POST"
+        );
+        drop(http_body_util::BodyExt::collect(r.into_body()).await);
+    }
+    // An error response to an unsafe request invalidates nothing.
+    let r = (&mut client).oneshot(get_full("/items")).await.unwrap();
+    drop(http_body_util::BodyExt::collect(r.into_body()).await);
+    let failing = Request::post(origin.url("/items"))
+        .header("x-fail", "1")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!((&mut client).oneshot(failing).await.unwrap().status(), 500);
+    let r = (&mut client).oneshot(get_full("/items")).await.unwrap();
+    assert_eq!(
+        status(&r),
+        CacheStatus::Hit,
+        "a 500 to a POST invalidates nothing"
+    );
+    // PUT and DELETE invalidate like POST.
+    for method in ["PUT", "DELETE"] {
+        let r = (&mut client).oneshot(get_full("/items")).await.unwrap();
+        assert_eq!(status(&r), CacheStatus::Hit);
+        let req = Request::builder()
+            .method(method)
+            .uri(origin.url("/items"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        (&mut client).oneshot(req).await.unwrap();
+        let r = (&mut client).oneshot(get_full("/items")).await.unwrap();
+        assert_eq!(status(&r), CacheStatus::Miss, "{method} invalidates");
+        drop(http_body_util::BodyExt::collect(r.into_body()).await);
+    }
+}
+
+#[tokio::test]
+async fn heuristic_freshness_from_last_modified_and_other_statuses() {
+    let clock = clock();
+    let last_modified = httpdate::fmt_http_date(epoch() - Duration::from_secs(1000));
+    let date = httpdate::fmt_http_date(epoch());
+    let origin = Origin::start(move |s| {
+        let mut r = Response::builder()
+            .header("date", date.as_str())
+            .header("last-modified", last_modified.as_str());
+        if s.uri.path() == "/gone" {
+            r = r.status(404).header("cache-control", "max-age=30");
+        }
+        r.body(Full::new(Bytes::from_static(b"x"))).unwrap()
+    })
+    .await;
+    let mut client = cached_client(
+        CacheLayer::new(MemoryStore::with_clock(1 << 20, clock.clone())).clock(clock.clone()),
+    );
+    let (page, gone) = (origin.url("/page"), origin.url("/gone"));
+    assert_eq!(get(&mut client, &page).await.unwrap().cache, Some(CacheStatus::Miss));
+    assert_eq!(get(&mut client, &gone).await.unwrap().status, 404);
+    clock.advance(Duration::from_secs(29));
+    let cached_404 = get(&mut client, &gone).await.unwrap();
+    assert_eq!((cached_404.cache, cached_404.status.as_u16()), (Some(CacheStatus::Hit), 404));
+    // 10% of the 1000 s since Last-Modified: fresh for 100 s.
+    clock.advance(Duration::from_secs(70));
+    assert_eq!(get(&mut client, &page).await.unwrap().cache, Some(CacheStatus::Hit));
+    clock.advance(Duration::from_secs(1));
+    assert_ne!(get(&mut client, &page).await.unwrap().cache, Some(CacheStatus::Hit));
+}
