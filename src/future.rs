@@ -14,8 +14,8 @@ use std::task::{ready, Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderValue};
-use http::{Method, Request, Response, Uri};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri};
 use http_body::Body;
 use pin_project_lite::pin_project;
 use tower::util::{Oneshot, ServiceExt};
@@ -31,6 +31,7 @@ use crate::layer::{Config, OnBadSignature};
 use crate::metrics::Event;
 use crate::policy::decision::{decide, Decision};
 use crate::policy::storable::{storability, strip_unstorable, Exchange, Storability};
+use crate::policy::validation::{conditional_headers, freshen, has_validator, is_conditional};
 use crate::policy::vary::{capture, vary_names, VaryNames};
 use crate::policy::{freshness::AgeInputs, RequestDirectives, ResponseDirectives};
 use crate::store::{Store, StoreRequest, StoreResponse};
@@ -87,6 +88,8 @@ struct Ctx<St> {
     status: CacheStatus,
     /// Held while this request fetches a key that other requests wait for.
     leader: Option<Leader>,
+    /// The stale entry a conditional request is validating (RFC 9111 §4.3).
+    revalidating: Option<Entry>,
     /// This request already waited for another one; it does not wait twice.
     coalesced: bool,
     request_time: SystemTime,
@@ -142,10 +145,9 @@ where
         let head = method == Method::HEAD;
         let cacheable = method == Method::GET || head;
         let key = cacheable.then(|| config.keying.key_as(&request, &Method::GET));
-        // §5.2.1.4: no-cache in the request: "the client prefers that a stored response not be
-        // used to satisfy the request without successful validation on the origin server".
-        // Without validation (this release), that means not using it at all.
-        let lookup = cacheable && !cc.no_cache;
+        // A request with preconditions of its own goes to the origin untouched (the cache does
+        // not evaluate them); request no-cache is handled by `decide` (validate first).
+        let lookup = cacheable && !is_conditional(request.headers());
         let may_store = method == Method::GET && !cc.no_store;
         // §4.4: unsafe methods invalidate what is stored for their target (and Location /
         // Content-Location) when the response is not an error.
@@ -177,6 +179,7 @@ where
             storing: None,
             status,
             leader: None,
+            revalidating: None,
             coalesced: false,
             request_time: SystemTime::UNIX_EPOCH,
         };
@@ -235,6 +238,14 @@ where
                         Lookup::Delete(key) => {
                             let fut = this.ctx.store_call(StoreRequest::Delete { key });
                             this.state.set(State::Delete { fut });
+                        }
+                        Lookup::Revalidate(validators) => {
+                            if let Some(request) = this.request.as_mut() {
+                                for (name, value) in validators {
+                                    request.headers_mut().insert(name, value);
+                                }
+                            }
+                            this.state.set(forward(this.inner, this.request, this.ctx));
                         }
                         Lookup::Forward => {
                             if let Some(fut) = this.ctx.join_flight() {
@@ -327,6 +338,8 @@ enum Lookup<B> {
     Fail(BoxError),
     Delete(CacheKey),
     Forward,
+    /// Send the request with these validators added.
+    Revalidate(Vec<(HeaderName, HeaderValue)>),
 }
 
 /// Deletes the entries an unsafe request invalidated; failures are logged, never returned.
@@ -491,6 +504,13 @@ impl<St: Store> Ctx<St> {
                 };
                 Lookup::Hit(hit_response(entry, age, status, self.head))
             }
+            Decision::Stale if has_validator(&entry.head.headers) => {
+                // §4.3.1: validate the stored response with a conditional request.
+                tracing::debug!(key = %key, "stale entry; revalidating");
+                let validators = conditional_headers(&entry.head.headers);
+                self.revalidating = Some(entry);
+                Lookup::Revalidate(validators)
+            }
             other => {
                 tracing::debug!(key = %key, decision = ?other, "stored entry not usable");
                 Lookup::Forward
@@ -499,6 +519,12 @@ impl<St: Store> Ctx<St> {
     }
 
     fn on_response<B: Body>(&mut self, response: Response<B>) -> Response<CacheBody<B>> {
+        if let Some(entry) = self.revalidating.take() {
+            if response.status() == StatusCode::NOT_MODIFIED {
+                return self.freshened(entry, response);
+            }
+            // Anything else replaces the stored response (if storable), as any miss would.
+        }
         let response_time = self.config.clock.now();
         let (mut parts, body) = response.into_parts();
         let mut status = self.status;
@@ -519,7 +545,7 @@ impl<St: Store> Ctx<St> {
                 };
                 match storability(&exchange, self.config.shared) {
                     Storability::Store { lifetime } => {
-                        let ttl = lifetime.saturating_sub(age);
+                        let ttl = entry_ttl(lifetime, age, &parts.headers);
                         let head = self.entry_head(&storing, &parts, response_time);
                         let expected_len = content_length(&parts.headers);
                         let sealer = self.sealer(storing.key, head, ttl);
@@ -547,6 +573,56 @@ impl<St: Store> Ctx<St> {
         });
         parts.extensions.insert(status);
         Response::from_parts(parts, body)
+    }
+
+    /// RFC 9111 §4.3.4: a 304 freshens the stored response: its header fields update the stored
+    /// ones (§3.2), the stored body is served, and the updated entry is stored again.
+    fn freshened<B>(&mut self, entry: Entry, not_modified: Response<B>) -> Response<CacheBody<B>> {
+        let response_time = self.config.clock.now();
+        let Entry {
+            mut head,
+            body,
+            trailers,
+        } = entry;
+        head.headers = freshen(&head.headers, not_modified.headers());
+        head.request_time = self.request_time;
+        head.response_time = response_time;
+        let age = AgeInputs::from_headers(&head.headers, head.request_time, response_time)
+            .current_age(response_time);
+        if let Some(storing) = self.storing.take() {
+            let cc = ResponseDirectives::parse(&head.headers);
+            let exchange = Exchange {
+                method: &storing.method,
+                request_headers: &storing.headers,
+                request_cc: &storing.cc,
+                status: head.status,
+                response_headers: &head.headers,
+                response_cc: &cc,
+                response_time,
+                age,
+            };
+            if let Storability::Store { lifetime } = storability(&exchange, self.config.shared) {
+                let ttl = entry_ttl(lifetime, age, &head.headers);
+                let sealer = self.sealer(storing.key, head.clone(), ttl);
+                let chunks = vec![body.clone()];
+                if let Some(put) = sealer(chunks, trailers.clone()) {
+                    run_soon(put);
+                }
+            }
+        }
+        self.leader = None;
+        self.config.metrics.record(Event::Revalidated);
+        tracing::debug!("revalidated: 304 Not Modified, serving the stored body");
+        hit_response(
+            Entry {
+                head,
+                body,
+                trailers,
+            },
+            age,
+            CacheStatus::Revalidated,
+            self.head,
+        )
     }
 
     fn entry_head(
@@ -623,6 +699,34 @@ impl<St: Store> Ctx<St> {
                 }))
             },
         )
+    }
+}
+
+/// How long the store keeps an entry: while it is fresh, plus [`STALE_KEEP`] when it has a
+/// validator, so that it can be revalidated (a 304) instead of fetched again after it went stale.
+fn entry_ttl(lifetime: Duration, age: Duration, headers: &HeaderMap) -> Duration {
+    let fresh = lifetime.saturating_sub(age);
+    if has_validator(headers) {
+        fresh.saturating_add(STALE_KEEP)
+    } else {
+        fresh
+    }
+}
+
+/// How long a stale entry with a validator is kept for revalidation.
+const STALE_KEEP: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Drives a store write: polled once at once (an in-memory store finishes there, so the next
+/// request sees the entry), then finished on the tokio runtime if it is still pending.
+fn run_soon(mut put: PutFuture) {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    if put.as_mut().poll(&mut cx).is_pending() {
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                handle.spawn(put);
+            }
+            Err(_) => tracing::debug!("no tokio runtime to finish a store write; dropped"),
+        }
     }
 }
 

@@ -49,8 +49,8 @@
 //! GET responses with a status the cache understands and a freshness lifetime (explicit:
 //! `Cache-Control: max-age`/`s-maxage`, `Expires`; or heuristic, from `Last-Modified`), served
 //! while fresh (to HEAD requests too), with `Vary` honoured; unsafe methods invalidate what they
-//! touch; `no-store` and `no-cache` responses are not stored. Revalidation is not implemented yet:
-//! stale entries are refetched. See `docs/http-caching.md`.
+//! touch; stale entries with a validator are revalidated with a conditional request (a 304 serves
+//! the stored body); `no-store` responses are never stored. See `docs/http-caching.md`.
 //!
 //! # Feature flags
 //!

@@ -27,6 +27,7 @@ pub struct CacheMetrics {
 struct Counters {
     hits: AtomicU64,
     coalesced: AtomicU64,
+    revalidated: AtomicU64,
     misses: AtomicU64,
     not_cacheable: AtomicU64,
     stored: AtomicU64,
@@ -39,6 +40,7 @@ struct Counters {
 pub(crate) enum Event {
     Hit,
     Coalesced,
+    Revalidated,
     Miss,
     NotCacheable,
     Stored,
@@ -53,6 +55,7 @@ impl CacheMetrics {
         let counter = match event {
             Event::Hit => &c.hits,
             Event::Coalesced => &c.coalesced,
+            Event::Revalidated => &c.revalidated,
             Event::Miss => &c.misses,
             Event::NotCacheable => &c.not_cacheable,
             Event::Stored => &c.stored,
@@ -71,6 +74,11 @@ impl CacheMetrics {
     /// Responses served from the cache after waiting for a concurrent request (coalescing).
     pub fn coalesced(&self) -> u64 {
         self.inner.coalesced.load(Ordering::Relaxed)
+    }
+
+    /// Stale entries validated by the origin with a `304 Not Modified` and served.
+    pub fn revalidated(&self) -> u64 {
+        self.inner.revalidated.load(Ordering::Relaxed)
     }
 
     /// Requests that went to the origin with a storable response.
@@ -109,6 +117,7 @@ impl fmt::Debug for CacheMetrics {
         f.debug_struct("CacheMetrics")
             .field("hits", &self.hits())
             .field("coalesced", &self.coalesced())
+            .field("revalidated", &self.revalidated())
             .field("misses", &self.misses())
             .field("not_cacheable", &self.not_cacheable())
             .field("stored", &self.stored())

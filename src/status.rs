@@ -20,6 +20,10 @@ use std::fmt;
 pub enum CacheStatus {
     /// Served from the cache; the origin was not contacted.
     Hit,
+    /// The stored response was stale; a conditional request to the origin answered
+    /// `304 Not Modified`, and the stored response (with the 304's updated header fields) was
+    /// served and stored again (RFC 9111 §4.3.4).
+    Revalidated,
     /// Another request for the same key was already on its way to the origin; this one waited
     /// for it and was served the response it stored (request coalescing).
     Coalesced,
@@ -35,15 +39,20 @@ pub enum CacheStatus {
 }
 
 impl CacheStatus {
-    /// Whether the response came from the cache (a hit, or a coalesced wait).
+    /// Whether the response body came from the cache (a hit, a coalesced wait, or a 304
+    /// revalidation).
     pub fn is_hit(self) -> bool {
-        matches!(self, CacheStatus::Hit | CacheStatus::Coalesced)
+        matches!(
+            self,
+            CacheStatus::Hit | CacheStatus::Coalesced | CacheStatus::Revalidated
+        )
     }
 
     fn as_str(self) -> &'static str {
         match self {
             CacheStatus::Hit => "hit",
             CacheStatus::Coalesced => "coalesced",
+            CacheStatus::Revalidated => "revalidated",
             CacheStatus::Miss => "miss",
             CacheStatus::NotCacheable => "not cacheable",
             CacheStatus::StoreUnavailable => "store unavailable",

@@ -40,6 +40,12 @@ pub(crate) fn decide(
         return Decision::NoMatch;
     }
     let cc = ResponseDirectives::parse(&stored.headers);
+    // §5.2.2.4: no-cache in the response: "the response MUST NOT be used to satisfy any other
+    // request without forwarding it for validation and receiving a successful response".
+    // §5.2.1.4: no-cache in the request: the client wants validation too.
+    if cc.no_cache || request_cc.no_cache {
+        return Decision::Stale;
+    }
     let age = AgeInputs::from_headers(&stored.headers, stored.request_time, stored.response_time)
         .current_age(now);
     // §4.2: "A stored response is considered "fresh" if its age has not yet exceeded its

@@ -7,6 +7,7 @@ use http::{Method, StatusCode};
 
 use super::cache_control::{RequestDirectives, ResponseDirectives};
 use super::freshness::{freshness_lifetime, heuristically_cacheable};
+use super::validation::has_validator;
 use super::vary::{vary_names, VaryNames};
 
 /// The answer of [`storability`].
@@ -30,7 +31,7 @@ pub(crate) enum NotStorable {
     RequestNoStore,
     /// The response said `no-store` (§5.2.2.5).
     ResponseNoStore,
-    /// `no-cache` needs revalidation on every use, which this release does not do yet.
+    /// `no-cache` without a validator: it could never be reused.
     NoCache,
     /// `private` in a shared cache (§5.2.2.7).
     Private,
@@ -41,7 +42,7 @@ pub(crate) enum NotStorable {
     VaryStar,
     /// No explicit freshness, and no heuristic applies (§4.2.2).
     NoFreshness,
-    /// Already stale on arrival: storing it would be useless without revalidation.
+    /// Already stale on arrival and without a validator: it could never be reused.
     Stale,
 }
 
@@ -85,7 +86,10 @@ pub(crate) fn storability(x: &Exchange<'_>, shared: bool) -> Storability {
     if x.response_cc.no_store {
         return DoNotStore(NotStorable::ResponseNoStore);
     }
-    if x.response_cc.no_cache {
+    let validator = has_validator(x.response_headers);
+    // no-cache responses are stored to be validated on every use (§5.2.2.4), which needs a
+    // validator.
+    if x.response_cc.no_cache && !validator {
         return DoNotStore(NotStorable::NoCache);
     }
     if shared && x.response_cc.private {
@@ -111,10 +115,13 @@ pub(crate) fn storability(x: &Exchange<'_>, shared: bool) -> Storability {
         shared,
         x.response_time,
     );
-    let Some(lifetime) = lifetime else {
-        return DoNotStore(NotStorable::NoFreshness);
+    let lifetime = match lifetime {
+        Some(lifetime) => lifetime,
+        // Without any freshness a validator still makes it reusable after validation.
+        None if validator && x.response_cc.no_cache => Duration::ZERO,
+        None => return DoNotStore(NotStorable::NoFreshness),
     };
-    if lifetime <= x.age {
+    if lifetime <= x.age && !validator {
         return DoNotStore(NotStorable::Stale);
     }
     Storability::Store { lifetime }
@@ -303,6 +310,26 @@ mod tests {
                 vec![(cc, "max-age=60, no-cache")],
                 false,
                 Storability::DoNotStore(N::NoCache),
+            ),
+            (
+                Method::GET,
+                vec![],
+                200,
+                vec![(cc, "no-cache"), ("etag", "\"e\"")],
+                false,
+                Storability::Store {
+                    lifetime: Duration::ZERO,
+                },
+            ),
+            (
+                Method::GET,
+                vec![],
+                200,
+                vec![(cc, "max-age=0"), ("etag", "\"e\"")],
+                false,
+                Storability::Store {
+                    lifetime: Duration::ZERO,
+                },
             ),
             (
                 Method::GET,

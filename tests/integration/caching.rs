@@ -428,14 +428,26 @@ async fn heuristic_freshness_from_last_modified_and_other_statuses() {
         CacheLayer::new(MemoryStore::with_clock(1 << 20, clock.clone())).clock(clock.clone()),
     );
     let (page, gone) = (origin.url("/page"), origin.url("/gone"));
-    assert_eq!(get(&mut client, &page).await.unwrap().cache, Some(CacheStatus::Miss));
+    assert_eq!(
+        get(&mut client, &page).await.unwrap().cache,
+        Some(CacheStatus::Miss)
+    );
     assert_eq!(get(&mut client, &gone).await.unwrap().status, 404);
     clock.advance(Duration::from_secs(29));
     let cached_404 = get(&mut client, &gone).await.unwrap();
-    assert_eq!((cached_404.cache, cached_404.status.as_u16()), (Some(CacheStatus::Hit), 404));
+    assert_eq!(
+        (cached_404.cache, cached_404.status.as_u16()),
+        (Some(CacheStatus::Hit), 404)
+    );
     // 10% of the 1000 s since Last-Modified: fresh for 100 s.
     clock.advance(Duration::from_secs(70));
-    assert_eq!(get(&mut client, &page).await.unwrap().cache, Some(CacheStatus::Hit));
+    assert_eq!(
+        get(&mut client, &page).await.unwrap().cache,
+        Some(CacheStatus::Hit)
+    );
     clock.advance(Duration::from_secs(1));
-    assert_ne!(get(&mut client, &page).await.unwrap().cache, Some(CacheStatus::Hit));
+    assert_ne!(
+        get(&mut client, &page).await.unwrap().cache,
+        Some(CacheStatus::Hit)
+    );
 }

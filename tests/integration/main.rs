@@ -9,3 +9,4 @@ mod store;
 #[cfg(all(feature = "disk", feature = "redis", feature = "test-util"))]
 mod stores;
 mod tamper;
+mod validation;
