@@ -29,7 +29,7 @@ use crate::error::BoxError;
 use crate::error::StoreError;
 use crate::layer::{Config, OnBadSignature};
 use crate::metrics::Event;
-use crate::policy::decision::{decide, Decision};
+use crate::policy::decision::{decide, Decision, Reuse};
 use crate::policy::storable::{storability, strip_unstorable, Exchange, Storability};
 use crate::policy::validation::{conditional_headers, freshen, has_validator, is_conditional};
 use crate::policy::vary::{capture, vary_names, VaryNames};
@@ -88,11 +88,20 @@ struct Ctx<St> {
     status: CacheStatus,
     /// Held while this request fetches a key that other requests wait for.
     leader: Option<Leader>,
-    /// The stale entry a conditional request is validating (RFC 9111 §4.3).
-    revalidating: Option<Entry>,
+    /// A stale entry that is being validated (RFC 9111 §4.3), or that may be served if the
+    /// origin fails (RFC 5861 §4).
+    stale: Option<StaleEntry>,
     /// This request already waited for another one; it does not wait twice.
     coalesced: bool,
     request_time: SystemTime,
+}
+
+struct StaleEntry {
+    entry: Entry,
+    /// A conditional request was sent for it: a 304 freshens it.
+    revalidating: bool,
+    /// It may be served if the origin fails.
+    if_error: bool,
 }
 
 struct Invalidation {
@@ -179,7 +188,7 @@ where
             storing: None,
             status,
             leader: None,
-            revalidating: None,
+            stale: None,
             coalesced: false,
             request_time: SystemTime::UNIX_EPOCH,
         };
@@ -276,7 +285,16 @@ where
                 StateProj::Forward { fut } => {
                     let result = ready!(fut.poll(cx));
                     this.state.set(State::Done);
-                    let response = result.map_err(Into::into)?;
+                    let response = match result {
+                        Ok(response) => response,
+                        Err(e) => {
+                            // A transport error: stale-if-error may still answer.
+                            if let Some(stale) = this.ctx.stale_after_error() {
+                                return Poll::Ready(Ok(stale));
+                            }
+                            return Poll::Ready(Err(e.into()));
+                        }
+                    };
                     if let Some(fut) = this.ctx.invalidation(&response) {
                         this.state.set(State::Invalidate {
                             fut,
@@ -445,12 +463,12 @@ impl<St: Store> Ctx<St> {
             Ok(StoreResponse::Blob(Some(blob))) => blob,
             Ok(StoreResponse::Blob(None)) => {
                 tracing::debug!(key = %key, "cache miss");
-                return Lookup::Forward;
+                return self.nothing_usable();
             }
             Ok(other) => {
                 tracing::warn!(key = %key, response = ?other, "store answered a lookup with something else; treating as a miss");
                 self.status = CacheStatus::StoreUnavailable;
-                return Lookup::Forward;
+                return self.nothing_usable();
             }
             Err(e) => {
                 self.config.metrics.record(Event::StoreReadError);
@@ -460,7 +478,7 @@ impl<St: Store> Ctx<St> {
                 }
                 tracing::warn!(key = %key, error = %e, "store lookup failed; going to the origin");
                 self.status = CacheStatus::StoreUnavailable;
-                return Lookup::Forward;
+                return self.nothing_usable();
             }
         };
         let entry = match self.config.envelope.open(&key, blob) {
@@ -480,15 +498,19 @@ impl<St: Store> Ctx<St> {
             }
             Err(OpenError::Unusable(why)) => {
                 tracing::debug!(key = %key, reason = why, "stored entry unusable; treating as a miss");
-                return Lookup::Forward;
+                return self.nothing_usable();
             }
         };
         let now = self.config.clock.now();
+        let reuse = Reuse {
+            shared: self.config.shared,
+            stale_on_error: self.config.stale_on_error,
+        };
         let decision = decide(
             &entry.head,
             request_headers,
             &self.cc,
-            self.config.shared,
+            &reuse,
             now,
             &self.protect(),
         );
@@ -504,24 +526,87 @@ impl<St: Store> Ctx<St> {
                 };
                 Lookup::Hit(hit_response(entry, age, status, self.head))
             }
-            Decision::Stale if has_validator(&entry.head.headers) => {
-                // §4.3.1: validate the stored response with a conditional request.
-                tracing::debug!(key = %key, "stale entry; revalidating");
-                let validators = conditional_headers(&entry.head.headers);
-                self.revalidating = Some(entry);
-                Lookup::Revalidate(validators)
+            Decision::StaleAccepted { age } => {
+                tracing::debug!(key = %key, age = age.as_secs(), "stale, accepted by max-stale");
+                self.config.metrics.record(Event::Stale);
+                Lookup::Hit(hit_response(entry, age, CacheStatus::Stale, self.head))
+            }
+            Decision::Stale { if_error, .. } if !self.cc.only_if_cached => {
+                let revalidating = has_validator(&entry.head.headers);
+                let validators = if revalidating {
+                    // §4.3.1: validate the stored response with a conditional request.
+                    tracing::debug!(key = %key, "stale entry; revalidating");
+                    conditional_headers(&entry.head.headers)
+                } else {
+                    tracing::debug!(key = %key, "stale entry without validator");
+                    Vec::new()
+                };
+                if revalidating || if_error.is_some() {
+                    self.stale = Some(StaleEntry {
+                        entry,
+                        revalidating,
+                        if_error: if_error.is_some(),
+                    });
+                }
+                if revalidating {
+                    Lookup::Revalidate(validators)
+                } else {
+                    Lookup::Forward
+                }
             }
             other => {
                 tracing::debug!(key = %key, decision = ?other, "stored entry not usable");
-                Lookup::Forward
+                self.nothing_usable()
             }
         }
     }
 
+    /// Nothing stored can answer: go to the origin, unless the client said only-if-cached.
+    fn nothing_usable<B>(&mut self) -> Lookup<B> {
+        if !self.cc.only_if_cached {
+            return Lookup::Forward;
+        }
+        // §5.2.1.7: "If it receives this directive, a cache SHOULD either respond using a stored
+        // response consistent with the other constraints of the request message or respond with
+        // a 504 (Gateway Timeout) status code."
+        let mut response = Response::new(CacheBody::cached(Bytes::new(), None));
+        *response.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+        response
+            .extensions_mut()
+            .insert(CacheStatus::OnlyIfCachedMiss);
+        self.leader = None;
+        Lookup::Hit(response)
+    }
+
+    /// RFC 5861 §4: the origin failed; serve the stale entry if it may be.
+    fn stale_after_error<B>(&mut self) -> Option<Response<CacheBody<B>>> {
+        let stale = self.stale.take().filter(|s| s.if_error)?;
+        let now = self.config.clock.now();
+        let head = &stale.entry.head;
+        let age = AgeInputs::from_headers(&head.headers, head.request_time, head.response_time)
+            .current_age(now);
+        tracing::warn!("origin failed; serving a stale response (stale-if-error)");
+        self.storing = None;
+        self.leader = None;
+        self.config.metrics.record(Event::Stale);
+        Some(hit_response(
+            stale.entry,
+            age,
+            CacheStatus::StaleIfError,
+            self.head,
+        ))
+    }
+
     fn on_response<B: Body>(&mut self, response: Response<B>) -> Response<CacheBody<B>> {
-        if let Some(entry) = self.revalidating.take() {
-            if response.status() == StatusCode::NOT_MODIFIED {
-                return self.freshened(entry, response);
+        if let Some(stale) = self.stale.take() {
+            if stale.revalidating && response.status() == StatusCode::NOT_MODIFIED {
+                return self.freshened(stale.entry, response);
+            }
+            if matches!(response.status().as_u16(), 500 | 502 | 503 | 504) {
+                self.stale = Some(stale);
+                if let Some(stale_response) = self.stale_after_error() {
+                    return stale_response;
+                }
             }
             // Anything else replaces the stored response (if storable), as any miss would.
         }
@@ -545,7 +630,8 @@ impl<St: Store> Ctx<St> {
                 };
                 match storability(&exchange, self.config.shared) {
                     Storability::Store { lifetime } => {
-                        let ttl = entry_ttl(lifetime, age, &parts.headers);
+                        let ttl =
+                            entry_ttl(lifetime, age, &parts.headers, self.config.stale_on_error);
                         let head = self.entry_head(&storing, &parts, response_time);
                         let expected_len = content_length(&parts.headers);
                         let sealer = self.sealer(storing.key, head, ttl);
@@ -602,7 +688,7 @@ impl<St: Store> Ctx<St> {
                 age,
             };
             if let Storability::Store { lifetime } = storability(&exchange, self.config.shared) {
-                let ttl = entry_ttl(lifetime, age, &head.headers);
+                let ttl = entry_ttl(lifetime, age, &head.headers, self.config.stale_on_error);
                 let sealer = self.sealer(storing.key, head.clone(), ttl);
                 let chunks = vec![body.clone()];
                 if let Some(put) = sealer(chunks, trailers.clone()) {
@@ -702,18 +788,29 @@ impl<St: Store> Ctx<St> {
     }
 }
 
-/// How long the store keeps an entry: while it is fresh, plus [`STALE_KEEP`] when it has a
-/// validator, so that it can be revalidated (a 304) instead of fetched again after it went stale.
-fn entry_ttl(lifetime: Duration, age: Duration, headers: &HeaderMap) -> Duration {
+/// How long the store keeps an entry: while it is fresh, plus as long as it may still be useful
+/// stale: at least [`STALE_KEEP`] (for revalidation, `max-stale`), longer when its
+/// `stale-if-error` window or the layer's `serve_stale_on_error` says so. The cache never serves
+/// it stale unless a rule allows it; the store's bound evicts it earlier if space is short.
+fn entry_ttl(
+    lifetime: Duration,
+    age: Duration,
+    headers: &HeaderMap,
+    stale_on_error: Option<Duration>,
+) -> Duration {
     let fresh = lifetime.saturating_sub(age);
-    if has_validator(headers) {
-        fresh.saturating_add(STALE_KEEP)
-    } else {
-        fresh
-    }
+    let if_error = ResponseDirectives::parse(headers)
+        .stale_if_error
+        .map(Duration::from_secs);
+    let keep = [Some(STALE_KEEP), if_error, stale_on_error]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or(STALE_KEEP);
+    fresh.saturating_add(keep)
 }
 
-/// How long a stale entry with a validator is kept for revalidation.
+/// How long a stale entry is kept, at least, for revalidation and `max-stale`.
 const STALE_KEEP: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Drives a store write: polled once at once (an in-memory store finishes there, so the next

@@ -84,6 +84,7 @@ pub(crate) struct Config {
     pub(crate) flights: Arc<Flights>,
     pub(crate) store_timeout: Duration,
     pub(crate) fail_closed: bool,
+    pub(crate) stale_on_error: Option<Duration>,
     pub(crate) timer: Arc<TimerProbe>,
     pub(crate) metrics: CacheMetrics,
 }
@@ -144,6 +145,7 @@ impl<St> CacheLayer<St> {
                 flights: Arc::new(Flights::default()),
                 store_timeout: DEFAULT_STORE_TIMEOUT,
                 fail_closed: false,
+                stale_on_error: None,
                 timer: Arc::new(TimerProbe::default()),
                 metrics: CacheMetrics::default(),
             },
@@ -277,6 +279,17 @@ impl<St> CacheLayer<St> {
     /// Default: `false` (fail-open: a broken store costs hits, never requests).
     pub fn fail_closed(mut self, fail_closed: bool) -> Self {
         self.config.fail_closed = fail_closed;
+        self
+    }
+
+    /// Serve a stored response that is at most `max_staleness` past its freshness when the
+    /// origin fails (a transport error, or 500, 502, 503, 504), even if the response did not
+    /// allow it with `stale-if-error` (RFC 5861). Responses with `must-revalidate` or `no-cache`
+    /// (and `proxy-revalidate` / `s-maxage` in shared mode) are never served stale.
+    ///
+    /// Default: off (only `stale-if-error` allows it).
+    pub fn serve_stale_on_error(mut self, max_staleness: Duration) -> Self {
+        self.config.stale_on_error = Some(max_staleness);
         self
     }
 

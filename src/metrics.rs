@@ -28,6 +28,7 @@ struct Counters {
     hits: AtomicU64,
     coalesced: AtomicU64,
     revalidated: AtomicU64,
+    stale: AtomicU64,
     misses: AtomicU64,
     not_cacheable: AtomicU64,
     stored: AtomicU64,
@@ -41,6 +42,7 @@ pub(crate) enum Event {
     Hit,
     Coalesced,
     Revalidated,
+    Stale,
     Miss,
     NotCacheable,
     Stored,
@@ -56,6 +58,7 @@ impl CacheMetrics {
             Event::Hit => &c.hits,
             Event::Coalesced => &c.coalesced,
             Event::Revalidated => &c.revalidated,
+            Event::Stale => &c.stale,
             Event::Miss => &c.misses,
             Event::NotCacheable => &c.not_cacheable,
             Event::Stored => &c.stored,
@@ -79,6 +82,11 @@ impl CacheMetrics {
     /// Stale entries validated by the origin with a `304 Not Modified` and served.
     pub fn revalidated(&self) -> u64 {
         self.inner.revalidated.load(Ordering::Relaxed)
+    }
+
+    /// Stale responses served (accepted by `max-stale`, or because the origin failed).
+    pub fn stale(&self) -> u64 {
+        self.inner.stale.load(Ordering::Relaxed)
     }
 
     /// Requests that went to the origin with a storable response.
@@ -118,6 +126,7 @@ impl fmt::Debug for CacheMetrics {
             .field("hits", &self.hits())
             .field("coalesced", &self.coalesced())
             .field("revalidated", &self.revalidated())
+            .field("stale", &self.stale())
             .field("misses", &self.misses())
             .field("not_cacheable", &self.not_cacheable())
             .field("stored", &self.stored())

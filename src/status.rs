@@ -24,6 +24,16 @@ pub enum CacheStatus {
     /// `304 Not Modified`, and the stored response (with the 304's updated header fields) was
     /// served and stored again (RFC 9111 §4.3.4).
     Revalidated,
+    /// A stale stored response was served because the request's `max-stale` accepted it
+    /// (RFC 9111 §5.2.1.2).
+    Stale,
+    /// A stale stored response was served because the origin failed (transport error or 500,
+    /// 502, 503, 504) and `stale-if-error` (RFC 5861) or
+    /// [`serve_stale_on_error`](crate::CacheLayer::serve_stale_on_error) allowed it.
+    StaleIfError,
+    /// The request said `only-if-cached` and nothing usable was stored: the cache answered
+    /// `504 Gateway Timeout` without contacting the origin (RFC 9111 §5.2.1.7).
+    OnlyIfCachedMiss,
     /// Another request for the same key was already on its way to the origin; this one waited
     /// for it and was served the response it stored (request coalescing).
     Coalesced,
@@ -39,12 +49,16 @@ pub enum CacheStatus {
 }
 
 impl CacheStatus {
-    /// Whether the response body came from the cache (a hit, a coalesced wait, or a 304
-    /// revalidation).
+    /// Whether the response body came from the cache (a hit, a coalesced wait, a 304
+    /// revalidation, or a stale response).
     pub fn is_hit(self) -> bool {
         matches!(
             self,
-            CacheStatus::Hit | CacheStatus::Coalesced | CacheStatus::Revalidated
+            CacheStatus::Hit
+                | CacheStatus::Coalesced
+                | CacheStatus::Revalidated
+                | CacheStatus::Stale
+                | CacheStatus::StaleIfError
         )
     }
 
@@ -53,6 +67,9 @@ impl CacheStatus {
             CacheStatus::Hit => "hit",
             CacheStatus::Coalesced => "coalesced",
             CacheStatus::Revalidated => "revalidated",
+            CacheStatus::Stale => "stale",
+            CacheStatus::StaleIfError => "stale (origin error)",
+            CacheStatus::OnlyIfCachedMiss => "only-if-cached miss",
             CacheStatus::Miss => "miss",
             CacheStatus::NotCacheable => "not cacheable",
             CacheStatus::StoreUnavailable => "store unavailable",

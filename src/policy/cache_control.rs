@@ -32,6 +32,10 @@ pub(crate) struct ResponseDirectives {
     pub(crate) proxy_revalidate: bool,
     /// §5.2.2.3 `must-understand`.
     pub(crate) must_understand: bool,
+    /// RFC 5861 §4 `stale-if-error`.
+    pub(crate) stale_if_error: Option<u64>,
+    /// RFC 5861 §3 `stale-while-revalidate` (parsed; not acted on yet).
+    pub(crate) stale_while_revalidate: Option<u64>,
 }
 
 /// Request directives (RFC 9111 §5.2.1).
@@ -46,6 +50,12 @@ pub(crate) struct RequestDirectives {
     pub(crate) no_store: bool,
     /// §5.2.1.7 `only-if-cached`.
     pub(crate) only_if_cached: bool,
+    /// §5.2.1.2 `max-stale`: `Some(None)` without a value (any staleness), `Some(Some(n))` with.
+    pub(crate) max_stale: Option<Option<u64>>,
+    /// §5.2.1.3 `min-fresh`.
+    pub(crate) min_fresh: Option<u64>,
+    /// RFC 5861 §4 `stale-if-error` in a request.
+    pub(crate) stale_if_error: Option<u64>,
 }
 
 /// Calls `f(name, value)` for every directive of every `Cache-Control` field line (RFC 9110
@@ -165,6 +175,10 @@ impl ResponseDirectives {
                 d.proxy_revalidate = true;
             } else if is("must-understand") {
                 d.must_understand = true;
+            } else if is("stale-if-error") {
+                d.stale_if_error = value.as_deref().and_then(delta_seconds);
+            } else if is("stale-while-revalidate") {
+                d.stale_while_revalidate = value.as_deref().and_then(delta_seconds);
             }
             // §5.2.3: anything else is ignored.
         });
@@ -186,6 +200,20 @@ impl RequestDirectives {
                 d.no_store = true;
             } else if is("only-if-cached") {
                 d.only_if_cached = true;
+            } else if is("max-stale") {
+                // §5.2.1.2: without a value, any staleness; an invalid value is read as 0 (the
+                // conservative reading: accept no staleness).
+                d.max_stale = Some(value.map(|v| delta_seconds(&v).unwrap_or(0)));
+            } else if is("min-fresh") {
+                // An invalid value asks for more freshness than any response has.
+                d.min_fresh = Some(
+                    value
+                        .as_deref()
+                        .and_then(delta_seconds)
+                        .unwrap_or(DELTA_SECONDS_MAX),
+                );
+            } else if is("stale-if-error") {
+                d.stale_if_error = value.as_deref().and_then(delta_seconds);
             }
         });
         // RFC 9111 §5.4: "When the Cache-Control header field is not present in a request,
@@ -290,6 +318,26 @@ mod tests {
         assert!(d.private && d.public && d.must_revalidate && d.proxy_revalidate);
         assert!(d.must_understand);
         assert_eq!(d.s_maxage, Some(9));
+    }
+
+    #[test]
+    fn staleness_directives() {
+        let r = RequestDirectives::parse(&headers(&["max-stale, min-fresh=5, stale-if-error=9"]));
+        assert_eq!(
+            (r.max_stale, r.min_fresh, r.stale_if_error),
+            (Some(None), Some(5), Some(9))
+        );
+        let r = RequestDirectives::parse(&headers(&["max-stale=30, min-fresh=x"]));
+        assert_eq!(
+            (r.max_stale, r.min_fresh),
+            (Some(Some(30)), Some(DELTA_SECONDS_MAX))
+        );
+        let d =
+            ResponseDirectives::parse(&headers(&["stale-if-error=60, stale-while-revalidate=10"]));
+        assert_eq!(
+            (d.stale_if_error, d.stale_while_revalidate),
+            (Some(60), Some(10))
+        );
     }
 
     #[test]

@@ -16,8 +16,15 @@ use crate::entry::EntryHead;
 pub(crate) enum Decision {
     /// Serve it; its current age is `age` (sent as the `Age` header, §5.1).
     Fresh { age: Duration },
-    /// Stored, but not fresh enough for this request: go to the origin.
-    Stale,
+    /// Stale, but the request's `max-stale` accepts it (§5.2.1.2): serve it.
+    StaleAccepted { age: Duration },
+    /// Stored, but not fresh enough for this request: validate it or go to the origin.
+    /// `if_error` says whether it may still be served if the origin fails (RFC 5861 §4, or the
+    /// user's `serve_stale_on_error`), i.e. how stale it may be then.
+    Stale {
+        age: Duration,
+        if_error: Option<Duration>,
+    },
     /// Stored for another variant of this URL (§4.1): go to the origin.
     NoMatch,
 }
@@ -32,7 +39,7 @@ pub(crate) fn decide(
     stored: &EntryHead,
     request_headers: &HeaderMap,
     request_cc: &RequestDirectives,
-    shared: bool,
+    config: &Reuse,
     now: SystemTime,
     protect: vary::Protect<'_>,
 ) -> Decision {
@@ -40,12 +47,6 @@ pub(crate) fn decide(
         return Decision::NoMatch;
     }
     let cc = ResponseDirectives::parse(&stored.headers);
-    // §5.2.2.4: no-cache in the response: "the response MUST NOT be used to satisfy any other
-    // request without forwarding it for validation and receiving a successful response".
-    // §5.2.1.4: no-cache in the request: the client wants validation too.
-    if cc.no_cache || request_cc.no_cache {
-        return Decision::Stale;
-    }
     let age = AgeInputs::from_headers(&stored.headers, stored.request_time, stored.response_time)
         .current_age(now);
     // §4.2: "A stored response is considered "fresh" if its age has not yet exceeded its
@@ -54,19 +55,71 @@ pub(crate) fn decide(
         &stored.headers,
         &cc,
         stored.status,
-        shared,
+        config.shared,
         stored.response_time,
     )
     .unwrap_or(Duration::ZERO);
+    let staleness = age.saturating_sub(lifetime);
+    // §4.2.4: "A cache MUST NOT generate a stale response if it is prohibited by an explicit
+    // in-protocol directive (e.g., by a no-cache response directive, a must-revalidate response
+    // directive, or an applicable s-maxage or proxy-revalidate response directive)".
+    let stale_forbidden = cc.no_cache
+        || cc.must_revalidate
+        || (config.shared && (cc.proxy_revalidate || cc.s_maxage.is_some()));
+    // RFC 5861 §4: stale-if-error, from the response or the request; or the user's setting.
+    let if_error = if stale_forbidden {
+        None
+    } else {
+        [cc.stale_if_error, request_cc.stale_if_error]
+            .into_iter()
+            .flatten()
+            .max()
+            .map(Duration::from_secs)
+            .or(config.stale_on_error)
+            .filter(|window| staleness <= *window)
+    };
+    let stale = Decision::Stale { age, if_error };
+    // §5.2.2.4 / §5.2.1.4: no-cache, in the response or the request: validate before use.
+    if cc.no_cache || request_cc.no_cache {
+        return stale;
+    }
     if age >= lifetime {
-        return Decision::Stale;
+        // §5.2.1.2: max-stale "indicates that the client will accept a response that has
+        // exceeded its freshness lifetime", by at most the given number of seconds.
+        let accepted = match request_cc.max_stale {
+            Some(None) => true,
+            Some(Some(max)) => staleness <= Duration::from_secs(max),
+            None => false,
+        };
+        if accepted && !stale_forbidden {
+            return Decision::StaleAccepted { age };
+        }
+        return stale;
     }
     // §5.2.1.1: max-age "indicates that the client prefers a response whose age is less than or
     // equal to the specified number of seconds".
     if request_cc.max_age.is_some_and(|max| age.as_secs() > max) {
-        return Decision::Stale;
+        return stale;
+    }
+    // §5.2.1.3: min-fresh: "the client prefers a response whose freshness lifetime is no less
+    // than its current age plus the specified time in seconds".
+    if request_cc
+        .min_fresh
+        .is_some_and(|min| lifetime.saturating_sub(age) < Duration::from_secs(min))
+    {
+        return stale;
     }
     Decision::Fresh { age }
+}
+
+/// The settings of the layer that reuse decisions depend on.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Reuse {
+    /// Shared-cache rules (§5.2.2.7, §5.2.2.8, §5.2.2.10).
+    pub(crate) shared: bool,
+    /// Serve a stale response at most this stale when the origin fails, even without
+    /// `stale-if-error` (an out-of-band contract in §4.2.4's words).
+    pub(crate) stale_on_error: Option<Duration>,
 }
 
 #[cfg(test)]
@@ -104,7 +157,7 @@ mod tests {
         let h = head("max-age=60");
         let req = HeaderMap::new();
         let rcc = RequestDirectives::default();
-        let d = |now| decide(&h, &req, &rcc, false, now, &no_digest);
+        let d = |now| decide(&h, &req, &rcc, &Reuse::default(), now, &no_digest);
         assert_eq!(
             d(t(0)),
             Decision::Fresh {
@@ -117,8 +170,8 @@ mod tests {
                 age: Duration::from_secs(59)
             }
         );
-        assert_eq!(d(t(60)), Decision::Stale);
-        assert_eq!(d(t(10_000)), Decision::Stale);
+        assert!(matches!(d(t(60)), Decision::Stale { if_error: None, .. }));
+        assert!(matches!(d(t(10_000)), Decision::Stale { .. }));
     }
 
     #[test]
@@ -129,19 +182,144 @@ mod tests {
             max_age: Some(10),
             ..Default::default()
         };
-        assert_eq!(
-            decide(&h, &req, &rcc, false, t(11), &no_digest),
-            Decision::Stale
-        );
+        let r = Reuse::default();
         assert!(matches!(
-            decide(&h, &req, &rcc, false, t(10), &no_digest),
+            decide(&h, &req, &rcc, &r, t(11), &no_digest),
+            Decision::Stale { .. }
+        ));
+        assert!(matches!(
+            decide(&h, &req, &rcc, &r, t(10), &no_digest),
             Decision::Fresh { .. }
         ));
         h.vary = vec![(header::ACCEPT, VaryValue::Clear("a".into()))];
         let rcc = RequestDirectives::default();
         assert_eq!(
-            decide(&h, &req, &rcc, false, t(1), &no_digest),
+            decide(&h, &req, &rcc, &r, t(1), &no_digest),
             Decision::NoMatch
+        );
+    }
+
+    #[test]
+    fn staleness_table() {
+        let req = HeaderMap::new();
+        let rq = |s: &str| {
+            RequestDirectives::parse(&{
+                let mut h = HeaderMap::new();
+                h.insert(header::CACHE_CONTROL, HeaderValue::from_str(s).unwrap());
+                h
+            })
+        };
+        let private = Reuse::default();
+        let shared = Reuse {
+            shared: true,
+            ..Reuse::default()
+        };
+        let lenient = Reuse {
+            stale_on_error: Some(Duration::from_secs(100)),
+            ..Reuse::default()
+        };
+        let at = |cc: &'static str, rcc: &str, reuse: &Reuse, secs| {
+            decide(&head(cc), &req, &rq(rcc), reuse, t(secs), &no_digest)
+        };
+        use Decision::*;
+        let secs = Duration::from_secs;
+        // max-stale
+        assert_eq!(
+            at("max-age=60", "max-stale", &private, 1000),
+            StaleAccepted { age: secs(1000) }
+        );
+        assert_eq!(
+            at("max-age=60", "max-stale=10", &private, 70),
+            StaleAccepted { age: secs(70) }
+        );
+        assert!(matches!(
+            at("max-age=60", "max-stale=10", &private, 71),
+            Stale { .. }
+        ));
+        assert!(matches!(
+            at("max-age=60, must-revalidate", "max-stale", &private, 70),
+            Stale { .. }
+        ));
+        // min-fresh
+        assert!(matches!(
+            at("max-age=60", "min-fresh=10", &private, 50),
+            Fresh { .. }
+        ));
+        assert!(matches!(
+            at("max-age=60", "min-fresh=10", &private, 51),
+            Stale { .. }
+        ));
+        // stale-if-error windows
+        assert_eq!(
+            at("max-age=60, stale-if-error=30", "", &private, 90),
+            Stale {
+                age: secs(90),
+                if_error: Some(secs(30))
+            }
+        );
+        assert_eq!(
+            at("max-age=60, stale-if-error=30", "", &private, 91),
+            Stale {
+                age: secs(91),
+                if_error: None
+            }
+        );
+        assert_eq!(
+            at("max-age=60", "stale-if-error=5", &private, 65),
+            Stale {
+                age: secs(65),
+                if_error: Some(secs(5))
+            }
+        );
+        assert_eq!(
+            at(
+                "max-age=60, stale-if-error=30, must-revalidate",
+                "",
+                &private,
+                70
+            ),
+            Stale {
+                age: secs(70),
+                if_error: None
+            }
+        );
+        assert_eq!(
+            at(
+                "max-age=60, stale-if-error=30, proxy-revalidate",
+                "",
+                &shared,
+                70
+            ),
+            Stale {
+                age: secs(70),
+                if_error: None
+            }
+        );
+        assert_eq!(
+            at(
+                "max-age=60, stale-if-error=30, proxy-revalidate",
+                "",
+                &private,
+                70
+            ),
+            Stale {
+                age: secs(70),
+                if_error: Some(secs(30))
+            }
+        );
+        assert_eq!(
+            at("max-age=60", "", &lenient, 160),
+            Stale {
+                age: secs(160),
+                if_error: Some(secs(100))
+            }
+        );
+        assert_eq!(
+            at("max-age=60", "", &lenient, 161),
+            Stale {
+                age: secs(161),
+                if_error: None
+            }
         );
     }
 }

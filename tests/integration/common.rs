@@ -388,3 +388,13 @@ impl Drop for TlsRedisServer {
         let _ = self.child.wait();
     }
 }
+
+/// Like [`cached_client`], but every request opens a new connection (so that a stopped origin
+/// means a refused connection, not a reused pooled one).
+pub fn cached_client_unpooled<St: Store>(layer: CacheLayer<St>) -> Cache<HyperClient, St> {
+    ServiceBuilder::new().layer(layer).service(
+        Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(0)
+            .build_http(),
+    )
+}

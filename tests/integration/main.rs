@@ -5,6 +5,7 @@ mod caching;
 mod coalesce;
 mod common;
 mod security;
+mod stale;
 mod store;
 #[cfg(all(feature = "disk", feature = "redis", feature = "test-util"))]
 mod stores;

@@ -1,0 +1,172 @@
+//! Serving stale responses: max-stale, stale-if-error, only-if-cached (RFC 9111 §4.2.4, §5.2.1;
+//! RFC 5861).
+
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{Empty, Full};
+use hyper_client_cache::{CacheLayer, CacheStatus, MemoryStore};
+
+use crate::common::*;
+
+/// An origin whose status the test switches (200 with the body, or an error).
+async fn switchable(cache_control: &'static str) -> (Origin, Arc<AtomicU16>) {
+    let status = Arc::new(AtomicU16::new(200));
+    let s2 = status.clone();
+    let origin = Origin::start(move |_| {
+        let code = s2.load(Ordering::SeqCst);
+        Response::builder()
+            .status(code)
+            .header("cache-control", cache_control)
+            .body(Full::new(Bytes::from(format!("status {code}"))))
+            .unwrap()
+    })
+    .await;
+    (origin, status)
+}
+
+fn layer(clock: &hyper_client_cache::ManualClock) -> CacheLayer<MemoryStore> {
+    CacheLayer::new(MemoryStore::with_clock(1 << 20, clock.clone())).clock(clock.clone())
+}
+
+#[tokio::test]
+async fn stale_if_error_serves_the_stale_response_on_a_503_within_its_window() {
+    let (origin, status) = switchable("max-age=10, stale-if-error=60").await;
+    let clock = clock();
+    let mut client = cached_client(layer(&clock));
+    let url = origin.url("/sie");
+    get(&mut client, &url).await.unwrap();
+    status.store(503, Ordering::SeqCst);
+    clock.advance(Duration::from_secs(30));
+    let got = get(&mut client, &url).await.unwrap();
+    assert_eq!(
+        (got.cache, got.status.as_u16()),
+        (Some(CacheStatus::StaleIfError), 200)
+    );
+    assert_eq!(got.body, "status 200");
+    assert_eq!(got.headers["age"], "30");
+    // Past the window (10 s fresh + 60 s): the error goes through.
+    clock.advance(Duration::from_secs(41));
+    let got = get(&mut client, &url).await.unwrap();
+    assert_eq!(got.status, 503);
+}
+
+#[tokio::test]
+async fn stale_if_error_covers_a_refused_connection() {
+    let (origin, _) = switchable("max-age=10, stale-if-error=60").await;
+    let clock = clock();
+    let mut client = cached_client_unpooled(layer(&clock));
+    let url = origin.url("/down");
+    get(&mut client, &url).await.unwrap();
+    drop(origin); // the port is closed: connections are refused
+    clock.advance(Duration::from_secs(20));
+    let got = get(&mut client, &url)
+        .await
+        .expect("served stale instead of the transport error");
+    assert_eq!(
+        (got.cache, &got.body[..]),
+        (Some(CacheStatus::StaleIfError), &b"status 200"[..])
+    );
+    // Without stale-if-error permission, the transport error reaches the caller.
+    clock.advance(Duration::from_secs(100));
+    assert!(get(&mut client, &url).await.is_err());
+}
+
+#[tokio::test]
+async fn must_revalidate_forbids_serving_stale_even_on_error() {
+    let (origin, status) = switchable("max-age=10, stale-if-error=60, must-revalidate").await;
+    let clock = clock();
+    let mut client = cached_client(layer(&clock).serve_stale_on_error(Duration::from_secs(600)));
+    let url = origin.url("/mr");
+    get(&mut client, &url).await.unwrap();
+    status.store(500, Ordering::SeqCst);
+    clock.advance(Duration::from_secs(20));
+    assert_eq!(get(&mut client, &url).await.unwrap().status, 500);
+}
+
+#[tokio::test]
+async fn the_user_can_allow_stale_on_error_without_the_directive() {
+    let (origin, status) = switchable("max-age=10").await;
+    let clock = clock();
+    let mut strict = cached_client(layer(&clock));
+    let url = origin.url("/opt");
+    get(&mut strict, &url).await.unwrap();
+    status.store(502, Ordering::SeqCst);
+    clock.advance(Duration::from_secs(20));
+    assert_eq!(
+        get(&mut strict, &url).await.unwrap().status,
+        502,
+        "off by default"
+    );
+
+    let (origin, status) = switchable("max-age=10").await;
+    let mut lenient = cached_client(layer(&clock).serve_stale_on_error(Duration::from_secs(60)));
+    let url = origin.url("/opt");
+    get(&mut lenient, &url).await.unwrap();
+    status.store(502, Ordering::SeqCst);
+    clock.advance(Duration::from_secs(20));
+    assert_eq!(
+        get(&mut lenient, &url).await.unwrap().cache,
+        Some(CacheStatus::StaleIfError)
+    );
+}
+
+#[tokio::test]
+async fn max_stale_accepts_a_stale_response_without_contacting_the_origin() {
+    let (origin, _) = switchable("max-age=10").await;
+    let clock = clock();
+    let mut client = cached_client(layer(&clock));
+    let url = origin.url("/ms");
+    get(&mut client, &url).await.unwrap();
+    clock.advance(Duration::from_secs(15));
+    let req = |cc: &str| {
+        Request::get(&url)
+            .header("cache-control", cc)
+            .body(Empty::new())
+            .unwrap()
+    };
+    assert_eq!(
+        send(&mut client, req("max-stale=10")).await.unwrap().cache,
+        Some(CacheStatus::Stale)
+    );
+    assert_eq!(
+        send(&mut client, req("max-stale=1")).await.unwrap().cache,
+        Some(CacheStatus::Miss)
+    );
+    assert_eq!(origin.requests(), 2);
+}
+
+#[tokio::test]
+async fn only_if_cached_answers_504_when_nothing_usable_is_stored() {
+    let (origin, _) = switchable("max-age=10").await;
+    let clock = clock();
+    let mut client = cached_client(layer(&clock));
+    let url = origin.url("/oic");
+    let req = || {
+        Request::get(&url)
+            .header("cache-control", "only-if-cached")
+            .body(Empty::new())
+            .unwrap()
+    };
+    let got = send(&mut client, req()).await.unwrap();
+    assert_eq!(
+        (got.status.as_u16(), got.cache),
+        (504, Some(CacheStatus::OnlyIfCachedMiss))
+    );
+    assert_eq!(origin.requests(), 0);
+    get(&mut client, &url).await.unwrap();
+    assert_eq!(
+        send(&mut client, req()).await.unwrap().cache,
+        Some(CacheStatus::Hit)
+    );
+    clock.advance(Duration::from_secs(11));
+    assert_eq!(
+        send(&mut client, req()).await.unwrap().status,
+        504,
+        "stale is not usable"
+    );
+    assert_eq!(origin.requests(), 1);
+}
