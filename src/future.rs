@@ -31,7 +31,10 @@ use crate::layer::{Config, OnBadSignature};
 use crate::metrics::Event;
 use crate::policy::decision::{decide, Decision, Reuse};
 use crate::policy::storable::{storability, strip_unstorable, Exchange, Storability};
-use crate::policy::validation::{conditional_headers, freshen, has_validator, is_conditional};
+use crate::policy::validation::{
+    conditional_headers, freshen, has_unsupported_preconditions, has_validator, is_conditional,
+    not_modified, not_modified_headers,
+};
 use crate::policy::vary::{capture, vary_names, VaryNames};
 use crate::policy::{freshness::AgeInputs, RequestDirectives, ResponseDirectives};
 use crate::store::{Store, StoreRequest, StoreResponse};
@@ -79,6 +82,8 @@ struct Ctx<St> {
     may_store: bool,
     /// A HEAD request: a hit is served without its body.
     head: bool,
+    /// The request has If-None-Match / If-Modified-Since of its own.
+    conditional: bool,
     /// Set for unsafe methods: what their response may invalidate.
     invalidate: Option<Invalidation>,
     /// Set when the request is forwarded and its response may be stored: the parts of the
@@ -119,6 +124,16 @@ struct Storing {
 }
 
 impl<St> Ctx<St> {
+    /// As a surrogate, announces itself to the origin (Edge Architecture 1.0 §2.1:
+    /// `Surrogate-Capability: id="Surrogate/1.0"`).
+    fn advertise<B>(&self, request: &mut Request<B>) {
+        if let Some(id) = &self.config.surrogate {
+            if let Ok(value) = HeaderValue::from_str(&format!("{id}=\"Surrogate/1.0\"")) {
+                request.headers_mut().append("surrogate-capability", value);
+            }
+        }
+    }
+
     /// Keeps what the stored entry needs from the request, before it goes to the origin.
     fn capture<B>(&mut self, request: &Request<B>) {
         if let (true, Some(key)) = (self.may_store, &self.key) {
@@ -154,9 +169,11 @@ where
         let head = method == Method::HEAD;
         let cacheable = method == Method::GET || head;
         let key = cacheable.then(|| config.keying.key_as(&request, &Method::GET));
-        // A request with preconditions of its own goes to the origin untouched (the cache does
-        // not evaluate them); request no-cache is handled by `decide` (validate first).
-        let lookup = cacheable && !is_conditional(request.headers());
+        // Preconditions the cache does not evaluate send the request to the origin untouched;
+        // If-None-Match / If-Modified-Since are answered from a fresh entry (§4.3.2). Request
+        // no-cache is handled by `decide` (validate first).
+        let lookup = cacheable && !has_unsupported_preconditions(request.headers());
+        let conditional = is_conditional(request.headers());
         let may_store = method == Method::GET && !cc.no_store;
         // §4.4: unsafe methods invalidate what is stored for their target (and Location /
         // Content-Location) when the response is not an error.
@@ -183,6 +200,7 @@ where
             key,
             cc,
             may_store,
+            conditional,
             head,
             invalidate,
             storing: None,
@@ -205,6 +223,8 @@ where
                 }
             }
             _ => {
+                let mut request = request;
+                ctx.advertise(&mut request);
                 ctx.capture(&request);
                 ctx.request_time = ctx.config.clock.now();
                 let fut = inner.call(request);
@@ -336,7 +356,8 @@ where
     S: Service<Request<ReqB>>,
 {
     match (inner.take(), request.take()) {
-        (Some(mut inner), Some(request)) => {
+        (Some(mut inner), Some(mut request)) => {
+            ctx.advertise(&mut request);
             ctx.capture(&request);
             ctx.request_time = ctx.config.clock.now();
             State::Forward {
@@ -503,6 +524,7 @@ impl<St: Store> Ctx<St> {
         };
         let now = self.config.clock.now();
         let reuse = Reuse {
+            surrogate: self.config.surrogate.as_deref(),
             shared: self.config.shared,
             stale_on_error: self.config.stale_on_error,
         };
@@ -524,6 +546,17 @@ impl<St: Store> Ctx<St> {
                     self.config.metrics.record(Event::Hit);
                     CacheStatus::Hit
                 };
+                if self.conditional && not_modified(&entry.head, request_headers) {
+                    // §4.3.2: the client's copy is current; answer 304 from the cache.
+                    let mut response = Response::new(CacheBody::cached(Bytes::new(), None));
+                    *response.status_mut() = StatusCode::NOT_MODIFIED;
+                    *response.headers_mut() = not_modified_headers(&entry.head.headers);
+                    response
+                        .headers_mut()
+                        .insert(header::AGE, HeaderValue::from(age.as_secs()));
+                    response.extensions_mut().insert(status);
+                    return Lookup::Hit(response);
+                }
                 Lookup::Hit(hit_response(entry, age, status, self.head))
             }
             Decision::StaleAccepted { age } => {
@@ -532,7 +565,9 @@ impl<St: Store> Ctx<St> {
                 Lookup::Hit(hit_response(entry, age, CacheStatus::Stale, self.head))
             }
             Decision::Stale { if_error, .. } if !self.cc.only_if_cached => {
-                let revalidating = has_validator(&entry.head.headers);
+                // A client's own conditional goes to the origin as it is: its validators, not
+                // ours (and its 304 is not ours to merge).
+                let revalidating = has_validator(&entry.head.headers) && !self.conditional;
                 let validators = if revalidating {
                     // §4.3.1: validate the stored response with a conditional request.
                     tracing::debug!(key = %key, "stale entry; revalidating");
@@ -615,7 +650,10 @@ impl<St: Store> Ctx<St> {
         let mut status = self.status;
         let body = match self.storing.take() {
             Some(storing) => {
-                let response_cc = ResponseDirectives::parse(&parts.headers);
+                let response_cc = ResponseDirectives::parse_as_surrogate(
+                    &parts.headers,
+                    self.config.surrogate.as_deref(),
+                );
                 let age = AgeInputs::from_headers(&parts.headers, self.request_time, response_time)
                     .current_age(response_time);
                 let exchange = Exchange {
@@ -635,10 +673,19 @@ impl<St: Store> Ctx<St> {
                         let head = self.entry_head(&storing, &parts, response_time);
                         let expected_len = content_length(&parts.headers);
                         let sealer = self.sealer(storing.key, head, ttl);
-                        CacheBody::tee(
-                            body,
-                            Tee::new(self.config.max_body_size, expected_len, sealer),
-                        )
+                        if body.is_end_stream() && expected_len.unwrap_or(0) == 0 {
+                            // No body at all (a 204, say): a server may never poll it, so the
+                            // entry is stored now rather than at its end.
+                            if let Some(put) = sealer(Vec::new(), None) {
+                                run_soon(put);
+                            }
+                            CacheBody::upstream(body)
+                        } else {
+                            CacheBody::tee(
+                                body,
+                                Tee::new(self.config.max_body_size, expected_len, sealer),
+                            )
+                        }
                     }
                     Storability::DoNotStore(why) => {
                         tracing::debug!(key = %storing.key, reason = ?why, "response not storable");
@@ -676,7 +723,10 @@ impl<St: Store> Ctx<St> {
         let age = AgeInputs::from_headers(&head.headers, head.request_time, response_time)
             .current_age(response_time);
         if let Some(storing) = self.storing.take() {
-            let cc = ResponseDirectives::parse(&head.headers);
+            let cc = ResponseDirectives::parse_as_surrogate(
+                &head.headers,
+                self.config.surrogate.as_deref(),
+            );
             let exchange = Exchange {
                 method: &storing.method,
                 request_headers: &storing.headers,

@@ -85,6 +85,7 @@ pub(crate) struct Config {
     pub(crate) store_timeout: Duration,
     pub(crate) fail_closed: bool,
     pub(crate) stale_on_error: Option<Duration>,
+    pub(crate) surrogate: Option<String>,
     pub(crate) timer: Arc<TimerProbe>,
     pub(crate) metrics: CacheMetrics,
 }
@@ -146,6 +147,7 @@ impl<St> CacheLayer<St> {
                 store_timeout: DEFAULT_STORE_TIMEOUT,
                 fail_closed: false,
                 stale_on_error: None,
+                surrogate: None,
                 timer: Arc::new(TimerProbe::default()),
                 metrics: CacheMetrics::default(),
             },
@@ -290,6 +292,19 @@ impl<St> CacheLayer<St> {
     /// Default: off (only `stale-if-error` allows it).
     pub fn serve_stale_on_error(mut self, max_staleness: Duration) -> Self {
         self.config.stale_on_error = Some(max_staleness);
+        self
+    }
+
+    /// Act as a *surrogate* named `id` (W3C Edge Architecture Specification 1.0): a gateway
+    /// cache run by the origin's owner. Forwarded requests carry
+    /// `Surrogate-Capability: id="Surrogate/1.0"`, and `Surrogate-Control` response directives
+    /// (`max-age`, `no-store`; untargeted or targeted `;id`) take precedence over
+    /// `Cache-Control`. Meant for reverse-proxy use such as `examples/caching_proxy.rs`, not for
+    /// a client's cache of other people's APIs.
+    ///
+    /// Default: off (`Surrogate-Control` is ignored and nothing is added to requests).
+    pub fn surrogate(mut self, id: impl Into<String>) -> Self {
+        self.config.surrogate = Some(id.into());
         self
     }
 

@@ -36,6 +36,10 @@ pub(crate) struct ResponseDirectives {
     pub(crate) stale_if_error: Option<u64>,
     /// RFC 5861 §3 `stale-while-revalidate` (parsed; not acted on yet).
     pub(crate) stale_while_revalidate: Option<u64>,
+    /// `Surrogate-Control: max-age` for this surrogate (only when the cache acts as one).
+    pub(crate) surrogate_max_age: Option<u64>,
+    /// `Surrogate-Control: no-store` for this surrogate.
+    pub(crate) surrogate_no_store: bool,
 }
 
 /// Request directives (RFC 9111 §5.2.1).
@@ -186,6 +190,42 @@ impl ResponseDirectives {
     }
 }
 
+impl ResponseDirectives {
+    /// [`parse`](Self::parse), plus the `Surrogate-Control` directives that apply to the
+    /// surrogate `id` (W3C Edge Architecture Specification 1.0, §2.2): untargeted ones, and
+    /// those targeted with `;id`. Directives are case-insensitive; values must be exactly
+    /// digits (`max-age = 5` is not understood and ignored).
+    pub(crate) fn parse_as_surrogate(headers: &HeaderMap, id: Option<&str>) -> Self {
+        let mut d = Self::parse(headers);
+        let Some(id) = id else {
+            return d;
+        };
+        for line in headers.get_all("surrogate-control") {
+            let text = String::from_utf8_lossy(line.as_bytes());
+            for directive in text.split(',') {
+                let directive = directive.trim();
+                let (directive, target) = match directive.split_once(';') {
+                    Some((d, t)) => (d, Some(t.trim())),
+                    None => (directive, None),
+                };
+                if target.is_some_and(|t| !t.eq_ignore_ascii_case(id)) {
+                    continue;
+                }
+                if directive.eq_ignore_ascii_case("no-store") {
+                    d.surrogate_no_store = true;
+                } else if let Some((name, value)) = directive.split_once('=') {
+                    if name.eq_ignore_ascii_case("max-age") {
+                        if let Some(secs) = delta_seconds(value) {
+                            d.surrogate_max_age = Some(secs);
+                        }
+                    }
+                }
+            }
+        }
+        d
+    }
+}
+
 impl RequestDirectives {
     pub(crate) fn parse(headers: &HeaderMap) -> Self {
         let mut d = Self::default();
@@ -318,6 +358,34 @@ mod tests {
         assert!(d.private && d.public && d.must_revalidate && d.proxy_revalidate);
         assert!(d.must_understand);
         assert_eq!(d.s_maxage, Some(9));
+    }
+
+    #[test]
+    fn surrogate_control_for_this_surrogate_only() {
+        let sc = |v: &'static str| {
+            let mut h = headers(&["max-age=1"]);
+            h.append("surrogate-control", HeaderValue::from_static(v));
+            ResponseDirectives::parse_as_surrogate(&h, Some("hcc"))
+        };
+        assert_eq!(sc("max-age=3600").surrogate_max_age, Some(3600));
+        assert_eq!(sc("MaX-aGe=3600").surrogate_max_age, Some(3600));
+        assert_eq!(sc("foobar, max-age=60").surrogate_max_age, Some(60));
+        assert_eq!(sc("max-age=60;hcc").surrogate_max_age, Some(60));
+        assert_eq!(sc("max-age=60;other").surrogate_max_age, None);
+        assert_eq!(sc("max-age =60").surrogate_max_age, None);
+        assert_eq!(sc("max-age= 60").surrogate_max_age, None);
+        assert_eq!(
+            sc("max-age=99999999999").surrogate_max_age,
+            Some(DELTA_SECONDS_MAX)
+        );
+        assert!(sc("no-store").surrogate_no_store);
+        // Not a surrogate: Surrogate-Control means nothing.
+        let mut h = HeaderMap::new();
+        h.insert("surrogate-control", HeaderValue::from_static("max-age=5"));
+        assert_eq!(
+            ResponseDirectives::parse_as_surrogate(&h, None).surrogate_max_age,
+            None
+        );
     }
 
     #[test]

@@ -39,14 +39,14 @@ pub(crate) fn decide(
     stored: &EntryHead,
     request_headers: &HeaderMap,
     request_cc: &RequestDirectives,
-    config: &Reuse,
+    config: &Reuse<'_>,
     now: SystemTime,
     protect: vary::Protect<'_>,
 ) -> Decision {
     if !vary::matches(&stored.vary, request_headers, protect) {
         return Decision::NoMatch;
     }
-    let cc = ResponseDirectives::parse(&stored.headers);
+    let cc = ResponseDirectives::parse_as_surrogate(&stored.headers, config.surrogate);
     let age = AgeInputs::from_headers(&stored.headers, stored.request_time, stored.response_time)
         .current_age(now);
     // §4.2: "A stored response is considered "fresh" if its age has not yet exceeded its
@@ -114,7 +114,9 @@ pub(crate) fn decide(
 
 /// The settings of the layer that reuse decisions depend on.
 #[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Reuse {
+pub(crate) struct Reuse<'a> {
+    /// Acting as this surrogate: `Surrogate-Control` applies.
+    pub(crate) surrogate: Option<&'a str>,
     /// Shared-cache rules (§5.2.2.7, §5.2.2.8, §5.2.2.10).
     pub(crate) shared: bool,
     /// Serve a stale response at most this stale when the origin fails, even without
@@ -218,7 +220,7 @@ mod tests {
             stale_on_error: Some(Duration::from_secs(100)),
             ..Reuse::default()
         };
-        let at = |cc: &'static str, rcc: &str, reuse: &Reuse, secs| {
+        let at = |cc: &'static str, rcc: &str, reuse: &Reuse<'_>, secs| {
             decide(&head(cc), &req, &rq(rcc), reuse, t(secs), &no_digest)
         };
         use Decision::*;

@@ -36,6 +36,11 @@ pub(crate) fn explicit_lifetime(
     shared: bool,
     response_time: SystemTime,
 ) -> Option<Duration> {
+    // A surrogate obeys Surrogate-Control first (Edge Architecture 1.0 §2.2.1: it "takes
+    // priority over Cache-Control" for the surrogates it targets).
+    if let Some(s) = cc.surrogate_max_age {
+        return Some(Duration::from_secs(s));
+    }
     // §4.2.1: "If the cache is shared and the s-maxage response directive is present, use its
     // value"
     if shared {
@@ -127,12 +132,21 @@ impl AgeInputs {
         request_time: SystemTime,
         response_time: SystemTime,
     ) -> Self {
-        // §5.1: Age is delta-seconds; an invalid value is ignored (read as absent).
-        let age_value = headers
-            .get(header::AGE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| delta_seconds(v.trim()))
-            .map_or(Duration::ZERO, Duration::from_secs);
+        // §5.1: Age is delta-seconds, a singleton field. An invalid value (not digits, a
+        // parameter) or several values (even equal ones) cannot be trusted either way: the
+        // conservative reading is "very old", so the response is treated as stale.
+        let mut values = headers
+            .get_all(header::AGE)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|b| *b == b','));
+        let age_value = match (values.next(), values.next()) {
+            (None, _) => Duration::ZERO,
+            (Some(only), None) => std::str::from_utf8(only)
+                .ok()
+                .and_then(|v| delta_seconds(v.trim()))
+                .map_or(Duration::from_secs(DELTA_SECONDS_MAX), Duration::from_secs),
+            (Some(_), Some(_)) => Duration::from_secs(DELTA_SECONDS_MAX),
+        };
         let date_value = match http_date(headers, header::DATE) {
             Some(Ok(d)) => d,
             _ => response_time,
@@ -323,11 +337,31 @@ mod tests {
             inputs.current_age(t(100)),
             Duration::from_secs(DELTA_SECONDS_MAX)
         );
-        // Invalid Age is ignored.
-        let h = hdrs(&[("age", "-5")]);
+        // Invalid or conflicting Age: treated as very old (stale).
+        let max = Duration::from_secs(DELTA_SECONDS_MAX);
+        for bad in [
+            &["-5"][..],
+            &["abc"],
+            &["1.5"],
+            &["10s"],
+            &["5;x=1"],
+            &["0", "7200"],
+            &["0, 7200"],
+        ] {
+            let pairs: Vec<(&str, &str)> = bad.iter().map(|v| ("age", *v)).collect();
+            let h = hdrs(&pairs);
+            assert_eq!(
+                AgeInputs::from_headers(&h, t(0), t(0)).age_value,
+                max,
+                "{bad:?}"
+            );
+        }
+        let h = hdrs(&[("age", "30"), ("age", "30")]);
+        assert_eq!(AgeInputs::from_headers(&h, t(0), t(0)).age_value, max);
+        let h = hdrs(&[("age", " 30 ")]);
         assert_eq!(
             AgeInputs::from_headers(&h, t(0), t(0)).age_value,
-            Duration::ZERO
+            Duration::from_secs(30)
         );
     }
 

@@ -6,7 +6,7 @@ use http::header::{self, HeaderMap, HeaderName};
 use http::{Method, StatusCode};
 
 use super::cache_control::{RequestDirectives, ResponseDirectives};
-use super::freshness::{freshness_lifetime, heuristically_cacheable};
+use super::freshness::freshness_lifetime;
 use super::validation::has_validator;
 use super::vary::{vary_names, VaryNames};
 
@@ -25,7 +25,7 @@ pub(crate) enum Storability {
 pub(crate) enum NotStorable {
     /// Only GET responses are stored.
     Method,
-    /// A status this cache does not store (not final, 206, 304, or unknown to it).
+    /// A status this cache does not store (not final, 206, 304).
     Status,
     /// The request said `no-store` (§5.2.1.5).
     RequestNoStore,
@@ -75,15 +75,19 @@ pub(crate) fn storability(x: &Exchange<'_>, shared: bool) -> Storability {
     if x.method != Method::GET {
         return DoNotStore(NotStorable::Method);
     }
-    // §3: "the response status code is final" and understood by the cache.
-    if !(heuristically_cacheable(x.status) || matches!(x.status.as_u16(), 302 | 303 | 307)) {
+    // §3: "the response status code is final". 206 (partial content is not combined here) and
+    // 304 (it only updates stored responses) are not stored; any other final status is, when it
+    // has explicit freshness (statuses outside RFC 9110 §15.1's list get no heuristic).
+    if x.status.is_informational() || matches!(x.status.as_u16(), 206 | 304) {
         return DoNotStore(NotStorable::Status);
     }
     // §5.2.1.5 / §5.2.2.5
     if x.request_cc.no_store {
         return DoNotStore(NotStorable::RequestNoStore);
     }
-    if x.response_cc.no_store {
+    // A surrogate obeys Surrogate-Control over Cache-Control (Edge Architecture 1.0 §2.2.1).
+    let cc_no_store = x.response_cc.no_store && x.response_cc.surrogate_max_age.is_none();
+    if cc_no_store || x.response_cc.surrogate_no_store {
         return DoNotStore(NotStorable::ResponseNoStore);
     }
     let validator = has_validator(x.response_headers);
@@ -258,7 +262,7 @@ mod tests {
                 500,
                 vec![(cc, "max-age=60")],
                 false,
-                Storability::DoNotStore(N::Status),
+                store60.clone(),
             ),
             (
                 Method::GET,
@@ -266,7 +270,7 @@ mod tests {
                 599,
                 vec![(cc, "max-age=60")],
                 false,
-                Storability::DoNotStore(N::Status),
+                store60.clone(),
             ),
             // Heuristic: Last-Modified 6400 s before reception (no Date) → 640 s.
             (

@@ -2,7 +2,9 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+use super::freshness::http_date;
 use super::storable::strip_unstorable;
+use crate::entry::EntryHead;
 
 /// Whether a stored response can be validated (it has an entity tag or a modification date).
 pub(crate) fn has_validator(stored: &HeaderMap) -> bool {
@@ -26,18 +28,80 @@ pub(crate) fn conditional_headers(stored: &HeaderMap) -> Vec<(HeaderName, Header
     out
 }
 
-/// Whether the request carries preconditions of its own (RFC 9110 §13.1). Such requests are
-/// passed to the origin untouched: the cache does not evaluate them against its entries.
-pub(crate) fn is_conditional(request: &HeaderMap) -> bool {
+/// Whether the request carries preconditions the cache does not evaluate (`If-Match`,
+/// `If-Unmodified-Since`, `If-Range`): such requests go to the origin untouched.
+pub(crate) fn has_unsupported_preconditions(request: &HeaderMap) -> bool {
     [
         header::IF_MATCH,
-        header::IF_NONE_MATCH,
-        header::IF_MODIFIED_SINCE,
         header::IF_UNMODIFIED_SINCE,
         header::IF_RANGE,
     ]
     .iter()
     .any(|h| request.contains_key(h))
+}
+
+/// Whether the request carries `If-None-Match` or `If-Modified-Since` (RFC 9110 §13.1.2-3).
+pub(crate) fn is_conditional(request: &HeaderMap) -> bool {
+    request.contains_key(header::IF_NONE_MATCH) || request.contains_key(header::IF_MODIFIED_SINCE)
+}
+
+/// RFC 9111 §4.3.2: a cache answering a conditional request from a stored response evaluates
+/// the preconditions against it. `true`: the client's copy is current, answer `304`.
+///
+/// RFC 9110 §13.1.2: `If-None-Match` uses the weak comparison and wins over `If-Modified-Since`
+/// (§13.1.3: "A recipient MUST ignore If-Modified-Since if the request contains an
+/// If-None-Match header field"). For `If-Modified-Since` the stored `Last-Modified` is used,
+/// else its `Date` (RFC 9111 §4.3.2), else when it was received.
+pub(crate) fn not_modified(stored: &EntryHead, request: &HeaderMap) -> bool {
+    let inm: Vec<&HeaderValue> = request.get_all(header::IF_NONE_MATCH).iter().collect();
+    if !inm.is_empty() {
+        let Some(etag) = stored
+            .headers
+            .get(header::ETAG)
+            .and_then(|v| v.to_str().ok())
+        else {
+            return false;
+        };
+        let opaque = |tag: &str| tag.trim().trim_start_matches("W/").to_owned();
+        let ours = opaque(etag);
+        return inm
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|tag| tag.trim() == "*" || opaque(tag) == ours);
+    }
+    let Some(Ok(since)) = http_date(request, header::IF_MODIFIED_SINCE) else {
+        return false;
+    };
+    let modified = match http_date(&stored.headers, header::LAST_MODIFIED) {
+        Some(Ok(lm)) => lm,
+        _ => match http_date(&stored.headers, header::DATE) {
+            Some(Ok(date)) => date,
+            _ => stored.response_time,
+        },
+    };
+    modified <= since
+}
+
+/// The `304` a cache sends for a stored response (RFC 9110 §15.4.5): the fields a 200 would
+/// carry among `Cache-Control`, `Content-Location`, `Date`, `ETag`, `Expires`, `Vary`, and
+/// `Last-Modified`; no content.
+pub(crate) fn not_modified_headers(stored: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    for name in [
+        header::CACHE_CONTROL,
+        header::CONTENT_LOCATION,
+        header::DATE,
+        header::ETAG,
+        header::EXPIRES,
+        header::VARY,
+        header::LAST_MODIFIED,
+    ] {
+        for value in stored.get_all(&name) {
+            out.append(name.clone(), value.clone());
+        }
+    }
+    out
 }
 
 /// RFC 9111 §3.2: the cache "MUST add each header field in the provided response to the stored
@@ -46,7 +110,8 @@ pub(crate) fn is_conditional(request: &HeaderMap) -> bool {
 /// response depends upon, ..., [and] the Content-Length header field."
 ///
 /// The stored body is reused as is, so the fields that describe its bytes (`Content-Length`,
-/// `Content-Encoding`, `Content-Range`, `Content-Type`) keep their stored values.
+/// `Content-Encoding`, `Content-Range`, `Content-MD5`) and its validator (`ETag`) keep their
+/// stored values; every other field, `Content-Type` included, is updated.
 pub(crate) fn freshen(stored: &HeaderMap, not_modified: &HeaderMap) -> HeaderMap {
     let mut update = not_modified.clone();
     strip_unstorable(&mut update);
@@ -54,10 +119,11 @@ pub(crate) fn freshen(stored: &HeaderMap, not_modified: &HeaderMap) -> HeaderMap
         header::CONTENT_LENGTH,
         header::CONTENT_ENCODING,
         header::CONTENT_RANGE,
-        header::CONTENT_TYPE,
+        header::ETAG,
     ] {
         update.remove(keep);
     }
+    update.remove("content-md5");
     let mut merged = stored.clone();
     for name in update.keys() {
         merged.remove(name);
@@ -109,6 +175,7 @@ mod tests {
         ]);
         let not_modified = map(&[
             ("content-length", "0"),
+            ("content-type", "text/html"),
             ("cache-control", "max-age=60"),
             ("set-cookie", "c=3"),
             ("connection", "close"),
@@ -116,7 +183,7 @@ mod tests {
         ]);
         let merged = freshen(&stored, &not_modified);
         assert_eq!(merged["content-length"], "5");
-        assert_eq!(merged["content-type"], "text/plain");
+        assert_eq!(merged["content-type"], "text/html");
         assert_eq!(merged["cache-control"], "max-age=60");
         assert_eq!(merged["x-old"], "kept");
         assert_eq!(merged["x-new"], "added");
@@ -135,5 +202,81 @@ mod tests {
             "Tue, 14 Nov 2023 20:26:40 GMT"
         )])));
         assert!(!is_conditional(&map(&[("accept", "*/*")])));
+    }
+
+    #[test]
+    fn unsupported_preconditions() {
+        assert!(has_unsupported_preconditions(&map(&[(
+            "if-match", "\"x\""
+        )])));
+        assert!(!has_unsupported_preconditions(&map(&[(
+            "if-none-match",
+            "\"x\""
+        )])));
+    }
+
+    fn stored(headers: &[(&'static str, &'static str)]) -> EntryHead {
+        EntryHead {
+            status: http::StatusCode::OK,
+            version: http::Version::HTTP_11,
+            headers: map(headers),
+            request_time: std::time::UNIX_EPOCH,
+            response_time: std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000),
+            method: http::Method::GET,
+            uri: "http://e.com/".into(),
+            vary: vec![],
+        }
+    }
+
+    #[test]
+    fn evaluating_client_preconditions_against_a_stored_response() {
+        let tagged = stored(&[
+            ("etag", "W/\"abc\""),
+            ("last-modified", "Tue, 14 Nov 2023 20:00:00 GMT"),
+        ]);
+        type Case = (&'static [(&'static str, &'static str)], bool);
+        let cases: &[Case] = &[
+            (&[("if-none-match", "\"abc\"")], true), // weak comparison
+            (&[("if-none-match", "W/\"abc\"")], true),
+            (&[("if-none-match", "\"x\", \"abc\"")], true),
+            (&[("if-none-match", "*")], true),
+            (&[("if-none-match", "\"other\"")], false),
+            // If-None-Match wins over If-Modified-Since.
+            (
+                &[
+                    ("if-none-match", "\"other\""),
+                    ("if-modified-since", "Tue, 14 Nov 2023 21:00:00 GMT"),
+                ],
+                false,
+            ),
+            (
+                &[("if-modified-since", "Tue, 14 Nov 2023 20:00:00 GMT")],
+                true,
+            ),
+            (
+                &[("if-modified-since", "Tue, 14 Nov 2023 21:00:00 GMT")],
+                true,
+            ),
+            (
+                &[("if-modified-since", "Tue, 14 Nov 2023 19:00:00 GMT")],
+                false,
+            ),
+            (&[("if-modified-since", "garbage")], false),
+        ];
+        for (request, want) in cases {
+            assert_eq!(not_modified(&tagged, &map(request)), *want, "{request:?}");
+        }
+        // No ETag stored: If-None-Match with a tag cannot match.
+        assert!(!not_modified(
+            &stored(&[]),
+            &map(&[("if-none-match", "\"abc\"")])
+        ));
+        let h = not_modified_headers(&map(&[
+            ("etag", "\"a\""),
+            ("content-length", "5"),
+            ("cache-control", "max-age=1"),
+        ]));
+        assert_eq!(h.len(), 2);
+        assert!(!h.contains_key("content-length"));
     }
 }

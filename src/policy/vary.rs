@@ -41,14 +41,46 @@ pub(crate) fn vary_names(response: &HeaderMap) -> VaryNames {
 pub(crate) type Protect<'a> = &'a dyn Fn(&HeaderName, &[u8]) -> Option<[u8; 32]>;
 
 /// The value of `name` on a request, all field lines combined with ", " (RFC 9110 §5.3), or
-/// `None` when absent.
+/// `None` when absent. §4.1 allows normalizing before comparing ("by removing whitespace,
+/// combining multiple lines, or by using content-specific rules"): list members are trimmed, and
+/// the `Accept*` fields, whose tokens are case-insensitive, are lowercased. Other values keep
+/// their case (a credential differing only in case is a different credential).
 fn combined(request: &HeaderMap, name: &HeaderName) -> Option<Bytes> {
-    let mut values = request.get_all(name).iter();
-    let first = values.next()?;
-    let mut out = BytesMut::from(first.as_bytes());
-    for v in values {
-        out.put_slice(b", ");
-        out.put_slice(v.as_bytes());
+    let mut values = request.get_all(name).iter().peekable();
+    values.peek()?;
+    let lowercase = matches!(
+        name.as_str(),
+        "accept" | "accept-language" | "accept-encoding" | "accept-charset"
+    );
+    let mut out = BytesMut::new();
+    let mut first = true;
+    for value in values {
+        for member in value.as_bytes().split(|b| *b == b',') {
+            let member = member.trim_ascii();
+            if member.is_empty() {
+                continue;
+            }
+            if !first {
+                out.put_slice(b", ");
+            }
+            first = false;
+            // Remove whitespace around the parameter separators of list members (`a ; q=1`).
+            let mut last_was_sep = false;
+            let mut pending_space = false;
+            for &b in member {
+                if b == b' ' || b == b'\t' {
+                    pending_space = true;
+                    continue;
+                }
+                let sep = b == b';' || b == b'=';
+                if pending_space && !sep && !last_was_sep {
+                    out.put_u8(b' ');
+                }
+                pending_space = false;
+                out.put_u8(if lowercase { b.to_ascii_lowercase() } else { b });
+                last_was_sep = sep;
+            }
+        }
     }
     Some(out.freeze())
 }
@@ -107,6 +139,37 @@ mod tests {
         h.append("vary", HeaderValue::from_static("x, *"));
         assert_eq!(vary_names(&h), VaryNames::Star);
         assert_eq!(vary_names(&HeaderMap::new()), VaryNames::Names(vec![]));
+    }
+
+    #[test]
+    fn normalization_for_matching() {
+        let value = |lines: &[&'static str], name: HeaderName| {
+            let mut h = HeaderMap::new();
+            for l in lines {
+                h.append(name.clone(), HeaderValue::from_static(l));
+            }
+            combined(&h, &name)
+        };
+        let al = header::ACCEPT_LANGUAGE;
+        assert_eq!(
+            value(&["en ;q=1,  FR"], al.clone()),
+            value(&["en;q=1, fr"], al.clone())
+        );
+        assert_eq!(
+            value(&["en", "fr"], al.clone()),
+            value(&["en,fr"], al.clone())
+        );
+        assert_eq!(value(&["en, ,fr,"], al.clone()).unwrap(), "en, fr");
+        // Case kept where it can matter.
+        assert_ne!(
+            value(&["Bearer ABC"], header::AUTHORIZATION),
+            value(&["Bearer abc"], header::AUTHORIZATION)
+        );
+        assert_eq!(
+            value(&["Bearer  ABC"], header::AUTHORIZATION).unwrap(),
+            "Bearer ABC"
+        );
+        assert_eq!(value(&[], al), None);
     }
 
     #[test]

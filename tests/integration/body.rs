@@ -231,3 +231,29 @@ async fn a_cached_body_reports_its_exact_size() {
     assert_eq!(frame.into_data().unwrap(), "12345");
     assert!(body.is_end_stream());
 }
+
+#[tokio::test]
+async fn an_empty_body_is_stored_even_if_nobody_polls_it() {
+    let origin = tower::service_fn(|_req: Request<()>| async {
+        Ok::<_, Infallible>(
+            Response::builder()
+                .status(204)
+                .header("cache-control", "max-age=60")
+                .body(http_body_util::Empty::<Bytes>::new())
+                .unwrap(),
+        )
+    });
+    let store = MemoryStore::default();
+    let mut svc = ServiceBuilder::new()
+        .layer(CacheLayer::new(store.clone()))
+        .service(origin);
+    let response = svc.ready().await.unwrap().call(req()).await.unwrap();
+    assert!(response.body().is_end_stream());
+    drop(response); // like a server that does not poll a 204's body
+    assert_eq!(store.len(), 1);
+    let hit = svc.ready().await.unwrap().call(req()).await.unwrap();
+    assert_eq!(
+        (hit.status().as_u16(), hit.extensions().get::<CacheStatus>()),
+        (204, Some(&CacheStatus::Hit))
+    );
+}

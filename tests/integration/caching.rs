@@ -324,7 +324,7 @@ async fn unsafe_methods_invalidate_the_target_and_same_origin_locations() {
                 .header("content-location", "http://elsewhere.example/items/3");
         }
         if s.uri.path() == "/fails" || s.headers.contains_key("x-fail") {
-            r = r.status(500);
+            r = r.status(500).header("cache-control", "no-store");
         }
         r.body(Full::new(Bytes::from(format!(
             "{} {}",
@@ -449,5 +449,63 @@ async fn heuristic_freshness_from_last_modified_and_other_statuses() {
     assert_ne!(
         get(&mut client, &page).await.unwrap().cache,
         Some(CacheStatus::Hit)
+    );
+}
+
+#[tokio::test]
+async fn as_a_surrogate_the_cache_announces_itself_and_obeys_surrogate_control() {
+    let origin = Origin::start(|s| {
+        let targeted = s.headers.contains_key("surrogate-capability");
+        Response::builder()
+            .header("cache-control", "max-age=1")
+            .header(
+                "surrogate-control",
+                if targeted {
+                    "max-age=600;edge"
+                } else {
+                    "max-age=0"
+                },
+            )
+            .body(Full::new(Bytes::from_static(b"s")))
+            .unwrap()
+    })
+    .await;
+    let clock = clock();
+    let layer = |surrogate: bool| {
+        let l =
+            CacheLayer::new(MemoryStore::with_clock(1 << 20, clock.clone())).clock(clock.clone());
+        if surrogate {
+            l.surrogate("edge")
+        } else {
+            l
+        }
+    };
+    let mut edge = cached_client(layer(true));
+    let url = origin.url("/sc");
+    get(&mut edge, &url).await.unwrap();
+    assert_eq!(
+        origin.seen()[0].headers["surrogate-capability"],
+        "edge=\"Surrogate/1.0\""
+    );
+    clock.advance(Duration::from_secs(300));
+    assert_eq!(
+        get(&mut edge, &url).await.unwrap().cache,
+        Some(CacheStatus::Hit)
+    );
+
+    // A plain client cache ignores Surrogate-Control and adds nothing to requests.
+    let mut plain = cached_client(layer(false));
+    let other = origin.url("/plain");
+    get(&mut plain, &other).await.unwrap();
+    assert!(!origin
+        .seen()
+        .last()
+        .unwrap()
+        .headers
+        .contains_key("surrogate-capability"));
+    clock.advance(Duration::from_secs(2));
+    assert_eq!(
+        get(&mut plain, &other).await.unwrap().cache,
+        Some(CacheStatus::Miss)
     );
 }

@@ -169,10 +169,51 @@ async fn last_modified_alone_is_validated_with_if_modified_since() {
 }
 
 #[tokio::test]
-async fn a_request_with_its_own_preconditions_passes_through() {
+async fn a_client_conditional_is_answered_from_a_fresh_entry() {
     let origin = etag_origin("max-age=600", Arc::new(AtomicBool::new(false))).await;
     let mut client = cached_client(CacheLayer::new(MemoryStore::default()));
     let url = origin.url("/p");
+    get(&mut client, &url).await.unwrap();
+    let conditional = |name: &str, value: &str| {
+        Request::get(&url)
+            .header(name, value)
+            .body(Empty::new())
+            .unwrap()
+    };
+    // The client's copy is current: 304 from the cache, no body, validator included.
+    let got = send(&mut client, conditional("if-none-match", "\"v1\""))
+        .await
+        .unwrap();
+    assert_eq!(
+        (got.status.as_u16(), got.cache),
+        (304, Some(CacheStatus::Hit))
+    );
+    assert!(got.body.is_empty());
+    assert_eq!(got.headers["etag"], "\"v1\"");
+    assert!(!got.headers.contains_key("content-length"));
+    // An old copy: the full stored response.
+    let got = send(&mut client, conditional("if-none-match", "\"v0\""))
+        .await
+        .unwrap();
+    assert_eq!(
+        (got.status.as_u16(), got.cache),
+        (200, Some(CacheStatus::Hit))
+    );
+    assert_eq!(got.body, "body \"v1\"");
+    assert_eq!(origin.requests(), 1);
+    // Preconditions the cache does not evaluate go to the origin untouched.
+    let got = send(&mut client, conditional("if-match", "\"v1\""))
+        .await
+        .unwrap();
+    assert_eq!(got.cache, Some(CacheStatus::Miss));
+    assert_eq!(origin.seen()[1].headers["if-match"], "\"v1\"");
+}
+
+#[tokio::test]
+async fn a_client_conditional_on_a_stale_entry_goes_to_the_origin_as_it_is() {
+    let origin = etag_origin("max-age=0", Arc::new(AtomicBool::new(false))).await;
+    let mut client = cached_client(CacheLayer::new(MemoryStore::default()));
+    let url = origin.url("/s");
     get(&mut client, &url).await.unwrap();
     let req = Request::get(&url)
         .header("if-none-match", "\"v1\"")
@@ -181,7 +222,7 @@ async fn a_request_with_its_own_preconditions_passes_through() {
     let got = send(&mut client, req).await.unwrap();
     assert_eq!(
         got.status, 304,
-        "the client's own conditional gets the origin's answer"
+        "the origin's 304 for the client's own validator"
     );
-    assert_eq!(got.cache, Some(CacheStatus::NotCacheable));
+    assert_eq!(origin.seen()[1].headers["if-none-match"], "\"v1\"");
 }

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Runs the public HTTP caching test suite (npm `http-cache-tests`, cache-tests.fyi) against this
+# crate's layer, in examples/caching_proxy.rs, everything on 127.0.0.1.
+#
+# usage: scripts/conformance.sh [--private] [--list] [--floor REQUIRED OPTIMAL]
+#   --private        run the proxy as a private cache (default: shared)
+#   --list           print every failing test
+#   --floor R O      exit 1 if fewer than R required or O optimal tests pass
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+SUITE_VERSION=0.4.5
+ORIGIN_PORT=${ORIGIN_PORT:-8000}
+PROXY_PORT=${PROXY_PORT:-8080}
+PRIVATE=""; LIST=""; FLOOR_R=0; FLOOR_O=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --private) PRIVATE="--private" ;;
+    --list) LIST="--list" ;;
+    --floor) FLOOR_R=$2; FLOOR_O=$3; shift 2 ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+command -v node >/dev/null && command -v npm >/dev/null || { echo "conformance: node and npm are needed" >&2; exit 1; }
+
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done; pkill -f "$WORK" 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+( cd "$WORK" && npm init -y >/dev/null && npm install --silent --no-audit --no-fund "http-cache-tests@$SUITE_VERSION" >/dev/null )
+SUITE="$WORK/node_modules/http-cache-tests"
+
+cargo build --release --example caching_proxy --quiet
+"$ROOT/target/release/examples/caching_proxy" --listen "127.0.0.1:$PROXY_PORT" --origin "http://127.0.0.1:$ORIGIN_PORT" $PRIVATE 2>"$WORK/proxy.log" &
+PIDS+=($!)
+
+# The suite's origin, forced onto loopback by a preload that patches net.Server#listen.
+( cd "$SUITE" && NODE_OPTIONS="--import $ROOT/scripts/loopback.mjs" npm_config_pidfile="$WORK/server.pid" \
+    npm run --silent server --port="$ORIGIN_PORT" >"$WORK/server.log" 2>&1 )
+for _ in $(seq 1 100); do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$ORIGIN_PORT") 2>/dev/null && (exec 3<>"/dev/tcp/127.0.0.1/$PROXY_PORT") 2>/dev/null; then break; fi
+  sleep 0.1
+done
+
+( cd "$SUITE" && npm run --silent cli --base="http://127.0.0.1:$PROXY_PORT" >"$WORK/results.json" 2>"$WORK/cli.log" ) || true
+if ! node -e 'JSON.parse(require("fs").readFileSync(process.argv[1]))' "$WORK/results.json" 2>/dev/null; then
+  echo "conformance: the suite did not produce results" >&2
+  cat "$WORK/cli.log" "$WORK/server.log" "$WORK/proxy.log" >&2 || true
+  exit 1
+fi
+MODE=${PRIVATE:+private}; MODE=${MODE:-shared}
+echo "http-cache-tests $SUITE_VERSION, $MODE cache:"
+node "$ROOT/scripts/conformance-score.mjs" "$SUITE" "$WORK/results.json" $LIST | tee "$WORK/score.txt"
+R=$(awk '/^required/ {split($2, a, "/"); print a[1]}' "$WORK/score.txt")
+O=$(awk '/^optimal/ {split($2, a, "/"); print a[1]}' "$WORK/score.txt")
+if [ "$R" -lt "$FLOOR_R" ] || [ "$O" -lt "$FLOOR_O" ]; then
+  echo "conformance: below the floor ($R < $FLOOR_R required or $O < $FLOOR_O optimal)" >&2
+  exit 1
+fi
