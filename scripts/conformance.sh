@@ -24,10 +24,21 @@ while [ $# -gt 0 ]; do
 done
 
 command -v node >/dev/null && command -v npm >/dev/null || { echo "conformance: node and npm are needed" >&2; exit 1; }
+for port in "$ORIGIN_PORT" "$PROXY_PORT"; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "conformance: 127.0.0.1:$port is already in use (a server left over?); set ORIGIN_PORT / PROXY_PORT" >&2
+    exit 1
+  fi
+done
 
 WORK=$(mktemp -d)
 PIDS=()
-cleanup() { for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done; pkill -f "$WORK" 2>/dev/null || true; rm -rf "$WORK"; }
+cleanup() {
+  # The suite's server detaches (its npm script ends in `&`) and writes its pid to the pidfile.
+  if [ -f "$WORK/server.pid" ]; then kill "$(cat "$WORK/server.pid")" 2>/dev/null || true; fi
+  for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
 trap cleanup EXIT
 
 ( cd "$WORK" && npm init -y >/dev/null && npm install --silent --no-audit --no-fund "http-cache-tests@$SUITE_VERSION" >/dev/null )
