@@ -32,6 +32,8 @@ pub(crate) type WaitFuture = Pin<Box<dyn Future<Output = bool> + Send + 'static>
 #[derive(Debug, Default)]
 pub(crate) struct Flights {
     map: Mutex<HashMap<CacheKey, watch::Sender<Outcome>>>,
+    /// Keys with a stale-while-revalidate refresh under way (at most one each).
+    refreshing: Mutex<std::collections::HashSet<CacheKey>>,
     /// Waiting needs a timer; without one (remembered here) coalescing is off.
     timer: TimerProbe,
 }
@@ -78,6 +80,37 @@ impl Flights {
             tx,
             done: false,
         })
+    }
+}
+
+impl Flights {
+    /// Claims the one background refresh allowed for `key`; `None` when one is under way.
+    pub(crate) fn start_refresh(self: &Arc<Self>, key: &CacheKey) -> Option<RefreshGuard> {
+        let mut set = self
+            .refreshing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        set.insert(key.clone()).then(|| RefreshGuard {
+            flights: self.clone(),
+            key: key.clone(),
+        })
+    }
+}
+
+/// Held by the background refresh of a key; releases the claim when dropped.
+#[derive(Debug)]
+pub(crate) struct RefreshGuard {
+    flights: Arc<Flights>,
+    key: CacheKey,
+}
+
+impl Drop for RefreshGuard {
+    fn drop(&mut self) {
+        self.flights
+            .refreshing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.key);
     }
 }
 
@@ -172,6 +205,19 @@ mod tests {
         let started = tokio::time::Instant::now();
         assert!(!wait.await);
         assert_eq!(started.elapsed(), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn one_refresh_per_key() {
+        let flights = Arc::new(Flights::default());
+        let guard = flights.start_refresh(&key());
+        assert!(guard.is_some());
+        assert!(
+            flights.start_refresh(&key()).is_none(),
+            "second refresh refused"
+        );
+        drop(guard);
+        assert!(flights.start_refresh(&key()).is_some(), "free again");
     }
 
     #[test]

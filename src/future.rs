@@ -22,7 +22,7 @@ use tower::util::{Oneshot, ServiceExt};
 use tower::Service;
 
 use crate::body::{CacheBody, PutFuture, Sealer, Tee};
-use crate::coalesce::{Join, Leader, WaitFuture};
+use crate::coalesce::{Join, Leader, RefreshGuard, WaitFuture};
 use crate::entry::{Entry, EntryHead};
 use crate::envelope::OpenError;
 use crate::error::BoxError;
@@ -121,6 +121,28 @@ struct Storing {
     uri: Uri,
     headers: HeaderMap,
     cc: RequestDirectives,
+}
+
+impl<St: Clone> Ctx<St> {
+    /// A context for a background refresh of the same request.
+    fn fork(&self) -> Self {
+        Self {
+            store: self.store.clone(),
+            config: self.config.clone(),
+            key: self.key.clone(),
+            cc: self.cc.clone(),
+            may_store: self.may_store,
+            head: false,
+            conditional: false,
+            invalidate: None,
+            storing: None,
+            status: CacheStatus::Miss,
+            leader: None,
+            stale: None,
+            coalesced: true,
+            request_time: self.request_time,
+        }
+    }
 }
 
 impl<St> Ctx<St> {
@@ -241,10 +263,13 @@ where
 
 impl<S, St, ReqB, ResB> Future for ResponseFuture<S, St, ReqB>
 where
-    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
+    S::Future: Send + 'static,
     S::Error: Into<BoxError>,
     St: Store,
-    ResB: Body,
+    ReqB: Send + 'static,
+    ResB: Body + Send + 'static,
+    ResB::Data: Send,
 {
     type Output = Result<Response<CacheBody<ResB>>, BoxError>;
 
@@ -267,6 +292,11 @@ where
                         Lookup::Delete(key) => {
                             let fut = this.ctx.store_call(StoreRequest::Delete { key });
                             this.state.set(State::Delete { fut });
+                        }
+                        Lookup::Refresh(response, guard) => {
+                            refresh(this.inner, this.request, this.ctx, guard);
+                            this.state.set(State::Done);
+                            return Poll::Ready(Ok(response));
                         }
                         Lookup::Revalidate(validators) => {
                             if let Some(request) = this.request.as_mut() {
@@ -379,6 +409,67 @@ enum Lookup<B> {
     Forward,
     /// Send the request with these validators added.
     Revalidate(Vec<(HeaderName, HeaderValue)>),
+    /// Answer with this stale response and refresh the entry in the background.
+    Refresh(Response<CacheBody<B>>, RefreshGuard),
+}
+
+/// RFC 5861 §3: revalidates a stale entry in the background while the caller already has it.
+/// The origin's answer goes through the normal miss path (stored if storable, a 304 freshens the
+/// entry); the body is drained so that it is stored. Needs a tokio runtime; without one the
+/// entry is simply served stale until its window ends.
+fn refresh<S, St, ReqB, ResB>(
+    inner: &mut Option<S>,
+    request: &mut Option<Request<ReqB>>,
+    ctx: &mut Ctx<St>,
+    guard: RefreshGuard,
+) where
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    St: Store,
+    ReqB: Send + 'static,
+    ResB: Body + Send + 'static,
+    ResB::Data: Send,
+{
+    let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let (Some(mut inner), Some(mut request)) = (inner.take(), request.take()) else {
+        return;
+    };
+    let stale = ctx.stale.take();
+    let mut ctx = ctx.fork();
+    if let Some(stale) = stale {
+        if stale.revalidating {
+            // Validate with the stored validators, as a foreground revalidation would.
+            for (name, value) in conditional_headers(&stale.entry.head.headers) {
+                request.headers_mut().insert(name, value);
+            }
+        }
+        ctx.stale = Some(stale);
+    }
+    ctx.advertise(&mut request);
+    ctx.capture(&request);
+    ctx.request_time = ctx.config.clock.now();
+    let call = inner.call(request);
+    handle.spawn(async move {
+        let _guard = guard;
+        let response = match call.await {
+            Ok(response) => response,
+            Err(e) => {
+                let e: BoxError = e.into();
+                tracing::warn!(error = %e, "background revalidation failed");
+                return;
+            }
+        };
+        let response = ctx.on_response(response);
+        let mut body = std::pin::pin!(response.into_body());
+        while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
+            if frame.is_err() {
+                break;
+            }
+        }
+    });
 }
 
 /// Deletes the entries an unsafe request invalidated; failures are logged, never returned.
@@ -563,6 +654,27 @@ impl<St: Store> Ctx<St> {
                 tracing::debug!(key = %key, age = age.as_secs(), "stale, accepted by max-stale");
                 self.config.metrics.record(Event::Stale);
                 Lookup::Hit(hit_response(entry, age, CacheStatus::Stale, self.head))
+            }
+            Decision::Stale {
+                age,
+                while_revalidate: true,
+                ..
+            } if !self.conditional => {
+                tracing::debug!(key = %key, age = age.as_secs(), "stale-while-revalidate");
+                self.config.metrics.record(Event::Stale);
+                // Kept for the background refresh: its validators, and its body if a 304 comes.
+                self.stale = Some(StaleEntry {
+                    entry: entry.clone(),
+                    revalidating: has_validator(&entry.head.headers),
+                    if_error: false,
+                });
+                let response =
+                    hit_response(entry, age, CacheStatus::StaleWhileRevalidate, self.head);
+                // At most one refresh per key: concurrent stale hits share it.
+                match self.config.flights.start_refresh(&key) {
+                    Some(guard) => Lookup::Refresh(response, guard),
+                    None => Lookup::Hit(response),
+                }
             }
             Decision::Stale { if_error, .. } if !self.cc.only_if_cached => {
                 // A client's own conditional goes to the origin as it is: its validators, not

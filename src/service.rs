@@ -56,12 +56,17 @@ impl<S, St> Cache<S, St> {
     }
 }
 
+/// The `Send + 'static` bounds let a stale-while-revalidate refresh run on a tokio task; every
+/// hyper-util client, axum client and boxed tower service meets them.
 impl<S, St, ReqB, ResB> Service<Request<ReqB>> for Cache<S, St>
 where
-    S: Service<Request<ReqB>, Response = Response<ResB>> + Clone,
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
     S::Error: Into<BoxError>,
     St: Store,
-    ResB: Body,
+    ReqB: Send + 'static,
+    ResB: Body + Send + 'static,
+    ResB::Data: Send,
 {
     type Response = Response<CacheBody<ResB>>;
     type Error = BoxError;

@@ -27,6 +27,9 @@ pub enum CacheStatus {
     /// A stale stored response was served because the request's `max-stale` accepted it
     /// (RFC 9111 §5.2.1.2).
     Stale,
+    /// A stale stored response was served at once, while it is being revalidated in the
+    /// background (RFC 5861 `stale-while-revalidate`).
+    StaleWhileRevalidate,
     /// A stale stored response was served because the origin failed (transport error or 500,
     /// 502, 503, 504) and `stale-if-error` (RFC 5861) or
     /// [`serve_stale_on_error`](crate::CacheLayer::serve_stale_on_error) allowed it.
@@ -58,6 +61,7 @@ impl CacheStatus {
                 | CacheStatus::Coalesced
                 | CacheStatus::Revalidated
                 | CacheStatus::Stale
+                | CacheStatus::StaleWhileRevalidate
                 | CacheStatus::StaleIfError
         )
     }
@@ -68,6 +72,7 @@ impl CacheStatus {
             CacheStatus::Coalesced => "coalesced",
             CacheStatus::Revalidated => "revalidated",
             CacheStatus::Stale => "stale",
+            CacheStatus::StaleWhileRevalidate => "stale (revalidating)",
             CacheStatus::StaleIfError => "stale (origin error)",
             CacheStatus::OnlyIfCachedMiss => "only-if-cached miss",
             CacheStatus::Miss => "miss",

@@ -20,10 +20,12 @@ pub(crate) enum Decision {
     StaleAccepted { age: Duration },
     /// Stored, but not fresh enough for this request: validate it or go to the origin.
     /// `if_error` says whether it may still be served if the origin fails (RFC 5861 §4, or the
-    /// user's `serve_stale_on_error`), i.e. how stale it may be then.
+    /// user's `serve_stale_on_error`), i.e. how stale it may be then. `while_revalidate`: it may
+    /// be served at once while it is revalidated in the background (RFC 5861 §3).
     Stale {
         age: Duration,
         if_error: Option<Duration>,
+        while_revalidate: bool,
     },
     /// Stored for another variant of this URL (§4.1): go to the origin.
     NoMatch,
@@ -78,7 +80,11 @@ pub(crate) fn decide(
             .or(config.stale_on_error)
             .filter(|window| staleness <= *window)
     };
-    let stale = Decision::Stale { age, if_error };
+    let stale = Decision::Stale {
+        age,
+        if_error,
+        while_revalidate: false,
+    };
     // §5.2.2.4 / §5.2.1.4: no-cache, in the response or the request: validate before use.
     if cc.no_cache || request_cc.no_cache {
         return stale;
@@ -94,7 +100,17 @@ pub(crate) fn decide(
         if accepted && !stale_forbidden {
             return Decision::StaleAccepted { age };
         }
-        return stale;
+        // RFC 5861 §3: "the cache MAY serve the response in which it appears after it becomes
+        // stale, up to the indicated number of seconds", while it revalidates.
+        let while_revalidate = !stale_forbidden
+            && cc
+                .stale_while_revalidate
+                .is_some_and(|window| staleness <= Duration::from_secs(window));
+        return Decision::Stale {
+            age,
+            if_error,
+            while_revalidate,
+        };
     }
     // §5.2.1.1: max-age "indicates that the client prefers a response whose age is less than or
     // equal to the specified number of seconds".
@@ -256,21 +272,24 @@ mod tests {
             at("max-age=60, stale-if-error=30", "", &private, 90),
             Stale {
                 age: secs(90),
-                if_error: Some(secs(30))
+                if_error: Some(secs(30)),
+                while_revalidate: false
             }
         );
         assert_eq!(
             at("max-age=60, stale-if-error=30", "", &private, 91),
             Stale {
                 age: secs(91),
-                if_error: None
+                if_error: None,
+                while_revalidate: false
             }
         );
         assert_eq!(
             at("max-age=60", "stale-if-error=5", &private, 65),
             Stale {
                 age: secs(65),
-                if_error: Some(secs(5))
+                if_error: Some(secs(5)),
+                while_revalidate: false
             }
         );
         assert_eq!(
@@ -282,7 +301,8 @@ mod tests {
             ),
             Stale {
                 age: secs(70),
-                if_error: None
+                if_error: None,
+                while_revalidate: false
             }
         );
         assert_eq!(
@@ -294,7 +314,8 @@ mod tests {
             ),
             Stale {
                 age: secs(70),
-                if_error: None
+                if_error: None,
+                while_revalidate: false
             }
         );
         assert_eq!(
@@ -306,22 +327,49 @@ mod tests {
             ),
             Stale {
                 age: secs(70),
-                if_error: Some(secs(30))
+                if_error: Some(secs(30)),
+                while_revalidate: false
             }
         );
         assert_eq!(
             at("max-age=60", "", &lenient, 160),
             Stale {
                 age: secs(160),
-                if_error: Some(secs(100))
+                if_error: Some(secs(100)),
+                while_revalidate: false
             }
         );
         assert_eq!(
             at("max-age=60", "", &lenient, 161),
             Stale {
                 age: secs(161),
-                if_error: None
+                if_error: None,
+                while_revalidate: false
             }
         );
+        // stale-while-revalidate windows
+        let swr = "max-age=60, stale-while-revalidate=30";
+        assert!(matches!(
+            at(swr, "", &private, 90),
+            Stale {
+                while_revalidate: true,
+                ..
+            }
+        ));
+        assert!(matches!(
+            at(swr, "", &private, 91),
+            Stale {
+                while_revalidate: false,
+                ..
+            }
+        ));
+        let swr_mr = "max-age=60, stale-while-revalidate=30, must-revalidate";
+        assert!(matches!(
+            at(swr_mr, "", &private, 70),
+            Stale {
+                while_revalidate: false,
+                ..
+            }
+        ));
     }
 }

@@ -170,3 +170,68 @@ async fn only_if_cached_answers_504_when_nothing_usable_is_stored() {
     );
     assert_eq!(origin.requests(), 1);
 }
+
+#[tokio::test]
+async fn stale_while_revalidate_answers_at_once_and_refreshes_once_in_the_background() {
+    let origin = Origin::start(|s| {
+        if s.headers
+            .get("if-none-match")
+            .is_some_and(|v| v == "\"v1\"")
+        {
+            return Response::builder()
+                .status(304)
+                .header("cache-control", "max-age=100, stale-while-revalidate=60")
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+        }
+        Response::builder()
+            .header("etag", "\"v1\"")
+            .header("cache-control", "max-age=1, stale-while-revalidate=60")
+            .body(Full::new(Bytes::from_static(b"swr body")))
+            .unwrap()
+    })
+    .await;
+    let clock = clock();
+    let layer = layer(&clock);
+    let metrics = layer.metrics();
+    let mut client = cached_client(layer);
+    let url = origin.url("/swr");
+    get(&mut client, &url).await.unwrap();
+    clock.advance(Duration::from_secs(5));
+
+    // Several requests while stale: all answered from the cache at once.
+    for _ in 0..5 {
+        let got = get(&mut client, &url).await.unwrap();
+        assert!(
+            matches!(
+                got.cache,
+                Some(CacheStatus::StaleWhileRevalidate | CacheStatus::Hit)
+            ),
+            "{:?}",
+            got.cache
+        );
+        assert_eq!(got.body, "swr body");
+    }
+    // The one background revalidation finishes (bounded wait on the origin, not on the cache).
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while metrics.revalidated() < 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the background revalidation must finish");
+    let seen = origin.seen();
+    assert_eq!(seen.len(), 2, "exactly one background request");
+    assert_eq!(seen[1].headers["if-none-match"], "\"v1\"");
+    // Refreshed by the 304: fresh again.
+    assert_eq!(
+        get(&mut client, &url).await.unwrap().cache,
+        Some(CacheStatus::Hit)
+    );
+    // Past the window, it is revalidated in the foreground instead.
+    clock.advance(Duration::from_secs(1000));
+    assert_eq!(
+        get(&mut client, &url).await.unwrap().cache,
+        Some(CacheStatus::Revalidated)
+    );
+}
