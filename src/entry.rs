@@ -21,6 +21,10 @@ pub(crate) struct EntryHead {
     pub(crate) uri: String,
     /// The request headers named by the response's `Vary`, as they were on the request (§4.1).
     pub(crate) vary: Vec<(HeaderName, VaryValue)>,
+    /// Shared by the variants of one URL (§4.1): each variant is also stored under a key derived
+    /// from this and its selecting header values. A new generation (after invalidation) makes
+    /// every older variant unreachable.
+    pub(crate) generation: u64,
 }
 
 /// A request header value kept for Vary matching.

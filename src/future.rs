@@ -23,7 +23,7 @@ use tower::Service;
 
 use crate::body::{CacheBody, PutFuture, Sealer, Tee};
 use crate::coalesce::{Join, Leader, RefreshGuard, WaitFuture};
-use crate::entry::{Entry, EntryHead};
+use crate::entry::{Entry, EntryHead, VaryValue};
 use crate::envelope::OpenError;
 use crate::error::BoxError;
 use crate::error::StoreError;
@@ -98,6 +98,10 @@ struct Ctx<St> {
     stale: Option<StaleEntry>,
     /// This request already waited for another one; it does not wait twice.
     coalesced: bool,
+    /// Set while looking up (and after finding) the request's Vary variant (§4.1).
+    variant_key: Option<CacheKey>,
+    /// The variant generation of the stored primary entry, if one was found.
+    generation: Option<u64>,
     request_time: SystemTime,
 }
 
@@ -140,6 +144,8 @@ impl<St: Clone> Ctx<St> {
             leader: None,
             stale: None,
             coalesced: true,
+            variant_key: None,
+            generation: self.generation,
             request_time: self.request_time,
         }
     }
@@ -230,6 +236,8 @@ where
             leader: None,
             stale: None,
             coalesced: false,
+            variant_key: None,
+            generation: None,
             request_time: SystemTime::UNIX_EPOCH,
         };
         match (&ctx.key, lookup) {
@@ -293,6 +301,10 @@ where
                             let fut = this.ctx.store_call(StoreRequest::Delete { key });
                             this.state.set(State::Delete { fut });
                         }
+                        Lookup::Variant(key) => {
+                            let fut = this.ctx.store_call(StoreRequest::Get { key });
+                            this.state.set(State::Lookup { fut });
+                        }
                         Lookup::Refresh(response, guard) => {
                             refresh(this.inner, this.request, this.ctx, guard);
                             this.state.set(State::Done);
@@ -318,6 +330,8 @@ where
                 StateProj::Wait { fut } => {
                     let stored = ready!(fut.as_mut().poll(cx));
                     this.ctx.coalesced = true;
+                    // Start again from the primary key.
+                    this.ctx.variant_key = None;
                     match (stored, this.ctx.key.clone()) {
                         (true, Some(key)) => {
                             let fut = this.ctx.store_call(StoreRequest::Get { key });
@@ -409,6 +423,8 @@ enum Lookup<B> {
     Forward,
     /// Send the request with these validators added.
     Revalidate(Vec<(HeaderName, HeaderValue)>),
+    /// Look up this variant key next.
+    Variant(CacheKey),
     /// Answer with this stale response and refresh the entry in the background.
     Refresh(Response<CacheBody<B>>, RefreshGuard),
 }
@@ -568,9 +584,11 @@ impl<St: Store> Ctx<St> {
         result: Result<StoreResponse, StoreError>,
         request_headers: Option<&HeaderMap>,
     ) -> Lookup<B> {
-        let (Some(key), Some(request_headers)) = (self.key.clone(), request_headers) else {
+        let (Some(primary), Some(request_headers)) = (self.key.clone(), request_headers) else {
             return Lookup::Forward;
         };
+        // The key this blob was read from: the primary key, or a variant's key (§4.1).
+        let key = self.variant_key.clone().unwrap_or(primary);
         let blob = match result {
             Ok(StoreResponse::Blob(Some(blob))) => blob,
             Ok(StoreResponse::Blob(None)) => {
@@ -613,6 +631,8 @@ impl<St: Store> Ctx<St> {
                 return self.nothing_usable();
             }
         };
+        // New variants of this URL join the stored generation.
+        self.generation = Some(entry.head.generation);
         let now = self.config.clock.now();
         let reuse = Reuse {
             surrogate: self.config.surrogate.as_deref(),
@@ -700,6 +720,23 @@ impl<St: Store> Ctx<St> {
                 } else {
                     Lookup::Forward
                 }
+            }
+            Decision::NoMatch if self.variant_key.is_none() && !entry.head.vary.is_empty() => {
+                // §4.1: another variant is stored under the primary key; this request's own
+                // variant, if stored, is under the key its selecting header values give.
+                let values: Vec<VaryValue> = {
+                    let protect = self.protect();
+                    entry
+                        .head
+                        .vary
+                        .iter()
+                        .map(|(name, _)| capture(request_headers, name, &protect))
+                        .collect()
+                };
+                let variant = key.variant(entry.head.generation, &values);
+                tracing::debug!(key = %key, variant = %variant, "looking up the request's variant");
+                self.variant_key = Some(variant.clone());
+                Lookup::Variant(variant)
             }
             other => {
                 tracing::debug!(key = %key, decision = ?other, "stored entry not usable");
@@ -902,6 +939,7 @@ impl<St: Store> Ctx<St> {
             method: storing.method.clone(),
             uri: self.config.keying.stored_uri(&storing.uri),
             vary,
+            generation: self.generation.unwrap_or_else(new_generation),
         }
     }
 
@@ -910,39 +948,56 @@ impl<St: Store> Ctx<St> {
         let store = self.store.clone();
         // Moved into the write: waiters are released when it has finished (or was dropped).
         let leader = self.leader.take();
+        // A response that varies is stored twice: under the primary key (where the next lookup
+        // starts, and which names the selecting fields) and under its variant's own key, so
+        // that several variants of one URL coexist (§4.1).
+        let mut keys = vec![key.clone()];
+        if !head.vary.is_empty() {
+            keys.push(key.variant(head.generation, head.vary.iter().map(|(_, v)| v)));
+        }
         Box::new(
             move |chunks: Vec<Bytes>, trailers: Option<HeaderMap>| -> Option<PutFuture> {
-                let blob = match config
-                    .envelope
-                    .seal(&key, &head, &chunks, trailers.as_ref())
-                {
-                    Ok(blob) => blob,
-                    Err(e) => {
-                        tracing::warn!(key = %key, reason = e.0, "could not seal an entry; not stored");
-                        return None;
+                let mut blobs = Vec::with_capacity(keys.len());
+                for key in keys {
+                    match config
+                        .envelope
+                        .seal(&key, &head, &chunks, trailers.as_ref())
+                    {
+                        Ok(blob) => blobs.push((key, blob)),
+                        Err(e) => {
+                            tracing::warn!(key = %key, reason = e.0, "could not seal an entry; not stored");
+                            return None;
+                        }
                     }
-                };
+                }
                 Some(Box::pin(async move {
-                    let size = blob.len();
-                    let put = StoreRequest::Put {
-                        key: key.clone(),
-                        blob,
-                        ttl: Some(ttl),
-                    };
-                    let put =
-                        timer::timeout(&config.timer, config.store_timeout, store.oneshot(put));
-                    match flatten(put.await) {
-                        Ok(_) => {
-                            config.metrics.record(Event::Stored);
-                            tracing::debug!(key = %key, size, ttl = ttl.as_secs(), "stored");
-                            if let Some(leader) = leader {
-                                leader.stored();
+                    let mut all_stored = true;
+                    for (key, blob) in blobs {
+                        let size = blob.len();
+                        let put = StoreRequest::Put {
+                            key: key.clone(),
+                            blob,
+                            ttl: Some(ttl),
+                        };
+                        let put = timer::timeout(
+                            &config.timer,
+                            config.store_timeout,
+                            store.clone().oneshot(put),
+                        );
+                        match flatten(put.await) {
+                            Ok(_) => {
+                                config.metrics.record(Event::Stored);
+                                tracing::debug!(key = %key, size, ttl = ttl.as_secs(), "stored");
+                            }
+                            Err(e) => {
+                                all_stored = false;
+                                config.metrics.record(Event::StoreWriteError);
+                                tracing::warn!(key = %key, error = %e, "store write failed; response not cached");
                             }
                         }
-                        Err(e) => {
-                            config.metrics.record(Event::StoreWriteError);
-                            tracing::warn!(key = %key, error = %e, "store write failed; response not cached");
-                        }
+                    }
+                    if let (true, Some(leader)) = (all_stored, leader) {
+                        leader.stored();
                     }
                 }))
             },
@@ -970,6 +1025,17 @@ fn entry_ttl(
         .max()
         .unwrap_or(STALE_KEEP);
     fresh.saturating_add(keep)
+}
+
+/// A fresh variant generation (random; the clock as a fallback, uniqueness is all it needs).
+fn new_generation() -> u64 {
+    let mut bytes = [0u8; 8];
+    match ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes) {
+        Ok(()) => u64::from_be_bytes(bytes),
+        Err(_) => SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64),
+    }
 }
 
 /// How long a stale entry is kept, at least, for revalidation and `max-stale`.

@@ -59,6 +59,40 @@ impl CacheKey {
         Self(s.into())
     }
 
+    /// The key of one Vary variant of this (primary) key (RFC 9111 §4.1): a digest of the
+    /// URL's variant generation and the selecting request header values, in order.
+    pub(crate) fn variant<'a>(
+        &self,
+        generation: u64,
+        values: impl IntoIterator<Item = &'a crate::entry::VaryValue>,
+    ) -> Self {
+        use crate::entry::VaryValue;
+        let mut ctx = digest::Context::new(&digest::SHA256);
+        ctx.update(&generation.to_be_bytes());
+        for value in values {
+            match value {
+                VaryValue::Absent => ctx.update(b"A"),
+                VaryValue::Clear(bytes) => {
+                    ctx.update(b"C");
+                    ctx.update(&(bytes.len() as u64).to_be_bytes());
+                    ctx.update(bytes);
+                }
+                VaryValue::Digest(d) => {
+                    ctx.update(b"D");
+                    ctx.update(d);
+                }
+            }
+        }
+        let mut s = String::with_capacity(self.0.len() + 1 + 32);
+        s.push_str(&self.0);
+        s.push('#');
+        for b in &ctx.finish().as_ref()[..16] {
+            s.push(char::from(HEX[usize::from(b >> 4)]));
+            s.push(char::from(HEX[usize::from(b & 0xf)]));
+        }
+        Self(s.into())
+    }
+
     /// Wraps a string a store handed back (for example while listing) as a key.
     pub fn from_stored(key: impl Into<Arc<str>>) -> Self {
         Self(key.into())

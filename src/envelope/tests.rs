@@ -45,6 +45,7 @@ fn head() -> EntryHead {
                 VaryValue::Absent,
             ),
         ],
+        generation: 0x0123_4567_89ab_cdef,
     }
 }
 
@@ -83,6 +84,7 @@ fn round_trip_preserves_everything() {
         assert_eq!(entry.head.method, h.method);
         assert_eq!(entry.head.uri, h.uri);
         assert_eq!(entry.head.vary, h.vary);
+        assert_eq!(entry.head.generation, h.generation);
         assert_eq!(entry.body, "hello world");
         // Zero copy: the body points into the blob.
         let blob_range = blob.as_ptr() as usize..blob.as_ptr() as usize + blob.len();

@@ -52,6 +52,8 @@ struct WireHeadV1<'a> {
     /// Trailer fields received after the body, if any.
     #[serde(borrow)]
     trailers: Option<Vec<(&'a str, Raw<'a>)>>,
+    /// The variant generation of the URL (see `EntryHead::generation`).
+    generation: u64,
 }
 
 fn version_to_wire(v: Version) -> u8 {
@@ -123,6 +125,7 @@ pub(crate) fn encode_head(
         uri: &head.uri,
         vary,
         trailers,
+        generation: head.generation,
     };
     postcard::to_extend(&wire, out)
 }
@@ -164,6 +167,7 @@ pub(crate) fn decode(payload: &Bytes) -> Option<Entry> {
         method: Method::from_bytes(wire.method.as_bytes()).ok()?,
         uri: wire.uri.to_owned(),
         vary,
+        generation: wire.generation,
     };
     Some(Entry {
         head,

@@ -163,6 +163,7 @@ mod tests {
             method: Method::GET,
             uri: "http://e.com/".into(),
             vary: vec![],
+            generation: 0,
         }
     }
 

@@ -225,6 +225,7 @@ mod tests {
             method: http::Method::GET,
             uri: "http://e.com/".into(),
             vary: vec![],
+            generation: 0,
         }
     }
 

@@ -205,10 +205,16 @@ async fn vary_selects_the_request_headers_that_must_match() {
 async fn vary_on_authorization_does_not_leak_between_users() {
     let origin = Origin::start(|s| {
         let who = s.headers.get("authorization").cloned().unwrap();
+        // The origin names the user without echoing the credential.
+        let user = if who.as_bytes().ends_with(b"ALICE-SECRET") {
+            "alice"
+        } else {
+            "bob"
+        };
         Response::builder()
             .header("cache-control", "max-age=60")
             .header("vary", "authorization")
-            .body(Full::new(Bytes::copy_from_slice(who.as_bytes())))
+            .body(Full::new(Bytes::from(format!("hello {user}"))))
             .unwrap()
     })
     .await;
@@ -221,10 +227,23 @@ async fn vary_on_authorization_does_not_leak_between_users() {
             .unwrap()
     };
     let alice = send(&mut client, req("Bearer ALICE-SECRET")).await.unwrap();
-    assert_eq!(alice.body, "Bearer ALICE-SECRET");
+    assert_eq!(alice.body, "hello alice");
     let bob = send(&mut client, req("Bearer BOB")).await.unwrap();
     assert_eq!(bob.cache, Some(CacheStatus::Miss));
-    assert_eq!(bob.body, "Bearer BOB");
+    assert_eq!(bob.body, "hello bob");
+    // Both variants are kept, each served only to its own user.
+    let alice = send(&mut client, req("Bearer ALICE-SECRET")).await.unwrap();
+    assert_eq!(
+        (alice.cache, &alice.body[..]),
+        (Some(CacheStatus::Hit), &b"hello alice"[..])
+    );
+    let bob = send(&mut client, req("Bearer BOB")).await.unwrap();
+    assert_eq!(
+        (bob.cache, &bob.body[..]),
+        (Some(CacheStatus::Hit), &b"hello bob"[..])
+    );
+    let eve = send(&mut client, req("Bearer EVE")).await.unwrap();
+    assert_eq!(eve.cache, Some(CacheStatus::Miss));
     // The credential itself is not in the store (only a keyed digest of it).
     let keys = all_blobs(&store).await;
     assert!(!keys.is_empty());
@@ -507,5 +526,77 @@ async fn as_a_surrogate_the_cache_announces_itself_and_obeys_surrogate_control()
     assert_eq!(
         get(&mut plain, &other).await.unwrap().cache,
         Some(CacheStatus::Miss)
+    );
+}
+
+#[tokio::test]
+async fn several_vary_variants_coexist_and_invalidation_removes_them_all() {
+    let origin = Origin::start(|s| {
+        let lang = s
+            .headers
+            .get("accept-language")
+            .map(|v| v.to_str().unwrap().to_owned());
+        Response::builder()
+            .header("cache-control", "max-age=600")
+            .header("vary", "Accept-Language")
+            .body(Full::new(Bytes::from(format!(
+                "{} in {}",
+                s.method,
+                lang.unwrap_or_default()
+            ))))
+            .unwrap()
+    })
+    .await;
+    let mut client = full_body_client(CacheLayer::new(MemoryStore::default()));
+    let url = origin.url("/greeting");
+    type Client = hyper_client_cache::Cache<
+        hyper_util::client::legacy::Client<
+            hyper_util::client::legacy::connect::HttpConnector,
+            Full<Bytes>,
+        >,
+        MemoryStore,
+    >;
+    async fn fetch_as(client: &mut Client, url: &str, lang: &str) -> (CacheStatus, Bytes) {
+        use tower::ServiceExt;
+        let request = Request::get(url)
+            .header("accept-language", lang)
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let response = client.oneshot(request).await.unwrap();
+        let status = *response.extensions().get::<CacheStatus>().unwrap();
+        let body = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        (status, body)
+    }
+    macro_rules! fetch {
+        ($lang:expr) => {
+            fetch_as(&mut client, &url, $lang)
+        };
+    }
+    use tower::ServiceExt;
+    assert_eq!(fetch!("en").await.0, CacheStatus::Miss);
+    assert_eq!(fetch!("fr").await.0, CacheStatus::Miss);
+    assert_eq!(
+        fetch!("en").await,
+        (CacheStatus::Hit, Bytes::from("GET in en"))
+    );
+    assert_eq!(
+        fetch!("fr").await,
+        (CacheStatus::Hit, Bytes::from("GET in fr"))
+    );
+    assert_eq!(fetch!("de").await.0, CacheStatus::Miss);
+    assert_eq!(fetch!("en").await.0, CacheStatus::Hit);
+    assert_eq!(origin.requests(), 3);
+
+    // An unsafe request invalidates every variant (§4.4), not only the one under the URL's key.
+    let post = Request::post(&url).body(Full::new(Bytes::new())).unwrap();
+    (&mut client).oneshot(post).await.unwrap();
+    assert_eq!(fetch!("en").await.0, CacheStatus::Miss);
+    assert_eq!(
+        fetch!("fr").await.0,
+        CacheStatus::Miss,
+        "old variants are unreachable"
     );
 }
