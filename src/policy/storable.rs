@@ -85,8 +85,17 @@ pub(crate) fn storability(x: &Exchange<'_>, shared: bool) -> Storability {
     if x.request_cc.no_store {
         return DoNotStore(NotStorable::RequestNoStore);
     }
+    // §5.2.2.3 must-understand: "limits caching of the response to a cache that understands
+    // and conforms to the requirements for that response's status code", and such a cache
+    // "SHOULD ignore the no-store directive". Understood: the status codes RFC 9110 defines.
+    let understood = x.status.canonical_reason().is_some();
+    if x.response_cc.must_understand && !understood {
+        return DoNotStore(NotStorable::Status);
+    }
     // A surrogate obeys Surrogate-Control over Cache-Control (Edge Architecture 1.0 §2.2.1).
-    let cc_no_store = x.response_cc.no_store && x.response_cc.surrogate_max_age.is_none();
+    let cc_no_store = x.response_cc.no_store
+        && x.response_cc.surrogate_max_age.is_none()
+        && !x.response_cc.must_understand;
     if cc_no_store || x.response_cc.surrogate_no_store {
         return DoNotStore(NotStorable::ResponseNoStore);
     }
@@ -403,6 +412,35 @@ mod tests {
         for (i, (m, rq, st, rs, shared, want)) in cases.into_iter().enumerate() {
             assert_eq!(check(m, &rq, st, &rs, shared), want, "case {i}");
         }
+    }
+
+    #[test]
+    fn must_understand_overrides_no_store_only_for_understood_statuses() {
+        let cc = "cache-control";
+        let mu = "max-age=60, must-understand, no-store";
+        let store60 = Storability::Store {
+            lifetime: Duration::from_secs(60),
+        };
+        assert_eq!(check(Method::GET, &[], 200, &[(cc, mu)], false), store60);
+        assert_eq!(
+            check(Method::GET, &[], 599, &[(cc, mu)], false),
+            Storability::DoNotStore(NotStorable::Status)
+        );
+        assert_eq!(
+            check(
+                Method::GET,
+                &[],
+                599,
+                &[(cc, "max-age=60, must-understand")],
+                false
+            ),
+            Storability::DoNotStore(NotStorable::Status)
+        );
+        // The request's no-store still wins.
+        assert_eq!(
+            check(Method::GET, &[(cc, "no-store")], 200, &[(cc, mu)], false),
+            Storability::DoNotStore(NotStorable::RequestNoStore)
+        );
     }
 
     #[test]
