@@ -37,6 +37,7 @@ use crate::policy::validation::{
 };
 use crate::policy::vary::{capture, vary_names, VaryNames};
 use crate::policy::{freshness::AgeInputs, RequestDirectives, ResponseDirectives};
+use crate::status::NotStoredReason;
 use crate::store::{Store, StoreRequest, StoreResponse};
 use crate::timer::{self, Elapsed, Timed};
 use crate::{CacheKey, CacheStatus};
@@ -841,11 +842,20 @@ impl<St: Store> Ctx<St> {
                         if status == CacheStatus::Miss {
                             status = CacheStatus::NotCacheable;
                         }
+                        parts.extensions.insert(NotStoredReason::from(why));
                         CacheBody::upstream(body)
                     }
                 }
             }
-            None => CacheBody::upstream(body),
+            None => {
+                let why = if self.cc.no_store && self.key.is_some() {
+                    NotStoredReason::RequestNoStore
+                } else {
+                    NotStoredReason::Method
+                };
+                parts.extensions.insert(why);
+                CacheBody::upstream(body)
+            }
         };
         // Nothing is being stored: release the waiters now, they fetch for themselves.
         self.leader = None;

@@ -124,7 +124,7 @@ pub use crate::metrics::CacheMetrics;
 #[doc(inline)]
 pub use crate::service::Cache;
 #[doc(inline)]
-pub use crate::status::CacheStatus;
+pub use crate::status::{CacheStatus, NotStoredReason};
 #[cfg(feature = "memory")]
 #[doc(inline)]
 pub use crate::store::MemoryStore;

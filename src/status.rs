@@ -87,3 +87,52 @@ impl fmt::Display for CacheStatus {
         f.write_str(self.as_str())
     }
 }
+
+/// Why a response that went to the origin is not stored. Found in the response's extensions next
+/// to [`CacheStatus::NotCacheable`].
+///
+/// A response that *is* being stored can still end up not stored (its body fails, is dropped
+/// early, disagrees with `Content-Length` or exceeds `max_body_size`); that happens after the
+/// response was handed over, and is logged instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum NotStoredReason {
+    /// Only GET responses are stored.
+    Method,
+    /// The request said `no-store` (RFC 9111 §5.2.1.5).
+    RequestNoStore,
+    /// The response said `no-store` (§5.2.2.5).
+    ResponseNoStore,
+    /// `no-cache` without a validator: it could never be reused (§5.2.2.4).
+    NoCacheWithoutValidator,
+    /// `private` in a shared cache (§5.2.2.7).
+    Private,
+    /// A request with `Authorization`, in a shared cache, without permission (§3.5).
+    Authorization,
+    /// `Vary: *` (§4.1).
+    VaryStar,
+    /// A status this cache does not store (not final, 206, 304, or not understood with
+    /// `must-understand`).
+    Status,
+    /// No explicit freshness and no heuristic applies (§4.2).
+    NoFreshness,
+    /// Already stale on arrival, without a validator.
+    Stale,
+}
+
+impl fmt::Display for NotStoredReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NotStoredReason::Method => "method is not cached",
+            NotStoredReason::RequestNoStore => "request said no-store",
+            NotStoredReason::ResponseNoStore => "response said no-store",
+            NotStoredReason::NoCacheWithoutValidator => "no-cache without a validator",
+            NotStoredReason::Private => "private response in a shared cache",
+            NotStoredReason::Authorization => "authorized request in a shared cache",
+            NotStoredReason::VaryStar => "Vary: *",
+            NotStoredReason::Status => "status is not stored",
+            NotStoredReason::NoFreshness => "no freshness information",
+            NotStoredReason::Stale => "stale on arrival",
+        })
+    }
+}

@@ -46,6 +46,24 @@ pub(crate) enum NotStorable {
     Stale,
 }
 
+impl From<NotStorable> for crate::status::NotStoredReason {
+    fn from(why: NotStorable) -> Self {
+        use crate::status::NotStoredReason as R;
+        match why {
+            NotStorable::Method => R::Method,
+            NotStorable::Status => R::Status,
+            NotStorable::RequestNoStore => R::RequestNoStore,
+            NotStorable::ResponseNoStore => R::ResponseNoStore,
+            NotStorable::NoCache => R::NoCacheWithoutValidator,
+            NotStorable::Private => R::Private,
+            NotStorable::Authorization => R::Authorization,
+            NotStorable::VaryStar => R::VaryStar,
+            NotStorable::NoFreshness => R::NoFreshness,
+            NotStorable::Stale => R::Stale,
+        }
+    }
+}
+
 /// The inputs of [`storability`], as borrowed views of the exchange.
 pub(crate) struct Exchange<'a> {
     pub(crate) method: &'a Method,

@@ -118,17 +118,41 @@ async fn expires_minus_date_gives_the_lifetime() {
 
 #[tokio::test]
 async fn no_store_and_no_freshness_are_never_stored() {
-    for cc in ["no-store, max-age=60", "no-cache, max-age=60", "public"] {
+    use hyper_client_cache::NotStoredReason as R;
+    for (cc, why) in [
+        ("no-store, max-age=60", R::ResponseNoStore),
+        ("no-cache, max-age=60", R::NoCacheWithoutValidator),
+        ("public", R::NoFreshness),
+    ] {
         let origin = Origin::fixed(cc, "x").await;
         let store = MemoryStore::default();
         let mut client = cached_client(CacheLayer::new(store.clone()));
         for _ in 0..2 {
             let got = get(&mut client, &origin.url("/")).await.unwrap();
             assert_eq!(got.cache, Some(CacheStatus::NotCacheable), "{cc}");
+            assert_eq!(got.not_stored, Some(why), "{cc}");
         }
         assert_eq!(origin.requests(), 2, "{cc}");
         assert!(store.is_empty(), "{cc}");
     }
+    // The request can forbid storing too; a stored response does not say why it was stored.
+    let origin = Origin::fixed("max-age=60", "x").await;
+    let mut client = cached_client(CacheLayer::new(MemoryStore::default()));
+    let req = Request::get(origin.url("/r"))
+        .header("cache-control", "no-store")
+        .body(Empty::new())
+        .unwrap();
+    assert_eq!(
+        send(&mut client, req).await.unwrap().not_stored,
+        Some(R::RequestNoStore)
+    );
+    assert_eq!(
+        get(&mut client, &origin.url("/r"))
+            .await
+            .unwrap()
+            .not_stored,
+        None
+    );
 }
 
 #[tokio::test]

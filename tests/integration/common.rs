@@ -145,6 +145,7 @@ pub struct Got {
     pub headers: http::HeaderMap,
     pub body: Bytes,
     pub cache: Option<CacheStatus>,
+    pub not_stored: Option<hyper_client_cache::NotStoredReason>,
 }
 
 pub async fn send<S, B>(svc: &mut S, request: Request<Empty<Bytes>>) -> Result<Got, BoxError>
@@ -160,6 +161,7 @@ where
         status: parts.status,
         headers: parts.headers,
         cache: parts.extensions.get::<CacheStatus>().copied(),
+        not_stored: parts.extensions.get().copied(),
         body,
     })
 }
