@@ -624,3 +624,69 @@ async fn several_vary_variants_coexist_and_invalidation_removes_them_all() {
         "old variants are unreachable"
     );
 }
+
+#[tokio::test]
+async fn private_and_shared_caches_differ_on_private_s_maxage_and_authorization() {
+    let origin = Origin::start(|s| {
+        let cc = match s.uri.path() {
+            "/private" => "private, max-age=600",
+            "/s-maxage" => "max-age=600, s-maxage=0",
+            "/auth" => "max-age=600",
+            "/auth-public" => "public, max-age=600",
+            _ => "max-age=600",
+        };
+        Response::builder()
+            .header("cache-control", cc)
+            .body(Full::new(Bytes::from_static(b"x")))
+            .unwrap()
+    })
+    .await;
+    let authorized = |url: String| {
+        Request::get(url)
+            .header("authorization", "Bearer T")
+            .body(Empty::new())
+            .unwrap()
+    };
+    for shared in [false, true] {
+        let mut client = cached_client(CacheLayer::new(MemoryStore::default()).shared(shared));
+        // Sends the same request twice; the cache status of the second.
+        macro_rules! second {
+            ($path:expr) => {{
+                let url = origin.url($path);
+                {
+                    if $path.starts_with("/auth") {
+                        send(&mut client, authorized(url.clone())).await.unwrap();
+                    } else {
+                        get(&mut client, &url).await.unwrap();
+                    }
+                }
+                if $path.starts_with("/auth") {
+                    send(&mut client, authorized(url)).await.unwrap().cache
+                } else {
+                    get(&mut client, &url).await.unwrap().cache
+                }
+            }};
+        }
+        let hit = Some(CacheStatus::Hit);
+        // §5.2.2.7: private is stored by a private cache only.
+        assert_eq!(
+            second!("/private") == hit,
+            !shared,
+            "private, shared={shared}"
+        );
+        // §5.2.2.10: s-maxage=0 makes it stale for a shared cache only.
+        assert_eq!(
+            second!("/s-maxage") == hit,
+            !shared,
+            "s-maxage, shared={shared}"
+        );
+        // §3.5: a response to an authorized request needs public (or s-maxage, must-revalidate)
+        // to be stored by a shared cache.
+        assert_eq!(
+            second!("/auth") == hit,
+            !shared,
+            "authorization, shared={shared}"
+        );
+        assert_eq!(second!("/auth-public"), hit, "public, shared={shared}");
+    }
+}
