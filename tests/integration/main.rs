@@ -10,4 +10,5 @@ mod store;
 #[cfg(all(feature = "disk", feature = "redis", feature = "test-util"))]
 mod stores;
 mod tamper;
+mod traits;
 mod validation;
