@@ -153,6 +153,18 @@ impl<St: Clone> Ctx<St> {
 }
 
 impl<St> Ctx<St> {
+    /// Sends the request to the origin, recording what storing its response needs. Every path
+    /// to the origin (miss, revalidation, background refresh) goes through here.
+    fn send<S, B>(&mut self, inner: &mut S, mut request: Request<B>) -> S::Future
+    where
+        S: Service<Request<B>>,
+    {
+        self.advertise(&mut request);
+        self.capture(&request);
+        self.request_time = self.config.clock.now();
+        inner.call(request)
+    }
+
     /// As a surrogate, announces itself to the origin (Edge Architecture 1.0 §2.1:
     /// `Surrogate-Capability: id="Surrogate/1.0"`).
     fn advertise<B>(&self, request: &mut Request<B>) {
@@ -254,11 +266,7 @@ where
                 }
             }
             _ => {
-                let mut request = request;
-                ctx.advertise(&mut request);
-                ctx.capture(&request);
-                ctx.request_time = ctx.config.clock.now();
-                let fut = inner.call(request);
+                let fut = ctx.send(&mut inner, request);
                 Self {
                     state: State::Forward { fut },
                     inner: None,
@@ -401,14 +409,9 @@ where
     S: Service<Request<ReqB>>,
 {
     match (inner.take(), request.take()) {
-        (Some(mut inner), Some(mut request)) => {
-            ctx.advertise(&mut request);
-            ctx.capture(&request);
-            ctx.request_time = ctx.config.clock.now();
-            State::Forward {
-                fut: inner.call(request),
-            }
-        }
+        (Some(mut inner), Some(request)) => State::Forward {
+            fut: ctx.send(&mut inner, request),
+        },
         _ => State::Failed {
             error: Some("the request was already sent".into()),
         },
@@ -465,10 +468,7 @@ fn refresh<S, St, ReqB, ResB>(
         }
         ctx.stale = Some(stale);
     }
-    ctx.advertise(&mut request);
-    ctx.capture(&request);
-    ctx.request_time = ctx.config.clock.now();
-    let call = inner.call(request);
+    let call = ctx.send(&mut inner, request);
     handle.spawn(async move {
         let _guard = guard;
         let response = match call.await {
@@ -819,7 +819,7 @@ impl<St: Store> Ctx<St> {
                 match storability(&exchange, self.config.shared) {
                     Storability::Store { lifetime } => {
                         let ttl =
-                            entry_ttl(lifetime, age, &parts.headers, self.config.stale_on_error);
+                            entry_ttl(lifetime, age, &response_cc, self.config.stale_on_error);
                         let head = self.entry_head(&storing, &parts, response_time);
                         let expected_len = content_length(&parts.headers);
                         let sealer = self.sealer(storing.key, head, ttl);
@@ -897,7 +897,7 @@ impl<St: Store> Ctx<St> {
                 age,
             };
             if let Storability::Store { lifetime } = storability(&exchange, self.config.shared) {
-                let ttl = entry_ttl(lifetime, age, &head.headers, self.config.stale_on_error);
+                let ttl = entry_ttl(lifetime, age, &cc, self.config.stale_on_error);
                 let sealer = self.sealer(storing.key, head.clone(), ttl);
                 let chunks = vec![body.clone()];
                 if let Some(put) = sealer(chunks, trailers.clone()) {
@@ -1022,13 +1022,11 @@ impl<St: Store> Ctx<St> {
 fn entry_ttl(
     lifetime: Duration,
     age: Duration,
-    headers: &HeaderMap,
+    cc: &ResponseDirectives,
     stale_on_error: Option<Duration>,
 ) -> Duration {
     let fresh = lifetime.saturating_sub(age);
-    let if_error = ResponseDirectives::parse(headers)
-        .stale_if_error
-        .map(Duration::from_secs);
+    let if_error = cc.stale_if_error.map(Duration::from_secs);
     let keep = [Some(STALE_KEEP), if_error, stale_on_error]
         .into_iter()
         .flatten()

@@ -52,10 +52,7 @@ impl CacheKey {
         let mut s = String::with_capacity(KEY_FORMAT.len() + 1 + 64);
         s.push_str(KEY_FORMAT);
         s.push(':');
-        for b in digest.as_ref() {
-            s.push(char::from(HEX[usize::from(b >> 4)]));
-            s.push(char::from(HEX[usize::from(b & 0xf)]));
-        }
+        push_hex(&mut s, digest.as_ref());
         Self(s.into())
     }
 
@@ -86,10 +83,7 @@ impl CacheKey {
         let mut s = String::with_capacity(self.0.len() + 1 + 32);
         s.push_str(&self.0);
         s.push('#');
-        for b in &ctx.finish().as_ref()[..16] {
-            s.push(char::from(HEX[usize::from(b >> 4)]));
-            s.push(char::from(HEX[usize::from(b & 0xf)]));
-        }
+        push_hex(&mut s, &ctx.finish().as_ref()[..16]);
         Self(s.into())
     }
 
@@ -105,6 +99,13 @@ impl CacheKey {
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
+
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    for b in bytes {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+}
 
 impl fmt::Debug for CacheKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
