@@ -25,6 +25,21 @@ pub(crate) struct EntryHead {
     /// from this and its selecting header values. A new generation (after invalidation) makes
     /// every older variant unreachable.
     pub(crate) generation: u64,
+    /// Where the freshness lifetime comes from: the headers, or the user's settings.
+    pub(crate) expiry: Expiry,
+}
+
+/// The freshness lifetime of an entry when the user's settings decided it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Expiry {
+    /// RFC 9111 §4.2: from the stored headers (explicit, else heuristic).
+    Headers,
+    /// The user's `expire_after` for a response without explicit freshness; the response's
+    /// other directives (`no-cache`, `must-revalidate`, ...) still apply.
+    Fill(std::time::Duration),
+    /// `cache_control(false)`: the user's lifetime replaces whatever the headers say, and the
+    /// response's reuse directives are not consulted.
+    Override(std::time::Duration),
 }
 
 /// A request header value kept for Vary matching.

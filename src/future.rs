@@ -23,14 +23,17 @@ use tower::Service;
 
 use crate::body::{CacheBody, PutFuture, Sealer, Tee};
 use crate::coalesce::{Join, Leader, RefreshGuard, WaitFuture};
-use crate::entry::{Entry, EntryHead, VaryValue};
+use crate::controls::{CacheInfo, CacheMode, ExpireAfter};
+use crate::entry::{Entry, EntryHead, Expiry, VaryValue};
 use crate::envelope::OpenError;
 use crate::error::BoxError;
 use crate::error::StoreError;
 use crate::layer::{Config, OnBadSignature};
 use crate::metrics::Event;
-use crate::policy::decision::{decide, Decision, Reuse};
-use crate::policy::storable::{storability, strip_unstorable, Exchange, Storability};
+use crate::policy::decision::{assess, lifetime, Decision, Reuse};
+use crate::policy::storable::{
+    storability, strip_unstorable, with_user_expiry, Exchange, NotStorable, Storability, UserExpiry,
+};
 use crate::policy::validation::{
     conditional_headers, freshen, has_unsupported_preconditions, has_validator, is_conditional,
     not_modified, not_modified_headers,
@@ -54,6 +57,8 @@ pin_project! {
         inner: Option<S>,
         request: Option<Request<ReqB>>,
         ctx: Ctx<St>,
+        // Lookup, decision, store and origin events of this request are recorded in it.
+        span: tracing::Span,
     }
 }
 
@@ -104,9 +109,21 @@ struct Ctx<St> {
     /// The variant generation of the stored primary entry, if one was found.
     generation: Option<u64>,
     request_time: SystemTime,
+    /// The request's cache mode (an extension; never sent to the origin).
+    mode: CacheMode,
+    /// The user's expiry for this request (per-request, URL rule or default).
+    expire: Option<ExpireAfter>,
+    /// Why nothing is stored when `may_store` is false for a cached method.
+    not_stored: Option<NotStoredReason>,
+    /// The method is one the user allowed beyond GET/HEAD.
+    method_allowed: bool,
+    /// Size of the blob a hit came from.
+    blob_size: Option<usize>,
 }
 
 struct StaleEntry {
+    /// The key it was read from.
+    key: CacheKey,
     entry: Entry,
     /// A conditional request was sent for it: a 304 freshens it.
     revalidating: bool,
@@ -148,6 +165,11 @@ impl<St: Clone> Ctx<St> {
             variant_key: None,
             generation: self.generation,
             request_time: self.request_time,
+            mode: CacheMode::Default,
+            expire: self.expire,
+            not_stored: self.not_stored,
+            method_allowed: self.method_allowed,
+            blob_size: None,
         }
     }
 }
@@ -202,27 +224,74 @@ where
         config: Arc<Config>,
         request: Request<ReqB>,
     ) -> Self {
-        let cc = RequestDirectives::parse(request.headers());
+        let mut cc = RequestDirectives::parse(request.headers());
+        let mode = request
+            .extensions()
+            .get::<CacheMode>()
+            .copied()
+            .unwrap_or_default();
+        let (expire, own_expiry) = config.expiry_for(&request);
         let method = request.method();
         // GET is looked up and stored; HEAD is answered from a stored GET (RFC 9111 §4: the
         // stored method must allow the response to be used for the presented request) but its
-        // own responses are not stored. Other methods go straight through.
+        // own responses are not stored. Other methods are cached only when the user allowed
+        // them and the key can tell their requests apart (a key function); else they go
+        // straight through.
         let head = method == Method::HEAD;
-        let cacheable = method == Method::GET || head;
-        let key = cacheable.then(|| config.keying.key_as(&request, &Method::GET));
+        let allowed = config.methods.contains(method);
+        let method_allowed = allowed && method != Method::GET && !head;
+        let keyable = method == Method::GET || head || config.keying.custom.is_some();
+        let disabled = mode == CacheMode::NoStore || expire == Some(ExpireAfter::DoNotCache);
+        let cacheable = allowed && keyable && !disabled;
+        let key = cacheable.then(|| {
+            let key_method = if head { &Method::GET } else { method };
+            config.keying.key_as(&request, key_method)
+        });
+        // The modes and a request's own expiry act on the cache's reading of the request, never
+        // on the headers sent to the origin.
+        match mode {
+            CacheMode::NoCache | CacheMode::Refresh => cc.no_cache = true,
+            CacheMode::OnlyIfCached => cc.only_if_cached = true,
+            _ => {}
+        }
+        if own_expiry {
+            match expire {
+                // Not older than this, as a request max-age would say (§5.2.1.1).
+                Some(ExpireAfter::Duration(d)) => {
+                    let secs = d.as_secs();
+                    cc.max_age = Some(cc.max_age.map_or(secs, |m| m.min(secs)));
+                }
+                Some(ExpireAfter::ExpireImmediately) => cc.no_cache = true,
+                _ => {}
+            }
+        }
         // Preconditions the cache does not evaluate send the request to the origin untouched;
         // If-None-Match / If-Modified-Since are answered from a fresh entry (§4.3.2). Request
         // no-cache is handled by `decide` (validate first).
-        let lookup = cacheable && !has_unsupported_preconditions(request.headers());
+        let lookup = cacheable
+            && mode != CacheMode::Reload
+            && !has_unsupported_preconditions(request.headers());
         let conditional = is_conditional(request.headers());
-        let may_store = method == Method::GET && !cc.no_store;
+        let not_stored = if disabled {
+            Some(NotStoredReason::Disabled)
+        } else if !allowed || !keyable || head {
+            Some(NotStoredReason::Method)
+        } else if cc.no_store {
+            Some(NotStoredReason::RequestNoStore)
+        } else if config.read_only {
+            Some(NotStoredReason::ReadOnly)
+        } else {
+            None
+        };
+        let may_store = cacheable && not_stored.is_none();
         // §4.4: unsafe methods invalidate what is stored for their target (and Location /
-        // Content-Location) when the response is not an error.
+        // Content-Location) when the response is not an error. A method the user caches is
+        // treated as safe; a read-only cache deletes nothing.
         let safe = matches!(
             *method,
             Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
-        );
-        let invalidate = (!safe).then(|| Invalidation {
+        ) || method_allowed;
+        let invalidate = (!safe && !config.read_only).then(|| Invalidation {
             target: config.keying.key_as(&request, &Method::GET),
             request: Request::builder()
                 .method(method.clone())
@@ -252,26 +321,43 @@ where
             variant_key: None,
             generation: None,
             request_time: SystemTime::UNIX_EPOCH,
+            mode,
+            expire,
+            not_stored,
+            method_allowed,
+            blob_size: None,
         };
+        let span = tracing::debug_span!(
+            "http_cache",
+            method = %request.method(),
+            uri = %request.uri(),
+            mode = ?ctx.mode,
+        );
+        let _entered = span.enter();
         match (&ctx.key, lookup) {
             (Some(key), true) => {
                 tracing::debug!(key = %key, "cache lookup");
                 let get = StoreRequest::Get { key: key.clone() };
                 let fut = ctx.store_call(get);
+                drop(_entered);
                 Self {
                     state: State::Lookup { fut },
                     inner: Some(inner),
                     request: Some(request),
                     ctx,
+                    span,
                 }
             }
             _ => {
+                tracing::debug!(key = ?ctx.key, reason = ?ctx.not_stored, "not looked up; forwarding");
                 let fut = ctx.send(&mut inner, request);
+                drop(_entered);
                 Self {
                     state: State::Forward { fut },
                     inner: None,
                     request: None,
                     ctx,
+                    span,
                 }
             }
         }
@@ -290,7 +376,40 @@ where
 {
     type Output = Result<Response<CacheBody<ResB>>, BoxError>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let span = self.as_mut().project().span.clone();
+        let _entered = span.enter();
+        let mut result = ready!(self.as_mut().step(cx));
+        let config = &self.as_mut().project().ctx.config;
+        if let Ok(response) = &mut result {
+            if config.cache_status_header {
+                let value = cache_status_field(response, config.clock.now());
+                response.headers_mut().append("cache-status", value);
+            }
+            tracing::debug!(
+                status = %response.status(),
+                cache = ?response.extensions().get::<CacheStatus>(),
+                "answered"
+            );
+        }
+        Poll::Ready(result)
+    }
+}
+
+impl<S, St, ReqB, ResB> ResponseFuture<S, St, ReqB>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    St: Store,
+    ReqB: Send + 'static,
+    ResB: Body + Send + 'static,
+    ResB::Data: Send,
+{
+    fn step(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Response<CacheBody<ResB>>, BoxError>> {
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
@@ -612,6 +731,7 @@ impl<St: Store> Ctx<St> {
                 return self.nothing_usable();
             }
         };
+        self.blob_size = Some(blob.len());
         let entry = match self.config.envelope.open(&key, blob) {
             Ok(entry) => entry,
             Err(OpenError::BadSignature(bad)) => {
@@ -620,6 +740,10 @@ impl<St: Store> Ctx<St> {
                     OnBadSignature::Error => {
                         tracing::warn!(key = %key, error = %bad, "refusing a stored entry");
                         Lookup::Fail(Box::new(bad))
+                    }
+                    OnBadSignature::Refetch if self.config.read_only => {
+                        tracing::warn!(key = %key, error = %bad, "ignoring a stored entry that fails verification (read-only)");
+                        self.nothing_usable()
                     }
                     OnBadSignature::Refetch => {
                         tracing::warn!(key = %key, error = %bad, "deleting a stored entry and refetching");
@@ -632,15 +756,22 @@ impl<St: Store> Ctx<St> {
                 return self.nothing_usable();
             }
         };
+        // The user's filter, applied again on read: an entry it now rejects is removed.
+        if let Some(filter) = &self.config.filter {
+            if !filter(&response_parts(&entry.head)) {
+                tracing::debug!(key = %key, "stored entry rejected by the filter");
+                if self.config.read_only {
+                    return self.nothing_usable();
+                }
+                self.status = CacheStatus::Miss;
+                return Lookup::Delete(key);
+            }
+        }
         // New variants of this URL join the stored generation.
         self.generation = Some(entry.head.generation);
         let now = self.config.clock.now();
-        let reuse = Reuse {
-            surrogate: self.config.surrogate.as_deref(),
-            shared: self.config.shared,
-            stale_on_error: self.config.stale_on_error,
-        };
-        let decision = decide(
+        let reuse = self.reuse();
+        let (decision, lifetime) = assess(
             &entry.head,
             request_headers,
             &self.cc,
@@ -648,6 +779,15 @@ impl<St: Store> Ctx<St> {
             now,
             &self.protect(),
         );
+        // ForceCache / OnlyIfCached: any matching stored response, fresh or stale.
+        let decision = match decision {
+            Decision::Stale { age, .. }
+                if matches!(self.mode, CacheMode::ForceCache | CacheMode::OnlyIfCached) =>
+            {
+                Decision::StaleAccepted { age }
+            }
+            other => other,
+        };
         match decision {
             Decision::Fresh { age } => {
                 tracing::debug!(key = %key, age = age.as_secs(), "cache hit");
@@ -658,6 +798,7 @@ impl<St: Store> Ctx<St> {
                     self.config.metrics.record(Event::Hit);
                     CacheStatus::Hit
                 };
+                let info = self.hit_info(&key, &entry.head, lifetime, age, false);
                 if self.conditional && not_modified(&entry.head, request_headers) {
                     // §4.3.2: the client's copy is current; answer 304 from the cache.
                     let mut response = Response::new(CacheBody::cached(Bytes::new(), None));
@@ -667,14 +808,22 @@ impl<St: Store> Ctx<St> {
                         .headers_mut()
                         .insert(header::AGE, HeaderValue::from(age.as_secs()));
                     response.extensions_mut().insert(status);
+                    response.extensions_mut().insert(info);
                     return Lookup::Hit(response);
                 }
-                Lookup::Hit(hit_response(entry, age, status, self.head))
+                Lookup::Hit(hit_response(entry, age, status, self.head, info))
             }
             Decision::StaleAccepted { age } => {
-                tracing::debug!(key = %key, age = age.as_secs(), "stale, accepted by max-stale");
+                tracing::debug!(key = %key, age = age.as_secs(), mode = ?self.mode, "stale, accepted by max-stale or the cache mode");
                 self.config.metrics.record(Event::Stale);
-                Lookup::Hit(hit_response(entry, age, CacheStatus::Stale, self.head))
+                let info = self.hit_info(&key, &entry.head, lifetime, age, false);
+                Lookup::Hit(hit_response(
+                    entry,
+                    age,
+                    CacheStatus::Stale,
+                    self.head,
+                    info,
+                ))
             }
             Decision::Stale {
                 age,
@@ -685,12 +834,19 @@ impl<St: Store> Ctx<St> {
                 self.config.metrics.record(Event::Stale);
                 // Kept for the background refresh: its validators, and its body if a 304 comes.
                 self.stale = Some(StaleEntry {
+                    key: key.clone(),
                     entry: entry.clone(),
                     revalidating: has_validator(&entry.head.headers),
                     if_error: false,
                 });
-                let response =
-                    hit_response(entry, age, CacheStatus::StaleWhileRevalidate, self.head);
+                let info = self.hit_info(&key, &entry.head, lifetime, age, false);
+                let response = hit_response(
+                    entry,
+                    age,
+                    CacheStatus::StaleWhileRevalidate,
+                    self.head,
+                    info,
+                );
                 // At most one refresh per key: concurrent stale hits share it.
                 match self.config.flights.start_refresh(&key) {
                     Some(guard) => Lookup::Refresh(response, guard),
@@ -711,6 +867,7 @@ impl<St: Store> Ctx<St> {
                 };
                 if revalidating || if_error.is_some() {
                     self.stale = Some(StaleEntry {
+                        key: key.clone(),
                         entry,
                         revalidating,
                         if_error: if_error.is_some(),
@@ -774,18 +931,21 @@ impl<St: Store> Ctx<St> {
         self.storing = None;
         self.leader = None;
         self.config.metrics.record(Event::Stale);
+        let (_, lifetime) = lifetime(head, &self.reuse());
+        let info = self.hit_info(&stale.key, head, lifetime, age, false);
         Some(hit_response(
             stale.entry,
             age,
             CacheStatus::StaleIfError,
             self.head,
+            info,
         ))
     }
 
     fn on_response<B: Body>(&mut self, response: Response<B>) -> Response<CacheBody<B>> {
         if let Some(stale) = self.stale.take() {
             if stale.revalidating && response.status() == StatusCode::NOT_MODIFIED {
-                return self.freshened(stale.entry, response);
+                return self.freshened(stale.key, stale.entry, response);
             }
             if matches!(response.status().as_u16(), 500 | 502 | 503 | 504) {
                 self.stale = Some(stale);
@@ -798,6 +958,7 @@ impl<St: Store> Ctx<St> {
         let response_time = self.config.clock.now();
         let (mut parts, body) = response.into_parts();
         let mut status = self.status;
+        let mut info = CacheInfo::bypass();
         let body = match self.storing.take() {
             Some(storing) => {
                 let response_cc = ResponseDirectives::parse_as_surrogate(
@@ -808,6 +969,7 @@ impl<St: Store> Ctx<St> {
                     .current_age(response_time);
                 let exchange = Exchange {
                     method: &storing.method,
+                    method_allowed: self.method_allowed,
                     request_headers: &storing.headers,
                     request_cc: &storing.cc,
                     status: parts.status,
@@ -816,11 +978,19 @@ impl<St: Store> Ctx<St> {
                     response_time,
                     age,
                 };
-                match storability(&exchange, self.config.shared) {
-                    Storability::Store { lifetime } => {
-                        let ttl =
-                            entry_ttl(lifetime, age, &response_cc, self.config.stale_on_error);
-                        let head = self.entry_head(&storing, &parts, response_time);
+                info.key = Some(storing.key.clone());
+                match self.verdict(&exchange, &parts) {
+                    (Storability::Store { lifetime }, expiry) => {
+                        let ttl = match expiry {
+                            Expiry::Override(_) => {
+                                entry_ttl(lifetime, age, &ResponseDirectives::default(), None)
+                            }
+                            _ => entry_ttl(lifetime, age, &response_cc, self.config.stale_on_error),
+                        };
+                        let mut head = self.entry_head(&storing, &parts, response_time);
+                        head.expiry = expiry;
+                        info.created_at = Some(response_time);
+                        info.expires = expires_at(response_time, lifetime, age);
                         let expected_len = content_length(&parts.headers);
                         let sealer = self.sealer(storing.key, head, ttl);
                         if body.is_end_stream() && expected_len.unwrap_or(0) == 0 {
@@ -837,7 +1007,7 @@ impl<St: Store> Ctx<St> {
                             )
                         }
                     }
-                    Storability::DoNotStore(why) => {
+                    (Storability::DoNotStore(why), _) => {
                         tracing::debug!(key = %storing.key, reason = ?why, "response not storable");
                         if status == CacheStatus::Miss {
                             status = CacheStatus::NotCacheable;
@@ -848,15 +1018,14 @@ impl<St: Store> Ctx<St> {
                 }
             }
             None => {
-                let why = if self.cc.no_store && self.key.is_some() {
-                    NotStoredReason::RequestNoStore
-                } else {
-                    NotStoredReason::Method
-                };
-                parts.extensions.insert(why);
+                parts
+                    .extensions
+                    .insert(self.not_stored.unwrap_or(NotStoredReason::Method));
+                info.key = self.key.clone();
                 CacheBody::upstream(body)
             }
         };
+        parts.extensions.insert(info);
         // Nothing is being stored: release the waiters now, they fetch for themselves.
         self.leader = None;
         self.config.metrics.record(match status {
@@ -869,7 +1038,12 @@ impl<St: Store> Ctx<St> {
 
     /// RFC 9111 §4.3.4: a 304 freshens the stored response: its header fields update the stored
     /// ones (§3.2), the stored body is served, and the updated entry is stored again.
-    fn freshened<B>(&mut self, entry: Entry, not_modified: Response<B>) -> Response<CacheBody<B>> {
+    fn freshened<B>(
+        &mut self,
+        key: CacheKey,
+        entry: Entry,
+        not_modified: Response<B>,
+    ) -> Response<CacheBody<B>> {
         let response_time = self.config.clock.now();
         let Entry {
             mut head,
@@ -888,6 +1062,7 @@ impl<St: Store> Ctx<St> {
             );
             let exchange = Exchange {
                 method: &storing.method,
+                method_allowed: self.method_allowed,
                 request_headers: &storing.headers,
                 request_cc: &storing.cc,
                 status: head.status,
@@ -896,8 +1071,17 @@ impl<St: Store> Ctx<St> {
                 response_time,
                 age,
             };
-            if let Storability::Store { lifetime } = storability(&exchange, self.config.shared) {
-                let ttl = entry_ttl(lifetime, age, &cc, self.config.stale_on_error);
+            // The same rules as for a new response: the expiry starts again from now.
+            if let (Storability::Store { lifetime }, expiry) =
+                self.verdict(&exchange, &response_parts(&head))
+            {
+                let ttl = match expiry {
+                    Expiry::Override(_) => {
+                        entry_ttl(lifetime, age, &ResponseDirectives::default(), None)
+                    }
+                    _ => entry_ttl(lifetime, age, &cc, self.config.stale_on_error),
+                };
+                head.expiry = expiry;
                 let sealer = self.sealer(storing.key, head.clone(), ttl);
                 let chunks = vec![body.clone()];
                 if let Some(put) = sealer(chunks, trailers.clone()) {
@@ -908,6 +1092,8 @@ impl<St: Store> Ctx<St> {
         self.leader = None;
         self.config.metrics.record(Event::Revalidated);
         tracing::debug!("revalidated: 304 Not Modified, serving the stored body");
+        let (_, lifetime) = lifetime(&head, &self.reuse());
+        let info = self.hit_info(&key, &head, lifetime, age, true);
         hit_response(
             Entry {
                 head,
@@ -917,7 +1103,70 @@ impl<St: Store> Ctx<St> {
             age,
             CacheStatus::Revalidated,
             self.head,
+            info,
         )
+    }
+
+    /// Whether (and for how long) a response is stored: the user's status list and filter,
+    /// RFC 9111 §3, then the user's expiry settings.
+    fn verdict(
+        &self,
+        exchange: &Exchange<'_>,
+        parts: &http::response::Parts,
+    ) -> (Storability, Expiry) {
+        if let Some(statuses) = &self.config.statuses {
+            if !statuses.contains(&exchange.status) {
+                return (Storability::DoNotStore(NotStorable::Status), Expiry::Headers);
+            }
+        }
+        if let Some(filter) = &self.config.filter {
+            if !filter(parts) {
+                return (
+                    Storability::DoNotStore(NotStorable::Filtered),
+                    Expiry::Headers,
+                );
+            }
+        }
+        let verdict = storability(exchange, self.config.shared);
+        with_user_expiry(
+            exchange,
+            self.config.shared,
+            verdict,
+            UserExpiry {
+                value: self.expire,
+                honor_headers: self.config.cache_control,
+                statuses: self.config.statuses.as_deref(),
+            },
+        )
+    }
+
+    fn reuse(&self) -> Reuse<'_> {
+        Reuse {
+            surrogate: self.config.surrogate.as_deref(),
+            shared: self.config.shared,
+            stale_on_error: self.config.stale_on_error,
+        }
+    }
+
+    /// What a response served from the store reports in its [`CacheInfo`].
+    fn hit_info(
+        &self,
+        key: &CacheKey,
+        head: &EntryHead,
+        lifetime: Duration,
+        age: Duration,
+        revalidated: bool,
+    ) -> CacheInfo {
+        let now = self.config.clock.now();
+        CacheInfo {
+            from_cache: true,
+            key: Some(key.clone()),
+            created_at: Some(head.response_time),
+            expires: expires_at(now, lifetime, age),
+            is_expired: age >= lifetime,
+            revalidated,
+            size: self.blob_size,
+        }
     }
 
     fn entry_head(
@@ -950,6 +1199,7 @@ impl<St: Store> Ctx<St> {
             uri: self.config.keying.stored_uri(&storing.uri),
             vary,
             generation: self.generation.unwrap_or_else(new_generation),
+            expiry: Expiry::Headers,
         }
     }
 
@@ -1079,6 +1329,7 @@ fn hit_response<B>(
     age: Duration,
     status: CacheStatus,
     head_only: bool,
+    info: CacheInfo,
 ) -> Response<CacheBody<B>> {
     let Entry {
         head,
@@ -1099,5 +1350,89 @@ fn hit_response<B>(
         .headers_mut()
         .insert(header::AGE, HeaderValue::from(age.as_secs()));
     response.extensions_mut().insert(status);
+    response.extensions_mut().insert(info);
     response
+}
+
+/// When a response of this lifetime and current age stops being fresh, seen from `now`.
+pub(crate) fn expires_at(now: SystemTime, lifetime: Duration, age: Duration) -> Option<SystemTime> {
+    if lifetime >= age {
+        now.checked_add(lifetime - age)
+    } else {
+        now.checked_sub(age - lifetime)
+    }
+}
+
+/// RFC 9211 §2: `Cache-Status: hyper-client-cache; <params>`, from what the response reports.
+fn cache_status_field<B>(response: &Response<B>, now: SystemTime) -> HeaderValue {
+    use std::fmt::Write;
+    let status = response.extensions().get::<CacheStatus>().copied();
+    let info = response.extensions().get::<CacheInfo>();
+    let mut out = String::from("hyper-client-cache");
+    let ttl = |out: &mut String| {
+        if let Some(expires) = info.and_then(|i| i.expires) {
+            // §2.5: "ttl: ... the response's remaining freshness lifetime", negative when stale.
+            let secs = match expires.duration_since(now) {
+                Ok(d) => d.as_secs() as i64,
+                Err(e) => -(e.duration().as_secs() as i64),
+            };
+            let _ = write!(out, "; ttl={secs}");
+        }
+    };
+    let fwd_status = |out: &mut String| {
+        let _ = write!(out, "; fwd-status={}", response.status().as_u16());
+    };
+    match status {
+        Some(
+            CacheStatus::Hit
+            | CacheStatus::Stale
+            | CacheStatus::StaleWhileRevalidate
+            | CacheStatus::StaleIfError,
+        ) => {
+            out.push_str("; hit");
+            ttl(&mut out);
+            if status == Some(CacheStatus::StaleIfError) {
+                out.push_str("; detail=stale-if-error");
+            }
+        }
+        Some(CacheStatus::Coalesced) => {
+            // §2.8: "collapsed": the request was collapsed with another forward request.
+            out.push_str("; fwd=miss; collapsed");
+            ttl(&mut out);
+        }
+        Some(CacheStatus::Revalidated) => {
+            out.push_str("; fwd=stale; fwd-status=304");
+            ttl(&mut out);
+        }
+        Some(CacheStatus::OnlyIfCachedMiss) => out.push_str("; detail=only-if-cached"),
+        Some(CacheStatus::Miss) => {
+            out.push_str("; fwd=miss");
+            fwd_status(&mut out);
+            out.push_str("; stored");
+            ttl(&mut out);
+        }
+        _ => {
+            // §2.2: "bypass: the cache was configured to not handle this request", "method":
+            // the method is not cacheable, "request": the request asked the cache not to
+            // handle it, "miss": nothing usable was stored.
+            let fwd = match response.extensions().get::<NotStoredReason>() {
+                Some(NotStoredReason::Method) => "method",
+                Some(NotStoredReason::Disabled | NotStoredReason::ReadOnly) => "bypass",
+                Some(NotStoredReason::RequestNoStore) => "request",
+                _ => "miss",
+            };
+            let _ = write!(out, "; fwd={fwd}");
+            fwd_status(&mut out);
+        }
+    }
+    HeaderValue::from_str(&out).unwrap_or_else(|_| HeaderValue::from_static("hyper-client-cache"))
+}
+
+/// A stored response's head as `http::response::Parts`, for the user's filter.
+fn response_parts(head: &EntryHead) -> http::response::Parts {
+    let mut response = Response::new(());
+    *response.status_mut() = head.status;
+    *response.version_mut() = head.version;
+    *response.headers_mut() = head.headers.clone();
+    response.into_parts().0
 }

@@ -10,6 +10,8 @@ use std::sync::Arc;
 use http::{header, Method, Request};
 use ring::digest;
 
+use crate::controls::{KeyFn, KeyParts};
+
 /// The version prefix of every key this crate builds. Bump it whenever normalization changes.
 const KEY_FORMAT: &str = "hcc1";
 
@@ -44,10 +46,27 @@ impl CacheKey {
     }
 
     fn from_parts(method: &Method, normalized_target: &str) -> Self {
+        Self::from_digest(Self::start(method, normalized_target))
+    }
+
+    fn start(method: &Method, normalized_target: &str) -> digest::Context {
         let mut ctx = digest::Context::new(&digest::SHA256);
         ctx.update(method.as_str().as_bytes());
         ctx.update(b"\0");
         ctx.update(normalized_target.as_bytes());
+        ctx
+    }
+
+    /// A key from a user's key function: the digest of what it returned, in its own domain
+    /// (`custom\0` first), so it can never equal a key built from a request.
+    fn custom(user_key: &str) -> Self {
+        let mut ctx = digest::Context::new(&digest::SHA256);
+        ctx.update(b"custom\0");
+        ctx.update(user_key.as_bytes());
+        Self::from_digest(ctx)
+    }
+
+    fn from_digest(ctx: digest::Context) -> Self {
         let digest = ctx.finish();
         let mut s = String::with_capacity(KEY_FORMAT.len() + 1 + 64);
         s.push_str(KEY_FORMAT);
@@ -187,12 +206,27 @@ fn param_name(pair: &str) -> &str {
 }
 
 /// How a layer turns requests into keys and into the URI it stores.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct Keying {
-    /// Query parameters left out of the key and of the stored URI.
+    /// Query parameters (and request headers) left out of the key and of what is stored.
     pub(crate) ignored: Vec<String>,
     /// Query parameters whose values are replaced by `REDACTED` in the stored URI.
     pub(crate) redacted: Vec<String>,
+    /// Request headers whose values are part of the key.
+    pub(crate) match_headers: Vec<http::HeaderName>,
+    /// The user's key function, replacing all of the above for the key.
+    pub(crate) custom: Option<KeyFn>,
+}
+
+impl fmt::Debug for Keying {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Keying")
+            .field("ignored", &self.ignored)
+            .field("redacted", &self.redacted)
+            .field("match_headers", &self.match_headers)
+            .field("custom", &self.custom.is_some())
+            .finish()
+    }
 }
 
 impl Keying {
@@ -200,13 +234,63 @@ impl Keying {
         Self {
             ignored: Vec::new(),
             redacted: redacted.iter().map(|s| (*s).to_owned()).collect(),
+            match_headers: Vec::new(),
+            custom: None,
         }
     }
 
     /// The key of `request` as if its method were `method` (a HEAD is answered from the GET
     /// entry, and invalidation removes GET entries).
     pub(crate) fn key_as<B>(&self, request: &Request<B>, method: &Method) -> CacheKey {
-        CacheKey::from_parts(method, &normalized_target(request, &self.ignored))
+        self.key(request, method, None)
+    }
+
+    /// The key of `request` stored for `method`, with its buffered body when bodies are keyed.
+    /// Without `match_headers` and a body the key is the plain method + URI digest, so adding
+    /// these features did not change existing keys.
+    pub(crate) fn key<B>(
+        &self,
+        request: &Request<B>,
+        method: &Method,
+        body: Option<&[u8]>,
+    ) -> CacheKey {
+        if let Some(custom) = &self.custom {
+            return CacheKey::custom(&custom(&KeyParts {
+                method,
+                uri: request.uri(),
+                headers: request.headers(),
+                body,
+            }));
+        }
+        let target = normalized_target(request, &self.ignored);
+        if self.match_headers.is_empty() && body.is_none() {
+            return CacheKey::from_parts(method, &target);
+        }
+        let mut ctx = CacheKey::start(method, &target);
+        for name in &self.match_headers {
+            if self
+                .ignored
+                .iter()
+                .any(|i| i.eq_ignore_ascii_case(name.as_str()))
+            {
+                continue;
+            }
+            // Length-prefixed, so that no two different header sets digest alike.
+            ctx.update(b"\0h");
+            ctx.update(&(name.as_str().len() as u64).to_be_bytes());
+            ctx.update(name.as_str().as_bytes());
+            for value in request.headers().get_all(name) {
+                ctx.update(&(value.len() as u64).to_be_bytes());
+                ctx.update(value.as_bytes());
+            }
+            ctx.update(b"\0e");
+        }
+        if let Some(body) = body {
+            ctx.update(b"\0b");
+            ctx.update(&(body.len() as u64).to_be_bytes());
+            ctx.update(body);
+        }
+        CacheKey::from_digest(ctx)
     }
 
     /// The GET key of another URI of the same request's origin (for invalidation, RFC 9111

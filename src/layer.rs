@@ -13,7 +13,10 @@ use crate::key::Keying;
 use crate::metrics::CacheMetrics;
 use crate::service::Cache;
 use crate::timer::TimerProbe;
-use http::HeaderName;
+use crate::controls::{
+    host_path, url_glob, ExpireAfter, KeyParts, PatternError, ResponseFilter, UrlRules,
+};
+use http::{HeaderName, Method, Request, StatusCode};
 
 /// Default for [`CacheLayer::max_body_size`]: 8 MiB.
 pub const DEFAULT_MAX_BODY_SIZE: usize = 8 * 1024 * 1024;
@@ -88,6 +91,36 @@ pub(crate) struct Config {
     pub(crate) surrogate: Option<String>,
     pub(crate) timer: Arc<TimerProbe>,
     pub(crate) metrics: CacheMetrics,
+    pub(crate) expire_after: Option<ExpireAfter>,
+    pub(crate) url_rules: UrlRules,
+    /// Explicit response freshness wins over the user's expiry (requests-cache's
+    /// `cache_control=True`).
+    pub(crate) cache_control: bool,
+    pub(crate) read_only: bool,
+    pub(crate) methods: Vec<Method>,
+    pub(crate) statuses: Option<Vec<StatusCode>>,
+    pub(crate) filter: Option<ResponseFilter>,
+    pub(crate) cache_status_header: bool,
+}
+
+impl Config {
+    /// The expiry that applies to `request`, and whether it is the request's own override:
+    /// per-request > first matching URL rule > layer default.
+    pub(crate) fn expiry_for<B>(&self, request: &Request<B>) -> (Option<ExpireAfter>, bool) {
+        if let Some(value) = request.extensions().get::<ExpireAfter>() {
+            return (Some(*value), true);
+        }
+        if !self.url_rules.is_empty() {
+            let host = request
+                .headers()
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok());
+            if let Some(value) = self.url_rules.find(&host_path(request.uri(), host)) {
+                return (Some(value), false);
+            }
+        }
+        (self.expire_after, false)
+    }
 }
 
 /// A [`tower::Layer`] that adds an HTTP cache in front of a client service.
@@ -150,6 +183,14 @@ impl<St> CacheLayer<St> {
                 surrogate: None,
                 timer: Arc::new(TimerProbe::default()),
                 metrics: CacheMetrics::default(),
+                expire_after: None,
+                url_rules: UrlRules::default(),
+                cache_control: true,
+                read_only: false,
+                methods: vec![Method::GET, Method::HEAD],
+                statuses: None,
+                filter: None,
+                cache_status_header: false,
             },
         }
     }
@@ -185,8 +226,11 @@ impl<St> CacheLayer<St> {
         self
     }
 
-    /// Query parameters left out of the cache key **and removed from the URI stored with the
-    /// entry** (typically API keys and tracking parameters). Names are matched exactly.
+    /// Query parameters and request headers left out of the cache key **and removed from what is
+    /// stored** (typically API keys and tracking parameters): the parameters are dropped from the
+    /// stored URI, and a header named here that a response varies on is kept only as a keyed
+    /// digest, so a request with another value still misses (RFC 9111 §4.1) but the value itself
+    /// is never written. Parameter names are matched exactly, header names case-insensitively.
     ///
     /// Default: none.
     pub fn ignored_parameters<I, T>(mut self, names: I) -> Self
@@ -196,6 +240,179 @@ impl<St> CacheLayer<St> {
     {
         self.config.keying.ignored = names.into_iter().map(Into::into).collect();
         self
+    }
+
+    /// The freshness lifetime for responses that do not state their own (requests-cache's
+    /// `expire_after`). With [`cache_control(false)`](Self::cache_control) it applies to every
+    /// response, replacing what the headers say. See [`ExpireAfter`] for the values and
+    /// `docs/configuration.md` for the precedence table.
+    ///
+    /// Default: none (RFC 9111 rules only: explicit freshness, else the `Last-Modified`
+    /// heuristic).
+    pub fn expire_after(mut self, value: impl Into<ExpireAfter>) -> Self {
+        self.config.expire_after = Some(value.into());
+        self
+    }
+
+    /// An expiry rule for the URLs matching `pattern`, a glob over `host/path` (no scheme, no
+    /// query; the host lowercased, a default port dropped): `*` matches any run of characters,
+    /// `/` included, `?` one character, `{a,b}` either. Rules are tried in the order they were
+    /// added; the first match wins, over [`expire_after`](Self::expire_after), and a request's own
+    /// [`ExpireAfter`] extension wins over the rules.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use hyper_client_cache::{CacheLayer, ExpireAfter, MemoryStore};
+    ///
+    /// # fn main() -> Result<(), hyper_client_cache::PatternError> {
+    /// let layer = CacheLayer::new(MemoryStore::default())
+    ///     .expire_url("static.example.com/*", ExpireAfter::Never)?
+    ///     .expire_url("api.example.com/v1/live/*", ExpireAfter::DoNotCache)?
+    ///     .expire_url("api.example.com/*", Duration::from_secs(60))?;
+    /// # drop(layer);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`PatternError`] when `pattern` is not a valid glob.
+    pub fn expire_url(
+        mut self,
+        pattern: &str,
+        value: impl Into<ExpireAfter>,
+    ) -> Result<Self, PatternError> {
+        self.config.url_rules.push(url_glob(pattern)?, value.into())?;
+        Ok(self)
+    }
+
+    /// Whether a response's explicit freshness (`Cache-Control: max-age`/`s-maxage`, `Expires`)
+    /// wins over [`expire_after`](Self::expire_after) and URL rules. `false` makes the user's
+    /// lifetime apply to every response and stops the response's reuse directives (`no-cache`,
+    /// `must-revalidate`, `stale-*`) from being consulted; `no-store`, `private` (shared mode),
+    /// `Authorization` (shared mode) and `Vary` are still obeyed. Without a user lifetime, the
+    /// headers decide either way.
+    ///
+    /// Default: `true`.
+    pub fn cache_control(mut self, honor: bool) -> Self {
+        self.config.cache_control = honor;
+        self
+    }
+
+    /// Use the cache but never write to it: lookups as usual, no stores, no deletions (neither
+    /// invalidation nor the removal of rejected entries).
+    ///
+    /// Default: `false`.
+    pub fn read_only(mut self, read_only: bool) -> Self {
+        self.config.read_only = read_only;
+        self
+    }
+
+    /// The request methods that are cached. `HEAD` requests are answered from a stored `GET`.
+    /// A method other than `GET`/`HEAD` (a `POST` to a search or GraphQL endpoint) is cached
+    /// only when its requests can be told apart: with a [`key_fn`](Self::key_fn) that looks at
+    /// what differs, or with [`key_request_bodies`](Self::key_request_bodies); otherwise it goes
+    /// to the origin uncached. A cached method is treated as safe: its responses do not
+    /// invalidate stored entries (RFC 9111 §4.4).
+    ///
+    /// Default: `GET`, `HEAD`.
+    pub fn allowed_methods<I>(mut self, methods: I) -> Self
+    where
+        I: IntoIterator<Item = Method>,
+    {
+        self.config.methods = methods.into_iter().collect();
+        self
+    }
+
+    /// The response statuses that are stored; any other is not, whatever its headers say.
+    ///
+    /// Default: none set: RFC 9111 decides (any final status except 206 and 304 with explicit
+    /// freshness; RFC 9110 §15.1's heuristically cacheable ones, 200, 203, 204, 300, 301, 308,
+    /// 404, 405, 410, 414, 501, also by heuristic or by the user's
+    /// [`expire_after`](Self::expire_after)).
+    pub fn allowed_statuses<I>(mut self, statuses: I) -> Self
+    where
+        I: IntoIterator<Item = StatusCode>,
+    {
+        self.config.statuses = Some(statuses.into_iter().collect());
+        self
+    }
+
+    /// A predicate over the response (status, version, headers) deciding whether it is stored,
+    /// applied again on every read: a stored entry the predicate now rejects is deleted and the
+    /// request goes to the origin.
+    ///
+    /// ```
+    /// use hyper_client_cache::{CacheLayer, MemoryStore};
+    ///
+    /// // Never cache responses that carry a Set-Cookie.
+    /// let layer = CacheLayer::new(MemoryStore::default())
+    ///     .filter(|parts: &http::response::Parts| !parts.headers.contains_key("set-cookie"));
+    /// # drop(layer);
+    /// ```
+    ///
+    /// Default: none.
+    pub fn filter<F>(mut self, predicate: F) -> Self
+    where
+        F: Fn(&http::response::Parts) -> bool + Send + Sync + 'static,
+    {
+        self.config.filter = Some(Arc::new(predicate));
+        self
+    }
+
+    /// Request headers whose values become part of the cache key (requests-cache's
+    /// `match_headers`), for APIs whose answers depend on a header but that do not say so with
+    /// `Vary`. A name also given to [`ignored_parameters`](Self::ignored_parameters) is left out.
+    ///
+    /// Default: none (RFC 9111: method and URI; `Vary` selects among variants).
+    pub fn match_headers<I>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = HeaderName>,
+    {
+        self.config.keying.match_headers = names.into_iter().collect();
+        self
+    }
+
+    /// Replaces the cache key: the string `f` returns is hashed (in its own domain, so it
+    /// never collides with a built-in key) into the key an entry is stored under. `Vary` still
+    /// selects among variants stored under one key.
+    ///
+    /// ```
+    /// use hyper_client_cache::{CacheLayer, KeyParts, MemoryStore};
+    ///
+    /// // One entry per path, whatever the host (say, several mirrors of one API).
+    /// let layer = CacheLayer::new(MemoryStore::default())
+    ///     .key_fn(|parts: &KeyParts<'_>| format!("{} {}", parts.method, parts.uri.path()));
+    /// # drop(layer);
+    /// ```
+    ///
+    /// Default: none (see [`CacheKey::for_request`](crate::CacheKey::for_request)).
+    pub fn key_fn<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&KeyParts<'_>) -> String + Send + Sync + 'static,
+    {
+        self.config.keying.custom = Some(Arc::new(f));
+        self
+    }
+
+    /// Add an RFC 9211 `Cache-Status` header to every response, e.g.
+    /// `hyper-client-cache; hit; ttl=42` or `hyper-client-cache; fwd=miss; fwd-status=200; stored`.
+    /// The same information is always in the [`CacheStatus`](crate::CacheStatus) and
+    /// [`CacheInfo`](crate::CacheInfo) extensions.
+    ///
+    /// Default: off.
+    pub fn cache_status_header(mut self, enabled: bool) -> Self {
+        self.config.cache_status_header = enabled;
+        self
+    }
+
+    /// An [`Inspector`](crate::Inspector) over this layer's store, with its keys and settings:
+    /// list, count and delete entries.
+    pub fn inspector(&self) -> crate::Inspector<St>
+    where
+        St: Clone,
+    {
+        crate::Inspector::new(self.store.clone(), Arc::new(self.finished_config()))
     }
 
     /// Request headers whose values are never written to the store in clear: when a response
@@ -338,16 +555,31 @@ impl<St> CacheLayer<St> {
     }
 }
 
-impl<S, St: Clone> Layer<S> for CacheLayer<St> {
-    type Service = Cache<S, St>;
-
-    fn layer(&self, inner: S) -> Cache<S, St> {
+impl<St> CacheLayer<St> {
+    /// The settings with what depends on several setters resolved.
+    fn finished_config(&self) -> Config {
         let mut config = self.config.clone();
         let max_blob = config
             .max_blob_size
             .unwrap_or_else(|| config.max_body_size.saturating_add(1 << 20));
         config.envelope = config.envelope.with_max_blob(max_blob);
-        Cache::from_parts(inner, self.store.clone(), Arc::new(config))
+        // Ignored headers are kept out of stored data like credentials: digests only.
+        for name in &config.keying.ignored {
+            if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
+                if !config.sensitive_headers.contains(&name) {
+                    config.sensitive_headers.push(name);
+                }
+            }
+        }
+        config
+    }
+}
+
+impl<S, St: Clone> Layer<S> for CacheLayer<St> {
+    type Service = Cache<S, St>;
+
+    fn layer(&self, inner: S) -> Cache<S, St> {
+        Cache::from_parts(inner, self.store.clone(), Arc::new(self.finished_config()))
     }
 }
 

@@ -74,10 +74,12 @@
 mod body;
 mod clock;
 mod coalesce;
+mod controls;
 mod entry;
 mod envelope;
 mod error;
 mod future;
+mod inspect;
 mod key;
 mod layer;
 mod metrics;
@@ -107,11 +109,15 @@ pub use crate::body::CacheBody;
 #[doc(inline)]
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 #[doc(inline)]
+pub use crate::controls::{CacheInfo, CacheMode, ExpireAfter, KeyParts, PatternError};
+#[doc(inline)]
 pub use crate::envelope::{KeyError, KeyRing, SecretKey, MIN_KEY_LEN};
 #[doc(inline)]
 pub use crate::error::{BadSignature, BoxError, StoreError};
 #[doc(inline)]
 pub use crate::future::ResponseFuture;
+#[doc(inline)]
+pub use crate::inspect::{EntryInfo, Inspector, InvalidEntry, Listing};
 #[doc(inline)]
 pub use crate::key::CacheKey;
 #[doc(inline)]

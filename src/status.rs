@@ -111,13 +111,20 @@ pub enum NotStoredReason {
     Authorization,
     /// `Vary: *` (§4.1).
     VaryStar,
-    /// A status this cache does not store (not final, 206, 304, or not understood with
-    /// `must-understand`).
+    /// A status this cache does not store (not final, 206, 304, not understood with
+    /// `must-understand`, or not in [`allowed_statuses`](crate::CacheLayer::allowed_statuses)).
     Status,
     /// No explicit freshness and no heuristic applies (§4.2).
     NoFreshness,
-    /// Already stale on arrival, without a validator.
+    /// Already stale on arrival, without a validator (or `ExpireImmediately` without one).
     Stale,
+    /// The layer's [`filter`](crate::CacheLayer::filter) rejected it.
+    Filtered,
+    /// Caching was off for this request: [`CacheMode::NoStore`](crate::CacheMode::NoStore) or
+    /// [`ExpireAfter::DoNotCache`](crate::ExpireAfter::DoNotCache).
+    Disabled,
+    /// The layer is [`read_only`](crate::CacheLayer::read_only).
+    ReadOnly,
 }
 
 impl fmt::Display for NotStoredReason {
@@ -133,6 +140,9 @@ impl fmt::Display for NotStoredReason {
             NotStoredReason::Status => "status is not stored",
             NotStoredReason::NoFreshness => "no freshness information",
             NotStoredReason::Stale => "stale on arrival",
+            NotStoredReason::Filtered => "rejected by the filter",
+            NotStoredReason::Disabled => "caching disabled for this request",
+            NotStoredReason::ReadOnly => "the cache is read-only",
         })
     }
 }

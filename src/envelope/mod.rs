@@ -3,7 +3,7 @@
 //! ```text
 //! offset  size  field
 //! 0       4     magic "HCCE"
-//! 4       1     format version (1)
+//! 4       1     format version (2)
 //! 5       1     algorithm: 0 = unsigned (CRC-32 checksum), 1 = HMAC-SHA256, 2 = AES-256-GCM
 //! 6       1     key id length n (0 when unsigned, 8 for HMAC-SHA256)
 //! 7       n     key id (HKDF-derived from the secret, see keys.rs)
@@ -41,7 +41,7 @@ use crate::error::{BadSignature, BadSignatureReason};
 use crate::CacheKey;
 
 const MAGIC: &[u8; 4] = b"HCCE";
-const FORMAT_V1: u8 = 1;
+const FORMAT_V2: u8 = 2;
 /// Unsigned: a CRC-32 (IEEE) detects accidental corruption, nothing more. It is not a MAC.
 const ALG_UNSIGNED_CRC32: u8 = 0;
 const ALG_HMAC_SHA256: u8 = 1;
@@ -202,7 +202,7 @@ impl Envelope {
         let body_len: usize = chunks.iter().map(Bytes::len).sum();
         let mut out = Vec::with_capacity(FIXED_HEADER + 8 + key_bytes.len() + 512 + body_len + 32);
         out.extend_from_slice(MAGIC);
-        out.push(FORMAT_V1);
+        out.push(FORMAT_V2);
         let current = self.keys.as_ref().map(KeyRing::current);
         match (self.mode, current) {
             (Mode::Unsigned, _) | (_, None) => {
@@ -275,7 +275,7 @@ impl Envelope {
                 None => OpenError::Unusable("not an envelope"),
             });
         };
-        if parsed.version != FORMAT_V1 {
+        if parsed.version != FORMAT_V2 {
             // Possibly written by a newer release sharing the store: not ours to judge.
             return Err(OpenError::Unusable("unknown format version"));
         }

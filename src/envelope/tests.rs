@@ -46,6 +46,7 @@ fn head() -> EntryHead {
             ),
         ],
         generation: 0x0123_4567_89ab_cdef,
+        expiry: crate::entry::Expiry::Fill(std::time::Duration::from_millis(1500)),
     }
 }
 
@@ -181,12 +182,16 @@ fn exploit_bytes_are_bad_signature() {
 
 #[test]
 fn unknown_version_is_a_miss() {
-    let mut blob = sealed(&signed(), "k").to_vec();
-    blob[4] = 2;
-    assert!(matches!(
-        signed().open(&key("k"), blob.into()),
-        Err(OpenError::Unusable("unknown format version"))
-    ));
+    // 1: the format before expiry settings were stored; 3: a future one.
+    for version in [1, 3] {
+        let mut blob = sealed(&signed(), "k").to_vec();
+        assert_eq!(blob[4], 2);
+        blob[4] = version;
+        assert!(matches!(
+            signed().open(&key("k"), blob.into()),
+            Err(OpenError::Unusable("unknown format version"))
+        ));
+    }
 }
 
 #[test]

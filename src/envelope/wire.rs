@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::entry::{Entry, EntryHead, VaryValue};
+use crate::entry::{Entry, EntryHead, Expiry, VaryValue};
 
 /// Bytes that postcard writes as one length-prefixed run (not a sequence of `u8`s).
 #[derive(Debug, Clone, Copy)]
@@ -36,9 +36,9 @@ enum WireVary<'a> {
     Digest([u8; 32]),
 }
 
-/// Format version 1 of the stored head. The body follows it raw, to the end of the payload.
+/// Format version 2 of the stored head (version 1 had no `expiry`). The body follows it raw, to the end of the payload.
 #[derive(Serialize, Deserialize)]
-struct WireHeadV1<'a> {
+struct WireHeadV2<'a> {
     status: u16,
     version: u8,
     #[serde(borrow)]
@@ -54,6 +54,8 @@ struct WireHeadV1<'a> {
     trailers: Option<Vec<(&'a str, Raw<'a>)>>,
     /// The variant generation of the URL (see `EntryHead::generation`).
     generation: u64,
+    /// `(kind, secs, nanos)`: kind 0 = from the headers, 1 = filled in, 2 = override.
+    expiry: (u8, u64, u32),
 }
 
 fn version_to_wire(v: Version) -> u8 {
@@ -115,7 +117,7 @@ pub(crate) fn encode_head(
             (n.as_str(), v)
         })
         .collect();
-    let wire = WireHeadV1 {
+    let wire = WireHeadV2 {
         status: head.status.as_u16(),
         version: version_to_wire(head.version),
         headers,
@@ -126,13 +128,18 @@ pub(crate) fn encode_head(
         vary,
         trailers,
         generation: head.generation,
+        expiry: match head.expiry {
+            Expiry::Headers => (0, 0, 0),
+            Expiry::Fill(d) => (1, d.as_secs(), d.subsec_nanos()),
+            Expiry::Override(d) => (2, d.as_secs(), d.subsec_nanos()),
+        },
     };
     postcard::to_extend(&wire, out)
 }
 
 /// Decodes a verified payload. `None` when it does not decode: the caller treats that as a miss.
 pub(crate) fn decode(payload: &Bytes) -> Option<Entry> {
-    let (wire, body) = postcard::take_from_bytes::<WireHeadV1<'_>>(payload).ok()?;
+    let (wire, body) = postcard::take_from_bytes::<WireHeadV2<'_>>(payload).ok()?;
     let fields = |list: Vec<(&str, Raw<'_>)>| -> Option<HeaderMap> {
         let mut map = HeaderMap::with_capacity(list.len());
         for (name, value) in list {
@@ -168,6 +175,18 @@ pub(crate) fn decode(payload: &Bytes) -> Option<Entry> {
         uri: wire.uri.to_owned(),
         vary,
         generation: wire.generation,
+        expiry: match wire.expiry {
+            (0, _, _) => Expiry::Headers,
+            (kind @ (1 | 2), secs, nanos) if nanos < 1_000_000_000 => {
+                let d = Duration::new(secs, nanos);
+                if kind == 1 {
+                    Expiry::Fill(d)
+                } else {
+                    Expiry::Override(d)
+                }
+            }
+            _ => return None,
+        },
     };
     Some(Entry {
         head,

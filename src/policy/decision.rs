@@ -7,7 +7,7 @@ use http::HeaderMap;
 use super::cache_control::{RequestDirectives, ResponseDirectives};
 use super::freshness::{freshness_lifetime, AgeInputs};
 use super::vary;
-use crate::entry::EntryHead;
+use crate::entry::{EntryHead, Expiry};
 
 /// The verdict on one stored response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +37,7 @@ pub(crate) enum Decision {
 /// nominated by the stored response (if any) match those presented (see Section 4.1); ... and the
 /// stored response is one of the following: fresh (see Section 4.2), or allowed to be served
 /// stale (see Section 4.2.4), or successfully validated (see Section 4.3)."
+#[cfg(test)]
 pub(crate) fn decide(
     stored: &EntryHead,
     request_headers: &HeaderMap,
@@ -45,22 +46,64 @@ pub(crate) fn decide(
     now: SystemTime,
     protect: vary::Protect<'_>,
 ) -> Decision {
+    assess(stored, request_headers, request_cc, config, now, protect).0
+}
+
+/// [`decide`], plus the stored response's freshness lifetime (zero for `NoMatch`).
+pub(crate) fn assess(
+    stored: &EntryHead,
+    request_headers: &HeaderMap,
+    request_cc: &RequestDirectives,
+    config: &Reuse<'_>,
+    now: SystemTime,
+    protect: vary::Protect<'_>,
+) -> (Decision, Duration) {
     if !vary::matches(&stored.vary, request_headers, protect) {
-        return Decision::NoMatch;
+        return (Decision::NoMatch, Duration::ZERO);
     }
-    let cc = ResponseDirectives::parse_as_surrogate(&stored.headers, config.surrogate);
     let age = AgeInputs::from_headers(&stored.headers, stored.request_time, stored.response_time)
         .current_age(now);
-    // §4.2: "A stored response is considered "fresh" if its age has not yet exceeded its
-    // freshness lifetime."
-    let lifetime = freshness_lifetime(
-        &stored.headers,
-        &cc,
-        stored.status,
-        config.shared,
-        stored.response_time,
+    let (cc, lifetime) = lifetime(stored, config);
+    (
+        judge(age, lifetime, &cc, request_cc, config),
+        lifetime,
     )
-    .unwrap_or(Duration::ZERO);
+}
+
+/// The response directives that apply to a stored response, and its freshness lifetime:
+/// §4.2.1 / §4.2.2 from its headers, or what the user's settings recorded with it.
+pub(crate) fn lifetime(stored: &EntryHead, config: &Reuse<'_>) -> (ResponseDirectives, Duration) {
+    match stored.expiry {
+        Expiry::Headers => {
+            let cc = ResponseDirectives::parse_as_surrogate(&stored.headers, config.surrogate);
+            let lifetime = freshness_lifetime(
+                &stored.headers,
+                &cc,
+                stored.status,
+                config.shared,
+                stored.response_time,
+            )
+            .unwrap_or(Duration::ZERO);
+            (cc, lifetime)
+        }
+        Expiry::Fill(lifetime) => (
+            ResponseDirectives::parse_as_surrogate(&stored.headers, config.surrogate),
+            lifetime,
+        ),
+        // `cache_control(false)`: the user asked for the headers to be ignored.
+        Expiry::Override(lifetime) => (ResponseDirectives::default(), lifetime),
+    }
+}
+
+/// §4.2: "A stored response is considered "fresh" if its age has not yet exceeded its freshness
+/// lifetime", then the request's and response's directives.
+fn judge(
+    age: Duration,
+    lifetime: Duration,
+    cc: &ResponseDirectives,
+    request_cc: &RequestDirectives,
+    config: &Reuse<'_>,
+) -> Decision {
     let staleness = age.saturating_sub(lifetime);
     // §4.2.4: "A cache MUST NOT generate a stale response if it is prohibited by an explicit
     // in-protocol directive (e.g., by a no-cache response directive, a must-revalidate response
@@ -164,6 +207,7 @@ mod tests {
             uri: "http://e.com/".into(),
             vary: vec![],
             generation: 0,
+            expiry: crate::entry::Expiry::Headers,
         }
     }
 

@@ -6,7 +6,9 @@ use http::header::{self, HeaderMap, HeaderName};
 use http::{Method, StatusCode};
 
 use super::cache_control::{RequestDirectives, ResponseDirectives};
-use super::freshness::freshness_lifetime;
+use super::freshness::{explicit_lifetime, freshness_lifetime, heuristically_cacheable};
+use crate::controls::ExpireAfter;
+use crate::entry::Expiry;
 use super::validation::has_validator;
 use super::vary::{vary_names, VaryNames};
 
@@ -44,6 +46,8 @@ pub(crate) enum NotStorable {
     NoFreshness,
     /// Already stale on arrival and without a validator: it could never be reused.
     Stale,
+    /// The user's filter rejected it.
+    Filtered,
 }
 
 impl From<NotStorable> for crate::status::NotStoredReason {
@@ -60,6 +64,7 @@ impl From<NotStorable> for crate::status::NotStoredReason {
             NotStorable::VaryStar => R::VaryStar,
             NotStorable::NoFreshness => R::NoFreshness,
             NotStorable::Stale => R::Stale,
+            NotStorable::Filtered => R::Filtered,
         }
     }
 }
@@ -67,6 +72,8 @@ impl From<NotStorable> for crate::status::NotStoredReason {
 /// The inputs of [`storability`], as borrowed views of the exchange.
 pub(crate) struct Exchange<'a> {
     pub(crate) method: &'a Method,
+    /// The user allowed caching this (non-GET) method; its key tells requests apart.
+    pub(crate) method_allowed: bool,
     pub(crate) request_headers: &'a HeaderMap,
     pub(crate) request_cc: &'a RequestDirectives,
     pub(crate) status: StatusCode,
@@ -90,7 +97,7 @@ pub(crate) struct Exchange<'a> {
 /// (`no-cache`, already stale).
 pub(crate) fn storability(x: &Exchange<'_>, shared: bool) -> Storability {
     use Storability::DoNotStore;
-    if x.method != Method::GET {
+    if x.method != Method::GET && !x.method_allowed {
         return DoNotStore(NotStorable::Method);
     }
     // §3: "the response status code is final". 206 (partial content is not combined here) and
@@ -158,6 +165,78 @@ pub(crate) fn storability(x: &Exchange<'_>, shared: bool) -> Storability {
     Storability::Store { lifetime }
 }
 
+/// The user's expiry settings, as they combine with the headers.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct UserExpiry<'a> {
+    /// The value that applies to this request (per-request, else per-URL, else default).
+    pub(crate) value: Option<ExpireAfter>,
+    /// `cache_control(true)` (the default): explicit response freshness wins over `value`.
+    pub(crate) honor_headers: bool,
+    /// The statuses the user allows; `None`: RFC 9110 §15.1's heuristically cacheable set is
+    /// what the user's lifetimes apply to.
+    pub(crate) statuses: Option<&'a [StatusCode]>,
+}
+
+/// Combines the header verdict with the user's expiry: which lifetime an entry gets, and where
+/// it comes from. Precedence: a response's explicit freshness (§4.2.1) wins unless the user
+/// turned header handling off; the user's value then replaces the heuristic (§4.2.2 allows any
+/// heuristic, and a user's configured lifetime is the most informed one) and makes responses
+/// without any freshness storable. What protects privacy or correctness (`no-store`, `private`
+/// in a shared cache, `Authorization`, `Vary: *`, statuses) is never overridden.
+pub(crate) fn with_user_expiry(
+    x: &Exchange<'_>,
+    shared: bool,
+    verdict: Storability,
+    user: UserExpiry<'_>,
+) -> (Storability, Expiry) {
+    let Some(value) = user.value else {
+        return (verdict, Expiry::Headers);
+    };
+    let Some(user_lifetime) = value.lifetime() else {
+        // DoNotCache never reaches a response; be safe anyway.
+        return (
+            Storability::DoNotStore(NotStorable::Method),
+            Expiry::Headers,
+        );
+    };
+    let explicit =
+        explicit_lifetime(x.response_headers, x.response_cc, shared, x.response_time).is_some();
+    if user.honor_headers && explicit {
+        return (verdict, Expiry::Headers);
+    }
+    let status_ok = match user.statuses {
+        Some(list) => list.contains(&x.status),
+        None => heuristically_cacheable(x.status),
+    };
+    let overridable = match &verdict {
+        Storability::Store { .. } => true,
+        Storability::DoNotStore(NotStorable::NoFreshness) => true,
+        Storability::DoNotStore(NotStorable::Stale | NotStorable::NoCache) => !user.honor_headers,
+        Storability::DoNotStore(_) => false,
+    };
+    if !status_ok || !overridable {
+        return (verdict, Expiry::Headers);
+    }
+    // ExpireImmediately: "store only if a validator exists, revalidate on every use".
+    if user_lifetime.is_zero() && !has_validator(x.response_headers) {
+        return (
+            Storability::DoNotStore(NotStorable::Stale),
+            Expiry::Headers,
+        );
+    }
+    let expiry = if user.honor_headers {
+        Expiry::Fill(user_lifetime)
+    } else {
+        Expiry::Override(user_lifetime)
+    };
+    (
+        Storability::Store {
+            lifetime: user_lifetime,
+        },
+        expiry,
+    )
+}
+
 /// Header fields that are never stored (RFC 9111 §3.1): the `Connection` field and the fields it
 /// lists, the other hop-by-hop fields of RFC 9110 §7.6.1, and the proxy-specific fields
 /// `Proxy-Authenticate`, `Proxy-Authentication-Info` and `Proxy-Authorization`.
@@ -215,6 +294,7 @@ mod tests {
         }
         let x = Exchange {
             method: &method,
+            method_allowed: false,
             request_headers: &rq,
             request_cc: &RequestDirectives::parse(&rq),
             status: StatusCode::from_u16(status).unwrap(),

@@ -226,6 +226,7 @@ mod tests {
             uri: "http://e.com/".into(),
             vary: vec![],
             generation: 0,
+            expiry: crate::entry::Expiry::Headers,
         }
     }
 

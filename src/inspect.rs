@@ -1,0 +1,357 @@
+//! [`Inspector`]: listing, counting and deleting stored entries, through the [`Store`] service,
+//! so it works on every backend.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use http::{Method, Request, StatusCode};
+use tower::ServiceExt;
+
+use crate::controls::{host_path, url_glob};
+use crate::envelope::OpenError;
+use crate::error::{BoxError, StoreError};
+use crate::future::expires_at;
+use crate::layer::Config;
+use crate::policy::decision::{lifetime, Reuse};
+use crate::policy::freshness::AgeInputs;
+use crate::store::{Store, StoreRequest, StoreResponse};
+use crate::timer;
+use crate::CacheKey;
+
+/// Lists, counts and deletes the entries of a layer's store, verifying each one with the
+/// layer's key. Built by [`CacheLayer::inspector`](crate::CacheLayer::inspector).
+///
+/// Every operation goes through the store's [`StoreRequest::Keys`], `Get` and `Delete`, each
+/// bounded by the layer's store timeout. An entry that fails verification (tampered, written
+/// with another key, garbage) is never decoded: a listing reports it in
+/// [`Listing::invalid`] and carries on.
+///
+/// # Example
+///
+/// ```
+/// use hyper_client_cache::{CacheLayer, MemoryStore};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// let layer = CacheLayer::new(MemoryStore::default());
+/// let inspector = layer.inspector();
+/// // ... use services built from `layer` ...
+/// let listing = inspector.entries().await?;
+/// for entry in &listing.entries {
+///     println!("{} {} {} bytes, expired: {}", entry.status, entry.url, entry.size, entry.is_expired);
+/// }
+/// println!("{} entries, {} bytes", listing.count(), listing.total_bytes());
+/// inspector.delete_expired().await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Inspector<St> {
+    store: St,
+    config: Arc<Config>,
+}
+
+/// One stored entry, as [`Inspector::entries`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EntryInfo {
+    /// The key it is stored under.
+    pub key: CacheKey,
+    /// The request method it answers.
+    pub method: Method,
+    /// The request URL, as stored (ignored parameters removed, credentials redacted).
+    pub url: String,
+    /// The response status.
+    pub status: StatusCode,
+    /// The size of the stored blob in bytes.
+    pub size: usize,
+    /// When the response was received from the origin.
+    pub created_at: SystemTime,
+    /// When it stops (or stopped) being fresh.
+    pub expires: Option<SystemTime>,
+    /// It is no longer fresh (it may still be revalidated or served stale where allowed).
+    pub is_expired: bool,
+    /// It is the copy of a `Vary` variant stored under its own key (every varying response is
+    /// stored under the URL's key and under its variant's key).
+    pub is_variant: bool,
+}
+
+/// An entry that could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct InvalidEntry {
+    /// The key it is stored under.
+    pub key: CacheKey,
+    /// It failed verification (tampered, or written with a key this layer does not accept),
+    /// as opposed to merely being unreadable (another format version, or garbage in an
+    /// unsigned store).
+    pub bad_signature: bool,
+    /// Why, for humans.
+    pub reason: String,
+}
+
+/// The result of [`Inspector::entries`].
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct Listing {
+    /// The entries that verified, in key order.
+    pub entries: Vec<EntryInfo>,
+    /// The entries that did not; they are never decoded.
+    pub invalid: Vec<InvalidEntry>,
+}
+
+impl Listing {
+    /// How many valid entries were listed.
+    pub fn count(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// The total size of the valid entries' blobs, in bytes.
+    pub fn total_bytes(&self) -> u64 {
+        self.entries.iter().map(|e| e.size as u64).sum()
+    }
+}
+
+impl<St> Inspector<St> {
+    pub(crate) fn new(store: St, config: Arc<Config>) -> Self {
+        Self { store, config }
+    }
+}
+
+impl<St: fmt::Debug> fmt::Debug for Inspector<St> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Inspector")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<St: Store> Inspector<St> {
+    async fn call(&self, request: StoreRequest) -> Result<StoreResponse, StoreError> {
+        let call = self.store.clone().oneshot(request);
+        match timer::timeout(&self.config.timer, self.config.store_timeout, call).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(e)) => Err(StoreError::failed(e.into())),
+            Err(timer::Elapsed) => Err(StoreError::timed_out()),
+        }
+    }
+
+    async fn keys(&self) -> Result<Vec<CacheKey>, StoreError> {
+        match self.call(StoreRequest::Keys).await? {
+            StoreResponse::Keys(mut keys) => {
+                keys.sort();
+                Ok(keys)
+            }
+            other => Err(StoreError::failed(
+                format!("the store cannot list its keys (answered {other:?})").into(),
+            )),
+        }
+    }
+
+    /// Every entry of the store, verified and described; entries that fail verification are
+    /// reported in [`Listing::invalid`], not decoded. An entry that disappears while the listing
+    /// runs (expired, evicted) is left out.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when the store cannot list its keys or fails a read.
+    pub async fn entries(&self) -> Result<Listing, StoreError> {
+        let mut listing = Listing::default();
+        let now = self.config.clock.now();
+        let reuse = Reuse {
+            surrogate: self.config.surrogate.as_deref(),
+            shared: self.config.shared,
+            stale_on_error: self.config.stale_on_error,
+        };
+        for key in self.keys().await? {
+            let blob = match self.call(StoreRequest::Get { key: key.clone() }).await? {
+                StoreResponse::Blob(Some(blob)) => blob,
+                _ => continue,
+            };
+            let size = blob.len();
+            match self.config.envelope.open(&key, blob) {
+                Ok(entry) => {
+                    let head = &entry.head;
+                    let (_, lifetime) = lifetime(head, &reuse);
+                    let age =
+                        AgeInputs::from_headers(&head.headers, head.request_time, head.response_time)
+                            .current_age(now);
+                    listing.entries.push(EntryInfo {
+                        is_variant: key.as_str().contains('#'),
+                        key,
+                        method: head.method.clone(),
+                        url: head.uri.clone(),
+                        status: head.status,
+                        size,
+                        created_at: head.response_time,
+                        expires: expires_at(now, lifetime, age),
+                        is_expired: age >= lifetime,
+                    });
+                }
+                Err(OpenError::BadSignature(bad)) => {
+                    tracing::warn!(key = %key, error = %bad, "listing: skipping an entry that fails verification");
+                    listing.invalid.push(InvalidEntry {
+                        key,
+                        bad_signature: true,
+                        reason: bad.to_string(),
+                    });
+                }
+                Err(OpenError::Unusable(why)) => {
+                    tracing::debug!(key = %key, reason = why, "listing: skipping an unreadable entry");
+                    listing.invalid.push(InvalidEntry {
+                        key,
+                        bad_signature: false,
+                        reason: why.to_owned(),
+                    });
+                }
+            }
+        }
+        Ok(listing)
+    }
+
+    /// Whether a valid `GET` entry is stored for `url` (any variant).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when the store fails, or `url` is not a valid URI.
+    pub async fn contains(&self, url: &str) -> Result<bool, StoreError> {
+        let key = self.url_key(url)?;
+        match self.call(StoreRequest::Get { key: key.clone() }).await? {
+            StoreResponse::Blob(Some(blob)) => Ok(self.config.envelope.open(&key, blob).is_ok()),
+            _ => Ok(false),
+        }
+    }
+
+    fn url_key(&self, url: &str) -> Result<CacheKey, StoreError> {
+        let request = Request::get(url)
+            .body(())
+            .map_err(|e| StoreError::failed(Box::new(e)))?;
+        Ok(self.config.keying.key_as(&request, &Method::GET))
+    }
+
+    /// Deletes the entry stored under `key`.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when the store fails.
+    pub async fn delete(&self, key: &CacheKey) -> Result<(), StoreError> {
+        self.call(StoreRequest::Delete { key: key.clone() })
+            .await
+            .map(drop)
+    }
+
+    async fn delete_keys(&self, keys: Vec<CacheKey>) -> Result<usize, StoreError> {
+        let n = keys.len();
+        for key in keys {
+            self.delete(&key).await?;
+        }
+        Ok(n)
+    }
+
+    /// Deletes what is stored for `GET url`: the entry and every `Vary` variant of it. Returns
+    /// how many blobs were deleted.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when the store fails, or `url` is not a valid URI.
+    pub async fn delete_url(&self, url: &str) -> Result<usize, StoreError> {
+        let key = self.url_key(url)?;
+        let prefix = format!("{key}#");
+        let keys = self
+            .keys()
+            .await?
+            .into_iter()
+            .filter(|k| *k == key || k.as_str().starts_with(&prefix))
+            .collect();
+        self.delete_keys(keys).await
+    }
+
+    /// Deletes the entries for which `predicate` returns `true`. Entries that fail verification
+    /// are left alone (see [`Listing::invalid`] to delete them by key). Returns how many were
+    /// deleted.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when the store fails.
+    pub async fn delete_where<F>(&self, predicate: F) -> Result<usize, StoreError>
+    where
+        F: Fn(&EntryInfo) -> bool,
+    {
+        let keys = self
+            .entries()
+            .await?
+            .entries
+            .into_iter()
+            .filter(|e| predicate(e))
+            .map(|e| e.key)
+            .collect();
+        self.delete_keys(keys).await
+    }
+
+    /// Deletes the entries whose URL matches `pattern`, a glob over `host/path` as for
+    /// [`CacheLayer::expire_url`](crate::CacheLayer::expire_url).
+    ///
+    /// # Errors
+    ///
+    /// An invalid pattern ([`PatternError`](crate::PatternError)) or a [`StoreError`].
+    pub async fn delete_matching(&self, pattern: &str) -> Result<usize, BoxError> {
+        let matcher = url_glob(pattern)?.compile_matcher();
+        let deleted = self
+            .delete_where(|e| {
+                e.url
+                    .parse::<http::Uri>()
+                    .is_ok_and(|uri| matcher.is_match(host_path(&uri, None)))
+            })
+            .await?;
+        Ok(deleted)
+    }
+
+    /// Deletes the entries that are no longer fresh. (The cache keeps stale entries a while, to
+    /// revalidate them cheaply or serve them when the origin fails; this gives the space back.)
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when the store fails.
+    pub async fn delete_expired(&self) -> Result<usize, StoreError> {
+        self.delete_where(|e| e.is_expired).await
+    }
+
+    /// Deletes the entries received more than `age` ago.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when the store fails.
+    pub async fn delete_older_than(&self, age: Duration) -> Result<usize, StoreError> {
+        let now = self.config.clock.now();
+        self.delete_where(|e| now.duration_since(e.created_at).unwrap_or_default() > age)
+            .await
+    }
+
+    /// Deletes every entry of the store.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when the store fails.
+    pub async fn clear(&self) -> Result<(), StoreError> {
+        self.call(StoreRequest::Clear).await.map(drop)
+    }
+
+    /// How many valid entries are stored.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when the store fails.
+    pub async fn count(&self) -> Result<usize, StoreError> {
+        Ok(self.entries().await?.count())
+    }
+
+    /// The total size in bytes of the valid entries' blobs.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when the store fails.
+    pub async fn total_bytes(&self) -> Result<u64, StoreError> {
+        Ok(self.entries().await?.total_bytes())
+    }
+}
