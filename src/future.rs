@@ -21,6 +21,7 @@ use pin_project_lite::pin_project;
 use tower::util::{Oneshot, ServiceExt};
 use tower::Service;
 
+use crate::bodies::BufferFuture;
 use crate::body::{CacheBody, PutFuture, Sealer, Tee};
 use crate::coalesce::{Join, Leader, RefreshGuard, WaitFuture};
 use crate::controls::{CacheInfo, CacheMode, ExpireAfter};
@@ -48,6 +49,99 @@ use crate::{CacheKey, CacheStatus};
 pin_project! {
     /// The future returned by [`Cache`](crate::Cache).
     pub struct ResponseFuture<S, St, ReqB>
+    where
+        S: Service<Request<ReqB>>,
+        St: Store,
+    {
+        #[pin]
+        kind: Kind<S, St, ReqB>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<S, St, ReqB>
+    where
+        S: Service<Request<ReqB>>,
+        St: Store,
+    {
+        // Reading a request body that is part of the key (see `bodies.rs`).
+        Buffering {
+            fut: BufferFuture<ReqB>,
+            rest: Option<(S, St, Arc<Config>)>,
+        },
+        Flow { #[pin] flow: Flow<S, St, ReqB> },
+    }
+}
+
+impl<S, St, ReqB, ResB> ResponseFuture<S, St, ReqB>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    S::Error: Into<BoxError>,
+    St: Store,
+    ResB: Body,
+{
+    pub(crate) fn new(inner: S, store: St, config: Arc<Config>, request: Request<ReqB>) -> Self {
+        Self {
+            kind: Kind::Flow {
+                flow: Flow::new(inner, store, config, request, None),
+            },
+        }
+    }
+
+    /// Reads the request body first (it is part of the key), then goes on as `new`.
+    pub(crate) fn buffering(
+        inner: S,
+        store: St,
+        config: Arc<Config>,
+        fut: BufferFuture<ReqB>,
+    ) -> Self {
+        Self {
+            kind: Kind::Buffering {
+                fut,
+                rest: Some((inner, store, config)),
+            },
+        }
+    }
+}
+
+impl<S, St, ReqB, ResB> Future for ResponseFuture<S, St, ReqB>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    St: Store,
+    ReqB: Send + 'static,
+    ResB: Body + Send + 'static,
+    ResB::Data: Send,
+{
+    type Output = Result<Response<CacheBody<ResB>>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.kind.as_mut().project() {
+                KindProj::Flow { flow } => return flow.poll(cx),
+                KindProj::Buffering { fut, rest } => {
+                    let buffered = ready!(fut.as_mut().poll(cx));
+                    let Some((inner, store, config)) = rest.take() else {
+                        return Poll::Ready(Err("ResponseFuture polled after completion".into()));
+                    };
+                    let (request, body) = match buffered {
+                        Ok(buffered) => buffered,
+                        Err(e) => return Poll::Ready(Err(e)),
+                    };
+                    let flow = Flow::new(inner, store, config, request, body);
+                    this.kind.set(Kind::Flow { flow });
+                }
+            }
+        }
+    }
+}
+
+pin_project! {
+    /// The request's way through the cache, once its key is known.
+    struct Flow<S, St, ReqB>
     where
         S: Service<Request<ReqB>>,
         St: Store,
@@ -211,18 +305,19 @@ impl<St> Ctx<St> {
     }
 }
 
-impl<S, St, ReqB, ResB> ResponseFuture<S, St, ReqB>
+impl<S, St, ReqB, ResB> Flow<S, St, ReqB>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
     S::Error: Into<BoxError>,
     St: Store,
     ResB: Body,
 {
-    pub(crate) fn new(
+    fn new(
         mut inner: S,
         store: St,
         config: Arc<Config>,
         request: Request<ReqB>,
+        body: Option<Bytes>,
     ) -> Self {
         let mut cc = RequestDirectives::parse(request.headers());
         let mode = request
@@ -240,12 +335,15 @@ where
         let head = method == Method::HEAD;
         let allowed = config.methods.contains(method);
         let method_allowed = allowed && method != Method::GET && !head;
-        let keyable = method == Method::GET || head || config.keying.custom.is_some();
+        let keyable = method == Method::GET
+            || head
+            || config.keying.custom.is_some()
+            || (method_allowed && body.is_some());
         let disabled = mode == CacheMode::NoStore || expire == Some(ExpireAfter::DoNotCache);
         let cacheable = allowed && keyable && !disabled;
         let key = cacheable.then(|| {
             let key_method = if head { &Method::GET } else { method };
-            config.keying.key_as(&request, key_method)
+            config.keying.key(&request, key_method, body.as_deref())
         });
         // The modes and a request's own expiry act on the cache's reading of the request, never
         // on the headers sent to the origin.
@@ -274,7 +372,9 @@ where
         let conditional = is_conditional(request.headers());
         let not_stored = if disabled {
             Some(NotStoredReason::Disabled)
-        } else if !allowed || !keyable || head {
+        } else if allowed && !keyable {
+            Some(NotStoredReason::RequestBody)
+        } else if !allowed || head {
             Some(NotStoredReason::Method)
         } else if cc.no_store {
             Some(NotStoredReason::RequestNoStore)
@@ -364,7 +464,7 @@ where
     }
 }
 
-impl<S, St, ReqB, ResB> Future for ResponseFuture<S, St, ReqB>
+impl<S, St, ReqB, ResB> Future for Flow<S, St, ReqB>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
     S::Future: Send + 'static,
@@ -396,7 +496,7 @@ where
     }
 }
 
-impl<S, St, ReqB, ResB> ResponseFuture<S, St, ReqB>
+impl<S, St, ReqB, ResB> Flow<S, St, ReqB>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
     S::Future: Send + 'static,

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tower::Layer;
 
+use crate::bodies::{BodyKeys, NoBodyKeys};
 use crate::clock::{Clock, SystemClock};
 use crate::coalesce::Flights;
 use crate::envelope::{Envelope, KeyRing};
@@ -153,8 +154,9 @@ impl Config {
 /// reference count: clones share the same entries).
 #[derive(Clone)]
 #[must_use]
-pub struct CacheLayer<St> {
+pub struct CacheLayer<St, K = NoBodyKeys> {
     store: St,
+    bodies: K,
     config: Config,
 }
 
@@ -163,6 +165,7 @@ impl<St> CacheLayer<St> {
     pub fn new(store: St) -> Self {
         Self {
             store,
+            bodies: NoBodyKeys,
             config: Config {
                 envelope: Envelope::new(None),
                 max_blob_size: None,
@@ -192,6 +195,40 @@ impl<St> CacheLayer<St> {
                 filter: None,
                 cache_status_header: false,
             },
+        }
+    }
+
+}
+
+impl<St, K> CacheLayer<St, K> {
+    /// Make the request body part of the key for the methods cached beyond `GET`/`HEAD` (see
+    /// [`allowed_methods`](Self::allowed_methods)), e.g. a `POST` to a search or GraphQL
+    /// endpoint. A body is read only when its size is known (`size_hint` has an upper bound)
+    /// and at most `max_bytes`; it then reaches the origin unchanged (rebuilt from the same
+    /// bytes; trailers of such a body are not kept). A longer body, or one of unknown length,
+    /// bypasses the cache untouched. A body that turns out longer than its size hint said fails
+    /// the request with an error.
+    ///
+    /// The services of the returned layer need a request body type that can be rebuilt from
+    /// bytes (`From<Bytes>`, as `http_body_util::Full<Bytes>` is); the compiler checks it.
+    ///
+    /// ```
+    /// use http::Method;
+    /// use hyper_client_cache::{CacheLayer, MemoryStore, DEFAULT_MAX_KEYED_BODY};
+    ///
+    /// let layer = CacheLayer::new(MemoryStore::default())
+    ///     .allowed_methods([Method::GET, Method::HEAD, Method::POST])
+    ///     .key_request_bodies(DEFAULT_MAX_KEYED_BODY);
+    /// # drop(layer);
+    /// ```
+    ///
+    /// Default: bodies are not read (64 KiB, [`DEFAULT_MAX_KEYED_BODY`](crate::DEFAULT_MAX_KEYED_BODY),
+    /// is the suggested limit).
+    pub fn key_request_bodies(self, max_bytes: usize) -> CacheLayer<St, BodyKeys> {
+        CacheLayer {
+            store: self.store,
+            bodies: BodyKeys { limit: max_bytes },
+            config: self.config,
         }
     }
 
@@ -542,9 +579,10 @@ impl<St> CacheLayer<St> {
 
     /// The same settings over another store (e.g. to give each tenant its own store while
     /// keeping one configuration).
-    pub fn with_store<St2>(self, store: St2) -> CacheLayer<St2> {
+    pub fn with_store<St2>(self, store: St2) -> CacheLayer<St2, K> {
         CacheLayer {
             store,
+            bodies: self.bodies,
             config: self.config,
         }
     }
@@ -555,7 +593,7 @@ impl<St> CacheLayer<St> {
     }
 }
 
-impl<St> CacheLayer<St> {
+impl<St, K> CacheLayer<St, K> {
     /// The settings with what depends on several setters resolved.
     fn finished_config(&self) -> Config {
         let mut config = self.config.clone();
@@ -575,15 +613,20 @@ impl<St> CacheLayer<St> {
     }
 }
 
-impl<S, St: Clone> Layer<S> for CacheLayer<St> {
-    type Service = Cache<S, St>;
+impl<S, St: Clone, K: Clone> Layer<S> for CacheLayer<St, K> {
+    type Service = Cache<S, St, K>;
 
-    fn layer(&self, inner: S) -> Cache<S, St> {
-        Cache::from_parts(inner, self.store.clone(), Arc::new(self.finished_config()))
+    fn layer(&self, inner: S) -> Cache<S, St, K> {
+        Cache::from_parts(
+            inner,
+            self.store.clone(),
+            self.bodies.clone(),
+            Arc::new(self.finished_config()),
+        )
     }
 }
 
-impl<St: fmt::Debug> fmt::Debug for CacheLayer<St> {
+impl<St: fmt::Debug, K> fmt::Debug for CacheLayer<St, K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CacheLayer")
             .field("store", &self.store)

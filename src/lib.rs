@@ -71,6 +71,7 @@
 #![warn(clippy::all)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod bodies;
 mod body;
 mod clock;
 mod coalesce;
@@ -104,6 +105,8 @@ struct ConfigurationGuide;
 #[doc = include_str!("../docs/stores.md")]
 struct StoresGuide;
 
+#[doc(inline)]
+pub use crate::bodies::{BodyKeys, NoBodyKeys, RequestBodies, DEFAULT_MAX_KEYED_BODY};
 #[doc(inline)]
 pub use crate::body::CacheBody;
 #[doc(inline)]

@@ -4,10 +4,11 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::{Request, Response};
+use http::{Method, Request, Response};
 use http_body::Body;
 use tower::Service;
 
+use crate::bodies::{NoBodyKeys, RequestBodies};
 use crate::body::CacheBody;
 use crate::error::BoxError;
 use crate::future::ResponseFuture;
@@ -25,17 +26,19 @@ use crate::store::Store;
 ///
 /// Clones share the store and the settings and clone the inner service.
 #[derive(Clone)]
-pub struct Cache<S, St> {
+pub struct Cache<S, St, K = NoBodyKeys> {
     inner: S,
     store: St,
+    bodies: K,
     config: Arc<Config>,
 }
 
-impl<S, St> Cache<S, St> {
-    pub(crate) fn from_parts(inner: S, store: St, config: Arc<Config>) -> Self {
+impl<S, St, K> Cache<S, St, K> {
+    pub(crate) fn from_parts(inner: S, store: St, bodies: K, config: Arc<Config>) -> Self {
         Self {
             inner,
             store,
+            bodies,
             config,
         }
     }
@@ -58,8 +61,9 @@ impl<S, St> Cache<S, St> {
 
 /// The `Send + 'static` bounds let a stale-while-revalidate refresh run on a tokio task; every
 /// hyper-util client, axum client and boxed tower service meets them.
-impl<S, St, ReqB, ResB> Service<Request<ReqB>> for Cache<S, St>
+impl<S, St, K, ReqB, ResB> Service<Request<ReqB>> for Cache<S, St, K>
 where
+    K: RequestBodies<ReqB>,
     S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
@@ -81,11 +85,31 @@ where
         // clone stays behind for the next one (tower's clone-and-swap).
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
+        let method = request.method();
+        // The body is part of the key only for the methods cached beyond GET/HEAD.
+        let keyed_body = method != Method::GET
+            && method != Method::HEAD
+            && self.config.methods.contains(method);
+        let request = if keyed_body {
+            match self.bodies.buffer(request) {
+                Ok(fut) => {
+                    return ResponseFuture::buffering(
+                        inner,
+                        self.store.clone(),
+                        self.config.clone(),
+                        fut,
+                    )
+                }
+                Err(request) => request,
+            }
+        } else {
+            request
+        };
         ResponseFuture::new(inner, self.store.clone(), self.config.clone(), request)
     }
 }
 
-impl<S: fmt::Debug, St: fmt::Debug> fmt::Debug for Cache<S, St> {
+impl<S: fmt::Debug, St: fmt::Debug, K> fmt::Debug for Cache<S, St, K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Cache")
             .field("inner", &self.inner)

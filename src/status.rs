@@ -125,6 +125,10 @@ pub enum NotStoredReason {
     Disabled,
     /// The layer is [`read_only`](crate::CacheLayer::read_only).
     ReadOnly,
+    /// The method is cached, but this request's body could not be part of the key: the layer
+    /// does not [key request bodies](crate::CacheLayer::key_request_bodies), or the body's
+    /// length is unknown or over the limit.
+    RequestBody,
 }
 
 impl fmt::Display for NotStoredReason {
@@ -143,6 +147,7 @@ impl fmt::Display for NotStoredReason {
             NotStoredReason::Filtered => "rejected by the filter",
             NotStoredReason::Disabled => "caching disabled for this request",
             NotStoredReason::ReadOnly => "the cache is read-only",
+            NotStoredReason::RequestBody => "the request body cannot be part of the key",
         })
     }
 }

@@ -146,6 +146,7 @@ pub struct Got {
     pub body: Bytes,
     pub cache: Option<CacheStatus>,
     pub not_stored: Option<hyper_client_cache::NotStoredReason>,
+    pub info: Option<hyper_client_cache::CacheInfo>,
 }
 
 pub async fn send<S, B>(svc: &mut S, request: Request<Empty<Bytes>>) -> Result<Got, BoxError>
@@ -162,6 +163,7 @@ where
         headers: parts.headers,
         cache: parts.extensions.get::<CacheStatus>().copied(),
         not_stored: parts.extensions.get().copied(),
+        info: parts.extensions.get().cloned(),
         body,
     })
 }

@@ -3,7 +3,9 @@
 mod body;
 mod caching;
 mod coalesce;
+mod controls;
 mod common;
+mod inspect;
 mod security;
 mod stale;
 mod store;

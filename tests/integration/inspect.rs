@@ -1,0 +1,144 @@
+//! The inspection and maintenance API on `MemoryStore` (the store conformance suite runs the same
+//! checks on every store: `store::conformance::inspection`).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{Empty, Full};
+use hyper_client_cache::{CacheLayer, CacheStatus, MemoryStore, SecretKey};
+
+use crate::common::*;
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+#[tokio::test]
+async fn list_count_and_delete() {
+    let origin = Origin::start(|s| {
+        let max_age = if s.uri.path().starts_with("/short") { 10 } else { 1000 };
+        let mut b = Response::builder()
+            .status(if s.uri.path() == "/gone" { 410 } else { 200 })
+            .header("cache-control", format!("max-age={max_age}"));
+        if s.uri.path() == "/lang" {
+            b = b.header("vary", "accept-language");
+        }
+        b.body(Full::new(Bytes::from(vec![b'x'; 100]))).unwrap()
+    })
+    .await;
+    let clock = clock();
+    let store = MemoryStore::with_clock(1 << 20, clock.clone());
+    let layer = CacheLayer::new(store.clone())
+        .secret_key(SecretKey::new("inspection test key, not secret").unwrap())
+        .clock(clock.clone());
+    let inspector = layer.inspector();
+    let mut client = cached_client(layer);
+    for path in ["/a", "/short/1", "/gone", "/api/x", "/api/y"] {
+        get(&mut client, &origin.url(path)).await.unwrap();
+    }
+    for lang in ["en", "fr"] {
+        let r = Request::get(origin.url("/lang"))
+            .header("accept-language", lang)
+            .body(Empty::new())
+            .unwrap();
+        send(&mut client, r).await.unwrap();
+    }
+    clock.advance(secs(20));
+
+    let listing = inspector.entries().await.unwrap();
+    assert!(listing.invalid.is_empty());
+    // 5 plain entries; /lang: the primary copy and two variants.
+    assert_eq!(listing.count(), 8, "{:#?}", listing.entries);
+    assert_eq!(listing.entries.iter().filter(|e| e.is_variant).count(), 2);
+    let short = listing
+        .entries
+        .iter()
+        .find(|e| e.url == origin.url("/short/1"))
+        .unwrap();
+    assert_eq!(short.status, 200);
+    assert_eq!(short.method, http::Method::GET);
+    assert_eq!(short.created_at, epoch());
+    assert_eq!(short.expires, Some(epoch() + secs(10)));
+    assert!(short.is_expired);
+    assert!(short.size > 100);
+    let gone = listing.entries.iter().find(|e| e.url.ends_with("/gone")).unwrap();
+    assert_eq!(gone.status, 410);
+    assert!(!gone.is_expired);
+    assert_eq!(
+        listing.total_bytes(),
+        listing.entries.iter().map(|e| e.size as u64).sum::<u64>()
+    );
+    assert_eq!(inspector.count().await.unwrap(), 8);
+    assert_eq!(inspector.total_bytes().await.unwrap(), listing.total_bytes());
+
+    // contains / delete by key
+    assert!(inspector.contains(&origin.url("/a")).await.unwrap());
+    assert!(!inspector.contains(&origin.url("/never")).await.unwrap());
+    inspector.delete(&key_for(&origin.url("/a"))).await.unwrap();
+    assert!(!inspector.contains(&origin.url("/a")).await.unwrap());
+
+    // delete by URL: every variant goes.
+    assert_eq!(inspector.delete_url(&origin.url("/lang")).await.unwrap(), 3);
+    // expired ones
+    assert_eq!(inspector.delete_expired().await.unwrap(), 1);
+    // by glob over host/path
+    let pattern = format!("{}/api/*", origin.addr);
+    assert_eq!(inspector.delete_matching(&pattern).await.unwrap(), 2);
+    assert!(inspector.delete_matching("a/{b").await.is_err());
+    // by predicate, older than
+    assert_eq!(inspector.delete_older_than(secs(30)).await.unwrap(), 0);
+    assert_eq!(inspector.delete_where(|e| e.status == 410).await.unwrap(), 1);
+    assert_eq!(inspector.count().await.unwrap(), 0);
+
+    // What is left after deleting is a miss.
+    let got = get(&mut client, &origin.url("/api/x")).await.unwrap();
+    assert_eq!(got.cache, Some(CacheStatus::Miss));
+    clock.advance(secs(100));
+    assert_eq!(inspector.delete_older_than(secs(50)).await.unwrap(), 1);
+    get(&mut client, &origin.url("/api/x")).await.unwrap();
+    inspector.clear().await.unwrap();
+    assert_eq!(inspector.count().await.unwrap(), 0);
+}
+
+/// requests-cache breaks its listing on an entry it cannot decode. Here a tampered entry is
+/// reported and skipped.
+#[tokio::test]
+async fn a_tampered_entry_is_reported_and_does_not_break_the_listing() {
+    let origin = Origin::fixed("max-age=60", "fine").await;
+    let clock = clock();
+    let store = MemoryStore::with_clock(1 << 20, clock.clone());
+    let layer = CacheLayer::new(store.clone())
+        .secret_key(SecretKey::new("inspection test key, not secret").unwrap())
+        .clock(clock.clone());
+    let inspector = layer.inspector();
+    let mut client = cached_client(layer);
+    for path in ["/1", "/2", "/3"] {
+        get(&mut client, &origin.url(path)).await.unwrap();
+    }
+    let victim = key_for(&origin.url("/2"));
+    let mut blob = get_raw(&store, victim.clone()).await.unwrap().to_vec();
+    let last = blob.len() - 40;
+    blob[last] ^= 1;
+    put_raw(&store, victim.clone(), blob.into()).await;
+    put_raw(
+        &store,
+        hyper_client_cache::CacheKey::from_stored("hcc1:garbage"),
+        Bytes::from_static(b"not an entry at all"),
+    )
+    .await;
+
+    let listing = inspector.entries().await.unwrap();
+    assert_eq!(listing.count(), 2);
+    assert_eq!(listing.invalid.len(), 2);
+    let tampered = listing.invalid.iter().find(|i| i.key == victim).unwrap();
+    assert!(tampered.bad_signature);
+    assert!(!inspector.contains(&origin.url("/2")).await.unwrap());
+    // Deleting by predicate leaves invalid entries alone; deleting them by key works.
+    assert_eq!(inspector.delete_where(|_| true).await.unwrap(), 2);
+    for invalid in &listing.invalid {
+        inspector.delete(&invalid.key).await.unwrap();
+    }
+    let listing = inspector.entries().await.unwrap();
+    assert_eq!((listing.count(), listing.invalid.len()), (0, 0));
+}
