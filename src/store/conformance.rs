@@ -118,6 +118,7 @@ where
     ttl_expiry(&store, &advance).await;
     concurrent_overlapping(&store).await;
     keys_and_clear(&store).await;
+    inspection(&store).await;
 }
 
 /// Absent keys read as `None`; a put is read back byte for byte; a delete removes it; deleting
@@ -292,4 +293,70 @@ pub async fn keys_and_clear<S: Store>(store: &S) {
     }
     assert_eq!(get(store, &a).await, None, "Clear must remove entries");
     assert!(keys(store).await.is_empty(), "nothing listed after Clear");
+}
+
+/// The [`Inspector`](crate::Inspector) works over this store: entries written through a
+/// [`CacheLayer`](crate::CacheLayer) are listed with their URL, a garbage blob is reported as
+/// invalid without breaking the listing, and deleting by URL and clearing work. Ends with the
+/// store cleared.
+pub async fn inspection<S: Store>(store: &S) {
+    use http_body_util::{BodyExt, Full};
+    use tower::{Layer, Service};
+
+    let secret = crate::SecretKey::new("conformance suite key, not secret")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let layer = crate::CacheLayer::new(store.clone())
+        .secret_key(secret)
+        .store_timeout(Duration::from_secs(5));
+    let metrics = layer.metrics();
+    let inspector = layer.inspector();
+    let origin = tower::service_fn(|_req: http::Request<()>| async {
+        let response = http::Response::builder()
+            .header("cache-control", "max-age=600")
+            .body(Full::new(Bytes::from_static(b"conformance body")))
+            .map_err(|e| -> crate::BoxError { Box::new(e) })?;
+        Ok::<_, crate::BoxError>(response)
+    });
+    let mut cache = layer.layer(origin);
+    let urls = ["http://conformance.test/a", "http://conformance.test/b", "http://conformance.test/c"];
+    for url in urls {
+        let request = http::Request::get(url).body(()).unwrap_or_default();
+        let response = match cache.ready().await {
+            Ok(ready) => ready.call(request).await,
+            Err(e) => Err(e),
+        };
+        let response = response.unwrap_or_else(|e| panic!("request through the cache failed: {e}"));
+        if let Err(e) = response.into_body().collect().await {
+            panic!("reading a body through the cache failed: {e}");
+        }
+    }
+    // Writes may finish on a background task: wait (bounded) until all three are stored.
+    for _ in 0..500 {
+        if metrics.stored() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(metrics.stored(), 3, "the three responses must be stored");
+    put(store, &key("inspection-garbage"), Bytes::from_static(b"garbage"), None).await;
+
+    let listing = match inspector.entries().await {
+        Ok(listing) => listing,
+        Err(e) => panic!("listing failed: {e}"),
+    };
+    let mut listed: Vec<&str> = listing.entries.iter().map(|e| e.url.as_str()).collect();
+    listed.sort_unstable();
+    assert_eq!(listed, urls, "the listing must show every stored URL");
+    assert!(
+        listing.entries.iter().all(|e| e.status == 200 && !e.is_expired && e.size > 16),
+        "status, size and expiry must be reported: {:?}",
+        listing.entries
+    );
+    assert_eq!(listing.invalid.len(), 1, "the garbage blob must be reported, not listed");
+    assert!(matches!(inspector.contains(urls[0]).await, Ok(true)));
+    assert!(matches!(inspector.delete_url(urls[0]).await, Ok(1)));
+    assert!(matches!(inspector.contains(urls[0]).await, Ok(false)));
+    assert!(matches!(inspector.count().await, Ok(2)));
+    assert!(inspector.clear().await.is_ok());
+    assert!(keys(store).await.is_empty(), "nothing listed after clearing");
 }
