@@ -27,6 +27,8 @@ pub(crate) type BufferFuture<B> =
 /// How a layer treats request bodies: [`NoBodyKeys`] (the default) or [`BodyKeys`]. Sealed.
 pub trait RequestBodies<B>: sealed::Sealed + Clone + Send + Sync + 'static {
     /// Starts reading `request`'s body for the key, or hands the request back untouched.
+    // `Err` is the request handed back, not an error: boxing it would cost every request.
+    #[allow(clippy::result_large_err)]
     #[doc(hidden)]
     fn buffer(&self, request: Request<B>) -> Result<BufferFuture<B>, Request<B>>;
 }
@@ -44,6 +46,7 @@ pub struct BodyKeys {
 }
 
 impl<B> RequestBodies<B> for NoBodyKeys {
+    #[allow(clippy::result_large_err)]
     fn buffer(&self, request: Request<B>) -> Result<BufferFuture<B>, Request<B>> {
         Err(request)
     }
@@ -55,6 +58,7 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
+    #[allow(clippy::result_large_err)]
     fn buffer(&self, request: Request<B>) -> Result<BufferFuture<B>, Request<B>> {
         // Only a body whose size is known to fit is read: anything else (a stream of unknown
         // length, or over the limit) bypasses the cache and reaches the origin untouched, and
@@ -73,7 +77,10 @@ where
                     format!("reading the request body for the cache key: {e}").into()
                 })?;
             let bytes = collected.to_bytes();
-            Ok((Request::from_parts(parts, B::from(bytes.clone())), Some(bytes)))
+            Ok((
+                Request::from_parts(parts, B::from(bytes.clone())),
+                Some(bytes),
+            ))
         }))
     }
 }

@@ -1216,7 +1216,10 @@ impl<St: Store> Ctx<St> {
     ) -> (Storability, Expiry) {
         if let Some(statuses) = &self.config.statuses {
             if !statuses.contains(&exchange.status) {
-                return (Storability::DoNotStore(NotStorable::Status), Expiry::Headers);
+                return (
+                    Storability::DoNotStore(NotStorable::Status),
+                    Expiry::Headers,
+                );
             }
         }
         if let Some(filter) = &self.config.filter {

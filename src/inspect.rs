@@ -174,9 +174,12 @@ impl<St: Store> Inspector<St> {
                 Ok(entry) => {
                     let head = &entry.head;
                     let (_, lifetime) = lifetime(head, &reuse);
-                    let age =
-                        AgeInputs::from_headers(&head.headers, head.request_time, head.response_time)
-                            .current_age(now);
+                    let age = AgeInputs::from_headers(
+                        &head.headers,
+                        head.request_time,
+                        head.response_time,
+                    )
+                    .current_age(now);
                     listing.entries.push(EntryInfo {
                         is_variant: key.as_str().contains('#'),
                         key,

@@ -9,14 +9,14 @@ use tower::Layer;
 use crate::bodies::{BodyKeys, NoBodyKeys};
 use crate::clock::{Clock, SystemClock};
 use crate::coalesce::Flights;
+use crate::controls::{
+    host_path, url_glob, ExpireAfter, KeyParts, PatternError, ResponseFilter, UrlRules,
+};
 use crate::envelope::{Envelope, KeyRing};
 use crate::key::Keying;
 use crate::metrics::CacheMetrics;
 use crate::service::Cache;
 use crate::timer::TimerProbe;
-use crate::controls::{
-    host_path, url_glob, ExpireAfter, KeyParts, PatternError, ResponseFilter, UrlRules,
-};
 use http::{HeaderName, Method, Request, StatusCode};
 
 /// Default for [`CacheLayer::max_body_size`]: 8 MiB.
@@ -197,7 +197,6 @@ impl<St> CacheLayer<St> {
             },
         }
     }
-
 }
 
 impl<St, K> CacheLayer<St, K> {
@@ -319,7 +318,9 @@ impl<St, K> CacheLayer<St, K> {
         pattern: &str,
         value: impl Into<ExpireAfter>,
     ) -> Result<Self, PatternError> {
-        self.config.url_rules.push(url_glob(pattern)?, value.into())?;
+        self.config
+            .url_rules
+            .push(url_glob(pattern)?, value.into())?;
         Ok(self)
     }
 

@@ -87,9 +87,8 @@ where
         let inner = std::mem::replace(&mut self.inner, clone);
         let method = request.method();
         // The body is part of the key only for the methods cached beyond GET/HEAD.
-        let keyed_body = method != Method::GET
-            && method != Method::HEAD
-            && self.config.methods.contains(method);
+        let keyed_body =
+            method != Method::GET && method != Method::HEAD && self.config.methods.contains(method);
         let request = if keyed_body {
             match self.bodies.buffer(request) {
                 Ok(fut) => {

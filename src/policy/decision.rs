@@ -64,10 +64,7 @@ pub(crate) fn assess(
     let age = AgeInputs::from_headers(&stored.headers, stored.request_time, stored.response_time)
         .current_age(now);
     let (cc, lifetime) = lifetime(stored, config);
-    (
-        judge(age, lifetime, &cc, request_cc, config),
-        lifetime,
-    )
+    (judge(age, lifetime, &cc, request_cc, config), lifetime)
 }
 
 /// The response directives that apply to a stored response, and its freshness lifetime:

@@ -7,10 +7,10 @@ use http::{Method, StatusCode};
 
 use super::cache_control::{RequestDirectives, ResponseDirectives};
 use super::freshness::{explicit_lifetime, freshness_lifetime, heuristically_cacheable};
-use crate::controls::ExpireAfter;
-use crate::entry::Expiry;
 use super::validation::has_validator;
 use super::vary::{vary_names, VaryNames};
+use crate::controls::ExpireAfter;
+use crate::entry::Expiry;
 
 /// The answer of [`storability`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -219,10 +219,7 @@ pub(crate) fn with_user_expiry(
     }
     // ExpireImmediately: "store only if a validator exists, revalidate on every use".
     if user_lifetime.is_zero() && !has_validator(x.response_headers) {
-        return (
-            Storability::DoNotStore(NotStorable::Stale),
-            Expiry::Headers,
-        );
+        return (Storability::DoNotStore(NotStorable::Stale), Expiry::Headers);
     }
     let expiry = if user.honor_headers {
         Expiry::Fill(user_lifetime)

@@ -318,7 +318,11 @@ pub async fn inspection<S: Store>(store: &S) {
         Ok::<_, crate::BoxError>(response)
     });
     let mut cache = layer.layer(origin);
-    let urls = ["http://conformance.test/a", "http://conformance.test/b", "http://conformance.test/c"];
+    let urls = [
+        "http://conformance.test/a",
+        "http://conformance.test/b",
+        "http://conformance.test/c",
+    ];
     for url in urls {
         let request = http::Request::get(url).body(()).unwrap_or_default();
         let response = match cache.ready().await {
@@ -338,7 +342,13 @@ pub async fn inspection<S: Store>(store: &S) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(metrics.stored(), 3, "the three responses must be stored");
-    put(store, &key("inspection-garbage"), Bytes::from_static(b"garbage"), None).await;
+    put(
+        store,
+        &key("inspection-garbage"),
+        Bytes::from_static(b"garbage"),
+        None,
+    )
+    .await;
 
     let listing = match inspector.entries().await {
         Ok(listing) => listing,
@@ -348,15 +358,25 @@ pub async fn inspection<S: Store>(store: &S) {
     listed.sort_unstable();
     assert_eq!(listed, urls, "the listing must show every stored URL");
     assert!(
-        listing.entries.iter().all(|e| e.status == 200 && !e.is_expired && e.size > 16),
+        listing
+            .entries
+            .iter()
+            .all(|e| e.status == 200 && !e.is_expired && e.size > 16),
         "status, size and expiry must be reported: {:?}",
         listing.entries
     );
-    assert_eq!(listing.invalid.len(), 1, "the garbage blob must be reported, not listed");
+    assert_eq!(
+        listing.invalid.len(),
+        1,
+        "the garbage blob must be reported, not listed"
+    );
     assert!(matches!(inspector.contains(urls[0]).await, Ok(true)));
     assert!(matches!(inspector.delete_url(urls[0]).await, Ok(1)));
     assert!(matches!(inspector.contains(urls[0]).await, Ok(false)));
     assert!(matches!(inspector.count().await, Ok(2)));
     assert!(inspector.clear().await.is_ok());
-    assert!(keys(store).await.is_empty(), "nothing listed after clearing");
+    assert!(
+        keys(store).await.is_empty(),
+        "nothing listed after clearing"
+    );
 }

@@ -9,8 +9,8 @@ use bytes::Bytes;
 use http::{HeaderName, Method, Request, Response, StatusCode};
 use http_body_util::{Empty, Full};
 use hyper_client_cache::{
-    CacheInfo, CacheLayer, CacheMode, CacheStatus, ExpireAfter, KeyParts, ManualClock,
-    MemoryStore, NotStoredReason, SecretKey,
+    CacheInfo, CacheLayer, CacheMode, CacheStatus, ExpireAfter, KeyParts, ManualClock, MemoryStore,
+    NotStoredReason, SecretKey,
 };
 
 use crate::common::*;
@@ -55,10 +55,16 @@ async fn expire_after_gives_a_lifetime_to_responses_without_one() {
     let clock = clock();
     let mut client = cached_client(layer(&clock).expire_after(secs(60)));
     let url = origin.url("/plain");
-    assert_eq!(get(&mut client, &url).await.unwrap().cache, Some(CacheStatus::Miss));
+    assert_eq!(
+        get(&mut client, &url).await.unwrap().cache,
+        Some(CacheStatus::Miss)
+    );
     clock.advance(secs(59));
     let hit = get(&mut client, &url).await.unwrap();
-    assert_eq!((hit.cache, &hit.body[..]), (Some(CacheStatus::Hit), &b"v1"[..]));
+    assert_eq!(
+        (hit.cache, &hit.body[..]),
+        (Some(CacheStatus::Hit), &b"v1"[..])
+    );
     clock.advance(secs(2));
     let again = get(&mut client, &url).await.unwrap();
     assert_eq!(again.body, "v2");
@@ -96,14 +102,62 @@ async fn precedence_table() {
     }
     let d = |s| Some(ExpireAfter::Duration(secs(s)));
     let cases = [
-        Case { name: "default", path: "/a", request: None, honor_headers: true, lifetime: 10 },
-        Case { name: "URL rule over default", path: "/rule/a", request: None, honor_headers: true, lifetime: 20 },
-        Case { name: "request over URL rule", path: "/rule/b", request: d(30), honor_headers: true, lifetime: 30 },
-        Case { name: "request over default", path: "/b", request: d(40), honor_headers: true, lifetime: 40 },
-        Case { name: "headers over default", path: "/explicit/a", request: None, honor_headers: true, lifetime: 100 },
-        Case { name: "headers over request", path: "/explicit/b", request: d(5), honor_headers: true, lifetime: 100 },
-        Case { name: "cache_control(false): default over headers", path: "/explicit/c", request: None, honor_headers: false, lifetime: 10 },
-        Case { name: "cache_control(false): request over headers", path: "/explicit/d", request: d(50), honor_headers: false, lifetime: 50 },
+        Case {
+            name: "default",
+            path: "/a",
+            request: None,
+            honor_headers: true,
+            lifetime: 10,
+        },
+        Case {
+            name: "URL rule over default",
+            path: "/rule/a",
+            request: None,
+            honor_headers: true,
+            lifetime: 20,
+        },
+        Case {
+            name: "request over URL rule",
+            path: "/rule/b",
+            request: d(30),
+            honor_headers: true,
+            lifetime: 30,
+        },
+        Case {
+            name: "request over default",
+            path: "/b",
+            request: d(40),
+            honor_headers: true,
+            lifetime: 40,
+        },
+        Case {
+            name: "headers over default",
+            path: "/explicit/a",
+            request: None,
+            honor_headers: true,
+            lifetime: 100,
+        },
+        Case {
+            name: "headers over request",
+            path: "/explicit/b",
+            request: d(5),
+            honor_headers: true,
+            lifetime: 100,
+        },
+        Case {
+            name: "cache_control(false): default over headers",
+            path: "/explicit/c",
+            request: None,
+            honor_headers: false,
+            lifetime: 10,
+        },
+        Case {
+            name: "cache_control(false): request over headers",
+            path: "/explicit/d",
+            request: d(50),
+            honor_headers: false,
+            lifetime: 50,
+        },
     ];
     for case in cases {
         let clock = clock();
@@ -121,15 +175,29 @@ async fn precedence_table() {
         let first = send(&mut client, request(())).await.unwrap();
         assert_eq!(first.cache, Some(CacheStatus::Miss), "{}", case.name);
         let expires = first.info.as_ref().and_then(|i| i.expires);
-        assert_eq!(expires, Some(epoch() + secs(case.lifetime)), "{}", case.name);
+        assert_eq!(
+            expires,
+            Some(epoch() + secs(case.lifetime)),
+            "{}",
+            case.name
+        );
         // Read back without the per-request value: the stored lifetime decides.
         clock.advance(secs(case.lifetime - 1));
         let hit = get(&mut client, &url).await.unwrap();
-        assert_eq!(hit.cache, Some(CacheStatus::Hit), "{}: fresh at lifetime - 1", case.name);
+        assert_eq!(
+            hit.cache,
+            Some(CacheStatus::Hit),
+            "{}: fresh at lifetime - 1",
+            case.name
+        );
         assert_eq!(hit.body, first.body, "{}", case.name);
         clock.advance(secs(2));
         let after = get(&mut client, &url).await.unwrap();
-        assert_ne!(after.body, first.body, "{}: stale at lifetime + 1", case.name);
+        assert_ne!(
+            after.body, first.body,
+            "{}: stale at lifetime + 1",
+            case.name
+        );
     }
 }
 
@@ -144,7 +212,10 @@ async fn a_configured_expiry_never_extends_a_shorter_max_age() {
     get(&mut client, &url).await.unwrap();
     clock.advance(secs(6));
     let got = get(&mut client, &url).await.unwrap();
-    assert_eq!(got.body, "v2", "max-age=5 must win over expire_after(Never)");
+    assert_eq!(
+        got.body, "v2",
+        "max-age=5 must win over expire_after(Never)"
+    );
 }
 
 /// aiohttp-client-cache reads expire_after=0 as "do not cache", requests-cache as "revalidate
@@ -174,7 +245,10 @@ async fn named_values_instead_of_a_magic_zero() {
         let mut client = cached_client(layer(&clock).expire_after(value));
         let url = origin.url(&format!("/validated/{label}"));
         let before = origin.requests();
-        assert_eq!(get(&mut client, &url).await.unwrap().cache, Some(CacheStatus::Miss));
+        assert_eq!(
+            get(&mut client, &url).await.unwrap().cache,
+            Some(CacheStatus::Miss)
+        );
         // Stored, and revalidated on every use.
         for _ in 0..2 {
             let got = get(&mut client, &url).await.unwrap();
@@ -183,7 +257,9 @@ async fn named_values_instead_of_a_magic_zero() {
         }
         assert_eq!(origin.requests() - before, 3, "{label}");
         // Without a validator it could never be revalidated: not stored.
-        let got = get(&mut client, &origin.url("/no-validator")).await.unwrap();
+        let got = get(&mut client, &origin.url("/no-validator"))
+            .await
+            .unwrap();
         assert_eq!(got.not_stored, Some(NotStoredReason::Stale), "{label}");
     }
 
@@ -217,7 +293,10 @@ async fn never_expires() {
     get(&mut client, &url).await.unwrap();
     clock.advance(secs(10 * 365 * 24 * 3600));
     let got = get(&mut client, &url).await.unwrap();
-    assert_eq!((got.cache, &got.body[..]), (Some(CacheStatus::Hit), &b"v1"[..]));
+    assert_eq!(
+        (got.cache, &got.body[..]),
+        (Some(CacheStatus::Hit), &b"v1"[..])
+    );
     assert!(!got.info.unwrap().is_expired);
 }
 
@@ -245,7 +324,10 @@ async fn a_304_refreshes_the_configured_expiry() {
     assert_eq!(got.cache, Some(CacheStatus::Revalidated));
     assert_eq!(got.info.unwrap().expires, Some(epoch() + secs(61 + 60)));
     clock.advance(secs(59));
-    assert_eq!(get(&mut client, &url).await.unwrap().cache, Some(CacheStatus::Hit));
+    assert_eq!(
+        get(&mut client, &url).await.unwrap().cache,
+        Some(CacheStatus::Hit)
+    );
     clock.advance(secs(2));
     assert_eq!(
         get(&mut client, &url).await.unwrap().cache,
@@ -277,7 +359,11 @@ async fn per_request_options_never_reach_the_origin() {
     assert_eq!(seen.len(), 6, "every one of these goes to the origin");
     for s in seen {
         for name in ["cache-control", "pragma", "expires"] {
-            assert!(!s.headers.contains_key(name), "{name} sent: {:?}", s.headers);
+            assert!(
+                !s.headers.contains_key(name),
+                "{name} sent: {:?}",
+                s.headers
+            );
         }
     }
 }
@@ -291,16 +377,33 @@ async fn cache_modes() {
     get(&mut client, &url).await.unwrap(); // v1 stored
 
     // NoStore: not read, not written.
-    let got = send(&mut client, with_ext(&url, CacheMode::NoStore)).await.unwrap();
-    assert_eq!((got.cache, &got.body[..]), (Some(CacheStatus::NotCacheable), &b"v2"[..]));
+    let got = send(&mut client, with_ext(&url, CacheMode::NoStore))
+        .await
+        .unwrap();
+    assert_eq!(
+        (got.cache, &got.body[..]),
+        (Some(CacheStatus::NotCacheable), &b"v2"[..])
+    );
     assert_eq!(got.not_stored, Some(NotStoredReason::Disabled));
-    assert_eq!(get(&mut client, &url).await.unwrap().body, "v1", "NoStore left v1 alone");
+    assert_eq!(
+        get(&mut client, &url).await.unwrap().body,
+        "v1",
+        "NoStore left v1 alone"
+    );
 
     // Reload: skips the lookup, stores the answer.
-    let got = send(&mut client, with_ext(&url, CacheMode::Reload)).await.unwrap();
-    assert_eq!((got.cache, &got.body[..]), (Some(CacheStatus::Miss), &b"v3"[..]));
+    let got = send(&mut client, with_ext(&url, CacheMode::Reload))
+        .await
+        .unwrap();
+    assert_eq!(
+        (got.cache, &got.body[..]),
+        (Some(CacheStatus::Miss), &b"v3"[..])
+    );
     let got = get(&mut client, &url).await.unwrap();
-    assert_eq!((got.cache, &got.body[..]), (Some(CacheStatus::Hit), &b"v3"[..]));
+    assert_eq!(
+        (got.cache, &got.body[..]),
+        (Some(CacheStatus::Hit), &b"v3"[..])
+    );
 
     // NoCache / Refresh: a fresh entry is validated first (the origin answers 200 here, since
     // this origin ignores validators: the new body replaces the stored one).
@@ -309,30 +412,46 @@ async fn cache_modes() {
         let got = send(&mut client, with_ext(&url, mode)).await.unwrap();
         assert_eq!(origin.requests(), before + 1, "{mode:?}");
         let seen = origin.seen();
-        assert_eq!(seen.last().unwrap().headers["if-none-match"], "\"e\"", "{mode:?}");
+        assert_eq!(
+            seen.last().unwrap().headers["if-none-match"],
+            "\"e\"",
+            "{mode:?}"
+        );
         assert_eq!(got.cache, Some(CacheStatus::Miss), "{mode:?}");
     }
 
     // ForceCache: a stale entry is served without contacting the origin.
     clock.advance(secs(1000));
     let before = origin.requests();
-    let got = send(&mut client, with_ext(&url, CacheMode::ForceCache)).await.unwrap();
+    let got = send(&mut client, with_ext(&url, CacheMode::ForceCache))
+        .await
+        .unwrap();
     assert_eq!(got.cache, Some(CacheStatus::Stale));
     assert!(got.info.as_ref().unwrap().is_expired);
     assert_eq!(origin.requests(), before);
     // ... and with nothing stored it fetches and stores.
     let other = origin.url("/m2");
-    let got = send(&mut client, with_ext(&other, CacheMode::ForceCache)).await.unwrap();
-    assert_eq!(got.cache, Some(CacheStatus::Miss));
-    assert_eq!(get(&mut client, &other).await.unwrap().cache, Some(CacheStatus::Hit));
-
-    // OnlyIfCached: stale is fine; nothing stored gives a 504 without the origin.
-    let got = send(&mut client, with_ext(&url, CacheMode::OnlyIfCached)).await.unwrap();
-    assert_eq!(got.cache, Some(CacheStatus::Stale));
-    let before = origin.requests();
-    let got = send(&mut client, with_ext(&origin.url("/never"), CacheMode::OnlyIfCached))
+    let got = send(&mut client, with_ext(&other, CacheMode::ForceCache))
         .await
         .unwrap();
+    assert_eq!(got.cache, Some(CacheStatus::Miss));
+    assert_eq!(
+        get(&mut client, &other).await.unwrap().cache,
+        Some(CacheStatus::Hit)
+    );
+
+    // OnlyIfCached: stale is fine; nothing stored gives a 504 without the origin.
+    let got = send(&mut client, with_ext(&url, CacheMode::OnlyIfCached))
+        .await
+        .unwrap();
+    assert_eq!(got.cache, Some(CacheStatus::Stale));
+    let before = origin.requests();
+    let got = send(
+        &mut client,
+        with_ext(&origin.url("/never"), CacheMode::OnlyIfCached),
+    )
+    .await
+    .unwrap();
     assert_eq!(got.status, StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(got.cache, Some(CacheStatus::OnlyIfCachedMiss));
     assert_eq!(origin.requests(), before);
@@ -376,12 +495,19 @@ async fn read_only_uses_the_cache_and_never_writes() {
     let origin = counting(&[("cache-control", "max-age=60")]).await;
     let clock = clock();
     let store = MemoryStore::with_clock(1 << 20, clock.clone());
-    let base = || CacheLayer::new(store.clone()).secret_key(secret()).clock(clock.clone());
+    let base = || {
+        CacheLayer::new(store.clone())
+            .secret_key(secret())
+            .clock(clock.clone())
+    };
     let mut writer = cached_client(base());
     let mut reader = cached_client(base().read_only(true));
     let url = origin.url("/ro");
     get(&mut writer, &url).await.unwrap();
-    assert_eq!(get(&mut reader, &url).await.unwrap().cache, Some(CacheStatus::Hit));
+    assert_eq!(
+        get(&mut reader, &url).await.unwrap().cache,
+        Some(CacheStatus::Hit)
+    );
 
     // A miss is not stored.
     let other = origin.url("/ro-other");
@@ -409,7 +535,13 @@ async fn status_filter_and_default_statuses() {
     let clock = clock();
     // The user's lifetime applies to the heuristically cacheable statuses (RFC 9110 §15.1).
     let mut client = cached_client(layer(&clock).expire_after(secs(60)));
-    for (status, stored) in [(200, true), (404, true), (410, true), (500, false), (503, false)] {
+    for (status, stored) in [
+        (200, true),
+        (404, true),
+        (410, true),
+        (500, false),
+        (503, false),
+    ] {
         let url = origin.url(&format!("/{status}"));
         get(&mut client, &url).await.unwrap();
         let again = get(&mut client, &url).await.unwrap();
@@ -417,9 +549,13 @@ async fn status_filter_and_default_statuses() {
     }
     // An explicit list replaces that, for explicit freshness too.
     let mut only_200 = cached_client(layer(&clock).allowed_statuses([StatusCode::OK]));
-    let got = get(&mut only_200, &origin.url("/404?explicit")).await.unwrap();
+    let got = get(&mut only_200, &origin.url("/404?explicit"))
+        .await
+        .unwrap();
     assert_eq!(got.not_stored, Some(NotStoredReason::Status));
-    let got = get(&mut only_200, &origin.url("/200?explicit")).await.unwrap();
+    let got = get(&mut only_200, &origin.url("/200?explicit"))
+        .await
+        .unwrap();
     assert_eq!(got.cache, Some(CacheStatus::Miss));
 }
 
@@ -435,14 +571,20 @@ async fn the_filter_applies_on_write_and_on_read() {
     .await;
     let clock = clock();
     let store = MemoryStore::with_clock(1 << 20, clock.clone());
-    let base = || CacheLayer::new(store.clone()).secret_key(secret()).clock(clock.clone());
+    let base = || {
+        CacheLayer::new(store.clone())
+            .secret_key(secret())
+            .clock(clock.clone())
+    };
     let no_cookies = |p: &http::response::Parts| !p.headers.contains_key("set-cookie");
     let mut filtered = cached_client(base().filter(no_cookies));
 
     // On write.
     let got = get(&mut filtered, &origin.url("/cookie")).await.unwrap();
     assert_eq!(got.not_stored, Some(NotStoredReason::Filtered));
-    assert!(get_raw(&store, key_for(&origin.url("/cookie"))).await.is_none());
+    assert!(get_raw(&store, key_for(&origin.url("/cookie")))
+        .await
+        .is_none());
 
     // On read: stored by a layer without the filter, rejected and deleted by this one.
     let mut unfiltered = cached_client(base());
@@ -453,7 +595,10 @@ async fn the_filter_applies_on_write_and_on_read() {
     let got = get(&mut filtered, &url).await.unwrap();
     assert_eq!(origin.requests(), before + 1);
     assert_eq!(got.not_stored, Some(NotStoredReason::Filtered));
-    assert!(get_raw(&store, key_for(&url)).await.is_none(), "deleted on read");
+    assert!(
+        get_raw(&store, key_for(&url)).await.is_none(),
+        "deleted on read"
+    );
 }
 
 #[tokio::test]
@@ -463,18 +608,28 @@ async fn ignored_parameters_leave_the_key_and_the_stored_data() {
     let layer = layer(&clock).ignored_parameters(["utm_source", "session"]);
     let inspector = layer.inspector();
     let mut client = cached_client(layer);
-    get(&mut client, &origin.url("/p?a=1&utm_source=mail&session=SESSION1"))
-        .await
-        .unwrap();
-    let got = get(&mut client, &origin.url("/p?session=OTHER&a=1&utm_source=web"))
-        .await
-        .unwrap();
+    get(
+        &mut client,
+        &origin.url("/p?a=1&utm_source=mail&session=SESSION1"),
+    )
+    .await
+    .unwrap();
+    let got = get(
+        &mut client,
+        &origin.url("/p?session=OTHER&a=1&utm_source=web"),
+    )
+    .await
+    .unwrap();
     assert_eq!(got.cache, Some(CacheStatus::Hit));
     let listing = inspector.entries().await.unwrap();
     assert_eq!(listing.entries.len(), 1);
     assert_eq!(listing.entries[0].url, origin.url("/p?a=1"));
     // The origin still saw the parameters.
-    assert!(origin.seen()[0].uri.query().unwrap().contains("session=SESSION1"));
+    assert!(origin.seen()[0]
+        .uri
+        .query()
+        .unwrap()
+        .contains("session=SESSION1"));
 }
 
 /// Both anchors store credentials, or let another user's token hit the first user's entry. A
@@ -510,12 +665,21 @@ async fn ignored_or_credential_headers_still_select_by_vary_and_are_not_stored()
             .unwrap()
     };
     for header in ["x-user-token", "authorization"] {
-        let alice = send(&mut client, as_user(header, "ALICE-TOKEN")).await.unwrap();
+        let alice = send(&mut client, as_user(header, "ALICE-TOKEN"))
+            .await
+            .unwrap();
         assert_eq!(alice.body, "data of alice");
-        let bob = send(&mut client, as_user(header, "BOB-TOKEN")).await.unwrap();
-        assert_eq!(bob.body, "data of bob", "{header}: Bob must not get Alice's entry");
+        let bob = send(&mut client, as_user(header, "BOB-TOKEN"))
+            .await
+            .unwrap();
+        assert_eq!(
+            bob.body, "data of bob",
+            "{header}: Bob must not get Alice's entry"
+        );
         assert_ne!(bob.cache, Some(CacheStatus::Hit));
-        let alice = send(&mut client, as_user(header, "ALICE-TOKEN")).await.unwrap();
+        let alice = send(&mut client, as_user(header, "ALICE-TOKEN"))
+            .await
+            .unwrap();
         assert_eq!(alice.body, "data of alice");
         assert_eq!(alice.cache, Some(CacheStatus::Hit), "{header}");
     }
@@ -533,7 +697,10 @@ async fn ignored_or_credential_headers_still_select_by_vary_and_are_not_stored()
 #[tokio::test]
 async fn match_headers_adds_request_headers_to_the_key() {
     let origin = Origin::start(|s| {
-        let tenant = s.headers.get("x-tenant").map(|v| v.to_str().unwrap().to_owned());
+        let tenant = s
+            .headers
+            .get("x-tenant")
+            .map(|v| v.to_str().unwrap().to_owned());
         Response::builder()
             .header("cache-control", "max-age=60")
             .body(Full::new(Bytes::from(format!("{tenant:?}"))))
@@ -544,12 +711,26 @@ async fn match_headers_adds_request_headers_to_the_key() {
     let mut client =
         cached_client(layer(&clock).match_headers([HeaderName::from_static("x-tenant")]));
     let url = origin.url("/t");
-    let req = |t: &str| Request::get(&url).header("x-tenant", t).body(Empty::new()).unwrap();
-    assert_eq!(send(&mut client, req("a")).await.unwrap().cache, Some(CacheStatus::Miss));
+    let req = |t: &str| {
+        Request::get(&url)
+            .header("x-tenant", t)
+            .body(Empty::new())
+            .unwrap()
+    };
+    assert_eq!(
+        send(&mut client, req("a")).await.unwrap().cache,
+        Some(CacheStatus::Miss)
+    );
     let b = send(&mut client, req("b")).await.unwrap();
-    assert_eq!((b.cache, &b.body[..]), (Some(CacheStatus::Miss), &b"Some(\"b\")"[..]));
+    assert_eq!(
+        (b.cache, &b.body[..]),
+        (Some(CacheStatus::Miss), &b"Some(\"b\")"[..])
+    );
     let a = send(&mut client, req("a")).await.unwrap();
-    assert_eq!((a.cache, &a.body[..]), (Some(CacheStatus::Hit), &b"Some(\"a\")"[..]));
+    assert_eq!(
+        (a.cache, &a.body[..]),
+        (Some(CacheStatus::Hit), &b"Some(\"a\")"[..])
+    );
 }
 
 #[tokio::test]
@@ -561,9 +742,16 @@ async fn a_custom_key_function_replaces_the_key() {
         layer(&clock).key_fn(|p: &KeyParts<'_>| format!("{} {}", p.method, p.uri.path())),
     );
     let port = origin.addr.port();
-    get(&mut client, &format!("http://127.0.0.1:{port}/k?x=1")).await.unwrap();
-    let got = get(&mut client, &format!("http://localhost:{port}/k?x=2")).await.unwrap();
-    assert_eq!((got.cache, &got.body[..]), (Some(CacheStatus::Hit), &b"v1"[..]));
+    get(&mut client, &format!("http://127.0.0.1:{port}/k?x=1"))
+        .await
+        .unwrap();
+    let got = get(&mut client, &format!("http://localhost:{port}/k?x=2"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (got.cache, &got.body[..]),
+        (Some(CacheStatus::Hit), &b"v1"[..])
+    );
     let info = got.info.unwrap();
     assert!(info.key.unwrap().as_str().starts_with("hcc1:"));
 }
@@ -573,13 +761,20 @@ async fn post_bodies_are_part_of_the_key_when_allowed() {
     let origin = Origin::start(|s| {
         Response::builder()
             .header("cache-control", "max-age=60")
-            .body(Full::new(Bytes::from(format!("answer to {}", String::from_utf8_lossy(&s.body)))))
+            .body(Full::new(Bytes::from(format!(
+                "answer to {}",
+                String::from_utf8_lossy(&s.body)
+            ))))
             .unwrap()
     })
     .await;
     let clock = clock();
     let url = origin.url("/graphql");
-    let post = |body: &'static str| Request::post(&url).body(Full::new(Bytes::from(body))).unwrap();
+    let post = |body: &'static str| {
+        Request::post(&url)
+            .body(Full::new(Bytes::from(body)))
+            .unwrap()
+    };
 
     // By default POST is not cached.
     let mut default = full_body_client(layer(&clock));
@@ -588,9 +783,8 @@ async fn post_bodies_are_part_of_the_key_when_allowed() {
     assert_eq!(got.1, Some(CacheStatus::NotCacheable));
 
     // Allowed, without body keys: still not cached (the key could not tell bodies apart).
-    let mut no_keys = full_body_client(
-        layer(&clock).allowed_methods([Method::GET, Method::HEAD, Method::POST]),
-    );
+    let mut no_keys =
+        full_body_client(layer(&clock).allowed_methods([Method::GET, Method::HEAD, Method::POST]));
     let got = send_full(&mut no_keys, post("{q1}")).await;
     assert_eq!(got.2, Some(NotStoredReason::RequestBody));
 
@@ -606,11 +800,20 @@ async fn post_bodies_are_part_of_the_key_when_allowed() {
         );
     let before = origin.requests();
     let q1 = send_full(&mut client, post("{q1}")).await;
-    assert_eq!((q1.0.as_str(), q1.1), ("answer to {q1}", Some(CacheStatus::Miss)));
+    assert_eq!(
+        (q1.0.as_str(), q1.1),
+        ("answer to {q1}", Some(CacheStatus::Miss))
+    );
     let q2 = send_full(&mut client, post("{q2}")).await;
-    assert_eq!((q2.0.as_str(), q2.1), ("answer to {q2}", Some(CacheStatus::Miss)));
+    assert_eq!(
+        (q2.0.as_str(), q2.1),
+        ("answer to {q2}", Some(CacheStatus::Miss))
+    );
     let q1 = send_full(&mut client, post("{q1}")).await;
-    assert_eq!((q1.0.as_str(), q1.1), ("answer to {q1}", Some(CacheStatus::Hit)));
+    assert_eq!(
+        (q1.0.as_str(), q1.1),
+        ("answer to {q1}", Some(CacheStatus::Hit))
+    );
     assert_eq!(origin.requests(), before + 2);
     // The origin got the bodies unchanged.
     let seen = origin.seen();
@@ -621,7 +824,10 @@ async fn post_bodies_are_part_of_the_key_when_allowed() {
     assert_eq!(got.2, Some(NotStoredReason::RequestBody));
     assert_eq!(origin.seen().last().unwrap().body, long);
     // A cached POST does not invalidate anything.
-    assert_eq!(send_full(&mut client, post("{q1}")).await.1, Some(CacheStatus::Hit));
+    assert_eq!(
+        send_full(&mut client, post("{q1}")).await.1,
+        Some(CacheStatus::Hit)
+    );
 }
 
 async fn send_full<S, B>(
@@ -721,7 +927,10 @@ async fn rfc_9211_cache_status_header_is_opt_in() {
     );
     clock.advance(secs(10));
     let hit = get(&mut client, &url).await.unwrap();
-    assert_eq!(hit.headers["cache-status"], "hyper-client-cache; hit; ttl=50");
+    assert_eq!(
+        hit.headers["cache-status"],
+        "hyper-client-cache; hit; ttl=50"
+    );
     let post = send(&mut client, Request::post(&url).body(Empty::new()).unwrap())
         .await
         .unwrap();
@@ -729,7 +938,9 @@ async fn rfc_9211_cache_status_header_is_opt_in() {
         post.headers["cache-status"],
         "hyper-client-cache; fwd=method; fwd-status=200"
     );
-    let off = send(&mut client, with_ext(&url, CacheMode::NoStore)).await.unwrap();
+    let off = send(&mut client, with_ext(&url, CacheMode::NoStore))
+        .await
+        .unwrap();
     assert_eq!(
         off.headers["cache-status"],
         "hyper-client-cache; fwd=bypass; fwd-status=200"

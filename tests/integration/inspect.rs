@@ -17,7 +17,11 @@ fn secs(s: u64) -> Duration {
 #[tokio::test]
 async fn list_count_and_delete() {
     let origin = Origin::start(|s| {
-        let max_age = if s.uri.path().starts_with("/short") { 10 } else { 1000 };
+        let max_age = if s.uri.path().starts_with("/short") {
+            10
+        } else {
+            1000
+        };
         let mut b = Response::builder()
             .status(if s.uri.path() == "/gone" { 410 } else { 200 })
             .header("cache-control", format!("max-age={max_age}"));
@@ -62,7 +66,11 @@ async fn list_count_and_delete() {
     assert_eq!(short.expires, Some(epoch() + secs(10)));
     assert!(short.is_expired);
     assert!(short.size > 100);
-    let gone = listing.entries.iter().find(|e| e.url.ends_with("/gone")).unwrap();
+    let gone = listing
+        .entries
+        .iter()
+        .find(|e| e.url.ends_with("/gone"))
+        .unwrap();
     assert_eq!(gone.status, 410);
     assert!(!gone.is_expired);
     assert_eq!(
@@ -70,7 +78,10 @@ async fn list_count_and_delete() {
         listing.entries.iter().map(|e| e.size as u64).sum::<u64>()
     );
     assert_eq!(inspector.count().await.unwrap(), 8);
-    assert_eq!(inspector.total_bytes().await.unwrap(), listing.total_bytes());
+    assert_eq!(
+        inspector.total_bytes().await.unwrap(),
+        listing.total_bytes()
+    );
 
     // contains / delete by key
     assert!(inspector.contains(&origin.url("/a")).await.unwrap());
@@ -88,7 +99,10 @@ async fn list_count_and_delete() {
     assert!(inspector.delete_matching("a/{b").await.is_err());
     // by predicate, older than
     assert_eq!(inspector.delete_older_than(secs(30)).await.unwrap(), 0);
-    assert_eq!(inspector.delete_where(|e| e.status == 410).await.unwrap(), 1);
+    assert_eq!(
+        inspector.delete_where(|e| e.status == 410).await.unwrap(),
+        1
+    );
     assert_eq!(inspector.count().await.unwrap(), 0);
 
     // What is left after deleting is a miss.

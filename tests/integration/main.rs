@@ -3,8 +3,8 @@
 mod body;
 mod caching;
 mod coalesce;
-mod controls;
 mod common;
+mod controls;
 mod inspect;
 mod security;
 mod stale;
