@@ -129,6 +129,14 @@ impl Drop for Tee {
     }
 }
 
+/// An empty body, for middleware that makes its own responses (e.g. tower-http's
+/// `TimeoutLayer` answering `408`).
+impl<B> Default for CacheBody<B> {
+    fn default() -> Self {
+        Self::cached(Bytes::new(), None)
+    }
+}
+
 impl<B> CacheBody<B> {
     pub(crate) fn cached(data: Bytes, trailers: Option<HeaderMap>) -> Self {
         Self {

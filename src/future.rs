@@ -147,7 +147,7 @@ pin_project! {
         St: Store,
     {
         #[pin]
-        state: State<S::Future, Timed<Oneshot<St, StoreRequest>>, S::Response>,
+        state: State<Oneshot<S, Request<ReqB>>, Timed<Oneshot<St, StoreRequest>>, S::Response>,
         inner: Option<S>,
         request: Option<Request<ReqB>>,
         ctx: Ctx<St>,
@@ -271,14 +271,18 @@ impl<St: Clone> Ctx<St> {
 impl<St> Ctx<St> {
     /// Sends the request to the origin, recording what storing its response needs. Every path
     /// to the origin (miss, revalidation, background refresh) goes through here.
-    fn send<S, B>(&mut self, inner: &mut S, mut request: Request<B>) -> S::Future
+    ///
+    /// The inner service is driven to readiness only here, when a request really goes to the
+    /// origin (`Oneshot`): the cache itself is always ready, so hits never wait for a saturated
+    /// origin (a `ConcurrencyLimitLayer` inside the cache limits origin traffic only).
+    fn send<S, B>(&mut self, inner: S, mut request: Request<B>) -> Oneshot<S, Request<B>>
     where
         S: Service<Request<B>>,
     {
         self.advertise(&mut request);
         self.capture(&request);
         self.request_time = self.config.clock.now();
-        inner.call(request)
+        inner.oneshot(request)
     }
 
     /// As a surrogate, announces itself to the origin (Edge Architecture 1.0 §2.1:
@@ -313,7 +317,7 @@ where
     ResB: Body,
 {
     fn new(
-        mut inner: S,
+        inner: S,
         store: St,
         config: Arc<Config>,
         request: Request<ReqB>,
@@ -450,7 +454,7 @@ where
             }
             _ => {
                 tracing::debug!(key = ?ctx.key, reason = ?ctx.not_stored, "not looked up; forwarding");
-                let fut = ctx.send(&mut inner, request);
+                let fut = ctx.send(inner, request);
                 drop(_entered);
                 Self {
                     state: State::Forward { fut },
@@ -623,13 +627,13 @@ fn forward<S, St, ReqB, L>(
     inner: &mut Option<S>,
     request: &mut Option<Request<ReqB>>,
     ctx: &mut Ctx<St>,
-) -> State<S::Future, L, S::Response>
+) -> State<Oneshot<S, Request<ReqB>>, L, S::Response>
 where
     S: Service<Request<ReqB>>,
 {
     match (inner.take(), request.take()) {
-        (Some(mut inner), Some(request)) => State::Forward {
-            fut: ctx.send(&mut inner, request),
+        (Some(inner), Some(request)) => State::Forward {
+            fut: ctx.send(inner, request),
         },
         _ => State::Failed {
             error: Some("the request was already sent".into()),
@@ -673,7 +677,7 @@ fn refresh<S, St, ReqB, ResB>(
     let Ok(handle) = tokio::runtime::Handle::try_current() else {
         return;
     };
-    let (Some(mut inner), Some(mut request)) = (inner.take(), request.take()) else {
+    let (Some(inner), Some(mut request)) = (inner.take(), request.take()) else {
         return;
     };
     let stale = ctx.stale.take();
@@ -687,7 +691,7 @@ fn refresh<S, St, ReqB, ResB>(
         }
         ctx.stale = Some(stale);
     }
-    let call = ctx.send(&mut inner, request);
+    let call = ctx.send(inner, request);
     handle.spawn(async move {
         let _guard = guard;
         let response = match call.await {

@@ -76,15 +76,16 @@ where
     type Error = BoxError;
     type Future = ResponseFuture<S, St, ReqB>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
+    /// Always ready: the inner service's readiness is awaited only by the requests that go to
+    /// the origin, inside the response future. Hits are never held back by a saturated origin.
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, request: Request<ReqB>) -> Self::Future {
-        // The instance that was driven to readiness is the one that serves this request; the
-        // clone stays behind for the next one (tower's clone-and-swap).
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
+        // Each request gets its own clone of the inner service and drives it to readiness
+        // itself (`Oneshot`) if, and only if, it goes to the origin.
+        let inner = self.inner.clone();
         let method = request.method();
         // The body is part of the key only for the methods cached beyond GET/HEAD.
         let keyed_body =

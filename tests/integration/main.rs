@@ -1,9 +1,11 @@
 //! Integration tests through a real hyper origin on 127.0.0.1 and a hyper-util client.
 
+mod axum;
 mod body;
 mod caching;
 mod coalesce;
 mod common;
+mod compose;
 mod controls;
 mod inspect;
 mod security;
