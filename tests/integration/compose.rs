@@ -381,3 +381,54 @@ async fn concurrency_limit_inside_limits_the_origin_not_the_hits() {
     assert_eq!(origin.count("/other"), 0);
     hung.abort();
 }
+
+/// The whole stack of docs/integration.md, in its order: it builds, and a redirect to a
+/// compressed, varying resource is cached hop by hop.
+#[tokio::test]
+async fn the_recommended_stack_composes() {
+    let origin = Upstream::start().await;
+    let statuses = Arc::new(Mutex::new(Vec::new()));
+    let rec = statuses.clone();
+    let mut client = ServiceBuilder::new()
+        .layer(tower_http::trace::TraceLayer::new_for_http().on_response(
+            move |response: &Response<_>, _: Duration, _: &tracing::Span| {
+                rec.lock()
+                    .unwrap()
+                    .push(response.extensions().get::<CacheStatus>().copied());
+            },
+        ))
+        .layer(tower_http::follow_redirect::FollowRedirectLayer::new())
+        .layer(tower_http::decompression::DecompressionLayer::new())
+        .layer(
+            tower_http::set_header::SetRequestHeaderLayer::if_not_present(
+                header::USER_AGENT,
+                http::HeaderValue::from_static("compose-test"),
+            ),
+        )
+        .layer(tower::retry::RetryLayer::new(RetryOn503(2)))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(10),
+        ))
+        .layer(cache())
+        .layer(tower::limit::ConcurrencyLimitLayer::new(4))
+        .service(hyper_client());
+    for expected in [CacheStatus::Miss, CacheStatus::Hit] {
+        let (status, cache, body) = call(&mut client, get_req(&origin.url("/gzip"))).await;
+        assert_eq!((status, cache), (StatusCode::OK, Some(expected)));
+        assert_eq!(body, TEXT.repeat(300));
+        let (status, cache, body) = call(&mut client, get_req(&origin.url("/old"))).await;
+        assert_eq!((status, cache), (StatusCode::OK, Some(expected)));
+        assert_eq!(body, "new place");
+    }
+    assert_eq!(
+        (
+            origin.count("/gzip"),
+            origin.count("/old"),
+            origin.count("/new")
+        ),
+        (1, 1, 1)
+    );
+    assert_eq!(origin.last_headers()[header::USER_AGENT], "compose-test");
+    assert_eq!(statuses.lock().unwrap().len(), 4);
+}
