@@ -52,6 +52,21 @@
 //! touch; stale entries with a validator are revalidated with a conditional request (a 304 serves
 //! the stored body); `no-store` responses are never stored. See `docs/http-caching.md`.
 //!
+//! # The controls
+//!
+//! | to ... | use |
+//! | --- | --- |
+//! | give responses without `max-age` a lifetime, per URL or per request | [`CacheLayer::expire_after`], [`CacheLayer::expire_url`], an [`ExpireAfter`] request extension |
+//! | let your lifetime override the headers | [`CacheLayer::cache_control`]`(false)` |
+//! | bypass, reload, revalidate, or use only the cache, for one request | a [`CacheMode`] request extension |
+//! | choose what is stored | [`CacheLayer::allowed_methods`], [`CacheLayer::allowed_statuses`], [`CacheLayer::filter`], [`CacheLayer::read_only`] |
+//! | choose the key | [`CacheLayer::ignored_parameters`], [`CacheLayer::match_headers`], [`CacheLayer::key_fn`], [`CacheLayer::key_request_bodies`] |
+//! | see what happened | [`CacheStatus`], [`CacheInfo`], [`NotStoredReason`], [`CacheLayer::cache_status_header`], [`CacheMetrics`], `tracing` span `http_cache` |
+//! | list, count, delete entries | [`Inspector`] ([`CacheLayer::inspector`]) |
+//!
+//! `docs/configuration.md` has every setting with its default and a requests-cache table;
+//! `docs/integration.md` shows the cache in an axum application and among tower-http layers.
+//!
 //! # Feature flags
 //!
 //! | feature | default | what it adds |
