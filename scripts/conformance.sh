@@ -65,8 +65,8 @@ fi
 MODE=${PRIVATE:+private}; MODE=${MODE:-shared}
 echo "http-cache-tests $SUITE_VERSION, $MODE cache:"
 node "$ROOT/scripts/conformance-score.mjs" "$SUITE" "$WORK/results.json" $LIST | tee "$WORK/score.txt"
-R=$(awk '/^required/ {split($2, a, "/"); print a[1]}' "$WORK/score.txt")
-O=$(awk '/^optimal/ {split($2, a, "/"); print a[1]}' "$WORK/score.txt")
+R=$(awk '/^required [0-9]+\// {split($2, a, "/"); print a[1]}' "$WORK/score.txt")
+O=$(awk '/^optimal [0-9]+\// {split($2, a, "/"); print a[1]}' "$WORK/score.txt")
 if [ "$R" -lt "$FLOOR_R" ] || [ "$O" -lt "$FLOOR_O" ]; then
   echo "conformance: below the floor ($R < $FLOOR_R required or $O < $FLOOR_O optimal)" >&2
   exit 1
