@@ -716,7 +716,7 @@ fn refresh<S, St, ReqB, ResB>(
 type InvalidateFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
 /// A store answer, with a timeout and the store's error both as [`StoreError`]s.
-fn flatten<E: Into<BoxError>>(
+pub(crate) fn flatten<E: Into<BoxError>>(
     result: Result<Result<StoreResponse, E>, Elapsed>,
 ) -> Result<StoreResponse, StoreError> {
     match result {
@@ -902,7 +902,7 @@ impl<St: Store> Ctx<St> {
                     self.config.metrics.record(Event::Hit);
                     CacheStatus::Hit
                 };
-                let info = self.hit_info(&key, &entry.head, lifetime, age, false);
+                let info = self.hit_info(&key, &entry.head, (lifetime, age, now), false);
                 if self.conditional && not_modified(&entry.head, request_headers) {
                     // §4.3.2: the client's copy is current; answer 304 from the cache.
                     let mut response = Response::new(CacheBody::cached(Bytes::new(), None));
@@ -920,7 +920,7 @@ impl<St: Store> Ctx<St> {
             Decision::StaleAccepted { age } => {
                 tracing::debug!(key = %key, age = age.as_secs(), mode = ?self.mode, "stale, accepted by max-stale or the cache mode");
                 self.config.metrics.record(Event::Stale);
-                let info = self.hit_info(&key, &entry.head, lifetime, age, false);
+                let info = self.hit_info(&key, &entry.head, (lifetime, age, now), false);
                 Lookup::Hit(hit_response(
                     entry,
                     age,
@@ -943,7 +943,7 @@ impl<St: Store> Ctx<St> {
                     revalidating: has_validator(&entry.head.headers),
                     if_error: false,
                 });
-                let info = self.hit_info(&key, &entry.head, lifetime, age, false);
+                let info = self.hit_info(&key, &entry.head, (lifetime, age, now), false);
                 let response = hit_response(
                     entry,
                     age,
@@ -1036,7 +1036,7 @@ impl<St: Store> Ctx<St> {
         self.leader = None;
         self.config.metrics.record(Event::Stale);
         let (_, lifetime) = lifetime(head, &self.reuse());
-        let info = self.hit_info(&stale.key, head, lifetime, age, false);
+        let info = self.hit_info(&stale.key, head, (lifetime, age, now), false);
         Some(hit_response(
             stale.entry,
             age,
@@ -1085,12 +1085,7 @@ impl<St: Store> Ctx<St> {
                 info.key = Some(storing.key.clone());
                 match self.verdict(&exchange, &parts) {
                     (Storability::Store { lifetime }, expiry) => {
-                        let ttl = match expiry {
-                            Expiry::Override(_) => {
-                                entry_ttl(lifetime, age, &ResponseDirectives::default(), None)
-                            }
-                            _ => entry_ttl(lifetime, age, &response_cc, self.config.stale_on_error),
-                        };
+                        let ttl = self.ttl(lifetime, age, expiry, &response_cc);
                         let mut head = self.entry_head(&storing, &parts, response_time);
                         head.expiry = expiry;
                         info.created_at = Some(response_time);
@@ -1179,12 +1174,7 @@ impl<St: Store> Ctx<St> {
             if let (Storability::Store { lifetime }, expiry) =
                 self.verdict(&exchange, &response_parts(&head))
             {
-                let ttl = match expiry {
-                    Expiry::Override(_) => {
-                        entry_ttl(lifetime, age, &ResponseDirectives::default(), None)
-                    }
-                    _ => entry_ttl(lifetime, age, &cc, self.config.stale_on_error),
-                };
+                let ttl = self.ttl(lifetime, age, expiry, &cc);
                 head.expiry = expiry;
                 let sealer = self.sealer(storing.key, head.clone(), ttl);
                 let chunks = vec![body.clone()];
@@ -1197,7 +1187,7 @@ impl<St: Store> Ctx<St> {
         self.config.metrics.record(Event::Revalidated);
         tracing::debug!("revalidated: 304 Not Modified, serving the stored body");
         let (_, lifetime) = lifetime(&head, &self.reuse());
-        let info = self.hit_info(&key, &head, lifetime, age, true);
+        let info = self.hit_info(&key, &head, (lifetime, age, response_time), true);
         hit_response(
             Entry {
                 head,
@@ -1248,10 +1238,21 @@ impl<St: Store> Ctx<St> {
     }
 
     fn reuse(&self) -> Reuse<'_> {
-        Reuse {
-            surrogate: self.config.surrogate.as_deref(),
-            shared: self.config.shared,
-            stale_on_error: self.config.stale_on_error,
+        self.config.reuse()
+    }
+
+    /// How long the store keeps an entry (see [`entry_ttl`]). With `cache_control(false)` the
+    /// response's `stale-*` directives and the layer's stale window do not apply.
+    fn ttl(
+        &self,
+        lifetime: Duration,
+        age: Duration,
+        expiry: Expiry,
+        cc: &ResponseDirectives,
+    ) -> Duration {
+        match expiry {
+            Expiry::Override(_) => entry_ttl(lifetime, age, &ResponseDirectives::default(), None),
+            _ => entry_ttl(lifetime, age, cc, self.config.stale_on_error),
         }
     }
 
@@ -1260,11 +1261,9 @@ impl<St: Store> Ctx<St> {
         &self,
         key: &CacheKey,
         head: &EntryHead,
-        lifetime: Duration,
-        age: Duration,
+        (lifetime, age, now): (Duration, Duration, SystemTime),
         revalidated: bool,
     ) -> CacheInfo {
-        let now = self.config.clock.now();
         CacheInfo {
             from_cache: true,
             key: Some(key.clone()),

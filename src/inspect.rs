@@ -11,9 +11,9 @@ use tower::ServiceExt;
 use crate::controls::{host_path, url_glob};
 use crate::envelope::OpenError;
 use crate::error::{BoxError, StoreError};
-use crate::future::expires_at;
+use crate::future::{expires_at, flatten};
 use crate::layer::Config;
-use crate::policy::decision::{lifetime, Reuse};
+use crate::policy::decision::lifetime;
 use crate::policy::freshness::AgeInputs;
 use crate::store::{Store, StoreRequest, StoreResponse};
 use crate::timer;
@@ -130,11 +130,7 @@ impl<St: fmt::Debug> fmt::Debug for Inspector<St> {
 impl<St: Store> Inspector<St> {
     async fn call(&self, request: StoreRequest) -> Result<StoreResponse, StoreError> {
         let call = self.store.clone().oneshot(request);
-        match timer::timeout(&self.config.timer, self.config.store_timeout, call).await {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(e)) => Err(StoreError::failed(e.into())),
-            Err(timer::Elapsed) => Err(StoreError::timed_out()),
-        }
+        flatten(timer::timeout(&self.config.timer, self.config.store_timeout, call).await)
     }
 
     async fn keys(&self) -> Result<Vec<CacheKey>, StoreError> {
@@ -159,11 +155,7 @@ impl<St: Store> Inspector<St> {
     pub async fn entries(&self) -> Result<Listing, StoreError> {
         let mut listing = Listing::default();
         let now = self.config.clock.now();
-        let reuse = Reuse {
-            surrogate: self.config.surrogate.as_deref(),
-            shared: self.config.shared,
-            stale_on_error: self.config.stale_on_error,
-        };
+        let reuse = self.config.reuse();
         for key in self.keys().await? {
             let blob = match self.call(StoreRequest::Get { key: key.clone() }).await? {
                 StoreResponse::Blob(Some(blob)) => blob,

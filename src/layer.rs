@@ -15,6 +15,7 @@ use crate::controls::{
 use crate::envelope::{Envelope, KeyRing};
 use crate::key::Keying;
 use crate::metrics::CacheMetrics;
+use crate::policy::decision::Reuse;
 use crate::service::Cache;
 use crate::timer::TimerProbe;
 use http::{HeaderName, Method, Request, StatusCode};
@@ -105,6 +106,15 @@ pub(crate) struct Config {
 }
 
 impl Config {
+    /// The settings reuse decisions depend on.
+    pub(crate) fn reuse(&self) -> Reuse<'_> {
+        Reuse {
+            surrogate: self.surrogate.as_deref(),
+            shared: self.shared,
+            stale_on_error: self.stale_on_error,
+        }
+    }
+
     /// The expiry that applies to `request`, and whether it is the request's own override:
     /// per-request > first matching URL rule > layer default.
     pub(crate) fn expiry_for<B>(&self, request: &Request<B>) -> (Option<ExpireAfter>, bool) {
