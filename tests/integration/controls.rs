@@ -954,3 +954,54 @@ async fn an_invalid_url_pattern_is_an_error() {
         .unwrap_err();
     assert!(err.to_string().contains("invalid URL pattern"), "{err}");
 }
+
+/// A request body whose size hint says 4 bytes but that yields more: reading it for the key
+/// fails the request with an error (the body cannot be sent on unchanged), and nothing is stored.
+#[tokio::test]
+async fn a_body_longer_than_its_size_hint_fails_the_request() {
+    #[derive(Default)]
+    struct Lying(Option<Bytes>);
+    impl From<Bytes> for Lying {
+        fn from(b: Bytes) -> Self {
+            Lying(Some(b))
+        }
+    }
+    impl http_body::Body for Lying {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+            std::task::Poll::Ready(self.0.take().map(|b| Ok(http_body::Frame::data(b))))
+        }
+        fn size_hint(&self) -> http_body::SizeHint {
+            http_body::SizeHint::with_exact(4)
+        }
+    }
+    let origin = counting(&[("cache-control", "max-age=60")]).await;
+    let clock = clock();
+    let mut client = tower::ServiceBuilder::new()
+        .layer(
+            layer(&clock)
+                .allowed_methods([Method::POST])
+                .key_request_bodies(16),
+        )
+        .service(
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<Lying>(),
+        );
+    let request = Request::post(origin.url("/lie"))
+        .body(Lying(Some(Bytes::from(vec![b'x'; 100]))))
+        .unwrap();
+    use tower::{Service, ServiceExt};
+    let err = client
+        .ready()
+        .await
+        .unwrap()
+        .call(request)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("request body"), "{err}");
+    assert_eq!(origin.requests(), 0);
+}

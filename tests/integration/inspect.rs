@@ -156,3 +156,28 @@ async fn a_tampered_entry_is_reported_and_does_not_break_the_listing() {
     let listing = inspector.entries().await.unwrap();
     assert_eq!((listing.count(), listing.invalid.len()), (0, 0));
 }
+
+/// A store that fails, or cannot list, makes the inspector return an error, not a partial or
+/// empty listing.
+#[tokio::test]
+async fn a_failing_store_is_an_error_for_the_inspector() {
+    use hyper_client_cache::{BoxError, StoreRequest, StoreResponse};
+    let failing = tower::service_fn(|_: StoreRequest| async {
+        Err::<StoreResponse, BoxError>("store down".into())
+    });
+    let inspector = CacheLayer::new(failing).inspector();
+    assert!(inspector.entries().await.is_err());
+    assert!(inspector.contains("http://e.com/").await.is_err());
+    assert!(inspector.clear().await.is_err());
+
+    let cannot_list = tower::service_fn(|_: StoreRequest| async {
+        Ok::<_, BoxError>(StoreResponse::Unsupported)
+    });
+    let inspector = CacheLayer::new(cannot_list).inspector();
+    let err = inspector.entries().await.unwrap_err();
+    assert!(std::error::Error::source(&err)
+        .unwrap()
+        .to_string()
+        .contains("cannot list"));
+    assert!(inspector.contains("not a uri at all \u{7f}").await.is_err());
+}
