@@ -176,7 +176,7 @@ impl<St: Store> Inspector<St> {
                         is_variant: key.as_str().contains('#'),
                         key,
                         method: head.method.clone(),
-                        url: head.uri.clone(),
+                        url: String::from_utf8_lossy(&head.uri).into_owned(),
                         status: head.status,
                         size,
                         created_at: head.response_time,

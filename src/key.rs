@@ -68,11 +68,18 @@ impl CacheKey {
 
     fn from_digest(ctx: digest::Context) -> Self {
         let digest = ctx.finish();
-        let mut s = String::with_capacity(KEY_FORMAT.len() + 1 + 64);
-        s.push_str(KEY_FORMAT);
-        s.push(':');
-        push_hex(&mut s, digest.as_ref());
-        Self(s.into())
+        // Built on the stack and allocated once (this runs on every request).
+        let mut buf = [0u8; KEY_FORMAT.len() + 1 + 64];
+        let (prefix, hex) = buf.split_at_mut(KEY_FORMAT.len() + 1);
+        prefix[..KEY_FORMAT.len()].copy_from_slice(KEY_FORMAT.as_bytes());
+        prefix[KEY_FORMAT.len()] = b':';
+        write_hex(hex, digest.as_ref());
+        Self::from_ascii(&buf)
+    }
+
+    /// Only ever given ASCII, so the lossy conversion borrows and never replaces anything.
+    fn from_ascii(bytes: &[u8]) -> Self {
+        Self(Arc::from(&*String::from_utf8_lossy(bytes)))
     }
 
     /// The key of one Vary variant of this (primary) key (RFC 9111 §4.1): a digest of the
@@ -99,10 +106,12 @@ impl CacheKey {
                 }
             }
         }
-        let mut s = String::with_capacity(self.0.len() + 1 + 32);
+        let mut suffix = [0u8; 1 + 32];
+        suffix[0] = b'#';
+        write_hex(&mut suffix[1..], &ctx.finish().as_ref()[..16]);
+        let mut s = String::with_capacity(self.0.len() + suffix.len());
         s.push_str(&self.0);
-        s.push('#');
-        push_hex(&mut s, &ctx.finish().as_ref()[..16]);
+        s.push_str(&String::from_utf8_lossy(&suffix));
         Self(s.into())
     }
 
@@ -119,10 +128,11 @@ impl CacheKey {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
-fn push_hex(out: &mut String, bytes: &[u8]) {
-    for b in bytes {
-        out.push(char::from(HEX[usize::from(b >> 4)]));
-        out.push(char::from(HEX[usize::from(b & 0xf)]));
+/// Lowercase hex of `bytes` into `out` (twice as long; extra room is left as is).
+fn write_hex(out: &mut [u8], bytes: &[u8]) {
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 0xf)];
     }
 }
 

@@ -30,7 +30,7 @@ fn head() -> EntryHead {
         request_time: UNIX_EPOCH + Duration::new(1_700_000_000, 5),
         response_time: UNIX_EPOCH + Duration::new(1_700_000_001, 7),
         method: Method::GET,
-        uri: "http://example.com/a?b=c".into(),
+        uri: bytes::Bytes::from_static(b"http://example.com/a?b=c"),
         vary: vec![
             (
                 HeaderName::from_static("accept"),

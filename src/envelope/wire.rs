@@ -103,6 +103,8 @@ pub(crate) fn encode_head(
     trailers: Option<&HeaderMap>,
     out: Vec<u8>,
 ) -> Result<Vec<u8>, postcard::Error> {
+    // Always UTF-8 (see `EntryHead::uri`): the lossy conversion borrows.
+    let uri = String::from_utf8_lossy(&head.uri);
     let headers = wire_fields(&head.headers);
     let trailers = trailers.map(wire_fields);
     let vary = head
@@ -124,7 +126,7 @@ pub(crate) fn encode_head(
         request_time: time_to_wire(head.request_time),
         response_time: time_to_wire(head.response_time),
         method: head.method.as_str(),
-        uri: &head.uri,
+        uri: &uri,
         vary,
         trailers,
         generation: head.generation,
@@ -172,7 +174,7 @@ pub(crate) fn decode(payload: &Bytes) -> Option<Entry> {
         request_time: time_from_wire(wire.request_time)?,
         response_time: time_from_wire(wire.response_time)?,
         method: Method::from_bytes(wire.method.as_bytes()).ok()?,
-        uri: wire.uri.to_owned(),
+        uri: payload.slice_ref(wire.uri.as_bytes()),
         vary,
         generation: wire.generation,
         expiry: match wire.expiry {
