@@ -77,9 +77,10 @@ impl CacheKey {
         Self::from_ascii(&buf)
     }
 
-    /// Only ever given ASCII, so the lossy conversion borrows and never replaces anything.
+    /// Only ever given ASCII (a prefix and hex digits), so the conversion cannot fail; the
+    /// empty key of the error arm is unreachable.
     fn from_ascii(bytes: &[u8]) -> Self {
-        Self(Arc::from(&*String::from_utf8_lossy(bytes)))
+        Self(std::str::from_utf8(bytes).map_or_else(|_| Arc::from(""), Arc::from))
     }
 
     /// The key of one Vary variant of this (primary) key (RFC 9111 §4.1): a digest of the
@@ -111,7 +112,7 @@ impl CacheKey {
         write_hex(&mut suffix[1..], &ctx.finish().as_ref()[..16]);
         let mut s = String::with_capacity(self.0.len() + suffix.len());
         s.push_str(&self.0);
-        s.push_str(&String::from_utf8_lossy(&suffix));
+        s.push_str(std::str::from_utf8(&suffix).unwrap_or_default());
         Self(s.into())
     }
 
