@@ -35,9 +35,11 @@ pin_project! {
 pin_project! {
     #[project = KindProj]
     enum Kind<B> {
-        Cached { data: Option<Bytes>, trailers: Option<HeaderMap> },
+        // The rare and the large parts are boxed: a response carries its body by value through
+        // every layer above, so a small `CacheBody` is copied cheaply.
+        Cached { data: Option<Bytes>, trailers: Option<Box<HeaderMap>> },
         Upstream { #[pin] inner: B },
-        Tee { #[pin] inner: B, tee: Tee },
+        Tee { #[pin] inner: B, tee: Box<Tee> },
     }
 }
 
@@ -142,7 +144,7 @@ impl<B> CacheBody<B> {
         Self {
             kind: Kind::Cached {
                 data: Some(data).filter(|d| !d.is_empty()),
-                trailers,
+                trailers: trailers.map(Box::new),
             },
         }
     }
@@ -155,7 +157,10 @@ impl<B> CacheBody<B> {
 
     pub(crate) fn tee(inner: B, tee: Tee) -> Self {
         Self {
-            kind: Kind::Tee { inner, tee },
+            kind: Kind::Tee {
+                inner,
+                tee: Box::new(tee),
+            },
         }
     }
 }
@@ -179,7 +184,7 @@ where
             KindProj::Cached { data, trailers } => Poll::Ready(
                 data.take()
                     .map(Frame::data)
-                    .or_else(|| trailers.take().map(Frame::trailers))
+                    .or_else(|| trailers.take().map(|t| Frame::trailers(*t)))
                     .map(Ok),
             ),
             KindProj::Upstream { inner } => {

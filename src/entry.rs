@@ -17,9 +17,9 @@ pub(crate) struct EntryHead {
     /// When the response was received (RFC 9111 §4.2.3 `response_time`).
     pub(crate) response_time: SystemTime,
     pub(crate) method: Method,
-    /// The request URI, as sent (ignored parameters removed, redacted ones masked). UTF-8 (built
-    /// from a `String`); a slice of the verified blob when decoded, so a hit does
-    /// not copy it.
+    /// The request URI, as sent (ignored parameters removed, redacted ones masked). Written from
+    /// a `String`, so UTF-8 unless the writer was not this crate (shown lossily then); a slice of
+    /// the verified blob when decoded, so a hit does not copy it.
     pub(crate) uri: bytes::Bytes,
     /// The request headers named by the response's `Vary`, as they were on the request (§4.1).
     pub(crate) vary: Vec<(HeaderName, VaryValue)>,

@@ -12,7 +12,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::entry::{Entry, EntryHead, Expiry, VaryValue};
 
-/// Bytes that postcard writes as one length-prefixed run (not a sequence of `u8`s).
+/// Bytes that postcard writes as one length-prefixed run (not a sequence of `u8`s). Postcard
+/// writes a `&str` the same way, so names, method and URI are read as `Raw` too: the format is
+/// unchanged, and reading skips a UTF-8 check that `HeaderName`/`Method` parsing makes redundant.
 #[derive(Debug, Clone, Copy)]
 struct Raw<'a>(&'a [u8]);
 
@@ -42,16 +44,16 @@ struct WireHeadV2<'a> {
     status: u16,
     version: u8,
     #[serde(borrow)]
-    headers: Vec<(&'a str, Raw<'a>)>,
+    headers: Vec<(Raw<'a>, Raw<'a>)>,
     request_time: (u64, u32),
     response_time: (u64, u32),
-    method: &'a str,
-    uri: &'a str,
+    method: Raw<'a>,
+    uri: Raw<'a>,
     #[serde(borrow)]
-    vary: Vec<(&'a str, WireVary<'a>)>,
+    vary: Vec<(Raw<'a>, WireVary<'a>)>,
     /// Trailer fields received after the body, if any.
     #[serde(borrow)]
-    trailers: Option<Vec<(&'a str, Raw<'a>)>>,
+    trailers: Option<Vec<(Raw<'a>, Raw<'a>)>>,
     /// The variant generation of the URL (see `EntryHead::generation`).
     generation: u64,
     /// `(kind, secs, nanos)`: kind 0 = from the headers, 1 = filled in, 2 = override.
@@ -91,9 +93,9 @@ fn time_from_wire((secs, nanos): (u64, u32)) -> Option<SystemTime> {
     UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
 }
 
-fn wire_fields(map: &HeaderMap) -> Vec<(&str, Raw<'_>)> {
+fn wire_fields(map: &HeaderMap) -> Vec<(Raw<'_>, Raw<'_>)> {
     map.iter()
-        .map(|(n, v)| (n.as_str(), Raw(v.as_bytes())))
+        .map(|(n, v)| (Raw(n.as_str().as_bytes()), Raw(v.as_bytes())))
         .collect()
 }
 
@@ -103,8 +105,6 @@ pub(crate) fn encode_head(
     trailers: Option<&HeaderMap>,
     out: Vec<u8>,
 ) -> Result<Vec<u8>, postcard::Error> {
-    // Always UTF-8 (see `EntryHead::uri`): the lossy conversion borrows.
-    let uri = String::from_utf8_lossy(&head.uri);
     let headers = wire_fields(&head.headers);
     let trailers = trailers.map(wire_fields);
     let vary = head
@@ -116,7 +116,7 @@ pub(crate) fn encode_head(
                 VaryValue::Clear(b) => WireVary::Clear(Raw(b)),
                 VaryValue::Digest(d) => WireVary::Digest(*d),
             };
-            (n.as_str(), v)
+            (Raw(n.as_str().as_bytes()), v)
         })
         .collect();
     let wire = WireHeadV2 {
@@ -125,8 +125,8 @@ pub(crate) fn encode_head(
         headers,
         request_time: time_to_wire(head.request_time),
         response_time: time_to_wire(head.response_time),
-        method: head.method.as_str(),
-        uri: &uri,
+        method: Raw(head.method.as_str().as_bytes()),
+        uri: Raw(&head.uri),
         vary,
         trailers,
         generation: head.generation,
@@ -142,10 +142,10 @@ pub(crate) fn encode_head(
 /// Decodes a verified payload. `None` when it does not decode: the caller treats that as a miss.
 pub(crate) fn decode(payload: &Bytes) -> Option<Entry> {
     let (wire, body) = postcard::take_from_bytes::<WireHeadV2<'_>>(payload).ok()?;
-    let fields = |list: Vec<(&str, Raw<'_>)>| -> Option<HeaderMap> {
+    let fields = |list: Vec<(Raw<'_>, Raw<'_>)>| -> Option<HeaderMap> {
         let mut map = HeaderMap::with_capacity(list.len());
         for (name, value) in list {
-            let name = HeaderName::from_bytes(name.as_bytes()).ok()?;
+            let name = HeaderName::from_bytes(name.0).ok()?;
             // A slice of the verified blob: no copy.
             let value = HeaderValue::from_maybe_shared(payload.slice_ref(value.0)).ok()?;
             map.append(name, value);
@@ -159,7 +159,7 @@ pub(crate) fn decode(payload: &Bytes) -> Option<Entry> {
     };
     let mut vary = Vec::with_capacity(wire.vary.len());
     for (name, value) in wire.vary {
-        let name = HeaderName::from_bytes(name.as_bytes()).ok()?;
+        let name = HeaderName::from_bytes(name.0).ok()?;
         let value = match value {
             WireVary::Absent => VaryValue::Absent,
             WireVary::Clear(raw) => VaryValue::Clear(payload.slice_ref(raw.0)),
@@ -173,8 +173,8 @@ pub(crate) fn decode(payload: &Bytes) -> Option<Entry> {
         headers,
         request_time: time_from_wire(wire.request_time)?,
         response_time: time_from_wire(wire.response_time)?,
-        method: Method::from_bytes(wire.method.as_bytes()).ok()?,
-        uri: payload.slice_ref(wire.uri.as_bytes()),
+        method: Method::from_bytes(wire.method.0).ok()?,
+        uri: payload.slice_ref(wire.uri.0),
         vary,
         generation: wire.generation,
         expiry: match wire.expiry {
@@ -195,4 +195,26 @@ pub(crate) fn decode(payload: &Bytes) -> Option<Entry> {
         body: payload.slice_ref(body),
         trailers,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Names, method and URI are read as `Raw` but were written as `&str` by earlier builds of
+    /// format version 2: postcard must encode both the same way.
+    #[test]
+    fn raw_and_str_are_the_same_on_the_wire() {
+        for text in ["", "content-type", "http://example.com/a?b=c", "é"] {
+            assert_eq!(
+                postcard::to_allocvec(&text).unwrap(),
+                postcard::to_allocvec(&Raw(text.as_bytes())).unwrap()
+            );
+        }
+        let long = "x".repeat(300); // a two-byte length prefix
+        assert_eq!(
+            postcard::to_allocvec(&long.as_str()).unwrap(),
+            postcard::to_allocvec(&Raw(long.as_bytes())).unwrap()
+        );
+    }
 }
