@@ -1,8 +1,10 @@
 //! Hit latency and throughput per store, each against the memory store in the same run, and the
-//! Redis hit against a bare `GET` of the same bytes over the same connection.
+//! Redis hit against a bare `GET` of the same bytes over the same kind of connection: as
+//! criterion groups, and as interleaved rounds reported as medians (`redis_paired` lines,
+//! printed on every run whatever the filter; see docs/benchmarks.md for why).
 //!
 //! Run: `cargo bench --bench stores --features disk,redis` (starts its own `redis-server` on a
-//! free 127.0.0.1 port; install it first).
+//! free 127.0.0.1 port; install it first). Just the paired rounds: `... -- none`.
 
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
