@@ -37,16 +37,14 @@ fn origin(
     })
 }
 
-async fn hit<S, B>(svc: S) -> usize
+async fn hit<S, B>(svc: S, url: &str) -> usize
 where
     S: Service<http::Request<()>, Response = http::Response<B>>,
     S::Error: std::fmt::Debug,
     B: http_body::Body,
     B::Error: std::fmt::Debug,
 {
-    let request = http::Request::get("http://bench.local/item")
-        .body(())
-        .unwrap();
+    let request = http::Request::get(url).body(()).unwrap();
     let response = svc.oneshot(request).await.unwrap();
     response
         .into_body()
@@ -55,6 +53,30 @@ where
         .unwrap()
         .to_bytes()
         .len()
+}
+
+/// `layer` (with a store timeout) in front of an origin answering `size` bytes.
+fn through<St: Store>(
+    layer: CacheLayer<St>,
+    size: usize,
+) -> hyper_client_cache::Cache<
+    impl Service<
+            http::Request<()>,
+            Response = Reply,
+            Error = Infallible,
+            Future = std::future::Ready<Result<Reply, Infallible>>,
+        > + Clone
+        + Send
+        + 'static,
+    St,
+> {
+    ServiceBuilder::new()
+        .layer(layer.store_timeout(Duration::from_secs(5)))
+        .service(origin(Bytes::from(vec![b'x'; size])))
+}
+
+fn key() -> SecretKey {
+    SecretKey::new("benchmark key, 32 bytes long....").unwrap()
 }
 
 struct Redis(std::process::Child, u16);
@@ -108,38 +130,32 @@ fn bench_store<St: Store + Sync>(
     let mut group = c.benchmark_group(format!("store_hit/{name}"));
     let (store_single, store_multi) = (open(single), open(multi));
     for (size, label) in [(1024usize, "1KiB"), (64 * 1024, "64KiB")] {
-        let cached = |store: St| {
-            let key = SecretKey::new("benchmark key, 32 bytes long....").unwrap();
-            let svc = ServiceBuilder::new()
-                .layer(
-                    CacheLayer::new(store)
-                        .secret_key(key)
-                        .store_timeout(Duration::from_secs(5)),
-                )
-                .service(origin(Bytes::from(vec![b'x'; size])));
-            // Distinct URL per size: the two sizes must not share an entry.
-            tower::util::MapRequest::new(svc, move |mut r: http::Request<()>| {
-                *r.uri_mut() = format!("http://bench.local/item{size}").parse().unwrap();
-                r
-            })
-        };
-        let svc = cached(store_single.clone());
-        assert_eq!(single.block_on(hit(svc.clone())), size);
+        // Distinct URL per size: the two sizes must not share an entry.
+        let url = format!("http://bench.local/item{size}");
+        let svc = through(
+            CacheLayer::new(store_single.clone()).secret_key(key()),
+            size,
+        );
+        assert_eq!(single.block_on(hit(svc.clone(), &url)), size);
         group.throughput(Throughput::Elements(1));
         group.bench_function(BenchmarkId::new("1_caller", label), |b| {
-            b.iter(|| single.block_on(hit(svc.clone())))
+            b.iter(|| single.block_on(hit(svc.clone(), &url)))
         });
-        let svc = cached(store_multi.clone());
-        assert_eq!(multi.block_on(hit(svc.clone())), size);
+        let svc = through(CacheLayer::new(store_multi.clone()).secret_key(key()), size);
+        assert_eq!(multi.block_on(hit(svc.clone(), &url)), size);
         group.throughput(Throughput::Elements(32));
         group.bench_function(BenchmarkId::new("32_callers", label), |b| {
             b.iter_custom(|iters| {
-                let svc = svc.clone();
+                let (svc, url) = (svc.clone(), url.clone());
                 multi.block_on(async move {
                     let started = Instant::now();
                     for _ in 0..iters {
-                        let tasks: Vec<_> =
-                            (0..32).map(|_| tokio::spawn(hit(svc.clone()))).collect();
+                        let tasks: Vec<_> = (0..32)
+                            .map(|_| {
+                                let (svc, url) = (svc.clone(), url.clone());
+                                tokio::spawn(async move { hit(svc, &url).await })
+                            })
+                            .collect();
                         for t in tasks {
                             t.await.unwrap();
                         }
@@ -233,25 +249,19 @@ const ROUNDS: usize = 3000;
 
 fn paired(rt: &tokio::runtime::Runtime, url: &str, conn: &redis::aio::ConnectionManager) {
     let store = rt.block_on(RedisStore::connect(url)).unwrap();
-    let key = || SecretKey::new("benchmark key, 32 bytes long....").unwrap();
     println!("redis_paired ({ROUNDS} rounds): size | GET p50 | signed hit p50 (÷GET) | encrypted hit p50 (÷GET) | p90s");
     for size in [1024usize, 64 * 1024] {
-        let service = |layer: CacheLayer<RedisStore>, path: &'static str| {
-            let svc = ServiceBuilder::new()
-                .layer(layer.store_timeout(Duration::from_secs(5)))
-                .service(origin(Bytes::from(vec![b'x'; size])));
-            tower::util::MapRequest::new(svc, move |mut r: http::Request<()>| {
-                *r.uri_mut() = format!("http://bench.local/{path}{size}").parse().unwrap();
-                r
-            })
-        };
-        let signed = service(CacheLayer::new(store.clone()).secret_key(key()), "signed");
-        let encrypted = service(CacheLayer::new(store.clone()).encrypt(key()), "encrypted");
+        let signed = through(CacheLayer::new(store.clone()).secret_key(key()), size);
+        let encrypted = through(CacheLayer::new(store.clone()).encrypt(key()), size);
+        let (signed_url, encrypted_url) = (
+            format!("http://bench.local/signed{size}"),
+            format!("http://bench.local/encrypted{size}"),
+        );
         let bare = format!("bare:{size}");
         let mut times: [Vec<Duration>; 3] = Default::default();
         rt.block_on(async {
-            assert_eq!(hit(signed.clone()).await, size);
-            assert_eq!(hit(encrypted.clone()).await, size);
+            assert_eq!(hit(signed.clone(), &signed_url).await, size);
+            assert_eq!(hit(encrypted.clone(), &encrypted_url).await, size);
             for round in 0..ROUNDS {
                 for i in 0..3 {
                     let which = (round + i) % 3;
@@ -265,8 +275,8 @@ fn paired(rt: &tokio::runtime::Runtime, url: &str, conn: &redis::aio::Connection
                                 .unwrap();
                             assert_eq!(v.len(), size + 200);
                         }
-                        1 => assert_eq!(hit(signed.clone()).await, size),
-                        _ => assert_eq!(hit(encrypted.clone()).await, size),
+                        1 => assert_eq!(hit(signed.clone(), &signed_url).await, size),
+                        _ => assert_eq!(hit(encrypted.clone(), &encrypted_url).await, size),
                     }
                     times[which].push(started.elapsed());
                 }
