@@ -385,3 +385,33 @@ proptest! {
         prop_assert!(env.open(&key("k"), b.into()).is_err());
     }
 }
+
+/// Names, method and URI are read as bytes: a verified head whose URI is not UTF-8 (only a writer
+/// other than this crate makes one) still decodes, byte for byte; a header name that is not a
+/// valid name makes the head undecodable (a miss), as before.
+#[test]
+fn decoding_reads_names_method_and_uri_as_bytes() {
+    let mut h = head();
+    h.uri = Bytes::from_static(b"http://example.com/\xff");
+    let payload = Bytes::from(wire::encode_head(&h, None, Vec::new()).unwrap());
+    let entry = wire::decode(&payload).expect("decodes");
+    assert_eq!(&entry.head.uri[..], b"http://example.com/\xff");
+    assert_eq!(entry.head.method, h.method);
+    assert_eq!(entry.head.headers, h.headers);
+
+    // The same head with one header name made invalid in place (same length, same framing).
+    let name = h
+        .headers
+        .keys()
+        .next()
+        .expect("a header")
+        .as_str()
+        .to_owned();
+    let mut raw = payload.to_vec();
+    let at = raw
+        .windows(name.len())
+        .position(|w| w == name.as_bytes())
+        .expect("the name is in the payload");
+    raw[at] = b' ';
+    assert!(wire::decode(&Bytes::from(raw)).is_none());
+}
