@@ -578,6 +578,7 @@ where
                 }
                 StateProj::Delete { fut } => {
                     if let Err(e) = flatten(ready!(fut.poll(cx))) {
+                        this.ctx.config.metrics.record(Event::StoreWriteError);
                         tracing::warn!(error = %e, "could not delete an entry that failed verification");
                     }
                     this.state.set(forward(this.inner, this.request, this.ctx));
@@ -755,18 +756,24 @@ impl<St: Store> Ctx<St> {
                 }
             }
         }
-        let calls: Vec<_> = keys
-            .into_iter()
-            .map(|key| (key.clone(), self.store_call(StoreRequest::Delete { key })))
-            .collect();
-        Some(Box::pin(async move {
-            for (key, call) in calls {
+        // The deletes run together: the response waits for one store timeout at most.
+        let metrics = self.config.metrics.clone();
+        let calls = keys.into_iter().map(|key| {
+            let call = self.store_call(StoreRequest::Delete { key: key.clone() });
+            let metrics = metrics.clone();
+            async move {
                 if let Err(e) = flatten(call.await) {
+                    // The entry may still be served while it is fresh: count it like a lost write.
+                    metrics.record(Event::StoreWriteError);
                     tracing::warn!(key = %key, error = %e, "could not invalidate a stored entry");
                 } else {
                     tracing::debug!(key = %key, "invalidated");
                 }
             }
+        });
+        let all = futures_util::future::join_all(calls);
+        Some(Box::pin(async move {
+            all.await;
         }))
     }
 
@@ -817,15 +824,19 @@ impl<St: Store> Ctx<St> {
         };
         // The key this blob was read from: the primary key, or a variant's key (§4.1).
         let key = self.variant_key.clone().unwrap_or(primary);
+        // A store that answers a lookup with something else is as broken as one that errors.
+        let result = result.and_then(|response| match response {
+            StoreResponse::Blob(blob) => Ok(blob),
+            StoreResponse::Done => Err(StoreError::failed("store answered a lookup with Done".into())),
+            StoreResponse::Keys(_) => Err(StoreError::failed("store answered a lookup with Keys".into())),
+            StoreResponse::Unsupported => Err(StoreError::failed(
+                "store answered a lookup with Unsupported".into(),
+            )),
+        });
         let blob = match result {
-            Ok(StoreResponse::Blob(Some(blob))) => blob,
-            Ok(StoreResponse::Blob(None)) => {
+            Ok(Some(blob)) => blob,
+            Ok(None) => {
                 tracing::debug!(key = %key, "cache miss");
-                return self.nothing_usable();
-            }
-            Ok(other) => {
-                tracing::warn!(key = %key, response = ?other, "store answered a lookup with something else; treating as a miss");
-                self.status = CacheStatus::StoreUnavailable;
                 return self.nothing_usable();
             }
             Err(e) => {
@@ -1340,32 +1351,36 @@ impl<St: Store> Ctx<St> {
                         }
                     }
                 }
-                Some(Box::pin(async move {
-                    let mut all_stored = true;
-                    for (key, blob) in blobs {
-                        let size = blob.len();
-                        let put = StoreRequest::Put {
-                            key: key.clone(),
-                            blob,
-                            ttl: Some(ttl),
-                        };
-                        let put = timer::timeout(
-                            &config.timer,
-                            config.store_timeout,
-                            store.clone().oneshot(put),
-                        );
+                // The writes run together, so the end of the body waits one store timeout at
+                // most, whatever the number of keys.
+                let puts = blobs.into_iter().map(|(key, blob)| {
+                    let size = blob.len();
+                    let put = StoreRequest::Put {
+                        key: key.clone(),
+                        blob,
+                        ttl: Some(ttl),
+                    };
+                    let put =
+                        timer::timeout(&config.timer, config.store_timeout, store.clone().oneshot(put));
+                    let config = config.clone();
+                    async move {
                         match flatten(put.await) {
                             Ok(_) => {
                                 config.metrics.record(Event::Stored);
                                 tracing::debug!(key = %key, size, ttl = ttl.as_secs(), "stored");
+                                true
                             }
                             Err(e) => {
-                                all_stored = false;
                                 config.metrics.record(Event::StoreWriteError);
                                 tracing::warn!(key = %key, error = %e, "store write failed; response not cached");
+                                false
                             }
                         }
                     }
+                });
+                let all = futures_util::future::join_all(puts);
+                Some(Box::pin(async move {
+                    let all_stored = all.await.into_iter().all(|stored| stored);
                     if let (true, Some(leader)) = (all_stored, leader) {
                         leader.stored();
                     }

@@ -104,12 +104,14 @@ impl CacheMetrics {
         self.inner.stored.load(Ordering::Relaxed)
     }
 
-    /// Store lookups that failed or timed out (each degraded to a miss, unless fail-closed).
+    /// Store lookups that failed, timed out or got an answer other than a blob (each degraded to
+    /// a miss, unless fail-closed).
     pub fn store_read_errors(&self) -> u64 {
         self.inner.store_read_errors.load(Ordering::Relaxed)
     }
 
-    /// Store writes that failed or timed out (each dropped; the caller had its response).
+    /// Store writes and deletes that failed or timed out (each dropped; the caller still gets
+    /// its response).
     pub fn store_write_errors(&self) -> u64 {
         self.inner.store_write_errors.load(Ordering::Relaxed)
     }

@@ -175,8 +175,90 @@ async fn a_store_answering_nonsense_is_a_miss() {
     let origin = Origin::fixed("max-age=60", "body").await;
     let odd =
         tower::service_fn(|_: StoreRequest| ready(Ok::<_, Infallible>(StoreResponse::Unsupported)));
-    let mut client = cached_client(CacheLayer::new(odd));
+    let layer = CacheLayer::new(odd);
+    let metrics = layer.metrics();
+    let mut client = cached_client(layer.clone());
     let got = get(&mut client, &origin.url("/")).await.unwrap();
     assert_eq!(got.body, "body");
     assert_eq!(got.cache, Some(CacheStatus::StoreUnavailable));
+    // Counted as a failed lookup, like an error.
+    assert_eq!(metrics.store_read_errors(), 1);
+    // And fail-closed means fail-closed for it too.
+    let mut strict = cached_client(layer.fail_closed(true));
+    let err = get(&mut strict, &origin.url("/")).await.err().expect("must fail closed");
+    assert!(err.downcast_ref::<hyper_client_cache::StoreError>().is_some());
+    assert_eq!(origin.requests(), 1);
+}
+
+/// Nothing stored; writes and deletes never answer.
+fn stalled_writes() -> impl hyper_client_cache::Store<Future = impl Send> + Clone {
+    tower::service_fn(|req: StoreRequest| async move {
+        match req {
+            StoreRequest::Get { .. } => Ok::<_, Infallible>(StoreResponse::Blob(None)),
+            _ => pending().await,
+        }
+    })
+}
+
+fn ready_origin(
+    response: fn() -> http::Response<http_body_util::Full<Bytes>>,
+) -> impl tower::Service<
+    http::Request<()>,
+    Response = http::Response<http_body_util::Full<Bytes>>,
+    Error = Infallible,
+    Future = impl Send,
+> + Clone {
+    tower::service_fn(move |_: http::Request<()>| ready(Ok::<_, Infallible>(response())))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stalled_write_holds_the_end_of_the_body_for_one_store_timeout_at_most() {
+    let layer = CacheLayer::new(stalled_writes()).store_timeout(Duration::from_secs(10));
+    let metrics = layer.metrics();
+    // A response that varies is written under two keys (the URL's and the variant's).
+    let svc = ServiceBuilder::new().layer(layer).service(ready_origin(|| {
+        http::Response::builder()
+            .header("cache-control", "max-age=60")
+            .header("vary", "accept")
+            .body(http_body_util::Full::new(Bytes::from_static(b"varies")))
+            .unwrap()
+    }));
+    let started = tokio::time::Instant::now();
+    let request = http::Request::get("http://example.test/v")
+        .header("accept", "text/plain")
+        .body(())
+        .unwrap();
+    let response = svc.oneshot(request).await.unwrap();
+    assert_eq!(started.elapsed(), Duration::ZERO, "the head is not held back");
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert_eq!(body, "varies");
+    // Both writes ran under one deadline, not one after the other.
+    assert_eq!(started.elapsed(), Duration::from_secs(10));
+    assert_eq!(metrics.store_write_errors(), 2);
+    assert_eq!(metrics.stored(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn stalled_invalidations_hold_an_unsafe_response_for_one_store_timeout_and_are_counted() {
+    let layer = CacheLayer::new(stalled_writes()).store_timeout(Duration::from_secs(10));
+    let metrics = layer.metrics();
+    // §4.4: the target URI and the same-origin Location are both invalidated.
+    let svc = ServiceBuilder::new().layer(layer).service(ready_origin(|| {
+        http::Response::builder()
+            .status(201)
+            .header("location", "http://example.test/items/7")
+            .body(http_body_util::Full::new(Bytes::new()))
+            .unwrap()
+    }));
+    let started = tokio::time::Instant::now();
+    let request = http::Request::post("http://example.test/items")
+        .body(())
+        .unwrap();
+    let response = svc.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), 201);
+    assert_eq!(started.elapsed(), Duration::from_secs(10));
+    assert_eq!(metrics.store_write_errors(), 2);
 }
