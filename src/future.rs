@@ -827,8 +827,12 @@ impl<St: Store> Ctx<St> {
         // A store that answers a lookup with something else is as broken as one that errors.
         let result = result.and_then(|response| match response {
             StoreResponse::Blob(blob) => Ok(blob),
-            StoreResponse::Done => Err(StoreError::failed("store answered a lookup with Done".into())),
-            StoreResponse::Keys(_) => Err(StoreError::failed("store answered a lookup with Keys".into())),
+            StoreResponse::Done => Err(StoreError::failed(
+                "store answered a lookup with Done".into(),
+            )),
+            StoreResponse::Keys(_) => Err(StoreError::failed(
+                "store answered a lookup with Keys".into(),
+            )),
             StoreResponse::Unsupported => Err(StoreError::failed(
                 "store answered a lookup with Unsupported".into(),
             )),

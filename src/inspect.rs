@@ -22,8 +22,10 @@ use crate::CacheKey;
 /// Lists, counts and deletes the entries of a layer's store, verifying each one with the
 /// layer's key. Built by [`CacheLayer::inspector`](crate::CacheLayer::inspector).
 ///
-/// Every operation goes through the store's [`StoreRequest::Keys`], `Get` and `Delete`, each
-/// bounded by the layer's store timeout. An entry that fails verification (tampered, written
+/// Every operation goes through the store's [`StoreRequest::Keys`], `Get`, `Delete` and `Clear`.
+/// `Get` and `Delete` are bounded by the layer's store timeout; `Keys` and `Clear`, which walk
+/// the whole store (every file of a disk store, a `SCAN` of the whole Redis database), by
+/// [`Inspector::whole_store_timeout`] (default [`DEFAULT_WHOLE_STORE_TIMEOUT`]). An entry that fails verification (tampered, written
 /// with another key, garbage) is never decoded: a listing reports it in
 /// [`Listing::invalid`] and carries on.
 ///
@@ -50,7 +52,11 @@ use crate::CacheKey;
 pub struct Inspector<St> {
     store: St,
     config: Arc<Config>,
+    whole_store_timeout: Duration,
 }
+
+/// Default for [`Inspector::whole_store_timeout`]: 60 seconds.
+pub const DEFAULT_WHOLE_STORE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One stored entry, as [`Inspector::entries`] reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,7 +121,22 @@ impl Listing {
 
 impl<St> Inspector<St> {
     pub(crate) fn new(store: St, config: Arc<Config>) -> Self {
-        Self { store, config }
+        Self {
+            store,
+            config,
+            whole_store_timeout: DEFAULT_WHOLE_STORE_TIMEOUT,
+        }
+    }
+
+    /// Bounds the operations that walk the whole store (`Keys` and `Clear`), which take longer
+    /// than the store timeout meant for one key on a large store. A `Clear` that runs out of
+    /// time may have removed part of the entries.
+    ///
+    /// Default: [`DEFAULT_WHOLE_STORE_TIMEOUT`] (60 seconds).
+    #[must_use]
+    pub fn whole_store_timeout(mut self, timeout: Duration) -> Self {
+        self.whole_store_timeout = timeout;
+        self
     }
 }
 
@@ -129,8 +150,12 @@ impl<St: fmt::Debug> fmt::Debug for Inspector<St> {
 
 impl<St: Store> Inspector<St> {
     async fn call(&self, request: StoreRequest) -> Result<StoreResponse, StoreError> {
+        let bound = match request {
+            StoreRequest::Keys | StoreRequest::Clear => self.whole_store_timeout,
+            _ => self.config.store_timeout,
+        };
         let call = self.store.clone().oneshot(request);
-        flatten(timer::timeout(&self.config.timer, self.config.store_timeout, call).await)
+        flatten(timer::timeout(&self.config.timer, bound, call).await)
     }
 
     async fn keys(&self) -> Result<Vec<CacheKey>, StoreError> {

@@ -135,7 +135,9 @@ pub use crate::error::{BadSignature, BoxError, StoreError};
 #[doc(inline)]
 pub use crate::future::ResponseFuture;
 #[doc(inline)]
-pub use crate::inspect::{EntryInfo, Inspector, InvalidEntry, Listing};
+pub use crate::inspect::{
+    EntryInfo, Inspector, InvalidEntry, Listing, DEFAULT_WHOLE_STORE_TIMEOUT,
+};
 #[doc(inline)]
 pub use crate::key::CacheKey;
 #[doc(inline)]

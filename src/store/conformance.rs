@@ -2,8 +2,9 @@
 //!
 //! Enable the `test-util` feature in your dev-dependencies and call [`check_store`] from a
 //! `#[tokio::test]` (multi-threaded or not). Each check panics with a message naming what
-//! failed. The suite writes keys under `conformance:` and ends by clearing the store, so give it
-//! a store (or a namespace) of its own.
+//! failed. The suite writes keys under `conformance:` (and, in [`inspection`], the keys a
+//! `CacheLayer` writes) and ends by clearing the store, so give it a store (or a namespace) of
+//! its own.
 //!
 //! ```no_run
 //! # #[cfg(feature = "memory")]
@@ -179,7 +180,8 @@ pub async fn binary_safe<S: Store>(store: &S) {
     }
 }
 
-/// An entry with a TTL is readable before it and gone after it; one without a TTL stays.
+/// An entry with a TTL is readable before it and gone after it; one without a TTL stays, and so
+/// does one whose TTL is too long to represent (`Duration::MAX`: a user's "keep forever").
 pub async fn ttl_expiry<S, F, Fut>(store: &S, advance: &F)
 where
     S: Store,
@@ -188,6 +190,13 @@ where
 {
     let short = key("ttl-short");
     let forever = key("ttl-none");
+    let huge = key("ttl-max");
+    put(store, &huge, Bytes::from_static(b"z"), Some(Duration::MAX)).await;
+    assert!(
+        get(store, &huge).await.is_some(),
+        "an entry with a TTL of Duration::MAX must be stored and readable"
+    );
+    delete(store, &huge).await;
     put(
         store,
         &short,

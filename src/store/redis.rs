@@ -68,6 +68,10 @@ pub struct RedisStoreBuilder {
 impl RedisStoreBuilder {
     /// The namespace every key is stored under.
     ///
+    /// Caches sharing one Redis need namespaces of which none begins with another: listing and
+    /// clearing `hcc:` take everything whose key starts with `hcc:`, so `hcc:` and `hcc:svc2:`
+    /// overlap, while `hcc:svc1:` and `hcc:svc2:` do not.
+    ///
     /// Default: [`DEFAULT_PREFIX`] (`hcc:`).
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
@@ -212,10 +216,21 @@ async fn scan(conn: &mut ConnectionManager, prefix: &str) -> Result<Vec<Vec<u8>>
             .await?;
         keys.extend(batch);
         if next == 0 {
+            // SCAN may return a key twice (when Redis rehashes during the walk).
+            keys.sort_unstable();
+            keys.dedup();
             return Ok(keys);
         }
         cursor = next;
     }
+}
+
+/// The `PX` argument for `ttl`. Redis refuses 0, and anything that overflows a signed 64-bit
+/// count of milliseconds once the current time is added; a longer TTL is capped at ~146 million
+/// years, which is "forever" for a cache.
+fn px(ttl: Duration) -> u64 {
+    const MAX_PX: u64 = (i64::MAX / 2) as u64;
+    u64::try_from(ttl.as_millis()).map_or(MAX_PX, |ms| ms.clamp(1, MAX_PX))
 }
 
 type RedisFuture = Pin<Box<dyn Future<Output = Result<StoreResponse, RedisError>> + Send>>;
@@ -246,9 +261,7 @@ impl tower::Service<StoreRequest> for RedisStore {
                     let mut cmd = redis::cmd("SET");
                     cmd.arg(full(&key)).arg(blob.as_ref());
                     if let Some(ttl) = ttl {
-                        // PX takes at least 1 ms; a TTL that rounds to 0 would be refused.
-                        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-                        cmd.arg("PX").arg(ms);
+                        cmd.arg("PX").arg(px(ttl));
                     }
                     let _: Value = cmd.query_async(&mut conn).await?;
                     StoreResponse::Done
@@ -288,6 +301,14 @@ impl tower::Service<StoreRequest> for RedisStore {
 #[cfg(test)]
 mod tests {
     use super::match_pattern;
+
+    #[test]
+    fn px_is_never_zero_and_never_overflows() {
+        use std::time::Duration;
+        assert_eq!(super::px(Duration::from_micros(10)), 1);
+        assert_eq!(super::px(Duration::from_secs(3)), 3000);
+        assert_eq!(super::px(Duration::MAX), (i64::MAX / 2) as u64);
+    }
 
     #[test]
     fn namespace_globs_are_escaped() {

@@ -181,3 +181,35 @@ async fn a_failing_store_is_an_error_for_the_inspector() {
         .contains("cannot list"));
     assert!(inspector.contains("not a uri at all \u{7f}").await.is_err());
 }
+
+/// Listing and clearing walk the whole store: they get their own, longer bound than the store
+/// timeout meant for one key, and it can be set.
+#[tokio::test(start_paused = true)]
+async fn listing_and_clearing_get_the_whole_store_timeout() {
+    use hyper_client_cache::{BoxError, StoreRequest, StoreResponse, DEFAULT_WHOLE_STORE_TIMEOUT};
+    // A large store: walking it takes 5 s.
+    let slow_walk = tower::service_fn(|req: StoreRequest| async move {
+        match req {
+            StoreRequest::Keys | StoreRequest::Clear => {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                Ok::<_, BoxError>(match req {
+                    StoreRequest::Keys => StoreResponse::Keys(Vec::new()),
+                    _ => StoreResponse::Done,
+                })
+            }
+            _ => Ok(StoreResponse::Blob(None)),
+        }
+    });
+    let layer = CacheLayer::new(slow_walk).store_timeout(Duration::from_millis(500));
+    let inspector = layer.inspector();
+    assert!(DEFAULT_WHOLE_STORE_TIMEOUT > Duration::from_secs(5));
+    assert_eq!(inspector.entries().await.unwrap().count(), 0);
+    inspector.clear().await.unwrap();
+
+    let started = tokio::time::Instant::now();
+    let hurried = inspector.whole_store_timeout(Duration::from_secs(1));
+    let err = hurried.entries().await.unwrap_err();
+    assert!(err.is_timeout());
+    assert!(hurried.clear().await.unwrap_err().is_timeout());
+    assert_eq!(started.elapsed(), Duration::from_secs(2));
+}

@@ -185,8 +185,13 @@ async fn a_store_answering_nonsense_is_a_miss() {
     assert_eq!(metrics.store_read_errors(), 1);
     // And fail-closed means fail-closed for it too.
     let mut strict = cached_client(layer.fail_closed(true));
-    let err = get(&mut strict, &origin.url("/")).await.err().expect("must fail closed");
-    assert!(err.downcast_ref::<hyper_client_cache::StoreError>().is_some());
+    let err = get(&mut strict, &origin.url("/"))
+        .await
+        .err()
+        .expect("must fail closed");
+    assert!(err
+        .downcast_ref::<hyper_client_cache::StoreError>()
+        .is_some());
     assert_eq!(origin.requests(), 1);
 }
 
@@ -229,7 +234,11 @@ async fn a_stalled_write_holds_the_end_of_the_body_for_one_store_timeout_at_most
         .body(())
         .unwrap();
     let response = svc.oneshot(request).await.unwrap();
-    assert_eq!(started.elapsed(), Duration::ZERO, "the head is not held back");
+    assert_eq!(
+        started.elapsed(),
+        Duration::ZERO,
+        "the head is not held back"
+    );
     let body = http_body_util::BodyExt::collect(response.into_body())
         .await
         .unwrap()
