@@ -196,7 +196,7 @@ async fn a_store_answering_nonsense_is_a_miss() {
 }
 
 /// Nothing stored; writes and deletes never answer.
-fn stalled_writes() -> impl hyper_client_cache::Store<Future = impl Send> + Clone {
+fn stalled_writes() -> impl hyper_client_cache::Store<Future = impl Send> {
     tower::service_fn(|req: StoreRequest| async move {
         match req {
             StoreRequest::Get { .. } => Ok::<_, Infallible>(StoreResponse::Blob(None)),
