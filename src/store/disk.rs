@@ -6,7 +6,7 @@ use std::future::Future;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -37,8 +37,12 @@ const STALE_TMP: Duration = Duration::from_secs(600);
 ///   CRC-32 of the blob, so a torn or garbled file reads as absent and is removed.
 /// - **Sharded** by the SHA-256 of the key into 256 sub-directories.
 /// - **Optional byte bound** ([`DiskStoreBuilder::max_bytes`]): when the files exceed it, the
-///   least recently used ones (by modification time, which reads refresh) are removed until the
-///   total is under 90% of the bound.
+///   least recently used ones (by modification time, which writes and reads set from the store's
+///   clock) are removed until the total is under 90% of the bound. An entry larger than 90% of
+///   the bound is not stored (the key's previous entry is removed), so that one large response
+///   does not empty the cache.
+/// - **Only regular files are read**: a symbolic link, a FIFO or a device under an entry's name
+///   (in a directory others can write) is removed like a garbled file, never followed or read.
 /// - **Expiry**: expired files are removed when read, and by [`DiskStore::cleanup`].
 ///
 /// File operations run on tokio's blocking pool, so the store must be used inside a tokio
@@ -74,6 +78,9 @@ struct Inner {
     /// Bytes of entry files, as this process believes; re-measured by every eviction pass.
     size: AtomicU64,
     tmp_counter: AtomicU64,
+    /// One eviction pass at a time in this process: concurrent passes would each remove the
+    /// whole excess.
+    evicting: AtomicBool,
 }
 
 /// Settings for a [`DiskStore`].
@@ -86,6 +93,11 @@ pub struct DiskStoreBuilder {
 
 impl DiskStoreBuilder {
     /// Bound the total size of the entry files; least recently used entries are removed first.
+    /// An entry larger than 90% of the bound is not stored.
+    ///
+    /// Recency is the files' modification time, which a read refreshes where this process may
+    /// set it (on Unix, its own files; with several users sharing a directory, other users'
+    /// entries age by their write time).
     ///
     /// Default: no bound (expired entries are still removed).
     pub fn max_bytes(mut self, bytes: u64) -> Self {
@@ -93,7 +105,7 @@ impl DiskStoreBuilder {
         self
     }
 
-    /// The clock used for expiry.
+    /// The clock used for expiry and recency.
     ///
     /// Default: [`SystemClock`].
     pub fn clock(mut self, clock: impl Clock) -> Self {
@@ -102,6 +114,9 @@ impl DiskStoreBuilder {
     }
 
     /// Creates the directory if needed and measures what it holds.
+    ///
+    /// This walks the directory with blocking calls: on a large directory, call it before
+    /// starting the runtime or inside `tokio::task::spawn_blocking`.
     ///
     /// # Errors
     ///
@@ -114,6 +129,7 @@ impl DiskStoreBuilder {
             max_bytes: self.max_bytes,
             clock: self.clock,
             tmp_counter: AtomicU64::new(0),
+            evicting: AtomicBool::new(false),
         };
         let size = inner.entry_files()?.iter().map(|f| f.len).sum();
         inner.size.store(size, Ordering::Relaxed);
@@ -190,6 +206,81 @@ struct FileInfo {
     path: PathBuf,
     len: u64,
     modified: SystemTime,
+    id: FileId,
+}
+
+/// Which file a name pointed at: compared before removing, so that a file another process
+/// renamed into place meanwhile is not removed in its stead.
+#[derive(PartialEq, Eq)]
+struct FileId {
+    #[cfg(unix)]
+    inode: (u64, u64),
+    len: u64,
+    modified: Option<SystemTime>,
+}
+
+impl FileId {
+    fn of(meta: &fs::Metadata) -> Self {
+        #[cfg(unix)]
+        use std::os::unix::fs::MetadataExt;
+        Self {
+            #[cfg(unix)]
+            inode: (meta.dev(), meta.ino()),
+            len: meta.len(),
+            modified: meta.modified().ok(),
+        }
+    }
+
+    /// Whether `path` still names this file.
+    fn is_at(&self, path: &Path) -> bool {
+        fs::symlink_metadata(path).is_ok_and(|now| Self::of(&now) == *self)
+    }
+}
+
+/// What is under an entry's name.
+enum Opened {
+    Absent,
+    /// Not a regular file (a symbolic link, a FIFO, a device, a directory): never read.
+    Unusable,
+    File(fs::File, fs::Metadata),
+}
+
+/// Opens an entry file for reading without following a symbolic link or blocking on a FIFO.
+fn open_entry(path: &Path) -> io::Result<Opened> {
+    let mut options = fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+    }
+    match options.open(path) {
+        Ok(file) => {
+            let meta = file.metadata()?;
+            Ok(if meta.is_file() {
+                Opened::File(file, meta)
+            } else {
+                Opened::Unusable
+            })
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Opened::Absent),
+        #[cfg(unix)]
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => Ok(Opened::Unusable),
+        Err(e) => Err(e),
+    }
+}
+
+/// A name for a temporary file no other writer (thread, process, container) picks.
+fn tmp_name(counter: u64) -> String {
+    let mut random = [0u8; 8];
+    let random = match ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random)
+    {
+        Ok(()) => u64::from_be_bytes(random),
+        Err(_) => SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64),
+    };
+    format!("{TMP_PREFIX}{}-{counter}-{random:016x}", std::process::id())
 }
 
 /// What a file header says.
@@ -213,6 +304,11 @@ fn parse_header(bytes: &[u8]) -> Option<Header> {
     })
 }
 
+/// What an eviction pass brings the total down to: 90% of the bound.
+fn target(max: u64) -> u64 {
+    max / 10 * 9
+}
+
 fn millis(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -233,15 +329,20 @@ impl Inner {
     /// removed).
     fn read(&self, key: &CacheKey) -> io::Result<Option<Bytes>> {
         let path = self.path_for(key);
-        let mut file = match fs::File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
+        let (file, meta) = match open_entry(&path)? {
+            Opened::Absent => return Ok(None),
+            Opened::Unusable => {
+                tracing::warn!(path = %path.display(), "not a regular file under an entry's name; removed");
+                let _ = fs::remove_file(&path);
+                return Ok(None);
+            }
+            Opened::File(file, meta) => (file, meta),
         };
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)?;
+        // No more than the file held when opened (entries are replaced by rename, not grown).
+        let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+        (&file).take(meta.len()).read_to_end(&mut bytes)?;
         let Some(blob) = self.check(key, &bytes) else {
-            self.remove_if_same(&path, bytes.len() as u64);
+            self.remove_if_same(&path, &FileId::of(&meta));
             return Ok(None);
         };
         if self.max_bytes.is_some() {
@@ -269,13 +370,34 @@ impl Inner {
         (blob.len() == blob_len && crc32fast::hash(blob) == crc).then_some(at..bytes.len())
     }
 
-    fn remove_if_same(&self, path: &Path, len: u64) {
-        if fs::remove_file(path).is_ok() {
-            self.size.fetch_sub(
-                len.min(self.size.load(Ordering::Relaxed)),
-                Ordering::Relaxed,
-            );
+    /// Removes the file at `path` if it is still the one `id` describes (a narrow window
+    /// remains between the check and the removal; the worst outcome is one lost entry).
+    fn remove_if_same(&self, path: &Path, id: &FileId) {
+        if id.is_at(path) && fs::remove_file(path).is_ok() {
+            self.shrink(id.len);
         }
+    }
+
+    /// Removes the entry file at `path`, whatever it holds; absent is fine.
+    fn remove_entry(&self, path: &Path) -> io::Result<()> {
+        let len = fs::symlink_metadata(path).map_or(0, |m| m.len());
+        match fs::remove_file(path) {
+            Ok(()) => {
+                self.shrink(len);
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn shrink(&self, by: u64) {
+        // Never wraps below zero, whatever runs concurrently.
+        let _ = self
+            .size
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
+                Some(s.saturating_sub(by))
+            });
     }
 
     fn write(&self, key: &CacheKey, blob: &[u8], ttl: Option<Duration>) -> io::Result<()> {
@@ -296,13 +418,25 @@ impl Inner {
                 .map_or(u64::MAX, millis)
                 .max(1),
         };
-        let tmp = shard.join(format!(
-            "{TMP_PREFIX}{}-{}",
-            std::process::id(),
-            self.tmp_counter.fetch_add(1, Ordering::Relaxed)
-        ));
+        let new = (FIXED + key_bytes.len() + 12 + blob.len()) as u64;
+        if let Some(max) = self.max_bytes {
+            if new > target(max) {
+                // Storing it would evict everything else, then itself. The key's previous entry
+                // is an older response: not kept either.
+                tracing::debug!(
+                    size = new,
+                    max,
+                    "entry larger than 90% of the disk bound; not stored"
+                );
+                return self.remove_entry(&path);
+            }
+        }
+        let tmp = shard.join(tmp_name(self.tmp_counter.fetch_add(1, Ordering::Relaxed)));
         let written = (|| -> io::Result<()> {
-            let mut file = fs::File::create(&tmp)?;
+            let mut file = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)?;
             let mut header = Vec::with_capacity(FIXED + key_bytes.len() + 12);
             header.extend_from_slice(MAGIC);
             header.push(VERSION);
@@ -313,16 +447,14 @@ impl Inner {
             header.extend_from_slice(&crc32fast::hash(blob).to_be_bytes());
             file.write_all(&header)?;
             file.write_all(blob)?;
+            // Recency on the same clock as reads (LRU eviction); failing to set it is harmless.
+            let _ = file.set_modified(self.clock.now());
             // Durable before it gets its real name: a crash never exposes a partial entry.
             file.sync_all()?;
-            let old = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            let old = fs::symlink_metadata(&path).map_or(0, |m| m.len());
             fs::rename(&tmp, &path)?;
-            let new = (header.len() + blob.len()) as u64;
             self.size.fetch_add(new, Ordering::Relaxed);
-            self.size.fetch_sub(
-                old.min(self.size.load(Ordering::Relaxed)),
-                Ordering::Relaxed,
-            );
+            self.shrink(old);
             Ok(())
         })();
         if written.is_err() {
@@ -330,8 +462,12 @@ impl Inner {
         }
         written?;
         if let Some(max) = self.max_bytes {
-            if self.size.load(Ordering::Relaxed) > max {
-                self.evict(max)?;
+            if self.size.load(Ordering::Relaxed) > max
+                && !self.evicting.swap(true, Ordering::AcqRel)
+            {
+                let evicted = self.evict(max);
+                self.evicting.store(false, Ordering::Release);
+                evicted?;
             }
         }
         Ok(())
@@ -356,6 +492,7 @@ impl Inner {
                             path,
                             len: meta.len(),
                             modified: meta.modified().unwrap_or(UNIX_EPOCH),
+                            id: FileId::of(&meta),
                         });
                     }
                 }
@@ -367,24 +504,46 @@ impl Inner {
     /// Least recently used first, until under 90% of `max`. Re-measures the directory, so the
     /// estimate also catches up with what other processes wrote.
     fn evict(&self, max: u64) -> io::Result<()> {
+        let believed = self.size.load(Ordering::Relaxed);
         let mut files = self.entry_files()?;
-        let mut total: u64 = files.iter().map(|f| f.len).sum();
-        let target = max / 10 * 9;
+        let measured: u64 = files.iter().map(|f| f.len).sum();
+        let mut total = measured;
+        let mut removed = 0u64;
         files.sort_by_key(|f| f.modified);
         for f in files {
-            if total <= target {
+            if total <= target(max) {
                 break;
             }
-            if fs::remove_file(&f.path).is_ok() {
-                total = total.saturating_sub(f.len);
+            match fs::symlink_metadata(&f.path) {
+                Ok(now) if FileId::of(&now) == f.id => match fs::remove_file(&f.path) {
+                    Ok(()) => removed += f.len,
+                    // Another pass (another process) removed it: gone all the same.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(_) => continue,
+                },
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                // Read or replaced since the listing: used recently after all, keep it.
+                _ => continue,
             }
+            total = total.saturating_sub(f.len);
         }
-        self.size.store(total, Ordering::Relaxed);
+        // The estimate catches up with the directory (what other processes wrote or removed),
+        // keeping what this process wrote during the pass.
+        let _ = self
+            .size
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
+                Some(
+                    s.saturating_add(measured)
+                        .saturating_sub(believed.saturating_add(removed)),
+                )
+            });
         Ok(())
     }
 
     fn read_header(path: &Path) -> Option<Header> {
-        let mut file = fs::File::open(path).ok()?;
+        let Ok(Opened::File(mut file, _)) = open_entry(path) else {
+            return None;
+        };
         let mut buf = vec![0u8; FIXED + usize::from(u16::MAX)];
         let mut filled = 0;
         while filled < FIXED {
@@ -419,9 +578,10 @@ impl Inner {
 
     fn clear(&self) -> io::Result<()> {
         for f in self.entry_files()? {
-            let _ = fs::remove_file(&f.path);
+            if fs::remove_file(&f.path).is_ok() {
+                self.shrink(f.len);
+            }
         }
-        self.size.store(0, Ordering::Relaxed);
         Ok(())
     }
 
@@ -432,7 +592,7 @@ impl Inner {
                 Some(h) => self.expired(h.expires_ms),
                 None => true,
             };
-            if dead && fs::remove_file(&f.path).is_ok() {
+            if dead && f.id.is_at(&f.path) && fs::remove_file(&f.path).is_ok() {
                 removed += 1;
             }
         }
@@ -477,18 +637,14 @@ impl tower::Service<StoreRequest> for DiskStore {
                 StoreRequest::Get { key } => StoreResponse::Blob(inner.read(&key)?),
                 StoreRequest::Put { key, blob, ttl } => {
                     if ttl == Some(Duration::ZERO) {
-                        let _ = fs::remove_file(inner.path_for(&key));
+                        inner.remove_entry(&inner.path_for(&key))?;
                     } else {
                         inner.write(&key, &blob, ttl)?;
                     }
                     StoreResponse::Done
                 }
                 StoreRequest::Delete { key } => {
-                    match fs::remove_file(inner.path_for(&key)) {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                        Err(e) => return Err(e),
-                    }
+                    inner.remove_entry(&inner.path_for(&key))?;
                     StoreResponse::Done
                 }
                 StoreRequest::Keys => StoreResponse::Keys(inner.keys()?),

@@ -192,6 +192,169 @@ async fn disk_store_byte_bound_evicts_least_recently_used() {
 }
 
 #[tokio::test]
+async fn disk_store_reads_refresh_recency_on_the_stores_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    // A clock far from the file system's: writes and reads must both use it.
+    let clock = clock();
+    let store = DiskStore::builder(dir.path())
+        .max_bytes(10_000)
+        .clock(clock.clone())
+        .open()
+        .unwrap();
+    let k = |i: usize| key_for(&format!("http://r/{i}"));
+    for i in 0..8 {
+        clock.advance(Duration::from_secs(1));
+        put_raw(&store, k(i), Bytes::from(vec![1u8; 1000])).await;
+    }
+    clock.advance(Duration::from_secs(1));
+    assert!(
+        get_raw(&store, k(0)).await.is_some(),
+        "read: now the most recent"
+    );
+    for i in 8..12 {
+        clock.advance(Duration::from_secs(1));
+        put_raw(&store, k(i), Bytes::from(vec![1u8; 1000])).await;
+    }
+    assert!(get_raw(&store, k(0)).await.is_some(), "recently read, kept");
+    assert!(
+        get_raw(&store, k(1)).await.is_none(),
+        "least recently used, evicted"
+    );
+    assert!(get_raw(&store, k(11)).await.is_some());
+}
+
+#[tokio::test]
+async fn a_disk_entry_larger_than_the_bound_is_not_stored_and_evicts_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let store = DiskStore::builder(dir.path())
+        .max_bytes(10_000)
+        .clock(clock.clone())
+        .open()
+        .unwrap();
+    let k = |i: usize| key_for(&format!("http://big/{i}"));
+    for i in 0..5 {
+        clock.advance(Duration::from_secs(1));
+        put_raw(&store, k(i), Bytes::from(vec![2u8; 1000])).await;
+    }
+    // An older version of the big one: replaced by nothing, since its new version is not kept.
+    put_raw(&store, k(9), Bytes::from_static(b"old version")).await;
+    put_raw(&store, k(9), Bytes::from(vec![3u8; 9500])).await;
+    assert!(get_raw(&store, k(9)).await.is_none());
+    for i in 0..5 {
+        assert!(get_raw(&store, k(i)).await.is_some(), "entry {i} survived");
+    }
+}
+
+#[tokio::test]
+async fn disk_store_size_follows_deletes() {
+    use tower::ServiceExt;
+    let dir = tempfile::tempdir().unwrap();
+    let store = DiskStore::open(dir.path()).unwrap();
+    put_raw(&store, key_for("http://s/a"), Bytes::from(vec![0u8; 1000])).await;
+    put_raw(&store, key_for("http://s/b"), Bytes::from(vec![0u8; 1000])).await;
+    assert!(store.size_bytes() > 2000);
+    let delete = StoreRequest::Delete {
+        key: key_for("http://s/a"),
+    };
+    store.clone().oneshot(delete).await.unwrap();
+    let zero_ttl = StoreRequest::Put {
+        key: key_for("http://s/b"),
+        blob: Bytes::from_static(b"x"),
+        ttl: Some(Duration::ZERO),
+    };
+    store.clone().oneshot(zero_ttl).await.unwrap();
+    assert_eq!(store.size_bytes(), 0);
+    assert!(entry_files(dir.path()).is_empty());
+}
+
+/// Several processes (here: several stores, each with its own state) evicting at once remove
+/// the excess once between them, not once each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_evictions_over_one_directory_remove_the_excess_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let filler = DiskStore::open(dir.path()).unwrap();
+    for i in 0..12 {
+        put_raw(
+            &filler,
+            key_for(&format!("http://e/{i}")),
+            Bytes::from(vec![4u8; 1000]),
+        )
+        .await;
+    }
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let store = DiskStore::builder(dir.path())
+                .max_bytes(10_000)
+                .open()
+                .unwrap();
+            tokio::spawn(async move {
+                put_raw(
+                    &store,
+                    key_for(&format!("http://w/{w}")),
+                    Bytes::from(vec![5u8; 100]),
+                )
+                .await;
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.unwrap();
+    }
+    let on_disk: u64 = entry_files(dir.path())
+        .iter()
+        .map(|f| std::fs::metadata(f).unwrap().len())
+        .sum();
+    assert!(on_disk <= 10_000, "{on_disk} bytes left: over the bound");
+    assert!(
+        on_disk >= 7_000,
+        "{on_disk} bytes left: evicted far more than the excess"
+    );
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn disk_store_never_follows_a_link_or_blocks_on_a_fifo_under_an_entrys_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = DiskStore::open(dir.path()).unwrap();
+    let k = key_for("http://special/");
+    put_raw(&store, k.clone(), Bytes::from_static(b"entry")).await;
+    let path = entry_files(dir.path()).pop().unwrap();
+    let plant: [&dyn Fn(&std::path::Path); 2] = [
+        &|p| std::os::unix::fs::symlink("/dev/zero", p).unwrap(),
+        &|p| {
+            let made = std::process::Command::new("mkfifo")
+                .arg(p)
+                .status()
+                .unwrap();
+            assert!(made.success());
+        },
+    ];
+    for (i, plant) in plant.iter().enumerate() {
+        let _ = std::fs::remove_file(&path);
+        plant(&path);
+        let read = tokio::time::timeout(Duration::from_secs(10), get_raw(&store, k.clone()))
+            .await
+            .unwrap_or_else(|_| panic!("case {i}: the read blocked"));
+        assert!(read.is_none(), "case {i}");
+        assert!(
+            std::fs::symlink_metadata(&path).is_err(),
+            "case {i}: removed"
+        );
+        // And listing or cleaning up does not block on it either.
+        plant(&path);
+        tokio::time::timeout(Duration::from_secs(10), store.cleanup())
+            .await
+            .unwrap_or_else(|_| panic!("case {i}: cleanup blocked"))
+            .unwrap();
+        assert!(
+            std::fs::symlink_metadata(&path).is_err(),
+            "case {i}: cleaned up"
+        );
+    }
+}
+
+#[tokio::test]
 async fn disk_cleanup_removes_expired_entries_and_debris() {
     let dir = tempfile::tempdir().unwrap();
     let clock = clock();
