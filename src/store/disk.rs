@@ -26,6 +26,9 @@ const EXT: &str = "hcc";
 const TMP_PREFIX: &str = ".tmp-";
 /// Temporary files older than this are debris of a crashed writer; `cleanup` removes them.
 const STALE_TMP: Duration = Duration::from_secs(600);
+/// Without a byte bound, the largest entry file written or read (4 GiB): a larger file under an
+/// entry's name is removed unread.
+const MAX_ENTRY_FILE: u64 = 4 << 30;
 
 /// A store that keeps one file per entry under a directory.
 ///
@@ -41,8 +44,11 @@ const STALE_TMP: Duration = Duration::from_secs(600);
 ///   clock) are removed until the total is under 90% of the bound. An entry larger than 90% of
 ///   the bound is not stored (the key's previous entry is removed), so that one large response
 ///   does not empty the cache.
-/// - **Only regular files are read**: a symbolic link, a FIFO or a device under an entry's name
-///   (in a directory others can write) is removed like a garbled file, never followed or read.
+/// - **Only regular files are read** (on Unix): a symbolic link, a FIFO or a device under an
+///   entry's name (in a directory others can write) is removed like a garbled file, never
+///   followed or read. A file larger than any entry the store writes (90% of the bound, or
+///   4 GiB without one) is removed unread; such entries are not stored either. On other
+///   systems a link is followed, and reads may not refresh recency.
 /// - **Expiry**: expired files are removed when read, and by [`DiskStore::cleanup`].
 ///
 /// File operations run on tokio's blocking pool, so the store must be used inside a tokio
@@ -241,11 +247,12 @@ impl FileId {
 enum Opened {
     Absent,
     /// Not a regular file (a symbolic link, a FIFO, a device, a directory): never read.
-    Unusable,
+    Unusable(FileId),
     File(fs::File, fs::Metadata),
 }
 
-/// Opens an entry file for reading without following a symbolic link or blocking on a FIFO.
+/// Opens an entry file for reading without following a symbolic link or blocking on a FIFO
+/// (on Unix: `O_NOFOLLOW | O_NONBLOCK`; elsewhere a link is followed).
 fn open_entry(path: &Path) -> io::Result<Opened> {
     let mut options = fs::OpenOptions::new();
     options.read(true);
@@ -260,13 +267,17 @@ fn open_entry(path: &Path) -> io::Result<Opened> {
             Ok(if meta.is_file() {
                 Opened::File(file, meta)
             } else {
-                Opened::Unusable
+                Opened::Unusable(FileId::of(&meta))
             })
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Opened::Absent),
-        #[cfg(unix)]
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => Ok(Opened::Unusable),
-        Err(e) => Err(e),
+        // `O_NOFOLLOW` on a link fails with an errno that differs between systems (ELOOP on
+        // Linux, EMLINK on FreeBSD, EFTYPE on NetBSD); whatever it is, a name that is not a
+        // regular file is unusable.
+        Err(e) => match fs::symlink_metadata(path) {
+            Ok(meta) if !meta.is_file() => Ok(Opened::Unusable(FileId::of(&meta))),
+            _ => Err(e),
+        },
     }
 }
 
@@ -321,6 +332,12 @@ impl Inner {
         self.dir.join(&hex[..2]).join(format!("{hex}.{EXT}"))
     }
 
+    /// The largest entry file this store writes or reads: 90% of the bound, or
+    /// [`MAX_ENTRY_FILE`] without one.
+    fn entry_limit(&self) -> u64 {
+        self.max_bytes.map_or(MAX_ENTRY_FILE, target)
+    }
+
     fn expired(&self, expires_ms: u64) -> bool {
         expires_ms != 0 && expires_ms <= millis(self.clock.now())
     }
@@ -331,13 +348,20 @@ impl Inner {
         let path = self.path_for(key);
         let (file, meta) = match open_entry(&path)? {
             Opened::Absent => return Ok(None),
-            Opened::Unusable => {
+            Opened::Unusable(id) => {
                 tracing::warn!(path = %path.display(), "not a regular file under an entry's name; removed");
-                let _ = fs::remove_file(&path);
+                self.remove_if_same(&path, &id);
                 return Ok(None);
             }
             Opened::File(file, meta) => (file, meta),
         };
+        if meta.len() > self.entry_limit() {
+            // Larger than any entry this store writes (a planted or sparse file): never read
+            // into memory.
+            tracing::warn!(path = %path.display(), len = meta.len(), "entry file larger than any entry; removed");
+            self.remove_if_same(&path, &FileId::of(&meta));
+            return Ok(None);
+        }
         // No more than the file held when opened (entries are replaced by rename, not grown).
         let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
         (&file).take(meta.len()).read_to_end(&mut bytes)?;
@@ -419,17 +443,15 @@ impl Inner {
                 .max(1),
         };
         let new = (FIXED + key_bytes.len() + 12 + blob.len()) as u64;
-        if let Some(max) = self.max_bytes {
-            if new > target(max) {
-                // Storing it would evict everything else, then itself. The key's previous entry
-                // is an older response: not kept either.
-                tracing::debug!(
-                    size = new,
-                    max,
-                    "entry larger than 90% of the disk bound; not stored"
-                );
-                return self.remove_entry(&path);
-            }
+        if new > self.entry_limit() {
+            // With a bound, storing it would evict everything else, then itself. The key's
+            // previous entry is an older response: not kept either.
+            tracing::debug!(
+                size = new,
+                limit = self.entry_limit(),
+                "entry larger than the disk store's entry limit; not stored"
+            );
+            return self.remove_entry(&path);
         }
         let tmp = shard.join(tmp_name(self.tmp_counter.fetch_add(1, Ordering::Relaxed)));
         let written = (|| -> io::Result<()> {
@@ -447,12 +469,14 @@ impl Inner {
             header.extend_from_slice(&crc32fast::hash(blob).to_be_bytes());
             file.write_all(&header)?;
             file.write_all(blob)?;
-            // Recency on the same clock as reads (LRU eviction); failing to set it is harmless.
-            let _ = file.set_modified(self.clock.now());
             // Durable before it gets its real name: a crash never exposes a partial entry.
             file.sync_all()?;
             let old = fs::symlink_metadata(&path).map_or(0, |m| m.len());
             fs::rename(&tmp, &path)?;
+            // Recency on the same clock as reads (LRU eviction), set once the file has its real
+            // name: a temporary file keeps the system's time, which `cleanup` compares against
+            // to find a crashed writer's debris. Failing to set it is harmless.
+            let _ = file.set_modified(self.clock.now());
             self.size.fetch_add(new, Ordering::Relaxed);
             self.shrink(old);
             Ok(())

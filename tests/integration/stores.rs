@@ -246,6 +246,34 @@ async fn a_disk_entry_larger_than_the_bound_is_not_stored_and_evicts_nothing() {
     }
 }
 
+/// A file under an entry's name that is larger than any entry the store writes (planted, or
+/// sparse) is removed without being read into memory: reading a sparse terabyte would abort.
+#[tokio::test]
+async fn a_disk_file_larger_than_any_entry_is_removed_unread() {
+    for bound in [Some(10_000), None] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut builder = DiskStore::builder(dir.path());
+        if let Some(bound) = bound {
+            builder = builder.max_bytes(bound);
+        }
+        let store = builder.open().unwrap();
+        let k = key_for("http://huge/");
+        put_raw(&store, k.clone(), Bytes::from_static(b"entry")).await;
+        let path = entry_files(dir.path()).pop().unwrap();
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        // Sparse: takes no space, but claims a terabyte.
+        file.set_len(1 << 40).unwrap();
+        drop(file);
+        assert!(
+            get_raw(&store, k.clone()).await.is_none(),
+            "bound {bound:?}"
+        );
+        assert!(!path.exists(), "bound {bound:?}: removed");
+        put_raw(&store, k.clone(), Bytes::from_static(b"again")).await;
+        assert_eq!(get_raw(&store, k).await.as_deref(), Some(&b"again"[..]));
+    }
+}
+
 #[tokio::test]
 async fn disk_store_size_follows_deletes() {
     use tower::ServiceExt;
