@@ -26,8 +26,8 @@ const EXT: &str = "hcc";
 const TMP_PREFIX: &str = ".tmp-";
 /// Temporary files older than this are debris of a crashed writer; `cleanup` removes them.
 const STALE_TMP: Duration = Duration::from_secs(600);
-/// Without a byte bound, the largest entry file written or read (4 GiB): a larger file under an
-/// entry's name is removed unread.
+/// The largest entry file written or read (4 GiB; with a byte bound, also no more than 90% of
+/// it): a larger file under an entry's name is removed unread.
 const MAX_ENTRY_FILE: u64 = 4 << 30;
 
 /// A store that keeps one file per entry under a directory.
@@ -46,8 +46,8 @@ const MAX_ENTRY_FILE: u64 = 4 << 30;
 ///   does not empty the cache.
 /// - **Only regular files are read** (on Unix): a symbolic link, a FIFO or a device under an
 ///   entry's name (in a directory others can write) is removed like a garbled file, never
-///   followed or read. A file larger than any entry the store writes (90% of the bound, or
-///   4 GiB without one) is removed unread; such entries are not stored either. On other
+///   followed or read. A file larger than any entry the store writes (90% of the bound, and
+///   at most 4 GiB) is removed unread; such entries are not stored either. On other
 ///   systems a link is followed, and reads may not refresh recency.
 /// - **Expiry**: expired files are removed when read, and by [`DiskStore::cleanup`].
 ///
@@ -105,7 +105,8 @@ impl DiskStoreBuilder {
     /// set it (on Unix, its own files; with several users sharing a directory, other users'
     /// entries age by their write time).
     ///
-    /// Default: no bound (expired entries are still removed).
+    /// Default: no bound (expired entries are still removed). With or without a bound, an entry
+    /// file larger than 4 GiB is not stored.
     pub fn max_bytes(mut self, bytes: u64) -> Self {
         self.max_bytes = Some(bytes);
         self
@@ -332,10 +333,11 @@ impl Inner {
         self.dir.join(&hex[..2]).join(format!("{hex}.{EXT}"))
     }
 
-    /// The largest entry file this store writes or reads: 90% of the bound, or
-    /// [`MAX_ENTRY_FILE`] without one.
+    /// The largest entry file this store writes or reads: 90% of the bound, and never more
+    /// than [`MAX_ENTRY_FILE`].
     fn entry_limit(&self) -> u64 {
-        self.max_bytes.map_or(MAX_ENTRY_FILE, target)
+        self.max_bytes
+            .map_or(MAX_ENTRY_FILE, |max| target(max).min(MAX_ENTRY_FILE))
     }
 
     fn expired(&self, expires_ms: u64) -> bool {
@@ -359,11 +361,18 @@ impl Inner {
             // Larger than any entry this store writes (a planted or sparse file): never read
             // into memory.
             tracing::warn!(path = %path.display(), len = meta.len(), "entry file larger than any entry; removed");
-            self.remove_if_same(&path, &FileId::of(&meta));
+            // Not counted in the size estimate by this process's writes: removed without
+            // lowering it (the next eviction pass re-measures).
+            if FileId::of(&meta).is_at(&path) {
+                let _ = fs::remove_file(&path);
+            }
             return Ok(None);
         }
         // No more than the file held when opened (entries are replaced by rename, not grown).
-        let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+        // An allocation that fails is an error (a miss), never an abort.
+        let mut bytes = Vec::new();
+        let len = usize::try_from(meta.len()).map_err(io::Error::other)?;
+        bytes.try_reserve_exact(len).map_err(io::Error::other)?;
         (&file).take(meta.len()).read_to_end(&mut bytes)?;
         let Some(blob) = self.check(key, &bytes) else {
             self.remove_if_same(&path, &FileId::of(&meta));
