@@ -242,6 +242,12 @@ impl FileId {
     fn is_at(&self, path: &Path) -> bool {
         fs::symlink_metadata(path).is_ok_and(|now| Self::of(&now) == *self)
     }
+
+    /// Removes the file at `path` if it is still this one (a narrow window remains between the
+    /// check and the removal; the worst outcome is one lost entry). Whether it was removed.
+    fn remove_at(&self, path: &Path) -> bool {
+        self.is_at(path) && fs::remove_file(path).is_ok()
+    }
 }
 
 /// What is under an entry's name.
@@ -363,9 +369,7 @@ impl Inner {
             tracing::warn!(path = %path.display(), len = meta.len(), "entry file larger than any entry; removed");
             // Not counted in the size estimate by this process's writes: removed without
             // lowering it (the next eviction pass re-measures).
-            if FileId::of(&meta).is_at(&path) {
-                let _ = fs::remove_file(&path);
-            }
+            FileId::of(&meta).remove_at(&path);
             return Ok(None);
         }
         // No more than the file held when opened (entries are replaced by rename, not grown).
@@ -403,10 +407,10 @@ impl Inner {
         (blob.len() == blob_len && crc32fast::hash(blob) == crc).then_some(at..bytes.len())
     }
 
-    /// Removes the file at `path` if it is still the one `id` describes (a narrow window
-    /// remains between the check and the removal; the worst outcome is one lost entry).
+    /// Removes the file at `path` if it is still the one `id` describes, and lowers the size
+    /// estimate by its length.
     fn remove_if_same(&self, path: &Path, id: &FileId) {
-        if id.is_at(path) && fs::remove_file(path).is_ok() {
+        if id.remove_at(path) {
             self.shrink(id.len);
         }
     }
@@ -625,7 +629,7 @@ impl Inner {
                 Some(h) => self.expired(h.expires_ms),
                 None => true,
             };
-            if dead && f.id.is_at(&f.path) && fs::remove_file(&f.path).is_ok() {
+            if dead && f.id.remove_at(&f.path) {
                 removed += 1;
             }
         }
