@@ -93,6 +93,19 @@ impl fmt::Debug for ManualClock {
     }
 }
 
+/// A random `u64` for names and generations that only need to be unique: from the system's
+/// random source, else the wall clock's nanoseconds (the one other place the system clock is
+/// read, so that this module stays the only reader).
+pub(crate) fn unique_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    match ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes) {
+        Ok(()) => u64::from_be_bytes(bytes),
+        Err(_) => SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
