@@ -121,12 +121,7 @@ impl Drop for Tee {
         // stopped polling as soon as `is_end_stream` said so): finish the write in the
         // background rather than lose a complete response.
         if let Some(put) = self.put.take() {
-            match tokio::runtime::Handle::try_current() {
-                Ok(handle) => {
-                    handle.spawn(put.into_inner());
-                }
-                Err(_) => tracing::debug!("no tokio runtime to finish a store write; dropped"),
-            }
+            crate::rt::spawn_or_drop(put.into_inner(), "a store write");
         }
     }
 }

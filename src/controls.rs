@@ -1,14 +1,12 @@
 //! The controls people know from requests-cache and the fetch() API: expiry values, per-request
-//! cache modes, URL rules, custom keys, and the [`CacheInfo`] a response carries.
+//! cache modes, URL rules and response filters. What the cache reports back is in `status.rs`;
+//! custom keys are in `key.rs`.
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
-use http::{HeaderMap, Method, Uri};
-
-use crate::CacheKey;
 
 /// How long a response stays fresh, as the user sets it: a layer default
 /// ([`CacheLayer::expire_after`](crate::CacheLayer::expire_after)), a URL rule
@@ -106,73 +104,6 @@ pub enum CacheMode {
     OnlyIfCached,
 }
 
-/// What the cache knows about the entry behind a response, in the response's
-/// [`http::Extensions`] next to [`CacheStatus`](crate::CacheStatus).
-///
-/// # Example
-///
-/// ```
-/// # use hyper_client_cache::CacheInfo;
-/// # fn show(response: &http::Response<()>) {
-/// if let Some(info) = response.extensions().get::<CacheInfo>() {
-///     println!("from cache: {}, expires: {:?}", info.from_cache, info.expires);
-/// }
-/// # }
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct CacheInfo {
-    /// The body comes from the store (a hit, a coalesced wait, a revalidation or a stale
-    /// response).
-    pub from_cache: bool,
-    /// The key the entry is (or is being) stored under; `None` when the request was not cached.
-    pub key: Option<CacheKey>,
-    /// When the stored response was received from the origin (for a response being stored: now).
-    pub created_at: Option<SystemTime>,
-    /// When it stops being fresh; `None` when it is not stored.
-    pub expires: Option<SystemTime>,
-    /// It was already stale when served (served stale by `max-stale`, a mode, or an error rule).
-    pub is_expired: bool,
-    /// It was validated with the origin (a `304 Not Modified`) before being served.
-    pub revalidated: bool,
-    /// The size of the stored blob in bytes, for responses served from the store.
-    pub size: Option<usize>,
-}
-
-impl CacheInfo {
-    pub(crate) fn bypass() -> Self {
-        Self {
-            from_cache: false,
-            key: None,
-            created_at: None,
-            expires: None,
-            is_expired: false,
-            revalidated: false,
-            size: None,
-        }
-    }
-}
-
-/// The parts of a request a custom key function sees (see
-/// [`CacheLayer::key_fn`](crate::CacheLayer::key_fn)).
-#[derive(Debug)]
-#[non_exhaustive]
-pub struct KeyParts<'a> {
-    /// The method the entry is stored for (`GET` for a `HEAD` request, which is answered from
-    /// the stored `GET`).
-    pub method: &'a Method,
-    /// The request URI.
-    pub uri: &'a Uri,
-    /// The request headers.
-    pub headers: &'a HeaderMap,
-    /// The request body, when the layer keys request bodies and this request's body was
-    /// buffered.
-    pub body: Option<&'a [u8]>,
-}
-
-/// A user's key function.
-pub(crate) type KeyFn = Arc<dyn Fn(&KeyParts<'_>) -> String + Send + Sync>;
-
 /// A user's response filter.
 pub(crate) type ResponseFilter = Arc<dyn Fn(&http::response::Parts) -> bool + Send + Sync>;
 
@@ -248,31 +179,6 @@ impl fmt::Debug for UrlRules {
     }
 }
 
-/// `host[:port]/path` of a URI, as URL patterns see it: the host lowercased, a default port
-/// dropped, no scheme, no query. A relative URI takes its authority from `host`.
-pub(crate) fn host_path(uri: &Uri, host: Option<&str>) -> String {
-    let scheme = uri.scheme_str().unwrap_or("http");
-    let authority = uri.authority().map(|a| a.as_str()).or(host).unwrap_or("");
-    let default_port = if scheme.eq_ignore_ascii_case("https") {
-        ":443"
-    } else if scheme.eq_ignore_ascii_case("http") {
-        ":80"
-    } else {
-        ""
-    };
-    let authority = if default_port.is_empty() {
-        authority
-    } else {
-        authority.strip_suffix(default_port).unwrap_or(authority)
-    };
-    let mut out = authority.to_ascii_lowercase();
-    out.push_str(match uri.path() {
-        "" => "/",
-        p => p,
-    });
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,16 +200,6 @@ mod tests {
         assert_eq!(rules.find("api.example.com/v1/users"), Some(d(2)));
         assert_eq!(rules.find("cdn.example.com/x"), Some(ExpireAfter::Never));
         assert_eq!(rules.find("example.org/x"), None);
-    }
-
-    #[test]
-    fn host_path_normalizes() {
-        let uri: Uri = "HTTPS://API.Example.com:443/A/b?q=1".parse().unwrap();
-        assert_eq!(host_path(&uri, None), "api.example.com/A/b");
-        let uri: Uri = "http://e.com:8080".parse().unwrap();
-        assert_eq!(host_path(&uri, None), "e.com:8080/");
-        let uri: Uri = "/x".parse().unwrap();
-        assert_eq!(host_path(&uri, Some("H.com")), "h.com/x");
     }
 
     #[test]

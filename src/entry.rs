@@ -5,6 +5,9 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, Method, StatusCode, Version};
 
+use crate::policy::Stored;
+pub(crate) use crate::policy::{Expiry, VaryValue};
+
 /// Everything stored about a response except its body.
 #[derive(Debug, Clone)]
 pub(crate) struct EntryHead {
@@ -31,28 +34,18 @@ pub(crate) struct EntryHead {
     pub(crate) expiry: Expiry,
 }
 
-/// The freshness lifetime of an entry when the user's settings decided it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Expiry {
-    /// RFC 9111 §4.2: from the stored headers (explicit, else heuristic).
-    Headers,
-    /// The user's `expire_after` for a response without explicit freshness; the response's
-    /// other directives (`no-cache`, `must-revalidate`, ...) still apply.
-    Fill(std::time::Duration),
-    /// `cache_control(false)`: the user's lifetime replaces whatever the headers say, and the
-    /// response's reuse directives are not consulted.
-    Override(std::time::Duration),
-}
-
-/// A request header value kept for Vary matching.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum VaryValue {
-    /// The request did not have the header.
-    Absent,
-    /// The header's value(s), joined with `, ` when repeated.
-    Clear(Bytes),
-    /// A keyed digest of the value, for credential-bearing headers that are never stored in clear.
-    Digest([u8; 32]),
+impl EntryHead {
+    /// What the caching rules read of it.
+    pub(crate) fn stored(&self) -> Stored<'_> {
+        Stored {
+            status: self.status,
+            headers: &self.headers,
+            request_time: self.request_time,
+            response_time: self.response_time,
+            vary: &self.vary,
+            expiry: self.expiry,
+        }
+    }
 }
 
 /// A decoded entry: head plus a body that is a zero-copy slice of the verified blob.

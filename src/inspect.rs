@@ -6,18 +6,16 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use http::{Method, Request, StatusCode};
-use tower::ServiceExt;
 
-use crate::controls::{host_path, url_glob};
+use crate::config::Config;
+use crate::controls::url_glob;
 use crate::envelope::OpenError;
 use crate::error::{BoxError, StoreError};
-use crate::future::{expires_at, flatten};
-use crate::layer::Config;
+use crate::key::{host_path, CacheKey};
 use crate::policy::decision::lifetime;
 use crate::policy::freshness::AgeInputs;
-use crate::store::{Store, StoreRequest, StoreResponse};
-use crate::timer;
-use crate::CacheKey;
+use crate::policy::retention::expires_at;
+use crate::store::{self, flatten, Store, StoreRequest, StoreResponse};
 
 /// Lists, counts and deletes the entries of a layer's store, verifying each one with the
 /// layer's key. Built by [`CacheLayer::inspector`](crate::CacheLayer::inspector).
@@ -154,8 +152,7 @@ impl<St: Store> Inspector<St> {
             StoreRequest::Keys | StoreRequest::Clear => self.whole_store_timeout,
             _ => self.config.store_timeout,
         };
-        let call = self.store.clone().oneshot(request);
-        flatten(timer::timeout(&self.config.timer, bound, call).await)
+        flatten(store::call(&self.store, &self.config.timer, bound, request).await)
     }
 
     async fn keys(&self) -> Result<Vec<CacheKey>, StoreError> {
@@ -190,7 +187,7 @@ impl<St: Store> Inspector<St> {
             match self.config.envelope.open(&key, blob) {
                 Ok(entry) => {
                     let head = &entry.head;
-                    let (_, lifetime) = lifetime(head, &reuse);
+                    let (_, lifetime) = lifetime(&head.stored(), &reuse);
                     let age = AgeInputs::from_headers(
                         &head.headers,
                         head.request_time,

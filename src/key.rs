@@ -7,10 +7,8 @@
 use std::fmt;
 use std::sync::Arc;
 
-use http::{header, Method, Request};
+use http::{header, HeaderMap, Method, Request, Uri};
 use ring::digest;
-
-use crate::controls::{KeyFn, KeyParts};
 
 /// The version prefix of every key this crate builds. Bump it whenever normalization changes.
 const KEY_FORMAT: &str = "hcc1";
@@ -155,19 +153,72 @@ impl AsRef<str> for CacheKey {
     }
 }
 
+/// The parts of a request a custom key function sees (see
+/// [`CacheLayer::key_fn`](crate::CacheLayer::key_fn)).
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct KeyParts<'a> {
+    /// The method the entry is stored for (`GET` for a `HEAD` request, which is answered from
+    /// the stored `GET`).
+    pub method: &'a Method,
+    /// The request URI.
+    pub uri: &'a Uri,
+    /// The request headers.
+    pub headers: &'a HeaderMap,
+    /// The request body, when the layer keys request bodies and this request's body was
+    /// buffered.
+    pub body: Option<&'a [u8]>,
+}
+
+/// A user's key function.
+pub(crate) type KeyFn = Arc<dyn Fn(&KeyParts<'_>) -> String + Send + Sync>;
+
+/// The authority a request is for, as keys and URL rules see it: the URI's, else the `Host`
+/// header's (a relative URI, as HTTP/1 clients send them), with the scheme's default port
+/// dropped. Not lowercased: callers lowercase while they copy. The one authority normalization
+/// of the crate.
+fn authority<'a>(uri: &'a Uri, host: Option<&'a str>) -> &'a str {
+    let authority = uri.authority().map(|a| a.as_str()).or(host).unwrap_or("");
+    let scheme = uri.scheme_str().unwrap_or("http");
+    let default_port = if scheme.eq_ignore_ascii_case("http") {
+        ":80"
+    } else if scheme.eq_ignore_ascii_case("https") {
+        ":443"
+    } else {
+        return authority;
+    };
+    authority.strip_suffix(default_port).unwrap_or(authority)
+}
+
+fn host_header<B>(request: &Request<B>) -> Option<&str> {
+    request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+}
+
+/// `host[:port]/path` of a URI, as URL patterns see it: the host lowercased, a default port
+/// dropped, no scheme, no query. A relative URI takes its authority from `host`.
+pub(crate) fn host_path(uri: &Uri, host: Option<&str>) -> String {
+    let mut out = authority(uri, host).to_ascii_lowercase();
+    out.push_str(match uri.path() {
+        "" => "/",
+        p => p,
+    });
+    out
+}
+
+/// `host_path` of a request (its `Host` header for a relative URI).
+pub(crate) fn request_host_path<B>(request: &Request<B>) -> String {
+    host_path(request.uri(), host_header(request))
+}
+
 /// `scheme://authority/path?sorted-query`, normalized as described on [`CacheKey::for_request`].
 /// Built in one buffer: this runs on every request.
 pub(crate) fn normalized_target<B>(request: &Request<B>, ignored: &[String]) -> String {
     let uri = request.uri();
     let scheme = uri.scheme_str().unwrap_or("http");
-    let authority = match uri.authority() {
-        Some(a) => a.as_str(),
-        None => request
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or(""),
-    };
+    let authority = authority(uri, host_header(request));
     let path = match uri.path() {
         "" => "/",
         p => p,
@@ -177,15 +228,7 @@ pub(crate) fn normalized_target<B>(request: &Request<B>, ignored: &[String]) -> 
         String::with_capacity(scheme.len() + authority.len() + path.len() + query.len() + 5);
     out.push_str(scheme);
     out.make_ascii_lowercase();
-    let default_port = match out.as_str() {
-        "http" => Some(":80"),
-        "https" => Some(":443"),
-        _ => None,
-    };
     out.push_str("://");
-    let authority = default_port
-        .and_then(|p| authority.strip_suffix(p))
-        .unwrap_or(authority);
     let host_at = out.len();
     out.push_str(authority);
     out[host_at..].make_ascii_lowercase();
@@ -304,36 +347,11 @@ impl Keying {
         CacheKey::from_digest(ctx)
     }
 
-    /// The GET key of another URI of the same request's origin (for invalidation, RFC 9111
-    /// §4.4): `None` when `reference` is not absolute or absolute-path, or points elsewhere.
-    pub(crate) fn same_origin_get_key<B>(
-        &self,
-        request: &Request<B>,
-        reference: &str,
-    ) -> Option<CacheKey> {
-        let target = request.uri();
-        let uri: http::Uri = reference.parse().ok()?;
-        let uri = match (uri.scheme(), uri.authority()) {
-            (Some(_), Some(_)) => {
-                let same = uri.scheme_str()?.eq_ignore_ascii_case(target.scheme_str()?)
-                    && uri
-                        .authority()?
-                        .as_str()
-                        .eq_ignore_ascii_case(target.authority()?.as_str());
-                if !same {
-                    return None;
-                }
-                uri
-            }
-            (None, None) if reference.starts_with('/') => {
-                let mut parts = target.clone().into_parts();
-                parts.path_and_query = uri.path_and_query().cloned();
-                http::Uri::from_parts(parts).ok()?
-            }
-            _ => return None,
-        };
-        let probe = Request::get(uri).body(()).ok()?;
-        Some(self.key_as(&probe, &Method::GET))
+    /// The GET key of `uri`, as a plain GET request for it would have.
+    pub(crate) fn get_key(&self, uri: http::Uri) -> CacheKey {
+        let mut probe = Request::new(());
+        *probe.uri_mut() = uri;
+        self.key_as(&probe, &Method::GET)
     }
 
     /// The request URI as it is kept with a stored entry: ignored parameters removed, redacted
@@ -442,27 +460,46 @@ mod tests {
 
     #[test]
     fn invalidation_targets_stay_on_the_same_origin() {
+        use crate::policy::invalidation::same_origin;
         let keying = Keying::new(&[]);
         let post = Request::post("http://e.com/items/1").body(()).unwrap();
+        // What invalidation does with a `Location`: the policy's same-origin rule, then the key.
+        struct Targets<'a>(&'a Keying);
+        impl Targets<'_> {
+            fn same_origin_get_key(&self, post: &Request<()>, r: &str) -> Option<CacheKey> {
+                same_origin(post.uri(), r).map(|uri| self.0.get_key(uri))
+            }
+        }
+        let targets = Targets(&keying);
         let get = |u: &str| keying.key_as(&Request::get(u).body(()).unwrap(), &Method::GET);
         assert_eq!(
-            keying.same_origin_get_key(&post, "/items/2"),
+            targets.same_origin_get_key(&post, "/items/2"),
             Some(get("http://e.com/items/2"))
         );
         assert_eq!(
-            keying.same_origin_get_key(&post, "HTTP://E.COM/items/3"),
+            targets.same_origin_get_key(&post, "HTTP://E.COM/items/3"),
             Some(get("http://e.com/items/3"))
         );
         assert_eq!(
-            keying.same_origin_get_key(&post, "http://other.com/items/2"),
+            targets.same_origin_get_key(&post, "http://other.com/items/2"),
             None
         );
         assert_eq!(
-            keying.same_origin_get_key(&post, "https://e.com/items/2"),
+            targets.same_origin_get_key(&post, "https://e.com/items/2"),
             None
         );
-        assert_eq!(keying.same_origin_get_key(&post, "relative/path"), None);
-        assert_eq!(keying.same_origin_get_key(&post, "not a uri"), None);
+        assert_eq!(targets.same_origin_get_key(&post, "relative/path"), None);
+        assert_eq!(targets.same_origin_get_key(&post, "not a uri"), None);
+    }
+
+    #[test]
+    fn host_path_normalizes() {
+        let uri: Uri = "HTTPS://API.Example.com:443/A/b?q=1".parse().unwrap();
+        assert_eq!(host_path(&uri, None), "api.example.com/A/b");
+        let uri: Uri = "http://e.com:8080".parse().unwrap();
+        assert_eq!(host_path(&uri, None), "e.com:8080/");
+        let uri: Uri = "/x".parse().unwrap();
+        assert_eq!(host_path(&uri, Some("H.com")), "h.com/x");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! [`CacheLayer`]: configuration, and the consuming builder that sets it.
+//! [`CacheLayer`]: the consuming builder that sets the [`Config`] (in `config.rs`) a layer's
+//! services share.
 
 use std::fmt;
 use std::sync::Arc;
@@ -6,133 +7,16 @@ use std::time::Duration;
 
 use tower::Layer;
 
-use crate::bodies::{BodyKeys, NoBodyKeys};
-use crate::clock::{Clock, SystemClock};
-use crate::coalesce::Flights;
-use crate::controls::{
-    host_path, url_glob, ExpireAfter, KeyParts, PatternError, ResponseFilter, UrlRules,
-};
+use http::{HeaderName, Method, StatusCode};
+
+use crate::clock::Clock;
+use crate::config::{Config, OnBadSignature, DEFAULT_COALESCE_TIMEOUT};
+use crate::controls::{url_glob, ExpireAfter, PatternError};
 use crate::envelope::{Envelope, KeyRing};
-use crate::key::Keying;
+use crate::key::KeyParts;
 use crate::metrics::CacheMetrics;
-use crate::policy::decision::Reuse;
+use crate::request_body::{BodyKeys, NoBodyKeys};
 use crate::service::Cache;
-use crate::timer::TimerProbe;
-use http::{HeaderName, Method, Request, StatusCode};
-
-/// Default for [`CacheLayer::max_body_size`]: 8 MiB.
-pub const DEFAULT_MAX_BODY_SIZE: usize = 8 * 1024 * 1024;
-
-/// Default for [`CacheLayer::store_timeout`]: 500 milliseconds.
-pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_millis(500);
-
-/// Default for [`CacheLayer::coalesce_timeout`]: 10 seconds.
-pub const DEFAULT_COALESCE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// What to do with a stored entry whose signature does not verify.
-///
-/// Such an entry is never served, whatever this says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum OnBadSignature {
-    /// Fail the request with a [`BadSignature`](crate::BadSignature) error (the default), so
-    /// tampering is noticed instead of silently papered over.
-    #[default]
-    Error,
-    /// Delete the entry, log a warning and fetch the response from the origin again.
-    Refetch,
-}
-
-/// Request headers whose values are credentials: never stored in clear. When a response varies
-/// on one of them, a keyed digest of the value is stored instead (for matching).
-pub const DEFAULT_SENSITIVE_HEADERS: &[&str] = &[
-    "authorization",
-    "cookie",
-    "proxy-authorization",
-    "x-api-key",
-    "x-auth-token",
-];
-
-/// Query parameters whose values are credentials: their values are replaced by `REDACTED` in
-/// the URI kept with a stored entry (they still count in the cache key, since different
-/// credentials may well get different answers).
-pub const DEFAULT_REDACTED_PARAMETERS: &[&str] = &[
-    "access_token",
-    "api_key",
-    "apikey",
-    "api-key",
-    "auth",
-    "client_secret",
-    "key",
-    "password",
-    "secret",
-    "sig",
-    "signature",
-    "token",
-];
-
-/// The settings shared by a layer and every service it builds.
-#[derive(Clone)]
-pub(crate) struct Config {
-    pub(crate) envelope: Envelope,
-    /// `None`: derived from `max_body_size` when the service is built.
-    pub(crate) max_blob_size: Option<usize>,
-    pub(crate) keying: Keying,
-    pub(crate) sensitive_headers: Vec<HeaderName>,
-    pub(crate) on_bad_signature: OnBadSignature,
-    pub(crate) max_body_size: usize,
-    pub(crate) shared: bool,
-    pub(crate) clock: Arc<dyn Clock>,
-    /// `None` when coalescing is off; else how long a waiter waits for the leader.
-    pub(crate) coalesce_timeout: Option<Duration>,
-    /// Shared by every service built from this layer (and its clones).
-    pub(crate) flights: Arc<Flights>,
-    pub(crate) store_timeout: Duration,
-    pub(crate) fail_closed: bool,
-    pub(crate) stale_on_error: Option<Duration>,
-    pub(crate) surrogate: Option<String>,
-    pub(crate) timer: Arc<TimerProbe>,
-    pub(crate) metrics: CacheMetrics,
-    pub(crate) expire_after: Option<ExpireAfter>,
-    pub(crate) url_rules: UrlRules,
-    /// Explicit response freshness wins over the user's expiry (requests-cache's
-    /// `cache_control=True`).
-    pub(crate) cache_control: bool,
-    pub(crate) read_only: bool,
-    pub(crate) methods: Vec<Method>,
-    pub(crate) statuses: Option<Vec<StatusCode>>,
-    pub(crate) filter: Option<ResponseFilter>,
-    pub(crate) cache_status_header: bool,
-}
-
-impl Config {
-    /// The settings reuse decisions depend on.
-    pub(crate) fn reuse(&self) -> Reuse<'_> {
-        Reuse {
-            surrogate: self.surrogate.as_deref(),
-            shared: self.shared,
-            stale_on_error: self.stale_on_error,
-        }
-    }
-
-    /// The expiry that applies to `request`, and whether it is the request's own override:
-    /// per-request > first matching URL rule > layer default.
-    pub(crate) fn expiry_for<B>(&self, request: &Request<B>) -> (Option<ExpireAfter>, bool) {
-        if let Some(value) = request.extensions().get::<ExpireAfter>() {
-            return (Some(*value), true);
-        }
-        if !self.url_rules.is_empty() {
-            let host = request
-                .headers()
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok());
-            if let Some(value) = self.url_rules.find(&host_path(request.uri(), host)) {
-                return (Some(value), false);
-            }
-        }
-        (self.expire_after, false)
-    }
-}
 
 /// A [`tower::Layer`] that adds an HTTP cache in front of a client service.
 ///
@@ -176,35 +60,7 @@ impl<St> CacheLayer<St> {
         Self {
             store,
             bodies: NoBodyKeys,
-            config: Config {
-                envelope: Envelope::new(None),
-                max_blob_size: None,
-                keying: Keying::new(DEFAULT_REDACTED_PARAMETERS),
-                sensitive_headers: DEFAULT_SENSITIVE_HEADERS
-                    .iter()
-                    .map(|h| HeaderName::from_static(h))
-                    .collect(),
-                on_bad_signature: OnBadSignature::Error,
-                max_body_size: DEFAULT_MAX_BODY_SIZE,
-                shared: false,
-                clock: Arc::new(SystemClock),
-                coalesce_timeout: Some(DEFAULT_COALESCE_TIMEOUT),
-                flights: Arc::new(Flights::default()),
-                store_timeout: DEFAULT_STORE_TIMEOUT,
-                fail_closed: false,
-                stale_on_error: None,
-                surrogate: None,
-                timer: Arc::new(TimerProbe::default()),
-                metrics: CacheMetrics::default(),
-                expire_after: None,
-                url_rules: UrlRules::default(),
-                cache_control: true,
-                read_only: false,
-                methods: vec![Method::GET, Method::HEAD],
-                statuses: None,
-                filter: None,
-                cache_status_header: false,
-            },
+            config: Config::new(),
         }
     }
 }
@@ -460,7 +316,7 @@ impl<St, K> CacheLayer<St, K> {
     where
         St: Clone,
     {
-        crate::Inspector::new(self.store.clone(), Arc::new(self.finished_config()))
+        crate::Inspector::new(self.store.clone(), Arc::new(self.config.finished()))
     }
 
     /// Request headers whose values are never written to the store in clear: when a response
@@ -604,26 +460,6 @@ impl<St, K> CacheLayer<St, K> {
     }
 }
 
-impl<St, K> CacheLayer<St, K> {
-    /// The settings with what depends on several setters resolved.
-    fn finished_config(&self) -> Config {
-        let mut config = self.config.clone();
-        let max_blob = config
-            .max_blob_size
-            .unwrap_or_else(|| config.max_body_size.saturating_add(1 << 20));
-        config.envelope = config.envelope.with_max_blob(max_blob);
-        // Ignored headers are kept out of stored data like credentials: digests only.
-        for name in &config.keying.ignored {
-            if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
-                if !config.sensitive_headers.contains(&name) {
-                    config.sensitive_headers.push(name);
-                }
-            }
-        }
-        config
-    }
-}
-
 impl<S, St: Clone, K: Clone> Layer<S> for CacheLayer<St, K> {
     type Service = Cache<S, St, K>;
 
@@ -632,7 +468,7 @@ impl<S, St: Clone, K: Clone> Layer<S> for CacheLayer<St, K> {
             inner,
             self.store.clone(),
             self.bodies.clone(),
-            Arc::new(self.finished_config()),
+            Arc::new(self.config.finished()),
         )
     }
 }

@@ -86,10 +86,10 @@
 #![warn(clippy::all)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-mod bodies;
 mod body;
 mod clock;
 mod coalesce;
+mod config;
 mod controls;
 mod entry;
 mod envelope;
@@ -100,6 +100,9 @@ mod key;
 mod layer;
 mod metrics;
 mod policy;
+mod request_body;
+mod respond;
+mod rt;
 mod service;
 mod status;
 pub mod store;
@@ -121,13 +124,16 @@ struct ConfigurationGuide;
 struct StoresGuide;
 
 #[doc(inline)]
-pub use crate::bodies::{BodyKeys, NoBodyKeys, RequestBodies, DEFAULT_MAX_KEYED_BODY};
-#[doc(inline)]
 pub use crate::body::CacheBody;
 #[doc(inline)]
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 #[doc(inline)]
-pub use crate::controls::{CacheInfo, CacheMode, ExpireAfter, KeyParts, PatternError};
+pub use crate::config::{
+    OnBadSignature, DEFAULT_COALESCE_TIMEOUT, DEFAULT_MAX_BODY_SIZE, DEFAULT_REDACTED_PARAMETERS,
+    DEFAULT_SENSITIVE_HEADERS, DEFAULT_STORE_TIMEOUT,
+};
+#[doc(inline)]
+pub use crate::controls::{CacheMode, ExpireAfter, PatternError};
 #[doc(inline)]
 pub use crate::envelope::{KeyError, KeyRing, SecretKey, MIN_KEY_LEN};
 #[doc(inline)]
@@ -139,18 +145,17 @@ pub use crate::inspect::{
     EntryInfo, Inspector, InvalidEntry, Listing, DEFAULT_WHOLE_STORE_TIMEOUT,
 };
 #[doc(inline)]
-pub use crate::key::CacheKey;
+pub use crate::key::{CacheKey, KeyParts};
 #[doc(inline)]
-pub use crate::layer::{
-    CacheLayer, OnBadSignature, DEFAULT_COALESCE_TIMEOUT, DEFAULT_MAX_BODY_SIZE,
-    DEFAULT_REDACTED_PARAMETERS, DEFAULT_SENSITIVE_HEADERS, DEFAULT_STORE_TIMEOUT,
-};
+pub use crate::layer::CacheLayer;
 #[doc(inline)]
 pub use crate::metrics::CacheMetrics;
 #[doc(inline)]
+pub use crate::request_body::{BodyKeys, NoBodyKeys, RequestBodies, DEFAULT_MAX_KEYED_BODY};
+#[doc(inline)]
 pub use crate::service::Cache;
 #[doc(inline)]
-pub use crate::status::{CacheStatus, NotStoredReason};
+pub use crate::status::{CacheInfo, CacheStatus, NotStoredReason};
 #[cfg(feature = "memory")]
 #[doc(inline)]
 pub use crate::store::MemoryStore;

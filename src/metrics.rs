@@ -4,6 +4,8 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::status::CacheStatus;
+
 /// Counters shared by a [`CacheLayer`](crate::CacheLayer) and every service built from it.
 ///
 /// Cheap to clone (a reference count); every clone reads the same counters. Counts only grow.
@@ -49,6 +51,24 @@ pub(crate) enum Event {
     StoreReadError,
     StoreWriteError,
     BadSignature,
+}
+
+impl Event {
+    /// The counter a response's outcome adds to: every answer of the request path is counted
+    /// once, from its [`CacheStatus`], in one place (`future/mod.rs` and the background refresh).
+    pub(crate) fn outcome(status: CacheStatus) -> Option<Event> {
+        Some(match status {
+            CacheStatus::Hit => Event::Hit,
+            CacheStatus::Coalesced => Event::Coalesced,
+            CacheStatus::Revalidated => Event::Revalidated,
+            CacheStatus::Stale | CacheStatus::StaleWhileRevalidate | CacheStatus::StaleIfError => {
+                Event::Stale
+            }
+            CacheStatus::Miss => Event::Miss,
+            CacheStatus::NotCacheable | CacheStatus::StoreUnavailable => Event::NotCacheable,
+            CacheStatus::OnlyIfCachedMiss => return None,
+        })
+    }
 }
 
 impl CacheMetrics {

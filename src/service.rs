@@ -8,11 +8,11 @@ use http::{Method, Request, Response};
 use http_body::Body;
 use tower::Service;
 
-use crate::bodies::{NoBodyKeys, RequestBodies};
 use crate::body::CacheBody;
+use crate::config::Config;
 use crate::error::BoxError;
 use crate::future::ResponseFuture;
-use crate::layer::Config;
+use crate::request_body::{NoBodyKeys, RequestBodies};
 use crate::store::Store;
 
 /// An HTTP cache in front of the client service `S`, keeping entries in the store `St`.

@@ -1,6 +1,13 @@
-//! What the cache did with a request, reported in the response's extensions.
+//! What the cache did with a request, reported in the response's extensions ([`CacheStatus`],
+//! [`NotStoredReason`], [`CacheInfo`]) and, opt-in, in an RFC 9211 `Cache-Status` field.
 
 use std::fmt;
+use std::time::SystemTime;
+
+use http::{HeaderValue, Response};
+
+use crate::key::CacheKey;
+use crate::policy::storable::NotStorable;
 
 /// What the cache did for one response, found in its [`http::Extensions`].
 ///
@@ -149,5 +156,217 @@ impl fmt::Display for NotStoredReason {
             NotStoredReason::ReadOnly => "the cache is read-only",
             NotStoredReason::RequestBody => "the request body cannot be part of the key",
         })
+    }
+}
+
+impl From<NotStorable> for NotStoredReason {
+    fn from(why: NotStorable) -> Self {
+        use NotStoredReason as R;
+        match why {
+            NotStorable::Method => R::Method,
+            NotStorable::Status => R::Status,
+            NotStorable::RequestNoStore => R::RequestNoStore,
+            NotStorable::ResponseNoStore => R::ResponseNoStore,
+            NotStorable::NoCache => R::NoCacheWithoutValidator,
+            NotStorable::Private => R::Private,
+            NotStorable::Authorization => R::Authorization,
+            NotStorable::VaryStar => R::VaryStar,
+            NotStorable::NoFreshness => R::NoFreshness,
+            NotStorable::Stale => R::Stale,
+            NotStorable::Filtered => R::Filtered,
+        }
+    }
+}
+
+/// What the cache knows about the entry behind a response, in the response's
+/// [`http::Extensions`] next to [`CacheStatus`].
+///
+/// # Example
+///
+/// ```
+/// # use hyper_client_cache::CacheInfo;
+/// # fn show(response: &http::Response<()>) {
+/// if let Some(info) = response.extensions().get::<CacheInfo>() {
+///     println!("from cache: {}, expires: {:?}", info.from_cache, info.expires);
+/// }
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CacheInfo {
+    /// The body comes from the store (a hit, a coalesced wait, a revalidation or a stale
+    /// response).
+    pub from_cache: bool,
+    /// The key the entry is (or is being) stored under; `None` when the request was not cached.
+    pub key: Option<CacheKey>,
+    /// When the stored response was received from the origin (for a response being stored: now).
+    pub created_at: Option<SystemTime>,
+    /// When it stops being fresh; `None` when it is not stored.
+    pub expires: Option<SystemTime>,
+    /// It was already stale when served (served stale by `max-stale`, a mode, or an error rule).
+    pub is_expired: bool,
+    /// It was validated with the origin (a `304 Not Modified`) before being served.
+    pub revalidated: bool,
+    /// The size of the stored blob in bytes, for responses served from the store.
+    pub size: Option<usize>,
+}
+
+impl CacheInfo {
+    pub(crate) fn bypass() -> Self {
+        Self {
+            from_cache: false,
+            key: None,
+            created_at: None,
+            expires: None,
+            is_expired: false,
+            revalidated: false,
+            size: None,
+        }
+    }
+}
+
+/// RFC 9211 §2: `Cache-Status: hyper-client-cache; <params>`, from what the response reports.
+pub(crate) fn cache_status_field<B>(response: &Response<B>, now: SystemTime) -> HeaderValue {
+    use std::fmt::Write;
+    let status = response.extensions().get::<CacheStatus>().copied();
+    let info = response.extensions().get::<CacheInfo>();
+    let mut out = String::from("hyper-client-cache");
+    let ttl = |out: &mut String| {
+        if let Some(expires) = info.and_then(|i| i.expires) {
+            // §2.5: "ttl: ... the response's remaining freshness lifetime", negative when stale.
+            let secs = match expires.duration_since(now) {
+                Ok(d) => d.as_secs() as i64,
+                Err(e) => -(e.duration().as_secs() as i64),
+            };
+            let _ = write!(out, "; ttl={secs}");
+        }
+    };
+    let fwd_status = |out: &mut String| {
+        let _ = write!(out, "; fwd-status={}", response.status().as_u16());
+    };
+    match status {
+        Some(
+            CacheStatus::Hit
+            | CacheStatus::Stale
+            | CacheStatus::StaleWhileRevalidate
+            | CacheStatus::StaleIfError,
+        ) => {
+            out.push_str("; hit");
+            ttl(&mut out);
+            if status == Some(CacheStatus::StaleIfError) {
+                out.push_str("; detail=stale-if-error");
+            }
+        }
+        Some(CacheStatus::Coalesced) => {
+            // §2.8: "collapsed": the request was collapsed with another forward request.
+            out.push_str("; fwd=miss; collapsed");
+            ttl(&mut out);
+        }
+        Some(CacheStatus::Revalidated) => {
+            out.push_str("; fwd=stale; fwd-status=304");
+            ttl(&mut out);
+        }
+        Some(CacheStatus::OnlyIfCachedMiss) => out.push_str("; detail=only-if-cached"),
+        Some(CacheStatus::Miss) => {
+            out.push_str("; fwd=miss");
+            fwd_status(&mut out);
+            out.push_str("; stored");
+            ttl(&mut out);
+        }
+        _ => {
+            // §2.2: "bypass: the cache was configured to not handle this request", "method":
+            // the method is not cacheable, "request": the request asked the cache not to
+            // handle it, "miss": nothing usable was stored.
+            let fwd = match response.extensions().get::<NotStoredReason>() {
+                Some(NotStoredReason::Method) => "method",
+                Some(NotStoredReason::Disabled | NotStoredReason::ReadOnly) => "bypass",
+                Some(NotStoredReason::RequestNoStore) => "request",
+                _ => "miss",
+            };
+            let _ = write!(out, "; fwd={fwd}");
+            fwd_status(&mut out);
+        }
+    }
+    HeaderValue::from_str(&out).unwrap_or_else(|_| HeaderValue::from_static("hyper-client-cache"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn field(status: Option<CacheStatus>, extra: impl FnOnce(&mut Response<()>)) -> String {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let mut response = Response::new(());
+        if let Some(status) = status {
+            response.extensions_mut().insert(status);
+        }
+        extra(&mut response);
+        let value = cache_status_field(&response, now);
+        value.to_str().unwrap().to_owned()
+    }
+
+    fn expiring(at: u64) -> impl FnOnce(&mut Response<()>) {
+        move |r| {
+            let mut info = CacheInfo::bypass();
+            info.expires = Some(SystemTime::UNIX_EPOCH + Duration::from_secs(at));
+            r.extensions_mut().insert(info);
+        }
+    }
+
+    #[test]
+    fn cache_status_serializes_every_outcome() {
+        let hit = Some(CacheStatus::Hit);
+        assert_eq!(
+            field(hit, expiring(1_060)),
+            "hyper-client-cache; hit; ttl=60"
+        );
+        // Stale: the ttl is negative (RFC 9211 §2.5).
+        assert_eq!(
+            field(Some(CacheStatus::StaleIfError), expiring(990)),
+            "hyper-client-cache; hit; ttl=-10; detail=stale-if-error"
+        );
+        assert_eq!(
+            field(Some(CacheStatus::Coalesced), |_| {}),
+            "hyper-client-cache; fwd=miss; collapsed"
+        );
+        assert_eq!(
+            field(Some(CacheStatus::Revalidated), expiring(1_001)),
+            "hyper-client-cache; fwd=stale; fwd-status=304; ttl=1"
+        );
+        assert_eq!(
+            field(Some(CacheStatus::OnlyIfCachedMiss), |_| {}),
+            "hyper-client-cache; detail=only-if-cached"
+        );
+        assert_eq!(
+            field(Some(CacheStatus::Miss), expiring(1_030)),
+            "hyper-client-cache; fwd=miss; fwd-status=200; stored; ttl=30"
+        );
+        let reason = |why| {
+            move |r: &mut Response<()>| {
+                r.extensions_mut().insert(why);
+            }
+        };
+        let nc = Some(CacheStatus::NotCacheable);
+        assert_eq!(
+            field(nc, reason(NotStoredReason::Method)),
+            "hyper-client-cache; fwd=method; fwd-status=200"
+        );
+        assert_eq!(
+            field(nc, reason(NotStoredReason::ReadOnly)),
+            "hyper-client-cache; fwd=bypass; fwd-status=200"
+        );
+        assert_eq!(
+            field(nc, reason(NotStoredReason::RequestNoStore)),
+            "hyper-client-cache; fwd=request; fwd-status=200"
+        );
+        assert_eq!(
+            field(nc, reason(NotStoredReason::Private)),
+            "hyper-client-cache; fwd=miss; fwd-status=200"
+        );
+        assert_eq!(
+            field(None, |_| {}),
+            "hyper-client-cache; fwd=miss; fwd-status=200"
+        );
     }
 }

@@ -2,12 +2,12 @@
 
 use std::time::{Duration, SystemTime};
 
-use http::HeaderMap;
+use http::{HeaderMap, StatusCode};
 
 use super::cache_control::{RequestDirectives, ResponseDirectives};
 use super::freshness::{freshness_lifetime, AgeInputs};
 use super::vary;
-use crate::entry::{EntryHead, Expiry};
+use super::{Expiry, Stored};
 
 /// The verdict on one stored response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +31,25 @@ pub(crate) enum Decision {
     NoMatch,
 }
 
+impl Decision {
+    /// The user's modes that accept any stored response (`ForceCache`, `OnlyIfCached`): a stale
+    /// one is then served as if `max-stale` had no limit (§5.2.1.2), even where a directive
+    /// would forbid serving it stale: the user asked for exactly that.
+    pub(crate) fn accepting_any_stale(self, accept: bool) -> Self {
+        match self {
+            Decision::Stale { age, .. } if accept => Decision::StaleAccepted { age },
+            other => other,
+        }
+    }
+}
+
+/// RFC 5861 §4: stale-if-error applies "when an error is encountered", and "an error is any
+/// situation that would result in a 500, 502, 503, or 504 HTTP response status code being
+/// returned" (a transport error counts too; the caller handles that one).
+pub(crate) fn is_origin_error(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 500 | 502 | 503 | 504)
+}
+
 /// RFC 9111 §4: "a cache MUST NOT reuse a stored response unless: the presented target URI and
 /// that of the stored response match (the key does that), and the request method associated with
 /// the stored response allows it to be used for the presented request; and request header fields
@@ -39,7 +58,7 @@ pub(crate) enum Decision {
 /// stale (see Section 4.2.4), or successfully validated (see Section 4.3)."
 #[cfg(test)]
 pub(crate) fn decide(
-    stored: &EntryHead,
+    stored: &Stored<'_>,
     request_headers: &HeaderMap,
     request_cc: &RequestDirectives,
     config: &Reuse<'_>,
@@ -51,17 +70,17 @@ pub(crate) fn decide(
 
 /// [`decide`], plus the stored response's freshness lifetime (zero for `NoMatch`).
 pub(crate) fn assess(
-    stored: &EntryHead,
+    stored: &Stored<'_>,
     request_headers: &HeaderMap,
     request_cc: &RequestDirectives,
     config: &Reuse<'_>,
     now: SystemTime,
     protect: vary::Protect<'_>,
 ) -> (Decision, Duration) {
-    if !vary::matches(&stored.vary, request_headers, protect) {
+    if !vary::matches(stored.vary, request_headers, protect) {
         return (Decision::NoMatch, Duration::ZERO);
     }
-    let age = AgeInputs::from_headers(&stored.headers, stored.request_time, stored.response_time)
+    let age = AgeInputs::from_headers(stored.headers, stored.request_time, stored.response_time)
         .current_age(now);
     let (cc, lifetime) = lifetime(stored, config);
     (judge(age, lifetime, &cc, request_cc, config), lifetime)
@@ -69,12 +88,12 @@ pub(crate) fn assess(
 
 /// The response directives that apply to a stored response, and its freshness lifetime:
 /// §4.2.1 / §4.2.2 from its headers, or what the user's settings recorded with it.
-pub(crate) fn lifetime(stored: &EntryHead, config: &Reuse<'_>) -> (ResponseDirectives, Duration) {
+pub(crate) fn lifetime(stored: &Stored<'_>, config: &Reuse<'_>) -> (ResponseDirectives, Duration) {
     match stored.expiry {
         Expiry::Headers => {
-            let cc = ResponseDirectives::parse_as_surrogate(&stored.headers, config.surrogate);
+            let cc = ResponseDirectives::parse_as_surrogate(stored.headers, config.surrogate);
             let lifetime = freshness_lifetime(
-                &stored.headers,
+                stored.headers,
                 &cc,
                 stored.status,
                 config.shared,
@@ -84,7 +103,7 @@ pub(crate) fn lifetime(stored: &EntryHead, config: &Reuse<'_>) -> (ResponseDirec
             (cc, lifetime)
         }
         Expiry::Fill(lifetime) => (
-            ResponseDirectives::parse_as_surrogate(&stored.headers, config.surrogate),
+            ResponseDirectives::parse_as_surrogate(stored.headers, config.surrogate),
             lifetime,
         ),
         // `cache_control(false)`: the user asked for the headers to be ignored.
@@ -183,29 +202,46 @@ pub(crate) struct Reuse<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::entry::VaryValue;
-    use http::{header, HeaderValue, Method, StatusCode, Version};
+    use crate::policy::VaryValue;
+    use http::{header, HeaderName, HeaderValue};
     use std::time::UNIX_EPOCH;
 
     fn t(s: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(1_700_000_000 + s)
     }
 
-    fn head(cc: &'static str) -> EntryHead {
+    /// The owned parts of a stored response that a [`Stored`] view borrows.
+    struct Head {
+        headers: HeaderMap,
+        vary: Vec<(HeaderName, VaryValue)>,
+    }
+
+    fn head(cc: &'static str) -> Head {
         let mut headers = HeaderMap::new();
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cc));
-        EntryHead {
-            status: StatusCode::OK,
-            version: Version::HTTP_11,
+        Head {
             headers,
+            vary: vec![],
+        }
+    }
+
+    fn decide(
+        h: &Head,
+        req: &HeaderMap,
+        rcc: &RequestDirectives,
+        reuse: &Reuse<'_>,
+        now: SystemTime,
+        protect: vary::Protect<'_>,
+    ) -> Decision {
+        let stored = Stored {
+            status: StatusCode::OK,
+            headers: &h.headers,
             request_time: t(0),
             response_time: t(0),
-            method: Method::GET,
-            uri: "http://e.com/".into(),
-            vary: vec![],
-            generation: 0,
-            expiry: crate::entry::Expiry::Headers,
-        }
+            vary: &h.vary,
+            expiry: Expiry::Headers,
+        };
+        super::decide(&stored, req, rcc, reuse, now, protect)
     }
 
     fn no_digest(_: &http::HeaderName, _: &[u8]) -> Option<[u8; 32]> {

@@ -186,6 +186,26 @@ impl AgeInputs {
     }
 }
 
+/// RFC 9111 §5.1: the `Age` field of a response served from the cache, "a non-negative integer,
+/// representing time in seconds"; §4: a cache "MUST generate an Age header field ..., replacing
+/// any present in the response with a value equal to the stored response's current_age".
+pub(crate) fn age_value(age: Duration) -> http::HeaderValue {
+    http::HeaderValue::from(age.as_secs())
+}
+
+/// The freshness lifetime of an entry when the user's settings decided it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Expiry {
+    /// RFC 9111 §4.2: from the stored headers (explicit, else heuristic).
+    Headers,
+    /// The user's `expire_after` for a response without explicit freshness; the response's
+    /// other directives (`no-cache`, `must-revalidate`, ...) still apply.
+    Fill(std::time::Duration),
+    /// `cache_control(false)`: the user's lifetime replaces whatever the headers say, and the
+    /// response's reuse directives are not consulted.
+    Override(std::time::Duration),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,15 +1,43 @@
-//! Pure HTTP caching rules (RFC 9111): no I/O, no bodies, no clock reads.
+//! Pure HTTP caching rules (RFC 9111, RFC 5861): no I/O, no bodies, no clock reads.
 //!
 //! Every function takes the time it needs as a parameter, so it can be tested table by table
-//! with fixed dates. The tower plumbing (`service.rs`, `future.rs`) is the only caller.
+//! with fixed dates. The request path (`future/`) and the inspector are the callers; this
+//! module imports nothing from them: only `http`, `bytes`, `httpdate`, `std` and its own types
+//! (checked by `tests/architecture.rs`).
 //!
 //! `docs/http-caching.md` maps every implemented section to its function and tests.
 
+use std::time::SystemTime;
+
+use http::{HeaderMap, HeaderName, StatusCode};
+
 pub(crate) mod cache_control;
 pub(crate) mod decision;
+pub(crate) mod fields;
 pub(crate) mod freshness;
+pub(crate) mod invalidation;
+pub(crate) mod retention;
 pub(crate) mod storable;
 pub(crate) mod validation;
 pub(crate) mod vary;
 
 pub(crate) use cache_control::{RequestDirectives, ResponseDirectives};
+pub(crate) use freshness::Expiry;
+pub(crate) use vary::VaryValue;
+
+/// What the rules read of a stored response: a borrowed view, so that the storage format
+/// (`entry.rs`, `envelope/`) and the rules stay apart.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stored<'a> {
+    pub(crate) status: StatusCode,
+    /// Response header fields as stored (§3.1's exceptions removed).
+    pub(crate) headers: &'a HeaderMap,
+    /// §4.2.3 `request_time`: when the request that produced it was sent.
+    pub(crate) request_time: SystemTime,
+    /// §4.2.3 `response_time`: when it was received.
+    pub(crate) response_time: SystemTime,
+    /// The selecting request header values it was stored with (§4.1).
+    pub(crate) vary: &'a [(HeaderName, VaryValue)],
+    /// Where its freshness lifetime comes from.
+    pub(crate) expiry: Expiry,
+}

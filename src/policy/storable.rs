@@ -2,15 +2,14 @@
 
 use std::time::{Duration, SystemTime};
 
-use http::header::{self, HeaderMap, HeaderName};
+use http::header::{self, HeaderMap};
 use http::{Method, StatusCode};
 
 use super::cache_control::{RequestDirectives, ResponseDirectives};
+use super::fields::has_validator;
+use super::freshness::Expiry;
 use super::freshness::{explicit_lifetime, freshness_lifetime, heuristically_cacheable};
-use super::validation::has_validator;
 use super::vary::{vary_names, VaryNames};
-use crate::controls::ExpireAfter;
-use crate::entry::Expiry;
 
 /// The answer of [`storability`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,25 +47,6 @@ pub(crate) enum NotStorable {
     Stale,
     /// The user's filter rejected it.
     Filtered,
-}
-
-impl From<NotStorable> for crate::status::NotStoredReason {
-    fn from(why: NotStorable) -> Self {
-        use crate::status::NotStoredReason as R;
-        match why {
-            NotStorable::Method => R::Method,
-            NotStorable::Status => R::Status,
-            NotStorable::RequestNoStore => R::RequestNoStore,
-            NotStorable::ResponseNoStore => R::ResponseNoStore,
-            NotStorable::NoCache => R::NoCacheWithoutValidator,
-            NotStorable::Private => R::Private,
-            NotStorable::Authorization => R::Authorization,
-            NotStorable::VaryStar => R::VaryStar,
-            NotStorable::NoFreshness => R::NoFreshness,
-            NotStorable::Stale => R::Stale,
-            NotStorable::Filtered => R::Filtered,
-        }
-    }
 }
 
 /// The inputs of [`storability`], as borrowed views of the exchange.
@@ -168,8 +148,9 @@ pub(crate) fn storability(x: &Exchange<'_>, shared: bool) -> Storability {
 /// The user's expiry settings, as they combine with the headers.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct UserExpiry<'a> {
-    /// The value that applies to this request (per-request, else per-URL, else default).
-    pub(crate) value: Option<ExpireAfter>,
+    /// The lifetime the user set for this request (per-request, else per-URL, else default);
+    /// `None`: the headers alone decide.
+    pub(crate) lifetime: Option<Duration>,
     /// `cache_control(true)` (the default): explicit response freshness wins over `value`.
     pub(crate) honor_headers: bool,
     /// The statuses the user allows; `None`: RFC 9110 §15.1's heuristically cacheable set is
@@ -189,15 +170,8 @@ pub(crate) fn with_user_expiry(
     verdict: Storability,
     user: UserExpiry<'_>,
 ) -> (Storability, Expiry) {
-    let Some(value) = user.value else {
+    let Some(user_lifetime) = user.lifetime else {
         return (verdict, Expiry::Headers);
-    };
-    let Some(user_lifetime) = value.lifetime() else {
-        // DoNotCache never reaches a response; be safe anyway.
-        return (
-            Storability::DoNotStore(NotStorable::Method),
-            Expiry::Headers,
-        );
     };
     let explicit =
         explicit_lifetime(x.response_headers, x.response_cc, shared, x.response_time).is_some();
@@ -234,43 +208,10 @@ pub(crate) fn with_user_expiry(
     )
 }
 
-/// Header fields that are never stored (RFC 9111 §3.1): the `Connection` field and the fields it
-/// lists, the other hop-by-hop fields of RFC 9110 §7.6.1, and the proxy-specific fields
-/// `Proxy-Authenticate`, `Proxy-Authentication-Info` and `Proxy-Authorization`.
-pub(crate) fn strip_unstorable(headers: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for name in listed {
-        headers.remove(name);
-    }
-    for name in [
-        header::CONNECTION,
-        header::TE,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-        header::TRAILER,
-        header::PROXY_AUTHENTICATE,
-        header::PROXY_AUTHORIZATION,
-    ] {
-        headers.remove(name);
-    }
-    for name in [
-        "keep-alive",
-        "proxy-connection",
-        "proxy-authentication-info",
-    ] {
-        headers.remove(name);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::fields::strip_unstorable;
     use http::HeaderValue;
     use std::time::UNIX_EPOCH;
 

@@ -2,14 +2,9 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+use super::fields::strip_unstorable;
 use super::freshness::http_date;
-use super::storable::strip_unstorable;
-use crate::entry::EntryHead;
-
-/// Whether a stored response can be validated (it has an entity tag or a modification date).
-pub(crate) fn has_validator(stored: &HeaderMap) -> bool {
-    stored.contains_key(header::ETAG) || stored.contains_key(header::LAST_MODIFIED)
-}
+use super::Stored;
 
 /// RFC 9111 §4.3.1: "When generating a conditional request for validation, a cache ... MUST
 /// send the relevant entity tags (using If-Match, If-None-Match, or If-Range) if the entity
@@ -52,7 +47,7 @@ pub(crate) fn is_conditional(request: &HeaderMap) -> bool {
 /// (§13.1.3: "A recipient MUST ignore If-Modified-Since if the request contains an
 /// If-None-Match header field"). For `If-Modified-Since` the stored `Last-Modified` is used,
 /// else its `Date` (RFC 9111 §4.3.2), else when it was received.
-pub(crate) fn not_modified(stored: &EntryHead, request: &HeaderMap) -> bool {
+pub(crate) fn not_modified(stored: &Stored<'_>, request: &HeaderMap) -> bool {
     let inm: Vec<&HeaderValue> = request.get_all(header::IF_NONE_MATCH).iter().collect();
     if !inm.is_empty() {
         let Some(etag) = stored
@@ -73,9 +68,9 @@ pub(crate) fn not_modified(stored: &EntryHead, request: &HeaderMap) -> bool {
     let Some(Ok(since)) = http_date(request, header::IF_MODIFIED_SINCE) else {
         return false;
     };
-    let modified = match http_date(&stored.headers, header::LAST_MODIFIED) {
+    let modified = match http_date(stored.headers, header::LAST_MODIFIED) {
         Some(Ok(lm)) => lm,
-        _ => match http_date(&stored.headers, header::DATE) {
+        _ => match http_date(stored.headers, header::DATE) {
             Some(Ok(date)) => date,
             _ => stored.response_time,
         },
@@ -137,6 +132,7 @@ pub(crate) fn freshen(stored: &HeaderMap, not_modified: &HeaderMap) -> HeaderMap
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::fields::has_validator;
 
     fn map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -215,19 +211,21 @@ mod tests {
         )])));
     }
 
-    fn stored(headers: &[(&'static str, &'static str)]) -> EntryHead {
-        EntryHead {
+    fn stored(headers: &[(&'static str, &'static str)]) -> HeaderMap {
+        map(headers)
+    }
+
+    /// `not_modified` on a stored response with these headers, received at 1,700,000,000 s.
+    fn not_modified(stored: &HeaderMap, request: &HeaderMap) -> bool {
+        let view = crate::policy::Stored {
             status: http::StatusCode::OK,
-            version: http::Version::HTTP_11,
-            headers: map(headers),
+            headers: stored,
             request_time: std::time::UNIX_EPOCH,
             response_time: std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000),
-            method: http::Method::GET,
-            uri: "http://e.com/".into(),
-            vary: vec![],
-            generation: 0,
-            expiry: crate::entry::Expiry::Headers,
-        }
+            vary: &[],
+            expiry: crate::policy::Expiry::Headers,
+        };
+        super::not_modified(&view, request)
     }
 
     #[test]

@@ -3,7 +3,16 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName};
 
-use crate::entry::VaryValue;
+/// A request header value kept for Vary matching.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum VaryValue {
+    /// The request did not have the header.
+    Absent,
+    /// The header's value(s), joined with `, ` when repeated.
+    Clear(Bytes),
+    /// A keyed digest of the value, for credential-bearing headers that are never stored in clear.
+    Digest([u8; 32]),
+}
 
 /// The request header names a response varies on.
 #[derive(Debug, Clone, PartialEq, Eq)]

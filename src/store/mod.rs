@@ -50,6 +50,7 @@
 //! assert_store(&MapStore::default());
 //! ```
 
+mod call;
 #[cfg(feature = "test-util")]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub mod conformance;
@@ -77,6 +78,7 @@ pub use redis::{RedisStore, RedisStoreBuilder, DEFAULT_PREFIX as DEFAULT_REDIS_P
 
 use crate::error::BoxError;
 use crate::CacheKey;
+pub(crate) use call::{call, flatten, StoreCall};
 
 /// An operation on a store.
 ///

@@ -1,0 +1,239 @@
+//! Forward: the request goes to the origin, and its answer is routed: a 304 freshens the stale
+//! entry (RFC 9111 §4.3.4), an error may be answered stale (RFC 5861 §4), an unsafe method's
+//! success invalidates (§4.4), anything else is admitted for storing as any miss would be.
+
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body::Body;
+use tower::util::{Oneshot, ServiceExt};
+use tower::Service;
+
+use super::invalidate::InvalidateFuture;
+use super::write::Storing;
+use super::{Ctx, State, StoreCall};
+use crate::body::{CacheBody, Tee};
+use crate::entry::Entry;
+use crate::error::BoxError;
+use crate::key::CacheKey;
+use crate::policy::decision::{is_origin_error, lifetime};
+use crate::policy::fields::content_length;
+use crate::policy::freshness::AgeInputs;
+use crate::policy::retention::expires_at;
+use crate::policy::validation::freshen;
+use crate::respond::{self, hit_info, Freshness};
+use crate::rt::run_soon;
+use crate::status::{CacheInfo, CacheStatus, NotStoredReason};
+use crate::store::Store;
+
+/// What the origin's answer leads to.
+// Returned once and consumed at once, like `Lookup`.
+#[allow(clippy::large_enum_variant)]
+pub(super) enum Answer<R, B> {
+    Respond(Response<CacheBody<B>>),
+    Fail(BoxError),
+    /// Delete what the unsafe request invalidated, then answer with this response.
+    Invalidate(InvalidateFuture, R),
+}
+
+/// Sends the request to the origin: the next state.
+pub(super) fn forward<S, St, ReqB>(
+    inner: &mut Option<S>,
+    request: &mut Option<Request<ReqB>>,
+    ctx: &mut Ctx<St>,
+) -> State<Oneshot<S, Request<ReqB>>, StoreCall<St>, S::Response>
+where
+    S: Service<Request<ReqB>>,
+    St: Store,
+{
+    match (inner.take(), request.take()) {
+        (Some(inner), Some(request)) => State::Forward {
+            fut: ctx.send(inner, request),
+        },
+        _ => State::Failed {
+            error: Some("the request was already sent".into()),
+        },
+    }
+}
+
+impl<St: Store> Ctx<St> {
+    /// Sends the request to the origin, recording what storing its response needs. Every path
+    /// to the origin (miss, revalidation, background refresh) goes through here.
+    ///
+    /// The inner service is driven to readiness only here, when a request really goes to the
+    /// origin (`Oneshot`): the cache itself is always ready, so hits never wait for a saturated
+    /// origin (a `ConcurrencyLimitLayer` inside the cache limits origin traffic only).
+    pub(super) fn send<S, B>(&mut self, inner: S, mut request: Request<B>) -> Oneshot<S, Request<B>>
+    where
+        S: Service<Request<B>>,
+    {
+        self.advertise(&mut request);
+        if let (true, Some(key)) = (self.plan.may_store(), &self.plan.key) {
+            self.storing = Some(Box::new(Storing::of(key, &request, &self.plan.cc)));
+        }
+        self.request_time = self.config.clock.now();
+        inner.oneshot(request)
+    }
+
+    /// As a surrogate, announces itself to the origin (Edge Architecture 1.0 §2.1:
+    /// `Surrogate-Capability: id="Surrogate/1.0"`).
+    fn advertise<B>(&self, request: &mut Request<B>) {
+        if let Some(id) = &self.config.surrogate {
+            if let Ok(value) = HeaderValue::from_str(&format!("{id}=\"Surrogate/1.0\"")) {
+                request.headers_mut().append("surrogate-capability", value);
+            }
+        }
+    }
+
+    /// The origin answered (or failed).
+    pub(super) fn after_origin<R: Body, E: Into<BoxError>>(
+        &mut self,
+        result: Result<Response<R>, E>,
+    ) -> Answer<Response<R>, R> {
+        let response = match result {
+            Ok(response) => response,
+            Err(e) => {
+                // A transport error: stale-if-error may still answer.
+                return match self.stale_after_error() {
+                    Some(stale) => Answer::Respond(stale),
+                    None => Answer::Fail(e.into()),
+                };
+            }
+        };
+        match self.invalidation(&response) {
+            Some(fut) => Answer::Invalidate(fut, response),
+            None => Answer::Respond(self.on_response(response)),
+        }
+    }
+
+    /// RFC 5861 §4: the origin failed; serve the stale entry if it may be.
+    pub(super) fn stale_after_error<B>(&mut self) -> Option<Response<CacheBody<B>>> {
+        let stale = self.stale.take().filter(|s| s.if_error)?;
+        let now = self.config.clock.now();
+        let head = &stale.entry.head;
+        let age = AgeInputs::from_headers(&head.headers, head.request_time, head.response_time)
+            .current_age(now);
+        tracing::warn!("origin failed; serving a stale response (stale-if-error)");
+        self.storing = None;
+        self.leader = None;
+        let (_, lifetime) = lifetime(&head.stored(), &self.config.reuse());
+        let freshness = Freshness { lifetime, age, now };
+        let info = hit_info(&stale.key, head, freshness, false, self.found.blob_size);
+        let status = CacheStatus::StaleIfError;
+        Some(respond::hit(stale.entry, age, status, self.plan.head, info))
+    }
+
+    /// The origin's response, routed: the 304 of a revalidation, an error stale-if-error may
+    /// answer, or a response admitted for storing as any miss would be.
+    pub(super) fn on_response<B: Body>(&mut self, response: Response<B>) -> Response<CacheBody<B>> {
+        if let Some(stale) = self.stale.take() {
+            if stale.revalidating && response.status() == StatusCode::NOT_MODIFIED {
+                return self.freshened(stale.key, stale.entry, response);
+            }
+            if is_origin_error(response.status()) {
+                self.stale = Some(stale);
+                if let Some(stale_response) = self.stale_after_error() {
+                    return stale_response;
+                }
+            }
+            // Anything else replaces the stored response (if storable), as any miss would.
+        }
+        let response_time = self.config.clock.now();
+        let (mut parts, body) = response.into_parts();
+        let mut status = self.status;
+        let mut info = CacheInfo::bypass();
+        let body = match self.storing.take() {
+            Some(storing) => {
+                let age = AgeInputs::from_headers(&parts.headers, self.request_time, response_time)
+                    .current_age(response_time);
+                info.key = Some(storing.key.clone());
+                match self.admit(&storing, &parts, response_time, age) {
+                    Ok(admitted) => {
+                        let lifetime = admitted.lifetime;
+                        let head =
+                            self.entry_head(&storing, &parts, response_time, admitted.expiry);
+                        info.created_at = Some(response_time);
+                        info.expires = expires_at(response_time, lifetime, age);
+                        let expected_len = content_length(&parts.headers);
+                        let sealer = self.sealer(storing.key, head, admitted.ttl);
+                        if body.is_end_stream() && expected_len.unwrap_or(0) == 0 {
+                            // No body at all (a 204, say): a server may never poll it, so the
+                            // entry is stored now rather than at its end.
+                            if let Some(put) = sealer(Vec::new(), None) {
+                                run_soon(put);
+                            }
+                            CacheBody::upstream(body)
+                        } else {
+                            let tee = Tee::new(self.config.max_body_size, expected_len, sealer);
+                            CacheBody::tee(body, tee)
+                        }
+                    }
+                    Err(why) => {
+                        tracing::debug!(key = %storing.key, reason = ?why, "response not storable");
+                        if status == CacheStatus::Miss {
+                            status = CacheStatus::NotCacheable;
+                        }
+                        parts.extensions.insert(NotStoredReason::from(why));
+                        CacheBody::upstream(body)
+                    }
+                }
+            }
+            None => {
+                let why = self.plan.not_stored().unwrap_or(NotStoredReason::Method);
+                parts.extensions.insert(why);
+                info.key = self.plan.key.clone();
+                CacheBody::upstream(body)
+            }
+        };
+        parts.extensions.insert(info);
+        // Nothing is being stored: release the waiters now, they fetch for themselves.
+        self.leader = None;
+        parts.extensions.insert(status);
+        Response::from_parts(parts, body)
+    }
+
+    /// RFC 9111 §4.3.4: a 304 freshens the stored response: its header fields update the stored
+    /// ones (§3.2, [`freshen`]), the stored body is served, and the updated entry is admitted
+    /// again by the same rules as a new response (the expiry starts again from now).
+    fn freshened<B>(
+        &mut self,
+        key: CacheKey,
+        entry: Entry,
+        not_modified: Response<B>,
+    ) -> Response<CacheBody<B>> {
+        let response_time = self.config.clock.now();
+        let Entry {
+            mut head,
+            body,
+            trailers,
+        } = entry;
+        head.headers = freshen(&head.headers, not_modified.headers());
+        head.request_time = self.request_time;
+        head.response_time = response_time;
+        let age = AgeInputs::from_headers(&head.headers, head.request_time, response_time)
+            .current_age(response_time);
+        if let Some(storing) = self.storing.take() {
+            let parts = respond::response_parts(&head);
+            if let Ok(admitted) = self.admit(&storing, &parts, response_time, age) {
+                head.expiry = admitted.expiry;
+                let sealer = self.sealer(storing.key, head.clone(), admitted.ttl);
+                if let Some(put) = sealer(vec![body.clone()], trailers.clone()) {
+                    run_soon(put);
+                }
+            }
+        }
+        self.leader = None;
+        tracing::debug!("revalidated: 304 Not Modified, serving the stored body");
+        let (_, lifetime) = lifetime(&head.stored(), &self.config.reuse());
+        let freshness = Freshness {
+            lifetime,
+            age,
+            now: response_time,
+        };
+        let info = hit_info(&key, &head, freshness, true, self.found.blob_size);
+        let entry = Entry {
+            head,
+            body,
+            trailers,
+        };
+        respond::hit(entry, age, CacheStatus::Revalidated, self.plan.head, info)
+    }
+}

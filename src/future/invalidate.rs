@@ -1,0 +1,50 @@
+//! RFC 9111 §4.4: deleting what an unsafe request invalidated, before its response is answered.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use http::Response;
+
+use super::Ctx;
+use crate::metrics::Event;
+use crate::policy::invalidation::{invalidates, related_targets};
+use crate::store::{flatten, Store, StoreRequest};
+
+/// Deletes the entries an unsafe request invalidated; failures are logged, never returned.
+pub(super) type InvalidateFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+impl<St: Store> Ctx<St> {
+    /// The deletes this response calls for, if any: the target and its same-origin `Location` /
+    /// `Content-Location` (the targets are policy: [`related_targets`]).
+    pub(super) fn invalidation<B>(&mut self, response: &Response<B>) -> Option<InvalidateFuture> {
+        if !invalidates(response.status()) {
+            return None;
+        }
+        let invalidation = self.plan.invalidate.take()?;
+        let mut keys = vec![invalidation.target];
+        for uri in related_targets(&invalidation.uri, response.headers()) {
+            let key = self.config.keying.get_key(uri);
+            if !keys.contains(&key) {
+                keys.push(key);
+            }
+        }
+        // The deletes run together: the response waits for one store timeout at most.
+        let calls = keys.into_iter().map(|key| {
+            let call = self.store_call(StoreRequest::Delete { key: key.clone() });
+            let metrics = self.config.metrics.clone();
+            async move {
+                if let Err(e) = flatten(call.await) {
+                    // The entry may still be served while it is fresh: count it like a lost write.
+                    metrics.record(Event::StoreWriteError);
+                    tracing::warn!(key = %key, error = %e, "could not invalidate a stored entry");
+                } else {
+                    tracing::debug!(key = %key, "invalidated");
+                }
+            }
+        });
+        let all = futures_util::future::join_all(calls);
+        Some(Box::pin(async move {
+            all.await;
+        }))
+    }
+}

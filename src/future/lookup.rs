@@ -1,0 +1,376 @@
+//! Lookup: the store's answer → the envelope opened → the policy's decision → where the
+//! request goes next (a response made from the entry, a variant to look up, a conditional
+//! request, the origin).
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
+use tower::util::Oneshot;
+use tower::Service;
+
+use super::{forward, Ctx, State};
+use crate::body::CacheBody;
+use crate::coalesce::{Join, RefreshGuard, WaitFuture};
+use crate::config::OnBadSignature;
+use crate::controls::CacheMode;
+use crate::entry::{Entry, VaryValue};
+use crate::envelope::OpenError;
+use crate::error::{BoxError, StoreError};
+use crate::key::CacheKey;
+use crate::metrics::Event;
+use crate::policy::decision::{assess, Decision};
+use crate::policy::fields::has_validator;
+use crate::policy::validation::{conditional_headers, not_modified};
+use crate::policy::vary::capture;
+use crate::respond::{self, hit_info, Freshness};
+use crate::status::CacheStatus;
+use crate::store::{flatten, Store, StoreRequest, StoreResponse};
+use crate::timer::Elapsed;
+
+/// A stale entry kept while the request goes on: to validate it, or to serve it if the origin
+/// fails.
+pub(super) struct StaleEntry {
+    /// The key it was read from.
+    pub(super) key: CacheKey,
+    pub(super) entry: Entry,
+    /// A conditional request was sent for it: a 304 freshens it.
+    pub(super) revalidating: bool,
+    /// It may be served if the origin fails.
+    pub(super) if_error: bool,
+}
+
+/// What a lookup leads to.
+// Returned once and consumed at once; boxing the hit would add an allocation to the hit path.
+#[allow(clippy::large_enum_variant)]
+pub(super) enum Lookup<B> {
+    /// Answer with this response (a hit, a 304 to the client's conditional, a 504).
+    Hit(Response<CacheBody<B>>),
+    Fail(BoxError),
+    /// Answer with this stale response and refresh the entry in the background.
+    Refresh(Response<CacheBody<B>>, RefreshGuard),
+    /// Keep going.
+    Go(Next),
+}
+
+/// Where a request goes after a lookup that did not answer it.
+pub(super) enum Next {
+    /// Delete this entry (it failed verification or the filter), then go to the origin.
+    Delete(CacheKey),
+    /// Look up this variant key next (§4.1).
+    Variant(CacheKey),
+    /// Send the request with these validators added (§4.3.1).
+    Revalidate(Vec<(HeaderName, HeaderValue)>),
+    /// Go to the origin (after joining a concurrent request for the same key, if any).
+    Forward,
+}
+
+impl<St: Store> Ctx<St> {
+    pub(super) fn on_lookup<B, E: Into<BoxError>>(
+        &mut self,
+        answer: Result<Result<StoreResponse, E>, Elapsed>,
+        request_headers: Option<&HeaderMap>,
+    ) -> Lookup<B> {
+        let (Some(primary), Some(request_headers)) = (self.plan.key.clone(), request_headers)
+        else {
+            return Lookup::Go(Next::Forward);
+        };
+        // The key this blob was read from: the primary key, or a variant's key (§4.1).
+        let key = self.found.variant_key.clone().unwrap_or(primary);
+        let blob = match flatten(answer).and_then(StoreResponse::into_blob) {
+            Ok(Some(blob)) => blob,
+            Ok(None) => {
+                tracing::debug!(key = %key, "cache miss");
+                return self.nothing_usable();
+            }
+            Err(e) => return self.store_failed(&key, e),
+        };
+        match self.open(&key, blob) {
+            Ok(entry) => self.decide(key, entry, request_headers),
+            Err(why) => self.unusable(key, why),
+        }
+    }
+
+    /// The store failed: fail-closed fails the request, fail-open goes on as on a miss.
+    fn store_failed<B>(&mut self, key: &CacheKey, e: StoreError) -> Lookup<B> {
+        self.config.metrics.record(Event::StoreReadError);
+        if self.config.fail_closed {
+            tracing::warn!(key = %key, error = %e, "store lookup failed; failing the request (fail-closed)");
+            return Lookup::Fail(Box::new(e));
+        }
+        tracing::warn!(key = %key, error = %e, "store lookup failed; going to the origin");
+        self.status = CacheStatus::StoreUnavailable;
+        self.nothing_usable()
+    }
+
+    /// Verifies and decodes a blob, then applies the user's filter again.
+    fn open(&mut self, key: &CacheKey, blob: Bytes) -> Result<Entry, Unusable> {
+        self.found.blob_size = Some(blob.len());
+        let entry = match self.config.envelope.open(key, blob) {
+            Ok(entry) => entry,
+            Err(OpenError::BadSignature(bad)) => {
+                self.config.metrics.record(Event::BadSignature);
+                return Err(Unusable::BadSignature(bad));
+            }
+            Err(OpenError::Unusable(why)) => {
+                tracing::debug!(key = %key, reason = why, "stored entry unusable; treating as a miss");
+                return Err(Unusable::Undecodable);
+            }
+        };
+        // The user's filter, applied again on read: an entry it now rejects is removed.
+        if let Some(filter) = &self.config.filter {
+            if !filter(&respond::response_parts(&entry.head)) {
+                tracing::debug!(key = %key, "stored entry rejected by the filter");
+                return Err(Unusable::Filtered);
+            }
+        }
+        Ok(entry)
+    }
+
+    /// A stored blob that cannot be served: never served, whatever happens next.
+    fn unusable<B>(&mut self, key: CacheKey, why: Unusable) -> Lookup<B> {
+        match why {
+            Unusable::BadSignature(bad) => match self.config.on_bad_signature {
+                OnBadSignature::Error => {
+                    tracing::warn!(key = %key, error = %bad, "refusing a stored entry");
+                    Lookup::Fail(Box::new(bad))
+                }
+                OnBadSignature::Refetch if self.config.read_only => {
+                    tracing::warn!(key = %key, error = %bad, "ignoring a stored entry that fails verification (read-only)");
+                    self.nothing_usable()
+                }
+                OnBadSignature::Refetch => {
+                    tracing::warn!(key = %key, error = %bad, "deleting a stored entry and refetching");
+                    Lookup::Go(Next::Delete(key))
+                }
+            },
+            Unusable::Undecodable => self.nothing_usable(),
+            Unusable::Filtered if self.config.read_only => self.nothing_usable(),
+            Unusable::Filtered => {
+                self.status = CacheStatus::Miss;
+                Lookup::Go(Next::Delete(key))
+            }
+        }
+    }
+
+    /// RFC 9111 §4: the policy decides whether the verified entry answers the request.
+    fn decide<B>(&mut self, key: CacheKey, entry: Entry, request_headers: &HeaderMap) -> Lookup<B> {
+        // New variants of this URL join the stored generation.
+        self.found.generation = Some(entry.head.generation);
+        let now = self.config.clock.now();
+        let reuse = self.config.reuse();
+        let (decision, lifetime) = assess(
+            &entry.head.stored(),
+            request_headers,
+            &self.plan.cc,
+            &reuse,
+            now,
+            &self.config.protect(),
+        );
+        // ForceCache / OnlyIfCached: any matching stored response, fresh or stale.
+        let any_stale = matches!(
+            self.plan.mode,
+            CacheMode::ForceCache | CacheMode::OnlyIfCached
+        );
+        let decision = decision.accepting_any_stale(any_stale);
+        let info = |ctx: &Self, entry: &Entry, age| {
+            let freshness = Freshness { lifetime, age, now };
+            hit_info(&key, &entry.head, freshness, false, ctx.found.blob_size)
+        };
+        match decision {
+            Decision::Fresh { age } => {
+                tracing::debug!(key = %key, age = age.as_secs(), "cache hit");
+                let status = if self.found.coalesced {
+                    CacheStatus::Coalesced
+                } else {
+                    CacheStatus::Hit
+                };
+                let info = info(self, &entry, age);
+                if self.plan.conditional && not_modified(&entry.head.stored(), request_headers) {
+                    // §4.3.2: the client's copy is current; answer 304 from the cache.
+                    return Lookup::Hit(respond::not_modified(&entry.head, age, status, info));
+                }
+                Lookup::Hit(respond::hit(entry, age, status, self.plan.head, info))
+            }
+            Decision::StaleAccepted { age } => {
+                tracing::debug!(key = %key, age = age.as_secs(), mode = ?self.plan.mode, "stale, accepted by max-stale or the cache mode");
+                let info = info(self, &entry, age);
+                let status = CacheStatus::Stale;
+                Lookup::Hit(respond::hit(entry, age, status, self.plan.head, info))
+            }
+            Decision::Stale {
+                age,
+                while_revalidate: true,
+                ..
+            } if !self.plan.conditional => {
+                tracing::debug!(key = %key, age = age.as_secs(), "stale-while-revalidate");
+                // Kept for the background refresh: its validators, and its body if a 304 comes.
+                self.stale = Some(Box::new(StaleEntry {
+                    key: key.clone(),
+                    entry: entry.clone(),
+                    revalidating: has_validator(&entry.head.headers),
+                    if_error: false,
+                }));
+                let info = info(self, &entry, age);
+                let status = CacheStatus::StaleWhileRevalidate;
+                let response = respond::hit(entry, age, status, self.plan.head, info);
+                // At most one refresh per key: concurrent stale hits share it.
+                match self.config.flights.start_refresh(&key) {
+                    Some(guard) => Lookup::Refresh(response, guard),
+                    None => Lookup::Hit(response),
+                }
+            }
+            Decision::Stale { if_error, .. } if !self.plan.cc.only_if_cached => {
+                // A client's own conditional goes to the origin as it is: its validators, not
+                // ours (and its 304 is not ours to merge).
+                let revalidating = has_validator(&entry.head.headers) && !self.plan.conditional;
+                let validators = if revalidating {
+                    // §4.3.1: validate the stored response with a conditional request.
+                    tracing::debug!(key = %key, "stale entry; revalidating");
+                    conditional_headers(&entry.head.headers)
+                } else {
+                    tracing::debug!(key = %key, "stale entry without validator");
+                    Vec::new()
+                };
+                if revalidating || if_error.is_some() {
+                    self.stale = Some(Box::new(StaleEntry {
+                        key,
+                        entry,
+                        revalidating,
+                        if_error: if_error.is_some(),
+                    }));
+                }
+                Lookup::Go(if revalidating {
+                    Next::Revalidate(validators)
+                } else {
+                    Next::Forward
+                })
+            }
+            Decision::NoMatch
+                if self.found.variant_key.is_none() && !entry.head.vary.is_empty() =>
+            {
+                // §4.1: another variant is stored under the primary key; this request's own
+                // variant, if stored, is under the key its selecting header values give.
+                let values: Vec<VaryValue> = {
+                    let protect = self.config.protect();
+                    entry
+                        .head
+                        .vary
+                        .iter()
+                        .map(|(name, _)| capture(request_headers, name, &protect))
+                        .collect()
+                };
+                let variant = key.variant(entry.head.generation, &values);
+                tracing::debug!(key = %key, variant = %variant, "looking up the request's variant");
+                self.found.variant_key = Some(variant.clone());
+                Lookup::Go(Next::Variant(variant))
+            }
+            other => {
+                tracing::debug!(key = %key, decision = ?other, "stored entry not usable");
+                self.nothing_usable()
+            }
+        }
+    }
+
+    /// Nothing stored can answer: go to the origin, unless the client said only-if-cached
+    /// (§5.2.1.7: a 504 from the cache).
+    pub(super) fn nothing_usable<B>(&mut self) -> Lookup<B> {
+        if !self.plan.cc.only_if_cached {
+            return Lookup::Go(Next::Forward);
+        }
+        self.leader = None;
+        Lookup::Hit(respond::gateway_timeout())
+    }
+
+    /// The state a lookup that did not answer leads to.
+    pub(super) fn route<S, ReqB>(
+        &mut self,
+        next: Next,
+        inner: &mut Option<S>,
+        request: &mut Option<Request<ReqB>>,
+    ) -> State<Oneshot<S, Request<ReqB>>, super::StoreCall<St>, S::Response>
+    where
+        S: Service<Request<ReqB>>,
+    {
+        match next {
+            Next::Delete(key) => State::Delete {
+                fut: self.store_call(StoreRequest::Delete { key }),
+            },
+            Next::Variant(key) => State::Lookup {
+                fut: self.store_call(StoreRequest::Get { key }),
+            },
+            Next::Revalidate(validators) => {
+                if let Some(request) = request.as_mut() {
+                    for (name, value) in validators {
+                        request.headers_mut().insert(name, value);
+                    }
+                }
+                forward::forward(inner, request, self)
+            }
+            Next::Forward => match self.join_flight() {
+                Some(fut) => State::Wait { fut },
+                None => forward::forward(inner, request, self),
+            },
+        }
+    }
+
+    /// After waiting for a concurrent request: look again from the primary key if it stored
+    /// something, else go to the origin.
+    pub(super) fn after_wait<S, ReqB>(
+        &mut self,
+        stored: bool,
+        inner: &mut Option<S>,
+        request: &mut Option<Request<ReqB>>,
+    ) -> State<Oneshot<S, Request<ReqB>>, super::StoreCall<St>, S::Response>
+    where
+        S: Service<Request<ReqB>>,
+    {
+        self.found.coalesced = true;
+        self.found.variant_key = None;
+        match (stored, self.plan.key.clone()) {
+            (true, Some(key)) => State::Lookup {
+                fut: self.store_call(StoreRequest::Get { key }),
+            },
+            _ => forward::forward(inner, request, self),
+        }
+    }
+
+    /// A failed delete of an unusable entry is logged and counted, never returned.
+    pub(super) fn after_delete<E: Into<BoxError>>(
+        &mut self,
+        answer: Result<Result<StoreResponse, E>, Elapsed>,
+    ) {
+        if let Err(e) = flatten(answer) {
+            self.config.metrics.record(Event::StoreWriteError);
+            tracing::warn!(error = %e, "could not delete an entry that failed verification");
+        }
+    }
+
+    /// On a miss: join a concurrent request for the same key, or lead one. Returns the wait when
+    /// there is one to wait for.
+    fn join_flight(&mut self) -> Option<WaitFuture> {
+        let timeout = self.config.coalesce_timeout?;
+        let key = self.plan.key.as_ref()?;
+        if self.found.coalesced || !self.plan.may_store() {
+            return None;
+        }
+        match self.config.flights.join(key, timeout) {
+            Join::Wait(fut) => {
+                tracing::debug!(key = %key, "waiting for a concurrent request for the same key");
+                Some(fut)
+            }
+            Join::Lead(leader) => {
+                self.leader = Some(leader);
+                None
+            }
+            Join::Alone => None,
+        }
+    }
+}
+
+/// Why a stored blob cannot answer.
+enum Unusable {
+    BadSignature(crate::error::BadSignature),
+    /// Verified (or unsigned) but not decodable by this version: a miss.
+    Undecodable,
+    /// The user's filter rejects it now.
+    Filtered,
+}

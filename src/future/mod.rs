@@ -1,0 +1,461 @@
+//! [`ResponseFuture`]: the request path, one room per path.
+//!
+//! Data flows one way: plan → lookup → decide → respond | forward → store.
+//!
+//! ```text
+//!            plan.rs            lookup.rs                     respond.rs
+//! request ──► Plan ──► (lookup) ──► store Get ──► policy ──► hit | 304 | 504 ──► caller
+//!              │                                    │
+//!              │                                    ├─► refresh.rs (stale-while-revalidate)
+//!              │                                    ▼
+//!              └──────────────────────────────► forward.rs ──► origin ──► response
+//!                                                                   │
+//!                          invalidate.rs (unsafe methods, §4.4) ◄───┤
+//!                          write.rs (admission, sealing, Put) ◄─────┘
+//! ```
+//!
+//! This file holds the future and its loop over the points where a request awaits something
+//! (the store, a concurrent request, the origin, invalidation); each arm is one call into a
+//! room. What a response reports (metrics, the `Cache-Status` field) is recorded in one place,
+//! [`finish`].
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Body;
+use pin_project_lite::pin_project;
+use tower::util::Oneshot;
+use tower::Service;
+
+use crate::body::CacheBody;
+use crate::coalesce::{Leader, WaitFuture};
+use crate::config::Config;
+use crate::error::BoxError;
+use crate::key::CacheKey;
+use crate::metrics::Event;
+use crate::request_body::BufferFuture;
+use crate::status::{cache_status_field, CacheStatus};
+use crate::store::{Store, StoreCall, StoreRequest};
+
+mod forward;
+mod invalidate;
+mod lookup;
+mod plan;
+mod refresh;
+mod write;
+
+use invalidate::InvalidateFuture;
+use lookup::{Lookup, StaleEntry};
+use plan::Plan;
+use write::Storing;
+
+/// The error of a future polled again after it finished (on every path alike).
+const POLLED_AFTER_COMPLETION: &str = "ResponseFuture polled after completion";
+
+pin_project! {
+    /// The future returned by [`Cache`](crate::Cache).
+    #[must_use = "futures do nothing unless polled"]
+    pub struct ResponseFuture<S, St, ReqB>
+    where
+        S: Service<Request<ReqB>>,
+        St: Store,
+    {
+        #[pin]
+        kind: Kind<S, St, ReqB>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<S, St, ReqB>
+    where
+        S: Service<Request<ReqB>>,
+        St: Store,
+    {
+        // Reading a request body that is part of the key (see `request_body.rs`).
+        Buffering {
+            fut: BufferFuture<ReqB>,
+            rest: Option<(S, St, Arc<Config>)>,
+        },
+        // Boxed: the flow is over a kilobyte and would otherwise be copied at every move of the
+        // future between `call` and its first poll (measured: a fifth of a 1 KiB hit).
+        Flow { flow: Pin<Box<Flow<S, St, ReqB>>> },
+    }
+}
+
+impl<S, St, ReqB> fmt::Debug for ResponseFuture<S, St, ReqB>
+where
+    S: Service<Request<ReqB>>,
+    St: Store,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let step = match &self.kind {
+            Kind::Buffering { .. } => "reading the request body",
+            Kind::Flow { flow } => flow.state.name(),
+        };
+        f.debug_struct("ResponseFuture")
+            .field("step", &step)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, St, ReqB, ResB> ResponseFuture<S, St, ReqB>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    S::Error: Into<BoxError>,
+    St: Store,
+    ResB: Body,
+{
+    pub(crate) fn new(inner: S, store: St, config: Arc<Config>, request: Request<ReqB>) -> Self {
+        Self {
+            kind: Kind::Flow {
+                flow: Box::pin(Flow::new(inner, store, config, request, None)),
+            },
+        }
+    }
+
+    /// Reads the request body first (it is part of the key), then goes on as `new`.
+    pub(crate) fn buffering(
+        inner: S,
+        store: St,
+        config: Arc<Config>,
+        fut: BufferFuture<ReqB>,
+    ) -> Self {
+        Self {
+            kind: Kind::Buffering {
+                fut,
+                rest: Some((inner, store, config)),
+            },
+        }
+    }
+}
+
+impl<S, St, ReqB, ResB> Future for ResponseFuture<S, St, ReqB>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    St: Store,
+    ReqB: Send + 'static,
+    ResB: Body + Send + 'static,
+    ResB::Data: Send,
+{
+    type Output = Result<Response<CacheBody<ResB>>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.kind.as_mut().project() {
+                KindProj::Flow { flow } => return flow.as_mut().poll(cx),
+                KindProj::Buffering { fut, rest } => {
+                    let buffered = ready!(fut.as_mut().poll(cx));
+                    let Some((inner, store, config)) = rest.take() else {
+                        return Poll::Ready(Err(POLLED_AFTER_COMPLETION.into()));
+                    };
+                    let (request, body) = match buffered {
+                        Ok(buffered) => buffered,
+                        Err(e) => return Poll::Ready(Err(e)),
+                    };
+                    let flow = Box::pin(Flow::new(inner, store, config, request, body));
+                    this.kind.set(Kind::Flow { flow });
+                }
+            }
+        }
+    }
+}
+
+/// What the request path carries besides the request and the inner service.
+struct Ctx<St> {
+    store: St,
+    config: Arc<Config>,
+    plan: Plan,
+    /// What to report if the request goes to the origin.
+    status: CacheStatus,
+    /// Held while this request fetches a key that other requests wait for.
+    leader: Option<Leader>,
+    /// A stale entry that is being validated (RFC 9111 §4.3), or that may be served if the
+    /// origin fails (RFC 5861 §4).
+    stale: Option<Box<StaleEntry>>,
+    /// Set when the request is forwarded and its response may be stored: the parts of the
+    /// request the entry records (the request itself goes to the origin). Not built on a hit.
+    storing: Option<Box<Storing>>,
+    found: Found,
+    /// When the request went to the origin (§4.2.3 `request_time`).
+    request_time: SystemTime,
+}
+
+/// Where the lookup stands.
+#[derive(Debug, Default)]
+struct Found {
+    /// This request already waited for another one; it does not wait twice.
+    coalesced: bool,
+    /// Set while looking up (and after finding) the request's Vary variant (§4.1).
+    variant_key: Option<CacheKey>,
+    /// The variant generation of the stored primary entry, if one was found.
+    generation: Option<u64>,
+    /// Size of the blob a hit came from.
+    blob_size: Option<usize>,
+}
+
+impl<St: Store> Ctx<St> {
+    fn new(store: St, config: Arc<Config>, plan: Plan) -> Self {
+        Self {
+            store,
+            config,
+            status: plan.status(),
+            plan,
+            leader: None,
+            stale: None,
+            storing: None,
+            found: Found::default(),
+            request_time: SystemTime::UNIX_EPOCH,
+        }
+    }
+
+    /// A context for a background refresh of the same request.
+    fn for_refresh(&self) -> Self {
+        let mut ctx = Self::new(
+            self.store.clone(),
+            self.config.clone(),
+            self.plan.for_refresh(),
+        );
+        ctx.status = CacheStatus::Miss;
+        ctx.found.coalesced = true;
+        ctx.found.generation = self.found.generation;
+        ctx.request_time = self.request_time;
+        ctx
+    }
+
+    /// One store operation, bounded by the store timeout.
+    fn store_call(&self, request: StoreRequest) -> StoreCall<St> {
+        self.config.call(&self.store, request)
+    }
+}
+
+/// Counts what a response reports: every answer of the request path once (the foreground here,
+/// a background refresh in `refresh.rs`).
+fn record<B>(config: &Config, response: &Response<B>) {
+    if let Some(event) = response
+        .extensions()
+        .get::<CacheStatus>()
+        .copied()
+        .and_then(Event::outcome)
+    {
+        config.metrics.record(event);
+    }
+}
+
+/// The one place an answer is reported: metrics, the opt-in `Cache-Status` field (RFC 9211), the
+/// debug log.
+fn finish<B>(config: &Config, response: &mut Response<B>) {
+    record(config, response);
+    if config.cache_status_header {
+        let value = cache_status_field(response, config.clock.now());
+        response.headers_mut().append("cache-status", value);
+    }
+    tracing::debug!(
+        status = %response.status(),
+        cache = ?response.extensions().get::<CacheStatus>(),
+        "answered"
+    );
+}
+
+pin_project! {
+    /// The request's way through the cache, once its key is known.
+    struct Flow<S, St, ReqB>
+    where
+        S: Service<Request<ReqB>>,
+        St: Store,
+    {
+        #[pin]
+        state: State<Oneshot<S, Request<ReqB>>, StoreCall<St>, S::Response>,
+        inner: Option<S>,
+        request: Option<Request<ReqB>>,
+        ctx: Ctx<St>,
+        // Lookup, decision, store and origin events of this request are recorded in it.
+        span: tracing::Span,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F, L, R> {
+        Lookup { #[pin] fut: L },
+        Wait { fut: WaitFuture },
+        Delete { #[pin] fut: L },
+        Forward { #[pin] fut: F },
+        // §4.4: deleting what an unsafe request invalidated, before answering.
+        Invalidate { fut: InvalidateFuture, response: Option<R> },
+        // Ends the future with this error at the next poll.
+        Failed { error: Option<BoxError> },
+        Done,
+    }
+}
+
+impl<F, L, R> State<F, L, R> {
+    fn name(&self) -> &'static str {
+        match self {
+            State::Lookup { .. } => "looking up",
+            State::Wait { .. } => "waiting for a concurrent request",
+            State::Delete { .. } => "deleting an unusable entry",
+            State::Forward { .. } => "waiting for the origin",
+            State::Invalidate { .. } => "invalidating",
+            State::Failed { .. } => "failed",
+            State::Done => "done",
+        }
+    }
+}
+
+impl<S, St, ReqB, ResB> Flow<S, St, ReqB>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    S::Error: Into<BoxError>,
+    St: Store,
+    ResB: Body,
+{
+    fn new(
+        inner: S,
+        store: St,
+        config: Arc<Config>,
+        request: Request<ReqB>,
+        body: Option<Bytes>,
+    ) -> Self {
+        let plan = Plan::new(&config, &request, body.as_deref());
+        let span = tracing::debug_span!(
+            "http_cache",
+            method = %request.method(),
+            uri = %request.uri(),
+            mode = ?plan.mode,
+        );
+        let mut ctx = Ctx::new(store, config, plan);
+        let _entered = span.enter();
+        let (state, inner, request) = match (&ctx.plan.key, ctx.plan.lookup) {
+            (Some(key), true) => {
+                tracing::debug!(key = %key, "cache lookup");
+                let fut = ctx.store_call(StoreRequest::Get { key: key.clone() });
+                (State::Lookup { fut }, Some(inner), Some(request))
+            }
+            _ => {
+                tracing::debug!(key = ?ctx.plan.key, reason = ?ctx.plan.not_stored(), "not looked up; forwarding");
+                let fut = ctx.send(inner, request);
+                (State::Forward { fut }, None, None)
+            }
+        };
+        drop(_entered);
+        Self {
+            state,
+            inner,
+            request,
+            ctx,
+            span,
+        }
+    }
+}
+
+impl<S, St, ReqB, ResB> Future for Flow<S, St, ReqB>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    St: Store,
+    ReqB: Send + 'static,
+    ResB: Body + Send + 'static,
+    ResB::Data: Send,
+{
+    type Output = Result<Response<CacheBody<ResB>>, BoxError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let span = self.as_mut().project().span.clone();
+        let _entered = span.enter();
+        let mut result = ready!(self.as_mut().step(cx));
+        if let Ok(response) = &mut result {
+            finish(&self.as_mut().project().ctx.config, response);
+        }
+        Poll::Ready(result)
+    }
+}
+
+impl<S, St, ReqB, ResB> Flow<S, St, ReqB>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    St: Store,
+    ReqB: Send + 'static,
+    ResB: Body + Send + 'static,
+    ResB::Data: Send,
+{
+    fn step(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Response<CacheBody<ResB>>, BoxError>> {
+        let mut this = self.project();
+        loop {
+            let next = match this.state.as_mut().project() {
+                StateProj::Lookup { fut } => {
+                    let answer = ready!(fut.poll(cx));
+                    let headers = this.request.as_ref().map(Request::headers);
+                    let lookup = this.ctx.on_lookup(answer, headers);
+                    match lookup {
+                        Lookup::Hit(response) => Ok(response),
+                        Lookup::Fail(err) => Err(err),
+                        Lookup::Refresh(response, guard) => {
+                            refresh::spawn(this.inner, this.request, this.ctx, guard);
+                            Ok(response)
+                        }
+                        Lookup::Go(next) => {
+                            let state = this.ctx.route(next, this.inner, this.request);
+                            this.state.set(state);
+                            continue;
+                        }
+                    }
+                }
+                StateProj::Wait { fut } => {
+                    let stored = ready!(fut.as_mut().poll(cx));
+                    let state = this.ctx.after_wait(stored, this.inner, this.request);
+                    this.state.set(state);
+                    continue;
+                }
+                StateProj::Delete { fut } => {
+                    this.ctx.after_delete(ready!(fut.poll(cx)));
+                    this.state
+                        .set(forward::forward(this.inner, this.request, this.ctx));
+                    continue;
+                }
+                StateProj::Forward { fut } => {
+                    let result = ready!(fut.poll(cx));
+                    match this.ctx.after_origin(result) {
+                        forward::Answer::Respond(response) => Ok(response),
+                        forward::Answer::Fail(e) => Err(e),
+                        forward::Answer::Invalidate(fut, response) => {
+                            this.state.set(State::Invalidate {
+                                fut,
+                                response: Some(response),
+                            });
+                            continue;
+                        }
+                    }
+                }
+                StateProj::Invalidate { fut, response } => {
+                    ready!(fut.as_mut().poll(cx));
+                    match response.take() {
+                        Some(response) => Ok(this.ctx.on_response(response)),
+                        None => Err(POLLED_AFTER_COMPLETION.into()),
+                    }
+                }
+                StateProj::Failed { error } => Err(error
+                    .take()
+                    .unwrap_or_else(|| POLLED_AFTER_COMPLETION.into())),
+                StateProj::Done => Err(POLLED_AFTER_COMPLETION.into()),
+            };
+            this.state.set(State::Done);
+            return Poll::Ready(next);
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! Responses the cache makes itself, from a stored entry or from nothing: pure builders with no
+//! I/O, unit-tested here without sockets.
+//!
+//! - [`hit`]: a stored response served (fresh, stale where allowed, or just revalidated);
+//! - [`not_modified`]: a `304` to a client's own conditional request (RFC 9111 §4.3.2);
+//! - [`gateway_timeout`]: the `504` of `only-if-cached` with nothing usable (§5.2.1.7).
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{header, Response, StatusCode};
+
+use crate::body::CacheBody;
+use crate::entry::{Entry, EntryHead};
+use crate::key::CacheKey;
+use crate::policy::freshness::age_value;
+use crate::policy::retention::expires_at;
+use crate::policy::validation::not_modified_headers;
+use crate::status::{CacheInfo, CacheStatus};
+
+/// How fresh a stored response is when served: its freshness lifetime and current age (§4.2),
+/// seen at `now`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Freshness {
+    pub(crate) lifetime: Duration,
+    pub(crate) age: Duration,
+    pub(crate) now: SystemTime,
+}
+
+/// What a response served from the store reports in its [`CacheInfo`].
+pub(crate) fn hit_info(
+    key: &CacheKey,
+    head: &EntryHead,
+    freshness: Freshness,
+    revalidated: bool,
+    blob_size: Option<usize>,
+) -> CacheInfo {
+    let Freshness { lifetime, age, now } = freshness;
+    CacheInfo {
+        from_cache: true,
+        key: Some(key.clone()),
+        created_at: Some(head.response_time),
+        expires: expires_at(now, lifetime, age),
+        is_expired: age >= lifetime,
+        revalidated,
+        size: blob_size,
+    }
+}
+
+/// Rebuilds the stored response, with its current `Age` (RFC 9111 §4, §5.1; see
+/// [`age_value`]). A HEAD is answered with the stored GET's header section and no body
+/// (RFC 9110 §9.3.2).
+pub(crate) fn hit<B>(
+    entry: Entry,
+    age: Duration,
+    status: CacheStatus,
+    head_only: bool,
+    info: CacheInfo,
+) -> Response<CacheBody<B>> {
+    let Entry {
+        head,
+        body,
+        trailers,
+    } = entry;
+    let body = if head_only {
+        CacheBody::cached(Bytes::new(), None)
+    } else {
+        CacheBody::cached(body, trailers)
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = head.status;
+    *response.version_mut() = head.version;
+    *response.headers_mut() = head.headers;
+    response.headers_mut().insert(header::AGE, age_value(age));
+    response.extensions_mut().insert(status);
+    response.extensions_mut().insert(info);
+    response
+}
+
+/// §4.3.2: the client's own copy is current: `304 Not Modified` with the fields a 200 would
+/// carry (RFC 9110 §15.4.5) and the stored response's `Age`.
+pub(crate) fn not_modified<B>(
+    head: &EntryHead,
+    age: Duration,
+    status: CacheStatus,
+    info: CacheInfo,
+) -> Response<CacheBody<B>> {
+    let mut response = Response::new(CacheBody::cached(Bytes::new(), None));
+    *response.status_mut() = StatusCode::NOT_MODIFIED;
+    *response.headers_mut() = not_modified_headers(&head.headers);
+    response.headers_mut().insert(header::AGE, age_value(age));
+    response.extensions_mut().insert(status);
+    response.extensions_mut().insert(info);
+    response
+}
+
+/// §5.2.1.7: "If it receives this directive, a cache SHOULD either respond using a stored
+/// response consistent with the other constraints of the request message or respond with a 504
+/// (Gateway Timeout) status code."
+pub(crate) fn gateway_timeout<B>() -> Response<CacheBody<B>> {
+    let mut response = Response::new(CacheBody::cached(Bytes::new(), None));
+    *response.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+    response
+        .extensions_mut()
+        .insert(CacheStatus::OnlyIfCachedMiss);
+    response
+}
+
+/// A stored response's head as `http::response::Parts`, for the user's filter.
+pub(crate) fn response_parts(head: &EntryHead) -> http::response::Parts {
+    let mut response = Response::new(());
+    *response.status_mut() = head.status;
+    *response.version_mut() = head.version;
+    *response.headers_mut() = head.headers.clone();
+    response.into_parts().0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entry::Expiry;
+    use http::{HeaderMap, HeaderValue, Method, Version};
+    use http_body_util::BodyExt;
+
+    fn t(s: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + s)
+    }
+
+    fn entry() -> Entry {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("max-age=60"),
+        );
+        headers.insert(header::ETAG, HeaderValue::from_static("\"v1\""));
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        // An Age the origin sent: a hit replaces it.
+        headers.insert(header::AGE, HeaderValue::from_static("3"));
+        let mut trailers = HeaderMap::new();
+        trailers.insert("x-checksum", HeaderValue::from_static("abc"));
+        Entry {
+            head: EntryHead {
+                status: StatusCode::OK,
+                version: Version::HTTP_11,
+                headers,
+                request_time: t(0),
+                response_time: t(1),
+                method: Method::GET,
+                uri: Bytes::from_static(b"http://e.com/"),
+                vary: Vec::new(),
+                generation: 7,
+                expiry: Expiry::Headers,
+            },
+            body: Bytes::from_static(b"hello"),
+            trailers: Some(trailers),
+        }
+    }
+
+    fn key() -> CacheKey {
+        CacheKey::for_request(&http::Request::get("http://e.com/").body(()).unwrap())
+    }
+
+    fn info(e: &Entry, age: u64) -> CacheInfo {
+        let f = Freshness {
+            lifetime: Duration::from_secs(60),
+            age: Duration::from_secs(age),
+            now: t(100),
+        };
+        hit_info(&key(), &e.head, f, false, Some(123))
+    }
+
+    #[tokio::test]
+    async fn a_hit_rebuilds_the_stored_response_with_its_current_age() {
+        let e = entry();
+        let i = info(&e, 10);
+        let response = hit::<http_body_util::Empty<Bytes>>(
+            e,
+            Duration::from_secs(10),
+            CacheStatus::Hit,
+            false,
+            i.clone(),
+        );
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.version(), Version::HTTP_11);
+        let ages: Vec<_> = response.headers().get_all(header::AGE).iter().collect();
+        assert_eq!(ages, [HeaderValue::from_static("10")]);
+        assert_eq!(response.headers()[header::ETAG], "\"v1\"");
+        assert_eq!(
+            response.extensions().get::<CacheStatus>(),
+            Some(&CacheStatus::Hit)
+        );
+        assert_eq!(response.extensions().get::<CacheInfo>(), Some(&i));
+        let collected = response.into_body().collect().await.unwrap();
+        assert_eq!(collected.trailers().unwrap()["x-checksum"], "abc");
+        assert_eq!(collected.to_bytes(), "hello");
+    }
+
+    #[tokio::test]
+    async fn a_head_hit_has_the_header_section_and_no_body() {
+        let e = entry();
+        let i = info(&e, 0);
+        let response =
+            hit::<http_body_util::Empty<Bytes>>(e, Duration::ZERO, CacheStatus::Stale, true, i);
+        // The stored Content-Length stays: it is what a GET would carry (RFC 9110 §9.3.2).
+        assert_eq!(response.headers()[header::CONTENT_LENGTH], "5");
+        assert_eq!(response.headers()[header::AGE], "0");
+        let collected = response.into_body().collect().await.unwrap();
+        assert!(collected.trailers().is_none());
+        assert!(collected.to_bytes().is_empty());
+    }
+
+    #[test]
+    fn hit_info_reports_expiry_and_staleness() {
+        let e = entry();
+        let fresh = info(&e, 10);
+        assert!(fresh.from_cache);
+        assert_eq!(fresh.key, Some(key()));
+        assert_eq!(fresh.created_at, Some(t(1)));
+        assert_eq!(fresh.expires, Some(t(150)));
+        assert!(!fresh.is_expired);
+        assert_eq!(fresh.size, Some(123));
+        let stale = info(&e, 60);
+        assert!(stale.is_expired);
+        assert_eq!(stale.expires, Some(t(100)));
+    }
+
+    #[tokio::test]
+    async fn a_304_to_a_client_carries_only_the_fields_a_200_would_and_no_body() {
+        let e = entry();
+        let i = info(&e, 4);
+        let response = not_modified::<http_body_util::Empty<Bytes>>(
+            &e.head,
+            Duration::from_secs(4),
+            CacheStatus::Hit,
+            i,
+        );
+        assert_eq!(response.status(), StatusCode::NOT_MODIFIED);
+        assert_eq!(response.headers()[header::ETAG], "\"v1\"");
+        assert_eq!(response.headers()[header::CACHE_CONTROL], "max-age=60");
+        assert_eq!(response.headers()[header::AGE], "4");
+        assert!(!response.headers().contains_key(header::CONTENT_LENGTH));
+        assert!(!response.headers().contains_key(header::CONTENT_TYPE));
+        assert!(response
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .is_empty());
+    }
+
+    #[test]
+    fn only_if_cached_without_an_entry_is_a_504_from_the_cache() {
+        let response = gateway_timeout::<()>();
+        assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(
+            response.extensions().get::<CacheStatus>(),
+            Some(&CacheStatus::OnlyIfCachedMiss)
+        );
+        assert!(response.headers().is_empty());
+    }
+
+    #[test]
+    fn the_filter_sees_the_stored_status_version_and_headers() {
+        let e = entry();
+        let parts = response_parts(&e.head);
+        assert_eq!(parts.status, StatusCode::OK);
+        assert_eq!(parts.version, Version::HTTP_11);
+        assert_eq!(parts.headers, e.head.headers);
+    }
+}
