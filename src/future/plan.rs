@@ -7,6 +7,7 @@ use http::{Method, Request, Uri};
 use crate::config::Config;
 use crate::controls::{CacheMode, ExpireAfter};
 use crate::key::CacheKey;
+use crate::policy::decision::stored_method;
 use crate::policy::invalidation::is_safe;
 use crate::policy::validation::{has_unsupported_preconditions, is_conditional};
 use crate::policy::RequestDirectives;
@@ -79,10 +80,7 @@ impl Plan {
             || (method_allowed && body.is_some());
         let disabled = mode == CacheMode::NoStore || expire == Some(ExpireAfter::DoNotCache);
         let cacheable = allowed && keyable && !disabled;
-        let key = cacheable.then(|| {
-            let key_method = if head { &Method::GET } else { method };
-            config.keying.key(request, key_method, body)
-        });
+        let key = cacheable.then(|| config.keying.key(request, stored_method(method), body));
         // The modes and a request's own expiry act on the cache's reading of the request, never
         // on the headers sent to the origin.
         match mode {

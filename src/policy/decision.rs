@@ -2,7 +2,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, Method, StatusCode};
 
 use super::cache_control::{RequestDirectives, ResponseDirectives};
 use super::freshness::{freshness_lifetime, AgeInputs};
@@ -40,6 +40,18 @@ impl Decision {
             Decision::Stale { age, .. } if accept => Decision::StaleAccepted { age },
             other => other,
         }
+    }
+}
+
+/// RFC 9111 §4: a stored response is reused only if "the request method associated with the
+/// stored response allows it to be used for the presented request": the method whose stored
+/// responses a request is looked up under. A HEAD is answered from a stored GET (RFC 9110
+/// §9.3.2: "identical to GET except that the server MUST NOT send content").
+pub(crate) fn stored_method(request: &Method) -> &Method {
+    if request == Method::HEAD {
+        &Method::GET
+    } else {
+        request
     }
 }
 
@@ -246,6 +258,53 @@ mod tests {
 
     fn no_digest(_: &http::HeaderName, _: &[u8]) -> Option<[u8; 32]> {
         None
+    }
+
+    #[test]
+    fn head_is_looked_up_under_get() {
+        assert_eq!(stored_method(&Method::HEAD), Method::GET);
+        assert_eq!(stored_method(&Method::GET), Method::GET);
+        assert_eq!(stored_method(&Method::POST), Method::POST);
+    }
+
+    #[test]
+    fn only_500_502_503_504_are_origin_errors() {
+        for (code, want) in [
+            (500, true),
+            (502, true),
+            (503, true),
+            (504, true),
+            (501, false),
+            (404, false),
+            (200, false),
+        ] {
+            assert_eq!(
+                is_origin_error(StatusCode::from_u16(code).unwrap()),
+                want,
+                "{code}"
+            );
+        }
+    }
+
+    #[test]
+    fn modes_that_accept_any_stale_response() {
+        let secs = Duration::from_secs;
+        let stale = Decision::Stale {
+            age: secs(9),
+            if_error: None,
+            while_revalidate: false,
+        };
+        assert_eq!(
+            stale.accepting_any_stale(true),
+            Decision::StaleAccepted { age: secs(9) }
+        );
+        assert_eq!(stale.accepting_any_stale(false), stale);
+        let fresh = Decision::Fresh { age: secs(1) };
+        assert_eq!(fresh.accepting_any_stale(true), fresh);
+        assert_eq!(
+            Decision::NoMatch.accepting_any_stale(true),
+            Decision::NoMatch
+        );
     }
 
     #[test]
