@@ -15,31 +15,14 @@ use std::time::Instant;
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use http_body_util::{BodyExt, Full};
-use hyper_client_cache::{CacheLayer, MemoryStore, SecretKey};
+use hyper_client_cache::{CacheLayer, MemoryStore};
 use ring::hmac;
 use tower::{Service, ServiceBuilder, ServiceExt};
 
-const SIZES: [(usize, &str); 3] = [(1024, "1KiB"), (64 * 1024, "64KiB"), (1024 * 1024, "1MiB")];
+#[path = "support/mod.rs"]
+mod support;
 
-type Reply = http::Response<Full<Bytes>>;
-type ReplyFuture = std::future::Ready<Result<Reply, Infallible>>;
-
-fn origin(
-    body: Bytes,
-    cache_control: &'static str,
-) -> impl Service<http::Request<()>, Response = Reply, Error = Infallible, Future = ReplyFuture> + Clone
-{
-    tower::service_fn(move |_req: http::Request<()>| {
-        let response = http::Response::builder()
-            .header("cache-control", cache_control)
-            .header("content-type", "application/json")
-            .header("etag", "\"abc\"")
-            .header("server", "bench")
-            .body(Full::new(body.clone()))
-            .unwrap();
-        std::future::ready(Ok(response))
-    })
-}
+use support::{origin, SIZES};
 
 fn request() -> http::Request<()> {
     http::Request::get("http://bench.local/item?id=1")
@@ -74,11 +57,10 @@ fn hits(c: &mut Criterion) {
         });
 
         for label in ["signed_hit", "encrypted_hit", "unsigned_hit"] {
-            let key = || SecretKey::new("benchmark key, 32 bytes long....").unwrap();
             let layer = CacheLayer::new(MemoryStore::new(64 << 20)).max_body_size(2 << 20);
             let layer = match label {
-                "signed_hit" => layer.secret_key(key()),
-                "encrypted_hit" => layer.encrypt(key()),
+                "signed_hit" => layer.secret_key(support::key()),
+                "encrypted_hit" => layer.encrypt(support::key()),
                 _ => layer,
             };
             let mut svc = ServiceBuilder::new()
@@ -115,8 +97,7 @@ fn misses(c: &mut Criterion) {
     });
     // Each iteration gets a fresh (small) store, built outside the measurement, so the lookup
     // misses and the response is sealed and written.
-    let key = SecretKey::new("benchmark key, 32 bytes long....").unwrap();
-    let layer = CacheLayer::new(()).secret_key(key);
+    let layer = CacheLayer::new(()).secret_key(support::key());
     group.bench_function("signed_miss_and_store_1KiB", |b| {
         b.iter_batched(
             || {

@@ -12,10 +12,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use http_body_util::{BodyExt, Full};
-use hyper_client_cache::{CacheLayer, DiskStore, MemoryStore, RedisStore, SecretKey, Store};
+use hyper_client_cache::{CacheLayer, DiskStore, MemoryStore, RedisStore, Store};
 use tower::{Service, ServiceBuilder, ServiceExt};
 
-type Reply = http::Response<Full<Bytes>>;
+#[allow(dead_code)] // The hit sizes and the shared origin are not used here.
+#[path = "support/mod.rs"]
+mod support;
+
+use support::{key, Reply};
 
 fn origin(
     body: Bytes,
@@ -73,10 +77,6 @@ fn through<St: Store>(
     ServiceBuilder::new()
         .layer(layer.store_timeout(Duration::from_secs(5)))
         .service(origin(Bytes::from(vec![b'x'; size])))
-}
-
-fn key() -> SecretKey {
-    SecretKey::new("benchmark key, 32 bytes long....").unwrap()
 }
 
 struct Redis(std::process::Child, u16);

@@ -3,21 +3,32 @@
 //! Two separate "runs" (two `DiskStore`s over one directory, as two processes would have) share
 //! the entries written by the first. Origin on 127.0.0.1; the directory is a fresh temporary one.
 
-use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper_client_cache::{BoxError, CacheLayer, CacheStatus, DiskStore, SecretKey};
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use tower::{ServiceBuilder, ServiceExt};
+
+#[path = "support/mod.rs"]
+mod support;
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     let hits = Arc::new(AtomicUsize::new(0));
-    let addr = start_origin(hits.clone()).await?;
+    let addr = support::start_origin(hits.clone(), Duration::ZERO, |_| {
+        let mut response = http::Response::new(Full::new(Bytes::from("3 items")));
+        response.headers_mut().insert(
+            http::header::CACHE_CONTROL,
+            http::HeaderValue::from_static("max-age=3600"),
+        );
+        response
+    })
+    .await?;
     let url = format!("http://{addr}/catalog");
     let dir = std::env::temp_dir().join(format!("hcc-disk-example-{}", std::process::id()));
 
@@ -49,31 +60,4 @@ async fn main() -> Result<(), BoxError> {
     );
     std::fs::remove_dir_all(&dir)?;
     Ok(())
-}
-
-async fn start_origin(hits: Arc<AtomicUsize>) -> Result<std::net::SocketAddr, BoxError> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let hits = hits.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |_req| {
-                    hits.fetch_add(1, Ordering::SeqCst);
-                    async {
-                        let mut response = http::Response::new(Full::new(Bytes::from("3 items")));
-                        response.headers_mut().insert(
-                            http::header::CACHE_CONTROL,
-                            http::HeaderValue::from_static("max-age=3600"),
-                        );
-                        Ok::<_, Infallible>(response)
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    Ok(addr)
 }

@@ -5,10 +5,9 @@
 //! aiohttp-client-cache's security page: garbage written over the stored entry, and an entry
 //! validly signed with *another* key, are both refused with `BadSignature`.
 
-use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
@@ -17,14 +16,25 @@ use hyper_client_cache::{
     SecretKey, StoreRequest,
 };
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use tower::{Service, ServiceBuilder, ServiceExt};
+
+#[path = "support/mod.rs"]
+mod support;
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     // 1. An origin on loopback that counts the requests it serves.
     let origin_hits = Arc::new(AtomicUsize::new(0));
-    let addr = start_origin(origin_hits.clone()).await?;
+    // A slow origin, so the hit's speed-up is visible.
+    let addr = support::start_origin(origin_hits.clone(), Duration::from_millis(20), |n| {
+        http::Response::builder()
+            .header("cache-control", "max-age=300")
+            .header("content-type", "text/plain")
+            .body(Full::new(Bytes::from(format!("sunny (response #{n})"))))
+            .expect("static response")
+    })
+    .await?;
     let url = format!("http://{addr}/weather");
 
     // 2. A hyper-util client behind the cache: memory store, entries signed with a secret key.
@@ -108,33 +118,4 @@ where
         .ok_or("no CacheStatus")?;
     let body = response.into_body().collect().await.map_err(Into::into)?;
     Ok((status, body.to_bytes()))
-}
-
-async fn start_origin(hits: Arc<AtomicUsize>) -> Result<std::net::SocketAddr, BoxError> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let hits = hits.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |_req| {
-                    let n = hits.fetch_add(1, Ordering::SeqCst) + 1;
-                    async move {
-                        // A slow origin, so the hit's speed-up is visible.
-                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                        let response = http::Response::builder()
-                            .header("cache-control", "max-age=300")
-                            .header("content-type", "text/plain")
-                            .body(Full::new(Bytes::from(format!("sunny (response #{n})"))))
-                            .expect("static response");
-                        Ok::<_, Infallible>(response)
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    Ok(addr)
 }

@@ -4,7 +4,6 @@
 //! `apt-get install redis-server`), then two clients ("two instances of a fleet") share entries;
 //! a third, with another key, refuses them. Stops the server at the end.
 
-use std::convert::Infallible;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -14,8 +13,11 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper_client_cache::{BadSignature, BoxError, CacheLayer, CacheStatus, RedisStore, SecretKey};
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use tower::{ServiceBuilder, ServiceExt};
+
+#[path = "support/mod.rs"]
+mod support;
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
@@ -57,7 +59,15 @@ async fn run(port: u16) -> Result<(), BoxError> {
     let store = store.ok_or("redis-server did not come up")?;
 
     let hits = Arc::new(AtomicUsize::new(0));
-    let addr = start_origin(hits.clone()).await?;
+    let addr = support::start_origin(hits.clone(), Duration::ZERO, |_| {
+        let mut response = http::Response::new(Full::new(Bytes::from("EUR 12.50")));
+        response.headers_mut().insert(
+            http::header::CACHE_CONTROL,
+            http::HeaderValue::from_static("max-age=3600"),
+        );
+        response
+    })
+    .await?;
     let target = format!("http://{addr}/prices");
     let fleet_key = "the fleet's key: SecretKey::from_env in real code";
 
@@ -86,31 +96,4 @@ async fn run(port: u16) -> Result<(), BoxError> {
     }
     println!("origin requests: {}", hits.load(Ordering::SeqCst));
     Ok(())
-}
-
-async fn start_origin(hits: Arc<AtomicUsize>) -> Result<std::net::SocketAddr, BoxError> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let hits = hits.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |_req| {
-                    hits.fetch_add(1, Ordering::SeqCst);
-                    async {
-                        let mut response = http::Response::new(Full::new(Bytes::from("EUR 12.50")));
-                        response.headers_mut().insert(
-                            http::header::CACHE_CONTROL,
-                            http::HeaderValue::from_static("max-age=3600"),
-                        );
-                        Ok::<_, Infallible>(response)
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    Ok(addr)
 }

@@ -9,7 +9,7 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use hyper_client_cache::{CacheLayer, MemoryStore, SecretKey};
+use hyper_client_cache::{CacheLayer, MemoryStore};
 
 /// Records span names and event messages (with their `key` field, if any).
 #[derive(Clone, Default)]
@@ -56,7 +56,7 @@ fn lookups_decisions_and_stores_are_traced_with_the_key() {
             let clock = clock();
             let mut client = cached_client(
                 CacheLayer::new(MemoryStore::with_clock(1 << 20, clock.clone()))
-                    .secret_key(SecretKey::new("tracing test key, not a secret!!").unwrap())
+                    .secret_key(test_key())
                     .clock(clock.clone()),
             );
             let url = origin.url("/traced");

@@ -5,13 +5,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{Empty, Full};
-use hyper_client_cache::{CacheLayer, CacheStatus, MemoryStore, SecretKey};
+use hyper_client_cache::{CacheLayer, CacheStatus, MemoryStore};
 
 use crate::common::*;
-
-fn key() -> SecretKey {
-    SecretKey::new("integration test key, not secret").unwrap()
-}
 
 #[tokio::test]
 async fn second_get_is_a_hit_with_the_same_status_headers_and_body() {
@@ -35,7 +31,7 @@ async fn second_get_is_a_hit_with_the_same_status_headers_and_body() {
     let clock = clock();
     let mut client = cached_client(
         CacheLayer::new(MemoryStore::with_clock(1 << 20, clock.clone()))
-            .secret_key(key())
+            .secret_key(test_key())
             .clock(clock.clone()),
     );
 
@@ -243,7 +239,7 @@ async fn vary_on_authorization_does_not_leak_between_users() {
     })
     .await;
     let store = MemoryStore::default();
-    let mut client = cached_client(CacheLayer::new(store.clone()).secret_key(key()));
+    let mut client = cached_client(CacheLayer::new(store.clone()).secret_key(test_key()));
     let req = |token: &str| {
         Request::get(origin.url("/me"))
             .header("authorization", token)

@@ -10,7 +10,9 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
-use hyper_client_cache::{BoxError, Cache, CacheBody, CacheLayer, CacheStatus, ManualClock, Store};
+use hyper_client_cache::{
+    BoxError, Cache, CacheBody, CacheLayer, CacheStatus, ManualClock, MemoryStore, SecretKey, Store,
+};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -24,6 +26,25 @@ pub fn epoch() -> SystemTime {
 
 pub fn clock() -> ManualClock {
     ManualClock::new(epoch())
+}
+
+pub fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+/// The signing key of the tests that need one but do not care which.
+pub fn test_key() -> SecretKey {
+    SecretKey::new("integration test key, not secret").unwrap()
+}
+
+/// A layer over a 1 MiB `MemoryStore`, both on `clock`, without a secret key.
+pub fn unsigned_layer(clock: &ManualClock) -> CacheLayer<MemoryStore> {
+    CacheLayer::new(MemoryStore::with_clock(1 << 20, clock.clone())).clock(clock.clone())
+}
+
+/// [`unsigned_layer`], signing with [`test_key`].
+pub fn layer(clock: &ManualClock) -> CacheLayer<MemoryStore> {
+    unsigned_layer(clock).secret_key(test_key())
 }
 
 /// What the origin saw of one request.
@@ -108,6 +129,20 @@ impl Origin {
         .await
     }
 
+    /// An origin that answers every request with a new body (`v1`, `v2`, ...) and `headers`.
+    pub async fn counting(headers: &'static [(&'static str, &'static str)]) -> Self {
+        let n = Arc::new(AtomicUsize::new(0));
+        Self::start(move |_| {
+            let v = n.fetch_add(1, Ordering::SeqCst) + 1;
+            let mut b = Response::builder();
+            for (name, value) in headers {
+                b = b.header(*name, *value);
+            }
+            b.body(Full::new(Bytes::from(format!("v{v}")))).unwrap()
+        })
+        .await
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
@@ -166,6 +201,13 @@ where
         info: parts.extensions.get().cloned(),
         body,
     })
+}
+
+/// A GET of `url` carrying `ext` in its extensions (a per-request option).
+pub fn with_ext<T: Clone + Send + Sync + 'static>(url: &str, ext: T) -> Request<Empty<Bytes>> {
+    let mut r = Request::get(url).body(Empty::new()).unwrap();
+    r.extensions_mut().insert(ext);
+    r
 }
 
 pub async fn get<S, B>(svc: &mut S, url: &str) -> Result<Got, BoxError>

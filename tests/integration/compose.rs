@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http::{header, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
-use hyper_client_cache::{CacheLayer, CacheStatus, MemoryStore, SecretKey};
+use hyper_client_cache::{CacheLayer, CacheStatus, MemoryStore};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tower::{Service, ServiceBuilder, ServiceExt};
@@ -133,8 +133,7 @@ impl Drop for Upstream {
 }
 
 fn cache() -> CacheLayer<MemoryStore> {
-    CacheLayer::new(MemoryStore::default())
-        .secret_key(SecretKey::new("composition test key, not secret").unwrap())
+    CacheLayer::new(MemoryStore::default()).secret_key(test_key())
 }
 
 fn get_req(url: &str) -> Request<Empty<Bytes>> {

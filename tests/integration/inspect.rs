@@ -6,13 +6,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{Empty, Full};
-use hyper_client_cache::{CacheLayer, CacheStatus, MemoryStore, SecretKey};
+use hyper_client_cache::{CacheLayer, CacheStatus, MemoryStore};
 
 use crate::common::*;
-
-fn secs(s: u64) -> Duration {
-    Duration::from_secs(s)
-}
 
 #[tokio::test]
 async fn list_count_and_delete() {
@@ -34,7 +30,7 @@ async fn list_count_and_delete() {
     let clock = clock();
     let store = MemoryStore::with_clock(1 << 20, clock.clone());
     let layer = CacheLayer::new(store.clone())
-        .secret_key(SecretKey::new("inspection test key, not secret").unwrap())
+        .secret_key(test_key())
         .clock(clock.clone());
     let inspector = layer.inspector();
     let mut client = cached_client(layer);
@@ -123,7 +119,7 @@ async fn a_tampered_entry_is_reported_and_does_not_break_the_listing() {
     let clock = clock();
     let store = MemoryStore::with_clock(1 << 20, clock.clone());
     let layer = CacheLayer::new(store.clone())
-        .secret_key(SecretKey::new("inspection test key, not secret").unwrap())
+        .secret_key(test_key())
         .clock(clock.clone());
     let inspector = layer.inspector();
     let mut client = cached_client(layer);

@@ -10,9 +10,9 @@ mod controls;
 mod inspect;
 mod security;
 mod stale;
-mod store;
 #[cfg(all(feature = "disk", feature = "redis", feature = "test-util"))]
-mod stores;
+mod store_backends;
+mod store_contract;
 mod tamper;
 mod traits;
 mod validation;

@@ -3,13 +3,9 @@
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{Empty, Full};
-use hyper_client_cache::{BadSignature, CacheLayer, CacheStatus, MemoryStore, SecretKey};
+use hyper_client_cache::{BadSignature, CacheLayer, CacheStatus, MemoryStore};
 
 use crate::common::*;
-
-fn key() -> SecretKey {
-    SecretKey::new("security test key, 32 bytes long").unwrap()
-}
 
 /// An origin that echoes what it was sent, so a careless cache would store the secrets.
 async fn echo_origin() -> Origin {
@@ -45,8 +41,8 @@ async fn credentials_never_reach_the_store_in_any_mode() {
         let store = MemoryStore::default();
         let layer = CacheLayer::new(store.clone()).ignored_parameters(["api_key"]);
         let layer = match mode {
-            "signed" => layer.secret_key(key()),
-            "encrypted" => layer.encrypt(key()),
+            "signed" => layer.secret_key(test_key()),
+            "encrypted" => layer.encrypt(test_key()),
             _ => layer,
         };
         let mut client = cached_client(layer);
@@ -82,7 +78,7 @@ async fn credentials_never_reach_the_store_in_any_mode() {
 async fn encrypted_store_dump_has_no_response_plaintext() {
     let origin = Origin::fixed("max-age=600", "the quarterly figures").await;
     let store = MemoryStore::default();
-    let mut client = cached_client(CacheLayer::new(store.clone()).encrypt(key()));
+    let mut client = cached_client(CacheLayer::new(store.clone()).encrypt(test_key()));
     get(&mut client, &origin.url("/report")).await.unwrap();
     assert_eq!(
         get(&mut client, &origin.url("/report"))
@@ -101,9 +97,9 @@ async fn an_encrypting_cache_refuses_signed_only_entries() {
     let origin = Origin::fixed("max-age=600", "x").await;
     let store = MemoryStore::default();
     let url = origin.url("/d");
-    let mut signer = cached_client(CacheLayer::new(store.clone()).secret_key(key()));
+    let mut signer = cached_client(CacheLayer::new(store.clone()).secret_key(test_key()));
     get(&mut signer, &url).await.unwrap();
-    let mut encrypting = cached_client(CacheLayer::new(store.clone()).encrypt(key()));
+    let mut encrypting = cached_client(CacheLayer::new(store.clone()).encrypt(test_key()));
     let err = get(&mut encrypting, &url)
         .await
         .err()
@@ -119,7 +115,7 @@ async fn an_oversized_blob_is_a_miss_and_is_replaced() {
     put_raw(&store, key_for(&url), Bytes::from(vec![0u8; 2048])).await;
     let mut client = cached_client(
         CacheLayer::new(store.clone())
-            .secret_key(key())
+            .secret_key(test_key())
             .max_blob_size(1024),
     );
     // Not BadSignature (which garbage under the bound would be): refused before verification.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{Empty, Full};
-use hyper_client_cache::{CacheLayer, CacheStatus, MemoryStore};
+use hyper_client_cache::CacheStatus;
 
 use crate::common::*;
 
@@ -28,15 +28,11 @@ async fn switchable(cache_control: &'static str) -> (Origin, Arc<AtomicU16>) {
     (origin, status)
 }
 
-fn layer(clock: &hyper_client_cache::ManualClock) -> CacheLayer<MemoryStore> {
-    CacheLayer::new(MemoryStore::with_clock(1 << 20, clock.clone())).clock(clock.clone())
-}
-
 #[tokio::test]
 async fn stale_if_error_serves_the_stale_response_on_a_503_within_its_window() {
     let (origin, status) = switchable("max-age=10, stale-if-error=60").await;
     let clock = clock();
-    let mut client = cached_client(layer(&clock));
+    let mut client = cached_client(unsigned_layer(&clock));
     let url = origin.url("/sie");
     get(&mut client, &url).await.unwrap();
     status.store(503, Ordering::SeqCst);
@@ -58,7 +54,7 @@ async fn stale_if_error_serves_the_stale_response_on_a_503_within_its_window() {
 async fn stale_if_error_covers_a_refused_connection() {
     let (origin, _) = switchable("max-age=10, stale-if-error=60").await;
     let clock = clock();
-    let mut client = cached_client_unpooled(layer(&clock));
+    let mut client = cached_client_unpooled(unsigned_layer(&clock));
     let url = origin.url("/down");
     get(&mut client, &url).await.unwrap();
     drop(origin); // the port is closed: connections are refused
@@ -79,7 +75,8 @@ async fn stale_if_error_covers_a_refused_connection() {
 async fn must_revalidate_forbids_serving_stale_even_on_error() {
     let (origin, status) = switchable("max-age=10, stale-if-error=60, must-revalidate").await;
     let clock = clock();
-    let mut client = cached_client(layer(&clock).serve_stale_on_error(Duration::from_secs(600)));
+    let mut client =
+        cached_client(unsigned_layer(&clock).serve_stale_on_error(Duration::from_secs(600)));
     let url = origin.url("/mr");
     get(&mut client, &url).await.unwrap();
     status.store(500, Ordering::SeqCst);
@@ -91,7 +88,7 @@ async fn must_revalidate_forbids_serving_stale_even_on_error() {
 async fn the_user_can_allow_stale_on_error_without_the_directive() {
     let (origin, status) = switchable("max-age=10").await;
     let clock = clock();
-    let mut strict = cached_client(layer(&clock));
+    let mut strict = cached_client(unsigned_layer(&clock));
     let url = origin.url("/opt");
     get(&mut strict, &url).await.unwrap();
     status.store(502, Ordering::SeqCst);
@@ -103,7 +100,8 @@ async fn the_user_can_allow_stale_on_error_without_the_directive() {
     );
 
     let (origin, status) = switchable("max-age=10").await;
-    let mut lenient = cached_client(layer(&clock).serve_stale_on_error(Duration::from_secs(60)));
+    let mut lenient =
+        cached_client(unsigned_layer(&clock).serve_stale_on_error(Duration::from_secs(60)));
     let url = origin.url("/opt");
     get(&mut lenient, &url).await.unwrap();
     status.store(502, Ordering::SeqCst);
@@ -118,7 +116,7 @@ async fn the_user_can_allow_stale_on_error_without_the_directive() {
 async fn max_stale_accepts_a_stale_response_without_contacting_the_origin() {
     let (origin, _) = switchable("max-age=10").await;
     let clock = clock();
-    let mut client = cached_client(layer(&clock));
+    let mut client = cached_client(unsigned_layer(&clock));
     let url = origin.url("/ms");
     get(&mut client, &url).await.unwrap();
     clock.advance(Duration::from_secs(15));
@@ -143,7 +141,7 @@ async fn max_stale_accepts_a_stale_response_without_contacting_the_origin() {
 async fn only_if_cached_answers_504_when_nothing_usable_is_stored() {
     let (origin, _) = switchable("max-age=10").await;
     let clock = clock();
-    let mut client = cached_client(layer(&clock));
+    let mut client = cached_client(unsigned_layer(&clock));
     let url = origin.url("/oic");
     let req = || {
         Request::get(&url)
@@ -192,7 +190,7 @@ async fn stale_while_revalidate_answers_at_once_and_refreshes_once_in_the_backgr
     })
     .await;
     let clock = clock();
-    let layer = layer(&clock);
+    let layer = unsigned_layer(&clock);
     let metrics = layer.metrics();
     let mut client = cached_client(layer);
     let url = origin.url("/swr");

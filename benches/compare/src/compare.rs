@@ -4,7 +4,6 @@
 //! Both layers sit in front of the same in-process origin (a tower service answering a ready
 //! response with `Cache-Control: max-age=3600`), and every measurement reads the whole body.
 
-use std::convert::Infallible;
 use std::hint::black_box;
 use std::time::Instant;
 
@@ -13,34 +12,13 @@ use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criteri
 use http_body_util::{BodyExt, Full};
 use http_cache::{MokaCache, MokaManager};
 use http_cache_tower::HttpCacheLayer;
-use hyper_client_cache::{CacheLayer, MemoryStore, SecretKey};
+use hyper_client_cache::{CacheLayer, MemoryStore};
 use tower::{Service, ServiceBuilder, ServiceExt};
 
-const SIZES: [(usize, &str); 3] = [(1024, "1KiB"), (64 * 1024, "64KiB"), (1024 * 1024, "1MiB")];
+#[path = "../../support/mod.rs"]
+mod support;
 
-type Reply = http::Response<Full<Bytes>>;
-
-fn origin<B: Send + 'static>(
-    body: Bytes,
-) -> impl Service<
-    http::Request<B>,
-    Response = Reply,
-    Error = Infallible,
-    Future = std::future::Ready<Result<Reply, Infallible>>,
-> + Clone
-       + Send
-       + 'static {
-    tower::service_fn(move |_req: http::Request<B>| {
-        let response = http::Response::builder()
-            .header("cache-control", "max-age=3600")
-            .header("content-type", "application/json")
-            .header("etag", "\"abc\"")
-            .header("server", "bench")
-            .body(Full::new(body.clone()))
-            .unwrap();
-        std::future::ready(Ok(response))
-    })
-}
+use support::{key, origin, SIZES};
 
 fn request() -> http::Request<Full<Bytes>> {
     http::Request::get("http://bench.local/item?id=1")
@@ -81,7 +59,6 @@ where
 
 fn hcc_layer(mode: &str) -> CacheLayer<MemoryStore> {
     let layer = CacheLayer::new(MemoryStore::new(64 << 20)).max_body_size(2 << 20);
-    let key = || SecretKey::new("benchmark key, 32 bytes long....").unwrap();
     match mode {
         "signed" => layer.secret_key(key()),
         "encrypted" => layer.encrypt(key()),
@@ -111,7 +88,7 @@ fn hits(c: &mut Criterion) {
         ] {
             let mut svc = ServiceBuilder::new()
                 .layer(hcc_layer(mode))
-                .service(origin(body.clone()));
+                .service(origin(body.clone(), "max-age=3600"));
             let first = rt.block_on(call(&mut svc));
             assert_eq!(first.len(), size);
             group.bench_function(BenchmarkId::new(label, name), |b| {
@@ -121,7 +98,7 @@ fn hits(c: &mut Criterion) {
 
         let mut theirs = ServiceBuilder::new()
             .layer(HttpCacheLayer::new(moka()))
-            .service(origin(body.clone()));
+            .service(origin(body.clone(), "max-age=3600"));
         let first = rt.block_on(call(&mut theirs));
         assert_eq!(first.len(), size);
         // Make sure the comparison measures their hit path, not a miss.
@@ -145,7 +122,7 @@ fn misses(c: &mut Criterion) {
         .unwrap();
     let body = Bytes::from(vec![b'x'; 1024]);
     let mut group = c.benchmark_group("compare_miss_1KiB");
-    let mut bare = origin(body.clone());
+    let mut bare = origin(body.clone(), "max-age=3600");
     group.bench_function("bare_origin", |b| {
         b.iter(|| black_box(rt.block_on(call(&mut bare))))
     });
@@ -156,7 +133,7 @@ fn misses(c: &mut Criterion) {
                 let layer = hcc_layer("signed").with_store(MemoryStore::new(1 << 20));
                 ServiceBuilder::new()
                     .layer(layer)
-                    .service(origin(body.clone()))
+                    .service(origin(body.clone(), "max-age=3600"))
             },
             |mut svc| black_box(rt.block_on(call(&mut svc))),
             BatchSize::SmallInput,
@@ -167,7 +144,7 @@ fn misses(c: &mut Criterion) {
             || {
                 ServiceBuilder::new()
                     .layer(HttpCacheLayer::new(moka()))
-                    .service(origin(body.clone()))
+                    .service(origin(body.clone(), "max-age=3600"))
             },
             |mut svc| black_box(rt.block_on(call(&mut svc))),
             BatchSize::SmallInput,

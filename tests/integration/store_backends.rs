@@ -1,5 +1,5 @@
-//! Every store passes the conformance suite; Disk and Redis through the layer, across processes,
-//! and while failing.
+//! The shipped stores: every one passes the conformance suite; Disk and Redis through the layer,
+//! across processes, and while failing.
 
 use std::time::Duration;
 
@@ -7,14 +7,10 @@ use bytes::Bytes;
 use hyper_client_cache::store::conformance::check_store;
 use hyper_client_cache::{
     BadSignature, CacheLayer, CacheStatus, DiskStore, MemoryStore, RedisStore, SecretKey,
-    StoreError, StoreRequest, StoreResponse,
+    StoreRequest, StoreResponse,
 };
 
 use crate::common::*;
-
-fn key() -> SecretKey {
-    SecretKey::new("stores test key, 32 bytes long..").unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_store_conformance() {
@@ -87,8 +83,9 @@ async fn disk_store_serves_hits_through_the_layer_and_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let url = origin.url("/p");
     {
-        let mut client =
-            cached_client(CacheLayer::new(DiskStore::open(dir.path()).unwrap()).secret_key(key()));
+        let mut client = cached_client(
+            CacheLayer::new(DiskStore::open(dir.path()).unwrap()).secret_key(test_key()),
+        );
         get(&mut client, &url).await.unwrap();
         assert_eq!(
             get(&mut client, &url).await.unwrap().cache,
@@ -97,7 +94,7 @@ async fn disk_store_serves_hits_through_the_layer_and_survives_a_restart() {
     }
     // A new store over the same directory: a process restart.
     let mut client =
-        cached_client(CacheLayer::new(DiskStore::open(dir.path()).unwrap()).secret_key(key()));
+        cached_client(CacheLayer::new(DiskStore::open(dir.path()).unwrap()).secret_key(test_key()));
     let got = get(&mut client, &url).await.unwrap();
     assert_eq!(
         (got.cache, &got.body[..]),
@@ -126,7 +123,7 @@ async fn a_truncated_or_garbled_disk_file_is_a_miss_and_is_replaced() {
     let dir = tempfile::tempdir().unwrap();
     let url = origin.url("/t");
     let mut client =
-        cached_client(CacheLayer::new(DiskStore::open(dir.path()).unwrap()).secret_key(key()));
+        cached_client(CacheLayer::new(DiskStore::open(dir.path()).unwrap()).secret_key(test_key()));
     get(&mut client, &url).await.unwrap();
     let files = entry_files(dir.path());
     assert_eq!(files.len(), 1);
@@ -445,7 +442,7 @@ async fn redis_killed_mid_run_every_request_succeeds_and_caching_resumes_after_r
     let port = redis.port;
     let store = RedisStore::connect(&redis.url()).await.unwrap();
     let layer = CacheLayer::new(store)
-        .secret_key(key())
+        .secret_key(test_key())
         .store_timeout(Duration::from_millis(500));
     let metrics = layer.metrics();
     let mut client = cached_client(layer);
@@ -485,45 +482,6 @@ async fn redis_killed_mid_run_every_request_succeeds_and_caching_resumes_after_r
         resumed,
         "caching must resume after Redis is back, without a new client"
     );
-}
-
-#[tokio::test]
-async fn a_stalled_store_is_bounded_by_the_store_timeout() {
-    let origin = Origin::fixed("max-age=600", "body").await;
-    let stalled = tower::service_fn(|_: StoreRequest| {
-        std::future::pending::<Result<StoreResponse, std::convert::Infallible>>()
-    });
-    let layer = CacheLayer::new(stalled).store_timeout(Duration::from_millis(100));
-    let metrics = layer.metrics();
-    let mut client = cached_client(layer);
-    let started = std::time::Instant::now();
-    let got = get(&mut client, &origin.url("/")).await.unwrap();
-    assert_eq!(got.cache, Some(CacheStatus::StoreUnavailable));
-    assert_eq!(got.body, "body");
-    // One bounded lookup and one bounded write: well under the 10 s a hang would show.
-    assert!(started.elapsed() < Duration::from_secs(5));
-    assert_eq!(
-        (metrics.store_read_errors(), metrics.store_write_errors()),
-        (1, 1)
-    );
-}
-
-#[tokio::test]
-async fn fail_closed_turns_store_failures_into_errors() {
-    let origin = Origin::fixed("max-age=600", "body").await;
-    let dead = tower::service_fn(|_: StoreRequest| {
-        std::future::ready(Err::<StoreResponse, hyper_client_cache::BoxError>(
-            "down".into(),
-        ))
-    });
-    let mut client = cached_client(CacheLayer::new(dead).fail_closed(true));
-    let err = get(&mut client, &origin.url("/"))
-        .await
-        .err()
-        .expect("must fail closed");
-    let store_err = err.downcast_ref::<StoreError>().expect("a StoreError");
-    assert!(!store_err.is_timeout());
-    assert_eq!(origin.requests(), 0);
 }
 
 #[tokio::test]
@@ -572,11 +530,17 @@ async fn child_process_fetch() {
     assert_eq!(got.cache, Some(CacheStatus::Miss));
 }
 
+/// This module's path in the test binary (`integration::` stripped), for the test filter.
+fn test_module() -> &'static str {
+    let path = module_path!();
+    path.split_once("::").map_or(path, |(_, module)| module)
+}
+
 fn run_child(store: &str, secret: &str, url: &str) {
     let status = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "stores::child_process_fetch",
+            &format!("{}::child_process_fetch", test_module()),
             "--ignored",
             "--quiet",
         ])
@@ -652,7 +616,7 @@ async fn redis_over_tls_with_a_private_ca() {
     }
     let store = store.expect("TLS redis-server did not accept the connection");
     let origin = Origin::fixed("max-age=600", "over tls").await;
-    let mut client = cached_client(CacheLayer::new(store).secret_key(key()));
+    let mut client = cached_client(CacheLayer::new(store).secret_key(test_key()));
     get(&mut client, &origin.url("/tls")).await.unwrap();
     let got = get(&mut client, &origin.url("/tls")).await.unwrap();
     assert_eq!(

@@ -1,4 +1,11 @@
 //! A store on the local file system: one file per entry, safe across processes.
+//!
+//! - `file`: one entry file: its on-disk format, opening it without following links, which file
+//!   a name pointed at, temporary names.
+//! - `sweep`: walks over the whole directory: listing, eviction, clearing and cleanup.
+
+mod file;
+mod sweep;
 
 use std::fmt;
 use std::fs;
@@ -14,18 +21,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use ring::digest;
 
+use self::file::{encode_header, open_entry, parse_header, tmp_name, FileId, Opened, EXT, FIXED};
 use super::{StoreRequest, StoreResponse};
 use crate::clock::{Clock, SystemClock};
 use crate::CacheKey;
 
-const MAGIC: &[u8; 4] = b"HCCD";
-const VERSION: u8 = 1;
-/// magic, version, expires (u64 ms), key length (u16)
-const FIXED: usize = 4 + 1 + 8 + 2;
-const EXT: &str = "hcc";
-const TMP_PREFIX: &str = ".tmp-";
-/// Temporary files older than this are debris of a crashed writer; `cleanup` removes them.
-const STALE_TMP: Duration = Duration::from_secs(600);
 /// The largest entry file written or read (4 GiB; with a byte bound, also no more than 90% of
 /// it): a larger file under an entry's name is removed unread.
 const MAX_ENTRY_FILE: u64 = 4 << 30;
@@ -209,119 +209,6 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| io::Error::other(format!("disk task failed: {e}")))?
 }
 
-struct FileInfo {
-    path: PathBuf,
-    len: u64,
-    modified: SystemTime,
-    id: FileId,
-}
-
-/// Which file a name pointed at: compared before removing, so that a file another process
-/// renamed into place meanwhile is not removed in its stead.
-#[derive(PartialEq, Eq)]
-struct FileId {
-    #[cfg(unix)]
-    inode: (u64, u64),
-    len: u64,
-    modified: Option<SystemTime>,
-}
-
-impl FileId {
-    fn of(meta: &fs::Metadata) -> Self {
-        #[cfg(unix)]
-        use std::os::unix::fs::MetadataExt;
-        Self {
-            #[cfg(unix)]
-            inode: (meta.dev(), meta.ino()),
-            len: meta.len(),
-            modified: meta.modified().ok(),
-        }
-    }
-
-    /// Whether `path` still names this file.
-    fn is_at(&self, path: &Path) -> bool {
-        fs::symlink_metadata(path).is_ok_and(|now| Self::of(&now) == *self)
-    }
-
-    /// Removes the file at `path` if it is still this one (a narrow window remains between the
-    /// check and the removal; the worst outcome is one lost entry). Whether it was removed.
-    fn remove_at(&self, path: &Path) -> bool {
-        self.is_at(path) && fs::remove_file(path).is_ok()
-    }
-}
-
-/// What is under an entry's name.
-enum Opened {
-    Absent,
-    /// Not a regular file (a symbolic link, a FIFO, a device, a directory): never read.
-    Unusable(FileId),
-    File(fs::File, fs::Metadata),
-}
-
-/// Opens an entry file for reading without following a symbolic link or blocking on a FIFO
-/// (on Unix: `O_NOFOLLOW | O_NONBLOCK`; elsewhere a link is followed).
-fn open_entry(path: &Path) -> io::Result<Opened> {
-    let mut options = fs::OpenOptions::new();
-    options.read(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
-    }
-    match options.open(path) {
-        Ok(file) => {
-            let meta = file.metadata()?;
-            Ok(if meta.is_file() {
-                Opened::File(file, meta)
-            } else {
-                Opened::Unusable(FileId::of(&meta))
-            })
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Opened::Absent),
-        // `O_NOFOLLOW` on a link fails with an errno that differs between systems (ELOOP on
-        // Linux, EMLINK on FreeBSD, EFTYPE on NetBSD); whatever it is, a name that is not a
-        // regular file is unusable.
-        Err(e) => match fs::symlink_metadata(path) {
-            Ok(meta) if !meta.is_file() => Ok(Opened::Unusable(FileId::of(&meta))),
-            _ => Err(e),
-        },
-    }
-}
-
-/// A name for a temporary file no other writer (thread, process, container) picks.
-fn tmp_name(counter: u64) -> String {
-    let mut random = [0u8; 8];
-    let random = match ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random)
-    {
-        Ok(()) => u64::from_be_bytes(random),
-        Err(_) => SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64),
-    };
-    format!("{TMP_PREFIX}{}-{counter}-{random:016x}", std::process::id())
-}
-
-/// What a file header says.
-struct Header {
-    expires_ms: u64,
-    key: String,
-    blob_at: usize,
-}
-
-fn parse_header(bytes: &[u8]) -> Option<Header> {
-    if bytes.len() < FIXED || &bytes[..4] != MAGIC || bytes[4] != VERSION {
-        return None;
-    }
-    let expires_ms = u64::from_be_bytes(bytes[5..13].try_into().ok()?);
-    let key_len = usize::from(u16::from_be_bytes(bytes[13..15].try_into().ok()?));
-    let key = std::str::from_utf8(bytes.get(FIXED..FIXED + key_len)?).ok()?;
-    Some(Header {
-        expires_ms,
-        key: key.to_owned(),
-        blob_at: FIXED + key_len + 8 + 4,
-    })
-}
-
 /// What an eviction pass brings the total down to: 90% of the bound.
 fn target(max: u64) -> u64 {
     max / 10 * 9
@@ -472,15 +359,7 @@ impl Inner {
                 .write(true)
                 .create_new(true)
                 .open(&tmp)?;
-            let mut header = Vec::with_capacity(FIXED + key_bytes.len() + 12);
-            header.extend_from_slice(MAGIC);
-            header.push(VERSION);
-            header.extend_from_slice(&expires_ms.to_be_bytes());
-            header.extend_from_slice(&key_len.to_be_bytes());
-            header.extend_from_slice(key_bytes);
-            header.extend_from_slice(&(blob.len() as u64).to_be_bytes());
-            header.extend_from_slice(&crc32fast::hash(blob).to_be_bytes());
-            file.write_all(&header)?;
+            file.write_all(&encode_header(expires_ms, key_len, key_bytes, blob))?;
             file.write_all(blob)?;
             // Durable before it gets its real name: a crash never exposes a partial entry.
             file.sync_all()?;
@@ -508,151 +387,6 @@ impl Inner {
             }
         }
         Ok(())
-    }
-
-    /// Every entry file (temporary files excluded).
-    fn entry_files(&self) -> io::Result<Vec<FileInfo>> {
-        let mut out = Vec::new();
-        for shard in fs::read_dir(&self.dir)? {
-            let shard = shard?;
-            if !shard.file_type()?.is_dir() {
-                continue;
-            }
-            let Ok(entries) = fs::read_dir(shard.path()) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                let path = entry.path();
-                if path.extension().is_some_and(|e| e == EXT) {
-                    if let Ok(meta) = entry.metadata() {
-                        out.push(FileInfo {
-                            path,
-                            len: meta.len(),
-                            modified: meta.modified().unwrap_or(UNIX_EPOCH),
-                            id: FileId::of(&meta),
-                        });
-                    }
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// Least recently used first, until under 90% of `max`. Re-measures the directory, so the
-    /// estimate also catches up with what other processes wrote.
-    fn evict(&self, max: u64) -> io::Result<()> {
-        let believed = self.size.load(Ordering::Relaxed);
-        let mut files = self.entry_files()?;
-        let measured: u64 = files.iter().map(|f| f.len).sum();
-        let mut total = measured;
-        let mut removed = 0u64;
-        files.sort_by_key(|f| f.modified);
-        for f in files {
-            if total <= target(max) {
-                break;
-            }
-            match fs::symlink_metadata(&f.path) {
-                Ok(now) if FileId::of(&now) == f.id => match fs::remove_file(&f.path) {
-                    Ok(()) => removed += f.len,
-                    // Another pass (another process) removed it: gone all the same.
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(_) => continue,
-                },
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                // Read or replaced since the listing: used recently after all, keep it.
-                _ => continue,
-            }
-            total = total.saturating_sub(f.len);
-        }
-        // The estimate catches up with the directory (what other processes wrote or removed),
-        // keeping what this process wrote during the pass.
-        let _ = self
-            .size
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
-                Some(
-                    s.saturating_add(measured)
-                        .saturating_sub(believed.saturating_add(removed)),
-                )
-            });
-        Ok(())
-    }
-
-    fn read_header(path: &Path) -> Option<Header> {
-        let Ok(Opened::File(mut file, _)) = open_entry(path) else {
-            return None;
-        };
-        let mut buf = vec![0u8; FIXED + usize::from(u16::MAX)];
-        let mut filled = 0;
-        while filled < FIXED {
-            let n = file.read(&mut buf[filled..]).ok()?;
-            if n == 0 {
-                break;
-            }
-            filled += n;
-        }
-        if filled >= FIXED {
-            let key_len = usize::from(u16::from_be_bytes([buf[13], buf[14]]));
-            while filled < FIXED + key_len {
-                let n = file.read(&mut buf[filled..]).ok()?;
-                if n == 0 {
-                    break;
-                }
-                filled += n;
-            }
-        }
-        parse_header(&buf[..filled])
-    }
-
-    fn keys(&self) -> io::Result<Vec<CacheKey>> {
-        Ok(self
-            .entry_files()?
-            .iter()
-            .filter_map(|f| Self::read_header(&f.path))
-            .filter(|h| !self.expired(h.expires_ms))
-            .map(|h| CacheKey::from_stored(h.key))
-            .collect())
-    }
-
-    fn clear(&self) -> io::Result<()> {
-        for f in self.entry_files()? {
-            if fs::remove_file(&f.path).is_ok() {
-                self.shrink(f.len);
-            }
-        }
-        Ok(())
-    }
-
-    fn cleanup(&self) -> io::Result<usize> {
-        let mut removed = 0;
-        for f in self.entry_files()? {
-            let dead = match Self::read_header(&f.path) {
-                Some(h) => self.expired(h.expires_ms),
-                None => true,
-            };
-            if dead && f.id.remove_at(&f.path) {
-                removed += 1;
-            }
-        }
-        let now = SystemTime::now();
-        for shard in fs::read_dir(&self.dir)?.flatten() {
-            let Ok(entries) = fs::read_dir(shard.path()) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                let is_tmp = entry.file_name().to_string_lossy().starts_with(TMP_PREFIX);
-                let old = entry
-                    .metadata()
-                    .and_then(|m| m.modified())
-                    .map(|m| now.duration_since(m).unwrap_or_default() > STALE_TMP)
-                    .unwrap_or(false);
-                if is_tmp && old && fs::remove_file(entry.path()).is_ok() {
-                    removed += 1;
-                }
-            }
-        }
-        let size = self.entry_files()?.iter().map(|f| f.len).sum();
-        self.size.store(size, Ordering::Relaxed);
-        Ok(removed)
     }
 }
 

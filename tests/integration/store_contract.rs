@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hyper_client_cache::{
-    BoxError, CacheKey, CacheLayer, CacheStatus, MemoryStore, StoreRequest, StoreResponse,
+    BoxError, CacheKey, CacheLayer, CacheStatus, MemoryStore, StoreError, StoreRequest,
+    StoreResponse,
 };
 use tower::{ServiceBuilder, ServiceExt};
 
@@ -193,6 +194,45 @@ async fn a_store_answering_nonsense_is_a_miss() {
         .downcast_ref::<hyper_client_cache::StoreError>()
         .is_some());
     assert_eq!(origin.requests(), 1);
+}
+
+#[tokio::test]
+async fn a_stalled_store_is_bounded_by_the_store_timeout() {
+    let origin = Origin::fixed("max-age=600", "body").await;
+    let stalled = tower::service_fn(|_: StoreRequest| {
+        std::future::pending::<Result<StoreResponse, std::convert::Infallible>>()
+    });
+    let layer = CacheLayer::new(stalled).store_timeout(Duration::from_millis(100));
+    let metrics = layer.metrics();
+    let mut client = cached_client(layer);
+    let started = std::time::Instant::now();
+    let got = get(&mut client, &origin.url("/")).await.unwrap();
+    assert_eq!(got.cache, Some(CacheStatus::StoreUnavailable));
+    assert_eq!(got.body, "body");
+    // One bounded lookup and one bounded write: well under the 10 s a hang would show.
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(
+        (metrics.store_read_errors(), metrics.store_write_errors()),
+        (1, 1)
+    );
+}
+
+#[tokio::test]
+async fn fail_closed_turns_store_failures_into_errors() {
+    let origin = Origin::fixed("max-age=600", "body").await;
+    let dead = tower::service_fn(|_: StoreRequest| {
+        std::future::ready(Err::<StoreResponse, hyper_client_cache::BoxError>(
+            "down".into(),
+        ))
+    });
+    let mut client = cached_client(CacheLayer::new(dead).fail_closed(true));
+    let err = get(&mut client, &origin.url("/"))
+        .await
+        .err()
+        .expect("must fail closed");
+    let store_err = err.downcast_ref::<StoreError>().expect("a StoreError");
+    assert!(!store_err.is_timeout());
+    assert_eq!(origin.requests(), 0);
 }
 
 /// Nothing stored; writes and deletes never answer.

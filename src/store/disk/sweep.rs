@@ -1,0 +1,137 @@
+//! Walks over the whole directory: listing, eviction, clearing and cleanup.
+
+use std::fs;
+use std::io;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, UNIX_EPOCH};
+
+use super::file::{read_header, FileId, FileInfo, EXT, TMP_PREFIX};
+use super::{target, Inner};
+use crate::clock::{Clock, SystemClock};
+use crate::CacheKey;
+
+/// Temporary files older than this are debris of a crashed writer; `cleanup` removes them.
+const STALE_TMP: Duration = Duration::from_secs(600);
+
+impl Inner {
+    /// Every entry file (temporary files excluded).
+    pub(super) fn entry_files(&self) -> io::Result<Vec<FileInfo>> {
+        let mut out = Vec::new();
+        for shard in fs::read_dir(&self.dir)? {
+            let shard = shard?;
+            if !shard.file_type()?.is_dir() {
+                continue;
+            }
+            let Ok(entries) = fs::read_dir(shard.path()) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.extension().is_some_and(|e| e == EXT) {
+                    if let Ok(meta) = entry.metadata() {
+                        out.push(FileInfo {
+                            path,
+                            len: meta.len(),
+                            modified: meta.modified().unwrap_or(UNIX_EPOCH),
+                            id: FileId::of(&meta),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Least recently used first, until under 90% of `max`. Re-measures the directory, so the
+    /// estimate also catches up with what other processes wrote.
+    pub(super) fn evict(&self, max: u64) -> io::Result<()> {
+        let believed = self.size.load(Ordering::Relaxed);
+        let mut files = self.entry_files()?;
+        let measured: u64 = files.iter().map(|f| f.len).sum();
+        let mut total = measured;
+        let mut removed = 0u64;
+        files.sort_by_key(|f| f.modified);
+        for f in files {
+            if total <= target(max) {
+                break;
+            }
+            match fs::symlink_metadata(&f.path) {
+                Ok(now) if FileId::of(&now) == f.id => match fs::remove_file(&f.path) {
+                    Ok(()) => removed += f.len,
+                    // Another pass (another process) removed it: gone all the same.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(_) => continue,
+                },
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                // Read or replaced since the listing: used recently after all, keep it.
+                _ => continue,
+            }
+            total = total.saturating_sub(f.len);
+        }
+        // The estimate catches up with the directory (what other processes wrote or removed),
+        // keeping what this process wrote during the pass.
+        let _ = self
+            .size
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
+                Some(
+                    s.saturating_add(measured)
+                        .saturating_sub(believed.saturating_add(removed)),
+                )
+            });
+        Ok(())
+    }
+
+    pub(super) fn keys(&self) -> io::Result<Vec<CacheKey>> {
+        Ok(self
+            .entry_files()?
+            .iter()
+            .filter_map(|f| read_header(&f.path))
+            .filter(|h| !self.expired(h.expires_ms))
+            .map(|h| CacheKey::from_stored(h.key))
+            .collect())
+    }
+
+    pub(super) fn clear(&self) -> io::Result<()> {
+        for f in self.entry_files()? {
+            if fs::remove_file(&f.path).is_ok() {
+                self.shrink(f.len);
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn cleanup(&self) -> io::Result<usize> {
+        let mut removed = 0;
+        for f in self.entry_files()? {
+            let dead = match read_header(&f.path) {
+                Some(h) => self.expired(h.expires_ms),
+                None => true,
+            };
+            if dead && f.id.remove_at(&f.path) {
+                removed += 1;
+            }
+        }
+        // Temporary files keep the system's time (`write` sets the store's clock only on the
+        // renamed file), so their age is measured on the system clock, not the store's.
+        let now = SystemClock.now();
+        for shard in fs::read_dir(&self.dir)?.flatten() {
+            let Ok(entries) = fs::read_dir(shard.path()) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let is_tmp = entry.file_name().to_string_lossy().starts_with(TMP_PREFIX);
+                let old = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .map(|m| now.duration_since(m).unwrap_or_default() > STALE_TMP)
+                    .unwrap_or(false);
+                if is_tmp && old && fs::remove_file(entry.path()).is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        let size = self.entry_files()?.iter().map(|f| f.len).sum();
+        self.size.store(size, Ordering::Relaxed);
+        Ok(removed)
+    }
+}
