@@ -322,7 +322,7 @@ impl<St, K> CacheLayer<St, K> {
     /// Request headers whose values are never written to the store in clear: when a response
     /// varies on one of them, a keyed digest is stored instead. The list replaces the default.
     ///
-    /// Default: [`DEFAULT_SENSITIVE_HEADERS`] (`Authorization`, `Cookie`, `Proxy-Authorization`,
+    /// Default: [`DEFAULT_SENSITIVE_HEADERS`](crate::DEFAULT_SENSITIVE_HEADERS) (`Authorization`, `Cookie`, `Proxy-Authorization`,
     /// `X-API-Key`, `X-Auth-Token`).
     pub fn sensitive_headers<I>(mut self, names: I) -> Self
     where
@@ -343,7 +343,7 @@ impl<St, K> CacheLayer<St, K> {
     /// The largest body that is stored; larger responses stream through to the caller in full
     /// and are not stored, and the layer never holds more than this much of one body.
     ///
-    /// Default: [`DEFAULT_MAX_BODY_SIZE`] (8 MiB).
+    /// Default: [`DEFAULT_MAX_BODY_SIZE`](crate::DEFAULT_MAX_BODY_SIZE) (8 MiB).
     pub fn max_body_size(mut self, bytes: usize) -> Self {
         self.config.max_body_size = bytes;
         self
@@ -390,7 +390,7 @@ impl<St, K> CacheLayer<St, K> {
     /// a write that takes longer is dropped. Needs a tokio runtime with its timer enabled;
     /// without one, store operations are not bounded.
     ///
-    /// Default: [`DEFAULT_STORE_TIMEOUT`] (500 ms).
+    /// Default: [`DEFAULT_STORE_TIMEOUT`](crate::DEFAULT_STORE_TIMEOUT) (500 ms).
     pub fn store_timeout(mut self, timeout: Duration) -> Self {
         self.config.store_timeout = timeout;
         self
@@ -438,7 +438,7 @@ impl<St, K> CacheLayer<St, K> {
     /// The clock used for every freshness decision; tests pass a
     /// [`ManualClock`](crate::ManualClock).
     ///
-    /// Default: [`SystemClock`].
+    /// Default: [`SystemClock`](crate::SystemClock).
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.config.clock = Arc::new(clock);
         self
