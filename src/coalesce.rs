@@ -49,7 +49,7 @@ pub(crate) enum Join {
 
 impl Flights {
     pub(crate) fn join(self: &Arc<Self>, key: &CacheKey, timeout: Duration) -> Join {
-        if tokio::runtime::Handle::try_current().is_err() {
+        if crate::rt::handle().is_none() {
             return Join::Alone;
         }
         let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);

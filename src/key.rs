@@ -7,6 +7,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use http::uri::Scheme;
 use http::{header, HeaderMap, Method, Request, Uri};
 use ring::digest;
 
@@ -177,15 +178,19 @@ pub(crate) type KeyFn = Arc<dyn Fn(&KeyParts<'_>) -> String + Send + Sync>;
 /// header's (a relative URI, as HTTP/1 clients send them), with the scheme's default port
 /// dropped. Not lowercased: callers lowercase while they copy. The one authority normalization
 /// of the crate.
-fn authority<'a>(uri: &'a Uri, host: Option<&'a str>) -> &'a str {
-    let authority = uri.authority().map(|a| a.as_str()).or(host).unwrap_or("");
-    let scheme = uri.scheme_str().unwrap_or("http");
-    let default_port = if scheme.eq_ignore_ascii_case("http") {
-        ":80"
-    } else if scheme.eq_ignore_ascii_case("https") {
-        ":443"
-    } else {
-        return authority;
+fn authority<'a>(uri: &'a Uri, host: impl FnOnce() -> Option<&'a str>) -> &'a str {
+    // The `Host` header is looked up only for a relative URI: this runs on every request.
+    let authority = match uri.authority() {
+        Some(a) => a.as_str(),
+        None => host().unwrap_or(""),
+    };
+    // `Scheme` parses `http` / `https` in any case into its standard variants: no string
+    // comparison here.
+    let default_port = match uri.scheme() {
+        None => ":80",
+        Some(s) if *s == Scheme::HTTP => ":80",
+        Some(s) if *s == Scheme::HTTPS => ":443",
+        Some(_) => return authority,
     };
     authority.strip_suffix(default_port).unwrap_or(authority)
 }
@@ -200,7 +205,7 @@ fn host_header<B>(request: &Request<B>) -> Option<&str> {
 /// `host[:port]/path` of a URI, as URL patterns see it: the host lowercased, a default port
 /// dropped, no scheme, no query. A relative URI takes its authority from `host`.
 pub(crate) fn host_path(uri: &Uri, host: Option<&str>) -> String {
-    let mut out = authority(uri, host).to_ascii_lowercase();
+    let mut out = authority(uri, || host).to_ascii_lowercase();
     out.push_str(match uri.path() {
         "" => "/",
         p => p,
@@ -218,7 +223,7 @@ pub(crate) fn request_host_path<B>(request: &Request<B>) -> String {
 pub(crate) fn normalized_target<B>(request: &Request<B>, ignored: &[String]) -> String {
     let uri = request.uri();
     let scheme = uri.scheme_str().unwrap_or("http");
-    let authority = authority(uri, host_header(request));
+    let authority = authority(uri, || host_header(request));
     let path = match uri.path() {
         "" => "/",
         p => p,

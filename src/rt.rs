@@ -5,17 +5,22 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Waker};
 
+/// The current tokio runtime, if the caller runs inside one.
+pub(crate) fn handle() -> Option<tokio::runtime::Handle> {
+    tokio::runtime::Handle::try_current().ok()
+}
+
 /// Runs `work` on the current tokio runtime; without one, drops it with a debug log saying
 /// `what` was lost.
 pub(crate) fn spawn_or_drop<F>(work: F, what: &'static str)
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    match tokio::runtime::Handle::try_current() {
-        Ok(handle) => {
+    match handle() {
+        Some(handle) => {
             handle.spawn(work);
         }
-        Err(_) => tracing::debug!("no tokio runtime to finish {what}; dropped"),
+        None => tracing::debug!("no tokio runtime to finish {what}; dropped"),
     }
 }
 

@@ -24,9 +24,7 @@ pub(crate) struct TimerProbe {
 impl TimerProbe {
     /// A tokio sleep of `d`, or `None` when there is no tokio runtime with a timer here.
     pub(crate) fn sleep(&self, d: Duration) -> Option<Sleep> {
-        if self.unavailable.load(Ordering::Relaxed)
-            || tokio::runtime::Handle::try_current().is_err()
-        {
+        if self.unavailable.load(Ordering::Relaxed) || crate::rt::handle().is_none() {
             return None;
         }
         match catch_unwind(AssertUnwindSafe(|| tokio::time::sleep(d))) {

@@ -430,7 +430,7 @@ fn stores_know_only_blobs_and_keys_and_the_envelope_no_decisions() {
     let krate = Crate::load();
     let (edges, _) = krate.edges();
     let rules: &[(&str, &[&str])] = &[
-        ("store", &["store", "key", "error", "clock", "timer"]),
+        ("store", &["store", "key", "error", "clock", "timer", "rt"]),
         ("envelope", &["envelope", "entry", "error", "key"]),
     ];
     for (room, may) in rules {

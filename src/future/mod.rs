@@ -335,25 +335,33 @@ where
         );
         let mut ctx = Ctx::new(store, config, plan);
         let _entered = span.enter();
-        let (state, inner, request) = match (&ctx.plan.key, ctx.plan.lookup) {
+        // Each branch builds the flow in place: a tuple of its parts would be one more copy of
+        // the request and the state on every request.
+        match (&ctx.plan.key, ctx.plan.lookup) {
             (Some(key), true) => {
                 tracing::debug!(key = %key, "cache lookup");
                 let fut = ctx.store_call(StoreRequest::Get { key: key.clone() });
-                (State::Lookup { fut }, Some(inner), Some(request))
+                drop(_entered);
+                Self {
+                    state: State::Lookup { fut },
+                    inner: Some(inner),
+                    request: Some(request),
+                    ctx,
+                    span,
+                }
             }
             _ => {
                 tracing::debug!(key = ?ctx.plan.key, reason = ?ctx.plan.not_stored(), "not looked up; forwarding");
                 let fut = ctx.send(inner, request);
-                (State::Forward { fut }, None, None)
+                drop(_entered);
+                Self {
+                    state: State::Forward { fut },
+                    inner: None,
+                    request: None,
+                    ctx,
+                    span,
+                }
             }
-        };
-        drop(_entered);
-        Self {
-            state,
-            inner,
-            request,
-            ctx,
-            span,
         }
     }
 }
@@ -396,23 +404,30 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Result<Response<CacheBody<ResB>>, BoxError>> {
         let mut this = self.project();
+        // Every arm that ends the future returns from inside it: a shared exit would copy the
+        // response once more on every hit.
         loop {
-            let next = match this.state.as_mut().project() {
+            match this.state.as_mut().project() {
                 StateProj::Lookup { fut } => {
                     let answer = ready!(fut.poll(cx));
                     let headers = this.request.as_ref().map(Request::headers);
-                    let lookup = this.ctx.on_lookup(answer, headers);
-                    match lookup {
-                        Lookup::Hit(response) => Ok(response),
-                        Lookup::Fail(err) => Err(err),
+                    match this.ctx.on_lookup(answer, headers) {
+                        Lookup::Hit(response) => {
+                            this.state.set(State::Done);
+                            return Poll::Ready(Ok(response));
+                        }
+                        Lookup::Fail(err) => {
+                            this.state.set(State::Done);
+                            return Poll::Ready(Err(err));
+                        }
                         Lookup::Refresh(response, guard) => {
                             refresh::spawn(this.inner, this.request, this.ctx, guard);
-                            Ok(response)
+                            this.state.set(State::Done);
+                            return Poll::Ready(Ok(response));
                         }
                         Lookup::Go(next) => {
                             let state = this.ctx.route(next, this.inner, this.request);
                             this.state.set(state);
-                            continue;
                         }
                     }
                 }
@@ -420,42 +435,44 @@ where
                     let stored = ready!(fut.as_mut().poll(cx));
                     let state = this.ctx.after_wait(stored, this.inner, this.request);
                     this.state.set(state);
-                    continue;
                 }
                 StateProj::Delete { fut } => {
                     this.ctx.after_delete(ready!(fut.poll(cx)));
                     this.state
                         .set(forward::forward(this.inner, this.request, this.ctx));
-                    continue;
                 }
                 StateProj::Forward { fut } => {
                     let result = ready!(fut.poll(cx));
+                    this.state.set(State::Done);
                     match this.ctx.after_origin(result) {
-                        forward::Answer::Respond(response) => Ok(response),
-                        forward::Answer::Fail(e) => Err(e),
+                        forward::Answer::Respond(response) => return Poll::Ready(Ok(response)),
+                        forward::Answer::Fail(e) => return Poll::Ready(Err(e)),
                         forward::Answer::Invalidate(fut, response) => {
                             this.state.set(State::Invalidate {
                                 fut,
                                 response: Some(response),
                             });
-                            continue;
                         }
                     }
                 }
                 StateProj::Invalidate { fut, response } => {
                     ready!(fut.as_mut().poll(cx));
-                    match response.take() {
+                    let response = response.take();
+                    this.state.set(State::Done);
+                    return Poll::Ready(match response {
                         Some(response) => Ok(this.ctx.on_response(response)),
                         None => Err(POLLED_AFTER_COMPLETION.into()),
-                    }
+                    });
                 }
-                StateProj::Failed { error } => Err(error
-                    .take()
-                    .unwrap_or_else(|| POLLED_AFTER_COMPLETION.into())),
-                StateProj::Done => Err(POLLED_AFTER_COMPLETION.into()),
-            };
-            this.state.set(State::Done);
-            return Poll::Ready(next);
+                StateProj::Failed { error } => {
+                    let error = error
+                        .take()
+                        .unwrap_or_else(|| POLLED_AFTER_COMPLETION.into());
+                    this.state.set(State::Done);
+                    return Poll::Ready(Err(error));
+                }
+                StateProj::Done => return Poll::Ready(Err(POLLED_AFTER_COMPLETION.into())),
+            }
         }
     }
 }

@@ -31,7 +31,7 @@ pub(super) fn spawn<S, St, ReqB, ResB>(
     ResB: Body + Send + 'static,
     ResB::Data: Send,
 {
-    let Ok(handle) = tokio::runtime::Handle::try_current() else {
+    let Some(handle) = crate::rt::handle() else {
         return;
     };
     let (Some(inner), Some(mut request)) = (inner.take(), request.take()) else {

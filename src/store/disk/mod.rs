@@ -201,8 +201,8 @@ impl fmt::Debug for DiskStore {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> io::Result<T> + Send + 'static,
 ) -> io::Result<T> {
-    let handle = tokio::runtime::Handle::try_current()
-        .map_err(|_| io::Error::other("DiskStore needs a tokio runtime"))?;
+    let handle =
+        crate::rt::handle().ok_or_else(|| io::Error::other("DiskStore needs a tokio runtime"))?;
     handle
         .spawn_blocking(f)
         .await
