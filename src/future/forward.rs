@@ -1,13 +1,13 @@
 //! Forward: the request goes to the origin, and its answer is routed: a 304 freshens the stale
-//! entry (RFC 9111 §4.3.4), an error may be answered stale (RFC 5861 §4), an unsafe method's
-//! success invalidates (§4.4), anything else is admitted for storing as any miss would be.
+//! entry (RFC 9111 §4.3.4), an error may be answered stale (RFC 5861 §4), anything else is
+//! admitted for storing as any miss would be (an unsafe method's success first invalidates,
+//! `invalidate.rs`).
 
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body::Body;
 use tower::util::{Oneshot, ServiceExt};
 use tower::Service;
 
-use super::invalidate::InvalidateFuture;
 use super::write::Storing;
 use super::{Ctx, State, StoreCall};
 use crate::body::{CacheBody, Tee};
@@ -23,16 +23,6 @@ use crate::respond::{self, hit_info, Freshness};
 use crate::rt::run_soon;
 use crate::status::{CacheInfo, CacheStatus, NotStoredReason};
 use crate::store::Store;
-
-/// What the origin's answer leads to.
-// Returned once and consumed at once, like `Lookup`.
-#[allow(clippy::large_enum_variant)]
-pub(super) enum Answer<R, B> {
-    Respond(Response<CacheBody<B>>),
-    Fail(BoxError),
-    /// Delete what the unsafe request invalidated, then answer with this response.
-    Invalidate(InvalidateFuture, R),
-}
 
 /// Sends the request to the origin: the next state.
 pub(super) fn forward<S, St, ReqB>(
@@ -83,25 +73,12 @@ impl<St: Store> Ctx<St> {
         }
     }
 
-    /// The origin answered (or failed).
-    pub(super) fn after_origin<R: Body, E: Into<BoxError>>(
+    /// A transport error from the origin: stale-if-error may still answer.
+    pub(super) fn origin_failed<B>(
         &mut self,
-        result: Result<Response<R>, E>,
-    ) -> Answer<Response<R>, R> {
-        let response = match result {
-            Ok(response) => response,
-            Err(e) => {
-                // A transport error: stale-if-error may still answer.
-                return match self.stale_after_error() {
-                    Some(stale) => Answer::Respond(stale),
-                    None => Answer::Fail(e.into()),
-                };
-            }
-        };
-        match self.invalidation(&response) {
-            Some(fut) => Answer::Invalidate(fut, response),
-            None => Answer::Respond(self.on_response(response)),
-        }
+        error: BoxError,
+    ) -> Result<Response<CacheBody<B>>, BoxError> {
+        self.stale_after_error().ok_or(error)
     }
 
     /// RFC 5861 §4: the origin failed; serve the stale entry if it may be.

@@ -444,16 +444,16 @@ where
                 StateProj::Forward { fut } => {
                     let result = ready!(fut.poll(cx));
                     this.state.set(State::Done);
-                    match this.ctx.after_origin(result) {
-                        forward::Answer::Respond(response) => return Poll::Ready(Ok(response)),
-                        forward::Answer::Fail(e) => return Poll::Ready(Err(e)),
-                        forward::Answer::Invalidate(fut, response) => {
-                            this.state.set(State::Invalidate {
-                                fut,
-                                response: Some(response),
-                            });
-                        }
+                    let response = match result {
+                        Ok(response) => response,
+                        Err(e) => return Poll::Ready(this.ctx.origin_failed(e.into())),
+                    };
+                    if let Some(fut) = this.ctx.invalidation(&response) {
+                        let response = Some(response);
+                        this.state.set(State::Invalidate { fut, response });
+                        continue;
                     }
+                    return Poll::Ready(Ok(this.ctx.on_response(response)));
                 }
                 StateProj::Invalidate { fut, response } => {
                     ready!(fut.as_mut().poll(cx));
