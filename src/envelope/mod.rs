@@ -196,6 +196,9 @@ impl Envelope {
         chunks: &[Bytes],
         trailers: Option<&HeaderMap>,
     ) -> Result<Bytes, SealError> {
+        if !wire::fits(head, trailers) {
+            return Err(SealError("more header fields than an entry holds"));
+        }
         let key_bytes = key.as_str().as_bytes();
         let key_len =
             u16::try_from(key_bytes.len()).map_err(|_| SealError("cache key too long"))?;

@@ -415,3 +415,35 @@ fn decoding_reads_names_method_and_uri_as_bytes() {
     raw[at] = b' ';
     assert!(wire::decode(&Bytes::from(raw)).is_none());
 }
+
+#[test]
+fn header_field_counts_are_capped_on_write_and_on_read() {
+    use super::wire::{decode, encode_head, MAX_FIELDS};
+    let with = |n: usize| {
+        let mut h = head();
+        h.headers = HeaderMap::new();
+        for i in 0..n {
+            h.headers.append("x-n", HeaderValue::from(i));
+        }
+        h
+    };
+    let env = Envelope::new(None);
+    // Write: the seal refuses more fields than an entry holds (the response is not stored).
+    assert!(env.seal(&key("k"), &with(MAX_FIELDS), &[], None).is_ok());
+    assert!(env
+        .seal(&key("k"), &with(MAX_FIELDS + 1), &[], None)
+        .is_err());
+    let mut trailers = HeaderMap::new();
+    for i in 0..=MAX_FIELDS {
+        trailers.append("x-t", HeaderValue::from(i));
+    }
+    assert!(env.seal(&key("k"), &with(1), &[], Some(&trailers)).is_err());
+    // Read: a payload a foreign writer built with more fields decodes to nothing (a miss), far
+    // past the point where building the `HeaderMap` would have panicked.
+    for n in [MAX_FIELDS + 1, 24_577] {
+        let payload = Bytes::from(encode_head(&with(n), None, Vec::new()).unwrap());
+        assert!(decode(&payload).is_none(), "{n} fields");
+    }
+    let payload = Bytes::from(encode_head(&with(MAX_FIELDS), None, Vec::new()).unwrap());
+    assert_eq!(decode(&payload).unwrap().head.headers.len(), MAX_FIELDS);
+}

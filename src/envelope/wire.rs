@@ -30,6 +30,19 @@ impl<'de: 'a, 'a> Deserialize<'de> for Raw<'a> {
     }
 }
 
+/// The most header fields (and, separately, trailer fields and Vary selecting fields) an entry
+/// holds. Far above what an HTTP parser accepts (hyper's client: 100 by default) and below what a
+/// `HeaderMap` can be built with (24,576): a response with more is not stored, and a stored blob
+/// with more (only a foreign writer can make one) is a miss. Nothing in decoding may panic.
+pub(crate) const MAX_FIELDS: usize = 4096;
+
+/// Whether an entry with this head and these trailers can be stored.
+pub(crate) fn fits(head: &EntryHead, trailers: Option<&HeaderMap>) -> bool {
+    head.headers.len() <= MAX_FIELDS
+        && head.vary.len() <= MAX_FIELDS
+        && trailers.is_none_or(|t| t.len() <= MAX_FIELDS)
+}
+
 #[derive(Serialize, Deserialize)]
 enum WireVary<'a> {
     Absent,
@@ -142,7 +155,14 @@ pub(crate) fn encode_head(
 /// Decodes a verified payload. `None` when it does not decode: the caller treats that as a miss.
 pub(crate) fn decode(payload: &Bytes) -> Option<Entry> {
     let (wire, body) = postcard::take_from_bytes::<WireHeadV2<'_>>(payload).ok()?;
+    if wire.vary.len() > MAX_FIELDS {
+        return None;
+    }
     let fields = |list: Vec<(Raw<'_>, Raw<'_>)>| -> Option<HeaderMap> {
+        // Above the bound `HeaderMap::with_capacity` (and `append`) would panic.
+        if list.len() > MAX_FIELDS {
+            return None;
+        }
         let mut map = HeaderMap::with_capacity(list.len());
         for (name, value) in list {
             let name = HeaderName::from_bytes(name.0).ok()?;

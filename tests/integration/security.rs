@@ -126,3 +126,48 @@ async fn an_oversized_blob_is_a_miss_and_is_replaced() {
     );
     assert!(get_raw(&store, key_for(&url)).await.unwrap().len() < 1024);
 }
+
+/// An origin reached through a plain tower service (no HTTP parser limits) sends more header
+/// lines than a `HeaderMap` can be built with: the entry is not stored, and no later request
+/// panics (it used to be stored, and every hit of it panicked in the decoder).
+#[tokio::test]
+async fn a_response_with_more_header_fields_than_an_entry_holds_is_not_stored() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tower::{Service, ServiceBuilder, ServiceExt};
+
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = calls.clone();
+    let origin = tower::service_fn(move |_req: Request<Empty<Bytes>>| {
+        seen.fetch_add(1, Ordering::SeqCst);
+        let mut response = Response::new(Full::new(Bytes::from_static(b"many")));
+        let headers = response.headers_mut();
+        headers.insert(
+            "cache-control",
+            http::HeaderValue::from_static("max-age=600"),
+        );
+        for i in 0..24_577u32 {
+            headers.append("x-n", http::HeaderValue::from(i));
+        }
+        async move { Ok::<_, std::convert::Infallible>(response) }
+    });
+    let store = MemoryStore::default();
+    let mut svc = ServiceBuilder::new()
+        .layer(CacheLayer::new(store.clone()))
+        .service(origin);
+    for _ in 0..2 {
+        let request = Request::get("http://e.com/many")
+            .body(Empty::new())
+            .unwrap();
+        let response = svc.ready().await.unwrap().call(request).await.unwrap();
+        assert_eq!(response.headers().get_all("x-n").iter().count(), 24_577);
+        let body = http_body_util::BodyExt::collect(response.into_body()).await;
+        assert_eq!(body.unwrap().to_bytes(), "many");
+    }
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "not stored: both requests reach the origin"
+    );
+    assert!(all_blobs(&store).await.is_empty());
+}
