@@ -37,8 +37,23 @@ impl CacheKey {
     ///
     /// Normalization: scheme and host are lowercased, a default port (80 for `http`, 443 for
     /// `https`) is dropped, an empty path becomes `/`, and query parameters are sorted by name
-    /// (a stable sort, so repeated names keep their order). A request with a relative URI (as a
-    /// server sees it) takes its authority from the `Host` header.
+    /// (a stable sort, so repeated names keep their order).
+    ///
+    /// The authority is the one the origin sees (RFC 9110 §7.2): the `Host` header when the
+    /// request has one (an HTTP/1 origin routes on it; hyper-util sends a caller's own `Host`),
+    /// else the URI's (HTTP/2's `:authority`). So two virtual hosts behind one address never
+    /// share an entry, and an HTTP/2 request whose `Host` differs from its `:authority` (a
+    /// malformed request, RFC 9113 §8.3.1) gets an entry of its own.
+    ///
+    /// ```
+    /// use hyper_client_cache::CacheKey;
+    ///
+    /// let a = http::Request::get("http://10.0.0.1/").header("host", "a.example").body(()).unwrap();
+    /// let b = http::Request::get("http://10.0.0.1/").header("host", "b.example").body(()).unwrap();
+    /// let a2 = http::Request::get("http://A.example/").body(()).unwrap();
+    /// assert_ne!(CacheKey::for_request(&a), CacheKey::for_request(&b));
+    /// assert_eq!(CacheKey::for_request(&a), CacheKey::for_request(&a2));
+    /// ```
     pub fn for_request<B>(request: &Request<B>) -> Self {
         let normalized = normalized_target(request, &[]);
         Self::from_parts(request.method(), &normalized)
@@ -174,15 +189,18 @@ pub struct KeyParts<'a> {
 /// A user's key function.
 pub(crate) type KeyFn = Arc<dyn Fn(&KeyParts<'_>) -> String + Send + Sync>;
 
-/// The authority a request is for, as keys and URL rules see it: the URI's, else the `Host`
-/// header's (a relative URI, as HTTP/1 clients send them), with the scheme's default port
-/// dropped. Not lowercased: callers lowercase while they copy. The one authority normalization
+/// The authority a request is for, as keys and URL rules see it, with the scheme's default port
+/// dropped; not lowercased (callers lowercase while they copy). The one authority normalization
 /// of the crate.
-fn authority<'a>(uri: &'a Uri, host: impl FnOnce() -> Option<&'a str>) -> &'a str {
-    // The `Host` header is looked up only for a relative URI: this runs on every request.
-    let authority = match uri.authority() {
-        Some(a) => a.as_str(),
-        None => host().unwrap_or(""),
+///
+/// What the origin sees wins (RFC 9110 §7.2, RFC 9111 §4): the `Host` header when the request
+/// has one (an HTTP/1 origin routes on it, and hyper-util sends a caller's own `Host`), else the
+/// URI's authority (HTTP/2's `:authority`). Over HTTP/2 a `Host` must equal `:authority` (RFC 9113
+/// §8.3.1); one that differs gets an entry of its own, never a shared one.
+fn authority<'a>(uri: &'a Uri, host: Option<&'a str>) -> &'a str {
+    let authority = match host.filter(|h| !h.is_empty()) {
+        Some(host) => host,
+        None => uri.authority().map_or("", |a| a.as_str()),
     };
     // `Scheme` parses `http` / `https` in any case into its standard variants: no string
     // comparison here.
@@ -203,9 +221,10 @@ fn host_header<B>(request: &Request<B>) -> Option<&str> {
 }
 
 /// `host[:port]/path` of a URI, as URL patterns see it: the host lowercased, a default port
-/// dropped, no scheme, no query. A relative URI takes its authority from `host`.
+/// dropped, no scheme, no query. `host` (a request's `Host` header) wins over the URI's
+/// authority, as in the key.
 pub(crate) fn host_path(uri: &Uri, host: Option<&str>) -> String {
-    let mut out = authority(uri, || host).to_ascii_lowercase();
+    let mut out = authority(uri, host).to_ascii_lowercase();
     out.push_str(match uri.path() {
         "" => "/",
         p => p,
@@ -213,7 +232,28 @@ pub(crate) fn host_path(uri: &Uri, host: Option<&str>) -> String {
     out
 }
 
-/// `host_path` of a request (its `Host` header for a relative URI).
+/// The target URI the origin sees: the request's URI with the authority that keys it
+/// ([`authority`]), for resolving `Location` / `Content-Location` against (RFC 9111 §4.4).
+pub(crate) fn target_uri<B>(request: &Request<B>) -> Uri {
+    let uri = request.uri();
+    let Some(host) = host_header(request).filter(|h| !h.is_empty()) else {
+        return uri.clone();
+    };
+    let mut parts = uri.clone().into_parts();
+    match host.parse() {
+        Ok(authority) => parts.authority = Some(authority),
+        Err(_) => return uri.clone(),
+    }
+    if parts.scheme.is_none() {
+        parts.scheme = Some(Scheme::HTTP);
+    }
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    Uri::from_parts(parts).unwrap_or_else(|_| uri.clone())
+}
+
+/// `host_path` of a request (its `Host` header, if any, wins over the URI's authority).
 pub(crate) fn request_host_path<B>(request: &Request<B>) -> String {
     host_path(request.uri(), host_header(request))
 }
@@ -223,7 +263,7 @@ pub(crate) fn request_host_path<B>(request: &Request<B>) -> String {
 pub(crate) fn normalized_target<B>(request: &Request<B>, ignored: &[String]) -> String {
     let uri = request.uri();
     let scheme = uri.scheme_str().unwrap_or("http");
-    let authority = authority(uri, || host_header(request));
+    let authority = authority(uri, host_header(request));
     let path = match uri.path() {
         "" => "/",
         p => p,
@@ -505,6 +545,27 @@ mod tests {
         assert_eq!(host_path(&uri, None), "e.com:8080/");
         let uri: Uri = "/x".parse().unwrap();
         assert_eq!(host_path(&uri, Some("H.com")), "h.com/x");
+    }
+
+    #[test]
+    fn the_host_header_wins_over_the_uri_authority() {
+        let with_host = |uri: &str, host: &str| {
+            Request::get(uri).header("host", host).body(()).unwrap()
+        };
+        let r = with_host("http://10.0.0.1:8080/p?q=1", "Tenant.example");
+        assert_eq!(normalized_target(&r, &[]), "http://tenant.example/p?q=1");
+        assert_eq!(request_host_path(&r), "tenant.example/p");
+        assert_eq!(target_uri(&r), "http://Tenant.example/p?q=1");
+        let r = with_host("https://x/", "x:443");
+        assert_eq!(normalized_target(&r, &[]), "https://x/");
+        // A relative URI (as a server sees it) becomes absolute on its Host.
+        let r = with_host("/rel", "h.example");
+        assert_eq!(target_uri(&r), "http://h.example/rel");
+        // An empty or unparsable Host leaves the URI as it is.
+        let r = with_host("http://e.com/", "");
+        assert_eq!(normalized_target(&r, &[]), "http://e.com/");
+        let r = with_host("http://e.com/", "bad host");
+        assert_eq!(target_uri(&r), "http://e.com/");
     }
 
     #[test]

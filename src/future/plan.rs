@@ -6,7 +6,7 @@ use http::{Method, Request, Uri};
 
 use crate::config::Config;
 use crate::controls::{CacheMode, ExpireAfter};
-use crate::key::CacheKey;
+use crate::key::{target_uri, CacheKey};
 use crate::policy::decision::stored_method;
 use crate::policy::invalidation::is_safe;
 use crate::policy::validation::{has_unsupported_preconditions, is_conditional};
@@ -125,7 +125,7 @@ impl Plan {
         let invalidate = (!safe && !config.read_only).then(|| {
             Box::new(Invalidation {
                 target: config.keying.key_as(request, &Method::GET),
-                uri: request.uri().clone(),
+                uri: target_uri(request),
             })
         });
         Plan {

@@ -171,3 +171,91 @@ async fn a_response_with_more_header_fields_than_an_entry_holds_is_not_stored() 
     );
     assert!(all_blobs(&store).await.is_empty());
 }
+
+/// RFC 9110 §7.2, RFC 9111 §4: the key is the target URI the origin sees. hyper-util sends a
+/// caller's own `Host` header, so two virtual hosts behind one address must not share entries.
+#[tokio::test]
+async fn the_host_header_the_origin_sees_is_part_of_the_key() {
+    let origin = Origin::start(|seen| {
+        let host = seen.headers.get("host").cloned();
+        let host = host.map(|h| h.to_str().unwrap_or("?").to_owned());
+        Response::builder()
+            .header("cache-control", "max-age=600")
+            .body(Full::new(Bytes::from(host.unwrap_or_default())))
+            .unwrap()
+    })
+    .await;
+    let store = MemoryStore::default();
+    let mut client = cached_client(CacheLayer::new(store.clone()).secret_key(test_key()));
+    let url = origin.url("/tenant");
+    let for_host = |host: &'static str| {
+        Request::get(url.as_str())
+            .header("host", host)
+            .body(Empty::<Bytes>::new())
+            .unwrap()
+    };
+    let a = send(&mut client, for_host("tenant-a.example")).await.unwrap();
+    let b = send(&mut client, for_host("tenant-b.example")).await.unwrap();
+    assert_eq!(&a.body[..], b"tenant-a.example");
+    assert_eq!(&b.body[..], b"tenant-b.example", "tenant b was served tenant a's entry");
+    assert_eq!(b.cache, Some(CacheStatus::Miss));
+    let again = send(&mut client, for_host("TENANT-A.example")).await.unwrap();
+    assert_eq!((again.cache, &again.body[..]), (Some(CacheStatus::Hit), &b"tenant-a.example"[..]));
+    // Without a Host header the URI's authority is what the origin sees: an entry of its own.
+    let plain = get(&mut client, &url).await.unwrap();
+    assert_eq!(plain.cache, Some(CacheStatus::Miss));
+    assert_eq!(origin.requests(), 3);
+}
+
+/// HTTP/2 carries the authority in `:authority` (the URI); a `Host` equal to it (any case, a
+/// default port) keys the same entry, and a `Host` that differs (a malformed request, RFC 9113
+/// §8.3.1) never shares one.
+#[tokio::test]
+async fn http2_requests_are_keyed_by_their_authority_and_never_share_with_a_different_host() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tower::{Service, ServiceBuilder};
+
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = calls.clone();
+    let origin = tower::service_fn(move |req: Request<Empty<Bytes>>| {
+        let n = seen.fetch_add(1, Ordering::SeqCst);
+        let host = req.headers().get("host").map(|h| h.to_str().unwrap_or("?").to_owned());
+        let body = format!("{n} {}", host.unwrap_or_else(|| req.uri().authority().unwrap().to_string()));
+        let response = Response::builder()
+            .header("cache-control", "max-age=600")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        async move { Ok::<_, std::convert::Infallible>(response) }
+    });
+    let mut svc = ServiceBuilder::new()
+        .layer(CacheLayer::new(MemoryStore::default()))
+        .service(origin);
+    let mut fetch = |host: Option<&'static str>| {
+        let mut request = Request::get("https://api.example/x")
+            .version(http::Version::HTTP_2)
+            .body(Empty::new())
+            .unwrap();
+        if let Some(host) = host {
+            request.headers_mut().insert("host", http::HeaderValue::from_static(host));
+        }
+        // `Cache` is always ready (its `poll_ready` returns at once).
+        let fut = svc.call(request);
+        async move {
+            let response = fut.await.unwrap();
+            let status = response.extensions().get::<CacheStatus>().copied();
+            let body = http_body_util::BodyExt::collect(response.into_body()).await;
+            (status, body.unwrap().to_bytes())
+        }
+    };
+    assert_eq!(fetch(None).await, (Some(CacheStatus::Miss), Bytes::from("0 api.example")));
+    assert_eq!(
+        fetch(Some("API.example:443")).await,
+        (Some(CacheStatus::Hit), Bytes::from("0 api.example"))
+    );
+    assert_eq!(
+        fetch(Some("other.example")).await,
+        (Some(CacheStatus::Miss), Bytes::from("1 other.example"))
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
