@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use http::uri::Scheme;
 use http::{header, HeaderMap, Method, Request, Uri};
+use percent_encoding::percent_decode_str;
 use ring::digest;
 
 /// The version prefix of every key this crate builds. Bump it whenever normalization changes.
@@ -399,39 +400,62 @@ impl Keying {
         self.key_as(&probe, &Method::GET)
     }
 
-    /// The request URI as it is kept with a stored entry: ignored parameters removed, redacted
-    /// ones with their value replaced. Names are compared case-insensitively for redaction
-    /// (a credential is a credential whatever its case) and exactly for ignoring.
-    pub(crate) fn stored_uri(&self, uri: &http::Uri) -> String {
-        let Some(query) = uri.query() else {
-            return uri.to_string();
-        };
-        let kept: Vec<String> = query
-            .split('&')
-            .filter(|p| !p.is_empty() && !self.ignored.iter().any(|i| i == param_name(p)))
-            .map(|p| {
-                let name = param_name(p);
-                if self.redacted.iter().any(|r| r.eq_ignore_ascii_case(name)) && p.contains('=') {
-                    format!("{name}=REDACTED")
-                } else {
-                    p.to_owned()
-                }
-            })
-            .collect();
+    /// The request URI as it is kept with a stored entry: no userinfo (`user:password@`),
+    /// ignored parameters removed, redacted ones with their value replaced by `REDACTED`.
+    /// Names are compared after percent-decoding (`access%5Ftoken` is `access_token`),
+    /// case-insensitively for redaction (a credential is a credential whatever its case) and
+    /// exactly for ignoring.
+    pub(crate) fn stored_uri(&self, uri: &Uri) -> String {
         let mut out = String::new();
+        // Writing into a `String` cannot fail.
+        let _ = self.write_uri(uri, &mut out);
+        out
+    }
+
+    /// The URI as log lines show it: redacted as [`stored_uri`](Self::stored_uri), and
+    /// formatted only when a log line is actually written.
+    pub(crate) fn log_uri<'a>(&'a self, uri: &'a Uri) -> impl fmt::Display + 'a {
+        struct Redacted<'a>(&'a Keying, &'a Uri);
+        impl fmt::Display for Redacted<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.write_uri(self.1, f)
+            }
+        }
+        Redacted(self, uri)
+    }
+
+    fn write_uri(&self, uri: &Uri, out: &mut impl fmt::Write) -> fmt::Result {
         if let Some(scheme) = uri.scheme_str() {
-            out.push_str(scheme);
-            out.push_str("://");
+            write!(out, "{scheme}://")?;
         }
         if let Some(authority) = uri.authority() {
-            out.push_str(authority.as_str());
+            // RFC 3986 §3.2.1: userinfo ends at the last `@` of the authority.
+            let host = authority
+                .as_str()
+                .rsplit_once('@')
+                .map_or(authority.as_str(), |(_, h)| h);
+            out.write_str(host)?;
         }
-        out.push_str(uri.path());
-        if !kept.is_empty() {
-            out.push('?');
-            out.push_str(&kept.join("&"));
+        out.write_str(uri.path())?;
+        let Some(query) = uri.query() else {
+            return Ok(());
+        };
+        let mut first = true;
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let raw = param_name(pair);
+            let name = percent_decode_str(raw).decode_utf8_lossy();
+            if self.ignored.iter().any(|i| i == raw || *i == name) {
+                continue;
+            }
+            out.write_char(if first { '?' } else { '&' })?;
+            first = false;
+            if pair.contains('=') && self.redacted.iter().any(|r| r.eq_ignore_ascii_case(&name)) {
+                write!(out, "{raw}=REDACTED")?;
+            } else {
+                out.write_str(pair)?;
+            }
         }
-        out
+        Ok(())
     }
 }
 
@@ -501,6 +525,19 @@ mod tests {
         );
         assert_eq!(stored, "http://e.com/p?a=1&Token=REDACTED");
         assert_eq!(keying.stored_uri(&"/rel?x=1".parse().unwrap()), "/rel?x=1");
+        // Userinfo is never kept; percent-encoded names are redacted and ignored as decoded.
+        let uri = "http://u:PW@e.com:8080/p?TO%4bEN=S1&api%5Fkey=S2&flag&token"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            keying.stored_uri(&uri),
+            "http://e.com:8080/p?TO%4bEN=REDACTED&flag&token"
+        );
+        assert_eq!(keying.log_uri(&uri).to_string(), keying.stored_uri(&uri));
+        assert_eq!(
+            keying.stored_uri(&"http://u@e.com".parse().unwrap()),
+            "http://e.com/"
+        );
     }
 
     #[test]
@@ -549,9 +586,8 @@ mod tests {
 
     #[test]
     fn the_host_header_wins_over_the_uri_authority() {
-        let with_host = |uri: &str, host: &str| {
-            Request::get(uri).header("host", host).body(()).unwrap()
-        };
+        let with_host =
+            |uri: &str, host: &str| Request::get(uri).header("host", host).body(()).unwrap();
         let r = with_host("http://10.0.0.1:8080/p?q=1", "Tenant.example");
         assert_eq!(normalized_target(&r, &[]), "http://tenant.example/p?q=1");
         assert_eq!(request_host_path(&r), "tenant.example/p");

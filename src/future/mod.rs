@@ -330,7 +330,9 @@ where
         let span = tracing::debug_span!(
             "http_cache",
             method = %request.method(),
-            uri = %request.uri(),
+            // Redacted as the stored URI is (no userinfo, no ignored or redacted values); only
+            // formatted when the span is enabled.
+            uri = %config.keying.log_uri(request.uri()),
             mode = ?plan.mode,
         );
         let mut ctx = Ctx::new(store, config, plan);

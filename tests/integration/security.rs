@@ -49,6 +49,10 @@ async fn credentials_never_reach_the_store_in_any_mode() {
         for url in [
             origin.url("/me?api_key=SECRET&page=1"),
             origin.url("/me?page=2&token=SECRET"),
+            // Userinfo, and redacted / ignored names percent-encoded or in another case.
+            format!("http://user:SECRET@{}/me?page=3", origin.addr),
+            origin.url("/me?ACCESS%5FTOKEN=SECRET&page=4"),
+            origin.url("/me?api%5Fkey=SECRET&page=5"),
         ] {
             let req = Request::get(url)
                 .header("authorization", "Bearer SECRET")
@@ -194,13 +198,26 @@ async fn the_host_header_the_origin_sees_is_part_of_the_key() {
             .body(Empty::<Bytes>::new())
             .unwrap()
     };
-    let a = send(&mut client, for_host("tenant-a.example")).await.unwrap();
-    let b = send(&mut client, for_host("tenant-b.example")).await.unwrap();
+    let a = send(&mut client, for_host("tenant-a.example"))
+        .await
+        .unwrap();
+    let b = send(&mut client, for_host("tenant-b.example"))
+        .await
+        .unwrap();
     assert_eq!(&a.body[..], b"tenant-a.example");
-    assert_eq!(&b.body[..], b"tenant-b.example", "tenant b was served tenant a's entry");
+    assert_eq!(
+        &b.body[..],
+        b"tenant-b.example",
+        "tenant b was served tenant a's entry"
+    );
     assert_eq!(b.cache, Some(CacheStatus::Miss));
-    let again = send(&mut client, for_host("TENANT-A.example")).await.unwrap();
-    assert_eq!((again.cache, &again.body[..]), (Some(CacheStatus::Hit), &b"tenant-a.example"[..]));
+    let again = send(&mut client, for_host("TENANT-A.example"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.cache, &again.body[..]),
+        (Some(CacheStatus::Hit), &b"tenant-a.example"[..])
+    );
     // Without a Host header the URI's authority is what the origin sees: an entry of its own.
     let plain = get(&mut client, &url).await.unwrap();
     assert_eq!(plain.cache, Some(CacheStatus::Miss));
@@ -220,8 +237,14 @@ async fn http2_requests_are_keyed_by_their_authority_and_never_share_with_a_diff
     let seen = calls.clone();
     let origin = tower::service_fn(move |req: Request<Empty<Bytes>>| {
         let n = seen.fetch_add(1, Ordering::SeqCst);
-        let host = req.headers().get("host").map(|h| h.to_str().unwrap_or("?").to_owned());
-        let body = format!("{n} {}", host.unwrap_or_else(|| req.uri().authority().unwrap().to_string()));
+        let host = req
+            .headers()
+            .get("host")
+            .map(|h| h.to_str().unwrap_or("?").to_owned());
+        let body = format!(
+            "{n} {}",
+            host.unwrap_or_else(|| req.uri().authority().unwrap().to_string())
+        );
         let response = Response::builder()
             .header("cache-control", "max-age=600")
             .body(Full::new(Bytes::from(body)))
@@ -237,7 +260,9 @@ async fn http2_requests_are_keyed_by_their_authority_and_never_share_with_a_diff
             .body(Empty::new())
             .unwrap();
         if let Some(host) = host {
-            request.headers_mut().insert("host", http::HeaderValue::from_static(host));
+            request
+                .headers_mut()
+                .insert("host", http::HeaderValue::from_static(host));
         }
         // `Cache` is always ready (its `poll_ready` returns at once).
         let fut = svc.call(request);
@@ -248,7 +273,10 @@ async fn http2_requests_are_keyed_by_their_authority_and_never_share_with_a_diff
             (status, body.unwrap().to_bytes())
         }
     };
-    assert_eq!(fetch(None).await, (Some(CacheStatus::Miss), Bytes::from("0 api.example")));
+    assert_eq!(
+        fetch(None).await,
+        (Some(CacheStatus::Miss), Bytes::from("0 api.example"))
+    );
     assert_eq!(
         fetch(Some("API.example:443")).await,
         (Some(CacheStatus::Hit), Bytes::from("0 api.example"))
