@@ -4,7 +4,7 @@
 //! (`future/`) and the [`Inspector`](crate::Inspector) only read them.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use http::{HeaderName, Method, Request, StatusCode};
 
@@ -97,6 +97,8 @@ pub(crate) struct Config {
     /// `cache_control=True`).
     pub(crate) cache_control: bool,
     pub(crate) read_only: bool,
+    /// Entries received before this time are misses (bounds replay; "purge everything").
+    pub(crate) not_before: Option<SystemTime>,
     pub(crate) methods: Vec<Method>,
     pub(crate) statuses: Option<Vec<StatusCode>>,
     pub(crate) filter: Option<ResponseFilter>,
@@ -130,6 +132,7 @@ impl Config {
             url_rules: UrlRules::default(),
             cache_control: true,
             read_only: false,
+            not_before: None,
             methods: vec![Method::GET, Method::HEAD],
             statuses: None,
             filter: None,

@@ -203,6 +203,22 @@ impl<St, K> CacheLayer<St, K> {
         self
     }
 
+    /// Treat every entry received from the origin before `time` as absent: a lookup that finds
+    /// one answers as a miss (and the response that replaces it is stored as usual).
+    ///
+    /// This bounds what a store writer can do by *replaying* entries this cache sealed earlier
+    /// (`docs/security.md`, "Replay"): nothing from before `time` is ever served, whatever mode,
+    /// `max-stale` or stale rule applies. It is also "purge everything" without a scan: set it to
+    /// now (in every instance of a fleet) and the whole store is cold. The time compared is the
+    /// entry's `response_time`, which is inside the signed (or sealed) part of the blob, so an
+    /// attacker without the key cannot move it; a 304 revalidation renews it.
+    ///
+    /// Default: none.
+    pub fn not_before(mut self, time: std::time::SystemTime) -> Self {
+        self.config.not_before = Some(time);
+        self
+    }
+
     /// Use the cache but never write to it: lookups as usual, no stores, no deletions (neither
     /// invalidation nor the removal of rejected entries).
     ///

@@ -115,6 +115,15 @@ impl<St: Store> Ctx<St> {
                 return Err(Unusable::Undecodable);
             }
         };
+        // Received before the layer's `not_before`: as if absent (bounds replay).
+        if self
+            .config
+            .not_before
+            .is_some_and(|t| entry.head.response_time < t)
+        {
+            tracing::debug!(key = %key, "stored entry older than not_before; treating as a miss");
+            return Err(Unusable::Undecodable);
+        }
         // The user's filter, applied again on read: an entry it now rejects is removed.
         if let Some(filter) = &self.config.filter {
             if !filter(&respond::response_parts(&entry.head)) {
@@ -369,7 +378,8 @@ impl<St: Store> Ctx<St> {
 /// Why a stored blob cannot answer.
 enum Unusable {
     BadSignature(crate::error::BadSignature),
-    /// Verified (or unsigned) but not decodable by this version: a miss.
+    /// Verified (or unsigned) but not decodable by this version, or older than `not_before`: a
+    /// miss.
     Undecodable,
     /// The user's filter rejects it now.
     Filtered,

@@ -287,3 +287,39 @@ async fn http2_requests_are_keyed_by_their_authority_and_never_share_with_a_diff
     );
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
+
+/// Replay (docs/security.md): a store writer puts back a blob this cache sealed an hour ago.
+/// Under `ForceCache` it is served however stale (so is an entry that an invalidation had
+/// deleted); `not_before` bounds that: nothing received before it is ever served.
+#[tokio::test]
+async fn not_before_bounds_what_a_replayed_entry_can_do() {
+    use hyper_client_cache::CacheMode;
+    use hyper_client_cache::{StoreRequest, StoreResponse};
+    use tower::ServiceExt;
+
+    let origin = Origin::counting(&[("cache-control", "max-age=60")]).await;
+    let clock = clock();
+    let url = origin.url("/replayed");
+    let layer = layer(&clock);
+    let store = layer.store().clone();
+    let mut client = cached_client(layer.clone());
+    assert_eq!(&get(&mut client, &url).await.unwrap().body[..], b"v1");
+    let old = get_raw(&store, key_for(&url)).await.expect("stored");
+    // The entry is removed (an invalidation, an eviction); an hour later it is put back.
+    let delete = StoreRequest::Delete { key: key_for(&url) };
+    assert!(matches!(store.clone().oneshot(delete).await, Ok(StoreResponse::Done)));
+    clock.advance(secs(3600));
+    put_raw(&store, key_for(&url), old.clone()).await;
+    let forced = send(&mut client, with_ext(&url, CacheMode::ForceCache)).await.unwrap();
+    assert_eq!((forced.cache, &forced.body[..]), (Some(CacheStatus::Stale), &b"v1"[..]));
+
+    // The same store, with everything before "now minus a minute" out of bounds.
+    let bounded = layer.not_before(hyper_client_cache::Clock::now(&clock) - secs(60));
+    let mut client = cached_client(bounded);
+    put_raw(&store, key_for(&url), old).await;
+    let forced = send(&mut client, with_ext(&url, CacheMode::ForceCache)).await.unwrap();
+    assert_eq!((forced.cache, &forced.body[..]), (Some(CacheStatus::Miss), &b"v2"[..]));
+    // The response that replaced it is newer than the bound: served as usual.
+    let again = get(&mut client, &url).await.unwrap();
+    assert_eq!((again.cache, &again.body[..]), (Some(CacheStatus::Hit), &b"v2"[..]));
+}
