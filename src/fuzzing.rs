@@ -36,6 +36,16 @@ pub fn open_envelope(data: &[u8]) {
     }
 }
 
+/// Decodes `data` as the verified payload of an entry (the header-section decoder, past the MAC
+/// or checksum that `open_envelope` rarely gets through with random bytes). Must never panic;
+/// what it decodes must stay within the entry limits.
+pub fn decode_entry(data: &[u8]) {
+    if let Some(entry) = crate::envelope::wire::decode(&Bytes::copy_from_slice(data)) {
+        assert!(entry.head.headers.len() <= crate::envelope::wire::MAX_FIELDS);
+        assert!(entry.body.len() <= data.len());
+    }
+}
+
 /// Builds a header map from `name: value` lines and runs every header parser over it.
 pub fn parse_headers(data: &[u8]) {
     let headers = header_map(data);

@@ -240,6 +240,23 @@ fn appended_bytes_are_rejected() {
 
 proptest! {
     #[test]
+    fn random_payloads_never_panic_the_decoder(bytes in proptest::collection::vec(any::<u8>(), 0..1024)) {
+        if let Some(entry) = super::wire::decode(&Bytes::from(bytes)) {
+            prop_assert!(entry.head.headers.len() <= super::wire::MAX_FIELDS);
+        }
+    }
+
+    #[test]
+    fn mutated_payloads_never_panic_the_decoder(pos in 0usize..4096, byte in any::<u8>(), cut in 0usize..4096) {
+        let mut payload = super::wire::encode_head(&head(), None, Vec::new()).unwrap();
+        payload.extend_from_slice(b"body");
+        let at = pos % payload.len();
+        payload[at] = byte;
+        payload.truncate(payload.len() - cut % payload.len());
+        let _ = super::wire::decode(&Bytes::from(payload));
+    }
+
+    #[test]
     fn random_bytes_never_open(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
         prop_assert!(signed().open(&key("k"), bytes.clone().into()).is_err());
         // Unsigned mode may only accept a blob whose checksum is right: random bytes never are.

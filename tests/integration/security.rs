@@ -307,19 +307,35 @@ async fn not_before_bounds_what_a_replayed_entry_can_do() {
     let old = get_raw(&store, key_for(&url)).await.expect("stored");
     // The entry is removed (an invalidation, an eviction); an hour later it is put back.
     let delete = StoreRequest::Delete { key: key_for(&url) };
-    assert!(matches!(store.clone().oneshot(delete).await, Ok(StoreResponse::Done)));
+    assert!(matches!(
+        store.clone().oneshot(delete).await,
+        Ok(StoreResponse::Done)
+    ));
     clock.advance(secs(3600));
     put_raw(&store, key_for(&url), old.clone()).await;
-    let forced = send(&mut client, with_ext(&url, CacheMode::ForceCache)).await.unwrap();
-    assert_eq!((forced.cache, &forced.body[..]), (Some(CacheStatus::Stale), &b"v1"[..]));
+    let forced = send(&mut client, with_ext(&url, CacheMode::ForceCache))
+        .await
+        .unwrap();
+    assert_eq!(
+        (forced.cache, &forced.body[..]),
+        (Some(CacheStatus::Stale), &b"v1"[..])
+    );
 
     // The same store, with everything before "now minus a minute" out of bounds.
     let bounded = layer.not_before(hyper_client_cache::Clock::now(&clock) - secs(60));
     let mut client = cached_client(bounded);
     put_raw(&store, key_for(&url), old).await;
-    let forced = send(&mut client, with_ext(&url, CacheMode::ForceCache)).await.unwrap();
-    assert_eq!((forced.cache, &forced.body[..]), (Some(CacheStatus::Miss), &b"v2"[..]));
+    let forced = send(&mut client, with_ext(&url, CacheMode::ForceCache))
+        .await
+        .unwrap();
+    assert_eq!(
+        (forced.cache, &forced.body[..]),
+        (Some(CacheStatus::Miss), &b"v2"[..])
+    );
     // The response that replaced it is newer than the bound: served as usual.
     let again = get(&mut client, &url).await.unwrap();
-    assert_eq!((again.cache, &again.body[..]), (Some(CacheStatus::Hit), &b"v2"[..]));
+    assert_eq!(
+        (again.cache, &again.body[..]),
+        (Some(CacheStatus::Hit), &b"v2"[..])
+    );
 }
