@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper_client_cache::{
-    BadSignature, BoxError, CacheKey, CacheLayer, CacheStatus, MemoryStore, OnBadSignature,
-    SecretKey, StoreRequest,
+    BadSignature, BoxError, CacheLayer, CacheStatus, MemoryStore, OnBadSignature, SecretKey,
+    StoreRequest,
 };
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -41,8 +41,9 @@ async fn main() -> Result<(), BoxError> {
     //    In production the key comes from SecretKey::from_env("HTTP_CACHE_KEY").
     let store = MemoryStore::new(16 * 1024 * 1024);
     let key = SecretKey::new("quickstart demo key: use SecretKey::from_env in real code")?;
+    let layer = CacheLayer::new(store.clone()).secret_key(key);
     let mut client = ServiceBuilder::new()
-        .layer(CacheLayer::new(store.clone()).secret_key(key))
+        .layer(layer.clone())
         .service(Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>());
 
     println!("GET {url}");
@@ -59,7 +60,8 @@ async fn main() -> Result<(), BoxError> {
     }
 
     // 3. Tampering, as the Python docs show it: overwrite the entry with raw bytes.
-    let cache_key = CacheKey::for_request(&http::Request::get(&url).body(())?);
+    //    With a secret key, entries are named by a keyed digest: `key_for` gives the name.
+    let cache_key = layer.key_for(&http::Request::get(&url).body(())?);
     println!("\nSomeone with write access to the store writes b\"exploit!\" under {cache_key}");
     store
         .clone()

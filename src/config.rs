@@ -147,6 +147,9 @@ impl Config {
             .max_blob_size
             .unwrap_or_else(|| config.max_body_size.saturating_add(1 << 20));
         config.envelope = config.envelope.with_max_blob(max_blob);
+        // With a secret, entries are named by HMACs under a key derived from it (docs/security.md,
+        // "Key names"); the previous keys of the ring name what was written before a rotation.
+        config.keying.names = config.envelope.name_keys();
         // Ignored headers are kept out of stored data like credentials: digests only.
         for name in &config.keying.ignored {
             if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {

@@ -470,6 +470,27 @@ impl<St, K> CacheLayer<St, K> {
         }
     }
 
+    /// The key under which this layer stores the response to `request` (for a `HEAD`, the
+    /// `GET`'s), with every setting that shapes keys applied: ignored parameters, `match_headers`,
+    /// `key_fn`, and, with a secret key, the keyed name (docs/security.md, "Key names"). For
+    /// looking an entry up in a store by hand; [`CacheKey::for_request`](crate::CacheKey::for_request)
+    /// is the key of a layer without any of those settings.
+    ///
+    /// ```
+    /// use hyper_client_cache::{CacheKey, CacheLayer, MemoryStore, SecretKey};
+    ///
+    /// let request = http::Request::get("http://example.com/a").body(()).unwrap();
+    /// let plain = CacheLayer::new(MemoryStore::default());
+    /// assert_eq!(plain.key_for(&request), CacheKey::for_request(&request));
+    /// let signed = plain.secret_key(SecretKey::new("a long random secret from your vault").unwrap());
+    /// assert_ne!(signed.key_for(&request), CacheKey::for_request(&request));
+    /// assert!(signed.key_for(&request).as_str().starts_with("hcc1k:"));
+    /// ```
+    pub fn key_for<B>(&self, request: &http::Request<B>) -> crate::CacheKey {
+        let method = crate::policy::decision::stored_method(request.method());
+        self.config.finished().keying.key(request, method, None)
+    }
+
     /// The store this layer writes to.
     pub fn store(&self) -> &St {
         &self.store

@@ -17,6 +17,8 @@ const INFO_MAC: &[u8] = b"hcc/v1/hmac-sha256";
 const INFO_KEY_ID: &[u8] = b"hcc/v1/key-id";
 /// HKDF-Expand info for the AES-256-GCM encryption key.
 const INFO_AEAD: &[u8] = b"hcc/v1/aes-256-gcm";
+/// HKDF-Expand info for the key that names entries (keyed cache keys, `key.rs`).
+const INFO_NAMES: &[u8] = b"hcc/v1/key-names";
 
 /// Length of a key id in the envelope header.
 pub(crate) const KEY_ID_LEN: usize = 8;
@@ -179,6 +181,8 @@ pub(crate) struct DerivedKey {
     pub(crate) id: [u8; KEY_ID_LEN],
     pub(crate) mac: hmac::Key,
     pub(crate) aead: aead::LessSafeKey,
+    /// Names entries: cache keys are HMACs under it, not plain digests.
+    pub(crate) names: hmac::Key,
 }
 
 struct Len(usize);
@@ -206,7 +210,16 @@ impl DerivedKey {
             .expand(&[INFO_AEAD], &aead::AES_256_GCM)
             .map(|okm| aead::LessSafeKey::new(aead::UnboundKey::from(okm)))
             .expect("32 bytes is a valid HKDF-SHA256 output length");
-        Self { id, mac, aead }
+        let names = prk
+            .expand(&[INFO_NAMES], hmac::HMAC_SHA256)
+            .map(hmac::Key::from)
+            .expect("32 bytes is a valid HKDF-SHA256 output length");
+        Self {
+            id,
+            mac,
+            aead,
+            names,
+        }
     }
 }
 
@@ -264,6 +277,14 @@ impl KeyRing {
 
     pub(crate) fn current(&self) -> &DerivedKey {
         &self.current
+    }
+
+    /// The key-name keys, current first, then the previous keys in the order they were added.
+    pub(crate) fn name_keys(&self) -> Vec<hmac::Key> {
+        std::iter::once(&self.current)
+            .chain(self.previous.iter())
+            .map(|k| k.names.clone())
+            .collect()
     }
 
     pub(crate) fn find(&self, key_id: &[u8]) -> Option<&DerivedKey> {

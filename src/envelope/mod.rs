@@ -168,6 +168,14 @@ impl Envelope {
     /// A digest of a credential-bearing request header value, kept for Vary matching instead of
     /// the value: HMAC-SHA256 under the signing key (domain-separated from entry tags), or plain
     /// SHA-256 when the cache is unsigned.
+    /// The keys that name entries (keyed cache keys), current first; empty without a key.
+    pub(crate) fn name_keys(&self) -> Vec<ring::hmac::Key> {
+        self.keys
+            .as_ref()
+            .map(KeyRing::name_keys)
+            .unwrap_or_default()
+    }
+
     pub(crate) fn vary_digest(&self, value: &[u8]) -> [u8; 32] {
         let mut out = [0u8; 32];
         match &self.keys {

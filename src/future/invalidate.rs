@@ -21,11 +21,14 @@ impl<St: Store> Ctx<St> {
             return None;
         }
         let invalidation = self.plan.invalidate.take()?;
-        let mut keys = vec![invalidation.target];
+        // Under every name set of the ring: an entry written before a rotation is found by its
+        // older name, so it must go too.
+        let mut keys = invalidation.targets;
         for uri in related_targets(&invalidation.uri, response.headers()) {
-            let key = self.config.keying.get_key(uri);
-            if !keys.contains(&key) {
-                keys.push(key);
+            for key in self.config.keying.get_keys(uri) {
+                if !keys.contains(&key) {
+                    keys.push(key);
+                }
             }
         }
         // The deletes run together: the response waits for one store timeout at most.

@@ -55,7 +55,8 @@ pub(super) enum Lookup<B> {
 pub(super) enum Next {
     /// Delete this entry (it failed verification or the filter), then go to the origin.
     Delete(CacheKey),
-    /// Look up this variant key next (§4.1).
+    /// Look up this key next: a Vary variant's (§4.1), or the request's name before a key
+    /// rotation.
     Variant(CacheKey),
     /// Send the request with these validators added (§4.3.1).
     Revalidate(Vec<(HeaderName, HeaderValue)>),
@@ -73,11 +74,24 @@ impl<St: Store> Ctx<St> {
         else {
             return Lookup::Go(Next::Forward);
         };
-        // The key this blob was read from: the primary key, or a variant's key (§4.1).
-        let key = self.found.variant_key.clone().unwrap_or(primary);
+        // The key this blob was read from: the primary key (under the current or an older name,
+        // see `older_keys`), or a variant's key (§4.1).
+        let key = match (&self.found.variant_key, self.found.older) {
+            (Some(variant), _) => variant.clone(),
+            (None, 0) => primary,
+            (None, n) => self.plan.older_keys.get(n - 1).cloned().unwrap_or(primary),
+        };
         let blob = match flatten(answer).and_then(StoreResponse::into_blob) {
             Ok(Some(blob)) => blob,
             Ok(None) => {
+                // Written before a key rotation: the same request under the previous key's name.
+                if self.found.variant_key.is_none() {
+                    if let Some(older) = self.plan.older_keys.get(self.found.older).cloned() {
+                        tracing::debug!(key = %key, older = %older, "cache miss; looking up the name before the key rotation");
+                        self.found.older += 1;
+                        return Lookup::Go(Next::Variant(older));
+                    }
+                }
                 tracing::debug!(key = %key, "cache miss");
                 return self.nothing_usable();
             }
@@ -334,6 +348,7 @@ impl<St: Store> Ctx<St> {
     {
         self.found.coalesced = true;
         self.found.variant_key = None;
+        self.found.older = 0;
         match (stored, self.plan.key.clone()) {
             (true, Some(key)) => State::Lookup {
                 fut: self.store_call(StoreRequest::Get { key }),

@@ -197,6 +197,8 @@ struct Found {
     coalesced: bool,
     /// Set while looking up (and after finding) the request's Vary variant (§4.1).
     variant_key: Option<CacheKey>,
+    /// How many of the plan's `older_keys` were looked up (0: the current name).
+    older: usize,
     /// The variant generation of the stored primary entry, if one was found.
     generation: Option<u64>,
     /// Size of the blob a hit came from.

@@ -26,8 +26,8 @@ pub(super) enum StoreIntent {
 /// §4.4: what an unsafe request invalidates when its response is not an error.
 #[derive(Debug, Clone)]
 pub(super) struct Invalidation {
-    /// The GET key of the target URI.
-    pub(super) target: CacheKey,
+    /// The GET keys of the target URI, under every name set of the key ring.
+    pub(super) targets: Vec<CacheKey>,
     /// The target URI, to resolve `Location` / `Content-Location` against.
     pub(super) uri: Uri,
 }
@@ -37,6 +37,9 @@ pub(super) struct Invalidation {
 pub(super) struct Plan {
     /// The request's key, when its method is cached.
     pub(super) key: Option<CacheKey>,
+    /// Its keys under the previous keys of the ring (during a rotation; else empty): looked up
+    /// in turn when the current key misses.
+    pub(super) older_keys: Vec<CacheKey>,
     /// The request's directives as the cache reads them (modes and own expiry folded in).
     pub(super) cc: RequestDirectives,
     /// The request's cache mode (an extension; never sent to the origin).
@@ -81,6 +84,16 @@ impl Plan {
         let disabled = mode == CacheMode::NoStore || expire == Some(ExpireAfter::DoNotCache);
         let cacheable = allowed && keyable && !disabled;
         let key = cacheable.then(|| config.keying.key(request, stored_method(method), body));
+        let older_keys = match key {
+            Some(_) => (1..config.keying.name_sets())
+                .map(|set| {
+                    config
+                        .keying
+                        .key_in(set, request, stored_method(method), body)
+                })
+                .collect(),
+            None => Vec::new(),
+        };
         // The modes and a request's own expiry act on the cache's reading of the request, never
         // on the headers sent to the origin.
         match mode {
@@ -124,12 +137,15 @@ impl Plan {
         let safe = is_safe(method) || method_allowed;
         let invalidate = (!safe && !config.read_only).then(|| {
             Box::new(Invalidation {
-                target: config.keying.key_as(request, &Method::GET),
+                targets: (0..config.keying.name_sets())
+                    .map(|set| config.keying.key_in(set, request, &Method::GET, None))
+                    .collect(),
                 uri: target_uri(request),
             })
         });
         Plan {
             key,
+            older_keys,
             cc,
             mode,
             expire,
@@ -170,6 +186,7 @@ impl Plan {
     pub(super) fn for_refresh(&self) -> Self {
         Plan {
             key: self.key.clone(),
+            older_keys: self.older_keys.clone(),
             cc: self.cc.clone(),
             mode: CacheMode::Default,
             expire: self.expire,
@@ -325,8 +342,10 @@ mod tests {
         let p = plan(&c, Request::delete("http://e.com/items/1"));
         let inv = p.invalidate.expect("a DELETE invalidates");
         assert_eq!(
-            inv.target,
-            CacheKey::for_request(&Request::get("http://e.com/items/1").body(()).unwrap())
+            inv.targets,
+            [CacheKey::for_request(
+                &Request::get("http://e.com/items/1").body(()).unwrap()
+            )]
         );
         assert_eq!(inv.uri, "http://e.com/items/1");
         let mut ro = config();

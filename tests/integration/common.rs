@@ -266,7 +266,15 @@ pub async fn get_raw<St: Store>(store: &St, key: hyper_client_cache::CacheKey) -
     }
 }
 
+/// The key a layer signing with [`test_key`] stores `url` under (a keyed name).
 pub fn key_for(url: &str) -> hyper_client_cache::CacheKey {
+    CacheLayer::new(())
+        .secret_key(test_key())
+        .key_for(&Request::get(url).body(()).unwrap())
+}
+
+/// The key a layer without a secret stores `url` under.
+pub fn unsigned_key_for(url: &str) -> hyper_client_cache::CacheKey {
     hyper_client_cache::CacheKey::for_request(&Request::get(url).body(()).unwrap())
 }
 

@@ -339,3 +339,106 @@ async fn not_before_bounds_what_a_replayed_entry_can_do() {
         (Some(CacheStatus::Hit), &b"v2"[..])
     );
 }
+
+/// Key names are no oracle: with a secret, nobody who can only list the store can confirm a
+/// guess of a credential in a URL by computing its key (without one they can: documented).
+#[tokio::test]
+async fn with_a_secret_key_names_cannot_be_recomputed_from_guesses() {
+    use hyper_client_cache::{CacheKey, Inspector};
+    let origin = Origin::fixed("max-age=600", "account").await;
+    let guesses: Vec<String> = (0..100)
+        .map(|pin| origin.url(&format!("/login?password={pin:04}")))
+        .collect();
+    let names = |inspector: Inspector<MemoryStore>| async move {
+        inspector
+            .entries()
+            .await
+            .unwrap()
+            .entries
+            .into_iter()
+            .map(|e| e.key)
+            .collect::<Vec<_>>()
+    };
+    let guessed: Vec<CacheKey> = guesses.iter().map(|u| unsigned_key_for(u)).collect();
+
+    let signed = CacheLayer::new(MemoryStore::default()).secret_key(test_key());
+    let mut client = cached_client(signed.clone());
+    get(&mut client, &origin.url("/login?password=0042"))
+        .await
+        .unwrap();
+    let stored = names(signed.inspector()).await;
+    assert_eq!(stored.len(), 1);
+    assert!(stored[0].as_str().starts_with("hcc1k:"), "{}", stored[0]);
+    assert!(
+        !guessed.contains(&stored[0]),
+        "the PIN was confirmed from the key name"
+    );
+
+    // Without a secret the name is a plain digest: the guess is confirmed (docs/security.md).
+    let plain = CacheLayer::new(MemoryStore::default());
+    let mut client = cached_client(plain.clone());
+    get(&mut client, &origin.url("/login?password=0042"))
+        .await
+        .unwrap();
+    let stored = names(plain.inspector()).await;
+    assert_eq!(guessed.iter().position(|k| *k == stored[0]), Some(42));
+}
+
+/// During a key rotation an entry written under the old key's name is still found, and an
+/// unsafe request removes it under every name (it would otherwise come back).
+#[tokio::test]
+async fn invalidation_during_a_rotation_removes_the_entry_under_every_name() {
+    use hyper_client_cache::{KeyRing, SecretKey};
+    let origin = Origin::counting(&[("cache-control", "max-age=600")]).await;
+    let old = || SecretKey::new("the key of last quarter").unwrap();
+    let new = || SecretKey::new("the key of this quarter").unwrap();
+    let store = MemoryStore::default();
+    let url = origin.url("/item");
+    let mut before = cached_client(CacheLayer::new(store.clone()).secret_key(old()));
+    assert_eq!(&get(&mut before, &url).await.unwrap().body[..], b"v1");
+    let rotated = full_body_client(
+        CacheLayer::new(store.clone()).secret_key(KeyRing::new(new()).with_previous(old())),
+    );
+    let fetch = |method: http::Method| {
+        Request::builder()
+            .method(method)
+            .uri(url.as_str())
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    use tower::ServiceExt;
+    let hit = rotated
+        .clone()
+        .oneshot(fetch(http::Method::GET))
+        .await
+        .unwrap();
+    assert_eq!(
+        hit.extensions().get::<CacheStatus>(),
+        Some(&CacheStatus::Hit)
+    );
+    let post = rotated
+        .clone()
+        .oneshot(fetch(http::Method::POST))
+        .await
+        .unwrap();
+    assert!(post.status().is_success());
+    drop(post);
+    let after = rotated
+        .clone()
+        .oneshot(fetch(http::Method::GET))
+        .await
+        .unwrap();
+    assert_eq!(
+        after.extensions().get::<CacheStatus>(),
+        Some(&CacheStatus::Miss)
+    );
+    let body = http_body_util::BodyExt::collect(after.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert_eq!(
+        &body[..],
+        b"v3",
+        "the invalidated entry came back under its old name"
+    );
+}

@@ -14,6 +14,17 @@ fn wrong() -> SecretKey {
     SecretKey::new("somebody else's perfectly valid key").unwrap()
 }
 
+/// The name a cache signing with `key` stores `url` under.
+fn name_under(key: SecretKey, url: &str) -> hyper_client_cache::CacheKey {
+    let request = http::Request::get(url).body(()).unwrap();
+    CacheLayer::new(()).secret_key(key).key_for(&request)
+}
+
+/// The name the fleet's caches (signing with [`right`]) store `url` under.
+fn key_for(url: &str) -> hyper_client_cache::CacheKey {
+    name_under(right(), url)
+}
+
 fn bad_signature(err: &hyper_client_cache::BoxError) -> &BadSignature {
     err.downcast_ref::<BadSignature>()
         .unwrap_or_else(|| panic!("expected BadSignature, got: {err}"))
@@ -46,9 +57,12 @@ async fn an_entry_signed_with_a_different_key_fails_with_bad_signature() {
     let origin = Origin::fixed("max-age=600", "genuine").await;
     let store = MemoryStore::default();
     let url = origin.url("/data");
-    // An attacker with write access and their own key stores a validly signed response.
+    // An attacker with write access and their own key stores a validly signed response, and
+    // puts it under the name our caches use (names are visible to whoever lists the store).
     let mut attacker = cached_client(CacheLayer::new(store.clone()).secret_key(wrong()));
     get(&mut attacker, &url).await.unwrap();
+    let forged = get_raw(&store, name_under(wrong(), &url)).await.unwrap();
+    put_raw(&store, key_for(&url), forged).await;
 
     let mut client = cached_client(CacheLayer::new(store.clone()).secret_key(right()));
     let err = get(&mut client, &url)
@@ -131,6 +145,9 @@ async fn a_validly_signed_blob_copied_to_another_key_is_rejected() {
 
 #[tokio::test]
 async fn key_rotation_keeps_old_entries_until_the_old_key_is_dropped() {
+    // Entries are named under the key that was current when they were written; during a
+    // rotation (the ring: new + old) the old names are looked up when the new ones miss, and
+    // once the old key is dropped its entries are no longer found: misses, not errors.
     let origin = Origin::fixed("max-age=600", "x").await;
     let store = MemoryStore::default();
     let old = || SecretKey::new("the key of last quarter").unwrap();
@@ -149,7 +166,7 @@ async fn key_rotation_keeps_old_entries_until_the_old_key_is_dropped() {
     );
     get(&mut rotated, &u2).await.unwrap();
     // New entries carry the new key id (envelope bytes 7..15).
-    let blob = get_raw(&store, key_for(&u2)).await.unwrap();
+    let blob = get_raw(&store, name_under(new(), &u2)).await.unwrap();
     assert_eq!(&blob[7..15], &new().key_id());
 
     let mut after = cached_client(CacheLayer::new(store.clone()).secret_key(new()));
@@ -157,6 +174,16 @@ async fn key_rotation_keeps_old_entries_until_the_old_key_is_dropped() {
         get(&mut after, &u2).await.unwrap().cache,
         Some(CacheStatus::Hit)
     );
+    assert_eq!(origin.requests(), 2);
+    // /one was only ever stored under the old key's name: not found any more, refetched.
+    assert_eq!(
+        get(&mut after, &u1).await.unwrap().cache,
+        Some(CacheStatus::Miss)
+    );
+    assert_eq!(origin.requests(), 3);
+    // Under its old name the old-key entry would still be refused, never served.
+    let old_blob = get_raw(&store, name_under(old(), &u1)).await.unwrap();
+    put_raw(&store, name_under(new(), &u1), old_blob).await;
     let err = get(&mut after, &u1)
         .await
         .err()
@@ -169,7 +196,12 @@ async fn unsigned_cache_treats_garbage_as_a_miss_and_replaces_it() {
     let origin = Origin::fixed("max-age=600", "genuine").await;
     let store = MemoryStore::default();
     let url = origin.url("/u");
-    put_raw(&store, key_for(&url), Bytes::from_static(b"exploit!")).await;
+    put_raw(
+        &store,
+        unsigned_key_for(&url),
+        Bytes::from_static(b"exploit!"),
+    )
+    .await;
     let mut client = cached_client(CacheLayer::new(store.clone()));
     let got = get(&mut client, &url).await.unwrap();
     assert_eq!(
@@ -189,6 +221,9 @@ async fn a_signing_cache_refuses_unsigned_entries() {
     let url = origin.url("/d");
     let mut unsigned = cached_client(CacheLayer::new(store.clone()));
     get(&mut unsigned, &url).await.unwrap();
+    // The unsigned entry, put under the signing caches' name.
+    let unsigned_blob = get_raw(&store, unsigned_key_for(&url)).await.unwrap();
+    put_raw(&store, key_for(&url), unsigned_blob).await;
     let mut signed = cached_client(CacheLayer::new(store.clone()).secret_key(right()));
     let err = get(&mut signed, &url)
         .await

@@ -10,10 +10,12 @@ use std::sync::Arc;
 use http::uri::Scheme;
 use http::{header, HeaderMap, Method, Request, Uri};
 use percent_encoding::percent_decode_str;
-use ring::digest;
+use ring::{digest, hmac};
 
 /// The version prefix of every key this crate builds. Bump it whenever normalization changes.
 const KEY_FORMAT: &str = "hcc1";
+/// The prefix of a keyed name (an HMAC under the layer's key-name key instead of SHA-256).
+const KEY_FORMAT_KEYED: &str = "hcc1k";
 
 /// The name an entry is stored under.
 ///
@@ -61,35 +63,15 @@ impl CacheKey {
     }
 
     fn from_parts(method: &Method, normalized_target: &str) -> Self {
-        Self::from_digest(Self::start(method, normalized_target))
+        Self::start(None, method, normalized_target).finish()
     }
 
-    fn start(method: &Method, normalized_target: &str) -> digest::Context {
-        let mut ctx = digest::Context::new(&digest::SHA256);
-        ctx.update(method.as_str().as_bytes());
-        ctx.update(b"\0");
-        ctx.update(normalized_target.as_bytes());
-        ctx
-    }
-
-    /// A key from a user's key function: the digest of what it returned, in its own domain
-    /// (`custom\0` first), so it can never equal a key built from a request.
-    fn custom(user_key: &str) -> Self {
-        let mut ctx = digest::Context::new(&digest::SHA256);
-        ctx.update(b"custom\0");
-        ctx.update(user_key.as_bytes());
-        Self::from_digest(ctx)
-    }
-
-    fn from_digest(ctx: digest::Context) -> Self {
-        let digest = ctx.finish();
-        // Built on the stack and allocated once (this runs on every request).
-        let mut buf = [0u8; KEY_FORMAT.len() + 1 + 64];
-        let (prefix, hex) = buf.split_at_mut(KEY_FORMAT.len() + 1);
-        prefix[..KEY_FORMAT.len()].copy_from_slice(KEY_FORMAT.as_bytes());
-        prefix[KEY_FORMAT.len()] = b':';
-        write_hex(hex, digest.as_ref());
-        Self::from_ascii(&buf)
+    fn start(names: Option<&hmac::Key>, method: &Method, normalized_target: &str) -> Hasher {
+        let mut h = Hasher::new(names);
+        h.update(method.as_str().as_bytes());
+        h.update(b"\0");
+        h.update(normalized_target.as_bytes());
+        h
     }
 
     /// Only ever given ASCII (a prefix and hex digits), so the conversion cannot fail; the
@@ -139,6 +121,54 @@ impl CacheKey {
     /// The key as a string, as stores see it.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+/// The digest behind a key name: SHA-256 without a secret, HMAC-SHA256 under the layer's
+/// key-name key with one (so that names cannot be recomputed, nor guesses of what they hash
+/// confirmed, without the secret: docs/security.md, "Key names").
+enum Hasher {
+    Plain(digest::Context),
+    Keyed(hmac::Context),
+}
+
+impl Hasher {
+    fn new(names: Option<&hmac::Key>) -> Self {
+        match names {
+            Some(key) => Hasher::Keyed(hmac::Context::with_key(key)),
+            None => Hasher::Plain(digest::Context::new(&digest::SHA256)),
+        }
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        match self {
+            Hasher::Plain(ctx) => ctx.update(bytes),
+            Hasher::Keyed(ctx) => ctx.update(bytes),
+        }
+    }
+
+    /// The key named by this digest: `hcc1:<hex>` (plain) or `hcc1k:<hex>` (keyed).
+    fn finish(self) -> CacheKey {
+        // SHA-256 and HMAC-SHA256 are both 32 bytes.
+        let mut digest = [0u8; 32];
+        let format = match self {
+            Hasher::Plain(ctx) => {
+                digest.copy_from_slice(ctx.finish().as_ref());
+                KEY_FORMAT
+            }
+            Hasher::Keyed(ctx) => {
+                digest.copy_from_slice(ctx.sign().as_ref());
+                KEY_FORMAT_KEYED
+            }
+        };
+        // Built on the stack and allocated once (this runs on every request).
+        let mut buf = [0u8; KEY_FORMAT_KEYED.len() + 1 + 64];
+        let len = format.len() + 1 + 2 * digest.len();
+        let (prefix, hex) = buf.split_at_mut(format.len() + 1);
+        prefix[..format.len()].copy_from_slice(format.as_bytes());
+        prefix[format.len()] = b':';
+        write_hex(hex, &digest);
+        CacheKey::from_ascii(&buf[..len])
     }
 }
 
@@ -316,6 +346,10 @@ pub(crate) struct Keying {
     pub(crate) match_headers: Vec<http::HeaderName>,
     /// The user's key function, replacing all of the above for the key.
     pub(crate) custom: Option<KeyFn>,
+    /// With a secret: the key-name keys of the ring, current first (`Envelope::name_keys`).
+    /// Names are HMACs under the current one; the previous ones name the entries written before
+    /// a rotation, looked up when the current name misses.
+    pub(crate) names: Vec<hmac::Key>,
 }
 
 impl fmt::Debug for Keying {
@@ -325,6 +359,7 @@ impl fmt::Debug for Keying {
             .field("redacted", &self.redacted)
             .field("match_headers", &self.match_headers)
             .field("custom", &self.custom.is_some())
+            .field("keyed_names", &self.names.len())
             .finish()
     }
 }
@@ -336,7 +371,13 @@ impl Keying {
             redacted: redacted.iter().map(|s| (*s).to_owned()).collect(),
             match_headers: Vec::new(),
             custom: None,
+            names: Vec::new(),
         }
+    }
+
+    /// How many sets of names a request has: one, plus one per previous key of the ring.
+    pub(crate) fn name_sets(&self) -> usize {
+        self.names.len().max(1)
     }
 
     /// The key of `request` as if its method were `method` (a HEAD is answered from the GET
@@ -354,19 +395,33 @@ impl Keying {
         method: &Method,
         body: Option<&[u8]>,
     ) -> CacheKey {
+        self.key_in(0, request, method, body)
+    }
+
+    /// [`key`](Self::key) under name set `set` (0: the current key's; see `names`).
+    pub(crate) fn key_in<B>(
+        &self,
+        set: usize,
+        request: &Request<B>,
+        method: &Method,
+        body: Option<&[u8]>,
+    ) -> CacheKey {
+        let names = self.names.get(set);
         if let Some(custom) = &self.custom {
-            return CacheKey::custom(&custom(&KeyParts {
+            // The user's key in its own domain (`custom\0` first): it never equals a request's.
+            let user_key = custom(&KeyParts {
                 method,
                 uri: request.uri(),
                 headers: request.headers(),
                 body,
-            }));
+            });
+            let mut h = Hasher::new(names);
+            h.update(b"custom\0");
+            h.update(user_key.as_bytes());
+            return h.finish();
         }
         let target = normalized_target(request, &self.ignored);
-        if self.match_headers.is_empty() && body.is_none() {
-            return CacheKey::from_parts(method, &target);
-        }
-        let mut ctx = CacheKey::start(method, &target);
+        let mut h = CacheKey::start(names, method, &target);
         for name in &self.match_headers {
             if self
                 .ignored
@@ -376,24 +431,34 @@ impl Keying {
                 continue;
             }
             // Length-prefixed, so that no two different header sets digest alike.
-            ctx.update(b"\0h");
-            ctx.update(&(name.as_str().len() as u64).to_be_bytes());
-            ctx.update(name.as_str().as_bytes());
+            h.update(b"\0h");
+            h.update(&(name.as_str().len() as u64).to_be_bytes());
+            h.update(name.as_str().as_bytes());
             for value in request.headers().get_all(name) {
-                ctx.update(&(value.len() as u64).to_be_bytes());
-                ctx.update(value.as_bytes());
+                h.update(&(value.len() as u64).to_be_bytes());
+                h.update(value.as_bytes());
             }
-            ctx.update(b"\0e");
+            h.update(b"\0e");
         }
         if let Some(body) = body {
-            ctx.update(b"\0b");
-            ctx.update(&(body.len() as u64).to_be_bytes());
-            ctx.update(body);
+            h.update(b"\0b");
+            h.update(&(body.len() as u64).to_be_bytes());
+            h.update(body);
         }
-        CacheKey::from_digest(ctx)
+        h.finish()
     }
 
-    /// The GET key of `uri`, as a plain GET request for it would have.
+    /// The GET keys of `uri` under every name set, current first (what an invalidation removes).
+    pub(crate) fn get_keys(&self, uri: http::Uri) -> Vec<CacheKey> {
+        let mut probe = Request::new(());
+        *probe.uri_mut() = uri;
+        (0..self.name_sets())
+            .map(|set| self.key_in(set, &probe, &Method::GET, None))
+            .collect()
+    }
+
+    /// The GET key of `uri` under the current names, as a plain GET request for it would have.
+    #[cfg(test)]
     pub(crate) fn get_key(&self, uri: http::Uri) -> CacheKey {
         let mut probe = Request::new(());
         *probe.uri_mut() = uri;
@@ -460,154 +525,4 @@ impl Keying {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn key(method: &str, uri: &str) -> CacheKey {
-        CacheKey::for_request(&Request::builder().method(method).uri(uri).body(()).unwrap())
-    }
-
-    #[test]
-    fn normalization_table() {
-        let same = [
-            ("http://example.com/", "HTTP://EXAMPLE.com:80/"),
-            ("http://example.com", "http://example.com/"),
-            ("https://example.com/x", "https://example.com:443/x"),
-            ("http://e.com/p?a=1&b=2", "http://e.com/p?b=2&a=1"),
-            ("http://e.com/p?a=1", "http://e.com/p?a=1&"),
-        ];
-        for (a, b) in same {
-            assert_eq!(key("GET", a), key("GET", b), "{a} vs {b}");
-        }
-        let different = [
-            ("http://e.com/p?a=1&a=2", "http://e.com/p?a=2&a=1"),
-            ("http://e.com/P", "http://e.com/p"),
-            ("http://e.com:8080/", "http://e.com/"),
-            ("http://e.com/", "https://e.com/"),
-        ];
-        for (a, b) in different {
-            assert_ne!(key("GET", a), key("GET", b), "{a} vs {b}");
-        }
-        assert_ne!(key("GET", "http://e.com/"), key("HEAD", "http://e.com/"));
-    }
-
-    #[test]
-    fn relative_uri_uses_host_header() {
-        let rel = Request::get("/x")
-            .header(header::HOST, "Example.com")
-            .body(())
-            .unwrap();
-        assert_eq!(
-            CacheKey::for_request(&rel),
-            key("GET", "http://example.com/x")
-        );
-    }
-
-    #[test]
-    fn ignored_parameters_leave_key_and_stored_uri() {
-        let mut keying = Keying::new(&["api_key", "token"]);
-        keying.ignored = vec!["utm_source".into(), "api_key".into()];
-        let req = |uri: &str| Request::get(uri).body(()).unwrap();
-        let a = keying.key_as(
-            &req("http://e.com/p?a=1&utm_source=x&api_key=SECRET"),
-            &Method::GET,
-        );
-        let b = keying.key_as(&req("http://e.com/p?a=1"), &Method::GET);
-        assert_eq!(a, b);
-        assert_ne!(
-            keying.key_as(&req("http://e.com/p?a=1&token=T1"), &Method::GET),
-            b
-        );
-        let stored = keying.stored_uri(
-            &"http://e.com/p?a=1&utm_source=x&api_key=SECRET&Token=T1"
-                .parse()
-                .unwrap(),
-        );
-        assert_eq!(stored, "http://e.com/p?a=1&Token=REDACTED");
-        assert_eq!(keying.stored_uri(&"/rel?x=1".parse().unwrap()), "/rel?x=1");
-        // Userinfo is never kept; percent-encoded names are redacted and ignored as decoded.
-        let uri = "http://u:PW@e.com:8080/p?TO%4bEN=S1&api%5Fkey=S2&flag&token"
-            .parse()
-            .unwrap();
-        assert_eq!(
-            keying.stored_uri(&uri),
-            "http://e.com:8080/p?TO%4bEN=REDACTED&flag&token"
-        );
-        assert_eq!(keying.log_uri(&uri).to_string(), keying.stored_uri(&uri));
-        assert_eq!(
-            keying.stored_uri(&"http://u@e.com".parse().unwrap()),
-            "http://e.com/"
-        );
-    }
-
-    #[test]
-    fn invalidation_targets_stay_on_the_same_origin() {
-        use crate::policy::invalidation::same_origin;
-        let keying = Keying::new(&[]);
-        let post = Request::post("http://e.com/items/1").body(()).unwrap();
-        // What invalidation does with a `Location`: the policy's same-origin rule, then the key.
-        struct Targets<'a>(&'a Keying);
-        impl Targets<'_> {
-            fn same_origin_get_key(&self, post: &Request<()>, r: &str) -> Option<CacheKey> {
-                same_origin(post.uri(), r).map(|uri| self.0.get_key(uri))
-            }
-        }
-        let targets = Targets(&keying);
-        let get = |u: &str| keying.key_as(&Request::get(u).body(()).unwrap(), &Method::GET);
-        assert_eq!(
-            targets.same_origin_get_key(&post, "/items/2"),
-            Some(get("http://e.com/items/2"))
-        );
-        assert_eq!(
-            targets.same_origin_get_key(&post, "HTTP://E.COM/items/3"),
-            Some(get("http://e.com/items/3"))
-        );
-        assert_eq!(
-            targets.same_origin_get_key(&post, "http://other.com/items/2"),
-            None
-        );
-        assert_eq!(
-            targets.same_origin_get_key(&post, "https://e.com/items/2"),
-            None
-        );
-        assert_eq!(targets.same_origin_get_key(&post, "relative/path"), None);
-        assert_eq!(targets.same_origin_get_key(&post, "not a uri"), None);
-    }
-
-    #[test]
-    fn host_path_normalizes() {
-        let uri: Uri = "HTTPS://API.Example.com:443/A/b?q=1".parse().unwrap();
-        assert_eq!(host_path(&uri, None), "api.example.com/A/b");
-        let uri: Uri = "http://e.com:8080".parse().unwrap();
-        assert_eq!(host_path(&uri, None), "e.com:8080/");
-        let uri: Uri = "/x".parse().unwrap();
-        assert_eq!(host_path(&uri, Some("H.com")), "h.com/x");
-    }
-
-    #[test]
-    fn the_host_header_wins_over_the_uri_authority() {
-        let with_host =
-            |uri: &str, host: &str| Request::get(uri).header("host", host).body(()).unwrap();
-        let r = with_host("http://10.0.0.1:8080/p?q=1", "Tenant.example");
-        assert_eq!(normalized_target(&r, &[]), "http://tenant.example/p?q=1");
-        assert_eq!(request_host_path(&r), "tenant.example/p");
-        assert_eq!(target_uri(&r), "http://Tenant.example/p?q=1");
-        let r = with_host("https://x/", "x:443");
-        assert_eq!(normalized_target(&r, &[]), "https://x/");
-        // A relative URI (as a server sees it) becomes absolute on its Host.
-        let r = with_host("/rel", "h.example");
-        assert_eq!(target_uri(&r), "http://h.example/rel");
-        // An empty or unparsable Host leaves the URI as it is.
-        let r = with_host("http://e.com/", "");
-        assert_eq!(normalized_target(&r, &[]), "http://e.com/");
-        let r = with_host("http://e.com/", "bad host");
-        assert_eq!(target_uri(&r), "http://e.com/");
-    }
-
-    #[test]
-    fn key_is_versioned_hex() {
-        let k = key("GET", "http://e.com/");
-        assert_eq!(k.as_str().len(), 5 + 64);
-        assert!(k.as_str().starts_with("hcc1:"));
-    }
-}
+mod tests;
