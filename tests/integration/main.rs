@@ -12,6 +12,8 @@ mod security;
 mod stale;
 #[cfg(all(feature = "disk", feature = "redis", feature = "test-util"))]
 mod store_backends;
+#[cfg(all(feature = "disk", feature = "redis", feature = "test-util"))]
+mod store_bounds;
 mod store_contract;
 mod tamper;
 mod traits;

@@ -49,6 +49,9 @@ const MAX_ENTRY_FILE: u64 = 4 << 30;
 ///   followed or read. A file larger than any entry the store writes (90% of the bound, and
 ///   at most 4 GiB) is removed unread; such entries are not stored either. On other
 ///   systems a link is followed, and reads may not refresh recency.
+/// - **Bounded reads**: a lookup's `max_len` is checked against the file's length before
+///   anything is read; a larger entry is a miss, left in place (it may belong to a cache with
+///   a larger bound sharing the directory).
 /// - **Expiry**: expired files are removed when read, and by [`DiskStore::cleanup`].
 ///
 /// File operations run on tokio's blocking pool, so the store must be used inside a tokio
@@ -209,6 +212,12 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| io::Error::other(format!("disk task failed: {e}")))?
 }
 
+/// The length of the blob in a whole entry file of `file_len` bytes for `key` (what the file
+/// holds besides its header).
+fn blob_len_of(file_len: u64, key: &CacheKey) -> u64 {
+    file_len.saturating_sub((FIXED + key.as_str().len() + 12) as u64)
+}
+
 /// What an eviction pass brings the total down to: 90% of the bound.
 fn target(max: u64) -> u64 {
     max / 10 * 9
@@ -238,8 +247,8 @@ impl Inner {
     }
 
     /// Reads and checks a whole entry file. `Ok(None)`: absent, expired or unreadable (and then
-    /// removed).
-    fn read(&self, key: &CacheKey) -> io::Result<Option<Bytes>> {
+    /// removed), or holding a blob larger than `max_len` (left in place, unread).
+    fn read(&self, key: &CacheKey, max_len: usize) -> io::Result<Option<Bytes>> {
         let path = self.path_for(key);
         let (file, meta) = match open_entry(&path)? {
             Opened::Absent => return Ok(None),
@@ -257,6 +266,12 @@ impl Inner {
             // Not counted in the size estimate by this process's writes: removed without
             // lowering it (the next eviction pass re-measures).
             FileId::of(&meta).remove_at(&path);
+            return Ok(None);
+        }
+        if blob_len_of(meta.len(), key) > u64::try_from(max_len).unwrap_or(u64::MAX) {
+            // Over this request's bound, but within what the store writes: the entry of a
+            // cache with a larger bound sharing the directory, perhaps. Not read, not removed.
+            tracing::debug!(path = %path.display(), len = meta.len(), max_len, "entry file over the lookup's bound; not read");
             return Ok(None);
         }
         // No more than the file held when opened (entries are replaced by rename, not grown).
@@ -405,7 +420,9 @@ impl tower::Service<StoreRequest> for DiskStore {
         let inner = self.inner.clone();
         Box::pin(blocking(move || {
             Ok(match req {
-                StoreRequest::Get { key } => StoreResponse::Blob(inner.read(&key)?),
+                StoreRequest::Get { key, max_len } => {
+                    StoreResponse::Blob(inner.read(&key, max_len)?)
+                }
                 StoreRequest::Put { key, blob, ttl } => {
                     if ttl == Some(Duration::ZERO) {
                         inner.remove_entry(&inner.path_for(&key))?;
