@@ -155,6 +155,14 @@ impl<St: Store> Inspector<St> {
         flatten(store::call(&self.store, &self.config.timer, bound, request).await)
     }
 
+    /// A lookup of `key`, bounded like the request path's.
+    fn get(&self, key: &CacheKey) -> StoreRequest {
+        StoreRequest::Get {
+            key: key.clone(),
+            max_len: self.config.envelope.max_blob(),
+        }
+    }
+
     async fn keys(&self) -> Result<Vec<CacheKey>, StoreError> {
         match self.call(StoreRequest::Keys).await? {
             StoreResponse::Keys(mut keys) => {
@@ -179,7 +187,7 @@ impl<St: Store> Inspector<St> {
         let now = self.config.clock.now();
         let reuse = self.config.reuse();
         for key in self.keys().await? {
-            let blob = match self.call(StoreRequest::Get { key: key.clone() }).await? {
+            let blob = match self.call(self.get(&key)).await? {
                 StoreResponse::Blob(Some(blob)) => blob,
                 _ => continue,
             };
@@ -234,7 +242,7 @@ impl<St: Store> Inspector<St> {
     /// [`StoreError`] when the store fails, or `url` is not a valid URI.
     pub async fn contains(&self, url: &str) -> Result<bool, StoreError> {
         let key = self.url_key(url)?;
-        match self.call(StoreRequest::Get { key: key.clone() }).await? {
+        match self.call(self.get(&key)).await? {
             StoreResponse::Blob(Some(blob)) => Ok(self.config.envelope.open(&key, blob).is_ok()),
             _ => Ok(false),
         }

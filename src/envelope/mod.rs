@@ -161,6 +161,11 @@ impl Envelope {
         self
     }
 
+    /// The largest blob [`open`](Self::open) accepts.
+    pub(crate) fn max_blob(&self) -> usize {
+        self.max_blob
+    }
+
     pub(crate) fn mode(&self) -> Mode {
         self.mode
     }

@@ -318,7 +318,10 @@ impl<St: Store> Ctx<St> {
                 fut: self.store_call(StoreRequest::Delete { key }),
             },
             Next::Variant(key) => State::Lookup {
-                fut: self.store_call(StoreRequest::Get { key }),
+                fut: self.store_call(StoreRequest::Get {
+                    key,
+                    max_len: self.config.envelope.max_blob(),
+                }),
             },
             Next::Revalidate(validators) => {
                 if let Some(request) = request.as_mut() {
@@ -351,7 +354,10 @@ impl<St: Store> Ctx<St> {
         self.found.older = 0;
         match (stored, self.plan.key.clone()) {
             (true, Some(key)) => State::Lookup {
-                fut: self.store_call(StoreRequest::Get { key }),
+                fut: self.store_call(StoreRequest::Get {
+                    key,
+                    max_len: self.config.envelope.max_blob(),
+                }),
             },
             _ => forward::forward(inner, request, self),
         }

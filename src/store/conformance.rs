@@ -54,8 +54,25 @@ fn call<S: Store>(store: &S, request: StoreRequest) -> impl Future<Output = Stor
     }
 }
 
+/// The bound the suite's lookups carry: the cache's default (`max_body_size` + 1 MiB).
+const SUITE_MAX_LEN: usize = crate::DEFAULT_MAX_BODY_SIZE + (1 << 20);
+
 fn get<S: Store>(store: &S, k: &CacheKey) -> impl Future<Output = Option<Bytes>> + Send {
-    let fut = call(store, StoreRequest::Get { key: k.clone() });
+    get_bounded(store, k, SUITE_MAX_LEN)
+}
+
+fn get_bounded<S: Store>(
+    store: &S,
+    k: &CacheKey,
+    max_len: usize,
+) -> impl Future<Output = Option<Bytes>> + Send {
+    let fut = call(
+        store,
+        StoreRequest::Get {
+            key: k.clone(),
+            max_len,
+        },
+    );
     async move {
         match fut.await {
             StoreResponse::Blob(blob) => blob,
@@ -116,6 +133,7 @@ where
     get_put_delete(&store).await;
     overwrite(&store).await;
     binary_safe(&store).await;
+    bounded_get(&store).await;
     ttl_expiry(&store, &advance).await;
     concurrent_overlapping(&store).await;
     keys_and_clear(&store).await;
@@ -178,6 +196,66 @@ pub async fn binary_safe<S: Store>(store: &S) {
         );
         delete(store, &k).await;
     }
+}
+
+/// A lookup's bound (`StoreRequest::Get::max_len`): a blob of up to `max_len` bytes must be
+/// served, unbounded lookups ([`StoreRequest::get`]) serve anything; over the bound, a store may
+/// answer `None` or ignore the bound and serve the blob, but never anything else. (A store that
+/// honours the bound also passes [`honours_bound`].)
+pub async fn bounded_get<S: Store>(store: &S) {
+    let k = key("bounded");
+    let blob = Bytes::from(vec![5u8; 1000]);
+    put(store, &k, blob.clone(), None).await;
+    for max_len in [1000, 1001, usize::MAX] {
+        assert_eq!(
+            get_bounded(store, &k, max_len).await.as_ref(),
+            Some(&blob),
+            "a blob of 1000 bytes must be served to a lookup bounded at {max_len}"
+        );
+    }
+    match call(store, StoreRequest::get(k.clone())).await {
+        StoreResponse::Blob(Some(b)) if b == blob => {}
+        other => panic!("an unbounded Get must serve the blob, got {other:?}"),
+    }
+    for max_len in [999, 0] {
+        let got = get_bounded(store, &k, max_len).await;
+        assert!(
+            got.is_none() || got.as_ref() == Some(&blob),
+            "over the bound ({max_len}), a store answers None or the whole blob"
+        );
+    }
+    let empty = key("bounded-empty");
+    put(store, &empty, Bytes::new(), None).await;
+    assert_eq!(
+        get_bounded(store, &empty, 0).await.as_deref(),
+        Some(&b""[..]),
+        "an empty blob is within a bound of 0"
+    );
+    delete(store, &k).await;
+    delete(store, &empty).await;
+}
+
+/// For a store that honours a lookup's bound (the disk and Redis stores do): a blob larger
+/// than `max_len` answers `None`, and is still there for a lookup with a larger bound (another
+/// cache sharing the store may accept it). Not part of [`check_store`]: a store may ignore the
+/// bound, since the cache checks the length again.
+pub async fn honours_bound<S: Store>(store: &S) {
+    let k = key("honours-bound");
+    let blob = Bytes::from(vec![6u8; 1000]);
+    put(store, &k, blob.clone(), None).await;
+    for max_len in [999, 1, 0] {
+        assert_eq!(
+            get_bounded(store, &k, max_len).await,
+            None,
+            "a blob of 1000 bytes must be a miss for a lookup bounded at {max_len}"
+        );
+    }
+    assert_eq!(
+        get_bounded(store, &k, 1000).await.as_ref(),
+        Some(&blob),
+        "an oversized lookup must leave the blob in place for a larger bound"
+    );
+    delete(store, &k).await;
 }
 
 /// An entry with a TTL is readable before it and gone after it; one without a TTL stays, and so

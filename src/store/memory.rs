@@ -135,7 +135,9 @@ impl MemoryStore {
     fn handle(&self, req: StoreRequest) -> StoreResponse {
         let cache = &self.inner.cache;
         match req {
-            StoreRequest::Get { key } => {
+            // The bound is not needed here: this store holds only blobs the cache wrote, which
+            // are within the bound of the layer that wrote them (and the cache checks again).
+            StoreRequest::Get { key, .. } => {
                 let now = self.inner.clock.now();
                 match cache.get(&key) {
                     Some(slot) if slot.expires_at.is_some_and(|t| t <= now) => {

@@ -31,7 +31,7 @@
 //!     fn call(&mut self, req: StoreRequest) -> Self::Future {
 //!         let mut map = self.0.lock().unwrap();
 //!         ready(Ok(match req {
-//!             StoreRequest::Get { key } => StoreResponse::Blob(map.get(key.as_str()).cloned()),
+//!             StoreRequest::Get { key, .. } => StoreResponse::Blob(map.get(key.as_str()).cloned()),
 //!             StoreRequest::Put { key, blob, .. } => {
 //!                 map.insert(key.as_str().to_owned(), blob);
 //!                 StoreResponse::Done
@@ -89,9 +89,20 @@ pub(crate) use call::{call, flatten, StoreCall};
 pub enum StoreRequest {
     /// Read the blob stored under `key`. Answer [`StoreResponse::Blob`] (`None` when absent or
     /// expired).
+    ///
+    /// Build one with [`StoreRequest::get`] (no bound) or with the fields.
     Get {
         /// The key to read.
         key: CacheKey,
+        /// The largest blob the cache accepts (its
+        /// [`max_blob_size`](crate::CacheLayer::max_blob_size)); `usize::MAX` when unbounded.
+        ///
+        /// A store may honour it: answer `Blob(None)` for a larger blob, ideally without reading
+        /// or transferring it (the shipped stores do, except `MemoryStore`, which only holds what
+        /// the cache wrote). A store may also ignore it: the cache checks the length of every
+        /// blob again and refuses a larger one, so honouring it saves memory and bandwidth, it
+        /// is not needed for correctness. A blob of exactly `max_len` bytes is within the bound.
+        max_len: usize,
     },
     /// Store `blob` under `key`, replacing what was there. Answer [`StoreResponse::Done`].
     Put {
@@ -113,6 +124,16 @@ pub enum StoreRequest {
     Keys,
     /// Remove every entry of this store. Answer [`StoreResponse::Done`].
     Clear,
+}
+
+impl StoreRequest {
+    /// A [`StoreRequest::Get`] of `key` without a bound (`max_len: usize::MAX`).
+    pub fn get(key: CacheKey) -> Self {
+        StoreRequest::Get {
+            key,
+            max_len: usize::MAX,
+        }
+    }
 }
 
 /// A store's answer to a [`StoreRequest`].

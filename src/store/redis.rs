@@ -3,13 +3,13 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{RedisError, Value};
+use redis::{RedisError, Script, Value};
 
 use super::{StoreRequest, StoreResponse};
 use crate::CacheKey;
@@ -19,9 +19,30 @@ pub const DEFAULT_PREFIX: &str = "hcc:";
 /// Keys asked for per `SCAN` round trip.
 const SCAN_COUNT: usize = 500;
 
+/// A bounded `GET`: nil when the value is longer than `ARGV[1]` bytes, so that an oversized
+/// value is refused on the server, in one round trip, without being sent. (`STRLEN` and `GET`
+/// fail alike on a value that is not a string.)
+static GET_BOUNDED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('STRLEN', KEYS[1]) > tonumber(ARGV[1]) then
+  return false
+end
+return redis.call('GET', KEYS[1])
+",
+    )
+});
+
 /// A store on a Redis server, through the `redis` crate's tokio connection manager.
 ///
-/// - `SET key blob PX ttl`: Redis expires entries itself; `GET`; `UNLINK` to delete.
+/// - `SET key blob PX ttl`: Redis expires entries itself; `UNLINK` to delete.
+/// - Lookups are bounded: a value larger than the cache's
+///   [`max_blob_size`](crate::CacheLayer::max_blob_size) is refused on the server by a small Lua
+///   script (`STRLEN`, then `GET`; run with `EVALSHA`, loaded with `SCRIPT LOAD` on first use
+///   and after a reconnect to a restarted server), so it is never sent. This needs scripting:
+///   a server or ACL user that refuses `EVALSHA` / `SCRIPT LOAD` fails every bounded lookup,
+///   which the cache treats as the store being unavailable (a plain `GET` is used only for an
+///   unbounded [`StoreRequest::get`]).
 /// - Every key is prefixed with a namespace ([`RedisStoreBuilder::prefix`], default `hcc:`), so
 ///   several caches can share one Redis database. Listing and clearing walk the namespace with
 ///   `SCAN`; `KEYS` and `FLUSHDB` are never used.
@@ -250,11 +271,21 @@ impl tower::Service<StoreRequest> for RedisStore {
         let full = move |key: &CacheKey| format!("{prefix}{key}");
         Box::pin(async move {
             Ok(match req {
-                StoreRequest::Get { key } => {
-                    let blob: Option<Vec<u8>> = redis::cmd("GET")
-                        .arg(full(&key))
-                        .query_async(&mut conn)
-                        .await?;
+                StoreRequest::Get { key, max_len } => {
+                    let blob: Option<Vec<u8>> = if max_len == usize::MAX {
+                        redis::cmd("GET")
+                            .arg(full(&key))
+                            .query_async(&mut conn)
+                            .await?
+                    } else {
+                        // EVALSHA; on NOSCRIPT (first use, a restarted server after a
+                        // reconnect) the script is loaded and run again.
+                        GET_BOUNDED
+                            .key(full(&key))
+                            .arg(max_len)
+                            .invoke_async(&mut conn)
+                            .await?
+                    };
                     StoreResponse::Blob(blob.map(Bytes::from))
                 }
                 StoreRequest::Put { key, blob, ttl } => {

@@ -238,7 +238,7 @@ pub async fn all_blobs<St: Store>(store: &St) -> Vec<Bytes> {
     let mut blobs = Vec::new();
     for key in keys {
         if let Ok(StoreResponse::Blob(Some(blob))) =
-            store.clone().oneshot(StoreRequest::Get { key }).await
+            store.clone().oneshot(StoreRequest::get(key)).await
         {
             blobs.push(blob);
         }
@@ -260,7 +260,7 @@ pub async fn put_raw<St: Store>(store: &St, key: hyper_client_cache::CacheKey, b
 /// Reads the blob under `key` directly.
 pub async fn get_raw<St: Store>(store: &St, key: hyper_client_cache::CacheKey) -> Option<Bytes> {
     use hyper_client_cache::{StoreRequest, StoreResponse};
-    match store.clone().oneshot(StoreRequest::Get { key }).await {
+    match store.clone().oneshot(StoreRequest::get(key)).await {
         Ok(StoreResponse::Blob(b)) => b,
         _ => None,
     }

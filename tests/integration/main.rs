@@ -12,7 +12,11 @@ mod security;
 mod stale;
 #[cfg(all(feature = "disk", feature = "redis", feature = "test-util"))]
 mod store_backends;
+#[cfg(all(feature = "disk", feature = "redis", feature = "test-util"))]
+mod store_bounds;
 mod store_contract;
+#[cfg(all(unix, feature = "disk", feature = "redis", feature = "test-util"))]
+mod store_links;
 mod tamper;
 mod traits;
 mod validation;

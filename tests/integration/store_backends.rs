@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use hyper_client_cache::store::conformance::check_store;
+use hyper_client_cache::store::conformance::{check_store, honours_bound};
 use hyper_client_cache::{
     CacheLayer, CacheStatus, DiskStore, MemoryStore, RedisStore, SecretKey, StoreRequest,
     StoreResponse,
@@ -31,6 +31,7 @@ async fn disk_store_conformance() {
         .clock(clock.clone())
         .open()
         .unwrap();
+    honours_bound(&store).await;
     check_store(store, |d| {
         clock.advance(d);
         async {}
@@ -42,6 +43,7 @@ async fn disk_store_conformance() {
 async fn redis_store_conformance() {
     let redis = RedisServer::start().await;
     let store = RedisStore::connect(&redis.url()).await.unwrap();
+    honours_bound(&store).await;
     // Redis expires keys on its own clock: time has to really pass.
     check_store(store, tokio::time::sleep).await;
 }

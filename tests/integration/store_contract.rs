@@ -29,7 +29,7 @@ async fn put(store: &MemoryStore, key: &str, blob: impl Into<Bytes>, ttl: Option
 async fn read(store: &MemoryStore, key: &str) -> Option<Bytes> {
     match store
         .clone()
-        .oneshot(StoreRequest::Get { key: k(key) })
+        .oneshot(StoreRequest::get(k(key)))
         .await
         .unwrap()
     {

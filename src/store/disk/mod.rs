@@ -1,9 +1,11 @@
 //! A store on the local file system: one file per entry, safe across processes.
 //!
-//! - `file`: one entry file: its on-disk format, opening it without following links, which file
-//!   a name pointed at, temporary names.
+//! - `dir`: the shard directories, opened without following links, and every file operation
+//!   relative to them (on Unix); which file a name pointed at.
+//! - `file`: one entry file: its on-disk format, its header, temporary names.
 //! - `sweep`: walks over the whole directory: listing, eviction, clearing and cleanup.
 
+mod dir;
 mod file;
 mod sweep;
 
@@ -21,7 +23,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use ring::digest;
 
-use self::file::{encode_header, open_entry, parse_header, tmp_name, FileId, Opened, EXT, FIXED};
+use self::dir::{create_shard, open_shard, FileId, Opened, Shard};
+use self::file::{encode_header, parse_header, tmp_name, EXT, FIXED};
 use super::{StoreRequest, StoreResponse};
 use crate::clock::{Clock, SystemClock};
 use crate::CacheKey;
@@ -46,9 +49,20 @@ const MAX_ENTRY_FILE: u64 = 4 << 30;
 ///   does not empty the cache.
 /// - **Only regular files are read** (on Unix): a symbolic link, a FIFO or a device under an
 ///   entry's name (in a directory others can write) is removed like a garbled file, never
-///   followed or read. A file larger than any entry the store writes (90% of the bound, and
+///   followed or read.
+/// - **Nothing below the directory is followed** (on Unix): shard directories are opened with
+///   `O_DIRECTORY | O_NOFOLLOW` and every file operation is relative to them (`openat`,
+///   `renameat`, `unlinkat`, `fstatat`), so a shard replaced by a symbolic link is never
+///   written, read, listed, cleaned up or cleared through; reads answer a miss, and the next
+///   write into that shard replaces the link (not its target) by a directory. The directory
+///   given to the builder may itself be a link (`/var/cache` → `/data`): it is opened by its
+///   path, as configured. A file larger than any entry the store writes (90% of the bound, and
 ///   at most 4 GiB) is removed unread; such entries are not stored either. On other
-///   systems a link is followed, and reads may not refresh recency.
+///   systems paths are used as they are (a linked entry or shard is followed), and reads may
+///   not refresh recency.
+/// - **Bounded reads**: a lookup's `max_len` is checked against the file's length before
+///   anything is read; a larger entry is a miss, left in place (it may belong to a cache with
+///   a larger bound sharing the directory).
 /// - **Expiry**: expired files are removed when read, and by [`DiskStore::cleanup`].
 ///
 /// File operations run on tokio's blocking pool, so the store must be used inside a tokio
@@ -209,6 +223,12 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| io::Error::other(format!("disk task failed: {e}")))?
 }
 
+/// The length of the blob in a whole entry file of `file_len` bytes for `key` (what the file
+/// holds besides its header).
+fn blob_len_of(file_len: u64, key: &CacheKey) -> u64 {
+    file_len.saturating_sub((FIXED + key.as_str().len() + 12) as u64)
+}
+
 /// What an eviction pass brings the total down to: 90% of the bound.
 fn target(max: u64) -> u64 {
     max / 10 * 9
@@ -220,10 +240,11 @@ fn millis(t: SystemTime) -> u64 {
 }
 
 impl Inner {
-    fn path_for(&self, key: &CacheKey) -> PathBuf {
+    /// The shard directory and the file name of `key`'s entry: `ab`, `ab….hcc`.
+    fn name_for(key: &CacheKey) -> (String, String) {
         let digest = digest::digest(&digest::SHA256, key.as_str().as_bytes());
         let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-        self.dir.join(&hex[..2]).join(format!("{hex}.{EXT}"))
+        (hex[..2].to_owned(), format!("{hex}.{EXT}"))
     }
 
     /// The largest entry file this store writes or reads: 90% of the bound, and never more
@@ -238,14 +259,19 @@ impl Inner {
     }
 
     /// Reads and checks a whole entry file. `Ok(None)`: absent, expired or unreadable (and then
-    /// removed).
-    fn read(&self, key: &CacheKey) -> io::Result<Option<Bytes>> {
-        let path = self.path_for(key);
-        let (file, meta) = match open_entry(&path)? {
+    /// removed), or holding a blob larger than `max_len` (left in place, unread).
+    fn read(&self, key: &CacheKey, max_len: usize) -> io::Result<Option<Bytes>> {
+        let (shard, name) = Self::name_for(key);
+        // Absent, or not a directory (a link): nothing of this store's is there.
+        let Some(shard) = open_shard(&self.dir, &shard)? else {
+            return Ok(None);
+        };
+        let path = shard.path_of(&name);
+        let (file, meta) = match shard.open_entry(&name)? {
             Opened::Absent => return Ok(None),
             Opened::Unusable(id) => {
                 tracing::warn!(path = %path.display(), "not a regular file under an entry's name; removed");
-                self.remove_if_same(&path, &id);
+                self.remove_if_same(&shard, &name, &id);
                 return Ok(None);
             }
             Opened::File(file, meta) => (file, meta),
@@ -256,7 +282,13 @@ impl Inner {
             tracing::warn!(path = %path.display(), len = meta.len(), "entry file larger than any entry; removed");
             // Not counted in the size estimate by this process's writes: removed without
             // lowering it (the next eviction pass re-measures).
-            FileId::of(&meta).remove_at(&path);
+            shard.remove_if(&name, &FileId::of(&meta));
+            return Ok(None);
+        }
+        if blob_len_of(meta.len(), key) > u64::try_from(max_len).unwrap_or(u64::MAX) {
+            // Over this request's bound, but within what the store writes: the entry of a
+            // cache with a larger bound sharing the directory, perhaps. Not read, not removed.
+            tracing::debug!(path = %path.display(), len = meta.len(), max_len, "entry file over the lookup's bound; not read");
             return Ok(None);
         }
         // No more than the file held when opened (entries are replaced by rename, not grown).
@@ -266,7 +298,7 @@ impl Inner {
         bytes.try_reserve_exact(len).map_err(io::Error::other)?;
         (&file).take(meta.len()).read_to_end(&mut bytes)?;
         let Some(blob) = self.check(key, &bytes) else {
-            self.remove_if_same(&path, &FileId::of(&meta));
+            self.remove_if_same(&shard, &name, &FileId::of(&meta));
             return Ok(None);
         };
         if self.max_bytes.is_some() {
@@ -294,18 +326,28 @@ impl Inner {
         (blob.len() == blob_len && crc32fast::hash(blob) == crc).then_some(at..bytes.len())
     }
 
-    /// Removes the file at `path` if it is still the one `id` describes, and lowers the size
-    /// estimate by its length.
-    fn remove_if_same(&self, path: &Path, id: &FileId) {
-        if id.remove_at(path) {
+    /// Removes `name` if it is still the file `id` describes, and lowers the size estimate by
+    /// its length.
+    fn remove_if_same(&self, shard: &Shard, name: &str, id: &FileId) {
+        if shard.remove_if(name, id) {
             self.shrink(id.len);
         }
     }
 
-    /// Removes the entry file at `path`, whatever it holds; absent is fine.
-    fn remove_entry(&self, path: &Path) -> io::Result<()> {
-        let len = fs::symlink_metadata(path).map_or(0, |m| m.len());
-        match fs::remove_file(path) {
+    /// Removes `key`'s entry file, whatever it holds; absent (or a shard that is not a
+    /// directory) is fine.
+    fn remove_key(&self, key: &CacheKey) -> io::Result<()> {
+        let (shard, name) = Self::name_for(key);
+        match open_shard(&self.dir, &shard)? {
+            Some(shard) => self.remove_entry(&shard, &name),
+            None => Ok(()),
+        }
+    }
+
+    /// Removes the entry file `name`, whatever it holds; absent is fine.
+    fn remove_entry(&self, shard: &Shard, name: &str) -> io::Result<()> {
+        let len = shard.stat(name).ok().flatten().map_or(0, |id| id.len);
+        match shard.remove(name) {
             Ok(()) => {
                 self.shrink(len);
                 Ok(())
@@ -325,11 +367,8 @@ impl Inner {
     }
 
     fn write(&self, key: &CacheKey, blob: &[u8], ttl: Option<Duration>) -> io::Result<()> {
-        let path = self.path_for(key);
-        let Some(shard) = path.parent() else {
-            return Err(io::Error::other("entry path has no parent"));
-        };
-        fs::create_dir_all(shard)?;
+        let (shard, name) = Self::name_for(key);
+        let shard = create_shard(&self.dir, &shard)?;
         let key_bytes = key.as_str().as_bytes();
         let key_len = u16::try_from(key_bytes.len())
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "key too long"))?;
@@ -351,20 +390,17 @@ impl Inner {
                 limit = self.entry_limit(),
                 "entry larger than the disk store's entry limit; not stored"
             );
-            return self.remove_entry(&path);
+            return self.remove_entry(&shard, &name);
         }
-        let tmp = shard.join(tmp_name(self.tmp_counter.fetch_add(1, Ordering::Relaxed)));
+        let tmp = tmp_name(self.tmp_counter.fetch_add(1, Ordering::Relaxed));
         let written = (|| -> io::Result<()> {
-            let mut file = fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&tmp)?;
+            let mut file = shard.create_new(&tmp)?;
             file.write_all(&encode_header(expires_ms, key_len, key_bytes, blob))?;
             file.write_all(blob)?;
             // Durable before it gets its real name: a crash never exposes a partial entry.
             file.sync_all()?;
-            let old = fs::symlink_metadata(&path).map_or(0, |m| m.len());
-            fs::rename(&tmp, &path)?;
+            let old = shard.stat(&name).ok().flatten().map_or(0, |id| id.len);
+            shard.rename(&tmp, &name)?;
             // Recency on the same clock as reads (LRU eviction), set once the file has its real
             // name: a temporary file keeps the system's time, which `cleanup` compares against
             // to find a crashed writer's debris. Failing to set it is harmless.
@@ -374,7 +410,7 @@ impl Inner {
             Ok(())
         })();
         if written.is_err() {
-            let _ = fs::remove_file(&tmp);
+            let _ = shard.remove(&tmp);
         }
         written?;
         if let Some(max) = self.max_bytes {
@@ -405,17 +441,19 @@ impl tower::Service<StoreRequest> for DiskStore {
         let inner = self.inner.clone();
         Box::pin(blocking(move || {
             Ok(match req {
-                StoreRequest::Get { key } => StoreResponse::Blob(inner.read(&key)?),
+                StoreRequest::Get { key, max_len } => {
+                    StoreResponse::Blob(inner.read(&key, max_len)?)
+                }
                 StoreRequest::Put { key, blob, ttl } => {
                     if ttl == Some(Duration::ZERO) {
-                        inner.remove_entry(&inner.path_for(&key))?;
+                        inner.remove_key(&key)?;
                     } else {
                         inner.write(&key, &blob, ttl)?;
                     }
                     StoreResponse::Done
                 }
                 StoreRequest::Delete { key } => {
-                    inner.remove_entry(&inner.path_for(&key))?;
+                    inner.remove_key(&key)?;
                     StoreResponse::Done
                 }
                 StoreRequest::Keys => StoreResponse::Keys(inner.keys()?),

@@ -1,11 +1,12 @@
 //! Walks over the whole directory: listing, eviction, clearing and cleanup.
 
-use std::fs;
 use std::io;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::Duration;
 
-use super::file::{read_header, FileId, FileInfo, EXT, TMP_PREFIX};
+use super::dir::shards;
+use super::file::{read_header, FileInfo, EXT, TMP_PREFIX};
 use super::{target, Inner};
 use crate::clock::{Clock, SystemClock};
 use crate::CacheKey;
@@ -14,28 +15,24 @@ use crate::CacheKey;
 const STALE_TMP: Duration = Duration::from_secs(600);
 
 impl Inner {
-    /// Every entry file (temporary files excluded).
+    /// Every entry file (temporary files excluded), in shard directories that are directories
+    /// (a link among the shards is never entered).
     pub(super) fn entry_files(&self) -> io::Result<Vec<FileInfo>> {
         let mut out = Vec::new();
-        for shard in fs::read_dir(&self.dir)? {
-            let shard = shard?;
-            if !shard.file_type()?.is_dir() {
-                continue;
-            }
-            let Ok(entries) = fs::read_dir(shard.path()) else {
+        for shard in shards(&self.dir)? {
+            let shard = Arc::new(shard);
+            let Ok(entries) = shard.list() else {
                 continue;
             };
-            for entry in entries.flatten() {
-                let path = entry.path();
-                if path.extension().is_some_and(|e| e == EXT) {
-                    if let Ok(meta) = entry.metadata() {
-                        out.push(FileInfo {
-                            path,
-                            len: meta.len(),
-                            modified: meta.modified().unwrap_or(UNIX_EPOCH),
-                            id: FileId::of(&meta),
-                        });
-                    }
+            for entry in entries {
+                if entry.name.ends_with(&format!(".{EXT}")) {
+                    out.push(FileInfo {
+                        shard: shard.clone(),
+                        name: entry.name,
+                        len: entry.id.len,
+                        modified: entry.modified,
+                        id: entry.id,
+                    });
                 }
             }
         }
@@ -55,14 +52,14 @@ impl Inner {
             if total <= target(max) {
                 break;
             }
-            match fs::symlink_metadata(&f.path) {
-                Ok(now) if FileId::of(&now) == f.id => match fs::remove_file(&f.path) {
+            match f.shard.stat(&f.name) {
+                Ok(Some(now)) if now == f.id => match f.shard.remove(&f.name) {
                     Ok(()) => removed += f.len,
                     // Another pass (another process) removed it: gone all the same.
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                     Err(_) => continue,
                 },
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Ok(None) => {}
                 // Read or replaced since the listing: used recently after all, keep it.
                 _ => continue,
             }
@@ -85,7 +82,7 @@ impl Inner {
         Ok(self
             .entry_files()?
             .iter()
-            .filter_map(|f| read_header(&f.path))
+            .filter_map(|f| read_header(&f.shard, &f.name))
             .filter(|h| !self.expired(h.expires_ms))
             .map(|h| CacheKey::from_stored(h.key))
             .collect())
@@ -93,7 +90,7 @@ impl Inner {
 
     pub(super) fn clear(&self) -> io::Result<()> {
         for f in self.entry_files()? {
-            if fs::remove_file(&f.path).is_ok() {
+            if f.shard.remove(&f.name).is_ok() {
                 self.shrink(f.len);
             }
         }
@@ -103,29 +100,25 @@ impl Inner {
     pub(super) fn cleanup(&self) -> io::Result<usize> {
         let mut removed = 0;
         for f in self.entry_files()? {
-            let dead = match read_header(&f.path) {
+            let dead = match read_header(&f.shard, &f.name) {
                 Some(h) => self.expired(h.expires_ms),
                 None => true,
             };
-            if dead && f.id.remove_at(&f.path) {
+            if dead && f.shard.remove_if(&f.name, &f.id) {
                 removed += 1;
             }
         }
         // Temporary files keep the system's time (`write` sets the store's clock only on the
         // renamed file), so their age is measured on the system clock, not the store's.
         let now = SystemClock.now();
-        for shard in fs::read_dir(&self.dir)?.flatten() {
-            let Ok(entries) = fs::read_dir(shard.path()) else {
+        for shard in shards(&self.dir)? {
+            let Ok(entries) = shard.list() else {
                 continue;
             };
-            for entry in entries.flatten() {
-                let is_tmp = entry.file_name().to_string_lossy().starts_with(TMP_PREFIX);
-                let old = entry
-                    .metadata()
-                    .and_then(|m| m.modified())
-                    .map(|m| now.duration_since(m).unwrap_or_default() > STALE_TMP)
-                    .unwrap_or(false);
-                if is_tmp && old && fs::remove_file(entry.path()).is_ok() {
+            for entry in entries {
+                let is_tmp = entry.name.starts_with(TMP_PREFIX);
+                let old = now.duration_since(entry.modified).unwrap_or_default() > STALE_TMP;
+                if is_tmp && old && shard.remove_if(&entry.name, &entry.id) {
                     removed += 1;
                 }
             }
