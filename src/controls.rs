@@ -1,6 +1,6 @@
 //! The controls people know from requests-cache and the fetch() API: expiry values, per-request
 //! cache modes, URL rules and response filters. What the cache reports back is in `status.rs`;
-//! custom keys are in `key.rs`.
+//! custom keys are in `key/`.
 
 use std::fmt;
 use std::sync::Arc;

@@ -17,7 +17,7 @@ const INFO_MAC: &[u8] = b"hcc/v1/hmac-sha256";
 const INFO_KEY_ID: &[u8] = b"hcc/v1/key-id";
 /// HKDF-Expand info for the AES-256-GCM encryption key.
 const INFO_AEAD: &[u8] = b"hcc/v1/aes-256-gcm";
-/// HKDF-Expand info for the key that names entries (keyed cache keys, `key.rs`).
+/// HKDF-Expand info for the key that names entries (keyed cache keys, `key/`).
 const INFO_NAMES: &[u8] = b"hcc/v1/key-names";
 
 /// Length of a key id in the envelope header.
