@@ -20,7 +20,7 @@ use crate::policy::storable::{
 };
 use crate::policy::vary::{capture, vary_names, VaryNames};
 use crate::policy::{RequestDirectives, ResponseDirectives};
-use crate::store::{flatten, Store, StoreRequest};
+use crate::store::{flatten, Store, StoreRequest, StoreResponse};
 
 /// The parts of a forwarded request that its stored entry records.
 pub(super) struct Storing {
@@ -187,6 +187,13 @@ impl<St: Store> Ctx<St> {
                     let config = config.clone();
                     async move {
                         match flatten(put.await) {
+                            Ok(StoreResponse::NotStored) => {
+                                // Refused (too large for the store): not stored, and the
+                                // waiters must not be told it was.
+                                config.metrics.record(Event::StoreWriteError);
+                                tracing::warn!(key = %key, size, "the store refused the entry; response not cached");
+                                false
+                            }
                             Ok(_) => {
                                 config.metrics.record(Event::Stored);
                                 tracing::debug!(key = %key, size, ttl = ttl.as_secs(), "stored");

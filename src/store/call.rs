@@ -50,6 +50,9 @@ impl StoreResponse {
             StoreResponse::Unsupported => Err(StoreError::failed(
                 "store answered a lookup with Unsupported".into(),
             )),
+            StoreResponse::NotStored => Err(StoreError::failed(
+                "store answered a lookup with NotStored".into(),
+            )),
         }
     }
 }
@@ -65,6 +68,7 @@ mod tests {
             StoreResponse::Done,
             StoreResponse::Keys(Vec::new()),
             StoreResponse::Unsupported,
+            StoreResponse::NotStored,
         ] {
             assert!(odd.into_blob().is_err());
         }

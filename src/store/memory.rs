@@ -55,7 +55,13 @@ pub struct MemoryStore {
 struct Inner {
     cache: Cache<CacheKey, Slot, ByteWeighter>,
     clock: Arc<dyn Clock>,
+    /// The heaviest entry (key and blob) a shard admits; heavier ones are refused.
+    max_entry: u64,
 }
+
+/// quick_cache's share of a shard for its "hot" entries, set explicitly so that the largest
+/// entry a shard admits can be derived: an entry heavier than that share is never kept.
+const HOT_ALLOCATION: f64 = 0.97;
 
 #[derive(Clone)]
 struct Slot {
@@ -93,6 +99,7 @@ impl MemoryStore {
             .estimated_items_capacity(items)
             .weight_capacity(max_bytes)
             .shards(shards)
+            .hot_allocation(HOT_ALLOCATION)
             .build();
         let cache = match options {
             Ok(options) => Cache::with_options(
@@ -104,10 +111,14 @@ impl MemoryStore {
             // Only refused for zero shards, which the clamp above rules out.
             Err(_) => Cache::with_weighter(items, max_bytes, ByteWeighter),
         };
+        // quick_cache's admission bound (`weight_target_hot` of a shard), computed the same way.
+        let shard = cache.shard_capacity();
+        let max_entry = ((shard as f64 * HOT_ALLOCATION) as u64).clamp(shard.min(1), shard);
         Self {
             inner: Arc::new(Inner {
                 cache,
                 clock: Arc::new(clock),
+                max_entry,
             }),
         }
     }
@@ -132,6 +143,20 @@ impl MemoryStore {
         self.inner.cache.capacity()
     }
 
+    /// The largest entry (cache key plus blob) this store keeps: the bound is split between
+    /// shards (one per 32 MiB, at most four per core), and an entry heavier than its shard's
+    /// share is refused with [`StoreResponse::NotStored`] instead of being kept. For
+    /// `MemoryStore::new(64 << 20)` on two cores, about 31 MiB; a store smaller than 32 MiB has
+    /// one shard and keeps entries up to 97% of its bound.
+    ///
+    /// ```
+    /// let store = hyper_client_cache::MemoryStore::new(64 << 20);
+    /// assert!(store.max_entry_bytes() > 8 << 20); // the default `max_body_size` fits
+    /// ```
+    pub fn max_entry_bytes(&self) -> u64 {
+        self.inner.max_entry
+    }
+
     fn handle(&self, req: StoreRequest) -> StoreResponse {
         let cache = &self.inner.cache;
         match req {
@@ -150,6 +175,12 @@ impl MemoryStore {
                 }
             }
             StoreRequest::Put { key, blob, ttl } => {
+                // Larger than a shard admits: quick_cache would drop it silently. Say so, and
+                // leave nothing under the key (the write replaces what was there).
+                if (key.as_str().len() + blob.len()) as u64 > self.inner.max_entry {
+                    cache.remove(&key);
+                    return StoreResponse::NotStored;
+                }
                 let expires_at = ttl.and_then(|ttl| self.inner.clock.now().checked_add(ttl));
                 cache.insert(key, Slot { blob, expires_at });
                 StoreResponse::Done

@@ -148,6 +148,13 @@ pub enum StoreResponse {
     Keys(Vec<CacheKey>),
     /// The store does not implement this operation.
     Unsupported,
+    /// The answer to a [`StoreRequest::Put`] the store did not carry out: it refused to keep
+    /// the blob (for example, larger than it can hold). Nothing is left under the key. The cache
+    /// counts the response as not stored (a store write error in [`CacheMetrics`]) and does not
+    /// tell coalesced requests that it was.
+    ///
+    /// [`CacheMetrics`]: crate::CacheMetrics
+    NotStored,
 }
 
 /// A backend for the cache: a [`tower::Service`] over [`StoreRequest`]s.

@@ -311,3 +311,55 @@ async fn stalled_invalidations_hold_an_unsafe_response_for_one_store_timeout_and
     assert_eq!(started.elapsed(), Duration::from_secs(10));
     assert_eq!(metrics.store_write_errors(), 2);
 }
+
+/// An entry larger than one quick_cache shard can hold is refused, and the store says so
+/// (it used to answer `Done` and drop it): the largest entry it keeps is derived from its size.
+#[tokio::test]
+async fn memory_store_says_when_it_refuses_an_entry() {
+    let store = MemoryStore::new(64 << 20);
+    let max = store.max_entry_bytes();
+    assert!(max > 8 << 20, "the default max_body_size fits: {max}");
+    assert!(max <= 64 << 20);
+    let key = "a-key";
+    let answer = |len: u64| {
+        let store = store.clone();
+        async move {
+            let put = StoreRequest::Put {
+                key: k(key),
+                blob: Bytes::from(vec![7u8; len as usize]),
+                ttl: None,
+            };
+            store.oneshot(put).await.unwrap()
+        }
+    };
+    // The largest entry (key included) is kept; one byte more is refused, and nothing is left
+    // under the key (not even an older entry).
+    let fits = max - key.len() as u64;
+    assert!(matches!(answer(fits).await, StoreResponse::Done));
+    assert_eq!(read(&store, key).await.map(|b| b.len() as u64), Some(fits));
+    assert!(matches!(answer(fits + 1).await, StoreResponse::NotStored));
+    assert_eq!(read(&store, key).await, None);
+}
+
+/// The layer counts a refused entry as not stored, and coalesced waiters are not told it was
+/// (they fetch for themselves instead of all missing after the leader).
+#[tokio::test]
+async fn a_refused_entry_is_not_counted_as_stored() {
+    let body: &'static str = Box::leak("x".repeat(40 << 20).into_boxed_str());
+    let origin = Origin::fixed("max-age=600", body).await;
+    let store = MemoryStore::new(64 << 20);
+    assert!(store.max_entry_bytes() < body.len() as u64);
+    let layer = CacheLayer::new(store.clone()).max_body_size(48 << 20);
+    let metrics = layer.metrics();
+    let mut client = cached_client(layer);
+    let url = origin.url("/large");
+    for _ in 0..2 {
+        let got = get(&mut client, &url).await.unwrap();
+        assert_eq!(got.body.len(), body.len());
+        assert_eq!(got.cache, Some(CacheStatus::Miss));
+    }
+    assert_eq!(origin.requests(), 2);
+    assert_eq!(metrics.stored(), 0, "a refused entry was counted as stored");
+    assert_eq!(metrics.store_write_errors(), 2);
+    assert!(store.is_empty());
+}

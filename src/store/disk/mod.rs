@@ -366,7 +366,8 @@ impl Inner {
             });
     }
 
-    fn write(&self, key: &CacheKey, blob: &[u8], ttl: Option<Duration>) -> io::Result<()> {
+    /// Writes the entry; `false` when it was refused (larger than any entry this store keeps).
+    fn write(&self, key: &CacheKey, blob: &[u8], ttl: Option<Duration>) -> io::Result<bool> {
         let (shard, name) = Self::name_for(key);
         let shard = create_shard(&self.dir, &shard)?;
         let key_bytes = key.as_str().as_bytes();
@@ -390,7 +391,7 @@ impl Inner {
                 limit = self.entry_limit(),
                 "entry larger than the disk store's entry limit; not stored"
             );
-            return self.remove_entry(&shard, &name);
+            return self.remove_entry(&shard, &name).map(|()| false);
         }
         let tmp = tmp_name(self.tmp_counter.fetch_add(1, Ordering::Relaxed));
         let written = (|| -> io::Result<()> {
@@ -422,7 +423,7 @@ impl Inner {
                 evicted?;
             }
         }
-        Ok(())
+        Ok(true)
     }
 }
 
@@ -447,10 +448,12 @@ impl tower::Service<StoreRequest> for DiskStore {
                 StoreRequest::Put { key, blob, ttl } => {
                     if ttl == Some(Duration::ZERO) {
                         inner.remove_key(&key)?;
+                        StoreResponse::Done
+                    } else if inner.write(&key, &blob, ttl)? {
+                        StoreResponse::Done
                     } else {
-                        inner.write(&key, &blob, ttl)?;
+                        StoreResponse::NotStored
                     }
-                    StoreResponse::Done
                 }
                 StoreRequest::Delete { key } => {
                     inner.remove_key(&key)?;
