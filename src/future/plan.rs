@@ -85,14 +85,14 @@ impl Plan {
         let cacheable = allowed && keyable && !disabled;
         let key = cacheable.then(|| config.keying.key(request, stored_method(method), body));
         let older_keys = match key {
-            Some(_) => (1..config.keying.name_sets())
+            Some(_) if config.keying.name_sets() > 1 => (1..config.keying.name_sets())
                 .map(|set| {
                     config
                         .keying
                         .key_in(set, request, stored_method(method), body)
                 })
                 .collect(),
-            None => Vec::new(),
+            _ => Vec::new(),
         };
         // The modes and a request's own expiry act on the cache's reading of the request, never
         // on the headers sent to the origin.

@@ -63,15 +63,9 @@ impl CacheKey {
     }
 
     fn from_parts(method: &Method, normalized_target: &str) -> Self {
-        Self::start(None, method, normalized_target).finish()
-    }
-
-    fn start(names: Option<&hmac::Key>, method: &Method, normalized_target: &str) -> Hasher {
-        let mut h = Hasher::new(names);
-        h.update(method.as_str().as_bytes());
-        h.update(b"\0");
-        h.update(normalized_target.as_bytes());
-        h
+        let mut h = digest::Context::new(&digest::SHA256);
+        start(&mut h, method, normalized_target);
+        Digest::finish(h)
     }
 
     /// Only ever given ASCII (a prefix and hex digits), so the conversion cannot fail; the
@@ -124,52 +118,62 @@ impl CacheKey {
     }
 }
 
-/// The digest behind a key name: SHA-256 without a secret, HMAC-SHA256 under the layer's
-/// key-name key with one (so that names cannot be recomputed, nor guesses of what they hash
-/// confirmed, without the secret: docs/security.md, "Key names").
-enum Hasher {
-    Plain(digest::Context),
-    Keyed(hmac::Context),
-}
+/// The digest behind a key name: SHA-256 without a secret (`hcc1:`), HMAC-SHA256 under the
+/// layer's key-name key with one (`hcc1k:`), so that names cannot be recomputed, nor guesses of
+/// what they hash confirmed, without the secret (docs/security.md, "Key names"). A trait, not an
+/// enum: the HMAC state is large, and the plain path should not carry (and copy) it.
+trait Digest {
+    const FORMAT: &'static str;
+    fn update(&mut self, bytes: &[u8]);
+    fn digest(self) -> [u8; 32];
 
-impl Hasher {
-    fn new(names: Option<&hmac::Key>) -> Self {
-        match names {
-            Some(key) => Hasher::Keyed(hmac::Context::with_key(key)),
-            None => Hasher::Plain(digest::Context::new(&digest::SHA256)),
-        }
-    }
-
-    fn update(&mut self, bytes: &[u8]) {
-        match self {
-            Hasher::Plain(ctx) => ctx.update(bytes),
-            Hasher::Keyed(ctx) => ctx.update(bytes),
-        }
-    }
-
-    /// The key named by this digest: `hcc1:<hex>` (plain) or `hcc1k:<hex>` (keyed).
-    fn finish(self) -> CacheKey {
-        // SHA-256 and HMAC-SHA256 are both 32 bytes.
-        let mut digest = [0u8; 32];
-        let format = match self {
-            Hasher::Plain(ctx) => {
-                digest.copy_from_slice(ctx.finish().as_ref());
-                KEY_FORMAT
-            }
-            Hasher::Keyed(ctx) => {
-                digest.copy_from_slice(ctx.sign().as_ref());
-                KEY_FORMAT_KEYED
-            }
-        };
+    /// The key named by this digest.
+    fn finish(self) -> CacheKey
+    where
+        Self: Sized,
+    {
+        let digest = self.digest();
         // Built on the stack and allocated once (this runs on every request).
         let mut buf = [0u8; KEY_FORMAT_KEYED.len() + 1 + 64];
+        let format = Self::FORMAT.as_bytes();
         let len = format.len() + 1 + 2 * digest.len();
         let (prefix, hex) = buf.split_at_mut(format.len() + 1);
-        prefix[..format.len()].copy_from_slice(format.as_bytes());
+        prefix[..format.len()].copy_from_slice(format);
         prefix[format.len()] = b':';
         write_hex(hex, &digest);
         CacheKey::from_ascii(&buf[..len])
     }
+}
+
+impl Digest for digest::Context {
+    const FORMAT: &'static str = KEY_FORMAT;
+    fn update(&mut self, bytes: &[u8]) {
+        digest::Context::update(self, bytes);
+    }
+    fn digest(self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(self.finish().as_ref());
+        out
+    }
+}
+
+impl Digest for hmac::Context {
+    const FORMAT: &'static str = KEY_FORMAT_KEYED;
+    fn update(&mut self, bytes: &[u8]) {
+        hmac::Context::update(self, bytes);
+    }
+    fn digest(self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(self.sign().as_ref());
+        out
+    }
+}
+
+/// Method and normalized target: the start of every request's key.
+fn start(h: &mut impl Digest, method: &Method, normalized_target: &str) {
+    h.update(method.as_str().as_bytes());
+    h.update(b"\0");
+    h.update(normalized_target.as_bytes());
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -406,7 +410,19 @@ impl Keying {
         method: &Method,
         body: Option<&[u8]>,
     ) -> CacheKey {
-        let names = self.names.get(set);
+        match self.names.get(set) {
+            Some(names) => self.key_with(hmac::Context::with_key(names), request, method, body),
+            None => self.key_with(digest::Context::new(&digest::SHA256), request, method, body),
+        }
+    }
+
+    fn key_with<B>(
+        &self,
+        mut h: impl Digest,
+        request: &Request<B>,
+        method: &Method,
+        body: Option<&[u8]>,
+    ) -> CacheKey {
         if let Some(custom) = &self.custom {
             // The user's key in its own domain (`custom\0` first): it never equals a request's.
             let user_key = custom(&KeyParts {
@@ -415,13 +431,12 @@ impl Keying {
                 headers: request.headers(),
                 body,
             });
-            let mut h = Hasher::new(names);
             h.update(b"custom\0");
             h.update(user_key.as_bytes());
             return h.finish();
         }
         let target = normalized_target(request, &self.ignored);
-        let mut h = CacheKey::start(names, method, &target);
+        start(&mut h, method, &target);
         for name in &self.match_headers {
             if self
                 .ignored
