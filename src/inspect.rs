@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use http::{Method, Request, StatusCode};
+use http::{Method, StatusCode};
 
 use crate::config::Config;
 use crate::controls::url_glob;
@@ -211,7 +211,8 @@ impl<St: Store> Inspector<St> {
                         size,
                         created_at: head.response_time,
                         expires: expires_at(now, lifetime, age),
-                        is_expired: age >= lifetime,
+                        // Before the layer's `not_before` it is never served: as expired.
+                        is_expired: age >= lifetime || self.before_not_before(head.response_time),
                     });
                 }
                 Err(OpenError::BadSignature(bad)) => {
@@ -241,18 +242,28 @@ impl<St: Store> Inspector<St> {
     ///
     /// [`StoreError`] when the store fails, or `url` is not a valid URI.
     pub async fn contains(&self, url: &str) -> Result<bool, StoreError> {
-        let key = self.url_key(url)?;
-        match self.call(self.get(&key)).await? {
-            StoreResponse::Blob(Some(blob)) => Ok(self.config.envelope.open(&key, blob).is_ok()),
-            _ => Ok(false),
+        // Under every name: during a key rotation an entry may still have its old one.
+        for key in self.url_keys(url)? {
+            if let StoreResponse::Blob(Some(blob)) = self.call(self.get(&key)).await? {
+                if let Ok(entry) = self.config.envelope.open(&key, blob) {
+                    if !self.before_not_before(entry.head.response_time) {
+                        return Ok(true);
+                    }
+                }
+            }
         }
+        Ok(false)
     }
 
-    fn url_key(&self, url: &str) -> Result<CacheKey, StoreError> {
-        let request = Request::get(url)
-            .body(())
-            .map_err(|e| StoreError::failed(Box::new(e)))?;
-        Ok(self.config.keying.key_as(&request, &Method::GET))
+    /// Received before the layer's `not_before`: the layer treats it as absent.
+    fn before_not_before(&self, response_time: std::time::SystemTime) -> bool {
+        self.config.not_before.is_some_and(|t| response_time < t)
+    }
+
+    /// The GET keys of `url` under every name set of the key ring, current first.
+    fn url_keys(&self, url: &str) -> Result<Vec<CacheKey>, StoreError> {
+        let uri: http::Uri = url.parse().map_err(|e| StoreError::failed(Box::new(e)))?;
+        Ok(self.config.keying.get_keys(uri))
     }
 
     /// Deletes the entry stored under `key`.
@@ -281,13 +292,15 @@ impl<St: Store> Inspector<St> {
     ///
     /// [`StoreError`] when the store fails, or `url` is not a valid URI.
     pub async fn delete_url(&self, url: &str) -> Result<usize, StoreError> {
-        let key = self.url_key(url)?;
-        let prefix = format!("{key}#");
+        // Under every name (and each name's variants): during a key rotation an entry may
+        // still have its old one.
+        let names = self.url_keys(url)?;
+        let prefixes: Vec<String> = names.iter().map(|k| format!("{k}#")).collect();
         let keys = self
             .keys()
             .await?
             .into_iter()
-            .filter(|k| *k == key || k.as_str().starts_with(&prefix))
+            .filter(|k| names.contains(k) || prefixes.iter().any(|p| k.as_str().starts_with(p)))
             .collect();
         self.delete_keys(keys).await
     }

@@ -136,6 +136,9 @@ pub enum NotStoredReason {
     /// does not [key request bodies](crate::CacheLayer::key_request_bodies), or the body's
     /// length is unknown or over the limit.
     RequestBody,
+    /// The request's `Host` header is repeated or not a valid authority, so the key could not
+    /// say which host the origin will see: the request went through untouched, not looked up.
+    InvalidHost,
 }
 
 impl fmt::Display for NotStoredReason {
@@ -155,6 +158,7 @@ impl fmt::Display for NotStoredReason {
             NotStoredReason::Disabled => "caching disabled for this request",
             NotStoredReason::ReadOnly => "the cache is read-only",
             NotStoredReason::RequestBody => "the request body cannot be part of the key",
+            NotStoredReason::InvalidHost => "the Host header is repeated or invalid",
         })
     }
 }
@@ -279,7 +283,11 @@ pub(crate) fn cache_status_field<B>(response: &Response<B>, now: SystemTime) -> 
             // handle it, "miss": nothing usable was stored.
             let fwd = match response.extensions().get::<NotStoredReason>() {
                 Some(NotStoredReason::Method) => "method",
-                Some(NotStoredReason::Disabled | NotStoredReason::ReadOnly) => "bypass",
+                Some(
+                    NotStoredReason::Disabled
+                    | NotStoredReason::ReadOnly
+                    | NotStoredReason::InvalidHost,
+                ) => "bypass",
                 Some(NotStoredReason::RequestNoStore) => "request",
                 _ => "miss",
             };

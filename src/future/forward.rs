@@ -182,12 +182,21 @@ impl<St: Store> Ctx<St> {
             body,
             trailers,
         } = entry;
-        head.headers = freshen(&head.headers, not_modified.headers());
+        // Too many fields to merge (see `freshen`): the stored response is served as it is, and
+        // not stored again.
+        let merged = freshen(&head.headers, not_modified.headers());
+        let restore = merged.is_some();
+        match merged {
+            Some(headers) => head.headers = headers,
+            None => {
+                tracing::warn!(key = %key, "a 304 with more header fields than an entry holds; serving the stored response without storing it again")
+            }
+        }
         head.request_time = self.request_time;
         head.response_time = response_time;
         let age = AgeInputs::from_headers(&head.headers, head.request_time, response_time)
             .current_age(response_time);
-        if let Some(storing) = self.storing.take() {
+        if let Some(storing) = self.storing.take().filter(|_| restore) {
             let parts = respond::response_parts(&head);
             if let Ok(admitted) = self.admit(&storing, &parts, response_time, age) {
                 head.expiry = admitted.expiry;

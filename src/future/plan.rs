@@ -6,7 +6,7 @@ use http::{Method, Request, Uri};
 
 use crate::config::Config;
 use crate::controls::{CacheMode, ExpireAfter};
-use crate::key::{target_uri, CacheKey};
+use crate::key::{host_is_keyable, target_uri, CacheKey};
 use crate::policy::decision::stored_method;
 use crate::policy::invalidation::is_safe;
 use crate::policy::validation::{has_unsupported_preconditions, is_conditional};
@@ -82,7 +82,9 @@ impl Plan {
             || config.keying.custom.is_some()
             || (method_allowed && body.is_some());
         let disabled = mode == CacheMode::NoStore || expire == Some(ExpireAfter::DoNotCache);
-        let cacheable = allowed && keyable && !disabled;
+        // A repeated or invalid `Host`: which host the origin sees is unknowable, so no key.
+        let host_ok = host_is_keyable(request);
+        let cacheable = allowed && keyable && !disabled && host_ok;
         let key = cacheable.then(|| config.keying.key(request, stored_method(method), body));
         let older_keys = match key {
             Some(_) if config.keying.name_sets() > 1 => (1..config.keying.name_sets())
@@ -120,6 +122,8 @@ impl Plan {
             && !has_unsupported_preconditions(request.headers());
         let store = if disabled {
             StoreIntent::Skip(NotStoredReason::Disabled)
+        } else if allowed && !host_ok {
+            StoreIntent::Skip(NotStoredReason::InvalidHost)
         } else if allowed && !keyable {
             StoreIntent::Skip(NotStoredReason::RequestBody)
         } else if !allowed || head {
@@ -355,6 +359,31 @@ mod tests {
             .is_none());
         let options = plan(&c, Request::options("http://e.com/"));
         assert!(options.invalidate.is_none());
+    }
+
+    #[test]
+    fn a_repeated_or_invalid_host_bypasses_the_cache() {
+        let c = config();
+        let two = plan(
+            &c,
+            get("http://e.com/").header("host", "a").header("host", "b"),
+        );
+        let bad = Request::get("http://e.com/")
+            .header("host", http::HeaderValue::from_bytes(b"a\xff").unwrap())
+            .body(())
+            .unwrap();
+        let bad = Plan::new(&c, &bad, None);
+        let at = plan(&c, get("http://e.com/").header("host", "user@e.com"));
+        for p in [two, bad, at] {
+            assert_eq!(p.key, None);
+            assert!(!p.lookup);
+            assert_eq!(p.not_stored(), Some(NotStoredReason::InvalidHost));
+        }
+        let fine = plan(
+            &c,
+            get("http://e.com/").header("host", "other.example:8080"),
+        );
+        assert!(fine.lookup && fine.may_store());
     }
 
     #[test]

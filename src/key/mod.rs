@@ -7,8 +7,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use http::uri::Scheme;
-use http::{header, HeaderMap, Method, Request, Uri};
+use http::{HeaderMap, Method, Request, Uri};
 use percent_encoding::percent_decode_str;
 use ring::{digest, hmac};
 
@@ -42,20 +41,22 @@ impl CacheKey {
     /// `https`) is dropped, an empty path becomes `/`, and query parameters are sorted by name
     /// (a stable sort, so repeated names keep their order).
     ///
-    /// The authority is the one the origin sees (RFC 9110 §7.2): the `Host` header when the
-    /// request has one (an HTTP/1 origin routes on it; hyper-util sends a caller's own `Host`),
-    /// else the URI's (HTTP/2's `:authority`). So two virtual hosts behind one address never
-    /// share an entry, and an HTTP/2 request whose `Host` differs from its `:authority` (a
-    /// malformed request, RFC 9113 §8.3.1) gets an entry of its own.
+    /// The authority is the URI's (where the client connects; a relative URI, as a server sees
+    /// it, takes the `Host` header's). A `Host` header naming another authority is part of the
+    /// key as well (RFC 9110 §7.2: an HTTP/1 origin routes on it, and hyper-util sends a caller's
+    /// own `Host`): two virtual hosts behind one address never share an entry, and a request sent
+    /// to one server with another's name in `Host` never answers for that other name.
     ///
     /// ```
     /// use hyper_client_cache::CacheKey;
     ///
     /// let a = http::Request::get("http://10.0.0.1/").header("host", "a.example").body(()).unwrap();
     /// let b = http::Request::get("http://10.0.0.1/").header("host", "b.example").body(()).unwrap();
-    /// let a2 = http::Request::get("http://A.example/").body(()).unwrap();
+    /// let plain = http::Request::get("http://a.example/").body(()).unwrap();
+    /// let same = http::Request::get("http://A.example:80/").header("host", "a.example").body(()).unwrap();
     /// assert_ne!(CacheKey::for_request(&a), CacheKey::for_request(&b));
-    /// assert_eq!(CacheKey::for_request(&a), CacheKey::for_request(&a2));
+    /// assert_ne!(CacheKey::for_request(&a), CacheKey::for_request(&plain));
+    /// assert_eq!(CacheKey::for_request(&same), CacheKey::for_request(&plain));
     /// ```
     pub fn for_request<B>(request: &Request<B>) -> Self {
         let normalized = normalized_target(request, &[]);
@@ -224,121 +225,6 @@ pub struct KeyParts<'a> {
 /// A user's key function.
 pub(crate) type KeyFn = Arc<dyn Fn(&KeyParts<'_>) -> String + Send + Sync>;
 
-/// The authority a request is for, as keys and URL rules see it, with the scheme's default port
-/// dropped; not lowercased (callers lowercase while they copy). The one authority normalization
-/// of the crate.
-///
-/// What the origin sees wins (RFC 9110 §7.2, RFC 9111 §4): the `Host` header when the request
-/// has one (an HTTP/1 origin routes on it, and hyper-util sends a caller's own `Host`), else the
-/// URI's authority (HTTP/2's `:authority`). Over HTTP/2 a `Host` must equal `:authority` (RFC 9113
-/// §8.3.1); one that differs gets an entry of its own, never a shared one.
-fn authority<'a>(uri: &'a Uri, host: Option<&'a str>) -> &'a str {
-    let authority = match host.filter(|h| !h.is_empty()) {
-        Some(host) => host,
-        None => uri.authority().map_or("", |a| a.as_str()),
-    };
-    // `Scheme` parses `http` / `https` in any case into its standard variants: no string
-    // comparison here.
-    let default_port = match uri.scheme() {
-        None => ":80",
-        Some(s) if *s == Scheme::HTTP => ":80",
-        Some(s) if *s == Scheme::HTTPS => ":443",
-        Some(_) => return authority,
-    };
-    authority.strip_suffix(default_port).unwrap_or(authority)
-}
-
-fn host_header<B>(request: &Request<B>) -> Option<&str> {
-    request
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-}
-
-/// `host[:port]/path` of a URI, as URL patterns see it: the host lowercased, a default port
-/// dropped, no scheme, no query. `host` (a request's `Host` header) wins over the URI's
-/// authority, as in the key.
-pub(crate) fn host_path(uri: &Uri, host: Option<&str>) -> String {
-    let mut out = authority(uri, host).to_ascii_lowercase();
-    out.push_str(match uri.path() {
-        "" => "/",
-        p => p,
-    });
-    out
-}
-
-/// The target URI the origin sees: the request's URI with the authority that keys it
-/// ([`authority`]), for resolving `Location` / `Content-Location` against (RFC 9111 §4.4).
-pub(crate) fn target_uri<B>(request: &Request<B>) -> Uri {
-    let uri = request.uri();
-    let Some(host) = host_header(request).filter(|h| !h.is_empty()) else {
-        return uri.clone();
-    };
-    let mut parts = uri.clone().into_parts();
-    match host.parse() {
-        Ok(authority) => parts.authority = Some(authority),
-        Err(_) => return uri.clone(),
-    }
-    if parts.scheme.is_none() {
-        parts.scheme = Some(Scheme::HTTP);
-    }
-    if parts.path_and_query.is_none() {
-        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
-    }
-    Uri::from_parts(parts).unwrap_or_else(|_| uri.clone())
-}
-
-/// `host_path` of a request (its `Host` header, if any, wins over the URI's authority).
-pub(crate) fn request_host_path<B>(request: &Request<B>) -> String {
-    host_path(request.uri(), host_header(request))
-}
-
-/// `scheme://authority/path?sorted-query`, normalized as described on [`CacheKey::for_request`].
-/// Built in one buffer: this runs on every request.
-pub(crate) fn normalized_target<B>(request: &Request<B>, ignored: &[String]) -> String {
-    let uri = request.uri();
-    let scheme = uri.scheme_str().unwrap_or("http");
-    let authority = authority(uri, host_header(request));
-    let path = match uri.path() {
-        "" => "/",
-        p => p,
-    };
-    let query = uri.query().unwrap_or("");
-    let mut out =
-        String::with_capacity(scheme.len() + authority.len() + path.len() + query.len() + 5);
-    out.push_str(scheme);
-    out.make_ascii_lowercase();
-    out.push_str("://");
-    let host_at = out.len();
-    out.push_str(authority);
-    out[host_at..].make_ascii_lowercase();
-    out.push_str(path);
-    if query.contains('&') || !ignored.is_empty() {
-        let mut pairs: Vec<&str> = query
-            .split('&')
-            .filter(|p| !p.is_empty() && !ignored.iter().any(|i| i == param_name(p)))
-            .collect();
-        // Stable: `a=2&a=1` keeps its order, only different names are reordered.
-        pairs.sort_by(|a, b| param_name(a).cmp(param_name(b)));
-        if let Some((first, rest)) = pairs.split_first() {
-            out.push('?');
-            out.push_str(first);
-            for p in rest {
-                out.push('&');
-                out.push_str(p);
-            }
-        }
-    } else if !query.is_empty() {
-        out.push('?');
-        out.push_str(query);
-    }
-    out
-}
-
-fn param_name(pair: &str) -> &str {
-    pair.split_once('=').map_or(pair, |(name, _)| name)
-}
-
 /// How a layer turns requests into keys and into the URI it stores.
 #[derive(Clone)]
 pub(crate) struct Keying {
@@ -386,6 +272,7 @@ impl Keying {
 
     /// The key of `request` as if its method were `method` (a HEAD is answered from the GET
     /// entry, and invalidation removes GET entries).
+    #[cfg(test)]
     pub(crate) fn key_as<B>(&self, request: &Request<B>, method: &Method) -> CacheKey {
         self.key(request, method, None)
     }
@@ -504,6 +391,20 @@ impl Keying {
         Redacted(self, uri)
     }
 
+    /// A (decoded) parameter name that carries a credential: a redacted name in any case, also
+    /// as the base or a bracketed part of a structured name (`token[]`, `user[password]`, as
+    /// PHP and Rails read them).
+    fn is_redacted(&self, name: &str) -> bool {
+        let hit = |n: &str| self.redacted.iter().any(|r| r.eq_ignore_ascii_case(n));
+        let base = name.split('[').next().unwrap_or(name);
+        hit(name)
+            || hit(base)
+            || name
+                .split('[')
+                .skip(1)
+                .any(|part| hit(part.split(']').next().unwrap_or(part)))
+    }
+
     fn write_uri(&self, uri: &Uri, out: &mut impl fmt::Write) -> fmt::Result {
         if let Some(scheme) = uri.scheme_str() {
             write!(out, "{scheme}://")?;
@@ -521,15 +422,27 @@ impl Keying {
             return Ok(());
         };
         let mut first = true;
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
+        // Pairs are separated by `&` or `;` (some servers accept either): each kept pair keeps
+        // the separator it had.
+        let mut rest = query;
+        let mut sep = '&';
+        while !rest.is_empty() {
+            let end = rest.find(['&', ';']).unwrap_or(rest.len());
+            let pair = &rest[..end];
+            let next_sep = rest[end..].chars().next();
+            rest = rest.get(end + 1..).unwrap_or("");
+            let this_sep = std::mem::replace(&mut sep, next_sep.unwrap_or('&'));
+            if pair.is_empty() {
+                continue;
+            }
             let raw = param_name(pair);
             let name = percent_decode_str(raw).decode_utf8_lossy();
             if self.ignored.iter().any(|i| i == raw || *i == name) {
                 continue;
             }
-            out.write_char(if first { '?' } else { '&' })?;
+            out.write_char(if first { '?' } else { this_sep })?;
             first = false;
-            if pair.contains('=') && self.redacted.iter().any(|r| r.eq_ignore_ascii_case(&name)) {
+            if pair.contains('=') && self.is_redacted(&name) {
                 write!(out, "{raw}=REDACTED")?;
             } else {
                 out.write_str(pair)?;
@@ -538,6 +451,11 @@ impl Keying {
         Ok(())
     }
 }
+
+mod uri;
+
+pub(crate) use uri::{host_is_keyable, host_path, request_host_path, target_uri};
+use uri::{normalized_target, param_name};
 
 #[cfg(test)]
 mod tests;

@@ -1,6 +1,7 @@
 //! Unit tests of keys and URI normalization.
 
 use super::*;
+use http::header;
 
 fn key(method: &str, uri: &str) -> CacheKey {
     CacheKey::for_request(&Request::builder().method(method).uri(uri).body(()).unwrap())
@@ -124,23 +125,32 @@ fn host_path_normalizes() {
 }
 
 #[test]
-fn the_host_header_wins_over_the_uri_authority() {
+fn a_differing_host_header_is_keyed_besides_the_uri_authority() {
     let with_host =
         |uri: &str, host: &str| Request::get(uri).header("host", host).body(()).unwrap();
+    // The connection target stays the authority; the Host that differs is keyed after a NUL.
     let r = with_host("http://10.0.0.1:8080/p?q=1", "Tenant.example");
-    assert_eq!(normalized_target(&r, &[]), "http://tenant.example/p?q=1");
-    assert_eq!(request_host_path(&r), "tenant.example/p");
-    assert_eq!(target_uri(&r), "http://Tenant.example/p?q=1");
-    let r = with_host("https://x/", "x:443");
+    assert_eq!(
+        normalized_target(&r, &[]),
+        "http://10.0.0.1:8080/p?q=1\0host\0tenant.example"
+    );
+    assert_eq!(request_host_path(&r), "10.0.0.1:8080/p");
+    assert_eq!(target_uri(&r), "http://10.0.0.1:8080/p?q=1");
+    // The same authority in another case or with the default port adds nothing.
+    let r = with_host("https://x/", "X:443");
     assert_eq!(normalized_target(&r, &[]), "https://x/");
-    // A relative URI (as a server sees it) becomes absolute on its Host.
+    // `Host: example.com/a` + `/b` is not `example.com/a/b`.
+    let odd = with_host("http://10.0.0.1/b", "example.com/a");
+    let plain = Request::get("http://example.com/a/b").body(()).unwrap();
+    assert_ne!(normalized_target(&odd, &[]), normalized_target(&plain, &[]));
+    // A relative URI (as a server sees it) takes its authority from the Host.
     let r = with_host("/rel", "h.example");
+    assert_eq!(normalized_target(&r, &[]), "http://h.example/rel");
     assert_eq!(target_uri(&r), "http://h.example/rel");
-    // An empty or unparsable Host leaves the URI as it is.
-    let r = with_host("http://e.com/", "");
-    assert_eq!(normalized_target(&r, &[]), "http://e.com/");
-    let r = with_host("http://e.com/", "bad host");
-    assert_eq!(target_uri(&r), "http://e.com/");
+    assert!(host_is_keyable(&r));
+    assert!(!host_is_keyable(&with_host("http://e.com/", "")));
+    assert!(!host_is_keyable(&with_host("http://e.com/", "bad host")));
+    assert!(!host_is_keyable(&with_host("http://e.com/", "e.com/a")));
 }
 
 #[test]

@@ -107,7 +107,11 @@ pub(crate) fn not_modified_headers(stored: &HeaderMap) -> HeaderMap {
 /// The stored body is reused as is, so the fields that describe its bytes (`Content-Length`,
 /// `Content-Encoding`, `Content-Range`, `Content-MD5`) and its validator (`ETag`) keep their
 /// stored values; every other field, `Content-Type` included, is updated.
-pub(crate) fn freshen(stored: &HeaderMap, not_modified: &HeaderMap) -> HeaderMap {
+///
+/// `None` when the merged fields would not fit in one `HeaderMap` (tens of thousands of field
+/// lines; only an origin without an HTTP parser's limits sends that many): the caller then
+/// serves the stored response as it is and does not store it again.
+pub(crate) fn freshen(stored: &HeaderMap, not_modified: &HeaderMap) -> Option<HeaderMap> {
     let mut update = not_modified.clone();
     strip_unstorable(&mut update);
     for keep in [
@@ -124,9 +128,9 @@ pub(crate) fn freshen(stored: &HeaderMap, not_modified: &HeaderMap) -> HeaderMap
         merged.remove(name);
     }
     for (name, value) in update.iter() {
-        merged.append(name.clone(), value.clone());
+        merged.try_append(name.clone(), value.clone()).ok()?;
     }
-    merged
+    Some(merged)
 }
 
 #[cfg(test)]
@@ -177,7 +181,7 @@ mod tests {
             ("connection", "close"),
             ("x-new", "added"),
         ]);
-        let merged = freshen(&stored, &not_modified);
+        let merged = freshen(&stored, &not_modified).unwrap();
         assert_eq!(merged["content-length"], "5");
         assert_eq!(merged["content-type"], "text/html");
         assert_eq!(merged["cache-control"], "max-age=60");
@@ -188,6 +192,26 @@ mod tests {
             ["c=3"]
         );
         assert!(!merged.contains_key("connection"));
+    }
+
+    #[test]
+    fn a_304_too_large_to_merge_is_no_merge_and_no_panic() {
+        let mut stored = HeaderMap::new();
+        for i in 0..1_000u32 {
+            stored.insert(
+                HeaderName::from_bytes(format!("x-a-{i}").as_bytes()).unwrap(),
+                HeaderValue::from(i),
+            );
+        }
+        let mut not_modified = HeaderMap::new();
+        for i in 0..24_000u32 {
+            not_modified.insert(
+                HeaderName::from_bytes(format!("x-b-{i}").as_bytes()).unwrap(),
+                HeaderValue::from(i),
+            );
+        }
+        assert!(freshen(&stored, &not_modified).is_none());
+        assert!(freshen(&stored, &HeaderMap::new()).is_some());
     }
 
     #[test]

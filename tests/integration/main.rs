@@ -1,5 +1,6 @@
 //! Integration tests through a real hyper origin on 127.0.0.1 and a hyper-util client.
 
+mod attacks;
 mod axum;
 mod body;
 mod caching;
