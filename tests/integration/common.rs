@@ -452,3 +452,18 @@ pub fn cached_client_unpooled<St: Store>(layer: CacheLayer<St>) -> Cache<HyperCl
             .build_http(),
     )
 }
+
+/// The entry files (`*.hcc`) of a `DiskStore` directory, in its shard directories.
+pub fn entry_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for shard in std::fs::read_dir(dir).unwrap().flatten() {
+        if shard.path().is_dir() {
+            for f in std::fs::read_dir(shard.path()).unwrap().flatten() {
+                if f.path().extension().is_some_and(|e| e == "hcc") {
+                    out.push(f.path());
+                }
+            }
+        }
+    }
+    out
+}

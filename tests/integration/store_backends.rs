@@ -105,20 +105,6 @@ async fn disk_store_serves_hits_through_the_layer_and_survives_a_restart() {
     assert_eq!(origin.requests(), 1);
 }
 
-fn entry_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for shard in std::fs::read_dir(dir).unwrap().flatten() {
-        if shard.path().is_dir() {
-            for f in std::fs::read_dir(shard.path()).unwrap().flatten() {
-                if f.path().extension().is_some_and(|e| e == "hcc") {
-                    out.push(f.path());
-                }
-            }
-        }
-    }
-    out
-}
-
 #[tokio::test]
 async fn a_truncated_or_garbled_disk_file_is_a_miss_and_is_replaced() {
     let origin = Origin::fixed("max-age=600", "genuine body").await;

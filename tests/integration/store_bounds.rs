@@ -10,20 +10,6 @@ use tower::ServiceExt;
 
 use crate::common::*;
 
-fn entry_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for shard in std::fs::read_dir(dir).unwrap().flatten() {
-        if shard.path().is_dir() {
-            for f in std::fs::read_dir(shard.path()).unwrap().flatten() {
-                if f.path().extension().is_some_and(|e| e == "hcc") {
-                    out.push(f.path());
-                }
-            }
-        }
-    }
-    out
-}
-
 /// `store`, recording the length of every blob it answers a lookup with.
 fn recording<St: hyper_client_cache::Store>(
     store: St,
