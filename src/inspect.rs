@@ -263,7 +263,7 @@ impl<St: Store> Inspector<St> {
     /// The GET keys of `url` under every name set of the key ring, current first.
     fn url_keys(&self, url: &str) -> Result<Vec<CacheKey>, StoreError> {
         let uri: http::Uri = url.parse().map_err(|e| StoreError::failed(Box::new(e)))?;
-        Ok(self.config.keying.get_keys(uri))
+        Ok(self.config.keying.get_keys(uri, None))
     }
 
     /// Deletes the entry stored under `key`.

@@ -25,7 +25,7 @@ impl<St: Store> Ctx<St> {
         // older name, so it must go too.
         let mut keys = invalidation.targets;
         for uri in related_targets(&invalidation.uri, response.headers()) {
-            for key in self.config.keying.get_keys(uri) {
+            for key in self.config.keying.get_keys(uri, invalidation.host.as_ref()) {
                 if !keys.contains(&key) {
                     keys.push(key);
                 }

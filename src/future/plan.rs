@@ -30,6 +30,8 @@ pub(super) struct Invalidation {
     pub(super) targets: Vec<CacheKey>,
     /// The target URI, to resolve `Location` / `Content-Location` against.
     pub(super) uri: Uri,
+    /// The request's `Host`: the keys of those URIs on the same origin carry it too.
+    pub(super) host: Option<http::HeaderValue>,
 }
 
 /// What the cache does with one request, decided before anything is awaited.
@@ -145,6 +147,7 @@ impl Plan {
                     .map(|set| config.keying.key_in(set, request, &Method::GET, None))
                     .collect(),
                 uri: target_uri(request),
+                host: request.headers().get(http::header::HOST).cloned(),
             })
         });
         Plan {

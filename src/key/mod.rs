@@ -350,10 +350,19 @@ impl Keying {
         h.finish()
     }
 
-    /// The GET keys of `uri` under every name set, current first (what an invalidation removes).
-    pub(crate) fn get_keys(&self, uri: http::Uri) -> Vec<CacheKey> {
+    /// The GET keys of `uri` under every name set, current first (what an invalidation removes),
+    /// as a GET with this `Host` header (the unsafe request's, whose origin `uri` is on) would
+    /// have them.
+    pub(crate) fn get_keys(
+        &self,
+        uri: http::Uri,
+        host: Option<&http::HeaderValue>,
+    ) -> Vec<CacheKey> {
         let mut probe = Request::new(());
         *probe.uri_mut() = uri;
+        if let Some(host) = host {
+            probe.headers_mut().insert(http::header::HOST, host.clone());
+        }
         (0..self.name_sets())
             .map(|set| self.key_in(set, &probe, &Method::GET, None))
             .collect()

@@ -442,3 +442,64 @@ async fn invalidation_during_a_rotation_removes_the_entry_under_every_name() {
         "the invalidated entry came back under its old name"
     );
 }
+
+/// A reverse proxy forwards with the origin's URI and the client's `Host` (both keyed): the
+/// `Location` of an unsafe request's answer invalidates the entry keyed with that same `Host`.
+#[tokio::test]
+async fn invalidation_of_a_location_keeps_the_requests_host() {
+    let origin = Origin::start(|s| {
+        let mut r = Response::builder().header("cache-control", "max-age=600");
+        if s.method == http::Method::POST {
+            r = r.status(201).header("location", "/items/2");
+        }
+        r.body(Full::new(Bytes::from(format!(
+            "{} {}",
+            s.method,
+            s.uri.path()
+        ))))
+        .unwrap()
+    })
+    .await;
+    let mut client = full_body_client(CacheLayer::new(MemoryStore::default()));
+    let with_host = |method: http::Method, path: &str| {
+        Request::builder()
+            .method(method)
+            .uri(origin.url(path))
+            .header("host", "proxy.example")
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    use tower::ServiceExt;
+    let status = |r: &Response<hyper_client_cache::CacheBody<hyper::body::Incoming>>| {
+        *r.extensions().get::<CacheStatus>().unwrap()
+    };
+    let first = client
+        .clone()
+        .oneshot(with_host(http::Method::GET, "/items/2"))
+        .await
+        .unwrap();
+    assert_eq!(status(&first), CacheStatus::Miss);
+    drop(http_body_util::BodyExt::collect(first.into_body()).await);
+    let hit = client
+        .clone()
+        .oneshot(with_host(http::Method::GET, "/items/2"))
+        .await
+        .unwrap();
+    assert_eq!(status(&hit), CacheStatus::Hit);
+    let post = client
+        .clone()
+        .oneshot(with_host(http::Method::POST, "/items/1"))
+        .await
+        .unwrap();
+    assert_eq!(post.status(), 201);
+    drop(http_body_util::BodyExt::collect(post.into_body()).await);
+    let after = client
+        .oneshot(with_host(http::Method::GET, "/items/2"))
+        .await
+        .unwrap();
+    assert_eq!(
+        status(&after),
+        CacheStatus::Miss,
+        "the Location was not invalidated"
+    );
+}
