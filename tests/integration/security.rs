@@ -460,7 +460,7 @@ async fn invalidation_of_a_location_keeps_the_requests_host() {
         .unwrap()
     })
     .await;
-    let mut client = full_body_client(CacheLayer::new(MemoryStore::default()));
+    let client = full_body_client(CacheLayer::new(MemoryStore::default()));
     let with_host = |method: http::Method, path: &str| {
         Request::builder()
             .method(method)
