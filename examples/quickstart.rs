@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper_client_cache::{
-    BadSignature, BoxError, CacheLayer, CacheStatus, MemoryStore, OnBadSignature, SecretKey,
-    StoreRequest,
+    BadSignature, BoxError, CacheLayer, CacheStatus, MemoryStore, SecretKey, StoreRequest,
+    StoreResponse,
 };
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -73,18 +73,27 @@ async fn main() -> Result<(), BoxError> {
         .await?;
     report(fetch(&mut client, &url).await);
 
-    // 4. A second cache sharing the store with a *different* key: it refuses the junk, refetches
-    //    and stores its own validly signed response under the same key...
-    let other_key = SecretKey::new("an attacker's perfectly valid key")?;
+    // 4. A second cache sharing the store with a *different* key stores its own validly signed
+    //    response (under its own name: key names are keyed digests too), and whoever can write
+    //    to the store copies it under ours...
+    let other_layer = CacheLayer::new(store.clone())
+        .secret_key(SecretKey::new("an attacker's perfectly valid key")?);
     let mut other = ServiceBuilder::new()
-        .layer(
-            CacheLayer::new(store.clone())
-                .secret_key(other_key)
-                .on_bad_signature(OnBadSignature::Refetch),
-        )
+        .layer(other_layer.clone())
         .service(Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>());
     fetch(&mut other, &url).await?;
-    println!("\nA cache with a different key stores its own signed entry under {cache_key}");
+    let their_name = other_layer.key_for(&http::Request::get(&url).body(())?);
+    let blob = match store.clone().oneshot(StoreRequest::get(their_name)).await? {
+        StoreResponse::Blob(Some(blob)) => blob,
+        _ => return Err("the other cache stored nothing".into()),
+    };
+    let put = StoreRequest::Put {
+        key: cache_key.clone(),
+        blob,
+        ttl: None,
+    };
+    store.clone().oneshot(put).await?;
+    println!("\nA cache with a different key signs its own entry; it is copied under {cache_key}");
     // ...which our client refuses just the same.
     report(fetch(&mut client, &url).await);
 
