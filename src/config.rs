@@ -12,7 +12,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::coalesce::Flights;
 use crate::controls::{ExpireAfter, ResponseFilter, UrlRules};
 use crate::envelope::Envelope;
-use crate::key::{request_host_path, Keying};
+use crate::key::{request_host_path, CacheKey, Keying};
 use crate::metrics::CacheMetrics;
 use crate::policy::decision::Reuse;
 use crate::store::{self, Store, StoreCall, StoreRequest};
@@ -190,6 +190,15 @@ impl Config {
             self.sensitive_headers
                 .contains(name)
                 .then(|| self.envelope.vary_digest(value))
+        }
+    }
+
+    /// A lookup of `key`, bounded by the largest blob this layer accepts (the request path and
+    /// the inspector alike).
+    pub(crate) fn get(&self, key: CacheKey) -> StoreRequest {
+        StoreRequest::Get {
+            key,
+            max_len: self.envelope.max_blob(),
         }
     }
 

@@ -155,14 +155,6 @@ impl<St: Store> Inspector<St> {
         flatten(store::call(&self.store, &self.config.timer, bound, request).await)
     }
 
-    /// A lookup of `key`, bounded like the request path's.
-    fn get(&self, key: &CacheKey) -> StoreRequest {
-        StoreRequest::Get {
-            key: key.clone(),
-            max_len: self.config.envelope.max_blob(),
-        }
-    }
-
     async fn keys(&self) -> Result<Vec<CacheKey>, StoreError> {
         match self.call(StoreRequest::Keys).await? {
             StoreResponse::Keys(mut keys) => {
@@ -187,7 +179,7 @@ impl<St: Store> Inspector<St> {
         let now = self.config.clock.now();
         let reuse = self.config.reuse();
         for key in self.keys().await? {
-            let blob = match self.call(self.get(&key)).await? {
+            let blob = match self.call(self.config.get(key.clone())).await? {
                 StoreResponse::Blob(Some(blob)) => blob,
                 _ => continue,
             };
@@ -244,7 +236,8 @@ impl<St: Store> Inspector<St> {
     pub async fn contains(&self, url: &str) -> Result<bool, StoreError> {
         // Under every name: during a key rotation an entry may still have its old one.
         for key in self.url_keys(url)? {
-            if let StoreResponse::Blob(Some(blob)) = self.call(self.get(&key)).await? {
+            if let StoreResponse::Blob(Some(blob)) = self.call(self.config.get(key.clone())).await?
+            {
                 if let Ok(entry) = self.config.envelope.open(&key, blob) {
                     if !self.before_not_before(entry.head.response_time) {
                         return Ok(true);

@@ -318,10 +318,7 @@ impl<St: Store> Ctx<St> {
                 fut: self.store_call(StoreRequest::Delete { key }),
             },
             Next::Variant(key) => State::Lookup {
-                fut: self.store_call(StoreRequest::Get {
-                    key,
-                    max_len: self.config.envelope.max_blob(),
-                }),
+                fut: self.store_call(self.config.get(key)),
             },
             Next::Revalidate(validators) => {
                 if let Some(request) = request.as_mut() {
@@ -354,10 +351,7 @@ impl<St: Store> Ctx<St> {
         self.found.older = 0;
         match (stored, self.plan.key.clone()) {
             (true, Some(key)) => State::Lookup {
-                fut: self.store_call(StoreRequest::Get {
-                    key,
-                    max_len: self.config.envelope.max_blob(),
-                }),
+                fut: self.store_call(self.config.get(key)),
             },
             _ => forward::forward(inner, request, self),
         }

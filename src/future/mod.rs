@@ -344,10 +344,7 @@ where
         match (&ctx.plan.key, ctx.plan.lookup) {
             (Some(key), true) => {
                 tracing::debug!(key = %key, "cache lookup");
-                let fut = ctx.store_call(StoreRequest::Get {
-                    key: key.clone(),
-                    max_len: ctx.config.envelope.max_blob(),
-                });
+                let fut = ctx.store_call(ctx.config.get(key.clone()));
                 drop(_entered);
                 Self {
                     state: State::Lookup { fut },
