@@ -3,14 +3,21 @@
 //! see `scripts/conformance.sh` and `docs/conformance.md`.
 //!
 //! ```sh
-//! cargo run --release --example caching_proxy -- --listen 127.0.0.1:8080 --origin http://127.0.0.1:8000 [--private]
+//! cargo run --release --example caching_proxy -- --listen 127.0.0.1:8080 --origin http://127.0.0.1:8000 \
+//!     [--private] [--stale-on-error SECS]
 //! ```
 //!
-//! Shared-cache rules unless `--private`. Only the authority of each request is rewritten (to the
-//! origin's); method, path, query, headers and body are forwarded unchanged.
+//! Shared-cache rules unless `--private`; as a shared cache it obeys `CDN-Cache-Control`
+//! (RFC 9213), as a reverse proxy in front of its origin may. `--stale-on-error SECS` serves a
+//! stored response up to SECS stale when the origin cannot be reached or answers 500, 502, 503
+//! or 504 (RFC 9111 §4.2.4 allows it when the cache is disconnected from the origin). Only the
+//! authority of each request is rewritten (to the origin's); method, path, query, headers and
+//! body are forwarded unchanged, except the hop-by-hop fields, which a proxy removes in both
+//! directions on every path (RFC 9110 §7.6.1).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
@@ -24,18 +31,24 @@ struct Args {
     listen: SocketAddr,
     origin: http::uri::Authority,
     private: bool,
+    stale_on_error: Option<Duration>,
 }
 
 fn args() -> Result<Args, BoxError> {
     let mut listen = None;
     let mut origin = None;
     let mut private = false;
+    let mut stale_on_error = None;
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--listen" => listen = it.next(),
             "--origin" => origin = it.next(),
             "--private" => private = true,
+            "--stale-on-error" => {
+                let secs: u64 = it.next().ok_or("--stale-on-error SECS")?.parse()?;
+                stale_on_error = Some(Duration::from_secs(secs));
+            }
             other => return Err(format!("unknown argument {other}").into()),
         }
     }
@@ -52,6 +65,7 @@ fn args() -> Result<Args, BoxError> {
         listen,
         origin,
         private,
+        stale_on_error,
     })
 }
 
@@ -61,14 +75,15 @@ type ProxyBody = BoxBody<Bytes, BoxError>;
 async fn main() -> Result<(), BoxError> {
     let args = args()?;
     let client = Client::builder(TokioExecutor::new()).build_http::<Incoming>();
-    let cache = ServiceBuilder::new()
-        .layer(
-            CacheLayer::new(MemoryStore::new(256 << 20))
-                .shared(!args.private)
-                // A reverse proxy is a surrogate of its origin: obey Surrogate-Control.
-                .surrogate("hcc"),
-        )
-        .service(client);
+    let mut layer = CacheLayer::new(MemoryStore::new(256 << 20)).shared(!args.private);
+    if !args.private {
+        // A reverse proxy acts for its origin, like a CDN: obey CDN-Cache-Control.
+        layer = layer.cdn_cache_control();
+    }
+    if let Some(max) = args.stale_on_error {
+        layer = layer.serve_stale_on_error(max);
+    }
+    let cache = ServiceBuilder::new().layer(layer).service(client);
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     eprintln!(
         "caching proxy on http://{} -> http://{} ({} cache)",
@@ -95,8 +110,12 @@ async fn main() -> Result<(), BoxError> {
                         Ok(uri) => *req.uri_mut() = uri,
                         Err(e) => return Ok::<_, Infallible>(error_response(502, &e.to_string())),
                     }
+                    strip_hop_by_hop(req.headers_mut());
                     match cache.oneshot(req).await {
-                        Ok(response) => Ok(response.map(|b| b.map_err(Into::into).boxed())),
+                        Ok(mut response) => {
+                            strip_hop_by_hop(response.headers_mut());
+                            Ok(response.map(|b| b.map_err(Into::into).boxed()))
+                        }
                         Err(e) => Ok(error_response(502, &e.to_string())),
                     }
                 }
@@ -105,6 +124,33 @@ async fn main() -> Result<(), BoxError> {
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;
         });
+    }
+}
+
+/// RFC 9110 §7.6.1: "a proxy MUST ... remove any header or trailer field [listed in Connection]
+/// ... and then remove the Connection header field itself", and "SHOULD" remove the other
+/// hop-by-hop fields it knows (`Proxy-Connection`, `Keep-Alive`, `TE`, `Transfer-Encoding`,
+/// `Upgrade`). hyper frames the message itself (`Content-Length` or chunked).
+fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
+    let listed: Vec<http::HeaderName> = headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| http::HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in [
+        "connection",
+        "proxy-connection",
+        "keep-alive",
+        "te",
+        "transfer-encoding",
+        "upgrade",
+    ] {
+        headers.remove(name);
     }
 }
 

@@ -14,7 +14,7 @@ use crate::controls::{ExpireAfter, ResponseFilter, UrlRules};
 use crate::envelope::Envelope;
 use crate::key::{request_host_path, CacheKey, Keying};
 use crate::metrics::CacheMetrics;
-use crate::policy::decision::Reuse;
+use crate::policy::Reuse;
 use crate::store::{self, Store, StoreCall, StoreRequest};
 use crate::timer::TimerProbe;
 
@@ -89,6 +89,8 @@ pub(crate) struct Config {
     pub(crate) fail_closed: bool,
     pub(crate) stale_on_error: Option<Duration>,
     pub(crate) surrogate: Option<String>,
+    /// RFC 9213 target list, in precedence order.
+    pub(crate) targets: Vec<http::HeaderName>,
     pub(crate) timer: Arc<TimerProbe>,
     pub(crate) metrics: CacheMetrics,
     pub(crate) expire_after: Option<ExpireAfter>,
@@ -126,6 +128,7 @@ impl Config {
             fail_closed: false,
             stale_on_error: None,
             surrogate: None,
+            targets: Vec::new(),
             timer: Arc::new(TimerProbe::default()),
             metrics: CacheMetrics::default(),
             expire_after: None,
@@ -165,6 +168,7 @@ impl Config {
     pub(crate) fn reuse(&self) -> Reuse<'_> {
         Reuse {
             surrogate: self.surrogate.as_deref(),
+            targets: &self.targets,
             shared: self.shared,
             stale_on_error: self.stale_on_error,
         }

@@ -125,6 +125,10 @@ struct StoresGuide;
 
 #[doc(inline)]
 pub use crate::body::CacheBody;
+
+/// `CDN-Cache-Control` (RFC 9213 §3), the targeted cache-control field for CDN caches; see
+/// [`CacheLayer::cdn_cache_control`] and [`CacheLayer::targeted_fields`].
+pub const CDN_CACHE_CONTROL: http::HeaderName = http::HeaderName::from_static("cdn-cache-control");
 #[doc(inline)]
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 #[doc(inline)]

@@ -19,7 +19,7 @@ use crate::policy::storable::{
     storability, with_user_expiry, Exchange, NotStorable, Storability, UserExpiry,
 };
 use crate::policy::vary::{capture, vary_names, VaryNames};
-use crate::policy::{RequestDirectives, ResponseDirectives};
+use crate::policy::RequestDirectives;
 use crate::store::{flatten, Store, StoreRequest, StoreResponse};
 
 /// The parts of a forwarded request that its stored entry records.
@@ -80,8 +80,7 @@ impl<St: Store> Ctx<St> {
         if self.plan.expire == Some(ExpireAfter::DoNotCache) {
             return Err(NotStorable::Method);
         }
-        let cc =
-            ResponseDirectives::parse_as_surrogate(&parts.headers, config.surrogate.as_deref());
+        let cc = crate::policy::directives_for(&parts.headers, &config.reuse());
         let exchange = Exchange {
             method: &storing.method,
             method_allowed: self.plan.method_allowed,
@@ -119,6 +118,12 @@ impl<St: Store> Ctx<St> {
     ) -> EntryHead {
         let mut headers = parts.headers.clone();
         strip_unstorable(&mut headers);
+        // RFC 9111 §5.2.2.4 / §5.2.2.7: the fields a qualified `no-cache` or (shared)
+        // `private` names are not kept; the rest of the response is.
+        let cc = crate::policy::directives_for(&parts.headers, &self.config.reuse());
+        for name in cc.unstored_fields(self.config.shared) {
+            headers.remove(name);
+        }
         let protect = self.config.protect();
         let vary = match vary_names(&parts.headers) {
             VaryNames::Names(names) => names

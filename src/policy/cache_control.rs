@@ -2,7 +2,7 @@
 
 use std::borrow::Cow;
 
-use http::header::{self, HeaderMap};
+use http::header::{self, HeaderMap, HeaderName};
 
 /// RFC 9111 §1.2.2: "If a cache receives a delta-seconds value greater than the greatest integer
 /// it can represent, or if any of its subsequent calculations overflows, the cache MUST consider
@@ -19,11 +19,17 @@ pub(crate) struct ResponseDirectives {
     pub(crate) s_maxage: Option<u64>,
     /// §5.2.2.5 `no-store`.
     pub(crate) no_store: bool,
-    /// §5.2.2.4 `no-cache`, with or without a field list (a list is read as the whole response:
-    /// the conservative reading the section allows).
+    /// §5.2.2.4 `no-cache` without a field list (or with one the cache cannot read: then the
+    /// whole response, the conservative reading).
     pub(crate) no_cache: bool,
-    /// §5.2.2.7 `private`, with or without a field list (likewise).
+    /// §5.2.2.4 qualified `no-cache="a, b"`: only these fields must not be sent without
+    /// revalidation; the cache leaves them out of what it stores and reuses the rest.
+    pub(crate) no_cache_fields: Vec<HeaderName>,
+    /// §5.2.2.7 `private` without a field list (or with one the cache cannot read).
     pub(crate) private: bool,
+    /// §5.2.2.7 qualified `private="a"`: a shared cache "MUST NOT store the listed header
+    /// fields ... but MAY store the remaining header fields".
+    pub(crate) private_fields: Vec<HeaderName>,
     /// §5.2.2.9 `public`.
     pub(crate) public: bool,
     /// §5.2.2.2 `must-revalidate`.
@@ -36,6 +42,9 @@ pub(crate) struct ResponseDirectives {
     pub(crate) stale_if_error: Option<u64>,
     /// RFC 5861 §3 `stale-while-revalidate` (parsed; not acted on yet).
     pub(crate) stale_while_revalidate: Option<u64>,
+    /// Read from an RFC 9213 targeted field instead of `Cache-Control`: `Expires` is then
+    /// ignored too (§2.1).
+    pub(crate) targeted: bool,
     /// `Surrogate-Control: max-age` for this surrogate (only when the cache acts as one).
     pub(crate) surrogate_max_age: Option<u64>,
     /// `Surrogate-Control: no-store` for this surrogate.
@@ -168,9 +177,15 @@ impl ResponseDirectives {
             } else if is("no-store") {
                 d.no_store = true;
             } else if is("no-cache") {
-                d.no_cache = true;
+                match value.as_deref().map(field_names) {
+                    Some(Some(names)) => d.no_cache_fields.extend(names),
+                    _ => d.no_cache = true,
+                }
             } else if is("private") {
-                d.private = true;
+                match value.as_deref().map(field_names) {
+                    Some(Some(names)) => d.private_fields.extend(names),
+                    _ => d.private = true,
+                }
             } else if is("public") {
                 d.public = true;
             } else if is("must-revalidate") {
@@ -190,13 +205,37 @@ impl ResponseDirectives {
     }
 }
 
+/// The field names of a qualified `no-cache` or `private` (§5.2.2.4, §5.2.2.7: a quoted list of
+/// field names). `None` when the list is empty or a name is not a field name: the directive is
+/// then read unqualified.
+fn field_names(list: &str) -> Option<Vec<HeaderName>> {
+    let names: Option<Vec<HeaderName>> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+        .collect();
+    names.filter(|n| !n.is_empty())
+}
+
 impl ResponseDirectives {
+    /// The fields a cache must leave out of what it stores (§5.2.2.4 qualified `no-cache`;
+    /// §5.2.2.7 qualified `private`, shared caches only).
+    pub(crate) fn unstored_fields(&self, shared: bool) -> impl Iterator<Item = &HeaderName> {
+        let private: &[HeaderName] = if shared { &self.private_fields } else { &[] };
+        self.no_cache_fields.iter().chain(private)
+    }
+
     /// [`parse`](Self::parse), plus the `Surrogate-Control` directives that apply to the
     /// surrogate `id` (W3C Edge Architecture Specification 1.0, §2.2): untargeted ones, and
     /// those targeted with `;id`. Directives are case-insensitive; values must be exactly
     /// digits (`max-age = 5` is not understood and ignored).
+    #[cfg(test)]
     pub(crate) fn parse_as_surrogate(headers: &HeaderMap, id: Option<&str>) -> Self {
-        let mut d = Self::parse(headers);
+        Self::with_surrogate(Self::parse(headers), headers, id)
+    }
+
+    pub(crate) fn with_surrogate(mut d: Self, headers: &HeaderMap, id: Option<&str>) -> Self {
         let Some(id) = id else {
             return d;
         };
@@ -310,12 +349,16 @@ mod tests {
                 false,
                 false,
             ),
+            // Qualified: only the listed fields (below), not the whole response.
             (
                 &["no-cache=\"set-cookie, x\", max-age=5"],
                 Some(5),
                 false,
-                true,
+                false,
             ),
+            // A list the cache cannot read: the whole response.
+            (&["no-cache=\"\", max-age=5"], Some(5), false, true),
+            (&["no-cache=\"a b\", max-age=5"], Some(5), false, true),
             (&["  no-store  ,"], None, true, false),
             (&["x-unknown=\"a,b\", max-age=7"], Some(7), false, false),
             (&[""], None, false, false),
@@ -326,6 +369,24 @@ mod tests {
             assert_eq!(d.no_store, *no_store, "{lines:?}");
             assert_eq!(d.no_cache, *no_cache, "{lines:?}");
         }
+    }
+
+    #[test]
+    fn qualified_no_cache_and_private_name_fields() {
+        let d = ResponseDirectives::parse(&headers(&[
+            r#"no-cache="A, b", private=set-cookie, max-age=60"#,
+        ]));
+        assert!(!d.no_cache && !d.private);
+        let names = |v: &[HeaderName]| v.iter().map(|n| n.as_str().to_owned()).collect::<Vec<_>>();
+        assert_eq!(names(&d.no_cache_fields), ["a", "b"]);
+        assert_eq!(names(&d.private_fields), ["set-cookie"]);
+        let shared: Vec<_> = d.unstored_fields(true).map(|n| n.as_str()).collect();
+        assert_eq!(shared, ["a", "b", "set-cookie"]);
+        let private: Vec<_> = d.unstored_fields(false).map(|n| n.as_str()).collect();
+        assert_eq!(private, ["a", "b"]);
+        // Unqualified next to qualified: the whole response.
+        let d = ResponseDirectives::parse(&headers(&["no-cache=\"a\"", "no-cache"]));
+        assert!(d.no_cache);
     }
 
     #[test]

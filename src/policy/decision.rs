@@ -7,7 +7,7 @@ use http::{HeaderMap, Method, StatusCode};
 use super::cache_control::{RequestDirectives, ResponseDirectives};
 use super::freshness::{freshness_lifetime, AgeInputs};
 use super::vary;
-use super::{Expiry, Stored};
+use super::{Expiry, Reuse, Stored};
 
 /// The verdict on one stored response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,7 +103,7 @@ pub(crate) fn assess(
 pub(crate) fn lifetime(stored: &Stored<'_>, config: &Reuse<'_>) -> (ResponseDirectives, Duration) {
     match stored.expiry {
         Expiry::Headers => {
-            let cc = ResponseDirectives::parse_as_surrogate(stored.headers, config.surrogate);
+            let cc = super::directives_for(stored.headers, config);
             let lifetime = freshness_lifetime(
                 stored.headers,
                 &cc,
@@ -114,10 +114,7 @@ pub(crate) fn lifetime(stored: &Stored<'_>, config: &Reuse<'_>) -> (ResponseDire
             .unwrap_or(Duration::ZERO);
             (cc, lifetime)
         }
-        Expiry::Fill(lifetime) => (
-            ResponseDirectives::parse_as_surrogate(stored.headers, config.surrogate),
-            lifetime,
-        ),
+        Expiry::Fill(lifetime) => (super::directives_for(stored.headers, config), lifetime),
         // `cache_control(false)`: the user asked for the headers to be ignored.
         Expiry::Override(lifetime) => (ResponseDirectives::default(), lifetime),
     }
@@ -197,18 +194,6 @@ fn judge(
         return stale;
     }
     Decision::Fresh { age }
-}
-
-/// The settings of the layer that reuse decisions depend on.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Reuse<'a> {
-    /// Acting as this surrogate: `Surrogate-Control` applies.
-    pub(crate) surrogate: Option<&'a str>,
-    /// Shared-cache rules (§5.2.2.7, §5.2.2.8, §5.2.2.10).
-    pub(crate) shared: bool,
-    /// Serve a stale response at most this stale when the origin fails, even without
-    /// `stale-if-error` (an out-of-band contract in §4.2.4's words).
-    pub(crate) stale_on_error: Option<Duration>,
 }
 
 #[cfg(test)]

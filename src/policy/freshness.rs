@@ -7,7 +7,8 @@ use http::StatusCode;
 
 use super::cache_control::{delta_seconds, ResponseDirectives, DELTA_SECONDS_MAX};
 
-/// Parses an HTTP-date (RFC 9110 §5.6.7: IMF-fixdate, RFC 850 and asctime forms).
+/// Parses an HTTP-date field (RFC 9110 §5.6.7: IMF-fixdate, RFC 850 and asctime forms, read
+/// the lenient way RFC 9111 §4.2 asks: see [`super::dates`]).
 pub(crate) fn http_date(
     headers: &HeaderMap,
     name: header::HeaderName,
@@ -17,7 +18,7 @@ pub(crate) fn http_date(
     let parsed = first
         .to_str()
         .ok()
-        .and_then(|s| httpdate::parse_http_date(s.trim()).ok());
+        .and_then(|s| super::dates::parse(s.trim()));
     // Two different values of a singleton date field: unusable (treated like an invalid date).
     if values.any(|v| v != first) {
         return Some(Err(()));
@@ -51,6 +52,11 @@ pub(crate) fn explicit_lifetime(
     // "If the max-age response directive is present, use its value"
     if let Some(m) = cc.max_age {
         return Some(Duration::from_secs(m));
+    }
+    // RFC 9213 §2.1: a cache that uses a targeted field "MUST ignore the Cache-Control and
+    // Expires header fields in that response".
+    if cc.targeted {
+        return None;
     }
     // "If the Expires response header field is present, use its value minus the value of the
     // Date response header field (using the time the message was received if it is not
@@ -118,7 +124,7 @@ pub(crate) fn freshness_lifetime(
 /// The inputs of the age calculation that are fixed when the response is received.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct AgeInputs {
-    /// `age_value`: the `Age` header, 0 when absent or invalid.
+    /// `age_value`: the first member of the `Age` field, 0 when absent or invalid (§5.1).
     pub(crate) age_value: Duration,
     /// `date_value`: the `Date` header, `response_time` when absent or invalid.
     pub(crate) date_value: SystemTime,
@@ -132,21 +138,18 @@ impl AgeInputs {
         request_time: SystemTime,
         response_time: SystemTime,
     ) -> Self {
-        // §5.1: Age is delta-seconds, a singleton field. An invalid value (not digits, a
-        // parameter) or several values (even equal ones) cannot be trusted either way: the
-        // conservative reading is "very old", so the response is treated as stale.
-        let mut values = headers
-            .get_all(header::AGE)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|b| *b == b','));
-        let age_value = match (values.next(), values.next()) {
-            (None, _) => Duration::ZERO,
-            (Some(only), None) => std::str::from_utf8(only)
-                .ok()
-                .and_then(|v| delta_seconds(v.trim()))
-                .map_or(Duration::from_secs(DELTA_SECONDS_MAX), Duration::from_secs),
-            (Some(_), Some(_)) => Duration::from_secs(DELTA_SECONDS_MAX),
-        };
+        // §5.1: "a cache encountering a message with a list-based Age field value SHOULD use
+        // the first member of the field value, discarding subsequent ones" (the first line's
+        // first member when the field is repeated), and "If the field value (after discarding
+        // additional members, as per above) is invalid (e.g., it contains something other than
+        // a non-negative integer), a cache SHOULD ignore the field": §4.2.3's age_value is then
+        // "0 if not available".
+        let age_value = headers
+            .get(header::AGE)
+            .and_then(|v| v.as_bytes().split(|b| *b == b',').next())
+            .and_then(|first| std::str::from_utf8(first).ok())
+            .and_then(|first| delta_seconds(first.trim_matches([' ', '\t'])))
+            .map_or(Duration::ZERO, Duration::from_secs);
         let date_value = match http_date(headers, header::DATE) {
             Some(Ok(d)) => d,
             _ => response_time,
@@ -357,32 +360,41 @@ mod tests {
             inputs.current_age(t(100)),
             Duration::from_secs(DELTA_SECONDS_MAX)
         );
-        // Invalid or conflicting Age: treated as very old (stale).
-        let max = Duration::from_secs(DELTA_SECONDS_MAX);
-        for bad in [
-            &["-5"][..],
-            &["abc"],
-            &["1.5"],
-            &["10s"],
-            &["5;x=1"],
-            &["0", "7200"],
-            &["0, 7200"],
-        ] {
-            let pairs: Vec<(&str, &str)> = bad.iter().map(|v| ("age", *v)).collect();
+        // §5.1: the first member of a list or of repeated lines counts; an invalid first member
+        // is ignored (age_value 0). The suite's age-parse group, plus edge cases of our own.
+        let cases: &[(&[&str], u64)] = &[
+            (&["-5"], 0),
+            (&["-7200"], 0),
+            (&["abc"], 0),
+            (&["1.5"], 0),
+            (&["7200.0"], 0),
+            (&["10s"], 0),
+            (&["5;x=1"], 0),
+            (&["7200;foo=111"], 0),
+            (&[""], 0),
+            (&[", 7200"], 0),
+            (&["0", "7200"], 0),
+            (&["0, 7200"], 0),
+            (&["7200, 0"], 7200),
+            (&["7200", "0"], 7200),
+            (&["0, 0"], 0),
+            (&["3600", "3600"], 3600),
+            (&["30", "30"], 30),
+            (&[" 30 "], 30),
+            (&["\t30 ,x"], 30),
+            (&["2147483647"], DELTA_SECONDS_MAX - 1),
+            (&["2147483648"], DELTA_SECONDS_MAX),
+            (&["2147483649"], DELTA_SECONDS_MAX),
+        ];
+        for (lines, want) in cases {
+            let pairs: Vec<(&str, &str)> = lines.iter().map(|v| ("age", *v)).collect();
             let h = hdrs(&pairs);
             assert_eq!(
                 AgeInputs::from_headers(&h, t(0), t(0)).age_value,
-                max,
-                "{bad:?}"
+                Duration::from_secs(*want),
+                "{lines:?}"
             );
         }
-        let h = hdrs(&[("age", "30"), ("age", "30")]);
-        assert_eq!(AgeInputs::from_headers(&h, t(0), t(0)).age_value, max);
-        let h = hdrs(&[("age", " 30 ")]);
-        assert_eq!(
-            AgeInputs::from_headers(&h, t(0), t(0)).age_value,
-            Duration::from_secs(30)
-        );
     }
 
     proptest::proptest! {

@@ -492,6 +492,7 @@ async fn heuristic_freshness_from_last_modified_and_other_statuses() {
 }
 
 #[tokio::test]
+#[allow(deprecated)] // `surrogate` stays for one release (RFC 9213 targeted fields replace it).
 async fn as_a_surrogate_the_cache_announces_itself_and_obeys_surrogate_control() {
     let origin = Origin::start(|s| {
         let targeted = s.headers.contains_key("surrogate-capability");

@@ -8,6 +8,7 @@ mod coalesce;
 mod common;
 mod compose;
 mod controls;
+mod directives;
 mod inspect;
 mod security;
 mod stale;
