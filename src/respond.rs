@@ -3,7 +3,9 @@
 //!
 //! - [`hit`]: a stored response served (fresh, stale where allowed, or just revalidated);
 //! - [`not_modified`]: a `304` to a client's own conditional request (RFC 9111 §4.3.2);
-//! - [`gateway_timeout`]: the `504` of `only-if-cached` with nothing usable (§5.2.1.7).
+//! - [`gateway_timeout`]: the `504` of `only-if-cached` with nothing usable (§5.2.1.7);
+//! - [`serve`]: a hit for a ranged request: a `206` of the range ([`partial`]), a `416`
+//!   ([`unsatisfiable`]), or the whole response (RFC 9110 §14, `policy/ranges.rs`).
 
 use std::time::{Duration, SystemTime};
 
@@ -14,6 +16,7 @@ use crate::body::CacheBody;
 use crate::entry::{Entry, EntryHead};
 use crate::key::CacheKey;
 use crate::policy::freshness::age_value;
+use crate::policy::ranges::{select, ByteRange, ContentRange, Selected};
 use crate::policy::retention::expires_at;
 use crate::policy::validation::not_modified_headers;
 use crate::status::{CacheInfo, CacheStatus};
@@ -72,6 +75,108 @@ pub(crate) fn hit<B>(
     *response.version_mut() = head.version;
     *response.headers_mut() = head.headers;
     response.headers_mut().insert(header::AGE, age_value(age));
+    response.extensions_mut().insert(status);
+    response.extensions_mut().insert(info);
+    response
+}
+
+/// A stored response served for a request of `range` (with its `If-Range`), or of the whole
+/// representation when `range` is `None`: [`hit`], [`partial`] or [`unsatisfiable`] as
+/// `policy::ranges::select` says. The caller has checked that an incomplete entry (a stored
+/// `206`) holds the range; one that does not is served as it is stored.
+pub(crate) fn serve<B>(
+    entry: Entry,
+    age: Duration,
+    status: CacheStatus,
+    head_only: bool,
+    info: CacheInfo,
+    range: Option<(ByteRange, Option<&http::HeaderValue>)>,
+) -> Response<CacheBody<B>> {
+    let selected = match range {
+        Some((range, if_range)) if !head_only => select(
+            range,
+            if_range,
+            entry.head.status,
+            &entry.head.headers,
+            entry.body.len() as u64,
+        ),
+        _ => None,
+    };
+    match selected {
+        None | Some(Selected::Whole) => hit(entry, age, status, head_only, info),
+        Some(Selected::Part(part)) => partial(entry, part, age, status, info),
+        Some(Selected::Unsatisfiable { complete }) => {
+            unsatisfiable(&entry.head, complete, age, status, info)
+        }
+    }
+}
+
+/// RFC 9110 §15.3.7: a `206` of one range of the stored representation, with its
+/// `Content-Range` and `Content-Length`; the body is a slice of the stored one (no copy), without
+/// trailers. The stored response may itself be an incomplete entry holding `part` (its own
+/// `Content-Range` says where its bytes start).
+pub(crate) fn partial<B>(
+    entry: Entry,
+    part: ContentRange,
+    age: Duration,
+    status: CacheStatus,
+    info: CacheInfo,
+) -> Response<CacheBody<B>> {
+    let Entry { head, body, .. } = entry;
+    let offset = crate::policy::ranges::stored_range(&head.headers).map_or(0, |have| have.first);
+    // `select` checked that the part lies within the body; saturate rather than trust it.
+    let start = usize::try_from(part.first - offset)
+        .unwrap_or(usize::MAX)
+        .min(body.len());
+    let end = usize::try_from(part.last - offset + 1)
+        .unwrap_or(usize::MAX)
+        .min(body.len());
+    let mut response = Response::new(CacheBody::cached(body.slice(start..end.max(start)), None));
+    *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+    *response.version_mut() = head.version;
+    *response.headers_mut() = head.headers;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_RANGE, part.header_value());
+    headers.insert(
+        header::CONTENT_LENGTH,
+        http::HeaderValue::from(end.max(start) - start),
+    );
+    headers.insert(header::AGE, age_value(age));
+    response.extensions_mut().insert(status);
+    response.extensions_mut().insert(info);
+    response
+}
+
+/// RFC 9110 §15.5.17: `416 Range Not Satisfiable`, with `Content-Range: bytes */N` ("a server
+/// generating a 416 ... SHOULD send a Content-Range header field with an unsatisfied-range
+/// value"), and the stored validators and dates.
+pub(crate) fn unsatisfiable<B>(
+    head: &EntryHead,
+    complete: u64,
+    age: Duration,
+    status: CacheStatus,
+    info: CacheInfo,
+) -> Response<CacheBody<B>> {
+    let mut response = Response::new(CacheBody::cached(Bytes::new(), None));
+    *response.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
+    *response.version_mut() = head.version;
+    let headers = response.headers_mut();
+    for name in [
+        header::DATE,
+        header::ETAG,
+        header::LAST_MODIFIED,
+        header::CACHE_CONTROL,
+    ] {
+        for value in head.headers.get_all(&name) {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    let unsatisfied = format!("bytes */{complete}");
+    if let Ok(value) = http::HeaderValue::from_str(&unsatisfied) {
+        headers.insert(header::CONTENT_RANGE, value);
+    }
+    headers.insert(header::CONTENT_LENGTH, http::HeaderValue::from_static("0"));
+    headers.insert(header::AGE, age_value(age));
     response.extensions_mut().insert(status);
     response.extensions_mut().insert(info);
     response
@@ -194,6 +299,56 @@ mod tests {
         let collected = response.into_body().collect().await.unwrap();
         assert_eq!(collected.trailers().unwrap()["x-checksum"], "abc");
         assert_eq!(collected.to_bytes(), "hello");
+    }
+
+    #[tokio::test]
+    async fn a_range_is_a_slice_of_the_stored_body_not_a_copy() {
+        let e = entry();
+        let stored = e.body.clone();
+        let i = info(&e, 0);
+        let range = ByteRange::From {
+            first: 1,
+            last: Some(3),
+        };
+        let response = serve::<http_body_util::Empty<Bytes>>(
+            e,
+            Duration::ZERO,
+            CacheStatus::Hit,
+            false,
+            i.clone(),
+            Some((range, None)),
+        );
+        assert_eq!(response.status(), StatusCode::PARTIAL_CONTENT);
+        assert_eq!(response.headers()[header::CONTENT_RANGE], "bytes 1-3/5");
+        assert_eq!(response.headers()[header::CONTENT_LENGTH], "3");
+        let collected = response.into_body().collect().await.unwrap();
+        assert!(collected.trailers().is_none(), "a part has no trailers");
+        let part = collected.to_bytes();
+        assert_eq!(part, "ell");
+        // The same memory as the stored body (the blob), one byte in.
+        assert_eq!(part.as_ptr(), stored[1..].as_ptr());
+
+        // Unsatisfiable: 416 with the length; HEAD: the whole header section.
+        let response = serve::<http_body_util::Empty<Bytes>>(
+            entry(),
+            Duration::ZERO,
+            CacheStatus::Hit,
+            false,
+            i.clone(),
+            Some((ByteRange::Suffix(0), None)),
+        );
+        assert_eq!(response.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+        assert_eq!(response.headers()[header::CONTENT_RANGE], "bytes */5");
+        assert_eq!(response.headers()[header::ETAG], "\"v1\"");
+        let head = serve::<http_body_util::Empty<Bytes>>(
+            entry(),
+            Duration::ZERO,
+            CacheStatus::Hit,
+            true,
+            i,
+            Some((range, None)),
+        );
+        assert_eq!(head.status(), StatusCode::OK);
     }
 
     #[tokio::test]

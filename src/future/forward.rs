@@ -16,7 +16,8 @@ use crate::error::BoxError;
 use crate::key::CacheKey;
 use crate::policy::decision::{is_origin_error, lifetime};
 use crate::policy::fields::content_length;
-use crate::policy::freshness::AgeInputs;
+use crate::policy::freshness::{explicit_lifetime, AgeInputs};
+use crate::policy::invalidation::content_location_is;
 use crate::policy::retention::expires_at;
 use crate::policy::validation::freshen;
 use crate::respond::{self, hit_info, Freshness};
@@ -58,6 +59,8 @@ impl<St: Store> Ctx<St> {
         self.advertise(&mut request);
         if let (true, Some(key)) = (self.plan.may_store(), &self.plan.key) {
             self.storing = Some(Box::new(Storing::of(key, &request, &self.plan.cc)));
+        } else if let Some(key) = &self.plan.post_key {
+            self.storing = Some(Box::new(Storing::post_as_get(key, &request, &self.plan.cc)));
         }
         self.request_time = self.config.clock.now();
         inner.oneshot(request)
@@ -95,7 +98,7 @@ impl<St: Store> Ctx<St> {
         let freshness = Freshness { lifetime, age, now };
         let info = hit_info(&stale.key, head, freshness, false, self.found.blob_size);
         let status = CacheStatus::StaleIfError;
-        Some(respond::hit(stale.entry, age, status, self.plan.head, info))
+        Some(self.serve(stale.entry, age, status, info))
     }
 
     /// The origin's response, routed: the 304 of a revalidation, an error stale-if-error may
@@ -117,7 +120,28 @@ impl<St: Store> Ctx<St> {
         let (mut parts, body) = response.into_parts();
         let mut status = self.status;
         let mut info = CacheInfo::bypass();
-        let body = match self.storing.take() {
+        // RFC 9110 §9.3.3: a POST's response is stored for GETs only with explicit freshness
+        // and a Content-Location naming its target; §8.7: only a 2xx's Content-Location says
+        // the content is "a current representation of that resource".
+        let post_reusable = |storing: &Storing| {
+            if !parts.status.is_success() {
+                return false;
+            }
+            let cc = crate::policy::directives_for(&parts.headers, &self.config.reuse());
+            explicit_lifetime(&parts.headers, &cc, self.config.shared, response_time).is_some()
+                && content_location_is(storing.uri(), &parts.headers)
+        };
+        let storing = match self.storing.take() {
+            Some(storing) if self.plan.post_key.is_some() && !post_reusable(&storing) => None,
+            Some(storing) => {
+                if self.plan.post_key.is_some() {
+                    status = CacheStatus::Miss;
+                }
+                Some(storing)
+            }
+            None => None,
+        };
+        let body = match storing {
             Some(storing) => {
                 let age = AgeInputs::from_headers(&parts.headers, self.request_time, response_time)
                     .current_age(response_time);
@@ -125,12 +149,18 @@ impl<St: Store> Ctx<St> {
                 match self.admit(&storing, &parts, response_time, age) {
                     Ok(admitted) => {
                         let lifetime = admitted.lifetime;
-                        let head =
+                        let mut head =
                             self.entry_head(&storing, &parts, response_time, admitted.expiry);
+                        let (key, splice) = self.place(&storing.key, &mut head);
+                        info.key = Some(key.clone());
                         info.created_at = Some(response_time);
                         info.expires = expires_at(response_time, lifetime, age);
                         let expected_len = content_length(&parts.headers);
-                        let sealer = self.sealer(storing.key, head, admitted.ttl);
+                        let sealer = self.sealer(key, head, admitted.ttl);
+                        let sealer = match splice {
+                            Some(splice) => splice.wrap(sealer),
+                            None => sealer,
+                        };
                         if body.is_end_stream() && expected_len.unwrap_or(0) == 0 {
                             // No body at all (a 204, say): a server may never poll it, so the
                             // entry is stored now rather than at its end.
@@ -220,6 +250,6 @@ impl<St: Store> Ctx<St> {
             body,
             trailers,
         };
-        respond::hit(entry, age, CacheStatus::Revalidated, self.plan.head, info)
+        self.serve(entry, age, CacheStatus::Revalidated, info)
     }
 }

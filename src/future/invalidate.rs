@@ -31,6 +31,9 @@ impl<St: Store> Ctx<St> {
                 }
             }
         }
+        // A ranged request's incomplete entries (RFC 9111 §3.3) go with their URLs.
+        let partials: Vec<_> = keys.iter().map(|k| k.partial()).collect();
+        keys.extend(partials);
         // The deletes run together: the response waits for one store timeout at most.
         let calls = keys.into_iter().map(|key| {
             let call = self.store_call(StoreRequest::Delete { key: key.clone() });

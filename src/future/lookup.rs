@@ -19,6 +19,7 @@ use crate::key::CacheKey;
 use crate::metrics::Event;
 use crate::policy::decision::{assess, Decision};
 use crate::policy::fields::has_validator;
+use crate::policy::ranges::{select, Selected};
 use crate::policy::validation::{conditional_headers, not_modified};
 use crate::policy::vary::capture;
 use crate::respond::{self, hit_info, Freshness};
@@ -77,6 +78,7 @@ impl<St: Store> Ctx<St> {
         // The key this blob was read from: the primary key (under the current or an older name,
         // see `older_keys`), or a variant's key (§4.1).
         let key = match (&self.found.variant_key, self.found.older) {
+            _ if self.found.partial_looked => primary.partial(),
             (Some(variant), _) => variant.clone(),
             (None, 0) => primary,
             (None, n) => self.plan.older_keys.get(n - 1).cloned().unwrap_or(primary),
@@ -85,7 +87,7 @@ impl<St: Store> Ctx<St> {
             Ok(Some(blob)) => blob,
             Ok(None) => {
                 // Written before a key rotation: the same request under the previous key's name.
-                if self.found.variant_key.is_none() {
+                if self.found.variant_key.is_none() && !self.found.partial_looked {
                     if let Some(older) = self.plan.older_keys.get(self.found.older).cloned() {
                         tracing::debug!(key = %key, older = %older, "cache miss; looking up the name before the key rotation");
                         self.found.older += 1;
@@ -174,8 +176,32 @@ impl<St: Store> Ctx<St> {
         }
     }
 
+    /// A stored response served to this request: the whole of it, or the range the request
+    /// asks for (RFC 9110 §14, `respond::serve`).
+    pub(super) fn serve<B>(
+        &self,
+        entry: Entry,
+        age: std::time::Duration,
+        status: CacheStatus,
+        info: crate::status::CacheInfo,
+    ) -> Response<CacheBody<B>> {
+        let range = self
+            .plan
+            .range
+            .as_deref()
+            .map(|r| (r.range, r.if_range.as_ref()));
+        respond::serve(entry, age, status, self.plan.head, info, range)
+    }
+
     /// RFC 9111 §4: the policy decides whether the verified entry answers the request.
     fn decide<B>(&mut self, key: CacheKey, entry: Entry, request_headers: &HeaderMap) -> Lookup<B> {
+        if self.found.partial_looked {
+            return self.decide_partial(key, entry, request_headers);
+        }
+        // An incomplete entry answers only under its own name (never written elsewhere).
+        if entry.head.status == http::StatusCode::PARTIAL_CONTENT {
+            return self.nothing_usable();
+        }
         // New variants of this URL join the stored generation.
         self.found.generation = Some(entry.head.generation);
         let now = self.config.clock.now();
@@ -211,13 +237,13 @@ impl<St: Store> Ctx<St> {
                     // §4.3.2: the client's copy is current; answer 304 from the cache.
                     return Lookup::Hit(respond::not_modified(&entry.head, age, status, info));
                 }
-                Lookup::Hit(respond::hit(entry, age, status, self.plan.head, info))
+                Lookup::Hit(self.serve(entry, age, status, info))
             }
             Decision::StaleAccepted { age } => {
                 tracing::debug!(key = %key, age = age.as_secs(), mode = ?self.plan.mode, "stale, accepted by max-stale or the cache mode");
                 let info = info(self, &entry, age);
                 let status = CacheStatus::Stale;
-                Lookup::Hit(respond::hit(entry, age, status, self.plan.head, info))
+                Lookup::Hit(self.serve(entry, age, status, info))
             }
             Decision::Stale {
                 age,
@@ -234,7 +260,7 @@ impl<St: Store> Ctx<St> {
                 }));
                 let info = info(self, &entry, age);
                 let status = CacheStatus::StaleWhileRevalidate;
-                let response = respond::hit(entry, age, status, self.plan.head, info);
+                let response = self.serve(entry, age, status, info);
                 // At most one refresh per key: concurrent stale hits share it.
                 match self.config.flights.start_refresh(&key) {
                     Some(guard) => Lookup::Refresh(response, guard),
@@ -293,9 +319,71 @@ impl<St: Store> Ctx<St> {
         }
     }
 
-    /// Nothing stored can answer: go to the origin, unless the client said only-if-cached
-    /// (§5.2.1.7: a 504 from the cache).
+    /// The incomplete entry of a ranged request (RFC 9111 §3.3): it answers when it is fresh
+    /// (or accepted stale) and holds the range whole; else it is kept, for a `206` from the
+    /// origin to complete (§3.4).
+    fn decide_partial<B>(
+        &mut self,
+        key: CacheKey,
+        entry: Entry,
+        request_headers: &HeaderMap,
+    ) -> Lookup<B> {
+        let now = self.config.clock.now();
+        let (decision, lifetime) = assess(
+            &entry.head.stored(),
+            request_headers,
+            &self.plan.cc,
+            &self.config.reuse(),
+            now,
+            &self.config.protect(),
+        );
+        let any_stale = matches!(
+            self.plan.mode,
+            CacheMode::ForceCache | CacheMode::OnlyIfCached
+        );
+        let usable = match decision.accepting_any_stale(any_stale) {
+            Decision::Fresh { age } => Some((age, CacheStatus::Hit)),
+            Decision::StaleAccepted { age } => Some((age, CacheStatus::Stale)),
+            _ => None,
+        };
+        let selected = self.plan.range.as_deref().and_then(|r| {
+            select(
+                r.range,
+                r.if_range.as_ref(),
+                entry.head.status,
+                &entry.head.headers,
+                entry.body.len() as u64,
+            )
+        });
+        if let (Some((age, status)), Some(Selected::Part(part))) = (usable, selected) {
+            tracing::debug!(key = %key, age = age.as_secs(), "cache hit (incomplete entry)");
+            let freshness = Freshness { lifetime, age, now };
+            let info = hit_info(&key, &entry.head, freshness, false, self.found.blob_size);
+            return Lookup::Hit(respond::partial(entry, part, age, status, info));
+        }
+        if entry.head.status == http::StatusCode::PARTIAL_CONTENT {
+            tracing::debug!(key = %key, "incomplete entry does not answer; kept to combine");
+            self.found.partial = Some(Box::new(entry));
+        }
+        self.nothing_usable()
+    }
+
+    /// Nothing stored can answer: a ranged request looks for its incomplete entry once; then
+    /// it goes to the origin, unless the client said only-if-cached (§5.2.1.7: a 504 from the
+    /// cache).
     pub(super) fn nothing_usable<B>(&mut self) -> Lookup<B> {
+        if let (Some(key), Some(_), false) = (
+            self.plan.key.as_ref(),
+            self.plan.range.as_ref(),
+            self.found.partial_looked,
+        ) {
+            if self.status != CacheStatus::StoreUnavailable {
+                self.found.partial_looked = true;
+                let partial = key.partial();
+                tracing::debug!(key = %partial, "looking up the incomplete entry");
+                return Lookup::Go(Next::Variant(partial));
+            }
+        }
         if !self.plan.cc.only_if_cached {
             return Lookup::Go(Next::Forward);
         }
@@ -373,7 +461,8 @@ impl<St: Store> Ctx<St> {
     fn join_flight(&mut self) -> Option<WaitFuture> {
         let timeout = self.config.coalesce_timeout?;
         let key = self.plan.key.as_ref()?;
-        if self.found.coalesced || !self.plan.may_store() {
+        // A ranged request's answer is a part: it is not what waiters for the key wait for.
+        if self.found.coalesced || !self.plan.may_store() || self.plan.range.is_some() {
             return None;
         }
         match self.config.flights.join(key, timeout) {

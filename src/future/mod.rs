@@ -203,6 +203,12 @@ struct Found {
     generation: Option<u64>,
     /// Size of the blob a hit came from.
     blob_size: Option<usize>,
+    /// A ranged request's incomplete entry (RFC 9111 §3.3) was looked up (under
+    /// `CacheKey::partial`), after the complete one did not answer.
+    partial_looked: bool,
+    /// That incomplete entry, when it could not answer: a `206` from the origin may be combined
+    /// with it (§3.4).
+    partial: Option<Box<crate::entry::Entry>>,
 }
 
 impl<St: Store> Ctx<St> {

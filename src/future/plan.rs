@@ -9,6 +9,7 @@ use crate::controls::{CacheMode, ExpireAfter};
 use crate::key::{host_is_keyable, target_uri, CacheKey};
 use crate::policy::decision::stored_method;
 use crate::policy::invalidation::is_safe;
+use crate::policy::ranges::{parse_range, ByteRange, RangeRequest};
 use crate::policy::validation::{has_unsupported_preconditions, is_conditional};
 use crate::policy::RequestDirectives;
 use crate::status::{CacheStatus, NotStoredReason};
@@ -32,6 +33,15 @@ pub(super) struct Invalidation {
     pub(super) uri: Uri,
     /// The request's `Host`: the keys of those URIs on the same origin carry it too.
     pub(super) host: Option<http::HeaderValue>,
+}
+
+/// A `GET` for one byte range (RFC 9110 §14.2), answered from a stored response when one holds
+/// it; with several ranges the request is not looked up.
+#[derive(Debug, Clone)]
+pub(super) struct Ranged {
+    pub(super) range: ByteRange,
+    /// `If-Range` (§13.1.5): serve the range only if it holds for the stored response.
+    pub(super) if_range: Option<http::HeaderValue>,
 }
 
 /// What the cache does with one request, decided before anything is awaited.
@@ -58,6 +68,11 @@ pub(super) struct Plan {
     /// The method is one the user allowed beyond GET/HEAD (its key tells requests apart).
     pub(super) method_allowed: bool,
     pub(super) invalidate: Option<Box<Invalidation>>,
+    /// A `GET` for one byte range.
+    pub(super) range: Option<Box<Ranged>>,
+    /// A `POST` whose response may be stored for later `GET`s of its target, under this key
+    /// (RFC 9110 §9.3.3: with explicit freshness and a `Content-Location` naming the target).
+    pub(super) post_key: Option<CacheKey>,
 }
 
 impl Plan {
@@ -119,9 +134,36 @@ impl Plan {
         // Preconditions the cache does not evaluate send the request to the origin untouched;
         // If-None-Match / If-Modified-Since are answered from a fresh entry (§4.3.2). Request
         // no-cache is handled by the decision (validate first).
+        // RFC 9110 §14.2: "GET is the only method for which range handling is defined". One
+        // range is answered from a stored response; several go to the origin.
+        let range = if method == Method::GET {
+            parse_range(request.headers())
+        } else {
+            None
+        };
         let lookup = cacheable
             && mode != CacheMode::Reload
+            && range != Some(RangeRequest::Multiple)
             && !has_unsupported_preconditions(request.headers());
+        // RFC 9110 §9.3.3: "Responses to POST requests are only cacheable when they include
+        // explicit freshness information ... and a Content-Location header field that has the
+        // same value as the POST's target URI ... A cached POST response can be reused to
+        // satisfy a later GET or HEAD request." (A POST the user caches as such is keyed apart.)
+        let post_key = (method == Method::POST
+            && !allowed
+            && host_ok
+            && !disabled
+            && !cc.no_store
+            && !config.read_only
+            && config.methods.contains(&Method::GET))
+        .then(|| config.keying.key(request, &Method::GET, None));
+        let range = match range {
+            Some(RangeRequest::Single(range)) => Some(Box::new(Ranged {
+                range,
+                if_range: request.headers().get(http::header::IF_RANGE).cloned(),
+            })),
+            _ => None,
+        };
         let store = if disabled {
             StoreIntent::Skip(NotStoredReason::Disabled)
         } else if allowed && !host_ok {
@@ -162,6 +204,8 @@ impl Plan {
             store,
             method_allowed,
             invalidate,
+            range,
+            post_key,
         }
     }
 
@@ -203,6 +247,8 @@ impl Plan {
             store: self.store,
             method_allowed: self.method_allowed,
             invalidate: None,
+            range: None,
+            post_key: None,
         }
     }
 }

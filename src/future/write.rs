@@ -4,7 +4,7 @@
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, Uri};
+use http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode, Uri};
 
 use super::Ctx;
 use crate::body::{PutFuture, Sealer};
@@ -14,6 +14,7 @@ use crate::entry::{EntryHead, Expiry};
 use crate::key::CacheKey;
 use crate::metrics::Event;
 use crate::policy::fields::strip_unstorable;
+use crate::policy::ranges::{combine, splice, storable_partial, stored_range, ContentRange};
 use crate::policy::retention::store_ttl;
 use crate::policy::storable::{
     storability, with_user_expiry, Exchange, NotStorable, Storability, UserExpiry,
@@ -40,6 +41,52 @@ impl Storing {
             headers: request.headers().clone(),
             cc: cc.clone(),
         }
+    }
+
+    /// A `POST` whose response may answer later `GET`s (RFC 9110 §9.3.3): recorded as the
+    /// `GET` it will answer.
+    pub(super) fn post_as_get<B>(
+        key: &CacheKey,
+        request: &Request<B>,
+        cc: &RequestDirectives,
+    ) -> Self {
+        Storing {
+            method: Method::GET,
+            ..Self::of(key, request, cc)
+        }
+    }
+
+    /// The request's target.
+    pub(super) fn uri(&self) -> &Uri {
+        &self.uri
+    }
+}
+
+/// A `206` combined with the incomplete entry kept from the lookup (RFC 9111 §3.4): the stored
+/// bytes and the new ones make `union`.
+pub(super) struct Splice {
+    old: Bytes,
+    old_range: ContentRange,
+    new_range: ContentRange,
+    union: ContentRange,
+}
+
+impl Splice {
+    /// The sealer of the combined entry: the new bytes (checked against their
+    /// `Content-Length` as any body is) spliced with the stored ones, then sealed as usual.
+    pub(super) fn wrap(self, sealer: Sealer) -> Sealer {
+        Box::new(move |chunks: Vec<Bytes>, trailers: Option<HeaderMap>| {
+            let mut new = Vec::with_capacity(chunks.iter().map(Bytes::len).sum());
+            for chunk in &chunks {
+                new.extend_from_slice(chunk);
+            }
+            let Some(body) = splice(&self.old, self.old_range, &new, self.new_range, self.union)
+            else {
+                tracing::debug!("partial content did not combine; not stored");
+                return None;
+            };
+            sealer(vec![Bytes::from(body)], trailers)
+        })
     }
 }
 
@@ -149,6 +196,48 @@ impl<St: Store> Ctx<St> {
             generation: self.found.generation.unwrap_or_else(unique_u64),
             expiry,
         }
+    }
+
+    /// Where an admitted response is stored (RFC 9111 §3.3–§3.4): under `primary`, except a
+    /// `206`, which goes under the incomplete entry's name, combined with the entry kept from
+    /// the lookup when both carry the same strong `ETag` and their ranges meet; combined into
+    /// the whole representation, it is a complete `200` under `primary`.
+    pub(super) fn place(
+        &mut self,
+        primary: &CacheKey,
+        head: &mut EntryHead,
+    ) -> (CacheKey, Option<Splice>) {
+        if head.status != StatusCode::PARTIAL_CONTENT {
+            return (primary.clone(), None);
+        }
+        let kept = self.found.partial.take();
+        let combined = kept.and_then(|old| {
+            let new_range = storable_partial(&head.headers)?;
+            let old_range =
+                stored_range(&old.head.headers).filter(|r| r.len() == old.body.len() as u64)?;
+            let union = combine((&old.head.headers, old_range), (&head.headers, new_range))?;
+            (union.len() <= self.config.max_body_size as u64).then_some(Splice {
+                old: old.body,
+                old_range,
+                new_range,
+                union,
+            })
+        });
+        let Some(splice) = combined else {
+            return (primary.partial(), None);
+        };
+        let union = splice.union;
+        let length = HeaderValue::from(union.len());
+        head.headers.insert(header::CONTENT_LENGTH, length);
+        if union.first == 0 && union.last + 1 == union.complete {
+            tracing::debug!(key = %primary, "partial content combined into the whole representation");
+            head.status = StatusCode::OK;
+            head.headers.remove(header::CONTENT_RANGE);
+            return (primary.clone(), Some(splice));
+        }
+        head.headers
+            .insert(header::CONTENT_RANGE, union.header_value());
+        (primary.partial(), Some(splice))
     }
 
     /// Seals the body once it has ended and writes it under the entry's keys.

@@ -108,6 +108,16 @@ impl CacheKey {
         Self(s.into())
     }
 
+    /// The key of the incomplete entry (a stored `206`, RFC 9111 §3.3) of this key's request:
+    /// beside the complete one, never in its place. `#` starts every derived key (variants'
+    /// too), so removing a URL's `key#…` removes it as well.
+    pub(crate) fn partial(&self) -> Self {
+        let mut s = String::with_capacity(self.0.len() + 8);
+        s.push_str(&self.0);
+        s.push_str("#partial");
+        Self(s.into())
+    }
+
     /// Wraps a string a store handed back (for example while listing) as a key.
     pub fn from_stored(key: impl Into<Arc<str>>) -> Self {
         Self(key.into())

@@ -76,26 +76,28 @@ pub(crate) fn explicit_lifetime(
 
 /// RFC 9110 §15.1: "Responses with status codes that are defined as heuristically cacheable
 /// (e.g., 200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, and 501 in this
-/// specification) can be reused by a cache with heuristic expiration". 206 is left out: this
-/// cache does not combine partial content.
+/// specification) can be reused by a cache with heuristic expiration". (A 206 is stored only
+/// as an incomplete entry that says exactly which bytes it holds: `ranges::storable_partial`.)
 pub(crate) fn heuristically_cacheable(status: StatusCode) -> bool {
     matches!(
         status.as_u16(),
-        200 | 203 | 204 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
+        200 | 203 | 204 | 206 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
     )
 }
 
 /// RFC 9111 §4.2.2: "If the response has a Last-Modified header field (Section 8.8.2 of
 /// [HTTP]), caches are encouraged to use a heuristic expiration value that is no more than some
 /// fraction of the interval since that time. A typical setting of this fraction might be 10%."
-/// Only for heuristically cacheable statuses, and only without explicit freshness (the caller
-/// checks that).
+/// Only for heuristically cacheable statuses or responses marked `public` (§5.2.2.9: "If a
+/// response with the public directive has no explicit freshness information, it is
+/// heuristically cacheable"), and only without explicit freshness (the caller checks that).
 pub(crate) fn heuristic_lifetime(
     headers: &HeaderMap,
     status: StatusCode,
+    public: bool,
     response_time: SystemTime,
 ) -> Option<Duration> {
-    if !heuristically_cacheable(status) {
+    if !(heuristically_cacheable(status) || public) {
         return None;
     }
     let Some(Ok(last_modified)) = http_date(headers, header::LAST_MODIFIED) else {
@@ -118,7 +120,7 @@ pub(crate) fn freshness_lifetime(
     response_time: SystemTime,
 ) -> Option<Duration> {
     explicit_lifetime(headers, cc, shared, response_time)
-        .or_else(|| heuristic_lifetime(headers, status, response_time))
+        .or_else(|| heuristic_lifetime(headers, status, cc.public, response_time))
 }
 
 /// The inputs of the age calculation that are fixed when the response is received.
@@ -291,25 +293,38 @@ mod tests {
         let h = hdrs(&[("last-modified", &lm), ("date", &d)]);
         let ok = StatusCode::OK;
         assert_eq!(
-            heuristic_lifetime(&h, ok, t(1000)),
+            heuristic_lifetime(&h, ok, false, t(1000)),
             Some(Duration::from_secs(100))
         );
         // Without Date: relative to reception.
         let h2 = hdrs(&[("last-modified", &lm)]);
         assert_eq!(
-            heuristic_lifetime(&h2, ok, t(50)),
+            heuristic_lifetime(&h2, ok, false, t(50)),
             Some(Duration::from_secs(5))
         );
-        // Not for statuses outside RFC 9110 §15.1's list, nor without Last-Modified.
-        assert_eq!(heuristic_lifetime(&h, StatusCode::FOUND, t(1000)), None);
+        // Not for statuses outside RFC 9110 §15.1's list unless `public` (RFC 9111 §5.2.2.9),
+        // nor without Last-Modified.
         assert_eq!(
-            heuristic_lifetime(&h, StatusCode::PARTIAL_CONTENT, t(1000)),
+            heuristic_lifetime(&h, StatusCode::FOUND, false, t(1000)),
             None
         );
-        assert_eq!(heuristic_lifetime(&HeaderMap::new(), ok, t(1000)), None);
+        let unknown = StatusCode::from_u16(599).unwrap();
+        assert_eq!(heuristic_lifetime(&h, unknown, false, t(1000)), None);
+        assert_eq!(
+            heuristic_lifetime(&h, unknown, true, t(1000)),
+            Some(Duration::from_secs(100))
+        );
+        assert_eq!(
+            heuristic_lifetime(&h, StatusCode::PARTIAL_CONTENT, false, t(1000)),
+            Some(Duration::from_secs(100))
+        );
+        assert_eq!(
+            heuristic_lifetime(&HeaderMap::new(), ok, true, t(1000)),
+            None
+        );
         // Last-Modified in the future: no heuristic.
         let h3 = hdrs(&[("last-modified", &date(5000)), ("date", &d)]);
-        assert_eq!(heuristic_lifetime(&h3, ok, t(1000)), None);
+        assert_eq!(heuristic_lifetime(&h3, ok, false, t(1000)), None);
         // Explicit freshness wins.
         let h4 = hdrs(&[
             ("last-modified", &lm),

@@ -38,6 +38,19 @@ pub(crate) fn related_targets(target: &Uri, response: &HeaderMap) -> Vec<Uri> {
     out
 }
 
+/// Whether the response's `Content-Location` (one field line) names `target` itself (RFC 9110
+/// §8.7), resolved as [`same_origin`] does.
+pub(crate) fn content_location_is(target: &Uri, response: &HeaderMap) -> bool {
+    let mut lines = response.get_all(header::CONTENT_LOCATION).iter();
+    let (Some(line), None) = (lines.next(), lines.next()) else {
+        return false;
+    };
+    line.to_str()
+        .ok()
+        .and_then(|reference| same_origin(target, reference))
+        .is_some_and(|uri| uri.path_and_query() == target.path_and_query())
+}
+
 /// `reference` as a URI on the origin of `target` (same scheme and authority, compared
 /// case-insensitively), or `None` when it is not absolute or absolute-path, or points
 /// elsewhere: nobody can invalidate another site's entries through a header.
@@ -89,6 +102,26 @@ mod tests {
                 "{status}"
             );
         }
+    }
+
+    #[test]
+    fn a_content_location_naming_the_target() {
+        let target: Uri = "http://e.com/items?x=1".parse().unwrap();
+        let is = |values: &[&'static str]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append(header::CONTENT_LOCATION, HeaderValue::from_static(v));
+            }
+            content_location_is(&target, &h)
+        };
+        assert!(is(&["/items?x=1"]));
+        assert!(is(&["HTTP://E.COM/items?x=1"]));
+        assert!(!is(&["/items"]));
+        assert!(!is(&["/items?x=2"]));
+        assert!(!is(&["http://other.com/items?x=1"]));
+        assert!(!is(&["items?x=1"]), "a relative reference is not resolved");
+        assert!(!is(&["/items?x=1", "/items?x=1"]));
+        assert!(!is(&[]));
     }
 
     #[test]

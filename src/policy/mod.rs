@@ -17,6 +17,7 @@ pub(crate) mod decision;
 pub(crate) mod fields;
 pub(crate) mod freshness;
 pub(crate) mod invalidation;
+pub(crate) mod ranges;
 pub(crate) mod retention;
 pub(crate) mod storable;
 pub(crate) mod targeted;

@@ -9,6 +9,7 @@ use super::cache_control::{RequestDirectives, ResponseDirectives};
 use super::fields::has_validator;
 use super::freshness::Expiry;
 use super::freshness::{explicit_lifetime, freshness_lifetime, heuristically_cacheable};
+use super::ranges::{parse_range, storable_partial, RangeRequest};
 use super::vary::{vary_names, VaryNames};
 
 /// The answer of [`storability`].
@@ -80,10 +81,15 @@ pub(crate) fn storability(x: &Exchange<'_>, shared: bool) -> Storability {
     if x.method != Method::GET && !x.method_allowed {
         return DoNotStore(NotStorable::Method);
     }
-    // §3: "the response status code is final". 206 (partial content is not combined here) and
-    // 304 (it only updates stored responses) are not stored; any other final status is, when it
-    // has explicit freshness (statuses outside RFC 9110 §15.1's list get no heuristic).
-    if x.status.is_informational() || matches!(x.status.as_u16(), 206 | 304) {
+    // §3: "the response status code is final". 304 only updates stored responses; a 206 is
+    // stored as an incomplete entry (§3.3) only when it answers a GET for one byte range with
+    // exactly the bytes its Content-Range names, and does not vary. Any other final status is
+    // stored when it has explicit freshness (statuses outside RFC 9110 §15.1's list get a
+    // heuristic only with `public`, §5.2.2.9).
+    if x.status.is_informational()
+        || x.status == StatusCode::NOT_MODIFIED
+        || (x.status == StatusCode::PARTIAL_CONTENT && !storable_incomplete(x))
+    {
         return DoNotStore(NotStorable::Status);
     }
     // §5.2.1.5 / §5.2.2.5
@@ -143,6 +149,17 @@ pub(crate) fn storability(x: &Exchange<'_>, shared: bool) -> Storability {
         return DoNotStore(NotStorable::Stale);
     }
     Storability::Store { lifetime }
+}
+
+/// §3.3: a `206` the cache may keep as an incomplete entry (see `ranges`).
+fn storable_incomplete(x: &Exchange<'_>) -> bool {
+    *x.method == Method::GET
+        && matches!(
+            parse_range(x.request_headers),
+            Some(RangeRequest::Single(_))
+        )
+        && storable_partial(x.response_headers).is_some()
+        && matches!(vary_names(x.response_headers), VaryNames::Names(names) if names.is_empty())
 }
 
 /// The user's expiry settings, as they combine with the headers.
@@ -290,6 +307,55 @@ mod tests {
                 vec![],
                 206,
                 vec![(cc, "max-age=60")],
+                false,
+                Storability::DoNotStore(N::Status),
+            ),
+            // §3.3: an incomplete response that says exactly what it holds, for one range.
+            (
+                Method::GET,
+                vec![("range", "bytes=0-4")],
+                206,
+                vec![
+                    (cc, "max-age=60"),
+                    ("content-range", "bytes 0-4/10"),
+                    ("content-length", "5"),
+                ],
+                false,
+                store60.clone(),
+            ),
+            (
+                Method::GET,
+                vec![("range", "bytes=0-4")],
+                206,
+                vec![
+                    (cc, "max-age=60"),
+                    ("content-range", "bytes 0-4/10"),
+                    ("content-length", "4"),
+                ],
+                false,
+                Storability::DoNotStore(N::Status),
+            ),
+            (
+                Method::GET,
+                vec![("range", "bytes=0-4, 6-7")],
+                206,
+                vec![
+                    (cc, "max-age=60"),
+                    ("content-type", "multipart/byteranges; boundary=x"),
+                ],
+                false,
+                Storability::DoNotStore(N::Status),
+            ),
+            (
+                Method::GET,
+                vec![("range", "bytes=0-4")],
+                206,
+                vec![
+                    (cc, "max-age=60"),
+                    ("content-range", "bytes 0-4/10"),
+                    ("content-length", "5"),
+                    ("vary", "accept"),
+                ],
                 false,
                 Storability::DoNotStore(N::Status),
             ),

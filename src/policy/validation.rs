@@ -24,15 +24,12 @@ pub(crate) fn conditional_headers(stored: &HeaderMap) -> Vec<(HeaderName, Header
 }
 
 /// Whether the request carries preconditions the cache does not evaluate (`If-Match`,
-/// `If-Unmodified-Since`, `If-Range`): such requests go to the origin untouched.
+/// `If-Unmodified-Since`): such requests go to the origin untouched. (`If-Range` is evaluated
+/// with the range it goes with: `ranges::if_range_holds`.)
 pub(crate) fn has_unsupported_preconditions(request: &HeaderMap) -> bool {
-    [
-        header::IF_MATCH,
-        header::IF_UNMODIFIED_SINCE,
-        header::IF_RANGE,
-    ]
-    .iter()
-    .any(|h| request.contains_key(h))
+    [header::IF_MATCH, header::IF_UNMODIFIED_SINCE]
+        .iter()
+        .any(|h| request.contains_key(h))
 }
 
 /// Whether the request carries `If-None-Match` or `If-Modified-Since` (RFC 9110 §13.1.2-3).

@@ -52,8 +52,9 @@ pub(crate) type Protect<'a> = &'a dyn Fn(&HeaderName, &[u8]) -> Option<[u8; 32]>
 /// The value of `name` on a request, all field lines combined with ", " (RFC 9110 §5.3), or
 /// `None` when absent. §4.1 allows normalizing before comparing ("by removing whitespace,
 /// combining multiple lines, or by using content-specific rules"): list members are trimmed, and
-/// the `Accept*` fields, whose tokens are case-insensitive, are lowercased. Other values keep
-/// their case (a credential differing only in case is a different credential).
+/// the `Accept*` fields, whose tokens are case-insensitive, are lowercased. `Accept-Language`
+/// is also put in one order ([`canonical_languages`]). Other values keep their case (a
+/// credential differing only in case is a different credential).
 fn combined(request: &HeaderMap, name: &HeaderName) -> Option<Bytes> {
     let mut values = request.get_all(name).iter().peekable();
     values.peek()?;
@@ -61,18 +62,14 @@ fn combined(request: &HeaderMap, name: &HeaderName) -> Option<Bytes> {
         name.as_str(),
         "accept" | "accept-language" | "accept-encoding" | "accept-charset"
     );
-    let mut out = BytesMut::new();
-    let mut first = true;
+    let mut members: Vec<Vec<u8>> = Vec::new();
     for value in values {
         for member in value.as_bytes().split(|b| *b == b',') {
             let member = member.trim_ascii();
             if member.is_empty() {
                 continue;
             }
-            if !first {
-                out.put_slice(b", ");
-            }
-            first = false;
+            let mut out = Vec::with_capacity(member.len());
             // Remove whitespace around the parameter separators of list members (`a ; q=1`).
             let mut last_was_sep = false;
             let mut pending_space = false;
@@ -83,15 +80,76 @@ fn combined(request: &HeaderMap, name: &HeaderName) -> Option<Bytes> {
                 }
                 let sep = b == b';' || b == b'=';
                 if pending_space && !sep && !last_was_sep {
-                    out.put_u8(b' ');
+                    out.push(b' ');
                 }
                 pending_space = false;
-                out.put_u8(if lowercase { b.to_ascii_lowercase() } else { b });
+                out.push(if lowercase { b.to_ascii_lowercase() } else { b });
                 last_was_sep = sep;
+            }
+            members.push(out);
+        }
+    }
+    if name == header::ACCEPT_LANGUAGE {
+        canonical_languages(&mut members);
+    }
+    let mut out = BytesMut::new();
+    for (i, member) in members.iter().enumerate() {
+        if i > 0 {
+            out.put_slice(b", ");
+        }
+        out.put_slice(member);
+    }
+    Some(out.freeze())
+}
+
+/// `Accept-Language` members (already lowercased, without whitespace) in one order: by quality,
+/// highest first, then by language range; an explicit `q=1` is dropped. RFC 9110 §12.4.2 /
+/// §12.5.4: the weights say the user's preference, so members of equal weight in another order
+/// are the same preference ("en, de" and "de, en"). A member whose weight cannot be read keeps
+/// its text (and so its own place among the unreadable ones).
+fn canonical_languages(members: &mut [Vec<u8>]) {
+    fn weight(member: &[u8]) -> Option<u16> {
+        let Some(at) = member.iter().position(|b| *b == b';') else {
+            return Some(1000);
+        };
+        let q = member[at + 1..].strip_prefix(b"q=")?;
+        // qvalue = ( "0" [ "." 0*3DIGIT ] ) / ( "1" [ "." 0*3("0") ] ), in thousandths.
+        let (int, frac) = match q.iter().position(|b| *b == b'.') {
+            Some(dot) => (&q[..dot], &q[dot + 1..]),
+            None => (q, &b""[..]),
+        };
+        if frac.len() > 3 || !frac.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let mut thousandths = 0u16;
+        for i in 0..3 {
+            thousandths = thousandths * 10 + frac.get(i).map_or(0, |d| u16::from(d - b'0'));
+        }
+        match int {
+            b"0" => Some(thousandths),
+            b"1" if thousandths == 0 => Some(1000),
+            _ => None,
+        }
+    }
+    for member in members.iter_mut() {
+        let (Some(w), Some(at)) = (weight(member), member.iter().position(|b| *b == b';')) else {
+            continue;
+        };
+        member.truncate(at);
+        if w < 1000 {
+            // One spelling per weight: `q=0.5`, never `q=0.50` or `q=0.500`.
+            let digits = format!("{w:03}");
+            member.extend_from_slice(b";q=0.");
+            member.extend_from_slice(digits.trim_end_matches('0').as_bytes());
+            if w == 0 {
+                member.push(b'0');
             }
         }
     }
-    Some(out.freeze())
+    members.sort_by(|a, b| {
+        let (wa, wb) = (weight(a), weight(b));
+        wb.cmp(&wa).then_with(|| a.cmp(b))
+    });
 }
 
 /// What to store for `name` so the entry can be matched later.
@@ -169,6 +227,38 @@ mod tests {
             value(&["en,fr"], al.clone())
         );
         assert_eq!(value(&["en, ,fr,"], al.clone()).unwrap(), "en, fr");
+        // Accept-Language: one order, by weight then range; `q=1` is the default.
+        assert_eq!(
+            value(&["en, de"], al.clone()),
+            value(&["de, en"], al.clone())
+        );
+        assert_eq!(
+            value(&["fr;q=0.5, de, en;q=1.0"], al.clone()).unwrap(),
+            "de, en, fr;q=0.5"
+        );
+        assert_eq!(
+            value(
+                &["fr;q=0.500", "de;q=0.50", "it;q=0", "es;q=0.001"],
+                al.clone()
+            )
+            .unwrap(),
+            "de;q=0.5, fr;q=0.5, es;q=0.001, it;q=0.0"
+        );
+        assert_ne!(
+            value(&["en, de;q=0.9"], al.clone()),
+            value(&["de, en;q=0.9"], al.clone()),
+            "different weights are different preferences"
+        );
+        // Unreadable weights keep their text, after every readable one.
+        assert_eq!(
+            value(&["x;q=2, de;q=0.1, y;q=abc"], al.clone()).unwrap(),
+            "de;q=0.1, x;q=2, y;q=abc"
+        );
+        // Not other fields: their order can matter.
+        assert_ne!(
+            value(&["gzip, br"], header::ACCEPT_ENCODING),
+            value(&["br, gzip"], header::ACCEPT_ENCODING)
+        );
         // Case kept where it can matter.
         assert_ne!(
             value(&["Bearer ABC"], header::AUTHORIZATION),

@@ -213,3 +213,128 @@ async fn dates_are_read_case_insensitively_whatever_their_day_name() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_post_response_naming_its_target_answers_later_gets() {
+    use tower::{Service, ServiceExt};
+    // RFC 9110 §9.3.3: explicit freshness and a Content-Location equal to the target.
+    let origin = Origin::start(|s| {
+        let path = s.uri.path();
+        let mut b = Response::builder().header("x-method", s.method.as_str());
+        if s.method == http::Method::POST {
+            b = match path {
+                "/a" | "/e" => b
+                    .header("cache-control", "max-age=60")
+                    .header("content-location", path),
+                "/b" => b.header("cache-control", "max-age=60"),
+                "/c" => b
+                    .header("cache-control", "max-age=60")
+                    .header("content-location", "/other"),
+                "/d" => b
+                    .header("last-modified", "Tue, 14 Nov 2023 20:00:00 GMT")
+                    .header("content-location", path),
+                _ => b,
+            };
+            if path == "/e" {
+                b = b.status(500);
+            }
+        }
+        b.body(Full::new(Bytes::from_static(b"answer"))).unwrap()
+    })
+    .await;
+    let clock = clock();
+    let mut client = full_body_client(layer(&clock));
+    for (path, reused) in [
+        ("/a", true),
+        ("/b", false),
+        ("/c", false),
+        ("/d", false),
+        ("/e", false),
+    ] {
+        let url = origin.url(path);
+        let post = http::Request::post(&url)
+            .body(Full::new(Bytes::from_static(b"x")))
+            .unwrap();
+        let answer = client.ready().await.unwrap().call(post).await.unwrap();
+        // The entry is written when the body has been read.
+        http_body_util::BodyExt::collect(answer.into_body())
+            .await
+            .unwrap();
+        let get = http::Request::get(&url)
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let got = client.ready().await.unwrap().call(get).await.unwrap();
+        let hit = got.extensions().get::<CacheStatus>() == Some(&CacheStatus::Hit);
+        assert_eq!(hit, reused, "{path}");
+        if reused {
+            assert_eq!(
+                got.headers()["x-method"],
+                "POST",
+                "the POST's response answered"
+            );
+        }
+    }
+    // A POST itself is never answered from the cache.
+    let before = origin.requests();
+    let post = http::Request::post(origin.url("/a"))
+        .body(Full::new(Bytes::from_static(b"x")))
+        .unwrap();
+    client.ready().await.unwrap().call(post).await.unwrap();
+    assert_eq!(origin.requests(), before + 1);
+}
+
+#[tokio::test]
+async fn public_makes_any_status_heuristically_fresh() {
+    // RFC 9111 §5.2.2.9: "If a response with the public directive has no explicit freshness
+    // information, it is heuristically cacheable" (the suite's heuristic-599-cached).
+    let origin = Origin::start(|s| {
+        let public = s.uri.query().is_some_and(|q| q.contains("public"));
+        let mut b = Response::builder()
+            .status(599)
+            .header("last-modified", "Tue, 01 Nov 2022 00:00:00 GMT");
+        if public {
+            b = b.header("cache-control", "public");
+        }
+        b.body(Full::new(Bytes::from_static(b"odd"))).unwrap()
+    })
+    .await;
+    let clock = clock();
+    let mut client = cached_client(unsigned_layer(&clock).shared(true));
+    for (query, hit) in [("?public", true), ("?plain", false)] {
+        let url = origin.url(&format!("/x{query}"));
+        get(&mut client, &url).await.unwrap();
+        let got = get(&mut client, &url).await.unwrap();
+        assert_eq!(got.cache == Some(CacheStatus::Hit), hit, "{query}");
+    }
+}
+
+#[tokio::test]
+async fn accept_language_variants_match_in_any_order_of_equal_weights() {
+    let origin = Origin::start(|_| {
+        Response::builder()
+            .header("cache-control", "max-age=600")
+            .header("vary", "accept-language")
+            .body(Full::new(Bytes::from_static(b"hallo")))
+            .unwrap()
+    })
+    .await;
+    let clock = clock();
+    let mut client = cached_client(unsigned_layer(&clock));
+    let url = origin.url("/lang");
+    let with = |lang: &str| {
+        http::Request::get(&url)
+            .header("accept-language", lang)
+            .body(http_body_util::Empty::new())
+            .unwrap()
+    };
+    send(&mut client, with("en, de;q=0.5")).await.unwrap();
+    for (lang, hit) in [
+        ("de;q=0.50, EN", true),
+        ("en;q=1.0,de;q=0.500", true),
+        ("de, en;q=0.5", false),
+        ("en", false),
+    ] {
+        let got = send(&mut client, with(lang)).await.unwrap();
+        assert_eq!(got.cache == Some(CacheStatus::Hit), hit, "{lang}");
+    }
+}

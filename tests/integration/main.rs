@@ -10,6 +10,7 @@ mod compose;
 mod controls;
 mod directives;
 mod inspect;
+mod ranges;
 mod security;
 mod stale;
 #[cfg(all(feature = "disk", feature = "redis", feature = "test-util"))]
