@@ -1,12 +1,21 @@
-//! Timeouts on tokio's timer, without panicking when the runtime has none.
+//! Timeouts that never panic and never abort, whatever runtime the cache runs on.
 //!
-//! `tokio::time::sleep` panics when the current runtime was built without its time driver.
-//! The cache cannot choose its user's runtime, so every timer goes through [`sleep`]: it returns
-//! `None` (no timeout) instead, and remembers it for the layer so the check is not repeated.
+//! `tokio::time::sleep` panics when the current runtime was built without its time driver, and
+//! tokio has no way to ask whether it has one. The cache cannot choose its user's runtime, so
+//! every timer goes through [`TimerProbe::sleep`]:
+//!
+//! - inside a tokio runtime, built with panics that unwind: tokio's timer (so paused test time
+//!   applies); a runtime without one is found once, by catching that panic, remembered for the
+//!   layer, and the timer thread below is used from then on;
+//! - in a build with `panic = "abort"` (where catching is impossible and tokio's panic would
+//!   end the process), outside any tokio runtime, or once a runtime without a timer was found:
+//!   `futures-timer`'s one helper thread, which needs no runtime at all.
+//!
+//! Either way the store timeout and the coalescing wait keep their bounds.
 
 use std::future::Future;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
+#[cfg(panic = "unwind")]
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -18,31 +27,61 @@ use tokio::time::Sleep;
 /// Remembers, per layer, that the runtime has no timer.
 #[derive(Debug, Default)]
 pub(crate) struct TimerProbe {
+    #[cfg(panic = "unwind")]
     unavailable: AtomicBool,
 }
 
-impl TimerProbe {
-    /// A tokio sleep of `d`, or `None` when there is no tokio runtime with a timer here.
-    pub(crate) fn sleep(&self, d: Duration) -> Option<Sleep> {
-        if self.unavailable.load(Ordering::Relaxed) || crate::rt::handle().is_none() {
-            return None;
-        }
-        match catch_unwind(AssertUnwindSafe(|| tokio::time::sleep(d))) {
-            Ok(sleep) => Some(sleep),
-            Err(_) => {
-                self.unavailable.store(true, Ordering::Relaxed);
-                tracing::warn!(
-                    "the tokio runtime has no timer (enable_time): store timeouts and request \
-                     coalescing are off"
-                );
-                None
-            }
+pin_project! {
+    /// A deadline on tokio's timer, or on the timer thread.
+    #[project = DeadlineProj]
+    pub(crate) enum Deadline {
+        Tokio { #[pin] sleep: Sleep },
+        Thread { delay: futures_timer::Delay },
+    }
+}
+
+impl Future for Deadline {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        match self.project() {
+            DeadlineProj::Tokio { sleep } => sleep.poll(cx),
+            DeadlineProj::Thread { delay } => Pin::new(delay).poll(cx),
         }
     }
 }
 
-/// `future`, bounded by `d` when a timer is available. The timer is armed only if the future is
-/// not ready at its first poll, so an instant store (memory) pays nothing for the bound.
+impl TimerProbe {
+    /// A deadline `d` from now.
+    pub(crate) fn sleep(&self, d: Duration) -> Deadline {
+        #[cfg(panic = "unwind")]
+        if !self.unavailable.load(Ordering::Relaxed) && crate::rt::handle().is_some() {
+            use std::panic::{catch_unwind, AssertUnwindSafe};
+            match catch_unwind(AssertUnwindSafe(|| tokio::time::sleep(d))) {
+                Ok(sleep) => return Deadline::Tokio { sleep },
+                Err(_) => {
+                    self.unavailable.store(true, Ordering::Relaxed);
+                    tracing::warn!(
+                        "the tokio runtime has no timer (enable_time): store timeouts and \
+                         coalescing waits run on a timer thread"
+                    );
+                }
+            }
+        }
+        Deadline::Thread {
+            delay: futures_timer::Delay::new(d),
+        }
+    }
+
+    /// Whether tokio's timer was found missing (tests).
+    #[cfg(all(test, panic = "unwind"))]
+    pub(crate) fn tokio_timer_missing(&self) -> bool {
+        self.unavailable.load(Ordering::Relaxed)
+    }
+}
+
+/// `future`, bounded by `d`. The timer is armed only if the future is not ready at its first
+/// poll, so an instant store (memory) pays nothing for the bound.
 pub(crate) fn timeout<F: Future>(probe: &Arc<TimerProbe>, d: Duration, future: F) -> Timed<F> {
     Timed {
         inner: future,
@@ -53,7 +92,7 @@ pub(crate) fn timeout<F: Future>(probe: &Arc<TimerProbe>, d: Duration, future: F
 
 impl<F> Timed<F> {
     /// `future` with `deadline`.
-    pub(crate) fn new(future: F, deadline: Sleep) -> Self {
+    pub(crate) fn new(future: F, deadline: Deadline) -> Self {
         Self {
             inner: future,
             sleep: Some(deadline),
@@ -67,12 +106,12 @@ impl<F> Timed<F> {
 pub(crate) struct Elapsed;
 
 pin_project! {
-    /// A future with an optional deadline.
+    /// A future with a deadline (armed at its first pending poll).
     pub(crate) struct Timed<F> {
         #[pin]
         inner: F,
         #[pin]
-        sleep: Option<Sleep>,
+        sleep: Option<Deadline>,
         // The deadline to arm at the first pending poll.
         arm: Option<(Duration, Arc<TimerProbe>)>,
     }
@@ -87,7 +126,7 @@ impl<F: Future> Future for Timed<F> {
             return Poll::Ready(Ok(out));
         }
         if let Some((d, probe)) = this.arm.take() {
-            this.sleep.set(probe.sleep(d));
+            this.sleep.set(Some(probe.sleep(d)));
         }
         match this.sleep.as_pin_mut() {
             Some(sleep) => sleep.poll(cx).map(|()| Err(Elapsed)),
@@ -113,28 +152,28 @@ mod tests {
         );
     }
 
+    /// A store that never answers, on a runtime built without tokio's timer: still bounded
+    /// (by the timer thread), no panic.
     #[test]
-    fn no_timer_means_no_deadline_and_no_panic() {
+    fn no_tokio_timer_still_bounds_the_call() {
         let probe = Arc::new(TimerProbe::default());
-        assert!(probe.sleep(Duration::from_secs(1)).is_none(), "no runtime");
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        rt.block_on(async {
-            // A future that is pending once, then ready: arming the timer fails quietly.
-            let mut polled = false;
-            let once = std::future::poll_fn(move |cx| {
-                if polled {
-                    Poll::Ready(1)
-                } else {
-                    polled = true;
-                    cx.waker().wake_by_ref();
-                    Poll::Pending
-                }
-            });
-            assert_eq!(timeout(&probe, Duration::from_secs(1), once).await, Ok(1));
-            assert!(probe.sleep(Duration::from_secs(1)).is_none());
+        let started = std::time::Instant::now();
+        let out = rt.block_on(timeout(
+            &probe,
+            Duration::from_millis(50),
+            std::future::pending::<()>(),
+        ));
+        assert_eq!(out, Err(Elapsed));
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        #[cfg(panic = "unwind")]
+        assert!(probe.tokio_timer_missing(), "found once, remembered");
+        // Outside any runtime too.
+        let out = futures_util::FutureExt::now_or_never(async {
+            timeout(&probe, Duration::from_secs(1), async { 3 }).await
         });
-        assert!(probe.unavailable.load(Ordering::Relaxed));
+        assert_eq!(out, Some(Ok(3)));
     }
 }
