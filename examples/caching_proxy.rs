@@ -4,13 +4,16 @@
 //!
 //! ```sh
 //! cargo run --release --example caching_proxy -- --listen 127.0.0.1:8080 --origin http://127.0.0.1:8000 \
-//!     [--private] [--stale-on-error SECS]
+//!     [--private] [--stale-on-error SECS] [--accept-language-ties]
 //! ```
 //!
 //! Shared-cache rules unless `--private`; as a shared cache it obeys `CDN-Cache-Control`
 //! (RFC 9213), as a reverse proxy in front of its origin may. `--stale-on-error SECS` serves a
 //! stored response up to SECS stale when the origin cannot be reached or answers 500, 502, 503
-//! or 504 (RFC 9111 §4.2.4 allows it when the cache is disconnected from the origin). Only the
+//! or 504 (RFC 9111 §4.2.4 allows it when the cache is disconnected from the origin).
+//! `--accept-language-ties` lets `Accept-Language` members of equal weight match in any order
+//! (`CacheLayer::accept_language_ties`; the suite's origin sends one representation whatever
+//! the request's languages, and one of its optimal tests expects that normalisation). Only the
 //! authority of each request is rewritten (to the origin's); method, path, query, headers and
 //! body are forwarded unchanged, except the hop-by-hop fields, which a proxy removes in both
 //! directions on every path (RFC 9110 §7.6.1).
@@ -32,6 +35,7 @@ struct Args {
     origin: http::uri::Authority,
     private: bool,
     stale_on_error: Option<Duration>,
+    language_ties: bool,
 }
 
 fn args() -> Result<Args, BoxError> {
@@ -39,12 +43,14 @@ fn args() -> Result<Args, BoxError> {
     let mut origin = None;
     let mut private = false;
     let mut stale_on_error = None;
+    let mut language_ties = false;
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--listen" => listen = it.next(),
             "--origin" => origin = it.next(),
             "--private" => private = true,
+            "--accept-language-ties" => language_ties = true,
             "--stale-on-error" => {
                 let secs: u64 = it.next().ok_or("--stale-on-error SECS")?.parse()?;
                 stale_on_error = Some(Duration::from_secs(secs));
@@ -66,6 +72,7 @@ fn args() -> Result<Args, BoxError> {
         origin,
         private,
         stale_on_error,
+        language_ties,
     })
 }
 
@@ -79,6 +86,9 @@ async fn main() -> Result<(), BoxError> {
     if !args.private {
         // A reverse proxy acts for its origin, like a CDN: obey CDN-Cache-Control.
         layer = layer.cdn_cache_control();
+    }
+    if args.language_ties {
+        layer = layer.accept_language_ties(true);
     }
     if let Some(max) = args.stale_on_error {
         layer = layer.serve_stale_on_error(max);

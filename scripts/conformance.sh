@@ -55,7 +55,7 @@ cp -r "$SUITE_SRC" "$SUITE"; chmod -R u+w "$SUITE"; rm -rf "$SUITE/node_modules"
 
 cargo build --release --example caching_proxy --quiet
 "$ROOT/target/release/examples/caching_proxy" --listen "127.0.0.1:$PROXY_PORT" --origin "http://127.0.0.1:$ORIGIN_PORT" \
-    --stale-on-error 3600 $PRIVATE 2>"$WORK/proxy.log" &
+    --stale-on-error 3600 --accept-language-ties $PRIVATE 2>"$WORK/proxy.log" &
 PIDS+=($!)
 
 # The suite's origin, forced onto loopback by a preload that patches net.Server#listen.

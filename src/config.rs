@@ -14,6 +14,7 @@ use crate::controls::{ExpireAfter, ResponseFilter, UrlRules};
 use crate::envelope::Envelope;
 use crate::key::{request_host_path, CacheKey, Keying};
 use crate::metrics::CacheMetrics;
+use crate::policy::vary::{Matching, VaryDigest};
 use crate::policy::Reuse;
 use crate::store::{self, Store, StoreCall, StoreRequest};
 use crate::timer::TimerProbe;
@@ -86,6 +87,12 @@ pub(crate) struct Config {
     /// Shared by every service built from this layer (and its clones).
     pub(crate) flights: Arc<Flights>,
     pub(crate) store_timeout: Duration,
+    /// Over every store call (`None`: off); on the layer's clock once built.
+    pub(crate) breaker: Option<crate::store::CircuitBreaker>,
+    /// The breaker is the layer's default one (it follows the layer's clock and store).
+    pub(crate) breaker_default: bool,
+    /// `Accept-Language` members of equal weight match in any order.
+    pub(crate) language_ties: bool,
     pub(crate) fail_closed: bool,
     pub(crate) stale_on_error: Option<Duration>,
     pub(crate) surrogate: Option<String>,
@@ -125,6 +132,9 @@ impl Config {
             coalesce_timeout: Some(DEFAULT_COALESCE_TIMEOUT),
             flights: Arc::new(Flights::default()),
             store_timeout: DEFAULT_STORE_TIMEOUT,
+            breaker: Some(crate::store::CircuitBreaker::new()),
+            breaker_default: true,
+            language_ties: false,
             fail_closed: false,
             stale_on_error: None,
             surrogate: None,
@@ -188,12 +198,12 @@ impl Config {
         (self.expire_after, false)
     }
 
-    /// Credentials are kept as keyed digests, everything else as is (for Vary, §4.1).
-    pub(crate) fn protect(&self) -> impl Fn(&HeaderName, &[u8]) -> Option<[u8; 32]> + '_ {
-        move |name, value| {
-            self.sensitive_headers
-                .contains(name)
-                .then(|| self.envelope.vary_digest(value))
+    /// How Vary's selecting values are kept and compared (§4.1): credentials as keyed digests,
+    /// everything else as is; `Accept-Language` ties as the user chose.
+    pub(crate) fn protect(&self) -> Matching<'_> {
+        Matching {
+            digest: self,
+            language_ties: self.language_ties,
         }
     }
 
@@ -208,6 +218,20 @@ impl Config {
 
     /// One store operation, bounded by the store timeout.
     pub(crate) fn call<St: Store>(&self, store: &St, request: StoreRequest) -> StoreCall<St> {
-        store::call(store, &self.timer, self.store_timeout, request)
+        store::call(
+            store,
+            &self.timer,
+            self.store_timeout,
+            self.breaker.as_ref(),
+            request,
+        )
+    }
+}
+
+impl VaryDigest for Config {
+    fn digest(&self, name: &HeaderName, value: &[u8]) -> Option<[u8; 32]> {
+        self.sensitive_headers
+            .contains(name)
+            .then(|| self.envelope.vary_digest(value))
     }
 }

@@ -123,44 +123,70 @@ impl fmt::Display for BadSignature {
 
 impl StdError for BadSignature {}
 
-/// The store failed or timed out on lookup, and the cache is configured to fail closed
+/// The store failed, timed out, or was not asked because its circuit breaker is open, on a
+/// lookup of a cache configured to fail closed
 /// ([`CacheLayer::fail_closed`](crate::CacheLayer::fail_closed)). By default store failures are
 /// not errors: the request goes to the origin.
 #[derive(Debug)]
 pub struct StoreError {
-    source: Option<BoxError>,
+    kind: StoreErrorKind,
+}
+
+#[derive(Debug)]
+enum StoreErrorKind {
+    Failed(BoxError),
+    TimedOut,
+    Unavailable,
 }
 
 impl StoreError {
     pub(crate) fn failed(source: BoxError) -> Self {
         Self {
-            source: Some(source),
+            kind: StoreErrorKind::Failed(source),
         }
     }
 
     pub(crate) fn timed_out() -> Self {
-        Self { source: None }
+        Self {
+            kind: StoreErrorKind::TimedOut,
+        }
+    }
+
+    pub(crate) fn unavailable() -> Self {
+        Self {
+            kind: StoreErrorKind::Unavailable,
+        }
     }
 
     /// The store did not answer within the store timeout.
     pub fn is_timeout(&self) -> bool {
-        self.source.is_none()
+        matches!(self.kind, StoreErrorKind::TimedOut)
+    }
+
+    /// The store was not asked: its circuit breaker is open after consecutive failures
+    /// ([`CircuitBreaker`](crate::CircuitBreaker)).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self.kind, StoreErrorKind::Unavailable)
     }
 }
 
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.source {
-            None => f.write_str("the cache store did not answer in time"),
-            Some(_) => f.write_str("the cache store failed"),
-        }
+        f.write_str(match &self.kind {
+            StoreErrorKind::TimedOut => "the cache store did not answer in time",
+            StoreErrorKind::Failed(_) => "the cache store failed",
+            StoreErrorKind::Unavailable => {
+                "the cache store is unavailable (its circuit breaker is open)"
+            }
+        })
     }
 }
 
 impl StdError for StoreError {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        self.source
-            .as_deref()
-            .map(|e| e as &(dyn StdError + 'static))
+        match &self.kind {
+            StoreErrorKind::Failed(e) => Some(e.as_ref() as &(dyn StdError + 'static)),
+            _ => None,
+        }
     }
 }

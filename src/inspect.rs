@@ -15,7 +15,7 @@ use crate::key::{host_path, CacheKey};
 use crate::policy::decision::lifetime;
 use crate::policy::freshness::AgeInputs;
 use crate::policy::retention::expires_at;
-use crate::store::{self, flatten, Store, StoreRequest, StoreResponse};
+use crate::store::{self, Store, StoreRequest, StoreResponse};
 
 /// Lists, counts and deletes the entries of a layer's store, verifying each one with the
 /// layer's key. Built by [`CacheLayer::inspector`](crate::CacheLayer::inspector).
@@ -152,7 +152,8 @@ impl<St: Store> Inspector<St> {
             StoreRequest::Keys | StoreRequest::Clear => self.whole_store_timeout,
             _ => self.config.store_timeout,
         };
-        flatten(store::call(&self.store, &self.config.timer, bound, request).await)
+        let breaker = self.config.breaker.as_ref();
+        store::call(&self.store, &self.config.timer, bound, breaker, request).await
     }
 
     async fn keys(&self) -> Result<Vec<CacheKey>, StoreError> {

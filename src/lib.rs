@@ -163,11 +163,14 @@ pub use crate::status::{CacheInfo, CacheStatus, NotStoredReason};
 #[cfg(feature = "memory")]
 #[doc(inline)]
 pub use crate::store::MemoryStore;
+#[doc(inline)]
+pub use crate::store::{
+    BreakerState, CircuitBreaker, Store, StoreRequest, StoreResponse, DEFAULT_BREAKER_FAILURES,
+    DEFAULT_BREAKER_MAX_OPEN_FOR, DEFAULT_BREAKER_OPEN_FOR,
+};
 #[cfg(feature = "disk")]
 #[doc(inline)]
 pub use crate::store::{DiskStore, DiskStoreBuilder};
 #[cfg(feature = "redis")]
 #[doc(inline)]
 pub use crate::store::{RedisStore, RedisStoreBuilder};
-#[doc(inline)]
-pub use crate::store::{Store, StoreRequest, StoreResponse};

@@ -37,6 +37,7 @@ struct Counters {
     store_read_errors: AtomicU64,
     store_write_errors: AtomicU64,
     bad_signatures: AtomicU64,
+    store_skipped: AtomicU64,
 }
 
 #[derive(Clone, Copy)]
@@ -51,6 +52,8 @@ pub(crate) enum Event {
     StoreReadError,
     StoreWriteError,
     BadSignature,
+    /// A lookup or write not made: the store's circuit breaker is open.
+    StoreSkipped,
 }
 
 impl Event {
@@ -85,6 +88,7 @@ impl CacheMetrics {
             Event::StoreReadError => &c.store_read_errors,
             Event::StoreWriteError => &c.store_write_errors,
             Event::BadSignature => &c.bad_signatures,
+            Event::StoreSkipped => &c.store_skipped,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -140,6 +144,13 @@ impl CacheMetrics {
     pub fn bad_signatures(&self) -> u64 {
         self.inner.bad_signatures.load(Ordering::Relaxed)
     }
+
+    /// Store lookups and writes not made because the store's circuit breaker was open (each a
+    /// miss, or an unstored response; not counted as read or write errors). Deletes an open
+    /// breaker skips count as write errors: the entry they meant to remove may still be served.
+    pub fn store_skipped(&self) -> u64 {
+        self.inner.store_skipped.load(Ordering::Relaxed)
+    }
 }
 
 impl fmt::Debug for CacheMetrics {
@@ -155,6 +166,7 @@ impl fmt::Debug for CacheMetrics {
             .field("store_read_errors", &self.store_read_errors())
             .field("store_write_errors", &self.store_write_errors())
             .field("bad_signatures", &self.bad_signatures())
+            .field("store_skipped", &self.store_skipped())
             .finish()
     }
 }

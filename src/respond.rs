@@ -123,15 +123,24 @@ pub(crate) fn partial<B>(
     info: CacheInfo,
 ) -> Response<CacheBody<B>> {
     let Entry { head, body, .. } = entry;
-    let offset = crate::policy::ranges::stored_range(&head.headers).map_or(0, |have| have.first);
-    // `select` checked that the part lies within the body; saturate rather than trust it.
-    let start = usize::try_from(part.first - offset)
-        .unwrap_or(usize::MAX)
-        .min(body.len());
-    let end = usize::try_from(part.last - offset + 1)
-        .unwrap_or(usize::MAX)
-        .min(body.len());
-    let mut response = Response::new(CacheBody::cached(body.slice(start..end.max(start)), None));
+    // Only an incomplete entry's bytes start elsewhere than at 0 (a stored 200 that carries a
+    // stray Content-Range is a whole representation).
+    let offset = if head.status == StatusCode::PARTIAL_CONTENT {
+        crate::policy::ranges::stored_range(&head.headers).map_or(0, |have| have.first)
+    } else {
+        0
+    };
+    // `select` checked that the part lies within the body; check again rather than trust it.
+    let bounds = part
+        .first
+        .checked_sub(offset)
+        .zip(part.last.checked_sub(offset))
+        .and_then(|(a, b)| Some((usize::try_from(a).ok()?, usize::try_from(b).ok()?)))
+        .filter(|&(a, b)| a <= b && b < body.len());
+    let Some((start, last)) = bounds else {
+        return unsatisfiable(&head, part.complete, age, status, info);
+    };
+    let mut response = Response::new(CacheBody::cached(body.slice(start..=last), None));
     *response.status_mut() = StatusCode::PARTIAL_CONTENT;
     *response.version_mut() = head.version;
     *response.headers_mut() = head.headers;
@@ -139,8 +148,12 @@ pub(crate) fn partial<B>(
     headers.insert(header::CONTENT_RANGE, part.header_value());
     headers.insert(
         header::CONTENT_LENGTH,
-        http::HeaderValue::from(end.max(start) - start),
+        http::HeaderValue::from(last + 1 - start),
     );
+    // Digests of the whole content do not describe a part (RFC 9530's `Repr-Digest` does, and
+    // stays).
+    headers.remove("content-digest");
+    headers.remove("content-md5");
     headers.insert(header::AGE, age_value(age));
     response.extensions_mut().insert(status);
     response.extensions_mut().insert(info);
@@ -161,12 +174,9 @@ pub(crate) fn unsatisfiable<B>(
     *response.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
     *response.version_mut() = head.version;
     let headers = response.headers_mut();
-    for name in [
-        header::DATE,
-        header::ETAG,
-        header::LAST_MODIFIED,
-        header::CACHE_CONTROL,
-    ] {
+    // Not Cache-Control: the 416 is not the stored representation, and a cache further down
+    // must not store it in that one's place.
+    for name in [header::DATE, header::ETAG, header::LAST_MODIFIED] {
         for value in head.headers.get_all(&name) {
             headers.append(name.clone(), value.clone());
         }

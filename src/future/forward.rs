@@ -124,7 +124,8 @@ impl<St: Store> Ctx<St> {
         // and a Content-Location naming its target; §8.7: only a 2xx's Content-Location says
         // the content is "a current representation of that resource".
         let post_reusable = |storing: &Storing| {
-            if !parts.status.is_success() {
+            // 200 and 203 carry a representation (a 204 has none, a 206 only a part of one).
+            if !matches!(parts.status.as_u16(), 200 | 203) {
                 return false;
             }
             let cc = crate::policy::directives_for(&parts.headers, &self.config.reuse());

@@ -8,7 +8,7 @@ use http::Response;
 use super::Ctx;
 use crate::metrics::Event;
 use crate::policy::invalidation::{invalidates, related_targets};
-use crate::store::{flatten, Store, StoreRequest};
+use crate::store::{Store, StoreRequest};
 
 /// Deletes the entries an unsafe request invalidated; failures are logged, never returned.
 pub(super) type InvalidateFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
@@ -39,7 +39,7 @@ impl<St: Store> Ctx<St> {
             let call = self.store_call(StoreRequest::Delete { key: key.clone() });
             let metrics = self.config.metrics.clone();
             async move {
-                if let Err(e) = flatten(call.await) {
+                if let Err(e) = call.await {
                     // The entry may still be served while it is fresh: count it like a lost write.
                     metrics.record(Event::StoreWriteError);
                     tracing::warn!(key = %key, error = %e, "could not invalidate a stored entry");

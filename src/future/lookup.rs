@@ -24,8 +24,7 @@ use crate::policy::validation::{conditional_headers, not_modified};
 use crate::policy::vary::capture;
 use crate::respond::{self, hit_info, Freshness};
 use crate::status::CacheStatus;
-use crate::store::{flatten, Store, StoreRequest, StoreResponse};
-use crate::timer::Elapsed;
+use crate::store::{Store, StoreRequest, StoreResponse};
 
 /// A stale entry kept while the request goes on: to validate it, or to serve it if the origin
 /// fails.
@@ -66,9 +65,9 @@ pub(super) enum Next {
 }
 
 impl<St: Store> Ctx<St> {
-    pub(super) fn on_lookup<B, E: Into<BoxError>>(
+    pub(super) fn on_lookup<B>(
         &mut self,
-        answer: Result<Result<StoreResponse, E>, Elapsed>,
+        answer: Result<StoreResponse, StoreError>,
         request_headers: Option<&HeaderMap>,
     ) -> Lookup<B> {
         let (Some(primary), Some(request_headers)) = (self.plan.key.clone(), request_headers)
@@ -83,7 +82,7 @@ impl<St: Store> Ctx<St> {
             (None, 0) => primary,
             (None, n) => self.plan.older_keys.get(n - 1).cloned().unwrap_or(primary),
         };
-        let blob = match flatten(answer).and_then(StoreResponse::into_blob) {
+        let blob = match answer.and_then(StoreResponse::into_blob) {
             Ok(Some(blob)) => blob,
             Ok(None) => {
                 // Written before a key rotation: the same request under the previous key's name.
@@ -107,6 +106,16 @@ impl<St: Store> Ctx<St> {
 
     /// The store failed: fail-closed fails the request, fail-open goes on as on a miss.
     fn store_failed<B>(&mut self, key: &CacheKey, e: StoreError) -> Lookup<B> {
+        if e.is_unavailable() {
+            // The breaker is open: it logged that once; no warning per request.
+            self.config.metrics.record(Event::StoreSkipped);
+            if self.config.fail_closed {
+                return Lookup::Fail(Box::new(e));
+            }
+            tracing::debug!(key = %key, "store circuit breaker open; going to the origin");
+            self.status = CacheStatus::StoreUnavailable;
+            return self.nothing_usable();
+        }
         self.config.metrics.record(Event::StoreReadError);
         if self.config.fail_closed {
             tracing::warn!(key = %key, error = %e, "store lookup failed; failing the request (fail-closed)");
@@ -359,6 +368,10 @@ impl<St: Store> Ctx<St> {
             tracing::debug!(key = %key, age = age.as_secs(), "cache hit (incomplete entry)");
             let freshness = Freshness { lifetime, age, now };
             let info = hit_info(&key, &entry.head, freshness, false, self.found.blob_size);
+            // RFC 9110 §13.2.2: If-None-Match / If-Modified-Since come before Range.
+            if self.plan.conditional && not_modified(&entry.head.stored(), request_headers) {
+                return Lookup::Hit(respond::not_modified(&entry.head, age, status, info));
+            }
             return Lookup::Hit(respond::partial(entry, part, age, status, info));
         }
         if entry.head.status == http::StatusCode::PARTIAL_CONTENT {
@@ -446,11 +459,8 @@ impl<St: Store> Ctx<St> {
     }
 
     /// A failed delete of an unusable entry is logged and counted, never returned.
-    pub(super) fn after_delete<E: Into<BoxError>>(
-        &mut self,
-        answer: Result<Result<StoreResponse, E>, Elapsed>,
-    ) {
-        if let Err(e) = flatten(answer) {
+    pub(super) fn after_delete(&mut self, answer: Result<StoreResponse, StoreError>) {
+        if let Err(e) = answer {
             self.config.metrics.record(Event::StoreWriteError);
             tracing::warn!(error = %e, "could not delete an entry that failed verification");
         }

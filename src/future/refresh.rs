@@ -39,6 +39,10 @@ pub(super) fn spawn<S, St, ReqB, ResB>(
     };
     let stale = ctx.stale.take();
     let mut ctx = ctx.for_refresh();
+    // A refresh is of the whole representation: a ranged hit's Range would get a part back,
+    // which cannot refresh the complete entry.
+    request.headers_mut().remove(http::header::RANGE);
+    request.headers_mut().remove(http::header::IF_RANGE);
     if let Some(stale) = stale {
         if stale.revalidating {
             // Validate with the stored validators, as a foreground revalidation would.

@@ -21,7 +21,7 @@ use crate::policy::storable::{
 };
 use crate::policy::vary::{capture, vary_names, VaryNames};
 use crate::policy::RequestDirectives;
-use crate::store::{flatten, Store, StoreRequest, StoreResponse};
+use crate::store::{Store, StoreRequest, StoreResponse};
 
 /// The parts of a forwarded request that its stored entry records.
 pub(super) struct Storing {
@@ -280,7 +280,7 @@ impl<St: Store> Ctx<St> {
                     let put = config.call(&store, put);
                     let config = config.clone();
                     async move {
-                        match flatten(put.await) {
+                        match put.await {
                             Ok(StoreResponse::NotStored) => {
                                 // Refused (too large for the store): not stored, and the
                                 // waiters must not be told it was.
@@ -292,6 +292,11 @@ impl<St: Store> Ctx<St> {
                                 config.metrics.record(Event::Stored);
                                 tracing::debug!(key = %key, size, ttl = ttl.as_secs(), "stored");
                                 true
+                            }
+                            Err(e) if e.is_unavailable() => {
+                                config.metrics.record(Event::StoreSkipped);
+                                tracing::debug!(key = %key, "store circuit breaker open; response not cached");
+                                false
                             }
                             Err(e) => {
                                 config.metrics.record(Event::StoreWriteError);

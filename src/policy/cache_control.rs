@@ -208,14 +208,32 @@ impl ResponseDirectives {
 /// The field names of a qualified `no-cache` or `private` (§5.2.2.4, §5.2.2.7: a quoted list of
 /// field names). `None` when the list is empty or a name is not a field name: the directive is
 /// then read unqualified.
+///
+/// A list that names a field the stored response cannot do without (those that describe its
+/// content, its validators, its freshness, its Vary) is read unqualified too: leaving out
+/// `Content-Encoding` would serve a compressed body as plain, leaving out `Vary` would serve one
+/// variant to every request.
 fn field_names(list: &str) -> Option<Vec<HeaderName>> {
+    const NEEDED: [&str; 11] = [
+        "content-encoding",
+        "content-length",
+        "content-range",
+        "content-type",
+        "transfer-encoding",
+        "vary",
+        "etag",
+        "last-modified",
+        "cache-control",
+        "expires",
+        "date",
+    ];
     let names: Option<Vec<HeaderName>> = list
         .split(',')
         .map(str::trim)
         .filter(|n| !n.is_empty())
         .map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
         .collect();
-    names.filter(|n| !n.is_empty())
+    names.filter(|n| !n.is_empty() && !n.iter().any(|n| NEEDED.contains(&n.as_str())))
 }
 
 impl ResponseDirectives {
@@ -384,6 +402,11 @@ mod tests {
         assert_eq!(shared, ["a", "b", "set-cookie"]);
         let private: Vec<_> = d.unstored_fields(false).map(|n| n.as_str()).collect();
         assert_eq!(private, ["a", "b"]);
+        // Naming a field the response cannot do without: the whole response.
+        let d = ResponseDirectives::parse(&headers(&[r#"no-cache="content-encoding, a""#]));
+        assert!(d.no_cache && d.no_cache_fields.is_empty());
+        let d = ResponseDirectives::parse(&headers(&[r#"private="Vary""#]));
+        assert!(d.private);
         // Unqualified next to qualified: the whole response.
         let d = ResponseDirectives::parse(&headers(&["no-cache=\"a\"", "no-cache"]));
         assert!(d.no_cache);

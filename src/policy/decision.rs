@@ -241,6 +241,11 @@ mod tests {
         super::decide(&stored, req, rcc, reuse, now, protect)
     }
 
+    const NO_DIGEST: vary::Matching<'static> = vary::Matching {
+        digest: &no_digest,
+        language_ties: false,
+    };
+
     fn no_digest(_: &http::HeaderName, _: &[u8]) -> Option<[u8; 32]> {
         None
     }
@@ -297,7 +302,7 @@ mod tests {
         let h = head("max-age=60");
         let req = HeaderMap::new();
         let rcc = RequestDirectives::default();
-        let d = |now| decide(&h, &req, &rcc, &Reuse::default(), now, &no_digest);
+        let d = |now| decide(&h, &req, &rcc, &Reuse::default(), now, &NO_DIGEST);
         assert_eq!(
             d(t(0)),
             Decision::Fresh {
@@ -324,17 +329,17 @@ mod tests {
         };
         let r = Reuse::default();
         assert!(matches!(
-            decide(&h, &req, &rcc, &r, t(11), &no_digest),
+            decide(&h, &req, &rcc, &r, t(11), &NO_DIGEST),
             Decision::Stale { .. }
         ));
         assert!(matches!(
-            decide(&h, &req, &rcc, &r, t(10), &no_digest),
+            decide(&h, &req, &rcc, &r, t(10), &NO_DIGEST),
             Decision::Fresh { .. }
         ));
         h.vary = vec![(header::ACCEPT, VaryValue::Clear("a".into()))];
         let rcc = RequestDirectives::default();
         assert_eq!(
-            decide(&h, &req, &rcc, &r, t(1), &no_digest),
+            decide(&h, &req, &rcc, &r, t(1), &NO_DIGEST),
             Decision::NoMatch
         );
     }
@@ -359,7 +364,7 @@ mod tests {
             ..Reuse::default()
         };
         let at = |cc: &'static str, rcc: &str, reuse: &Reuse<'_>, secs| {
-            decide(&head(cc), &req, &rq(rcc), reuse, t(secs), &no_digest)
+            decide(&head(cc), &req, &rq(rcc), reuse, t(secs), &NO_DIGEST)
         };
         use Decision::*;
         let secs = Duration::from_secs;

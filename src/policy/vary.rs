@@ -47,7 +47,26 @@ pub(crate) fn vary_names(response: &HeaderMap) -> VaryNames {
 
 /// Decides how a request header value is kept: `Some(digest)` for credentials (never stored in
 /// clear), `None` to keep the value as is.
-pub(crate) type Protect<'a> = &'a dyn Fn(&HeaderName, &[u8]) -> Option<[u8; 32]>;
+pub(crate) trait VaryDigest {
+    fn digest(&self, name: &HeaderName, value: &[u8]) -> Option<[u8; 32]>;
+}
+
+impl<F: Fn(&HeaderName, &[u8]) -> Option<[u8; 32]>> VaryDigest for F {
+    fn digest(&self, name: &HeaderName, value: &[u8]) -> Option<[u8; 32]> {
+        self(name, value)
+    }
+}
+
+/// How selecting header values are kept and compared (§4.1).
+pub(crate) struct Matching<'a> {
+    pub(crate) digest: &'a dyn VaryDigest,
+    /// `Accept-Language` members of equal weight match in any order (off by default: many
+    /// negotiators break ties by order).
+    pub(crate) language_ties: bool,
+}
+
+/// See [`Matching`].
+pub(crate) type Protect<'a> = &'a Matching<'a>;
 
 /// The value of `name` on a request, all field lines combined with ", " (RFC 9110 §5.3), or
 /// `None` when absent. §4.1 allows normalizing before comparing ("by removing whitespace,
@@ -55,7 +74,7 @@ pub(crate) type Protect<'a> = &'a dyn Fn(&HeaderName, &[u8]) -> Option<[u8; 32]>
 /// the `Accept*` fields, whose tokens are case-insensitive, are lowercased. `Accept-Language`
 /// is also put in one order ([`canonical_languages`]). Other values keep their case (a
 /// credential differing only in case is a different credential).
-fn combined(request: &HeaderMap, name: &HeaderName) -> Option<Bytes> {
+fn combined(request: &HeaderMap, name: &HeaderName, language_ties: bool) -> Option<Bytes> {
     let mut values = request.get_all(name).iter().peekable();
     values.peek()?;
     let lowercase = matches!(
@@ -90,7 +109,7 @@ fn combined(request: &HeaderMap, name: &HeaderName) -> Option<Bytes> {
         }
     }
     if name == header::ACCEPT_LANGUAGE {
-        canonical_languages(&mut members);
+        canonical_languages(&mut members, language_ties);
     }
     let mut out = BytesMut::new();
     for (i, member) in members.iter().enumerate() {
@@ -103,11 +122,13 @@ fn combined(request: &HeaderMap, name: &HeaderName) -> Option<Bytes> {
 }
 
 /// `Accept-Language` members (already lowercased, without whitespace) in one order: by quality,
-/// highest first, then by language range; an explicit `q=1` is dropped. RFC 9110 §12.4.2 /
-/// §12.5.4: the weights say the user's preference, so members of equal weight in another order
-/// are the same preference ("en, de" and "de, en"). A member whose weight cannot be read keeps
-/// its text (and so its own place among the unreadable ones).
-fn canonical_languages(members: &mut [Vec<u8>]) {
+/// highest first (a stable sort: a negotiator that reads weights first picks the same language
+/// whatever the order of members of different weights), with one spelling per weight (`q=1`
+/// dropped, `q=0.50` as `q=0.5`). With `ties`, members of equal weight are also sorted by name:
+/// RFC 9110 §12.4.2 / §12.5.4 give them the same preference ("en, de" and "de, en"), but many
+/// negotiators (e.g. Express's) break ties by order, so that is an opt-in. A member whose weight
+/// cannot be read keeps its text, after the readable ones.
+fn canonical_languages(members: &mut [Vec<u8>], ties: bool) {
     fn weight(member: &[u8]) -> Option<u16> {
         let Some(at) = member.iter().position(|b| *b == b';') else {
             return Some(1000);
@@ -148,15 +169,20 @@ fn canonical_languages(members: &mut [Vec<u8>]) {
     }
     members.sort_by(|a, b| {
         let (wa, wb) = (weight(a), weight(b));
-        wb.cmp(&wa).then_with(|| a.cmp(b))
+        let by_weight = wb.cmp(&wa);
+        if ties || wa.is_none() {
+            by_weight.then_with(|| a.cmp(b))
+        } else {
+            by_weight
+        }
     });
 }
 
 /// What to store for `name` so the entry can be matched later.
 pub(crate) fn capture(request: &HeaderMap, name: &HeaderName, protect: Protect<'_>) -> VaryValue {
-    match combined(request, name) {
+    match combined(request, name, protect.language_ties) {
         None => VaryValue::Absent,
-        Some(v) => match protect(name, &v) {
+        Some(v) => match protect.digest.digest(name, &v) {
             Some(digest) => VaryValue::Digest(digest),
             None => VaryValue::Clear(v),
         },
@@ -179,6 +205,11 @@ pub(crate) fn matches(
 mod tests {
     use super::*;
     use http::HeaderValue;
+
+    const FAKE: Matching<'static> = Matching {
+        digest: &fake_digest,
+        language_ties: false,
+    };
 
     fn fake_digest(name: &HeaderName, b: &[u8]) -> Option<[u8; 32]> {
         if name != header::AUTHORIZATION {
@@ -215,7 +246,7 @@ mod tests {
             for l in lines {
                 h.append(name.clone(), HeaderValue::from_static(l));
             }
-            combined(&h, &name)
+            combined(&h, &name, true)
         };
         let al = header::ACCEPT_LANGUAGE;
         assert_eq!(
@@ -278,27 +309,27 @@ mod tests {
         req.append("accept", HeaderValue::from_static("b"));
         req.insert("authorization", HeaderValue::from_static("Bearer SECRET"));
         let stored = vec![
-            (header::ACCEPT, capture(&req, &header::ACCEPT, &fake_digest)),
+            (header::ACCEPT, capture(&req, &header::ACCEPT, &FAKE)),
             (
                 header::AUTHORIZATION,
-                capture(&req, &header::AUTHORIZATION, &fake_digest),
+                capture(&req, &header::AUTHORIZATION, &FAKE),
             ),
             (
                 header::ACCEPT_LANGUAGE,
-                capture(&req, &header::ACCEPT_LANGUAGE, &fake_digest),
+                capture(&req, &header::ACCEPT_LANGUAGE, &FAKE),
             ),
         ];
         assert_eq!(stored[0].1, VaryValue::Clear(Bytes::from_static(b"a, b")));
         assert!(matches!(stored[1].1, VaryValue::Digest(_)));
         assert_eq!(stored[2].1, VaryValue::Absent);
-        assert!(matches(&stored, &req, &fake_digest));
+        assert!(matches(&stored, &req, &FAKE));
 
         let mut other = req.clone();
         other.insert("authorization", HeaderValue::from_static("Bearer OTHER!"));
-        assert!(!matches(&stored, &other, &fake_digest));
+        assert!(!matches(&stored, &other, &FAKE));
         let mut other = req.clone();
         other.insert("accept-language", HeaderValue::from_static("fr"));
-        assert!(!matches(&stored, &other, &fake_digest));
+        assert!(!matches(&stored, &other, &FAKE));
     }
 
     proptest::proptest! {

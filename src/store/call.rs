@@ -1,27 +1,75 @@
 //! One store operation as the cache makes it: bounded by a timeout, and with the store's error,
 //! the timeout and an answer of the wrong kind all flattened into one [`StoreError`].
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use pin_project_lite::pin_project;
 use tower::util::{Oneshot, ServiceExt};
 
+use super::breaker::{CircuitBreaker, Permit};
 use super::{Store, StoreRequest, StoreResponse};
 use crate::error::{BoxError, StoreError};
 use crate::timer::{self, Elapsed, Timed, TimerProbe};
 
-/// A store operation in flight, bounded by a timeout.
-pub(crate) type StoreCall<St> = Timed<Oneshot<St, StoreRequest>>;
+pin_project! {
+    /// A store operation in flight, bounded by a timeout, through the layer's circuit breaker
+    /// (when it has one): its answer, a timeout and an open breaker all end as `StoreError`s,
+    /// and the outcome is reported to the breaker.
+    pub(crate) struct StoreCall<St: Store> {
+        #[pin]
+        inner: Option<Timed<Oneshot<St, StoreRequest>>>,
+        permit: Option<Permit>,
+    }
+}
 
-/// Sends `request` to a clone of `store`, bounded by `timeout`.
+/// Sends `request` to a clone of `store`, bounded by `timeout`, unless `breaker` is open.
 pub(crate) fn call<St: Store>(
     store: &St,
     timer: &Arc<TimerProbe>,
     timeout: Duration,
+    breaker: Option<&CircuitBreaker>,
     request: StoreRequest,
 ) -> StoreCall<St> {
-    timer::timeout(timer, timeout, store.clone().oneshot(request))
+    let permit = match breaker.map(CircuitBreaker::admit) {
+        // Open: the store is not asked.
+        Some(None) => {
+            return StoreCall {
+                inner: None,
+                permit: None,
+            }
+        }
+        Some(permit) => permit,
+        None => None,
+    };
+    StoreCall {
+        inner: Some(timer::timeout(
+            timer,
+            timeout,
+            store.clone().oneshot(request),
+        )),
+        permit,
+    }
+}
+
+impl<St: Store> Future for StoreCall<St> {
+    type Output = Result<StoreResponse, StoreError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Some(inner) = this.inner.as_pin_mut() else {
+            return Poll::Ready(Err(StoreError::unavailable()));
+        };
+        let out = flatten(ready!(inner.poll(cx)));
+        if let Some(permit) = this.permit.take() {
+            permit.report(out.is_ok());
+        }
+        Poll::Ready(out)
+    }
 }
 
 /// A store answer, with a timeout and the store's error both as [`StoreError`]s.
@@ -30,7 +78,12 @@ pub(crate) fn flatten<E: Into<BoxError>>(
 ) -> Result<StoreResponse, StoreError> {
     match result {
         Ok(Ok(response)) => Ok(response),
-        Ok(Err(e)) => Err(StoreError::failed(e.into())),
+        // A breaker layer under the cache's own says "unavailable" in a box: keep its kind.
+        Ok(Err(e)) => match e.into().downcast::<StoreError>() {
+            Ok(inner) if inner.is_unavailable() => Err(*inner),
+            Ok(inner) => Err(StoreError::failed(inner)),
+            Err(other) => Err(StoreError::failed(other)),
+        },
         Err(Elapsed) => Err(StoreError::timed_out()),
     }
 }

@@ -50,6 +50,7 @@
 //! assert_store(&MapStore::default());
 //! ```
 
+mod breaker;
 mod call;
 #[cfg(feature = "test-util")]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
@@ -78,7 +79,11 @@ pub use redis::{RedisStore, RedisStoreBuilder, DEFAULT_PREFIX as DEFAULT_REDIS_P
 
 use crate::error::BoxError;
 use crate::CacheKey;
-pub(crate) use call::{call, flatten, StoreCall};
+pub use breaker::{
+    BreakerState, Breaking, BreakingFuture, CircuitBreaker, DEFAULT_BREAKER_FAILURES,
+    DEFAULT_BREAKER_MAX_OPEN_FOR, DEFAULT_BREAKER_OPEN_FOR,
+};
+pub(crate) use call::{call, StoreCall};
 
 /// An operation on a store.
 ///

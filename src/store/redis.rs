@@ -137,7 +137,10 @@ impl RedisStoreBuilder {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.connection_timeout))
             .set_response_timeout(Some(self.response_timeout))
-            .set_number_of_retries(2)
+            // Fail fast: a server that refuses connections answers the command at once with an
+            // error (the layer's circuit breaker then stops asking); the next command tries to
+            // reconnect again. Retries with backoff made every call of an outage wait ~0.5 s.
+            .set_number_of_retries(0)
             .set_max_delay(Duration::from_secs(2));
         let conn = ConnectionManager::new_with_config(client, config).await?;
         Ok(RedisStore {

@@ -349,6 +349,17 @@ impl RedisServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// SIGSTOP (`true`) or SIGCONT (`false`): a server that accepts connections and never
+    /// answers, then answers again.
+    pub fn pause(&self, stop: bool) {
+        let signal = if stop { "-STOP" } else { "-CONT" };
+        let ok = std::process::Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {signal} failed");
+    }
 }
 
 #[cfg(all(feature = "disk", feature = "redis", feature = "test-util"))]

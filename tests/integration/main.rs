@@ -3,6 +3,7 @@
 mod attacks;
 mod axum;
 mod body;
+mod breaker;
 mod caching;
 mod coalesce;
 mod common;

@@ -17,6 +17,9 @@ use crate::key::KeyParts;
 use crate::metrics::CacheMetrics;
 use crate::request_body::{BodyKeys, NoBodyKeys};
 use crate::service::Cache;
+use crate::store::CircuitBreaker;
+
+mod rules;
 
 /// A [`tower::Layer`] that adds an HTTP cache in front of a client service.
 ///
@@ -403,13 +406,40 @@ impl<St, K> CacheLayer<St, K> {
 
     /// How long one store operation (lookup, write, delete) may take. A lookup that takes longer
     /// is treated as a store failure (a miss, or an error when [`fail_closed`](Self::fail_closed));
-    /// a write that takes longer is dropped. Needs a tokio runtime with its timer enabled;
-    /// without one, store operations are not bounded.
+    /// a write that takes longer is dropped. On tokio's timer when the runtime has one, else on
+    /// a timer thread (docs/stores.md).
     ///
     /// Default: [`DEFAULT_STORE_TIMEOUT`](crate::DEFAULT_STORE_TIMEOUT) (500 ms).
     pub fn store_timeout(mut self, timeout: Duration) -> Self {
         self.config.store_timeout = timeout;
         self
+    }
+
+    /// The circuit breaker over every store operation of the layer: after consecutive failures
+    /// or timeouts the store is not asked (requests go to the origin at once,
+    /// [`CacheStatus::StoreUnavailable`](crate::CacheStatus::StoreUnavailable)) until a probe
+    /// succeeds. Pass a [`CircuitBreaker`] to tune it or to watch its state; it keeps its own
+    /// clock (the default one follows [`clock`](Self::clock)).
+    ///
+    /// Default: on, [`CircuitBreaker::new()`] (5 failures, probes after 250 ms, then at least
+    /// once a second). See docs/stores.md, "When the store is down".
+    pub fn circuit_breaker(mut self, breaker: CircuitBreaker) -> Self {
+        self.config.breaker = Some(breaker);
+        self.config.breaker_default = false;
+        self
+    }
+
+    /// No circuit breaker: every store operation asks the store, and pays its timeout when the
+    /// store is down.
+    pub fn without_circuit_breaker(mut self) -> Self {
+        self.config.breaker = None;
+        self.config.breaker_default = false;
+        self
+    }
+
+    /// The layer's circuit breaker (shared by every service it builds), to read its state.
+    pub fn breaker(&self) -> Option<&CircuitBreaker> {
+        self.config.breaker.as_ref()
     }
 
     /// Fail requests whose store lookup fails or times out, with a
@@ -432,51 +462,6 @@ impl<St, K> CacheLayer<St, K> {
         self
     }
 
-    /// Obey `CDN-Cache-Control` (RFC 9213 §3) over `Cache-Control` and `Expires`: the
-    /// targeted field for CDN caches. The same as
-    /// [`targeted_fields([CDN_CACHE_CONTROL])`](Self::targeted_fields).
-    ///
-    /// For a cache that acts for the origin's owner (a gateway, a reverse proxy, a CDN-like tier
-    /// of a service), not for a client's cache of other people's APIs: the origin meant those
-    /// directives for its CDN. Default: off.
-    pub fn cdn_cache_control(self) -> Self {
-        self.targeted_fields([crate::CDN_CACHE_CONTROL])
-    }
-
-    /// Obey these targeted cache-control fields (RFC 9213) over `Cache-Control`: the target
-    /// list, most specific first (e.g. a product's own `Foo-Cache-Control`, then
-    /// `CDN-Cache-Control`).
-    ///
-    /// RFC 9213 §2.1: of the fields on the list, the first one with a valid, non-empty value
-    /// decides the caching policy of a response, and `Cache-Control` and `Expires` are then
-    /// ignored (a `Cache-Control: no-store` next to `CDN-Cache-Control: max-age=60` is stored
-    /// for 60 s). A field that is not a valid Structured Field dictionary (RFC 8941), or is
-    /// empty, is ignored as if absent. Directives keep their `Cache-Control` meaning
-    /// (`max-age`, `s-maxage`, `no-store`, `no-cache`, `private`, `must-revalidate`,
-    /// `stale-while-revalidate`, `stale-if-error`, ...); a value of the wrong type
-    /// (`max-age="60"`) is not consumed. Replaces any list set before; an empty list turns
-    /// targeted fields off. Default: off.
-    pub fn targeted_fields(mut self, fields: impl IntoIterator<Item = HeaderName>) -> Self {
-        self.config.targets = fields.into_iter().collect();
-        self
-    }
-
-    /// Act as a *surrogate* named `id` (W3C Edge Architecture Specification 1.0): a gateway
-    /// cache run by the origin's owner. Forwarded requests carry
-    /// `Surrogate-Capability: id="Surrogate/1.0"`, and `Surrogate-Control` response directives
-    /// (`max-age`, `no-store`; untargeted or targeted `;id`) take precedence over
-    /// `Cache-Control` (and over a targeted field of [`targeted_fields`](Self::targeted_fields)).
-    ///
-    /// Default: off (`Surrogate-Control` is ignored and nothing is added to requests).
-    #[deprecated(
-        since = "0.2.0",
-        note = "Surrogate-Control is superseded by RFC 9213 targeted fields: use `cdn_cache_control()` or `targeted_fields(..)`; `surrogate` will be removed in the release after"
-    )]
-    pub fn surrogate(mut self, id: impl Into<String>) -> Self {
-        self.config.surrogate = Some(id.into());
-        self
-    }
-
     /// Counters of hits, misses, store errors and bad signatures, shared by every service this
     /// layer builds (and by clones of the layer).
     pub fn metrics(&self) -> CacheMetrics {
@@ -489,12 +474,21 @@ impl<St, K> CacheLayer<St, K> {
     /// Default: [`SystemClock`](crate::SystemClock).
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.config.clock = Arc::new(clock);
+        // The default breaker measures its waits on the layer's clock.
+        if self.config.breaker_default {
+            let clock = self.config.clock.clone();
+            self.config.breaker = self.config.breaker.map(|b| b.with_clock(clock));
+        }
         self
     }
 
     /// The same settings over another store (e.g. to give each tenant its own store while
     /// keeping one configuration).
-    pub fn with_store<St2>(self, store: St2) -> CacheLayer<St2, K> {
+    pub fn with_store<St2>(mut self, store: St2) -> CacheLayer<St2, K> {
+        // Another store has its own health: the default breaker starts closed again.
+        if self.config.breaker_default {
+            self.config.breaker = self.config.breaker.map(|b| b.fresh());
+        }
         CacheLayer {
             store,
             bodies: self.bodies,
