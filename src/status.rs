@@ -139,6 +139,9 @@ pub enum NotStoredReason {
     /// The request's `Host` header is repeated or not a valid authority, so the key could not
     /// say which host the origin will see: the request went through untouched, not looked up.
     InvalidHost,
+    /// The store's circuit breaker is open ([`CircuitBreaker`](crate::CircuitBreaker)): the
+    /// response was passed on without being read for a store that is not asked.
+    StoreUnavailable,
 }
 
 impl fmt::Display for NotStoredReason {
@@ -159,6 +162,7 @@ impl fmt::Display for NotStoredReason {
             NotStoredReason::ReadOnly => "the cache is read-only",
             NotStoredReason::RequestBody => "the request body cannot be part of the key",
             NotStoredReason::InvalidHost => "the Host header is repeated or invalid",
+            NotStoredReason::StoreUnavailable => "the store is unavailable (circuit breaker open)",
         })
     }
 }

@@ -14,6 +14,7 @@ use crate::body::{CacheBody, Tee};
 use crate::entry::Entry;
 use crate::error::BoxError;
 use crate::key::CacheKey;
+use crate::metrics::Event;
 use crate::policy::decision::{is_origin_error, lifetime};
 use crate::policy::fields::content_length;
 use crate::policy::freshness::{explicit_lifetime, AgeInputs};
@@ -23,7 +24,7 @@ use crate::policy::validation::freshen;
 use crate::respond::{self, hit_info, Freshness};
 use crate::rt::run_soon;
 use crate::status::{CacheInfo, CacheStatus, NotStoredReason};
-use crate::store::Store;
+use crate::store::{BreakerState, Store};
 
 /// Sends the request to the origin: the next state.
 pub(super) fn forward<S, St, ReqB>(
@@ -57,7 +58,16 @@ impl<St: Store> Ctx<St> {
         S: Service<Request<B>>,
     {
         self.advertise(&mut request);
-        if let (true, Some(key)) = (self.plan.may_store(), &self.plan.key) {
+        // While the store's breaker is not closed nothing is written: the request's parts are
+        // not copied for an entry (on_response reports `StoreUnavailable`).
+        self.store_down = self
+            .config
+            .breaker
+            .as_ref()
+            .is_some_and(|b| b.state() != BreakerState::Closed);
+        if self.store_down && (self.plan.may_store() || self.plan.post_key.is_some()) {
+            self.storing = None;
+        } else if let (true, Some(key)) = (self.plan.may_store(), &self.plan.key) {
             self.storing = Some(Box::new(Storing::of(key, &request, &self.plan.cc)));
         } else if let Some(key) = &self.plan.post_key {
             self.storing = Some(Box::new(Storing::post_as_get(key, &request, &self.plan.cc)));
@@ -183,6 +193,14 @@ impl<St: Store> Ctx<St> {
                         CacheBody::upstream(body)
                     }
                 }
+            }
+            // The store is not being asked (its breaker open, or half-open with its one probe
+            // out): the body is not copied and sealed for a write that would be skipped.
+            None if self.store_down && (self.plan.may_store() || self.plan.post_key.is_some()) => {
+                self.config.metrics.record(Event::StoreSkipped);
+                parts.extensions.insert(NotStoredReason::StoreUnavailable);
+                info.key = self.plan.key.clone();
+                CacheBody::upstream(body)
             }
             None => {
                 let why = self.plan.not_stored().unwrap_or(NotStoredReason::Method);

@@ -471,8 +471,15 @@ impl<St: Store> Ctx<St> {
     fn join_flight(&mut self) -> Option<WaitFuture> {
         let timeout = self.config.coalesce_timeout?;
         let key = self.plan.key.as_ref()?;
-        // A ranged request's answer is a part: it is not what waiters for the key wait for.
-        if self.found.coalesced || !self.plan.may_store() || self.plan.range.is_some() {
+        // A ranged request's answer is a part: it is not what waiters for the key wait for. And
+        // while the store's breaker is not closed nothing will be stored for waiters to read.
+        let store_down = self
+            .config
+            .breaker
+            .as_ref()
+            .is_some_and(|b| b.state() != crate::store::BreakerState::Closed);
+        if self.found.coalesced || !self.plan.may_store() || self.plan.range.is_some() || store_down
+        {
             return None;
         }
         match self.config.flights.join(key, timeout) {

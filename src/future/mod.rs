@@ -188,6 +188,9 @@ struct Ctx<St> {
     found: Found,
     /// When the request went to the origin (§4.2.3 `request_time`).
     request_time: SystemTime,
+    /// The store's circuit breaker was not closed when the request went to the origin: its
+    /// response is not stored.
+    store_down: bool,
 }
 
 /// Where the lookup stands.
@@ -223,6 +226,7 @@ impl<St: Store> Ctx<St> {
             storing: None,
             found: Found::default(),
             request_time: SystemTime::UNIX_EPOCH,
+            store_down: false,
         }
     }
 

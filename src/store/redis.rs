@@ -271,65 +271,77 @@ impl tower::Service<StoreRequest> for RedisStore {
     fn call(&mut self, req: StoreRequest) -> RedisFuture {
         let mut conn = self.conn.clone();
         let prefix = self.prefix.clone();
-        let full = move |key: &CacheKey| format!("{prefix}{key}");
         Box::pin(async move {
-            Ok(match req {
-                StoreRequest::Get { key, max_len } => {
-                    let blob: Option<Vec<u8>> = if max_len == usize::MAX {
-                        redis::cmd("GET")
-                            .arg(full(&key))
-                            .query_async(&mut conn)
-                            .await?
-                    } else {
-                        // EVALSHA; on NOSCRIPT (first use, a restarted server after a
-                        // reconnect) the script is loaded and run again.
-                        GET_BOUNDED
-                            .key(full(&key))
-                            .arg(max_len)
-                            .invoke_async(&mut conn)
-                            .await?
-                    };
-                    StoreResponse::Blob(blob.map(Bytes::from))
+            match run(&mut conn, &prefix, req.clone()).await {
+                // The connection manager answers the first command after a lost connection with
+                // that loss, and reconnects in the background: one more try waits for the new
+                // connection (after a Redis restart, the first probe of the circuit breaker
+                // then succeeds). A refused connection fails both at once.
+                Err(e) if e.is_connection_dropped() || e.is_io_error() => {
+                    run(&mut conn, &prefix, req).await
                 }
-                StoreRequest::Put { key, blob, ttl } => {
-                    let mut cmd = redis::cmd("SET");
-                    cmd.arg(full(&key)).arg(blob.as_ref());
-                    if let Some(ttl) = ttl {
-                        cmd.arg("PX").arg(px(ttl));
-                    }
-                    let _: Value = cmd.query_async(&mut conn).await?;
-                    StoreResponse::Done
-                }
-                StoreRequest::Delete { key } => {
-                    let _: Value = redis::cmd("UNLINK")
-                        .arg(full(&key))
-                        .query_async(&mut conn)
-                        .await?;
-                    StoreResponse::Done
-                }
-                StoreRequest::Keys => {
-                    let prefix_len = full(&CacheKey::from_stored("")).len();
-                    let keys = scan(&mut conn, &full(&CacheKey::from_stored(""))).await?;
-                    StoreResponse::Keys(
-                        keys.into_iter()
-                            .filter_map(|k| String::from_utf8(k).ok())
-                            .filter_map(|k| k.get(prefix_len..).map(CacheKey::from_stored))
-                            .collect(),
-                    )
-                }
-                StoreRequest::Clear => {
-                    let keys = scan(&mut conn, &full(&CacheKey::from_stored(""))).await?;
-                    for batch in keys.chunks(SCAN_COUNT) {
-                        let _: Value = redis::cmd("UNLINK")
-                            .arg(batch)
-                            .query_async(&mut conn)
-                            .await?;
-                    }
-                    StoreResponse::Done
-                }
-            })
+                other => other,
+            }
         })
     }
+}
+
+/// One store request against the server.
+async fn run(
+    conn: &mut ConnectionManager,
+    prefix: &str,
+    req: StoreRequest,
+) -> Result<StoreResponse, RedisError> {
+    let full = |key: &CacheKey| format!("{prefix}{key}");
+    Ok(match req {
+        StoreRequest::Get { key, max_len } => {
+            let blob: Option<Vec<u8>> = if max_len == usize::MAX {
+                redis::cmd("GET").arg(full(&key)).query_async(conn).await?
+            } else {
+                // EVALSHA; on NOSCRIPT (first use, a restarted server after a
+                // reconnect) the script is loaded and run again.
+                GET_BOUNDED
+                    .key(full(&key))
+                    .arg(max_len)
+                    .invoke_async(conn)
+                    .await?
+            };
+            StoreResponse::Blob(blob.map(Bytes::from))
+        }
+        StoreRequest::Put { key, blob, ttl } => {
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(full(&key)).arg(blob.as_ref());
+            if let Some(ttl) = ttl {
+                cmd.arg("PX").arg(px(ttl));
+            }
+            let _: Value = cmd.query_async(conn).await?;
+            StoreResponse::Done
+        }
+        StoreRequest::Delete { key } => {
+            let _: Value = redis::cmd("UNLINK")
+                .arg(full(&key))
+                .query_async(conn)
+                .await?;
+            StoreResponse::Done
+        }
+        StoreRequest::Keys => {
+            let prefix_len = full(&CacheKey::from_stored("")).len();
+            let keys = scan(conn, &full(&CacheKey::from_stored(""))).await?;
+            StoreResponse::Keys(
+                keys.into_iter()
+                    .filter_map(|k| String::from_utf8(k).ok())
+                    .filter_map(|k| k.get(prefix_len..).map(CacheKey::from_stored))
+                    .collect(),
+            )
+        }
+        StoreRequest::Clear => {
+            let keys = scan(conn, &full(&CacheKey::from_stored(""))).await?;
+            for batch in keys.chunks(SCAN_COUNT) {
+                let _: Value = redis::cmd("UNLINK").arg(batch).query_async(conn).await?;
+            }
+            StoreResponse::Done
+        }
+    })
 }
 
 #[cfg(test)]

@@ -26,7 +26,9 @@ fn flaky(down: Arc<AtomicBool>, calls: Arc<AtomicUsize>) -> impl hyper_client_ca
             if down {
                 return Err::<StoreResponse, BoxError>("connection refused".into());
             }
-            tower::ServiceExt::oneshot(memory, request).await.map_err(Into::into)
+            tower::ServiceExt::oneshot(memory, request)
+                .await
+                .map_err(Into::into)
         }
     })
 }
@@ -125,7 +127,10 @@ async fn a_stalled_store_costs_its_timeout_a_few_times_then_nothing() {
     assert_eq!(breaker.state(), BreakerState::Open);
     let timeout = Duration::from_millis(500);
     let failures = hyper_client_cache::DEFAULT_BREAKER_FAILURES as usize;
-    assert!(waited[..failures].iter().all(|w| *w == timeout), "{waited:?}");
+    assert!(
+        waited[..failures].iter().all(|w| *w == timeout),
+        "{waited:?}"
+    );
     assert!(waited[failures..].iter().all(|w| w.is_zero()), "{waited:?}");
 }
 
