@@ -5,28 +5,108 @@
 //! every way out). Later misses for the same key *wait* on the guard's channel, bounded by a
 //! timeout, then look the key up again: the leader's response is normally there. A waiter whose
 //! leader did not store anything, or that gave up waiting, goes to the origin itself.
+//!
+//! Except when the leader's request *failed* at the origin (a 500, 502, 503 or 504 that is not
+//! stored, with a body of at most [`MAX_SHARED_BODY`], or a transport error): then the waiters
+//! whose request is the leader's own (the same URI, the same credential fields) get that answer,
+//! as singleflight-style collapsing does, instead of all going to a struggling origin at once.
+//! Waiters with other credentials, or another URI that maps to the same key (an ignored query
+//! parameter), go to the origin themselves: an error page may echo what the request carried.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, Version};
 use tokio::sync::watch;
 
 use crate::timer::{Timed, TimerProbe};
 use crate::CacheKey;
 
+/// The largest body of a failed leader's response that is kept to share with its waiters.
+pub(crate) const MAX_SHARED_BODY: usize = 64 << 10;
+
 /// How a leader's request ended, as its waiters see it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 enum Outcome {
     Pending,
     Stored,
     NotStored,
+    Failed(Arc<Failure>),
 }
 
-/// What a waiter gets: `true` when the leader stored a response (look it up again).
-pub(crate) type WaitFuture = Pin<Box<dyn Future<Output = bool> + Send + 'static>>;
+/// A leader's failed request: who asked, and what the origin answered.
+pub(crate) struct Failure {
+    /// The leader's request target and credential fields: only an identical request is given
+    /// the answer.
+    pub(crate) asked: Asked,
+    pub(crate) answer: FailedAnswer,
+}
+
+impl fmt::Debug for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // No URI, no credentials, no body in logs.
+        let what = match &self.answer {
+            FailedAnswer::Response { status, .. } => status.as_str().to_owned(),
+            FailedAnswer::Error => "error".to_owned(),
+        };
+        f.debug_struct("Failure").field("answer", &what).finish()
+    }
+}
+
+/// The parts of a request that decide whether a leader's failure answers it too.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct Asked {
+    pub(crate) uri: Uri,
+    pub(crate) credentials: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Asked {
+    pub(crate) fn of(uri: &Uri, headers: &HeaderMap, sensitive: &[HeaderName]) -> Self {
+        let mut credentials = Vec::new();
+        for name in sensitive {
+            for value in headers.get_all(name) {
+                credentials.push((name.clone(), value.clone()));
+            }
+        }
+        Self {
+            uri: uri.clone(),
+            credentials,
+        }
+    }
+}
+
+/// What a failed leader got from the origin.
+pub(crate) enum FailedAnswer {
+    /// A 500, 502, 503 or 504, not stored.
+    Response {
+        status: StatusCode,
+        version: Version,
+        headers: HeaderMap,
+        body: Bytes,
+    },
+    /// The origin could not be reached, or the connection failed (what the error said is not
+    /// shared: it can name the leader's URL).
+    Error,
+}
+
+/// How a wait ended.
+#[derive(Debug, Clone)]
+pub(crate) enum Waited {
+    /// The leader stored a response: look it up again.
+    Stored,
+    /// Nothing to share (not stored, not a failure, or the wait timed out): go to the origin.
+    NotStored,
+    /// The leader's request failed: its answer, for an identical request.
+    Failed(Arc<Failure>),
+}
+
+/// What a waiter gets.
+pub(crate) type WaitFuture = Pin<Box<dyn Future<Output = Waited> + Send + 'static>>;
 
 /// The in-flight requests of one layer (shared by every service the layer builds).
 #[derive(Debug, Default)]
@@ -60,13 +140,20 @@ impl Flights {
             let deadline = self.timer.sleep(timeout);
             return Join::Wait(Box::pin(async move {
                 let outcome = async move {
-                    let seen = rx.wait_for(|o| *o != Outcome::Pending).await;
-                    matches!(seen.as_deref(), Ok(Outcome::Stored))
+                    let seen = rx
+                        .wait_for(|o| !matches!(o, Outcome::Pending))
+                        .await
+                        .map(|o| o.clone());
+                    match seen {
+                        Ok(Outcome::Stored) => Waited::Stored,
+                        Ok(Outcome::Failed(failure)) => Waited::Failed(failure),
+                        _ => Waited::NotStored,
+                    }
                 };
                 let bounded = Timed::new(outcome, deadline);
                 bounded.await.unwrap_or_else(|_| {
                     tracing::debug!("gave up waiting for a concurrent request");
-                    false
+                    Waited::NotStored
                 })
             }));
         }
@@ -127,6 +214,11 @@ impl Leader {
         self.finish(Outcome::Stored);
     }
 
+    /// The request failed at the origin: identical waiters get `failure` as their answer.
+    pub(crate) fn failed(mut self, failure: Failure) {
+        self.finish(Outcome::Failed(Arc::new(failure)));
+    }
+
     fn finish(&mut self, outcome: Outcome) {
         if self.done {
             return;
@@ -173,7 +265,7 @@ mod tests {
             panic!("second must wait")
         };
         leader.stored();
-        assert!(wait.await);
+        assert!(matches!(wait.await, Waited::Stored));
         // The flight is over: the next miss leads again.
         assert!(matches!(
             flights.join(&key(), Duration::from_secs(1)),
@@ -189,7 +281,7 @@ mod tests {
             panic!()
         };
         drop(lead);
-        assert!(!wait.await);
+        assert!(matches!(wait.await, Waited::NotStored));
     }
 
     #[tokio::test(start_paused = true)]
@@ -201,8 +293,30 @@ mod tests {
         };
         // Paused clock: tokio advances time itself once everything is idle.
         let started = tokio::time::Instant::now();
-        assert!(!wait.await);
+        assert!(matches!(wait.await, Waited::NotStored));
         assert_eq!(started.elapsed(), Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn a_failed_leader_hands_its_answer_to_the_waiters() {
+        let flights = Arc::new(Flights::default());
+        let Join::Lead(leader) = flights.join(&key(), Duration::from_secs(60)) else {
+            panic!("first must lead")
+        };
+        let waits: Vec<_> = (0..3)
+            .map(|_| match flights.join(&key(), Duration::from_secs(60)) {
+                Join::Wait(w) => w,
+                _ => panic!("must wait"),
+            })
+            .collect();
+        let asked = Asked::of(&"http://e.com/".parse().unwrap(), &HeaderMap::new(), &[]);
+        leader.failed(Failure {
+            asked,
+            answer: FailedAnswer::Error,
+        });
+        for wait in waits {
+            assert!(matches!(wait.await, Waited::Failed(_)));
+        }
     }
 
     #[test]
@@ -239,7 +353,10 @@ mod tests {
             let Join::Wait(wait) = flights.join(&key(), Duration::from_millis(30)) else {
                 panic!("second must wait")
             };
-            assert!(!wait.await, "gave up after the timeout");
+            assert!(
+                matches!(wait.await, Waited::NotStored),
+                "gave up after the timeout"
+            );
         });
     }
 }

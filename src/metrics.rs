@@ -29,6 +29,7 @@ pub struct CacheMetrics {
 struct Counters {
     hits: AtomicU64,
     coalesced: AtomicU64,
+    coalesced_errors: AtomicU64,
     revalidated: AtomicU64,
     stale: AtomicU64,
     misses: AtomicU64,
@@ -44,6 +45,7 @@ struct Counters {
 pub(crate) enum Event {
     Hit,
     Coalesced,
+    CoalescedError,
     Revalidated,
     Stale,
     Miss,
@@ -63,6 +65,7 @@ impl Event {
         Some(match status {
             CacheStatus::Hit => Event::Hit,
             CacheStatus::Coalesced => Event::Coalesced,
+            CacheStatus::CoalescedError => Event::CoalescedError,
             CacheStatus::Revalidated => Event::Revalidated,
             CacheStatus::Stale | CacheStatus::StaleWhileRevalidate | CacheStatus::StaleIfError => {
                 Event::Stale
@@ -80,6 +83,7 @@ impl CacheMetrics {
         let counter = match event {
             Event::Hit => &c.hits,
             Event::Coalesced => &c.coalesced,
+            Event::CoalescedError => &c.coalesced_errors,
             Event::Revalidated => &c.revalidated,
             Event::Stale => &c.stale,
             Event::Miss => &c.misses,
@@ -140,6 +144,12 @@ impl CacheMetrics {
         self.inner.store_write_errors.load(Ordering::Relaxed)
     }
 
+    /// Requests answered with the failure of a concurrent identical request they waited for
+    /// (`CacheStatus::CoalescedError`), instead of each asking a failing origin.
+    pub fn coalesced_errors(&self) -> u64 {
+        self.inner.coalesced_errors.load(Ordering::Relaxed)
+    }
+
     /// Stored entries that failed verification.
     pub fn bad_signatures(&self) -> u64 {
         self.inner.bad_signatures.load(Ordering::Relaxed)
@@ -158,6 +168,7 @@ impl fmt::Debug for CacheMetrics {
         f.debug_struct("CacheMetrics")
             .field("hits", &self.hits())
             .field("coalesced", &self.coalesced())
+            .field("coalesced_errors", &self.coalesced_errors())
             .field("revalidated", &self.revalidated())
             .field("stale", &self.stale())
             .field("misses", &self.misses())

@@ -47,6 +47,11 @@ pub enum CacheStatus {
     /// Another request for the same key was already on its way to the origin; this one waited
     /// for it and was served the response it stored (request coalescing).
     Coalesced,
+    /// This request waited for a concurrent identical request (the same URI and credential
+    /// fields) whose request failed at the origin (a 500, 502, 503 or 504 that was not stored,
+    /// or a transport error, then [`CoalescedError`](crate::CoalescedError)): it got that
+    /// answer instead of asking a struggling origin again.
+    CoalescedError,
     /// Nothing usable was stored (absent, stale, or not matching the request); the request went
     /// to the origin and the response is being stored (once its body has been read in full).
     Miss,
@@ -77,6 +82,7 @@ impl CacheStatus {
         match self {
             CacheStatus::Hit => "hit",
             CacheStatus::Coalesced => "coalesced",
+            CacheStatus::CoalescedError => "coalesced (origin error)",
             CacheStatus::Revalidated => "revalidated",
             CacheStatus::Stale => "stale",
             CacheStatus::StaleWhileRevalidate => "stale (revalidating)",
@@ -269,6 +275,10 @@ pub(crate) fn cache_status_field<B>(response: &Response<B>, now: SystemTime) -> 
             // §2.8: "collapsed": the request was collapsed with another forward request.
             out.push_str("; fwd=miss; collapsed");
             ttl(&mut out);
+        }
+        Some(CacheStatus::CoalescedError) => {
+            out.push_str("; fwd=miss; collapsed");
+            fwd_status(&mut out);
         }
         Some(CacheStatus::Revalidated) => {
             out.push_str("; fwd=stale; fwd-status=304");

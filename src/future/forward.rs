@@ -3,6 +3,7 @@
 //! admitted for storing as any miss would be (an unsafe method's success first invalidates,
 //! `invalidate.rs`).
 
+use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body::Body;
 use tower::util::{Oneshot, ServiceExt};
@@ -11,6 +12,7 @@ use tower::Service;
 use super::write::Storing;
 use super::{Ctx, State, StoreCall};
 use crate::body::{CacheBody, Tee};
+use crate::coalesce::{FailedAnswer, Failure, MAX_SHARED_BODY};
 use crate::entry::Entry;
 use crate::error::BoxError;
 use crate::key::CacheKey;
@@ -91,7 +93,59 @@ impl<St: Store> Ctx<St> {
         &mut self,
         error: BoxError,
     ) -> Result<Response<CacheBody<B>>, BoxError> {
-        self.stale_after_error().ok_or(error)
+        if let Some(stale) = self.stale_after_error() {
+            return Ok(stale);
+        }
+        // Its waiters (identical requests) share the failure rather than all try again.
+        if let (Some(leader), Some(asked)) = (self.leader.take(), self.asked.take()) {
+            leader.failed(Failure {
+                asked: *asked,
+                answer: FailedAnswer::Error,
+            });
+        }
+        Err(error)
+    }
+
+    /// A response that is not stored, on its way to the caller. When it is an origin error
+    /// (500, 502, 503, 504) and this request leads a flight, its waiters that made the same
+    /// request get it too (coalesce.rs): the body is copied as it passes, up to
+    /// `MAX_SHARED_BODY` (a larger one releases them to the origin).
+    fn pass_on<B: Body>(&mut self, body: B, parts: &http::response::Parts) -> CacheBody<B> {
+        if !is_origin_error(parts.status) || self.leader.is_none() || self.asked.is_none() {
+            return CacheBody::upstream(body);
+        }
+        let (Some(leader), Some(asked)) = (self.leader.take(), self.asked.take()) else {
+            return CacheBody::upstream(body);
+        };
+        let (status, version) = (parts.status, parts.version);
+        let mut headers = parts.headers.clone();
+        // Not a cookie meant for the leader's client instance.
+        headers.remove(http::header::SET_COOKIE);
+        let share = move |body: Bytes| {
+            leader.failed(Failure {
+                asked: *asked,
+                answer: FailedAnswer::Response {
+                    status,
+                    version,
+                    headers,
+                    body,
+                },
+            });
+        };
+        if body.is_end_stream() {
+            share(Bytes::new());
+            return CacheBody::upstream(body);
+        }
+        let sealer: crate::body::Sealer = Box::new(move |chunks: Vec<Bytes>, _trailers| {
+            let mut all = Vec::with_capacity(chunks.iter().map(Bytes::len).sum());
+            for chunk in &chunks {
+                all.extend_from_slice(chunk);
+            }
+            share(Bytes::from(all));
+            None
+        });
+        let expected = content_length(&parts.headers);
+        CacheBody::tee(body, Tee::new(MAX_SHARED_BODY, expected, sealer))
     }
 
     /// RFC 5861 §4: the origin failed; serve the stale entry if it may be.
@@ -190,7 +244,7 @@ impl<St: Store> Ctx<St> {
                             status = CacheStatus::NotCacheable;
                         }
                         parts.extensions.insert(NotStoredReason::from(why));
-                        CacheBody::upstream(body)
+                        self.pass_on(body, &parts)
                     }
                 }
             }
@@ -200,13 +254,13 @@ impl<St: Store> Ctx<St> {
                 self.config.metrics.record(Event::StoreSkipped);
                 parts.extensions.insert(NotStoredReason::StoreUnavailable);
                 info.key = self.plan.key.clone();
-                CacheBody::upstream(body)
+                self.pass_on(body, &parts)
             }
             None => {
                 let why = self.plan.not_stored().unwrap_or(NotStoredReason::Method);
                 parts.extensions.insert(why);
                 info.key = self.plan.key.clone();
-                CacheBody::upstream(body)
+                self.pass_on(body, &parts)
             }
         };
         parts.extensions.insert(info);

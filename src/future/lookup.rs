@@ -9,12 +9,12 @@ use tower::Service;
 
 use super::{forward, Ctx, State};
 use crate::body::CacheBody;
-use crate::coalesce::{Join, RefreshGuard, WaitFuture};
+use crate::coalesce::{Asked, FailedAnswer, Failure, Join, RefreshGuard, WaitFuture};
 use crate::config::OnBadSignature;
 use crate::controls::CacheMode;
 use crate::entry::{Entry, VaryValue};
 use crate::envelope::OpenError;
-use crate::error::{BoxError, StoreError};
+use crate::error::{BoxError, CoalescedError, StoreError};
 use crate::key::CacheKey;
 use crate::metrics::Event;
 use crate::policy::decision::{assess, Decision};
@@ -429,7 +429,7 @@ impl<St: Store> Ctx<St> {
                 }
                 forward::forward(inner, request, self)
             }
-            Next::Forward => match self.join_flight() {
+            Next::Forward => match self.join_flight(request.as_ref()) {
                 Some(fut) => State::Wait { fut },
                 None => forward::forward(inner, request, self),
             },
@@ -468,7 +468,7 @@ impl<St: Store> Ctx<St> {
 
     /// On a miss: join a concurrent request for the same key, or lead one. Returns the wait when
     /// there is one to wait for.
-    fn join_flight(&mut self) -> Option<WaitFuture> {
+    fn join_flight<ReqB>(&mut self, request: Option<&Request<ReqB>>) -> Option<WaitFuture> {
         let timeout = self.config.coalesce_timeout?;
         let key = self.plan.key.as_ref()?;
         // A ranged request's answer is a part: it is not what waiters for the key wait for. And
@@ -489,10 +489,63 @@ impl<St: Store> Ctx<St> {
             }
             Join::Lead(leader) => {
                 self.leader = Some(leader);
+                // What a failure of this request would be shared with (coalesce.rs).
+                self.asked = request.map(|r| {
+                    Box::new(Asked::of(
+                        r.uri(),
+                        r.headers(),
+                        &self.config.sensitive_headers,
+                    ))
+                });
                 None
             }
             Join::Alone => None,
         }
+    }
+
+    /// After waiting for a leader whose request failed: its answer, if this request is its own
+    /// (the same URI and credential fields; `CacheStatus::CoalescedError`). `None`: go on as
+    /// after any wait that stored nothing.
+    pub(super) fn shared_failure<B, ReqB>(
+        &mut self,
+        failure: &Failure,
+        request: Option<&Request<ReqB>>,
+    ) -> Option<Result<Response<CacheBody<B>>, BoxError>> {
+        let request = request?;
+        let asked = Asked::of(
+            request.uri(),
+            request.headers(),
+            &self.config.sensitive_headers,
+        );
+        if asked != failure.asked {
+            return None;
+        }
+        self.leader = None;
+        tracing::debug!("the concurrent request this one waited for failed; sharing its answer");
+        Some(match &failure.answer {
+            FailedAnswer::Error => Err(Box::new(CoalescedError::new())),
+            FailedAnswer::Response {
+                status,
+                version,
+                headers,
+                body,
+            } => {
+                let mut response = Response::new(CacheBody::cached(body.clone(), None));
+                *response.status_mut() = *status;
+                *response.version_mut() = *version;
+                *response.headers_mut() = headers.clone();
+                let mut info = crate::status::CacheInfo::bypass();
+                info.key = self.plan.key.clone();
+                response.extensions_mut().insert(info);
+                response
+                    .extensions_mut()
+                    .insert(crate::status::NotStoredReason::Status);
+                response
+                    .extensions_mut()
+                    .insert(CacheStatus::CoalescedError);
+                Ok(response)
+            }
+        })
     }
 }
 

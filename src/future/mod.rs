@@ -34,7 +34,7 @@ use tower::util::Oneshot;
 use tower::Service;
 
 use crate::body::CacheBody;
-use crate::coalesce::{Leader, WaitFuture};
+use crate::coalesce::{Asked, Leader, WaitFuture, Waited};
 use crate::config::Config;
 use crate::error::BoxError;
 use crate::key::CacheKey;
@@ -179,6 +179,8 @@ struct Ctx<St> {
     status: CacheStatus,
     /// Held while this request fetches a key that other requests wait for.
     leader: Option<Leader>,
+    /// The leader's request, as a failure of it is shared (coalesce.rs).
+    asked: Option<Box<Asked>>,
     /// A stale entry that is being validated (RFC 9111 §4.3), or that may be served if the
     /// origin fails (RFC 5861 §4).
     stale: Option<Box<StaleEntry>>,
@@ -222,6 +224,7 @@ impl<St: Store> Ctx<St> {
             status: plan.status(),
             plan,
             leader: None,
+            asked: None,
             stale: None,
             storing: None,
             found: Found::default(),
@@ -446,7 +449,18 @@ where
                     }
                 }
                 StateProj::Wait { fut } => {
-                    let stored = ready!(fut.as_mut().poll(cx));
+                    let stored = match ready!(fut.as_mut().poll(cx)) {
+                        Waited::Stored => true,
+                        Waited::NotStored => false,
+                        Waited::Failed(failure) => {
+                            let request = this.request.as_ref();
+                            if let Some(answer) = this.ctx.shared_failure(&failure, request) {
+                                this.state.set(State::Done);
+                                return Poll::Ready(answer);
+                            }
+                            false
+                        }
+                    };
                     let state = this.ctx.after_wait(stored, this.inner, this.request);
                     this.state.set(state);
                 }

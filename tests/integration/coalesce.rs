@@ -192,3 +192,220 @@ async fn a_waiter_whose_leader_hangs_fetches_on_its_own_after_the_timeout() {
     assert_eq!(count.load(Ordering::SeqCst), 2);
     hung.abort();
 }
+
+/// An in-process origin that fails: every request waits for `gate`, then gets `answer(n)`.
+fn failing_origin(
+    count: Arc<AtomicUsize>,
+    gate: watch::Receiver<bool>,
+    answer: impl Fn(usize) -> Result<Response<Full<Bytes>>, std::io::Error> + Clone + Send + 'static,
+) -> impl Service<
+    Request<()>,
+    Response = Response<Full<Bytes>>,
+    Error = std::io::Error,
+    Future = impl Send,
+> + Clone
+       + Send
+       + 'static {
+    tower::service_fn(move |_req: Request<()>| {
+        let n = count.fetch_add(1, Ordering::SeqCst) + 1;
+        let (mut gate, answer) = (gate.clone(), answer.clone());
+        async move {
+            let _ = gate.wait_for(|open| *open).await;
+            answer(n)
+        }
+    })
+}
+
+/// `n` concurrent GETs of one URL (`auth(i)` as their Authorization, if any), the origin held
+/// until all of them are in; then what each got.
+async fn many<S>(
+    svc: S,
+    n: usize,
+    auth: impl Fn(usize) -> Option<&'static str>,
+    open: watch::Sender<bool>,
+    count: &AtomicUsize,
+) -> Vec<Result<(CacheStatus, http::StatusCode, Bytes), hyper_client_cache::BoxError>>
+where
+    S: Service<Request<()>, Response = Response<hyper_client_cache::CacheBody<Full<Bytes>>>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+    S::Error: Into<hyper_client_cache::BoxError> + Send,
+{
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let svc = svc.clone();
+        let mut request = req();
+        if let Some(a) = auth(i) {
+            request
+                .headers_mut()
+                .insert("authorization", http::HeaderValue::from_static(a));
+        }
+        tasks.push(tokio::spawn(async move {
+            let response = svc.oneshot(request).await.map_err(Into::into)?;
+            let status = *response.extensions().get::<CacheStatus>().unwrap();
+            let code = response.status();
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            Ok((status, code, body))
+        }));
+    }
+    while count.load(Ordering::SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
+    for _ in 0..3 {
+        tokio::task::yield_now().await;
+    }
+    open.send_replace(true);
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+fn status_503(n: usize) -> Result<Response<Full<Bytes>>, std::io::Error> {
+    Ok(Response::builder()
+        .status(503)
+        .header("retry-after", "5")
+        .header("set-cookie", "leader=1")
+        .body(Full::new(Bytes::from(format!("overloaded {n}"))))
+        .unwrap())
+}
+
+#[tokio::test]
+async fn a_failing_leader_answers_its_waiters_instead_of_releasing_them_to_the_origin() {
+    // #21: 200 concurrent requests for one key while the origin fails: at most 2 reach it.
+    let (open, gate) = watch::channel(false);
+    let count = Arc::new(AtomicUsize::new(0));
+    let layer = CacheLayer::new(MemoryStore::default());
+    let metrics = layer.metrics();
+    let svc =
+        ServiceBuilder::new()
+            .layer(layer)
+            .service(failing_origin(count.clone(), gate, status_503));
+    let results = many(svc, 200, |_| None, open, &count).await;
+    assert!(
+        count.load(Ordering::SeqCst) <= 2,
+        "{}",
+        count.load(Ordering::SeqCst)
+    );
+    let mut shared = 0;
+    for r in &results {
+        let (status, code, body) = r.as_ref().unwrap();
+        assert_eq!(
+            (*code, &body[..]),
+            (http::StatusCode::SERVICE_UNAVAILABLE, &b"overloaded 1"[..])
+        );
+        if *status == CacheStatus::CoalescedError {
+            shared += 1;
+        }
+    }
+    assert_eq!(shared, 199, "every waiter says it got the leader's failure");
+    assert_eq!(metrics.coalesced_errors(), 199);
+}
+
+#[tokio::test]
+async fn waiters_get_the_leaders_headers_but_not_its_cookie() {
+    let (open, gate) = watch::channel(false);
+    let count = Arc::new(AtomicUsize::new(0));
+    let svc = ServiceBuilder::new()
+        .layer(CacheLayer::new(MemoryStore::default()))
+        .service(failing_origin(count.clone(), gate, status_503));
+    let mut tasks = Vec::new();
+    for _ in 0..2 {
+        let svc = svc.clone();
+        tasks.push(tokio::spawn(async move {
+            let r = svc.oneshot(req()).await.unwrap();
+            let status = *r.extensions().get::<CacheStatus>().unwrap();
+            let headers = r.headers().clone();
+            // The leader shares its answer once its body has passed.
+            r.into_body().collect().await.unwrap();
+            (status, headers)
+        }));
+    }
+    while count.load(Ordering::SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
+    tokio::task::yield_now().await;
+    open.send_replace(true);
+    let mut waiter = None;
+    for t in tasks {
+        let (status, headers) = t.await.unwrap();
+        if status == CacheStatus::CoalescedError {
+            waiter = Some(headers);
+        } else {
+            assert_eq!(
+                headers["set-cookie"], "leader=1",
+                "the leader's own answer is whole"
+            );
+        }
+    }
+    let waiter = waiter.expect("one waited");
+    assert_eq!(waiter["retry-after"], "5");
+    assert!(!waiter.contains_key("set-cookie"));
+}
+
+#[tokio::test]
+async fn a_leader_that_cannot_reach_the_origin_fails_its_waiters_with_coalesced_error() {
+    let (open, gate) = watch::channel(false);
+    let count = Arc::new(AtomicUsize::new(0));
+    let svc = ServiceBuilder::new()
+        .layer(CacheLayer::new(MemoryStore::default()))
+        .service(failing_origin(count.clone(), gate, |_| {
+            Err(std::io::Error::other(
+                "connection reset by the origin, url=secret",
+            ))
+        }));
+    let results = many(svc, 50, |_| None, open, &count).await;
+    assert_eq!(count.load(Ordering::SeqCst), 1);
+    let mut coalesced = 0;
+    for r in &results {
+        let e = r.as_ref().unwrap_err();
+        if let Some(c) = e.downcast_ref::<hyper_client_cache::CoalescedError>() {
+            coalesced += 1;
+            assert!(
+                !c.to_string().contains("secret"),
+                "the leader's error is not repeated"
+            );
+        }
+    }
+    assert_eq!(coalesced, 49);
+}
+
+#[tokio::test]
+async fn a_failure_is_shared_only_with_requests_that_carry_the_same_credentials() {
+    let (open, gate) = watch::channel(false);
+    let count = Arc::new(AtomicUsize::new(0));
+    let svc = ServiceBuilder::new()
+        .layer(CacheLayer::new(MemoryStore::default()))
+        .service(failing_origin(count.clone(), gate, status_503));
+    // 20 callers, half as one user, half as another: the other half asks for itself.
+    let auth = |i: usize| Some(if i.is_multiple_of(2) { "Bearer a" } else { "Bearer b" });
+    let results = many(svc, 20, auth, open, &count).await;
+    assert_eq!(count.load(Ordering::SeqCst), 1 + 10);
+    let shared = results
+        .iter()
+        .filter(|r| r.as_ref().unwrap().0 == CacheStatus::CoalescedError)
+        .count();
+    assert_eq!(shared, 9);
+}
+
+#[tokio::test]
+async fn a_failure_too_large_to_share_releases_the_waiters_to_the_origin() {
+    let (open, gate) = watch::channel(false);
+    let count = Arc::new(AtomicUsize::new(0));
+    let svc = ServiceBuilder::new()
+        .layer(CacheLayer::new(MemoryStore::default()))
+        .service(failing_origin(count.clone(), gate, |_| {
+            Ok(Response::builder()
+                .status(500)
+                .body(Full::new(Bytes::from(vec![b'x'; 65 << 10])))
+                .unwrap())
+        }));
+    let results = many(svc, 10, |_| None, open, &count).await;
+    assert_eq!(count.load(Ordering::SeqCst), 10);
+    assert!(results
+        .iter()
+        .all(|r| r.as_ref().unwrap().0 != CacheStatus::CoalescedError));
+}
