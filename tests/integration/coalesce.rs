@@ -381,7 +381,13 @@ async fn a_failure_is_shared_only_with_requests_that_carry_the_same_credentials(
         .layer(CacheLayer::new(MemoryStore::default()))
         .service(failing_origin(count.clone(), gate, status_503));
     // 20 callers, half as one user, half as another: the other half asks for itself.
-    let auth = |i: usize| Some(if i.is_multiple_of(2) { "Bearer a" } else { "Bearer b" });
+    let auth = |i: usize| {
+        Some(if i.is_multiple_of(2) {
+            "Bearer a"
+        } else {
+            "Bearer b"
+        })
+    };
     let results = many(svc, 20, auth, open, &count).await;
     assert_eq!(count.load(Ordering::SeqCst), 1 + 10);
     let shared = results
