@@ -407,6 +407,9 @@ mod stores {
 
     fn entry_path(dir: &Path) -> PathBuf {
         for shard in std::fs::read_dir(dir).unwrap().flatten() {
+            if !shard.file_type().is_ok_and(|t| t.is_dir()) {
+                continue; // the size record
+            }
             for f in std::fs::read_dir(shard.path()).unwrap().flatten() {
                 if f.path().extension().is_some_and(|e| e == "hcc") {
                     return f.path();

@@ -10,6 +10,8 @@ mod common;
 mod compose;
 mod controls;
 mod directives;
+#[cfg(all(unix, feature = "disk"))]
+mod disk_processes;
 mod inspect;
 mod ranges;
 mod security;

@@ -11,10 +11,13 @@ use tower::ServiceExt;
 
 use crate::common::*;
 
+/// The files (or, at the top, the shard directories) in `dir`; the directory's size record
+/// (`.size`) is not one of them.
 fn files_in(dir: &Path) -> Vec<PathBuf> {
     let mut out: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
         .flatten()
+        .filter(|e| e.file_name() != ".size")
         .map(|e| e.path())
         .collect();
     out.sort();

@@ -22,10 +22,26 @@ pub(super) struct FileInfo {
     pub(super) id: FileId,
 }
 
-/// A name for a temporary file no other writer (thread, process, container) picks.
-pub(super) fn tmp_name(counter: u64) -> String {
+/// A name for a temporary file no other writer (thread, process, container) picks:
+/// `.tmp-NAMESPACE-PID-COUNTER-RANDOM`, so that `cleanup` can tell a dead writer's file.
+pub(super) fn tmp_name(namespace: u64, counter: u64) -> String {
     let random = crate::clock::unique_u64();
-    format!("{TMP_PREFIX}{}-{counter}-{random:016x}", std::process::id())
+    format!(
+        "{TMP_PREFIX}{namespace}-{}-{counter}-{random:016x}",
+        std::process::id()
+    )
+}
+
+/// The writer of a temporary file named by [`tmp_name`]; `None` for other names (older
+/// releases wrote `.tmp-PID-COUNTER-RANDOM`).
+pub(super) fn tmp_writer(name: &str) -> Option<super::record::Writer> {
+    let mut parts = name.strip_prefix(TMP_PREFIX)?.split('-');
+    let namespace = parts.next()?.parse().ok()?;
+    let pid = parts.next()?.parse().ok()?;
+    let (_counter, _random, None) = (parts.next()?, parts.next()?, parts.next()) else {
+        return None;
+    };
+    Some(super::record::Writer { namespace, pid })
 }
 
 /// What a file header says.

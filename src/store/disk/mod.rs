@@ -4,9 +4,12 @@
 //!   relative to them (on Unix); which file a name pointed at.
 //! - `file`: one entry file: its on-disk format, its header, temporary names.
 //! - `sweep`: walks over the whole directory: listing, eviction, clearing and cleanup.
+//! - `record`: the directory's size record, shared by the processes that use it; who wrote a
+//!   temporary file.
 
 mod dir;
 mod file;
+mod record;
 mod sweep;
 
 use std::fmt;
@@ -25,6 +28,7 @@ use ring::digest;
 
 use self::dir::{create_shard, open_shard, FileId, Opened, Shard};
 use self::file::{encode_header, parse_header, tmp_name, EXT, FIXED};
+use self::record::SizeRecord;
 use super::{StoreRequest, StoreResponse};
 use crate::clock::{Clock, SystemClock};
 use crate::CacheKey;
@@ -95,8 +99,12 @@ struct Inner {
     dir: PathBuf,
     max_bytes: Option<u64>,
     clock: Arc<dyn Clock>,
-    /// Bytes of entry files, as this process believes; re-measured by every eviction pass.
-    size: AtomicU64,
+    /// Bytes of entry files, shared by every process using the directory (`record.rs`);
+    /// re-measured by every eviction pass.
+    size: SizeRecord,
+    /// This process's pid namespace, written into temporary names (`cleanup` removes those of
+    /// writers that are gone).
+    namespace: u64,
     tmp_counter: AtomicU64,
     /// One eviction pass at a time in this process: concurrent passes would each remove the
     /// whole excess.
@@ -145,15 +153,19 @@ impl DiskStoreBuilder {
     pub fn open(self) -> io::Result<DiskStore> {
         fs::create_dir_all(&self.dir)?;
         let inner = Inner {
-            size: AtomicU64::new(0),
+            size: SizeRecord::open(&self.dir),
+            namespace: record::pid_namespace(),
             dir: self.dir,
             max_bytes: self.max_bytes,
             clock: self.clock,
             tmp_counter: AtomicU64::new(0),
             evicting: AtomicBool::new(false),
         };
-        let size = inner.entry_files()?.iter().map(|f| f.len).sum();
-        inner.size.store(size, Ordering::Relaxed);
+        // Measured under the record's lock: no write of another process counts meanwhile.
+        inner.size.update(|total| {
+            *total = inner.entry_files()?.iter().map(|f| f.len).sum();
+            Ok::<_, io::Error>(())
+        })?;
         Ok(DiskStore {
             inner: Arc::new(inner),
         })
@@ -184,9 +196,10 @@ impl DiskStore {
         &self.inner.dir
     }
 
-    /// The bytes of entry files, as last measured or tracked by this process.
+    /// The bytes of entry files: the directory's size record, which every process using the
+    /// directory updates (on Unix; elsewhere, what this process measured and wrote).
     pub fn size_bytes(&self) -> u64 {
-        self.inner.size.load(Ordering::Relaxed)
+        self.inner.size.get()
     }
 
     /// Removes expired entries, unreadable files and temporary files left by crashed writers;
@@ -207,6 +220,10 @@ impl fmt::Debug for DiskStore {
             .field("dir", &self.inner.dir)
             .field("max_bytes", &self.inner.max_bytes)
             .field("size_bytes", &self.size_bytes())
+            .field(
+                "size_shared_with_other_processes",
+                &self.inner.size.shared(),
+            )
             .finish()
     }
 }
@@ -359,11 +376,7 @@ impl Inner {
 
     fn shrink(&self, by: u64) {
         // Never wraps below zero, whatever runs concurrently.
-        let _ = self
-            .size
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
-                Some(s.saturating_sub(by))
-            });
+        self.size.change(0, by);
     }
 
     /// Writes the entry; `false` when it was refused (larger than any entry this store keeps).
@@ -393,8 +406,11 @@ impl Inner {
             );
             return self.remove_entry(&shard, &name).map(|()| false);
         }
-        let tmp = tmp_name(self.tmp_counter.fetch_add(1, Ordering::Relaxed));
-        let written = (|| -> io::Result<()> {
+        let tmp = tmp_name(
+            self.namespace,
+            self.tmp_counter.fetch_add(1, Ordering::Relaxed),
+        );
+        let written = (|| -> io::Result<u64> {
             let mut file = shard.create_new(&tmp)?;
             file.write_all(&encode_header(expires_ms, key_len, key_bytes, blob))?;
             file.write_all(blob)?;
@@ -406,18 +422,14 @@ impl Inner {
             // name: a temporary file keeps the system's time, which `cleanup` compares against
             // to find a crashed writer's debris. Failing to set it is harmless.
             let _ = file.set_modified(self.clock.now());
-            self.size.fetch_add(new, Ordering::Relaxed);
-            self.shrink(old);
-            Ok(())
+            Ok(self.size.change(new, old))
         })();
         if written.is_err() {
             let _ = shard.remove(&tmp);
         }
-        written?;
+        let total = written?;
         if let Some(max) = self.max_bytes {
-            if self.size.load(Ordering::Relaxed) > max
-                && !self.evicting.swap(true, Ordering::AcqRel)
-            {
+            if total > max && !self.evicting.swap(true, Ordering::AcqRel) {
                 let evicted = self.evict(max);
                 self.evicting.store(false, Ordering::Release);
                 evicted?;

@@ -1,12 +1,12 @@
 //! Walks over the whole directory: listing, eviction, clearing and cleanup.
 
 use std::io;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::dir::shards;
-use super::file::{read_header, FileInfo, EXT, TMP_PREFIX};
+use super::file::{read_header, tmp_writer, FileInfo, EXT, TMP_PREFIX};
+use super::record::writer_is_gone;
 use super::{target, Inner};
 use crate::clock::{Clock, SystemClock};
 use crate::CacheKey;
@@ -39,10 +39,19 @@ impl Inner {
         Ok(out)
     }
 
-    /// Least recently used first, until under 90% of `max`. Re-measures the directory, so the
-    /// estimate also catches up with what other processes wrote.
+    /// Least recently used first, until under 90% of `max`. Runs holding the size record's
+    /// lock (every process's writes wait to count theirs), measures the directory and leaves
+    /// the record at what it measured minus what it removed: passes of several processes run
+    /// one after the other, and each starts from the truth.
     pub(super) fn evict(&self, max: u64) -> io::Result<()> {
-        let believed = self.size.load(Ordering::Relaxed);
+        self.size.update(|total| {
+            *total = self.evict_locked(max)?;
+            Ok(())
+        })
+    }
+
+    /// The pass itself; the bytes of entry files it leaves.
+    fn evict_locked(&self, max: u64) -> io::Result<u64> {
         let mut files = self.entry_files()?;
         let measured: u64 = files.iter().map(|f| f.len).sum();
         let mut total = measured;
@@ -65,17 +74,7 @@ impl Inner {
             }
             total = total.saturating_sub(f.len);
         }
-        // The estimate catches up with the directory (what other processes wrote or removed),
-        // keeping what this process wrote during the pass.
-        let _ = self
-            .size
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
-                Some(
-                    s.saturating_add(measured)
-                        .saturating_sub(believed.saturating_add(removed)),
-                )
-            });
-        Ok(())
+        Ok(measured.saturating_sub(removed))
     }
 
     pub(super) fn keys(&self) -> io::Result<Vec<CacheKey>> {
@@ -109,7 +108,8 @@ impl Inner {
             }
         }
         // Temporary files keep the system's time (`write` sets the store's clock only on the
-        // renamed file), so their age is measured on the system clock, not the store's.
+        // renamed file), so their age is measured on the system clock, not the store's. A file
+        // whose writer is certainly gone (its pid is free in this pid namespace) goes at once.
         let now = SystemClock.now();
         for shard in shards(&self.dir)? {
             let Ok(entries) = shard.list() else {
@@ -118,13 +118,18 @@ impl Inner {
             for entry in entries {
                 let is_tmp = entry.name.starts_with(TMP_PREFIX);
                 let old = now.duration_since(entry.modified).unwrap_or_default() > STALE_TMP;
-                if is_tmp && old && shard.remove_if(&entry.name, &entry.id) {
+                let orphan = tmp_writer(&entry.name)
+                    .is_some_and(|writer| writer_is_gone(&writer, self.namespace));
+                if is_tmp && (old || orphan) && shard.remove_if(&entry.name, &entry.id) {
                     removed += 1;
                 }
             }
         }
-        let size = self.entry_files()?.iter().map(|f| f.len).sum();
-        self.size.store(size, Ordering::Relaxed);
+        // The record is the directory again (measured under its lock).
+        self.size.update(|total| {
+            *total = self.entry_files()?.iter().map(|f| f.len).sum();
+            Ok::<_, io::Error>(())
+        })?;
         Ok(removed)
     }
 }
