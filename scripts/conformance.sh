@@ -9,14 +9,22 @@
 #   --floor R O      exit 1 if fewer than R required or O optimal tests pass
 #
 # The suite comes from CACHE_TESTS_DIR when set, else ../shared/cache-tests when present, else the
-# copy in scripts/cache-tests (commit b55b8bd, see its SNAPSHOT.md). It is copied to a scratch
-# directory before `npm i` (its dependencies come from the npm registry).
+# copy in scripts/cache-tests (commit b55b8bd, see its SNAPSHOT.md), else a clone of its public
+# repository at that commit. It is copied to a scratch directory before `npm i` (its
+# dependencies come from the npm registry).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+SUITE_COMMIT=b55b8bd   # scripts/cache-tests/SNAPSHOT.md
 if [ -n "${CACHE_TESTS_DIR:-}" ]; then SUITE_SRC=$CACHE_TESTS_DIR
 elif [ -f "$ROOT/../shared/cache-tests/tests/index.mjs" ]; then SUITE_SRC=$ROOT/../shared/cache-tests
-else SUITE_SRC=$ROOT/scripts/cache-tests; fi
+elif [ -f "$ROOT/scripts/cache-tests/tests/index.mjs" ]; then SUITE_SRC=$ROOT/scripts/cache-tests
+else
+  # No copy at hand: the suite's public repository at the pinned commit.
+  SUITE_SRC=$(mktemp -d)/cache-tests
+  git clone --quiet https://github.com/http-tests/cache-tests.git "$SUITE_SRC"
+  git -C "$SUITE_SRC" checkout --quiet "$SUITE_COMMIT"
+fi
 [ -f "$SUITE_SRC/tests/index.mjs" ] || { echo "conformance: no test suite in $SUITE_SRC" >&2; exit 1; }
 ORIGIN_PORT=${ORIGIN_PORT:-8000}
 PROXY_PORT=${PROXY_PORT:-8080}
