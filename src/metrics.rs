@@ -25,24 +25,43 @@ pub struct CacheMetrics {
     inner: Arc<Counters>,
 }
 
-#[derive(Default)]
+/// The counters, striped: each thread adds to one of [`STRIPES`] copies, each on its own cache
+/// lines, so that hits on several cores do not all write one shared line; a read sums them.
 struct Counters {
-    hits: AtomicU64,
-    coalesced: AtomicU64,
-    coalesced_errors: AtomicU64,
-    revalidated: AtomicU64,
-    stale: AtomicU64,
-    misses: AtomicU64,
-    not_cacheable: AtomicU64,
-    stored: AtomicU64,
-    store_read_errors: AtomicU64,
-    store_write_errors: AtomicU64,
-    bad_signatures: AtomicU64,
-    store_skipped: AtomicU64,
+    stripes: [Stripe; STRIPES],
+}
+
+/// How many copies of the counters (threads beyond this share them, round-robin).
+const STRIPES: usize = 8;
+/// How many [`Event`]s there are.
+const EVENTS: usize = 12;
+const _: () = assert!(Event::StoreSkipped as usize + 1 == EVENTS, "EVENTS is the last event + 1");
+
+/// One copy of every counter, alone on its cache lines (two 64-byte lines, and aligned so that
+/// adjacent-line prefetching does not pair it with another).
+#[repr(align(128))]
+struct Stripe([AtomicU64; EVENTS]);
+
+impl Default for Counters {
+    fn default() -> Self {
+        Self {
+            stripes: std::array::from_fn(|_| Stripe(std::array::from_fn(|_| AtomicU64::new(0)))),
+        }
+    }
+}
+
+/// This thread's stripe: assigned once per thread, round-robin.
+fn stripe() -> usize {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    thread_local! {
+        static STRIPE: usize = (NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES as u64) as usize;
+    }
+    STRIPE.with(|s| *s)
 }
 
 #[derive(Clone, Copy)]
 pub(crate) enum Event {
+    // The order is the index into a stripe: `EVENTS` counts them.
     Hit,
     Coalesced,
     CoalescedError,
@@ -79,87 +98,80 @@ impl Event {
 
 impl CacheMetrics {
     pub(crate) fn record(&self, event: Event) {
-        let c = &self.inner;
-        let counter = match event {
-            Event::Hit => &c.hits,
-            Event::Coalesced => &c.coalesced,
-            Event::CoalescedError => &c.coalesced_errors,
-            Event::Revalidated => &c.revalidated,
-            Event::Stale => &c.stale,
-            Event::Miss => &c.misses,
-            Event::NotCacheable => &c.not_cacheable,
-            Event::Stored => &c.stored,
-            Event::StoreReadError => &c.store_read_errors,
-            Event::StoreWriteError => &c.store_write_errors,
-            Event::BadSignature => &c.bad_signatures,
-            Event::StoreSkipped => &c.store_skipped,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+        self.inner.stripes[stripe()].0[event as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn count(&self, event: Event) -> u64 {
+        self.inner
+            .stripes
+            .iter()
+            .map(|s| s.0[event as usize].load(Ordering::Relaxed))
+            .fold(0, u64::wrapping_add)
     }
 
     /// Responses served from the cache without waiting for another request.
     pub fn hits(&self) -> u64 {
-        self.inner.hits.load(Ordering::Relaxed)
+        self.count(Event::Hit)
     }
 
     /// Responses served from the cache after waiting for a concurrent request (coalescing).
     pub fn coalesced(&self) -> u64 {
-        self.inner.coalesced.load(Ordering::Relaxed)
+        self.count(Event::Coalesced)
     }
 
     /// Stale entries validated by the origin with a `304 Not Modified` and served.
     pub fn revalidated(&self) -> u64 {
-        self.inner.revalidated.load(Ordering::Relaxed)
+        self.count(Event::Revalidated)
     }
 
     /// Stale responses served (accepted by `max-stale`, or because the origin failed).
     pub fn stale(&self) -> u64 {
-        self.inner.stale.load(Ordering::Relaxed)
+        self.count(Event::Stale)
     }
 
     /// Requests that went to the origin with a storable response.
     pub fn misses(&self) -> u64 {
-        self.inner.misses.load(Ordering::Relaxed)
+        self.count(Event::Miss)
     }
 
     /// Requests that went to the origin and whose response is not stored.
     pub fn not_cacheable(&self) -> u64 {
-        self.inner.not_cacheable.load(Ordering::Relaxed)
+        self.count(Event::NotCacheable)
     }
 
     /// Entries written to the store.
     pub fn stored(&self) -> u64 {
-        self.inner.stored.load(Ordering::Relaxed)
+        self.count(Event::Stored)
     }
 
     /// Store lookups that failed, timed out or got an answer other than a blob (each degraded to
     /// a miss, unless fail-closed).
     pub fn store_read_errors(&self) -> u64 {
-        self.inner.store_read_errors.load(Ordering::Relaxed)
+        self.count(Event::StoreReadError)
     }
 
     /// Store writes and deletes that failed or timed out (each dropped; the caller still gets
     /// its response).
     pub fn store_write_errors(&self) -> u64 {
-        self.inner.store_write_errors.load(Ordering::Relaxed)
+        self.count(Event::StoreWriteError)
     }
 
     /// Requests answered with the failure of a concurrent identical request they waited for
     /// (`CacheStatus::CoalescedError`), instead of each asking a failing origin.
     pub fn coalesced_errors(&self) -> u64 {
-        self.inner.coalesced_errors.load(Ordering::Relaxed)
+        self.count(Event::CoalescedError)
     }
 
     /// Stored entries that failed verification.
     pub fn bad_signatures(&self) -> u64 {
-        self.inner.bad_signatures.load(Ordering::Relaxed)
+        self.count(Event::BadSignature)
     }
 
     /// Store lookups and writes not made because the store's circuit breaker was open (each a
     /// miss, or an unstored response; not counted as read or write errors). Deletes an open
     /// breaker skips count as write errors: the entry they meant to remove may still be served.
     pub fn store_skipped(&self) -> u64 {
-        self.inner.store_skipped.load(Ordering::Relaxed)
+        self.count(Event::StoreSkipped)
     }
 }
 
