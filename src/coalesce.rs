@@ -66,6 +66,8 @@ pub(crate) struct Asked {
 }
 
 impl Asked {
+    /// The request's target and the values of the credential fields `sensitive` (the caller
+    /// passes the layer's list and the defaults).
     pub(crate) fn of(uri: &Uri, headers: &HeaderMap, sensitive: &[HeaderName]) -> Self {
         let mut credentials = Vec::new();
         for name in sensitive {

@@ -35,7 +35,10 @@ struct Counters {
 const STRIPES: usize = 8;
 /// How many [`Event`]s there are.
 const EVENTS: usize = 12;
-const _: () = assert!(Event::StoreSkipped as usize + 1 == EVENTS, "EVENTS is the last event + 1");
+const _: () = assert!(
+    Event::StoreSkipped as usize + 1 == EVENTS,
+    "EVENTS is the last event + 1"
+);
 
 /// One copy of every counter, alone on its cache lines (two 64-byte lines, and aligned so that
 /// adjacent-line prefetching does not pair it with another).

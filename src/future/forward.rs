@@ -114,6 +114,19 @@ impl<St: Store> Ctx<St> {
         if !is_origin_error(parts.status) || self.leader.is_none() || self.asked.is_none() {
             return CacheBody::upstream(body);
         }
+        // Not shared: a response that varies (another waiter's variant may differ), one marked
+        // `private` or `no-store` (for this request only), and one whose body is not announced
+        // small (waiters would wait for a body its caller may never read; they are released at
+        // once instead).
+        let cc = crate::policy::directives_for(&parts.headers, &self.config.reuse());
+        let varies = !matches!(
+            crate::policy::vary::vary_names(&parts.headers),
+            crate::policy::vary::VaryNames::Names(names) if names.is_empty()
+        );
+        let small = content_length(&parts.headers).is_some_and(|n| n <= MAX_SHARED_BODY as u64);
+        if varies || cc.private || cc.no_store || !small {
+            return CacheBody::upstream(body);
+        }
         let (Some(leader), Some(asked)) = (self.leader.take(), self.asked.take()) else {
             return CacheBody::upstream(body);
         };

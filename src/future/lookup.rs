@@ -490,17 +490,25 @@ impl<St: Store> Ctx<St> {
             Join::Lead(leader) => {
                 self.leader = Some(leader);
                 // What a failure of this request would be shared with (coalesce.rs).
-                self.asked = request.map(|r| {
-                    Box::new(Asked::of(
-                        r.uri(),
-                        r.headers(),
-                        &self.config.sensitive_headers,
-                    ))
-                });
+                self.asked = request.map(|r| Box::new(self.asked_of(r)));
                 None
             }
             Join::Alone => None,
         }
+    }
+
+    /// What decides whether a failure is shared with `request`: its target and its credential
+    /// fields, the layer's sensitive headers and the defaults (compared even when the layer's
+    /// list leaves one out).
+    fn asked_of<ReqB>(&self, request: &Request<ReqB>) -> Asked {
+        let mut names = self.config.sensitive_headers.clone();
+        for name in crate::config::DEFAULT_SENSITIVE_HEADERS {
+            let name = HeaderName::from_static(name);
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        Asked::of(request.uri(), request.headers(), &names)
     }
 
     /// After waiting for a leader whose request failed: its answer, if this request is its own
@@ -512,18 +520,24 @@ impl<St: Store> Ctx<St> {
         request: Option<&Request<ReqB>>,
     ) -> Option<Result<Response<CacheBody<B>>, BoxError>> {
         let request = request?;
-        let asked = Asked::of(
-            request.uri(),
-            request.headers(),
-            &self.config.sensitive_headers,
-        );
+        // A stale entry this request may serve when the origin fails comes first (RFC 5861).
+        if self.stale.as_ref().is_some_and(|s| s.if_error) {
+            return self.stale_after_error().map(Ok);
+        }
+        let asked = self.asked_of(request);
         if asked != failure.asked {
             return None;
         }
         self.leader = None;
         tracing::debug!("the concurrent request this one waited for failed; sharing its answer");
         Some(match &failure.answer {
-            FailedAnswer::Error => Err(Box::new(CoalescedError::new())),
+            FailedAnswer::Error => {
+                // Counted here: an error never reaches `finish`, where answers are counted.
+                self.config
+                    .metrics
+                    .record(crate::metrics::Event::CoalescedError);
+                Err(Box::new(CoalescedError::new()))
+            }
             FailedAnswer::Response {
                 status,
                 version,

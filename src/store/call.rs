@@ -24,6 +24,7 @@ pin_project! {
         #[pin]
         inner: Option<Timed<Oneshot<St, StoreRequest>>>,
         permit: Option<Permit>,
+        is_lookup: bool,
     }
 }
 
@@ -35,12 +36,16 @@ pub(crate) fn call<St: Store>(
     breaker: Option<&CircuitBreaker>,
     request: StoreRequest,
 ) -> StoreCall<St> {
-    let permit = match breaker.map(CircuitBreaker::admit) {
+    // A whole-store walk is never the probe (it would hold the breaker half-open for minutes).
+    let may_probe = !matches!(request, StoreRequest::Keys | StoreRequest::Clear);
+    let is_lookup = matches!(request, StoreRequest::Get { .. });
+    let permit = match breaker.map(|b| b.admit(may_probe)) {
         // Open: the store is not asked.
         Some(None) => {
             return StoreCall {
                 inner: None,
                 permit: None,
+                is_lookup,
             }
         }
         Some(permit) => permit,
@@ -53,6 +58,7 @@ pub(crate) fn call<St: Store>(
             store.clone().oneshot(request),
         )),
         permit,
+        is_lookup,
     }
 }
 
@@ -66,7 +72,15 @@ impl<St: Store> Future for StoreCall<St> {
         };
         let out = flatten(ready!(inner.poll(cx)));
         if let Some(permit) = this.permit.take() {
-            permit.report(out.is_ok());
+            match &out {
+                Ok(_) => permit.report(true),
+                // Timeouts always count; a lookup's error counts; a write the store refused,
+                // or an open breaker further down, says nothing about the store's reads.
+                Err(e) if e.is_timeout() || (*this.is_lookup && !e.is_unavailable()) => {
+                    permit.report(false)
+                }
+                Err(_) => permit.neutral(),
+            }
         }
         Poll::Ready(out)
     }

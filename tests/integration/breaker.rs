@@ -53,8 +53,9 @@ async fn a_failing_store_is_not_asked_until_a_probe_succeeds() {
     );
 
     down.store(true, Ordering::SeqCst);
-    // Each request's lookup fails (a miss, a write that fails too): five failures open it.
-    for _ in 0..3 {
+    // Each request's lookup fails (its write fails too, but a refused write says nothing about
+    // reads): five failed lookups open it.
+    for _ in 0..5 {
         let got = get(&mut client, &url).await.unwrap();
         assert_eq!(
             (got.cache, &got.body[..]),
@@ -193,10 +194,9 @@ mod redis {
         }
         // Refused connections are errors at once (not the 5 s timeout), and few reach Redis.
         assert_eq!(breaker.state(), BreakerState::Open);
-        assert_eq!(
-            metrics.store_read_errors() + metrics.store_write_errors(),
-            5
-        );
+        // Five failed lookups open it (the failed writes between them are neutral).
+        assert_eq!(metrics.store_read_errors(), 5);
+        assert!(metrics.store_write_errors() <= 5);
         assert!(metrics.store_skipped() >= 50);
     }
 

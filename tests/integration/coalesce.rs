@@ -265,11 +265,13 @@ where
 }
 
 fn status_503(n: usize) -> Result<Response<Full<Bytes>>, std::io::Error> {
+    let body = format!("overloaded {n}");
     Ok(Response::builder()
         .status(503)
         .header("retry-after", "5")
         .header("set-cookie", "leader=1")
-        .body(Full::new(Bytes::from(format!("overloaded {n}"))))
+        .header("content-length", body.len())
+        .body(Full::new(Bytes::from(body)))
         .unwrap())
 }
 
@@ -406,6 +408,7 @@ async fn a_failure_too_large_to_share_releases_the_waiters_to_the_origin() {
         .service(failing_origin(count.clone(), gate, |_| {
             Ok(Response::builder()
                 .status(500)
+                .header("content-length", 65 << 10)
                 .body(Full::new(Bytes::from(vec![b'x'; 65 << 10])))
                 .unwrap())
         }));
@@ -414,4 +417,31 @@ async fn a_failure_too_large_to_share_releases_the_waiters_to_the_origin() {
     assert!(results
         .iter()
         .all(|r| r.as_ref().unwrap().0 != CacheStatus::CoalescedError));
+}
+
+#[tokio::test]
+async fn failures_that_vary_are_private_or_of_unknown_size_are_not_shared() {
+    for extra in [
+        ("vary", "accept-language"),
+        ("cache-control", "private"),
+        ("cache-control", "no-store"),
+        ("x-no-length", "1"),
+    ] {
+        let (open, gate) = watch::channel(false);
+        let count = Arc::new(AtomicUsize::new(0));
+        let svc = ServiceBuilder::new()
+            .layer(CacheLayer::new(MemoryStore::default()))
+            .service(failing_origin(count.clone(), gate, move |_| {
+                let mut b = Response::builder().status(503).header(extra.0, extra.1);
+                if extra.0 != "x-no-length" {
+                    b = b.header("content-length", 4);
+                }
+                Ok(b.body(Full::new(Bytes::from_static(b"busy"))).unwrap())
+            }));
+        let results = many(svc, 5, |_| None, open, &count).await;
+        assert_eq!(count.load(Ordering::SeqCst), 5, "{extra:?}");
+        assert!(results
+            .iter()
+            .all(|r| r.as_ref().unwrap().0 != CacheStatus::CoalescedError));
+    }
 }

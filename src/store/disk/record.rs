@@ -12,11 +12,22 @@
 //! grow past the bound until a pass (or `cleanup`) measures it again. Neither can make an entry
 //! be served that should not be.
 //!
-//! Where the record cannot be used (not Unix, or the file cannot be opened as a regular file),
-//! the store falls back to counting in this process alone, as before.
+//! The lock is never waited for long: a holder that does not let go (a stopped process, or
+//! someone running `flock` on the file) makes an update go without it after
+//! [`LOCK_PATIENCE`] (the record is then not written, and the next eviction pass corrects it),
+//! never block the store. Reading the total takes no lock.
+//!
+//! The record is created `0600`, opened without following links and without blocking, and used
+//! only if it is a regular file with one link, owned by this user: other users' processes
+//! sharing the directory (and a planted link, FIFO or hard link) make the store fall back to
+//! counting in this process alone, as before, with a warning.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// The longest an update waits for the record's lock before it goes without it.
+pub(super) const LOCK_PATIENCE: Duration = Duration::from_millis(200);
 
 /// The name of the record file, at the directory's root.
 pub(super) const RECORD: &str = ".size";
@@ -62,7 +73,7 @@ impl SizeRecord {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         #[cfg(unix)]
         if let Some(file) = &self.file {
-            return locked(file, true, f);
+            return locked(file, f);
         }
         let mut total = self.local.load(Ordering::Acquire);
         let out = f(&mut total);
@@ -70,15 +81,11 @@ impl SizeRecord {
         out
     }
 
-    /// The total now.
+    /// The total now (read without the lock: eight bytes written at once).
     pub(super) fn get(&self) -> u64 {
         #[cfg(unix)]
         if let Some(file) = &self.file {
-            let _threads = self
-                .threads
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            return locked(file, false, |total| *total);
+            return read_total(file);
         }
         self.local.load(Ordering::Acquire)
     }
@@ -100,44 +107,78 @@ impl SizeRecord {
 
 #[cfg(unix)]
 fn open_file(dir: &Path) -> Option<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::OpenOptions::new()
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let opened = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
-        .mode(0o644)
-        // Never through a link planted under the record's name.
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-        .open(dir.join(RECORD))
-        .ok()?;
-    file.metadata().ok()?.is_file().then_some(file)
+        .mode(0o600)
+        // Never through a link planted under the record's name, never blocking on a FIFO.
+        .custom_flags((rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32)
+        .open(dir.join(RECORD));
+    let usable = opened.and_then(|file| {
+        let meta = file.metadata()?;
+        let ours = meta.uid() == rustix::process::geteuid().as_raw();
+        if meta.is_file() && meta.nlink() == 1 && ours {
+            Ok(file)
+        } else {
+            Err(std::io::Error::other(
+                "not a regular file with one link owned by this user",
+            ))
+        }
+    });
+    match usable {
+        Ok(file) => Some(file),
+        Err(e) => {
+            tracing::warn!(
+                path = %dir.join(RECORD).display(),
+                error = %e,
+                "the disk store's size record cannot be used; this process counts its own writes only, and the bound may be exceeded by other processes"
+            );
+            None
+        }
+    }
 }
 
-/// `f` over the record's total under an exclusive lock: the stored value is read (0 when the
-/// file is short or unreadable: the next eviction pass measures it), `f` changes it, the result
-/// is written back.
+/// The record's total, 0 when it is short or unreadable (the next eviction pass measures it).
 #[cfg(unix)]
-fn locked<T>(file: &std::fs::File, write: bool, f: impl FnOnce(&mut u64) -> T) -> T {
-    use rustix::fs::{flock, FlockOperation};
+fn read_total(file: &std::fs::File) -> u64 {
     use std::os::unix::fs::FileExt;
-    let mode = if write {
-        FlockOperation::LockExclusive
-    } else {
-        FlockOperation::LockShared
-    };
-    let locked = flock(file, mode).is_ok();
     let mut bytes = [0u8; 8];
-    let mut total = match file.read_at(&mut bytes, 0) {
+    match file.read_at(&mut bytes, 0) {
         Ok(8) => u64::from_be_bytes(bytes),
         _ => 0,
-    };
-    let out = f(&mut total);
-    if write {
-        let _ = file.write_at(&total.to_be_bytes(), 0);
     }
+}
+
+/// `f` over the record's total under an exclusive lock, the result written back. The lock is
+/// waited for [`LOCK_PATIENCE`] at most; without it `f` runs on the value as read and nothing is
+/// written (a lost update the next eviction pass corrects, rather than a store that blocks).
+#[cfg(unix)]
+fn locked<T>(file: &std::fs::File, f: impl FnOnce(&mut u64) -> T) -> T {
+    use rustix::fs::{flock, FlockOperation};
+    use std::os::unix::fs::FileExt;
+    let started = std::time::Instant::now();
+    let locked = loop {
+        match flock(file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => break true,
+            Err(rustix::io::Errno::WOULDBLOCK | rustix::io::Errno::INTR)
+                if started.elapsed() < LOCK_PATIENCE =>
+            {
+                // A blocking-pool thread: a short nap, not a spin.
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err(_) => break false,
+        }
+    };
+    let mut total = read_total(file);
+    let out = f(&mut total);
     if locked {
+        let _ = file.write_at(&total.to_be_bytes(), 0);
         let _ = flock(file, FlockOperation::Unlock);
+    } else {
+        tracing::debug!("the disk store's size record stayed locked; not updated this time");
     }
     out
 }
@@ -148,15 +189,31 @@ pub(super) struct Writer {
     pub(super) pid: u32,
 }
 
-/// This process's pid namespace (Linux: the inode of `/proc/self/ns/pid`), 0 where unknown.
+/// Which pids mean the same processes as ours: this boot of this machine (Linux's `boot_id`:
+/// a directory shared over the network by several hosts has the same initial namespace inode
+/// on each) and this pid namespace (the inode of `/proc/self/ns/pid`), hashed into 64 bits;
+/// 0 where either is unknown (then no temporary file is judged by its pid).
 pub(super) fn pid_namespace() -> u64 {
-    std::fs::read_link("/proc/self/ns/pid")
+    let namespace = std::fs::read_link("/proc/self/ns/pid")
         .ok()
         .and_then(|target| {
             let text = target.to_string_lossy().into_owned();
-            text.strip_prefix("pid:[")?.strip_suffix(']')?.parse().ok()
-        })
-        .unwrap_or(0)
+            text.strip_prefix("pid:[")?
+                .strip_suffix(']')?
+                .parse::<u64>()
+                .ok()
+        });
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok();
+    let (Some(namespace), Some(boot)) = (namespace, boot) else {
+        return 0;
+    };
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(boot.trim().as_bytes());
+    ctx.update(&namespace.to_be_bytes());
+    let digest = ctx.finish();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest.as_ref()[..8]);
+    u64::from_be_bytes(first).max(1)
 }
 
 /// Whether the writer of a temporary file is certainly gone: it ran in this pid namespace (so
@@ -201,6 +258,35 @@ mod tests {
         assert_eq!(a.change(0, 500), 0, "saturates at zero");
         b.set(42);
         assert_eq!(a.get(), 42);
+    }
+
+    #[test]
+    fn a_held_lock_delays_an_update_by_its_patience_at_most() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = SizeRecord::open(dir.path());
+        r.change(10, 0);
+        // Someone else holds the lock and never lets go.
+        let other = std::fs::File::open(dir.path().join(RECORD)).unwrap();
+        rustix::fs::flock(&other, rustix::fs::FlockOperation::LockExclusive).unwrap();
+        let started = std::time::Instant::now();
+        assert_eq!(r.change(5, 0), 15, "computed on the value as read");
+        assert!(started.elapsed() < LOCK_PATIENCE * 10);
+        assert_eq!(r.get(), 10, "not written without the lock");
+        drop(other);
+        assert_eq!(r.change(5, 0), 15);
+        assert_eq!(r.get(), 15);
+    }
+
+    #[test]
+    fn a_hard_link_under_the_records_name_is_not_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("victim");
+        std::fs::write(&target, b"keep me!").unwrap();
+        std::fs::hard_link(&target, dir.path().join(RECORD)).unwrap();
+        let r = SizeRecord::open(dir.path());
+        assert!(!r.shared());
+        r.change(7, 0);
+        assert_eq!(std::fs::read(&target).unwrap(), b"keep me!");
     }
 
     #[test]

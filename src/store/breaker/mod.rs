@@ -12,9 +12,15 @@
 //!   others still fail at once; its success closes the breaker, its failure opens it again for
 //!   twice as long (up to `max_open_for`).
 //!
-//! The state is a few atomics: a call through a closed breaker reads two of them and writes
-//! none (a success after failures resets the count once). The clock is the layer's (a
-//! [`ManualClock`](crate::ManualClock) drives it in tests).
+//! The state is a few atomics: a call through a closed breaker reads one of them and clones the
+//! breaker's handle (a reference count) for its report; a success after failures resets the
+//! count once. The clock is the layer's (a [`ManualClock`](crate::ManualClock) drives it in
+//! tests); a clock that steps back cannot keep the breaker open longer than its longest wait.
+//!
+//! What counts as a failure: a lookup's error or timeout, and any operation's timeout. A write
+//! or delete the store *refuses* with an error (a read-only replica, a full disk) says nothing
+//! about its reads, and an open breaker further down (a `CircuitBreaker` layer under the
+//! cache's own) is not a failure of this one: both are neutral.
 
 use std::fmt;
 use std::future::Future;
@@ -41,6 +47,9 @@ pub const DEFAULT_BREAKER_FAILURES: u32 = 5;
 pub const DEFAULT_BREAKER_OPEN_FOR: Duration = Duration::from_millis(250);
 /// Default for [`CircuitBreaker::max_open_for`]: probes at least once a second.
 pub const DEFAULT_BREAKER_MAX_OPEN_FOR: Duration = Duration::from_secs(1);
+/// How long a probe may take before another call may probe instead (a probe whose future is
+/// never polled to its end must not keep the breaker half-open).
+const PROBE_LEASE: Duration = Duration::from_secs(30);
 
 /// Where a [`CircuitBreaker`] stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -215,24 +224,42 @@ impl CircuitBreaker {
         micros(now.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO))
     }
 
-    /// May a call go to the store now? `Some(permit)` to report its outcome with.
-    pub(crate) fn admit(&self) -> Option<Permit> {
+    /// Whether `probe_at` has come: it has passed, or it lies further ahead than any wait the
+    /// breaker sets (the clock stepped back; waiting for it could take forever).
+    fn due(&self, now: u64) -> bool {
         let s = &self.shared;
-        match s.state.load(Ordering::Acquire) {
-            CLOSED => Some(Permit::new(self, false)),
-            OPEN if self.now() >= s.probe_at.load(Ordering::Acquire)
+        let at = s.probe_at.load(Ordering::Acquire);
+        let longest = micros(s.max_open_for.max(PROBE_LEASE));
+        now >= at || at.saturating_sub(now) > longest
+    }
+
+    /// May a call go to the store now? `Some(permit)` to report its outcome with. `may_probe`:
+    /// this call may be the one probe of a half-open breaker (a whole-store walk may not: it
+    /// would hold the breaker half-open for minutes).
+    pub(crate) fn admit(&self, may_probe: bool) -> Option<Permit> {
+        let s = &self.shared;
+        let state = s.state.load(Ordering::Acquire);
+        if state == CLOSED {
+            return Some(Permit::new(self, false));
+        }
+        if may_probe {
+            let now = self.now();
+            // OPEN and its wait is over: this call probes. HALF_OPEN and the probe's lease has
+            // run out (a probe whose future is never polled to its end): this call probes
+            // instead.
+            if self.due(now)
                 && s.state
-                    .compare_exchange(OPEN, HALF_OPEN, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok() =>
+                    .compare_exchange(state, HALF_OPEN, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
             {
+                s.probe_at
+                    .store(now.saturating_add(micros(PROBE_LEASE)), Ordering::Release);
                 tracing::info!("store circuit breaker half-open: one probe goes to the store");
-                Some(Permit::new(self, true))
-            }
-            _ => {
-                s.rejected.fetch_add(1, Ordering::Relaxed);
-                None
+                return Some(Permit::new(self, true));
             }
         }
+        s.rejected.fetch_add(1, Ordering::Relaxed);
+        None
     }
 
     fn open(&self, backoff: u64, why: &str) {
@@ -309,6 +336,11 @@ impl Permit {
         self.reported = true;
         self.breaker.report(self.probe, ok);
     }
+
+    /// The call ended in a way that says nothing about the store's health (a write the store
+    /// refused with an error while it may still serve reads; an open breaker further down).
+    /// A probe that ends so lets the next call probe (`Drop` does it).
+    pub(crate) fn neutral(self) {}
 }
 
 impl Drop for Permit {
@@ -355,14 +387,18 @@ where
     }
 
     fn call(&mut self, request: StoreRequest) -> Self::Future {
-        match self.breaker.admit() {
+        let may_probe = !matches!(request, StoreRequest::Keys | StoreRequest::Clear);
+        let is_lookup = matches!(request, StoreRequest::Get { .. });
+        match self.breaker.admit(may_probe) {
             Some(permit) => BreakingFuture {
                 inner: Some(self.inner.call(request)),
                 permit: Some(permit),
+                is_lookup,
             },
             None => BreakingFuture {
                 inner: None,
                 permit: None,
+                is_lookup,
             },
         }
     }
@@ -374,6 +410,7 @@ pin_project! {
         #[pin]
         inner: Option<F>,
         permit: Option<Permit>,
+        is_lookup: bool,
     }
 }
 
@@ -397,11 +434,20 @@ where
         let Some(inner) = this.inner.as_pin_mut() else {
             return Poll::Ready(Err(Box::new(StoreError::unavailable())));
         };
-        let out = ready!(inner.poll(cx));
+        let out = ready!(inner.poll(cx)).map_err(Into::into);
         if let Some(permit) = this.permit.take() {
-            permit.report(out.is_ok());
+            let unavailable = |e: &BoxError| {
+                e.downcast_ref::<StoreError>()
+                    .is_some_and(StoreError::is_unavailable)
+            };
+            match &out {
+                Ok(_) => permit.report(true),
+                // As inside the layer: a lookup's error counts, a refused write does not.
+                Err(e) if *this.is_lookup && !unavailable(e) => permit.report(false),
+                Err(_) => permit.neutral(),
+            }
         }
-        Poll::Ready(out.map_err(Into::into))
+        Poll::Ready(out)
     }
 }
 
@@ -414,118 +460,4 @@ impl CircuitBreaker {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::ManualClock;
-
-    fn breaker(clock: &ManualClock) -> CircuitBreaker {
-        CircuitBreaker::new()
-            .failures(3)
-            .open_for(Duration::from_millis(100))
-            .max_open_for(Duration::from_millis(350))
-            .clock(clock.clone())
-    }
-
-    fn fail(b: &CircuitBreaker) {
-        b.admit().expect("admitted").report(false);
-    }
-
-    #[test]
-    fn opens_after_consecutive_failures_probes_then_closes() {
-        let clock = ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_700_000_000));
-        let b = breaker(&clock);
-        fail(&b);
-        fail(&b);
-        // A success in between resets the count.
-        b.admit().unwrap().report(true);
-        fail(&b);
-        fail(&b);
-        assert_eq!(b.state(), BreakerState::Closed);
-        fail(&b);
-        assert_eq!(b.state(), BreakerState::Open);
-        assert_eq!(b.times_opened(), 1);
-        assert!(b.admit().is_none(), "open: not asked");
-        assert_eq!(b.rejected(), 1);
-        clock.advance(Duration::from_millis(99));
-        assert!(b.admit().is_none());
-        clock.advance(Duration::from_millis(1));
-        let probe = b.admit().expect("the probe");
-        assert_eq!(b.state(), BreakerState::HalfOpen);
-        assert!(b.admit().is_none(), "one probe at a time");
-        probe.report(true);
-        assert_eq!(b.state(), BreakerState::Closed);
-        assert!(b.admit().is_some());
-    }
-
-    #[test]
-    fn failed_probes_double_the_wait_up_to_the_maximum() {
-        let start = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        let clock = ManualClock::new(start);
-        let b = breaker(&clock);
-        for _ in 0..3 {
-            fail(&b);
-        }
-        let mut waited = Duration::ZERO;
-        for want in [200, 350, 350] {
-            let open = b.probe_at().duration_since(clock.now()).unwrap();
-            waited += open;
-            clock.advance(open);
-            b.admit().expect("probe").report(false);
-            let next = b.probe_at().duration_since(clock.now()).unwrap();
-            assert_eq!(next, Duration::from_millis(want));
-        }
-        assert!(waited > Duration::ZERO);
-        assert_eq!(b.times_opened(), 4);
-        // A success resets the wait to `open_for`.
-        clock.advance(Duration::from_millis(350));
-        b.admit().unwrap().report(true);
-        for _ in 0..3 {
-            fail(&b);
-        }
-        assert_eq!(
-            b.probe_at().duration_since(clock.now()).unwrap(),
-            Duration::from_millis(100)
-        );
-    }
-
-    #[test]
-    fn a_cancelled_probe_lets_the_next_call_probe() {
-        let clock = ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_700_000_000));
-        let b = breaker(&clock);
-        for _ in 0..3 {
-            fail(&b);
-        }
-        clock.advance(Duration::from_millis(100));
-        drop(b.admit().expect("probe"));
-        assert_eq!(b.state(), BreakerState::Open);
-        assert!(b.admit().is_some(), "probes again at once");
-    }
-
-    #[tokio::test]
-    async fn as_a_layer_over_any_store() {
-        use tower::ServiceExt;
-        let clock = ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_700_000_000));
-        let b = breaker(&clock);
-        let calls = Arc::new(AtomicU32::new(0));
-        let failing = {
-            let calls = calls.clone();
-            tower::service_fn(move |_: StoreRequest| {
-                calls.fetch_add(1, Ordering::SeqCst);
-                async { Err::<StoreResponse, BoxError>("down".into()) }
-            })
-        };
-        let store = b.layer(failing);
-        for _ in 0..10 {
-            let _ = store.clone().oneshot(StoreRequest::Clear).await;
-        }
-        assert_eq!(calls.load(Ordering::SeqCst), 3, "asked until it opened");
-        let err = store
-            .clone()
-            .oneshot(StoreRequest::Clear)
-            .await
-            .unwrap_err();
-        assert!(err
-            .downcast_ref::<StoreError>()
-            .is_some_and(StoreError::is_unavailable));
-    }
-}
+mod tests;
