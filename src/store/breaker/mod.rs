@@ -214,7 +214,10 @@ impl CircuitBreaker {
         self.shared.opened.load(Ordering::Relaxed)
     }
 
-    /// How many calls it failed at once without asking the store.
+    /// How many calls it failed at once without asking the store, as a tower layer. (Inside
+    /// `CacheLayer`, `CacheMetrics::store_skipped` counts them instead, on per-thread counters:
+    /// one shared counter written by every request of an outage would be a contended cache
+    /// line.)
     pub fn rejected(&self) -> u64 {
         self.shared.rejected.load(Ordering::Relaxed)
     }
@@ -237,6 +240,12 @@ impl CircuitBreaker {
     /// this call may be the one probe of a half-open breaker (a whole-store walk may not: it
     /// would hold the breaker half-open for minutes).
     pub(crate) fn admit(&self, may_probe: bool) -> Option<Permit> {
+        self.admit_counting(may_probe, false)
+    }
+
+    /// [`admit`](Self::admit), counting a rejection in [`rejected`](Self::rejected) when
+    /// `count`.
+    fn admit_counting(&self, may_probe: bool, count: bool) -> Option<Permit> {
         let s = &self.shared;
         let state = s.state.load(Ordering::Acquire);
         if state == CLOSED {
@@ -258,7 +267,9 @@ impl CircuitBreaker {
                 return Some(Permit::new(self, true));
             }
         }
-        s.rejected.fetch_add(1, Ordering::Relaxed);
+        if count {
+            s.rejected.fetch_add(1, Ordering::Relaxed);
+        }
         None
     }
 
@@ -389,7 +400,7 @@ where
     fn call(&mut self, request: StoreRequest) -> Self::Future {
         let may_probe = !matches!(request, StoreRequest::Keys | StoreRequest::Clear);
         let is_lookup = matches!(request, StoreRequest::Get { .. });
-        match self.breaker.admit(may_probe) {
+        match self.breaker.admit_counting(may_probe, true) {
             Some(permit) => BreakingFuture {
                 inner: Some(self.inner.call(request)),
                 permit: Some(permit),
