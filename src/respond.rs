@@ -74,10 +74,7 @@ pub(crate) fn hit<B>(
     *response.status_mut() = head.status;
     *response.version_mut() = head.version;
     *response.headers_mut() = head.headers;
-    response.headers_mut().insert(header::AGE, age_value(age));
-    response.extensions_mut().insert(status);
-    response.extensions_mut().insert(info);
-    response
+    stamp(response, age, status, info)
 }
 
 /// A stored response served for a request of `range` (with its `If-Range`), or of the whole
@@ -154,10 +151,7 @@ pub(crate) fn partial<B>(
     // stays).
     headers.remove("content-digest");
     headers.remove("content-md5");
-    headers.insert(header::AGE, age_value(age));
-    response.extensions_mut().insert(status);
-    response.extensions_mut().insert(info);
-    response
+    stamp(response, age, status, info)
 }
 
 /// RFC 9110 §15.5.17: `416 Range Not Satisfiable`, with `Content-Range: bytes */N` ("a server
@@ -186,7 +180,18 @@ pub(crate) fn unsatisfiable<B>(
         headers.insert(header::CONTENT_RANGE, value);
     }
     headers.insert(header::CONTENT_LENGTH, http::HeaderValue::from_static("0"));
-    headers.insert(header::AGE, age_value(age));
+    stamp(response, age, status, info)
+}
+
+/// What every response made from a stored one carries: its current `Age` (RFC 9111 §4, §5.1:
+/// replacing any stored one), how it was answered, and its [`CacheInfo`].
+fn stamp<B>(
+    mut response: Response<B>,
+    age: Duration,
+    status: CacheStatus,
+    info: CacheInfo,
+) -> Response<B> {
+    response.headers_mut().insert(header::AGE, age_value(age));
     response.extensions_mut().insert(status);
     response.extensions_mut().insert(info);
     response
@@ -203,10 +208,7 @@ pub(crate) fn not_modified<B>(
     let mut response = Response::new(CacheBody::cached(Bytes::new(), None));
     *response.status_mut() = StatusCode::NOT_MODIFIED;
     *response.headers_mut() = not_modified_headers(&head.headers);
-    response.headers_mut().insert(header::AGE, age_value(age));
-    response.extensions_mut().insert(status);
-    response.extensions_mut().insert(info);
-    response
+    stamp(response, age, status, info)
 }
 
 /// §5.2.1.7: "If it receives this directive, a cache SHOULD either respond using a stored

@@ -30,7 +30,11 @@ fn opens_after_consecutive_failures_probes_then_closes() {
     assert_eq!(b.state(), BreakerState::Open);
     assert_eq!(b.times_opened(), 1);
     assert!(b.admit(true).is_none(), "open: not asked");
-    assert_eq!(b.rejected(), 0, "counted by CacheMetrics inside the layer, not here");
+    assert_eq!(
+        b.rejected(),
+        0,
+        "counted by CacheMetrics inside the layer, not here"
+    );
     clock.advance(Duration::from_millis(99));
     assert!(b.admit(true).is_none());
     clock.advance(Duration::from_millis(1));
