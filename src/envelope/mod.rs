@@ -354,7 +354,14 @@ impl Envelope {
                 None => OpenError::Unusable("entry belongs to another key"),
             });
         }
-        wire::decode(&payload).ok_or(OpenError::Unusable("payload does not decode"))
+        // A decrypted payload is this request's own buffer; a verified one is a slice of the
+        // blob the store may share between threads (see `decode_shared`).
+        let decoded = if parsed.alg == ALG_AES_256_GCM {
+            wire::decode(&payload)
+        } else {
+            wire::decode_shared(&payload)
+        };
+        decoded.ok_or(OpenError::Unusable("payload does not decode"))
     }
 }
 

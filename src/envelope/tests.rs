@@ -464,3 +464,30 @@ fn header_field_counts_are_capped_on_write_and_on_read() {
     let payload = Bytes::from(encode_head(&with(MAX_FIELDS), None, Vec::new()).unwrap());
     assert_eq!(decode(&payload).unwrap().head.headers.len(), MAX_FIELDS);
 }
+
+/// A shared payload decodes to the same entry, with the header section in a buffer of its own
+/// (no reference counted on the shared blob per header value) and the body a slice of the blob.
+#[test]
+fn a_shared_payload_copies_its_head_once_and_slices_its_body() {
+    let h = head();
+    let mut bytes = wire::encode_head(&h, None, Vec::new()).unwrap();
+    bytes.extend_from_slice(b"the body");
+    let payload = Bytes::from(bytes);
+    let plain = wire::decode(&payload).expect("decodes");
+    let shared = wire::decode_shared(&payload).expect("decodes");
+    assert_eq!(shared.head.headers, plain.head.headers);
+    assert_eq!(shared.head.uri, plain.head.uri);
+    assert_eq!(shared.body, "the body");
+    let range = payload.as_ptr() as usize..payload.as_ptr() as usize + payload.len();
+    assert!(
+        range.contains(&(shared.body.as_ptr() as usize)),
+        "the body is the blob's"
+    );
+    for value in shared.head.headers.values() {
+        assert!(
+            !range.contains(&(value.as_bytes().as_ptr() as usize)),
+            "header values are not slices of the shared blob"
+        );
+    }
+    assert!(!range.contains(&(shared.head.uri.as_ptr() as usize)));
+}

@@ -153,8 +153,35 @@ pub(crate) fn encode_head(
 }
 
 /// Decodes a verified payload. `None` when it does not decode: the caller treats that as a miss.
+/// Header values, the URI and Vary values are slices of `payload`.
 pub(crate) fn decode(payload: &Bytes) -> Option<Entry> {
+    decode_in(payload, false)
+}
+
+/// [`decode`] for a payload shared with other threads (a slice of the blob a `MemoryStore`
+/// holds): the header section is copied once into a buffer of this request's own, and the
+/// header values are slices of that, so that their references are counted there and not on the
+/// shared blob's counter, which every concurrent hit of the key would otherwise write (a
+/// contended cache line between cores). The body stays a slice of the shared blob.
+pub(crate) fn decode_shared(payload: &Bytes) -> Option<Entry> {
+    decode_in(payload, true)
+}
+
+fn decode_in(payload: &Bytes, copy_head: bool) -> Option<Entry> {
     let (wire, body) = postcard::take_from_bytes::<WireHeadV2<'_>>(payload).ok()?;
+    let head_len = payload.len() - body.len();
+    let own = copy_head.then(|| Bytes::copy_from_slice(&payload[..head_len]));
+    // A slice of the head as `Bytes`: of the private copy when there is one (at the same
+    // offset), else of the payload. `raw` always lies within the payload's head.
+    let slice = |raw: &[u8]| -> Bytes {
+        match &own {
+            Some(own) => {
+                let at = (raw.as_ptr() as usize).saturating_sub(payload.as_ptr() as usize);
+                own.slice(at.min(own.len())..(at + raw.len()).min(own.len()))
+            }
+            None => payload.slice_ref(raw),
+        }
+    };
     if wire.vary.len() > MAX_FIELDS {
         return None;
     }
@@ -167,7 +194,7 @@ pub(crate) fn decode(payload: &Bytes) -> Option<Entry> {
         for (name, value) in list {
             let name = HeaderName::from_bytes(name.0).ok()?;
             // A slice of the verified blob: no copy.
-            let value = HeaderValue::from_maybe_shared(payload.slice_ref(value.0)).ok()?;
+            let value = HeaderValue::from_maybe_shared(slice(value.0)).ok()?;
             map.append(name, value);
         }
         Some(map)
@@ -182,7 +209,7 @@ pub(crate) fn decode(payload: &Bytes) -> Option<Entry> {
         let name = HeaderName::from_bytes(name.0).ok()?;
         let value = match value {
             WireVary::Absent => VaryValue::Absent,
-            WireVary::Clear(raw) => VaryValue::Clear(payload.slice_ref(raw.0)),
+            WireVary::Clear(raw) => VaryValue::Clear(slice(raw.0)),
             WireVary::Digest(d) => VaryValue::Digest(d),
         };
         vary.push((name, value));
@@ -194,7 +221,7 @@ pub(crate) fn decode(payload: &Bytes) -> Option<Entry> {
         request_time: time_from_wire(wire.request_time)?,
         response_time: time_from_wire(wire.response_time)?,
         method: Method::from_bytes(wire.method.0).ok()?,
-        uri: payload.slice_ref(wire.uri.0),
+        uri: slice(wire.uri.0),
         vary,
         generation: wire.generation,
         expiry: match wire.expiry {
@@ -212,7 +239,7 @@ pub(crate) fn decode(payload: &Bytes) -> Option<Entry> {
     };
     Some(Entry {
         head,
-        body: payload.slice_ref(body),
+        body: payload.slice(head_len..),
         trailers,
     })
 }
