@@ -309,7 +309,7 @@ async fn public_makes_any_status_heuristically_fresh() {
 }
 
 #[tokio::test]
-async fn accept_language_variants_match_in_any_order_of_equal_weights() {
+async fn accept_language_variants_match_whatever_the_order_of_weights_and_ties_only_if_asked() {
     let origin = Origin::start(|_| {
         Response::builder()
             .header("cache-control", "max-age=600")
@@ -336,5 +336,20 @@ async fn accept_language_variants_match_in_any_order_of_equal_weights() {
     ] {
         let got = send(&mut client, with(lang)).await.unwrap();
         assert_eq!(got.cache == Some(CacheStatus::Hit), hit, "{lang}");
+    }
+    // Members of equal weight in another order: another variant by default (negotiators break
+    // ties by order), the same one with `accept_language_ties(true)`.
+    for (ties, hit) in [(false, false), (true, true)] {
+        let mut client = cached_client(unsigned_layer(&clock).accept_language_ties(ties));
+        let url = origin.url(&format!("/ties-{ties}"));
+        let with = |lang: &str| {
+            http::Request::get(&url)
+                .header("accept-language", lang)
+                .body(http_body_util::Empty::new())
+                .unwrap()
+        };
+        send(&mut client, with("en, de")).await.unwrap();
+        let got = send(&mut client, with("de, en")).await.unwrap();
+        assert_eq!(got.cache == Some(CacheStatus::Hit), hit, "ties={ties}");
     }
 }
