@@ -207,6 +207,13 @@ impl Config {
         }
     }
 
+    /// The store's circuit breaker is not closed: nothing written now would be stored.
+    pub(crate) fn store_down(&self) -> bool {
+        self.breaker
+            .as_ref()
+            .is_some_and(|b| b.state() != crate::store::BreakerState::Closed)
+    }
+
     /// A lookup of `key`, bounded by the largest blob this layer accepts (the request path and
     /// the inspector alike).
     pub(crate) fn get(&self, key: CacheKey) -> StoreRequest {

@@ -26,7 +26,7 @@ use crate::policy::validation::freshen;
 use crate::respond::{self, hit_info, Freshness};
 use crate::rt::run_soon;
 use crate::status::{CacheInfo, CacheStatus, NotStoredReason};
-use crate::store::{BreakerState, Store};
+use crate::store::Store;
 
 /// Sends the request to the origin: the next state.
 pub(super) fn forward<S, St, ReqB>(
@@ -62,12 +62,9 @@ impl<St: Store> Ctx<St> {
         self.advertise(&mut request);
         // While the store's breaker is not closed nothing is written: the request's parts are
         // not copied for an entry (on_response reports `StoreUnavailable`).
-        self.store_down = self
-            .config
-            .breaker
-            .as_ref()
-            .is_some_and(|b| b.state() != BreakerState::Closed);
-        if self.store_down && (self.plan.may_store() || self.plan.post_key.is_some()) {
+        let writes = self.plan.may_store() || self.plan.post_key.is_some();
+        self.store_down = writes && self.config.store_down();
+        if self.store_down {
             self.storing = None;
         } else if let (true, Some(key)) = (self.plan.may_store(), &self.plan.key) {
             self.storing = Some(Box::new(Storing::of(key, &request, &self.plan.cc)));
@@ -263,7 +260,7 @@ impl<St: Store> Ctx<St> {
             }
             // The store is not being asked (its breaker open, or half-open with its one probe
             // out): the body is not copied and sealed for a write that would be skipped.
-            None if self.store_down && (self.plan.may_store() || self.plan.post_key.is_some()) => {
+            None if self.store_down => {
                 self.config.metrics.record(Event::StoreSkipped);
                 parts.extensions.insert(NotStoredReason::StoreUnavailable);
                 info.key = self.plan.key.clone();

@@ -213,22 +213,7 @@ impl<St: Store> Ctx<St> {
         }
         // New variants of this URL join the stored generation.
         self.found.generation = Some(entry.head.generation);
-        let now = self.config.clock.now();
-        let reuse = self.config.reuse();
-        let (decision, lifetime) = assess(
-            &entry.head.stored(),
-            request_headers,
-            &self.plan.cc,
-            &reuse,
-            now,
-            &self.config.protect(),
-        );
-        // ForceCache / OnlyIfCached: any matching stored response, fresh or stale.
-        let any_stale = matches!(
-            self.plan.mode,
-            CacheMode::ForceCache | CacheMode::OnlyIfCached
-        );
-        let decision = decision.accepting_any_stale(any_stale);
+        let (decision, lifetime, now) = self.assess(&entry, request_headers);
         let info = |ctx: &Self, entry: &Entry, age| {
             let freshness = Freshness { lifetime, age, now };
             hit_info(&key, &entry.head, freshness, false, ctx.found.blob_size)
@@ -328,15 +313,14 @@ impl<St: Store> Ctx<St> {
         }
     }
 
-    /// The incomplete entry of a ranged request (RFC 9111 §3.3): it answers when it is fresh
-    /// (or accepted stale) and holds the range whole; else it is kept, for a `206` from the
-    /// origin to complete (§3.4).
-    fn decide_partial<B>(
-        &mut self,
-        key: CacheKey,
-        entry: Entry,
+    /// RFC 9111 §4: the policy's decision on `entry` for this request, now; with the modes that
+    /// accept any stored response (ForceCache / OnlyIfCached) applied. Its freshness lifetime,
+    /// and the `now` it was decided at.
+    fn assess(
+        &self,
+        entry: &Entry,
         request_headers: &HeaderMap,
-    ) -> Lookup<B> {
+    ) -> (Decision, std::time::Duration, std::time::SystemTime) {
         let now = self.config.clock.now();
         let (decision, lifetime) = assess(
             &entry.head.stored(),
@@ -350,7 +334,20 @@ impl<St: Store> Ctx<St> {
             self.plan.mode,
             CacheMode::ForceCache | CacheMode::OnlyIfCached
         );
-        let usable = match decision.accepting_any_stale(any_stale) {
+        (decision.accepting_any_stale(any_stale), lifetime, now)
+    }
+
+    /// The incomplete entry of a ranged request (RFC 9111 §3.3): it answers when it is fresh
+    /// (or accepted stale) and holds the range whole; else it is kept, for a `206` from the
+    /// origin to complete (§3.4).
+    fn decide_partial<B>(
+        &mut self,
+        key: CacheKey,
+        entry: Entry,
+        request_headers: &HeaderMap,
+    ) -> Lookup<B> {
+        let (decision, lifetime, now) = self.assess(&entry, request_headers);
+        let usable = match decision {
             Decision::Fresh { age } => Some((age, CacheStatus::Hit)),
             Decision::StaleAccepted { age } => Some((age, CacheStatus::Stale)),
             _ => None,
@@ -473,12 +470,10 @@ impl<St: Store> Ctx<St> {
         let key = self.plan.key.as_ref()?;
         // A ranged request's answer is a part: it is not what waiters for the key wait for. And
         // while the store's breaker is not closed nothing will be stored for waiters to read.
-        let store_down = self
-            .config
-            .breaker
-            .as_ref()
-            .is_some_and(|b| b.state() != crate::store::BreakerState::Closed);
-        if self.found.coalesced || !self.plan.may_store() || self.plan.range.is_some() || store_down
+        if self.found.coalesced
+            || !self.plan.may_store()
+            || self.plan.range.is_some()
+            || self.config.store_down()
         {
             return None;
         }

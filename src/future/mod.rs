@@ -190,8 +190,8 @@ struct Ctx<St> {
     found: Found,
     /// When the request went to the origin (§4.2.3 `request_time`).
     request_time: SystemTime,
-    /// The store's circuit breaker was not closed when the request went to the origin: its
-    /// response is not stored.
+    /// The request's response could be stored, but the store's circuit breaker was not closed
+    /// when it went to the origin: it is not.
     store_down: bool,
 }
 
