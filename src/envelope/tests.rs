@@ -241,9 +241,13 @@ fn appended_bytes_are_rejected() {
 proptest! {
     #[test]
     fn random_payloads_never_panic_the_decoder(bytes in proptest::collection::vec(any::<u8>(), 0..1024)) {
-        if let Some(entry) = super::wire::decode(&Bytes::from(bytes)) {
+        let bytes = Bytes::from(bytes);
+        if let Some(entry) = super::wire::decode(&bytes) {
             prop_assert!(entry.head.headers.len() <= super::wire::MAX_FIELDS);
         }
+        // The shared-payload decoder agrees, whatever the bytes.
+        let shared = super::wire::decode_shared(&bytes);
+        prop_assert_eq!(shared.map(|e| e.body), super::wire::decode(&bytes).map(|e| e.body));
     }
 
     #[test]
@@ -253,7 +257,9 @@ proptest! {
         let at = pos % payload.len();
         payload[at] = byte;
         payload.truncate(payload.len() - cut % payload.len());
-        let _ = super::wire::decode(&Bytes::from(payload));
+        let payload = Bytes::from(payload);
+        let _ = super::wire::decode(&payload);
+        let _ = super::wire::decode_shared(&payload);
     }
 
     #[test]
