@@ -13,17 +13,72 @@ use sync_wrapper::SyncWrapper;
 
 /// A store write, started once a teed body has ended cleanly.
 pub(crate) type PutFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
-/// Seals the collected chunks and trailers and returns the write; called at most once.
-pub(crate) type Sealer =
-    Box<dyn FnOnce(Vec<Bytes>, Option<HeaderMap>) -> Option<PutFuture> + Send + 'static>;
+
+/// Where the copy of a teed body goes, chunk by chunk as the caller receives them.
+pub(crate) trait Sink: Send + 'static {
+    /// A data chunk, within the size bound. Its work is the chunk's (a copy, a MAC update, a
+    /// segment encrypted): nothing here may grow with the size of the whole body. `false`
+    /// abandons the copy.
+    fn data(&mut self, chunk: &Bytes) -> bool;
+    /// The body ended cleanly, with these trailers: the write to wait for, if any. Called at
+    /// most once, and cheap (it ends a copy made as the body passed).
+    fn finish(self: Box<Self>, trailers: Option<HeaderMap>) -> Option<PutFuture>;
+}
+
+/// A [`Sink`] that keeps the chunks (reference counts, not copies) and hands the whole body to
+/// a closure at the end: for small bodies only (the tee's bound is the caller's).
+pub(crate) struct Collect<F> {
+    chunks: Vec<Bytes>,
+    then: F,
+}
+
+impl<F> Collect<F>
+where
+    F: FnOnce(Bytes, Option<HeaderMap>) -> Option<PutFuture> + Send + 'static,
+{
+    pub(crate) fn new(then: F) -> Box<Self> {
+        Box::new(Self {
+            chunks: Vec::new(),
+            then,
+        })
+    }
+}
+
+impl<F> Sink for Collect<F>
+where
+    F: FnOnce(Bytes, Option<HeaderMap>) -> Option<PutFuture> + Send + 'static,
+{
+    fn data(&mut self, chunk: &Bytes) -> bool {
+        if !chunk.is_empty() {
+            self.chunks.push(chunk.clone());
+        }
+        true
+    }
+
+    fn finish(self: Box<Self>, trailers: Option<HeaderMap>) -> Option<PutFuture> {
+        let body = match self.chunks.len() {
+            0 => Bytes::new(),
+            1 => self.chunks[0].clone(),
+            _ => {
+                let mut all = Vec::with_capacity(self.chunks.iter().map(Bytes::len).sum());
+                for chunk in &self.chunks {
+                    all.extend_from_slice(chunk);
+                }
+                Bytes::from(all)
+            }
+        };
+        (self.then)(body, trailers)
+    }
+}
 
 pin_project! {
     /// The body of a response that went through the cache.
     ///
     /// On a hit it is the stored body, a zero-copy slice of the blob the store returned. On a
     /// miss it is the origin's body, passed through frame by frame (trailers included); when the
-    /// response is being stored, a copy of each data chunk is kept (a reference count, not a
-    /// byte copy) and the entry is written once the body has ended cleanly.
+    /// response is being stored, each data chunk is appended to the entry being sealed as it
+    /// passes (its MAC or encryption computed with it), and the entry is written once the body
+    /// has ended cleanly. No chunk is held after the caller got it.
     ///
     /// Data frames are [`Bytes`] whatever the inner body's data type is.
     pub struct CacheBody<B> {
@@ -45,57 +100,58 @@ pin_project! {
 
 /// The state of a body being copied into the store.
 pub(crate) struct Tee {
-    chunks: Vec<Bytes>,
     trailers: Option<HeaderMap>,
     size: usize,
     max_size: usize,
     expected_len: Option<u64>,
     /// `None` once the copy was abandoned (too large, errored) or handed to the store.
-    sealer: Option<SyncWrapper<Sealer>>,
+    sink: Option<SyncWrapper<Box<dyn Sink>>>,
     put: Option<SyncWrapper<PutFuture>>,
     ended: bool,
 }
 
 impl Tee {
-    pub(crate) fn new(max_size: usize, expected_len: Option<u64>, sealer: Sealer) -> Self {
+    pub(crate) fn new(max_size: usize, expected_len: Option<u64>, sink: Box<dyn Sink>) -> Self {
         Self {
-            chunks: Vec::new(),
             trailers: None,
             size: 0,
             max_size,
             expected_len,
-            sealer: Some(SyncWrapper::new(sealer)),
+            sink: Some(SyncWrapper::new(sink)),
             put: None,
             ended: false,
         }
     }
 
     fn abandon(&mut self, why: &'static str) {
-        if self.sealer.take().is_some() {
+        if self.sink.take().is_some() {
             tracing::debug!(reason = why, "response not stored");
         }
-        self.chunks = Vec::new();
     }
 
     fn push(&mut self, chunk: &Bytes) {
-        if self.sealer.is_none() {
+        let Some(sink) = self.sink.as_mut() else {
             return;
-        }
+        };
         self.size = self.size.saturating_add(chunk.len());
         if self.size > self.max_size {
-            // Stop accumulating: the rest streams through, memory stays bounded.
+            // Stop copying: the rest streams through, memory stays bounded.
             self.abandon("body larger than max_body_size");
             return;
         }
-        if !chunk.is_empty() {
-            self.chunks.push(chunk.clone());
+        if self.expected_len.is_some_and(|n| self.size as u64 > n) {
+            self.abandon("body longer than its Content-Length");
+            return;
+        }
+        if !sink.get_mut().data(chunk) {
+            self.abandon("the entry could not be sealed");
         }
     }
 
     /// The body ended cleanly: check it and start the store write.
     fn finish(&mut self) {
         self.ended = true;
-        let Some(sealer) = self.sealer.take() else {
+        let Some(sink) = self.sink.take() else {
             return;
         };
         if let Some(expected) = self.expected_len {
@@ -105,13 +161,11 @@ impl Tee {
                     received = self.size,
                     "length mismatch, not stored"
                 );
-                self.chunks = Vec::new();
                 return;
             }
         }
-        let chunks = std::mem::take(&mut self.chunks);
         let trailers = self.trailers.take();
-        self.put = (sealer.into_inner())(chunks, trailers).map(SyncWrapper::new);
+        self.put = sink.into_inner().finish(trailers).map(SyncWrapper::new);
     }
 }
 

@@ -3,57 +3,66 @@
 //! ```text
 //! offset  size  field
 //! 0       4     magic "HCCE"
-//! 4       1     format version (2)
+//! 4       1     format version (3)
 //! 5       1     algorithm: 0 = unsigned (CRC-32 checksum), 1 = HMAC-SHA256, 2 = AES-256-GCM
 //! 6       1     key id length n (0 when unsigned, 8 for HMAC-SHA256)
 //! 7       n     key id (HKDF-derived from the secret, see keys.rs)
 //! 7+n     2     cache key length k, big endian
 //! 9+n     k     cache key (UTF-8)
-//! 9+n+k   ..    payload: postcard-encoded head, then the raw body to the end
+//! 9+n+k   ..    payload: postcard-encoded head | raw body | trailer section | its length (u32 BE)
 //! len-t   t     tag over every byte before it: 4 bytes (CRC-32) or 32 (HMAC-SHA256)
 //! ```
 //!
-//! With AES-256-GCM (algorithm 2) the payload is `nonce (12 random bytes) | ciphertext`, the tag
-//! is GCM's 16-byte tag, and every byte before the nonce (header and cache key) is the associated
-//! data: a blob moved to another key, or with another header, fails to open.
+//! The payload is written front to back while the body streams by, and the tag is computed as
+//! it goes (see `stream.rs`): the trailers, known only once the body has ended, come after it.
 //!
-//! ```text
-//! ```
+//! With AES-256-GCM (algorithm 2) the payload is encrypted in segments of 64 KiB, each with a
+//! random nonce and its own tag, and the header and cache key are part of every segment's
+//! associated data (see `stream.rs`): a blob moved to another key, or with another header, or
+//! with segments reordered, swapped with another entry's or cut off, fails to open.
 //!
-//! The tag covers the header, the cache key the blob is written under and the payload. The key is
+//! The tag covers the header, the cache key the blob is written for and the payload. The key is
 //! inside the signed bytes, so a validly signed blob copied to another key is rejected: the
-//! anchors this crate learned from do not bind the key, and a swap attack works there.
+//! anchors this crate learned from do not bind the key, and a swap attack works there. A
+//! response that varies is one blob stored under two names, its URL's key and its variant's
+//! (`key#<hash of generation and selecting values>`); it carries the URL's key, and opens under
+//! the variant's name only when its own generation and selecting values hash to that name.
+//!
+//! Format version 2 (trailers before the body, one AES-GCM message) is no longer read: such
+//! blobs are misses and are overwritten by the next storable response.
 //!
 //! On read, `ring::hmac::verify` (constant time) runs over the raw blob before a single byte of
 //! the payload is decoded. This module knows nothing about HTTP caching decisions.
 
 mod keys;
+mod stream;
 pub(crate) mod wire;
 
 use bytes::Bytes;
-use http::HeaderMap;
-use ring::{aead, digest, hmac, rand};
+use ring::{digest, hmac};
 
 pub use keys::{KeyError, KeyRing, SecretKey, MIN_KEY_LEN};
+pub(crate) use stream::Sealing;
 
 use crate::entry::{Entry, EntryHead};
 use crate::error::{BadSignature, BadSignatureReason};
 use crate::CacheKey;
 
 const MAGIC: &[u8; 4] = b"HCCE";
-const FORMAT_V2: u8 = 2;
+const FORMAT_V3: u8 = 3;
 /// Unsigned: a CRC-32 (IEEE) detects accidental corruption, nothing more. It is not a MAC.
 const ALG_UNSIGNED_CRC32: u8 = 0;
 const ALG_HMAC_SHA256: u8 = 1;
 const ALG_AES_256_GCM: u8 = 2;
 const NONCE_LEN: usize = 12;
 
-/// The tag length of an algorithm, `None` for algorithms this release does not know.
+/// The length of the tag at the end of a blob, `None` for algorithms this release does not
+/// know. Encrypted blobs carry a tag per segment instead, inside the payload.
 fn tag_len(alg: u8) -> Option<usize> {
     match alg {
         ALG_UNSIGNED_CRC32 => Some(4),
         ALG_HMAC_SHA256 => Some(32),
-        ALG_AES_256_GCM => Some(16),
+        ALG_AES_256_GCM => Some(0),
         _ => None,
     }
 }
@@ -200,27 +209,39 @@ impl Envelope {
         out
     }
 
-    /// Seals `head`, the body `chunks` and the trailers for storage under `key`. The body is copied once, into
-    /// the blob; nothing else is.
-    pub(crate) fn seal(
+    /// Starts sealing an entry for `key`: the envelope header and the head are written, the
+    /// body is appended as it arrives ([`Sealing::append`]), and [`Sealing::finish`] adds the
+    /// trailers and the tag. `capacity` is the body length expected (a hint, not a limit).
+    pub(crate) fn start(
         &self,
         key: &CacheKey,
         head: &EntryHead,
-        chunks: &[Bytes],
-        trailers: Option<&HeaderMap>,
-    ) -> Result<Bytes, SealError> {
-        if !wire::fits(head, trailers) {
+        capacity: usize,
+    ) -> Result<Sealing, SealError> {
+        if !wire::fits(head, None) {
             return Err(SealError("more header fields than an entry holds"));
         }
         let key_bytes = key.as_str().as_bytes();
         let key_len =
             u16::try_from(key_bytes.len()).map_err(|_| SealError("cache key too long"))?;
-        let body_len: usize = chunks.iter().map(Bytes::len).sum();
-        let mut out = Vec::with_capacity(FIXED_HEADER + 8 + key_bytes.len() + 512 + body_len + 32);
-        out.extend_from_slice(MAGIC);
-        out.push(FORMAT_V2);
         let current = self.keys.as_ref().map(KeyRing::current);
-        match (self.mode, current) {
+        let mode = match current {
+            Some(_) => self.mode,
+            None => Mode::Unsigned,
+        };
+        let segments = capacity / stream::SEGMENT + 1;
+        let overhead = match mode {
+            Mode::Encrypted => segments.saturating_mul(NONCE_LEN + stream::SEGMENT_TAG),
+            _ => 32,
+        };
+        let mut out = Vec::with_capacity(
+            (FIXED_HEADER + 8 + key_bytes.len() + 512)
+                .saturating_add(capacity)
+                .saturating_add(overhead),
+        );
+        out.extend_from_slice(MAGIC);
+        out.push(FORMAT_V3);
+        match (mode, current) {
             (Mode::Unsigned, _) | (_, None) => {
                 out.push(ALG_UNSIGNED_CRC32);
                 out.push(0);
@@ -237,42 +258,36 @@ impl Envelope {
         }
         out.extend_from_slice(&key_len.to_be_bytes());
         out.extend_from_slice(key_bytes);
-        let aad_end = out.len();
-        if let (Mode::Encrypted, Some(_)) = (self.mode, current) {
-            // A fresh random 96-bit nonce per write: with random nonces, one key can seal about
-            // 2^32 entries before the collision probability reaches 2^-32 (NIST SP 800-38D §8.3).
-            let mut nonce = [0u8; NONCE_LEN];
-            rand::SecureRandom::fill(&rand::SystemRandom::new(), &mut nonce)
-                .map_err(|_| SealError("random generator failed"))?;
-            out.extend_from_slice(&nonce);
+        let head_bytes =
+            wire::encode_head(head, Vec::new()).map_err(|_| SealError("could not encode"))?;
+        let mut sealing = match (mode, current) {
+            (Mode::Unsigned, _) | (_, None) => Sealing::checksummed(out),
+            (Mode::Signed, Some(k)) => Sealing::signed(out, &k.mac),
+            (Mode::Encrypted, Some(k)) => Sealing::encrypted(out, &k.aead)?,
+        };
+        sealing.append(&head_bytes)?;
+        Ok(sealing)
+    }
+
+    #[cfg(test)]
+    /// Seals `head`, the body `chunks` and the trailers for storage under `key`, in one go: the
+    /// body is copied once, into the blob; nothing else is.
+    pub(crate) fn seal(
+        &self,
+        key: &CacheKey,
+        head: &EntryHead,
+        chunks: &[Bytes],
+        trailers: Option<&http::HeaderMap>,
+    ) -> Result<Bytes, SealError> {
+        if !wire::fits(head, trailers) {
+            return Err(SealError("more header fields than an entry holds"));
         }
-        let mut out =
-            wire::encode_head(head, trailers, out).map_err(|_| SealError("could not encode"))?;
+        let body_len: usize = chunks.iter().map(Bytes::len).sum();
+        let mut sealing = self.start(key, head, body_len)?;
         for chunk in chunks {
-            out.extend_from_slice(chunk);
+            sealing.append(chunk)?;
         }
-        match (self.mode, current) {
-            (Mode::Unsigned, _) | (_, None) => {
-                let sum = crc32fast::hash(&out);
-                out.extend_from_slice(&sum.to_be_bytes());
-            }
-            (Mode::Signed, Some(k)) => {
-                let tag = hmac::sign(&k.mac, &out);
-                out.extend_from_slice(tag.as_ref());
-            }
-            (Mode::Encrypted, Some(k)) => {
-                let (head, rest) = out.split_at_mut(aad_end);
-                let (nonce, plaintext) = rest.split_at_mut(NONCE_LEN);
-                let nonce = aead::Nonce::try_assume_unique_for_key(nonce)
-                    .map_err(|_| SealError("bad nonce length"))?;
-                let tag = k
-                    .aead
-                    .seal_in_place_separate_tag(nonce, aead::Aad::from(&*head), plaintext)
-                    .map_err(|_| SealError("could not encrypt"))?;
-                out.extend_from_slice(tag.as_ref());
-            }
-        }
-        Ok(Bytes::from(out))
+        sealing.finish(trailers)
     }
 
     /// Verifies (or decrypts), then decodes, a blob read from `key`.
@@ -291,7 +306,7 @@ impl Envelope {
                 None => OpenError::Unusable("not an envelope"),
             });
         };
-        if parsed.version != FORMAT_V2 {
+        if parsed.version != FORMAT_V3 {
             // Possibly written by a newer release sharing the store: not ours to judge.
             return Err(OpenError::Unusable("unknown format version"));
         }
@@ -325,34 +340,28 @@ impl Envelope {
                 let Some(k) = ring.find(parsed.key_id) else {
                     return Err(bad(BadSignatureReason::UnknownKey));
                 };
-                let sealed = &blob[parsed.payload.start..];
-                let (Some(nonce), Some(ciphertext_and_tag)) =
-                    (sealed.get(..NONCE_LEN), sealed.get(NONCE_LEN..))
-                else {
+                let (header, sealed) = blob.split_at(parsed.payload.start);
+                if sealed.len() < NONCE_LEN + stream::SEGMENT_TAG {
                     return Err(bad(BadSignatureReason::Malformed));
-                };
-                let nonce = aead::Nonce::try_assume_unique_for_key(nonce)
-                    .map_err(|_| bad(BadSignatureReason::Malformed))?;
-                let aad = aead::Aad::from(&blob[..parsed.payload.start]);
-                // One copy, into the buffer that becomes the plaintext; ring checks the tag
-                // before it releases any of it.
-                let mut buf = ciphertext_and_tag.to_vec();
-                let len = k
-                    .aead
-                    .open_in_place(nonce, aad, &mut buf)
-                    .map_err(|_| bad(BadSignatureReason::Mismatch))?
-                    .len();
-                buf.truncate(len);
-                Bytes::from(buf)
+                }
+                // One copy, into the buffer that becomes the plaintext; ring checks each
+                // segment's tag before it releases any of it.
+                let plain = stream::open_segments(&k.aead, header, sealed)
+                    .ok_or_else(|| bad(BadSignatureReason::Mismatch))?;
+                Bytes::from(plain)
             }
             (_, _) => return Err(OpenError::Unusable("unknown algorithm")),
         };
         // Authenticated now: the embedded cache key is the one its writer sealed it for.
-        if parsed.cache_key != key.as_str().as_bytes() {
-            return Err(match self.keys {
-                Some(_) => bad(BadSignatureReason::WrongKey),
-                None => OpenError::Unusable("entry belongs to another key"),
-            });
+        let own_key = parsed.cache_key == key.as_str().as_bytes();
+        let wrong_key = || match self.keys {
+            Some(_) => bad(BadSignatureReason::WrongKey),
+            None => OpenError::Unusable("entry belongs to another key"),
+        };
+        // Or the URL's key, read under its variant's name (see the module docs): only decoded
+        // when `key` has the shape of a variant of the embedded key, checked once decoded.
+        if !own_key && !key.may_be_variant_of(parsed.cache_key) {
+            return Err(wrong_key());
         }
         // A decrypted payload is this request's own buffer; a verified one is a slice of the
         // blob the store may share between threads (see `decode_shared`).
@@ -361,7 +370,11 @@ impl Envelope {
         } else {
             wire::decode_shared(&payload)
         };
-        decoded.ok_or(OpenError::Unusable("payload does not decode"))
+        let entry = decoded.ok_or(OpenError::Unusable("payload does not decode"))?;
+        if !own_key && !key.is_variant_of(parsed.cache_key, &entry.head) {
+            return Err(wrong_key());
+        }
+        Ok(entry)
     }
 }
 
@@ -369,5 +382,7 @@ impl Envelope {
 #[derive(Debug)]
 pub(crate) struct SealError(pub(crate) &'static str);
 
+#[cfg(test)]
+mod stream_tests;
 #[cfg(test)]
 mod tests;

@@ -50,6 +50,13 @@ fn head() -> EntryHead {
     }
 }
 
+/// A payload as the sealer writes it: head, body, trailer section.
+fn payload_of(head: &EntryHead, body: &[u8], trailers: Option<&HeaderMap>) -> Vec<u8> {
+    let mut payload = wire::encode_head(head, Vec::new()).unwrap();
+    payload.extend_from_slice(body);
+    wire::encode_tail(trailers, payload).unwrap()
+}
+
 fn signed() -> Envelope {
     Envelope::new(Some(KeyRing::new(secret(
         "the right key, 32 bytes long....",
@@ -182,10 +189,11 @@ fn exploit_bytes_are_bad_signature() {
 
 #[test]
 fn unknown_version_is_a_miss() {
-    // 1: the format before expiry settings were stored; 3: a future one.
-    for version in [1, 3] {
+    // 1: the format before expiry settings were stored; 2: trailers before the body; 4: a
+    // future one.
+    for version in [1, 2, 4] {
         let mut blob = sealed(&signed(), "k").to_vec();
-        assert_eq!(blob[4], 2);
+        assert_eq!(blob[4], 3);
         blob[4] = version;
         assert!(matches!(
             signed().open(&key("k"), blob.into()),
@@ -252,8 +260,9 @@ proptest! {
 
     #[test]
     fn mutated_payloads_never_panic_the_decoder(pos in 0usize..4096, byte in any::<u8>(), cut in 0usize..4096) {
-        let mut payload = super::wire::encode_head(&head(), None, Vec::new()).unwrap();
+        let mut payload = super::wire::encode_head(&head(), Vec::new()).unwrap();
         payload.extend_from_slice(b"body");
+        let mut payload = super::wire::encode_tail(None, payload).unwrap();
         let at = pos % payload.len();
         payload[at] = byte;
         payload.truncate(payload.len() - cut % payload.len());
@@ -416,7 +425,7 @@ proptest! {
 fn decoding_reads_names_method_and_uri_as_bytes() {
     let mut h = head();
     h.uri = Bytes::from_static(b"http://example.com/\xff");
-    let payload = Bytes::from(wire::encode_head(&h, None, Vec::new()).unwrap());
+    let payload = Bytes::from(payload_of(&h, b"", None));
     let entry = wire::decode(&payload).expect("decodes");
     assert_eq!(&entry.head.uri[..], b"http://example.com/\xff");
     assert_eq!(entry.head.method, h.method);
@@ -441,7 +450,7 @@ fn decoding_reads_names_method_and_uri_as_bytes() {
 
 #[test]
 fn header_field_counts_are_capped_on_write_and_on_read() {
-    use super::wire::{decode, encode_head, MAX_FIELDS};
+    use super::wire::{decode, MAX_FIELDS};
     let with = |n: usize| {
         let mut h = head();
         h.headers = HeaderMap::new();
@@ -464,10 +473,10 @@ fn header_field_counts_are_capped_on_write_and_on_read() {
     // Read: a payload a foreign writer built with more fields decodes to nothing (a miss), far
     // past the point where building the `HeaderMap` would have panicked.
     for n in [MAX_FIELDS + 1, 24_577] {
-        let payload = Bytes::from(encode_head(&with(n), None, Vec::new()).unwrap());
+        let payload = Bytes::from(payload_of(&with(n), b"", None));
         assert!(decode(&payload).is_none(), "{n} fields");
     }
-    let payload = Bytes::from(encode_head(&with(MAX_FIELDS), None, Vec::new()).unwrap());
+    let payload = Bytes::from(payload_of(&with(MAX_FIELDS), b"", None));
     assert_eq!(decode(&payload).unwrap().head.headers.len(), MAX_FIELDS);
 }
 
@@ -476,13 +485,15 @@ fn header_field_counts_are_capped_on_write_and_on_read() {
 #[test]
 fn a_shared_payload_copies_its_head_once_and_slices_its_body() {
     let h = head();
-    let mut bytes = wire::encode_head(&h, None, Vec::new()).unwrap();
-    bytes.extend_from_slice(b"the body");
-    let payload = Bytes::from(bytes);
+    let mut trailers = HeaderMap::new();
+    trailers.append("x-sum", HeaderValue::from_static("abc"));
+    let payload = Bytes::from(payload_of(&h, b"the body", Some(&trailers)));
     let plain = wire::decode(&payload).expect("decodes");
     let shared = wire::decode_shared(&payload).expect("decodes");
     assert_eq!(shared.head.headers, plain.head.headers);
     assert_eq!(shared.head.uri, plain.head.uri);
+    assert_eq!(shared.trailers, Some(trailers.clone()));
+    assert_eq!(plain.trailers, Some(trailers));
     assert_eq!(shared.body, "the body");
     let range = payload.as_ptr() as usize..payload.as_ptr() as usize + payload.len();
     assert!(

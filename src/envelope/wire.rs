@@ -51,9 +51,11 @@ enum WireVary<'a> {
     Digest([u8; 32]),
 }
 
-/// Format version 2 of the stored head (version 1 had no `expiry`). The body follows it raw, to the end of the payload.
+/// The stored head of format version 3 (version 1 had no `expiry`; version 2 carried the
+/// trailers here, before the body, which a writer only knows once the body has ended). The body
+/// follows it raw; the trailer section ([`encode_tail`]) ends the payload.
 #[derive(Serialize, Deserialize)]
-struct WireHeadV2<'a> {
+struct WireHeadV3<'a> {
     status: u16,
     version: u8,
     #[serde(borrow)]
@@ -64,14 +66,18 @@ struct WireHeadV2<'a> {
     uri: Raw<'a>,
     #[serde(borrow)]
     vary: Vec<(Raw<'a>, WireVary<'a>)>,
-    /// Trailer fields received after the body, if any.
-    #[serde(borrow)]
-    trailers: Option<Vec<(Raw<'a>, Raw<'a>)>>,
     /// The variant generation of the URL (see `EntryHead::generation`).
     generation: u64,
     /// `(kind, secs, nanos)`: kind 0 = from the headers, 1 = filled in, 2 = override.
     expiry: (u8, u64, u32),
 }
+
+/// Trailer fields received after the body, if any: the payload's last section, followed by its
+/// own length.
+type WireTail<'a> = Option<Vec<(Raw<'a>, Raw<'a>)>>;
+
+/// The length of the big-endian `u32` that ends a payload: the trailer section's length.
+const TAIL_LEN: usize = 4;
 
 fn version_to_wire(v: Version) -> u8 {
     match v {
@@ -112,14 +118,9 @@ fn wire_fields(map: &HeaderMap) -> Vec<(Raw<'_>, Raw<'_>)> {
         .collect()
 }
 
-/// Appends the postcard encoding of `head` to `out`.
-pub(crate) fn encode_head(
-    head: &EntryHead,
-    trailers: Option<&HeaderMap>,
-    out: Vec<u8>,
-) -> Result<Vec<u8>, postcard::Error> {
+/// Appends the postcard encoding of `head` to `out`: the start of a payload.
+pub(crate) fn encode_head(head: &EntryHead, out: Vec<u8>) -> Result<Vec<u8>, postcard::Error> {
     let headers = wire_fields(&head.headers);
-    let trailers = trailers.map(wire_fields);
     let vary = head
         .vary
         .iter()
@@ -132,7 +133,7 @@ pub(crate) fn encode_head(
             (Raw(n.as_str().as_bytes()), v)
         })
         .collect();
-    let wire = WireHeadV2 {
+    let wire = WireHeadV3 {
         status: head.status.as_u16(),
         version: version_to_wire(head.version),
         headers,
@@ -141,7 +142,6 @@ pub(crate) fn encode_head(
         method: Raw(head.method.as_str().as_bytes()),
         uri: Raw(&head.uri),
         vary,
-        trailers,
         generation: head.generation,
         expiry: match head.expiry {
             Expiry::Headers => (0, 0, 0),
@@ -150,6 +150,25 @@ pub(crate) fn encode_head(
         },
     };
     postcard::to_extend(&wire, out)
+}
+
+/// Appends the end of a payload to `out`: the trailer section, then its length (`u32`, big
+/// endian). Written once the body has passed, so a payload is written front to back.
+pub(crate) fn encode_tail(
+    trailers: Option<&HeaderMap>,
+    out: Vec<u8>,
+) -> Result<Vec<u8>, postcard::Error> {
+    let tail: WireTail<'_> = trailers.map(wire_fields);
+    let start = out.len();
+    let mut out = postcard::to_extend(&tail, out)?;
+    let len = u32::try_from(out.len() - start).map_err(|_| postcard::Error::SerializeBufferFull)?;
+    out.extend_from_slice(&len.to_be_bytes());
+    Ok(out)
+}
+
+/// [`encode_tail`] into a buffer of its own.
+pub(crate) fn tail(trailers: Option<&HeaderMap>) -> Result<Vec<u8>, postcard::Error> {
+    encode_tail(trailers, Vec::new())
 }
 
 /// Decodes a verified payload. `None` when it does not decode: the caller treats that as a miss.
@@ -168,15 +187,35 @@ pub(crate) fn decode_shared(payload: &Bytes) -> Option<Entry> {
 }
 
 fn decode_in(payload: &Bytes, copy_head: bool) -> Option<Entry> {
-    let (wire, body) = postcard::take_from_bytes::<WireHeadV2<'_>>(payload).ok()?;
-    let head_len = payload.len() - body.len();
-    let own = copy_head.then(|| Bytes::copy_from_slice(&payload[..head_len]));
+    let (wire, rest) = postcard::take_from_bytes::<WireHeadV3<'_>>(payload).ok()?;
+    let head_len = payload.len() - rest.len();
+    // The tail: the trailer section, found from the end by its length.
+    let tail_at = rest.len().checked_sub(TAIL_LEN)?;
+    let tail_len = u32::from_be_bytes(rest.get(tail_at..)?.try_into().ok()?);
+    let body_len = tail_at.checked_sub(usize::try_from(tail_len).ok()?)?;
+    let (tail, unread) =
+        postcard::take_from_bytes::<WireTail<'_>>(&rest[body_len..tail_at]).ok()?;
+    if !unread.is_empty() {
+        return None;
+    }
+    let body_end = head_len + body_len;
+    // The head copied (see `decode_shared`), and the trailers with it: both are small.
+    let own = copy_head.then(|| {
+        let mut own = Vec::with_capacity(head_len + (payload.len() - body_end));
+        own.extend_from_slice(&payload[..head_len]);
+        own.extend_from_slice(&payload[body_end..]);
+        Bytes::from(own)
+    });
     // A slice of the head as `Bytes`: of the private copy when there is one (at the same
     // offset), else of the payload. `raw` always lies within the payload's head.
+    // (the tail follows the head in the copy, so an offset past the body moves back by it).
     let slice = |raw: &[u8]| -> Bytes {
         match &own {
             Some(own) => {
-                let at = (raw.as_ptr() as usize).saturating_sub(payload.as_ptr() as usize);
+                let mut at = (raw.as_ptr() as usize).saturating_sub(payload.as_ptr() as usize);
+                if at >= body_end {
+                    at -= body_len;
+                }
                 own.slice(at.min(own.len())..(at + raw.len()).min(own.len()))
             }
             None => payload.slice_ref(raw),
@@ -200,7 +239,7 @@ fn decode_in(payload: &Bytes, copy_head: bool) -> Option<Entry> {
         Some(map)
     };
     let headers = fields(wire.headers)?;
-    let trailers = match wire.trailers {
+    let trailers = match tail {
         Some(list) => Some(fields(list)?),
         None => None,
     };
@@ -239,7 +278,7 @@ fn decode_in(payload: &Bytes, copy_head: bool) -> Option<Entry> {
     };
     Some(Entry {
         head,
-        body: payload.slice(head_len..),
+        body: payload.slice(head_len..body_end),
         trailers,
     })
 }

@@ -146,16 +146,12 @@ impl<St: Store> Ctx<St> {
             share(Bytes::new());
             return CacheBody::upstream(body);
         }
-        let sealer: crate::body::Sealer = Box::new(move |chunks: Vec<Bytes>, _trailers| {
-            let mut all = Vec::with_capacity(chunks.iter().map(Bytes::len).sum());
-            for chunk in &chunks {
-                all.extend_from_slice(chunk);
-            }
-            share(Bytes::from(all));
+        let sink = crate::body::Collect::new(move |body: Bytes, _trailers| {
+            share(body);
             None
         });
         let expected = content_length(&parts.headers);
-        CacheBody::tee(body, Tee::new(MAX_SHARED_BODY, expected, sealer))
+        CacheBody::tee(body, Tee::new(MAX_SHARED_BODY, expected, sink))
     }
 
     /// RFC 5861 §4: the origin failed; serve the stale entry if it may be.
@@ -231,21 +227,22 @@ impl<St: Store> Ctx<St> {
                         info.created_at = Some(response_time);
                         info.expires = expires_at(response_time, lifetime, age);
                         let expected_len = content_length(&parts.headers);
-                        let sealer = self.sealer(key, head, admitted.ttl);
-                        let sealer = match splice {
-                            Some(splice) => splice.wrap(sealer),
-                            None => sealer,
-                        };
-                        if body.is_end_stream() && expected_len.unwrap_or(0) == 0 {
-                            // No body at all (a 204, say): a server may never poll it, so the
-                            // entry is stored now rather than at its end.
-                            if let Some(put) = sealer(Vec::new(), None) {
-                                run_soon(put);
+                        match self.sink(key, head, admitted.ttl, splice, expected_len) {
+                            None => CacheBody::upstream(body),
+                            Some(sink)
+                                if body.is_end_stream() && expected_len.unwrap_or(0) == 0 =>
+                            {
+                                // No body at all (a 204, say): a server may never poll it, so
+                                // the entry is stored now rather than at its end.
+                                if let Some(put) = sink.finish(None) {
+                                    run_soon(put);
+                                }
+                                CacheBody::upstream(body)
                             }
-                            CacheBody::upstream(body)
-                        } else {
-                            let tee = Tee::new(self.config.max_body_size, expected_len, sealer);
-                            CacheBody::tee(body, tee)
+                            Some(sink) => {
+                                let tee = Tee::new(self.config.max_body_size, expected_len, sink);
+                                CacheBody::tee(body, tee)
+                            }
                         }
                     }
                     Err(why) => {
@@ -313,9 +310,15 @@ impl<St: Store> Ctx<St> {
             let parts = respond::response_parts(&head);
             if let Ok(admitted) = self.admit(&storing, &parts, response_time, age) {
                 head.expiry = admitted.expiry;
-                let sealer = self.sealer(storing.key, head.clone(), admitted.ttl);
-                if let Some(put) = sealer(vec![body.clone()], trailers.clone()) {
-                    run_soon(put);
+                let len = Some(body.len() as u64);
+                if let Some(mut sink) =
+                    self.sink(storing.key, head.clone(), admitted.ttl, None, len)
+                {
+                    if sink.data(&body) {
+                        if let Some(put) = sink.finish(trailers.clone()) {
+                            run_soon(put);
+                        }
+                    }
                 }
             }
         }

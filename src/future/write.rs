@@ -7,14 +7,15 @@ use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode, Uri};
 
 use super::Ctx;
-use crate::body::{PutFuture, Sealer};
+use crate::body::{PutFuture, Sink};
 use crate::clock::unique_u64;
 use crate::controls::ExpireAfter;
 use crate::entry::{EntryHead, Expiry};
+use crate::envelope::Sealing;
 use crate::key::CacheKey;
 use crate::metrics::Event;
 use crate::policy::fields::strip_unstorable;
-use crate::policy::ranges::{combine, splice, storable_partial, stored_range, ContentRange};
+use crate::policy::ranges::{combine, splice_parts, storable_partial, stored_range, ContentRange};
 use crate::policy::retention::store_ttl;
 use crate::policy::storable::{
     storability, with_user_expiry, Exchange, NotStorable, Storability, UserExpiry,
@@ -71,23 +72,10 @@ pub(super) struct Splice {
     union: ContentRange,
 }
 
-impl Splice {
-    /// The sealer of the combined entry: the new bytes (checked against their
-    /// `Content-Length` as any body is) spliced with the stored ones, then sealed as usual.
-    pub(super) fn wrap(self, sealer: Sealer) -> Sealer {
-        Box::new(move |chunks: Vec<Bytes>, trailers: Option<HeaderMap>| {
-            let mut new = Vec::with_capacity(chunks.iter().map(Bytes::len).sum());
-            for chunk in &chunks {
-                new.extend_from_slice(chunk);
-            }
-            let Some(body) = splice(&self.old, self.old_range, &new, self.new_range, self.union)
-            else {
-                tracing::debug!("partial content did not combine; not stored");
-                return None;
-            };
-            sealer(vec![Bytes::from(body)], trailers)
-        })
-    }
+/// The stored bytes that go around the new ones in a [`Splice`], and the new part's length.
+struct Around {
+    suffix: Bytes,
+    new_len: u64,
 }
 
 /// A response admitted for storing.
@@ -240,41 +228,141 @@ impl<St: Store> Ctx<St> {
         (primary.partial(), Some(splice))
     }
 
-    /// Seals the body once it has ended and writes it under the entry's keys.
-    pub(super) fn sealer(&mut self, key: CacheKey, head: EntryHead, ttl: Duration) -> Sealer {
-        let config = self.config.clone();
-        let store = self.store.clone();
-        // Moved into the write: waiters are released when it has finished (or was dropped).
-        let leader = self.leader.take();
+    /// The sink that seals the body as it passes and writes the entry once it has ended; `None`
+    /// (logged) when the entry cannot be sealed at all. With a `splice`, the stored bytes
+    /// before the new part are sealed first and those after it once it has ended.
+    pub(super) fn sink(
+        &mut self,
+        key: CacheKey,
+        head: EntryHead,
+        ttl: Duration,
+        splice: Option<Splice>,
+        expected_len: Option<u64>,
+    ) -> Option<Box<dyn Sink>> {
+        let max = self.config.max_body_size;
+        let capacity = match &splice {
+            Some(splice) => usize::try_from(splice.union.len()).unwrap_or(max),
+            None => expected_len.map_or(0, |n| usize::try_from(n).unwrap_or(max)),
+        }
+        .min(max);
+        let mut sealing = match self.config.envelope.start(&key, &head, capacity) {
+            Ok(sealing) => sealing,
+            Err(e) => {
+                tracing::warn!(key = %key, reason = e.0, "could not seal an entry; not stored");
+                return None;
+            }
+        };
+        let around = match splice {
+            Some(splice) => {
+                let (prefix, suffix) =
+                    splice_parts(splice.old_range, splice.new_range, splice.union)?;
+                if let Err(e) = sealing.append(&splice.old[prefix]) {
+                    tracing::warn!(key = %key, reason = e.0, "could not seal an entry; not stored");
+                    return None;
+                }
+                Some(Around {
+                    suffix: splice.old.slice(suffix),
+                    new_len: splice.new_range.len(),
+                })
+            }
+            None => None,
+        };
         // A response that varies is stored twice: under the primary key (where the next lookup
         // starts, and which names the selecting fields) and under its variant's own key, so
-        // that several variants of one URL coexist (§4.1).
+        // that several variants of one URL coexist (§4.1). One blob serves both names (it
+        // carries the primary key; see `envelope`): sealed once, held once by a memory store.
         let mut keys = vec![key.clone()];
         if !head.vary.is_empty() {
             keys.push(key.variant(head.generation, head.vary.iter().map(|(_, v)| v)));
         }
-        Box::new(
-            move |chunks: Vec<Bytes>, trailers: Option<HeaderMap>| -> Option<PutFuture> {
-                let mut blobs = Vec::with_capacity(keys.len());
-                for key in keys {
-                    match config
-                        .envelope
-                        .seal(&key, &head, &chunks, trailers.as_ref())
-                    {
-                        Ok(blob) => blobs.push((key, blob)),
-                        Err(e) => {
-                            tracing::warn!(key = %key, reason = e.0, "could not seal an entry; not stored");
-                            return None;
-                        }
-                    }
-                }
+        Some(Box::new(SealSink {
+            sealing,
+            around,
+            received: 0,
+            write: Write {
+                keys,
+                ttl,
+                config: self.config.clone(),
+                store: self.store.clone(),
+                // Moved into the write: waiters are released when it has finished (or was
+                // dropped).
+                leader: self.leader.take(),
+            },
+        }))
+    }
+}
+
+/// Seals a body as it passes, then writes it.
+struct SealSink<St> {
+    sealing: Sealing,
+    around: Option<Around>,
+    received: u64,
+    write: Write<St>,
+}
+
+impl<St: Store> Sink for SealSink<St> {
+    fn data(&mut self, chunk: &Bytes) -> bool {
+        self.received += chunk.len() as u64;
+        match self.sealing.append(chunk) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(reason = e.0, "could not seal an entry; not stored");
+                false
+            }
+        }
+    }
+
+    fn finish(mut self: Box<Self>, trailers: Option<HeaderMap>) -> Option<PutFuture> {
+        if let Some(around) = self.around.take() {
+            // The new part must be what its `Content-Range` says, whatever `Content-Length`
+            // said (or did not say).
+            if self.received != around.new_len {
+                tracing::debug!("partial content did not combine; not stored");
+                return None;
+            }
+            if let Err(e) = self.sealing.append(&around.suffix) {
+                tracing::warn!(reason = e.0, "could not seal an entry; not stored");
+                return None;
+            }
+        }
+        let this = *self;
+        match this.sealing.finish(trailers.as_ref()) {
+            Ok(blob) => Some(this.write.put(blob)),
+            Err(e) => {
+                tracing::warn!(reason = e.0, "could not seal an entry; not stored");
+                None
+            }
+        }
+    }
+}
+
+/// The store write of a sealed entry.
+struct Write<St> {
+    keys: Vec<CacheKey>,
+    ttl: Duration,
+    config: std::sync::Arc<crate::config::Config>,
+    store: St,
+    leader: Option<crate::coalesce::Leader>,
+}
+
+impl<St: Store> Write<St> {
+    fn put(self, blob: Bytes) -> PutFuture {
+        let Write {
+            keys,
+            ttl,
+            config,
+            store,
+            leader,
+        } = self;
+        {
+            {
                 // The writes run together, so the end of the body waits one store timeout at
                 // most, whatever the number of keys.
-                let puts = blobs.into_iter().map(|(key, blob)| {
-                    let size = blob.len();
+                let size = blob.len();
+                let puts = keys.into_iter().map(|key| {
                     let put = StoreRequest::Put {
                         key: key.clone(),
-                        blob,
+                        blob: blob.clone(),
                         ttl: Some(ttl),
                     };
                     let put = config.call(&store, put);
@@ -307,13 +395,13 @@ impl<St: Store> Ctx<St> {
                     }
                 });
                 let all = futures_util::future::join_all(puts);
-                Some(Box::pin(async move {
+                Box::pin(async move {
                     let all_stored = all.await.into_iter().all(|stored| stored);
                     if let (true, Some(leader)) = (all_stored, leader) {
                         leader.stored();
                     }
-                }))
-            },
-        )
+                })
+            }
+        }
     }
 }

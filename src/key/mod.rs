@@ -118,6 +118,31 @@ impl CacheKey {
         Self(s.into())
     }
 
+    /// Whether this key has the shape of a variant name of `primary`: `primary#` followed by 32
+    /// lowercase hex digits. A cheap check before an entry is decoded; [`is_variant_of`]
+    /// (Self::is_variant_of) decides.
+    pub(crate) fn may_be_variant_of(&self, primary: &[u8]) -> bool {
+        let me = self.0.as_bytes();
+        me.len() == primary.len() + 33
+            && me.starts_with(primary)
+            && me[primary.len()] == b'#'
+            && me[primary.len() + 1..]
+                .iter()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    }
+
+    /// Whether this key is the name of the variant of `primary` that `head` (a response that
+    /// varies) is stored under: its generation and selecting values hash to this name.
+    pub(crate) fn is_variant_of(&self, primary: &[u8], head: &crate::entry::EntryHead) -> bool {
+        let Ok(primary) = std::str::from_utf8(primary) else {
+            return false;
+        };
+        !head.vary.is_empty()
+            && CacheKey::from_stored(primary)
+                .variant(head.generation, head.vary.iter().map(|(_, v)| v))
+                == *self
+    }
+
     /// Wraps a string a store handed back (for example while listing) as a key.
     pub fn from_stored(key: impl Into<Arc<str>>) -> Self {
         Self(key.into())

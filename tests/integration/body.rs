@@ -257,3 +257,57 @@ async fn an_empty_body_is_stored_even_if_nobody_polls_it() {
         (204, Some(&CacheStatus::Hit))
     );
 }
+
+/// A chunk that counts its own release.
+struct Tracked(Vec<u8>, std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl AsRef<[u8]> for Tracked {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A stored body is copied into the entry as it passes, not kept as chunks until its end: each
+/// chunk the origin sent is released as soon as the caller has dropped it, so storing an
+/// N-byte body holds N bytes (the entry), not 2N (the chunks and the entry).
+#[tokio::test]
+async fn chunks_of_a_stored_body_are_released_as_the_caller_drops_them() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let (mut svc, store, response, mut sender) = miss(CACHEABLE, DEFAULT_MAX).await;
+    let released = std::sync::Arc::new(AtomicUsize::new(0));
+    let mut body = response.into_body();
+    let mut expected = Vec::new();
+    for i in 0..8u8 {
+        let chunk = vec![i; 10_000];
+        expected.extend_from_slice(&chunk);
+        sender
+            .send_data(Bytes::from_owner(Tracked(chunk, released.clone())))
+            .await
+            .unwrap();
+        let frame = body.frame().await.unwrap().unwrap();
+        drop(frame);
+        assert_eq!(
+            released.load(Ordering::SeqCst),
+            usize::from(i) + 1,
+            "chunk {i} is still held after the caller dropped it"
+        );
+    }
+    drop(sender);
+    assert!(body.frame().await.is_none());
+    assert_eq!(store.len(), 1);
+    let hit = svc.ready().await.unwrap().call(req()).await.unwrap();
+    assert_eq!(
+        hit.extensions().get::<CacheStatus>(),
+        Some(&CacheStatus::Hit)
+    );
+    assert_eq!(
+        hit.into_body().collect().await.unwrap().to_bytes(),
+        expected
+    );
+}

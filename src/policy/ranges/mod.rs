@@ -292,8 +292,41 @@ pub(crate) fn combine(
     })
 }
 
-/// The bytes of `union` from a stored part and a new one that meet (see [`combine`]): the new
-/// part's bytes where they overlap (they are the same representation, and the newer copy).
+/// Where the stored part's bytes go around the new part's in `union` (see [`combine`]): the
+/// ranges of the stored body before and after the new bytes, which win where the two overlap
+/// (they are the same representation, and the newer copy). The new bytes can then stream into
+/// the combined entry between the two. `None` when the parts do not make `union`.
+pub(crate) fn splice_parts(
+    old_range: ContentRange,
+    new_range: ContentRange,
+    union: ContentRange,
+) -> Option<(std::ops::Range<usize>, std::ops::Range<usize>)> {
+    let old_len = usize::try_from(old_range.len()).ok()?;
+    let first = old_range.first.min(new_range.first);
+    let last = old_range.last.max(new_range.last);
+    // They meet (or overlap), and their union is `union`.
+    if first != union.first
+        || last != union.last
+        || new_range.first > old_range.last.saturating_add(1)
+        || old_range.first > new_range.last.saturating_add(1)
+    {
+        return None;
+    }
+    let before = usize::try_from(new_range.first.saturating_sub(old_range.first)).ok()?;
+    let after = usize::try_from(
+        (new_range.last.saturating_add(1))
+            .saturating_sub(old_range.first)
+            .min(old_range.len()),
+    )
+    .ok()?;
+    Some((
+        0..before.min(old_len),
+        after.max(before.min(old_len))..old_len,
+    ))
+}
+
+/// The bytes of `union` from a stored part and a new one (see [`splice_parts`]), in one buffer.
+#[cfg(test)]
 pub(crate) fn splice(
     old: &[u8],
     old_range: ContentRange,
@@ -301,17 +334,15 @@ pub(crate) fn splice(
     new_range: ContentRange,
     union: ContentRange,
 ) -> Option<Vec<u8>> {
-    let len = usize::try_from(union.len()).ok()?;
     if old.len() as u64 != old_range.len() || new.len() as u64 != new_range.len() {
         return None;
     }
-    let mut out = vec![0u8; len];
-    let at = |r: ContentRange| usize::try_from(r.first - union.first).ok();
-    let o = at(old_range)?;
-    out.get_mut(o..o + old.len())?.copy_from_slice(old);
-    let n = at(new_range)?;
-    out.get_mut(n..n + new.len())?.copy_from_slice(new);
-    Some(out)
+    let (prefix, suffix) = splice_parts(old_range, new_range, union)?;
+    let mut out = Vec::new();
+    out.extend_from_slice(&old[prefix]);
+    out.extend_from_slice(new);
+    out.extend_from_slice(&old[suffix]);
+    (out.len() as u64 == union.len()).then_some(out)
 }
 
 #[cfg(test)]

@@ -1,0 +1,384 @@
+//! Stores a large body through the cache layer and measures what the caller pays for it: the
+//! throughput against the same stream with no cache, how late the last data frame and the end
+//! of the stream reach the caller after the origin's last byte, and the process's peak RSS.
+//!
+//! Run: `cargo run --release --example store_large` (optionally `-- <MiB>`; default 1024).
+//!
+//! Each case runs in a child process of its own, so that each peak RSS (Linux `VmHWM`) is that
+//! case's. Two origins: `memory`, a body generated in process (64 KiB chunks, freshly
+//! allocated), and `loopback`, a hyper server on 127.0.0.1 (a thread of its own) read through
+//! hyper-util's client, which is what the layer sits in front of. For each: `bare` (no cache
+//! layer: the baseline), then the body stored unsigned, signed (HMAC-SHA256) and encrypted
+//! (AES-256-GCM), with `Content-Length` and (`-chunked`) without.
+//! The store keeps the one blob it is given (a `MemoryStore` splits its bound between shards,
+//! and a 1 GiB entry needs a shard of its own), and the example reads the entry back as a hit.
+//!
+//! Exits non-zero when a stored case misses a target of the failures issue: the last frame
+//! more than 10 ms after the origin's last byte, peak RSS above N + 16 MiB (over the bare
+//! case's own RSS), or the body not stored and served back in full.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper_client_cache::{
+    CacheLayer, CacheStatus, KeyRing, SecretKey, StoreError, StoreRequest, StoreResponse,
+};
+use tower::{ServiceBuilder, ServiceExt};
+
+const CHUNK: usize = 64 * 1024;
+const MODES: [&str; 7] = [
+    "bare",
+    "unsigned",
+    "signed",
+    "encrypted",
+    "unsigned-chunked",
+    "signed-chunked",
+    "encrypted-chunked",
+];
+const ORIGINS: [&str; 2] = ["memory", "loopback"];
+
+/// An origin body producing `remaining` bytes in freshly allocated 64 KiB chunks, noting when it
+/// produced its last one.
+struct Generated {
+    remaining: u64,
+    last_sent: Arc<Mutex<Option<Instant>>>,
+}
+
+impl Body for Generated {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.remaining == 0 {
+            return Poll::Ready(None);
+        }
+        let n = self.remaining.min(CHUNK as u64) as usize;
+        self.remaining -= n as u64;
+        let chunk = Bytes::from(vec![b'x'; n]);
+        if self.remaining == 0 {
+            if let Ok(mut at) = self.last_sent.lock() {
+                *at = Some(Instant::now());
+            }
+        }
+        Poll::Ready(Some(Ok(Frame::data(chunk))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
+    }
+}
+
+/// A store that keeps the blobs it is given (a tower service, as every store is).
+#[derive(Clone, Default)]
+struct Keep(Arc<Mutex<std::collections::HashMap<String, Bytes>>>);
+
+impl tower::Service<StoreRequest> for Keep {
+    type Response = StoreResponse;
+    type Error = StoreError;
+    type Future = std::future::Ready<Result<StoreResponse, StoreError>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), StoreError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: StoreRequest) -> Self::Future {
+        let mut map = match self.0.lock() {
+            Ok(map) => map,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        std::future::ready(Ok(match req {
+            StoreRequest::Get { key, .. } => StoreResponse::Blob(map.get(key.as_str()).cloned()),
+            StoreRequest::Put { key, blob, .. } => {
+                map.insert(key.as_str().to_owned(), blob);
+                StoreResponse::Done
+            }
+            StoreRequest::Delete { key } => {
+                map.remove(key.as_str());
+                StoreResponse::Done
+            }
+            _ => StoreResponse::Unsupported,
+        }))
+    }
+}
+
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A loopback origin on a thread of its own: answers every request with `total` bytes.
+fn start_loopback(
+    total: u64,
+    with_length: bool,
+    last_sent: Arc<Mutex<Option<Instant>>>,
+) -> Result<std::net::SocketAddr, BoxError> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        runtime.block_on(async move {
+            let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                return;
+            };
+            while let Ok((stream, _)) = listener.accept().await {
+                let last_sent = last_sent.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |_req| {
+                        let mut response =
+                            http::Response::builder().header("cache-control", "max-age=3600");
+                        if with_length {
+                            response = response.header("content-length", total);
+                        }
+                        let body = Generated {
+                            remaining: total,
+                            last_sent: last_sent.clone(),
+                        };
+                        std::future::ready(response.body(body))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+    });
+    Ok(addr)
+}
+
+type Origin = tower::util::BoxCloneService<
+    http::Request<http_body_util::Empty<Bytes>>,
+    http::Response<http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>>,
+    BoxError,
+>;
+
+/// One case, in this process: prints `case seconds last_frame_ms end_ms rss_kib stored`.
+async fn run_case(case: &str, total: u64) -> Result<(), BoxError> {
+    let (origin_kind, mode) = case.split_once(':').ok_or("case is origin:mode")?;
+    let last_sent = Arc::new(Mutex::new(None));
+    let with_length = !mode.ends_with("-chunked");
+    let origin: Origin = if origin_kind == "loopback" {
+        let addr = start_loopback(total, with_length, last_sent.clone())?;
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<http_body_util::Empty<Bytes>>();
+        tower::util::BoxCloneService::new(tower::service_fn(
+            move |mut req: http::Request<http_body_util::Empty<Bytes>>| {
+                let client = client.clone();
+                async move {
+                    *req.uri_mut() = format!("http://{addr}/big").parse()?;
+                    let response = client.request(req).await?;
+                    Ok::<_, BoxError>(response.map(|b| b.map_err(BoxError::from).boxed_unsync()))
+                }
+            },
+        ))
+    } else {
+        let sent = last_sent.clone();
+        tower::util::BoxCloneService::new(tower::service_fn(
+            move |_req: http::Request<http_body_util::Empty<Bytes>>| {
+                let sent = sent.clone();
+                async move {
+                    let mut response =
+                        http::Response::builder().header("cache-control", "max-age=3600");
+                    if with_length {
+                        response = response.header("content-length", total);
+                    }
+                    let body = Generated {
+                        remaining: total,
+                        last_sent: sent,
+                    };
+                    Ok::<_, BoxError>(response.body(body.map_err(BoxError::from).boxed_unsync())?)
+                }
+            },
+        ))
+    };
+    let secret = || SecretKey::new("store_large example key, 32 bytes long");
+    let store = Keep::default();
+    let layer = CacheLayer::new(store.clone()).max_body_size(total as usize);
+    let layer = match mode.trim_end_matches("-chunked") {
+        "signed" => layer.secret_key(KeyRing::new(secret()?)),
+        "encrypted" => layer.encrypt(KeyRing::new(secret()?)),
+        _ => layer,
+    };
+    let request =
+        || http::Request::get("http://origin.test/big").body(http_body_util::Empty::<Bytes>::new());
+    let started = Instant::now();
+    let (received, last_frame, ended) = if mode == "bare" {
+        let response = origin.clone().oneshot(request()?).await?;
+        drain(response.into_body()).await?
+    } else {
+        let svc = ServiceBuilder::new()
+            .layer(layer.clone())
+            .service(origin.clone());
+        let response = svc.oneshot(request()?).await?;
+        drain(response.into_body()).await?
+    };
+    let elapsed = started.elapsed();
+    let rss = peak_rss_kib().unwrap_or(0);
+    if received != total {
+        return Err(format!("{case}: received {received} of {total} bytes").into());
+    }
+    let origin_done = last_sent
+        .lock()
+        .ok()
+        .and_then(|at| *at)
+        .ok_or("the origin never sent its last chunk")?;
+    let after = |t: Instant| t.saturating_duration_since(origin_done).as_secs_f64() * 1e3;
+    let stored = if mode == "bare" {
+        true
+    } else {
+        let svc = ServiceBuilder::new().layer(layer).service(origin);
+        let hit = svc.oneshot(request()?).await?;
+        let is_hit = hit.extensions().get::<CacheStatus>() == Some(&CacheStatus::Hit);
+        let len = hit.into_body().collect().await?.to_bytes().len() as u64;
+        is_hit && len == total
+    };
+    println!(
+        "{case} {:.6} {:.3} {:.3} {rss} {stored}",
+        elapsed.as_secs_f64(),
+        after(last_frame),
+        after(ended)
+    );
+    Ok(())
+}
+
+/// Reads a body to its end: bytes received, when the last data frame and the end arrived.
+async fn drain<B>(mut body: B) -> Result<(u64, Instant, Instant), BoxError>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    let mut received = 0u64;
+    let mut last_frame = Instant::now();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.map_err(Into::into)?.into_data() {
+            received += data.len() as u64;
+            last_frame = Instant::now();
+        }
+    }
+    Ok((received, last_frame, Instant::now()))
+}
+
+struct Row {
+    case: String,
+    seconds: f64,
+    last_frame_ms: f64,
+    end_ms: f64,
+    rss_kib: u64,
+    stored: bool,
+}
+
+fn parse(line: &str) -> Option<Row> {
+    let mut it = line.split_whitespace();
+    Some(Row {
+        case: it.next()?.to_owned(),
+        seconds: it.next()?.parse().ok()?,
+        last_frame_ms: it.next()?.parse().ok()?,
+        end_ms: it.next()?.parse().ok()?,
+        rss_kib: it.next()?.parse().ok()?,
+        stored: it.next()? == "true",
+    })
+}
+
+fn main() -> Result<(), BoxError> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    if let [flag, case, mib] = &args[..] {
+        if flag == "--case" {
+            let total = mib.parse::<u64>()? * 1024 * 1024;
+            return runtime.block_on(run_case(case, total));
+        }
+    }
+    let mib: u64 = args.first().map(|s| s.parse()).transpose()?.unwrap_or(1024);
+    let total_kib = mib * 1024;
+    let exe = std::env::current_exe()?;
+    let mut rows = Vec::new();
+    let cases = ORIGINS
+        .iter()
+        .flat_map(|o| MODES.iter().map(move |m| format!("{o}:{m}")));
+    for case in cases {
+        let out = std::process::Command::new(&exe)
+            .args(["--case", &case, &mib.to_string()])
+            .output()?;
+        if !out.status.success() {
+            return Err(format!(
+                "case {case} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+            .into());
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        rows.push(parse(text.trim()).ok_or_else(|| format!("bad output: {text}"))?);
+    }
+    println!("{mib} MiB through the layer, stored (current-thread runtime, 64 KiB origin chunks)");
+    println!(
+        "| case | time | throughput vs bare | last frame after origin's last byte | end of stream after it | peak RSS over bare | stored and served back |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    let mut failures = Vec::new();
+    let mut bare = (1.0, 0);
+    for row in &rows {
+        if row.case.ends_with(":bare") {
+            bare = (row.seconds, row.rss_kib);
+        }
+        let (bare_seconds, bare_rss) = bare;
+        let over = row.rss_kib.saturating_sub(bare_rss);
+        println!(
+            "| {} | {:.3} s | {:.0}% | {:.3} ms | {:.3} ms | {:.1} MiB ({:.3} N) | {} |",
+            row.case,
+            row.seconds,
+            bare_seconds / row.seconds * 100.0,
+            row.last_frame_ms,
+            row.end_ms,
+            over as f64 / 1024.0,
+            over as f64 / total_kib as f64,
+            if row.stored { "yes" } else { "no" },
+        );
+        if row.case.ends_with(":bare") {
+            continue;
+        }
+        if row.last_frame_ms > 10.0 {
+            failures.push(format!(
+                "{}: last frame {:.3} ms late",
+                row.case, row.last_frame_ms
+            ));
+        }
+        if over > total_kib + 16 * 1024 {
+            failures.push(format!(
+                "{}: peak RSS {over} KiB over the bare case",
+                row.case
+            ));
+        }
+        if !row.stored {
+            failures.push(format!("{}: not stored and served back", row.case));
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures.join("; ").into())
+    }
+}
