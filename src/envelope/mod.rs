@@ -386,3 +386,5 @@ pub(crate) struct SealError(pub(crate) &'static str);
 mod stream_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod attack_tests;

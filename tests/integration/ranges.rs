@@ -317,3 +317,41 @@ async fn an_unsafe_request_invalidates_the_incomplete_entry_too() {
     );
     assert_eq!(origin.requests(), 3);
 }
+
+/// Review: two parts of `BODY` stored one after the other (every pair of a spread of ranges),
+/// through an encrypting layer: whatever the cache serves afterwards is `BODY`'s bytes, and the
+/// union of two parts that meet answers from the cache.
+#[tokio::test]
+async fn review_every_pair_of_parts_combines_into_the_right_bytes() {
+    let origin = ranged_origin("\"r1\"").await;
+    let mut client = cached_client(
+        hyper_client_cache::CacheLayer::new(hyper_client_cache::MemoryStore::default())
+            .encrypt(test_key()),
+    );
+    let points = [0usize, 2, 3, 4, 5, 7, 9];
+    let ranges: Vec<(usize, usize)> = points
+        .iter()
+        .flat_map(|&f| points.iter().filter(move |&&l| l >= f).map(move |&l| (f, l)))
+        .collect();
+    let mut n = 0;
+    for &(af, al) in &ranges {
+        for &(bf, bl) in &ranges {
+            n += 1;
+            let url = origin.url(&format!("/pair{n}"));
+            for (f, l) in [(af, al), (bf, bl)] {
+                let got = send(&mut client, ranged(&url, &format!("bytes={f}-{l}")))
+                    .await
+                    .unwrap();
+                assert_eq!(&got.body[..], &BODY[f..=l]);
+            }
+            if af <= bl + 1 && bf <= al + 1 {
+                let (uf, ul) = (af.min(bf), al.max(bl));
+                let got = send(&mut client, ranged(&url, &format!("bytes={uf}-{ul}")))
+                    .await
+                    .unwrap();
+                assert_eq!(got.cache, Some(CacheStatus::Hit), "{af}-{al} + {bf}-{bl}");
+                assert_eq!(&got.body[..], &BODY[uf..=ul], "{af}-{al} + {bf}-{bl}");
+            }
+        }
+    }
+}

@@ -231,3 +231,87 @@ async fn a_signing_cache_refuses_unsigned_entries() {
         .expect("downgrade must be refused");
     assert!(bad_signature(&err).is_unsigned());
 }
+
+// ---- Review: one blob, two names ---------------------------------------------------------
+
+async fn review_keys_of(store: &MemoryStore) -> Vec<hyper_client_cache::CacheKey> {
+    use hyper_client_cache::{StoreRequest, StoreResponse};
+    use tower::ServiceExt;
+    match store.clone().oneshot(StoreRequest::Keys).await {
+        Ok(StoreResponse::Keys(keys)) => keys,
+        _ => panic!("cannot list"),
+    }
+}
+
+fn review_accept(url: &str, accept: &str) -> http::Request<http_body_util::Empty<Bytes>> {
+    http::Request::get(url)
+        .header("accept", accept)
+        .body(http_body_util::Empty::new())
+        .unwrap()
+}
+
+/// A varying response stored for `Accept: a` and `Accept: b` (one blob under the URL's key and
+/// its variant's). The store's writer moves variant a's blob under variant b's name, under the
+/// URL's key and under the partial name: a request with `Accept: b` never gets `a`'s body,
+/// whatever the protection.
+#[tokio::test]
+async fn review_a_variant_blob_moved_to_another_variant_is_never_served() {
+    for encrypt in [false, true] {
+        let origin = Origin::start(|s| {
+            let accept = s
+                .headers
+                .get("accept")
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default();
+            http::Response::builder()
+                .header("cache-control", "max-age=600")
+                .header("vary", "accept")
+                .body(http_body_util::Full::new(Bytes::from(accept)))
+                .unwrap()
+        })
+        .await;
+        let store = MemoryStore::default();
+        let layer = CacheLayer::new(store.clone()).on_bad_signature(OnBadSignature::Refetch);
+        let layer = if encrypt {
+            layer.encrypt(right())
+        } else {
+            layer.secret_key(right())
+        };
+        let mut client = cached_client(layer);
+        let url = origin.url("/v");
+        assert_eq!(send(&mut client, review_accept(&url, "a")).await.unwrap().body, "a");
+        let primary = key_for(&url);
+        let keys_after_a = review_keys_of(&store).await;
+        let variant_a = keys_after_a
+            .iter()
+            .find(|k| **k != primary)
+            .cloned()
+            .expect("a variant name");
+        assert!(variant_a.as_str().starts_with(&format!("{}#", primary.as_str())));
+        let blob_a = get_raw(&store, variant_a.clone()).await.unwrap();
+        assert_eq!(get_raw(&store, primary.clone()).await.unwrap(), blob_a, "one blob");
+        assert_eq!(send(&mut client, review_accept(&url, "b")).await.unwrap().body, "b");
+        let variant_b = review_keys_of(&store).await
+            .into_iter()
+            .find(|k| *k != primary && *k != variant_a)
+            .expect("b's variant name");
+        assert_eq!(origin.requests(), 2);
+
+        // a's blob under b's variant name, and under the URL's key (where it opens, as a's
+        // variant, sending b to its variant name).
+        put_raw(&store, variant_b.clone(), blob_a.clone()).await;
+        put_raw(&store, primary.clone(), blob_a.clone()).await;
+        let got = send(&mut client, review_accept(&url, "b")).await.unwrap();
+        assert_eq!(got.body, "b", "encrypt {encrypt}");
+        assert_eq!(origin.requests(), 3, "refused and refetched");
+
+        // a's blob under the partial name: a ranged request for b never sees a's bytes.
+        put_raw(&store, hyper_client_cache::CacheKey::from_stored(format!("{}#partial", primary.as_str())), blob_a.clone()).await;
+        let mut ranged = review_accept(&url, "b");
+        ranged
+            .headers_mut()
+            .insert("range", http::HeaderValue::from_static("bytes=0-0"));
+        let got = send(&mut client, ranged).await.unwrap();
+        assert_ne!(got.body, "a", "encrypt {encrypt}");
+    }
+}

@@ -417,3 +417,69 @@ proptest::proptest! {
         }
     }
 }
+
+/// Review: `splice_parts` against a naive overlay (the stored part at its offset, then the new
+/// part over it) for every pair of ranges of representations of up to 9 bytes, and every union
+/// given (only the true one may combine).
+#[test]
+fn review_splice_parts_matches_a_naive_overlay_everywhere() {
+    let mut checked = 0;
+    for complete in 1u64..=9 {
+        let ranges: Vec<ContentRange> = (0..complete)
+            .flat_map(|f| (f..complete).map(move |l| part(f, l, complete)))
+            .collect();
+        for &old_r in &ranges {
+            let old: Vec<u8> = (old_r.first..=old_r.last).map(|i| b'a' + i as u8).collect();
+            for &new_r in &ranges {
+                let new: Vec<u8> = (new_r.first..=new_r.last).map(|i| b'A' + i as u8).collect();
+                let meet = old_r.first <= new_r.last + 1 && new_r.first <= old_r.last + 1;
+                let true_union = part(
+                    old_r.first.min(new_r.first),
+                    old_r.last.max(new_r.last),
+                    complete,
+                );
+                // The naive result.
+                let naive = meet.then(|| {
+                    let mut out = vec![0u8; true_union.len() as usize];
+                    let o = (old_r.first - true_union.first) as usize;
+                    out[o..o + old.len()].copy_from_slice(&old);
+                    let n = (new_r.first - true_union.first) as usize;
+                    out[n..n + new.len()].copy_from_slice(&new);
+                    out
+                });
+                for &union in &ranges {
+                    let got = splice(&old, old_r, &new, new_r, union);
+                    let want = naive.clone().filter(|_| union == true_union);
+                    assert_eq!(got, want, "old {old_r:?} new {new_r:?} union {union:?}");
+                    // What the streaming path does: prefix | new | suffix, with the prefix
+                    // and suffix slices in bounds whatever happens.
+                    if let Some((p, s)) = splice_parts(old_r, new_r, union) {
+                        assert!(p.end <= old.len() && s.start <= s.end && s.end <= old.len());
+                        let mut streamed = old[p].to_vec();
+                        streamed.extend_from_slice(&new);
+                        streamed.extend_from_slice(&old[s]);
+                        assert_eq!(Some(streamed), want);
+                    } else {
+                        assert!(want.is_none());
+                    }
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert!(checked > 10_000);
+}
+
+/// Review: ranges at the top of u64 do not overflow.
+#[test]
+fn review_splice_parts_extremes() {
+    let max = u64::MAX;
+    let c = max;
+    let old = part(max - 10, max - 1, c);
+    let new = part(max - 5, max - 1, c);
+    assert!(splice_parts(old, new, part(max - 10, max - 1, c)).is_some());
+    // A stored part longer than memory can hold: `None`, not a panic.
+    let huge = part(0, max - 1, c);
+    let _ = splice_parts(huge, part(0, 0, c), huge);
+    let _ = splice_parts(part(0, 0, c), huge, huge);
+}
