@@ -44,7 +44,8 @@ const MODES: [&str; 7] = [
 const ORIGINS: [&str; 2] = ["memory", "loopback"];
 
 /// An origin body producing `remaining` bytes in freshly allocated 64 KiB chunks, noting when it
-/// produced its last one.
+/// produced its last one (the loopback server's copy notes it nowhere: its last chunk may wait
+/// in the socket buffers, which is throughput, not the cache's latency).
 struct Generated {
     remaining: u64,
     last_sent: Arc<Mutex<Option<Instant>>>,
@@ -78,6 +79,41 @@ impl Body for Generated {
 
     fn size_hint(&self) -> SizeHint {
         SizeHint::with_exact(self.remaining)
+    }
+}
+
+/// The origin's body as the layer sees it (the client's response body), noting when its last
+/// data frame was handed over: the moment the cache's latency is measured from.
+struct Stamped<B> {
+    inner: B,
+    at: Arc<Mutex<Option<Instant>>>,
+}
+
+impl<B: Body<Data = Bytes> + Unpin> Body for Stamped<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if frame.is_data() {
+                if let Ok(mut at) = self.at.lock() {
+                    *at = Some(Instant::now());
+                }
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -179,17 +215,22 @@ async fn run_case(case: &str, total: u64) -> Result<(), BoxError> {
     let last_sent = Arc::new(Mutex::new(None));
     let with_length = !mode.ends_with("-chunked");
     let origin: Origin = if origin_kind == "loopback" {
-        let addr = start_loopback(total, with_length, last_sent.clone())?;
+        let addr = start_loopback(total, with_length, Arc::default())?;
+        let stamp = last_sent.clone();
         let client =
             hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
                 .build_http::<http_body_util::Empty<Bytes>>();
         tower::util::BoxCloneService::new(tower::service_fn(
             move |mut req: http::Request<http_body_util::Empty<Bytes>>| {
-                let client = client.clone();
+                let (client, at) = (client.clone(), stamp.clone());
                 async move {
                     *req.uri_mut() = format!("http://{addr}/big").parse()?;
                     let response = client.request(req).await?;
-                    Ok::<_, BoxError>(response.map(|b| b.map_err(BoxError::from).boxed_unsync()))
+                    Ok::<_, BoxError>(
+                        response.map(|inner| {
+                            Stamped { inner, at }.map_err(BoxError::from).boxed_unsync()
+                        }),
+                    )
                 }
             },
         ))

@@ -156,9 +156,13 @@ impl Config {
     /// The settings with what depends on several setters resolved.
     pub(crate) fn finished(&self) -> Config {
         let mut config = self.clone();
-        let max_blob = config
-            .max_blob_size
-            .unwrap_or_else(|| config.max_body_size.saturating_add(1 << 20));
+        let max_blob = config.max_blob_size.unwrap_or_else(|| {
+            // Room for the head, and for the segments' nonces and tags of an encrypted body.
+            config
+                .max_body_size
+                .saturating_add(1 << 20)
+                .saturating_add(crate::envelope::segment_overhead(config.max_body_size))
+        });
         config.envelope = config.envelope.with_max_blob(max_blob);
         // With a secret, entries are named by HMACs under a key derived from it (docs/security.md,
         // "Key names"); the previous keys of the ring name what was written before a rotation.
@@ -240,5 +244,22 @@ impl VaryDigest for Config {
         self.sensitive_headers
             .contains(name)
             .then(|| self.envelope.vary_digest(value))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The default read bound leaves room for an encrypted entry's segment nonces and tags (28
+    /// bytes per 64 KiB): at `max_body_size` = 2.38 GiB, 1 MiB of headroom alone would not.
+    #[test]
+    fn the_default_read_bound_fits_the_largest_encrypted_entry() {
+        let max_body_size: usize = 39_000 * 64 * 1024;
+        let mut config = Config::new();
+        config.max_body_size = max_body_size;
+        let overhead = crate::envelope::segment_overhead(max_body_size);
+        assert!(overhead > 1 << 20);
+        assert!(config.finished().envelope.max_blob() >= max_body_size + overhead + (1 << 20));
     }
 }

@@ -143,6 +143,12 @@ fn parse(blob: &[u8]) -> Option<Parsed<'_>> {
     })
 }
 
+/// The bytes an encrypted entry adds to a body of `body_len` bytes for its segments' nonces and
+/// tags (28 per 64 KiB).
+pub(crate) fn segment_overhead(body_len: usize) -> usize {
+    (body_len / stream::SEGMENT + 1).saturating_mul(NONCE_LEN + stream::SEGMENT_TAG)
+}
+
 impl Envelope {
     pub(crate) fn new(keys: Option<KeyRing>) -> Self {
         let mode = if keys.is_some() {
@@ -229,9 +235,8 @@ impl Envelope {
             Some(_) => self.mode,
             None => Mode::Unsigned,
         };
-        let segments = capacity / stream::SEGMENT + 1;
         let overhead = match mode {
-            Mode::Encrypted => segments.saturating_mul(NONCE_LEN + stream::SEGMENT_TAG),
+            Mode::Encrypted => segment_overhead(capacity),
             _ => 32,
         };
         let mut out = Vec::with_capacity(
@@ -258,15 +263,16 @@ impl Envelope {
         }
         out.extend_from_slice(&key_len.to_be_bytes());
         out.extend_from_slice(key_bytes);
-        let head_bytes =
-            wire::encode_head(head, Vec::new()).map_err(|_| SealError("could not encode"))?;
-        let mut sealing = match (mode, current) {
-            (Mode::Unsigned, _) | (_, None) => Sealing::checksummed(out),
-            (Mode::Signed, Some(k)) => Sealing::signed(out, &k.mac),
-            (Mode::Encrypted, Some(k)) => Sealing::encrypted(out, &k.aead)?,
-        };
-        sealing.append(&head_bytes)?;
-        Ok(sealing)
+        let encode = |out| wire::encode_head(head, out).map_err(|_| SealError("could not encode"));
+        Ok(match (mode, current) {
+            (Mode::Unsigned, _) | (_, None) => Sealing::checksummed(encode(out)?),
+            (Mode::Signed, Some(k)) => Sealing::signed(encode(out)?, &k.mac),
+            (Mode::Encrypted, Some(k)) => {
+                let mut sealing = Sealing::encrypted(out, &k.aead)?;
+                sealing.append(&encode(Vec::new())?)?;
+                sealing
+            }
+        })
     }
 
     #[cfg(test)]
@@ -383,8 +389,8 @@ impl Envelope {
 pub(crate) struct SealError(pub(crate) &'static str);
 
 #[cfg(test)]
+mod attack_tests;
+#[cfg(test)]
 mod stream_tests;
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod attack_tests;

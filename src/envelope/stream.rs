@@ -31,11 +31,14 @@ pub(crate) const SEGMENT: usize = 64 * 1024;
 pub(crate) const SEGMENT_TAG: usize = 16;
 
 /// How the bytes written so far are being proven.
+// The HMAC state is inline (300 bytes): a `Sealing` lives in the boxed sink of one response, and
+// an allocation per stored response is what this avoids.
+#[allow(clippy::large_enum_variant)]
 enum Proof {
     /// CRC-32 of every byte so far.
     Crc(crc32fast::Hasher),
-    /// HMAC-SHA256 of every byte so far (boxed: its state is large).
-    Hmac(Box<hmac::Context>),
+    /// HMAC-SHA256 of every byte so far.
+    Hmac(hmac::Context),
     /// The current segment's plaintext starts at `at`, after its nonce.
     Aes {
         /// Boxed: the key schedule is large, and the other variants are common.
@@ -61,8 +64,8 @@ fn random_nonce() -> Result<[u8; NONCE_LEN], SealError> {
 }
 
 impl Sealing {
-    /// A CRC-32 or HMAC sealing of `header` (the envelope header and the cache key), already
-    /// written to `out`.
+    /// A CRC-32 sealing of what `out` holds so far (the envelope header, the cache key and the
+    /// head) and of everything appended.
     pub(super) fn checksummed(out: Vec<u8>) -> Self {
         let mut crc = crc32fast::Hasher::new();
         crc.update(&out);
@@ -72,15 +75,18 @@ impl Sealing {
         }
     }
 
+    /// [`checksummed`](Self::checksummed), with HMAC-SHA256.
     pub(super) fn signed(out: Vec<u8>, key: &hmac::Key) -> Self {
         let mut ctx = hmac::Context::with_key(key);
         ctx.update(&out);
         Self {
             out,
-            proof: Proof::Hmac(Box::new(ctx)),
+            proof: Proof::Hmac(ctx),
         }
     }
 
+    /// Encrypted: `out` holds the envelope header and the cache key (the associated data);
+    /// the payload, head included, is appended.
     pub(super) fn encrypted(mut out: Vec<u8>, key: &aead::LessSafeKey) -> Result<Self, SealError> {
         let nonce = random_nonce()?;
         let mut aad = Vec::with_capacity(out.len() + NONCE_LEN + 5);
@@ -166,8 +172,28 @@ impl Sealing {
 
     /// Ends the payload with the trailers and appends the tag: the finished blob.
     pub(crate) fn finish(mut self, trailers: Option<&HeaderMap>) -> Result<Bytes, SealError> {
-        let tail = wire::tail(trailers).map_err(|_| SealError("could not encode"))?;
-        self.append(&tail)?;
+        if trailers.is_some_and(|t| t.len() > wire::MAX_FIELDS) {
+            return Err(SealError("more trailer fields than an entry holds"));
+        }
+        let encode_err = |_| SealError("could not encode");
+        match &mut self.proof {
+            Proof::Crc(crc) => {
+                let start = self.out.len();
+                self.out = wire::encode_tail(trailers, std::mem::take(&mut self.out))
+                    .map_err(encode_err)?;
+                crc.update(&self.out[start..]);
+            }
+            Proof::Hmac(ctx) => {
+                let start = self.out.len();
+                self.out = wire::encode_tail(trailers, std::mem::take(&mut self.out))
+                    .map_err(encode_err)?;
+                ctx.update(&self.out[start..]);
+            }
+            Proof::Aes { .. } => {
+                let tail = wire::tail(trailers).map_err(encode_err)?;
+                self.append(&tail)?;
+            }
+        }
         match self.proof {
             Proof::Crc(crc) => {
                 let sum = crc.finalize();

@@ -240,11 +240,19 @@ impl<St: Store> Ctx<St> {
         expected_len: Option<u64>,
     ) -> Option<Box<dyn Sink>> {
         let max = self.config.max_body_size;
+        // A body its Content-Length says is over the bound is never stored: no sink at all.
+        if splice.is_none() && expected_len.is_some_and(|n| n > max as u64) {
+            tracing::debug!(key = %key, "Content-Length over max_body_size; not stored");
+            return None;
+        }
+        // A hint, not a promise: never reserve more up front than 1 MiB on a header's word.
+        const MAX_RESERVE: usize = 1 << 20;
         let capacity = match &splice {
             Some(splice) => usize::try_from(splice.union.len()).unwrap_or(max),
             None => expected_len.map_or(0, |n| usize::try_from(n).unwrap_or(max)),
         }
-        .min(max);
+        .min(max)
+        .min(MAX_RESERVE);
         let mut sealing = match self.config.envelope.start(&key, &head, capacity) {
             Ok(sealing) => sealing,
             Err(e) => {

@@ -322,7 +322,7 @@ async fn an_unsafe_request_invalidates_the_incomplete_entry_too() {
 /// through an encrypting layer: whatever the cache serves afterwards is `BODY`'s bytes, and the
 /// union of two parts that meet answers from the cache.
 #[tokio::test]
-async fn review_every_pair_of_parts_combines_into_the_right_bytes() {
+async fn every_pair_of_parts_combines_into_the_right_bytes() {
     let origin = ranged_origin("\"r1\"").await;
     let mut client = cached_client(
         hyper_client_cache::CacheLayer::new(hyper_client_cache::MemoryStore::default())
@@ -331,7 +331,12 @@ async fn review_every_pair_of_parts_combines_into_the_right_bytes() {
     let points = [0usize, 2, 3, 4, 5, 7, 9];
     let ranges: Vec<(usize, usize)> = points
         .iter()
-        .flat_map(|&f| points.iter().filter(move |&&l| l >= f).map(move |&l| (f, l)))
+        .flat_map(|&f| {
+            points
+                .iter()
+                .filter(move |&&l| l >= f)
+                .map(move |&l| (f, l))
+        })
         .collect();
     let mut n = 0;
     for &(af, al) in &ranges {

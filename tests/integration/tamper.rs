@@ -234,7 +234,7 @@ async fn a_signing_cache_refuses_unsigned_entries() {
 
 // ---- Review: one blob, two names ---------------------------------------------------------
 
-async fn review_keys_of(store: &MemoryStore) -> Vec<hyper_client_cache::CacheKey> {
+async fn keys_of(store: &MemoryStore) -> Vec<hyper_client_cache::CacheKey> {
     use hyper_client_cache::{StoreRequest, StoreResponse};
     use tower::ServiceExt;
     match store.clone().oneshot(StoreRequest::Keys).await {
@@ -243,7 +243,7 @@ async fn review_keys_of(store: &MemoryStore) -> Vec<hyper_client_cache::CacheKey
     }
 }
 
-fn review_accept(url: &str, accept: &str) -> http::Request<http_body_util::Empty<Bytes>> {
+fn with_accept(url: &str, accept: &str) -> http::Request<http_body_util::Empty<Bytes>> {
     http::Request::get(url)
         .header("accept", accept)
         .body(http_body_util::Empty::new())
@@ -255,7 +255,7 @@ fn review_accept(url: &str, accept: &str) -> http::Request<http_body_util::Empty
 /// URL's key and under the partial name: a request with `Accept: b` never gets `a`'s body,
 /// whatever the protection.
 #[tokio::test]
-async fn review_a_variant_blob_moved_to_another_variant_is_never_served() {
+async fn a_variant_blob_moved_to_another_variant_is_never_served() {
     for encrypt in [false, true] {
         let origin = Origin::start(|s| {
             let accept = s
@@ -279,19 +279,38 @@ async fn review_a_variant_blob_moved_to_another_variant_is_never_served() {
         };
         let mut client = cached_client(layer);
         let url = origin.url("/v");
-        assert_eq!(send(&mut client, review_accept(&url, "a")).await.unwrap().body, "a");
+        assert_eq!(
+            send(&mut client, with_accept(&url, "a"))
+                .await
+                .unwrap()
+                .body,
+            "a"
+        );
         let primary = key_for(&url);
-        let keys_after_a = review_keys_of(&store).await;
+        let keys_after_a = keys_of(&store).await;
         let variant_a = keys_after_a
             .iter()
             .find(|k| **k != primary)
             .cloned()
             .expect("a variant name");
-        assert!(variant_a.as_str().starts_with(&format!("{}#", primary.as_str())));
+        assert!(variant_a
+            .as_str()
+            .starts_with(&format!("{}#", primary.as_str())));
         let blob_a = get_raw(&store, variant_a.clone()).await.unwrap();
-        assert_eq!(get_raw(&store, primary.clone()).await.unwrap(), blob_a, "one blob");
-        assert_eq!(send(&mut client, review_accept(&url, "b")).await.unwrap().body, "b");
-        let variant_b = review_keys_of(&store).await
+        assert_eq!(
+            get_raw(&store, primary.clone()).await.unwrap(),
+            blob_a,
+            "one blob"
+        );
+        assert_eq!(
+            send(&mut client, with_accept(&url, "b"))
+                .await
+                .unwrap()
+                .body,
+            "b"
+        );
+        let variant_b = keys_of(&store)
+            .await
             .into_iter()
             .find(|k| *k != primary && *k != variant_a)
             .expect("b's variant name");
@@ -301,13 +320,18 @@ async fn review_a_variant_blob_moved_to_another_variant_is_never_served() {
         // variant, sending b to its variant name).
         put_raw(&store, variant_b.clone(), blob_a.clone()).await;
         put_raw(&store, primary.clone(), blob_a.clone()).await;
-        let got = send(&mut client, review_accept(&url, "b")).await.unwrap();
+        let got = send(&mut client, with_accept(&url, "b")).await.unwrap();
         assert_eq!(got.body, "b", "encrypt {encrypt}");
         assert_eq!(origin.requests(), 3, "refused and refetched");
 
         // a's blob under the partial name: a ranged request for b never sees a's bytes.
-        put_raw(&store, hyper_client_cache::CacheKey::from_stored(format!("{}#partial", primary.as_str())), blob_a.clone()).await;
-        let mut ranged = review_accept(&url, "b");
+        put_raw(
+            &store,
+            hyper_client_cache::CacheKey::from_stored(format!("{}#partial", primary.as_str())),
+            blob_a.clone(),
+        )
+        .await;
+        let mut ranged = with_accept(&url, "b");
         ranged
             .headers_mut()
             .insert("range", http::HeaderValue::from_static("bytes=0-0"));

@@ -422,7 +422,7 @@ proptest::proptest! {
 /// part over it) for every pair of ranges of representations of up to 9 bytes, and every union
 /// given (only the true one may combine).
 #[test]
-fn review_splice_parts_matches_a_naive_overlay_everywhere() {
+fn splice_parts_matches_a_naive_overlay_everywhere() {
     let mut checked = 0;
     for complete in 1u64..=9 {
         let ranges: Vec<ContentRange> = (0..complete)
@@ -472,7 +472,7 @@ fn review_splice_parts_matches_a_naive_overlay_everywhere() {
 
 /// Review: ranges at the top of u64 do not overflow.
 #[test]
-fn review_splice_parts_extremes() {
+fn splice_parts_extremes() {
     let max = u64::MAX;
     let c = max;
     let old = part(max - 10, max - 1, c);
