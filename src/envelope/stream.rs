@@ -234,11 +234,19 @@ pub(super) fn open_segments(
     sealed: &[u8],
 ) -> Option<Vec<u8>> {
     let first_nonce = sealed.get(..NONCE_LEN)?;
-    let mut aad = Vec::with_capacity(header.len() + NONCE_LEN + 5);
-    aad.extend_from_slice(header);
-    aad.extend_from_slice(first_nonce);
-    aad.extend_from_slice(&[0; 5]);
-    let n = aad.len();
+    // The associated data on the stack when it fits (a key name of this crate is under 100
+    // bytes): a hit makes no allocation for it.
+    let n = header.len() + NONCE_LEN + 5;
+    let mut small = [0u8; 256];
+    let mut large = Vec::new();
+    let aad: &mut [u8] = if n <= small.len() {
+        &mut small[..n]
+    } else {
+        large.resize(n, 0);
+        &mut large
+    };
+    aad[..header.len()].copy_from_slice(header);
+    aad[header.len()..n - 5].copy_from_slice(first_nonce);
     let record = NONCE_LEN + SEGMENT + SEGMENT_TAG;
     let mut plain = Vec::with_capacity(sealed.len());
     let mut rest = sealed;
@@ -257,7 +265,7 @@ pub(super) fn open_segments(
         let start = plain.len();
         plain.extend_from_slice(ciphertext);
         let len = key
-            .open_in_place(nonce, aead::Aad::from(&aad[..]), &mut plain[start..])
+            .open_in_place(nonce, aead::Aad::from(&*aad), &mut plain[start..])
             .ok()?
             .len();
         plain.truncate(start + len);
