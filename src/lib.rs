@@ -99,6 +99,8 @@ mod inspect;
 mod key;
 mod layer;
 mod metrics;
+#[cfg(feature = "reqwest")]
+mod middleware;
 mod policy;
 mod request_body;
 mod respond;
@@ -154,6 +156,9 @@ pub use crate::key::{CacheKey, KeyParts};
 pub use crate::layer::CacheLayer;
 #[doc(inline)]
 pub use crate::metrics::CacheMetrics;
+#[cfg(feature = "reqwest")]
+#[doc(inline)]
+pub use crate::middleware::{CacheMiddleware, ReqwestService};
 #[doc(inline)]
 pub use crate::request_body::{BodyKeys, NoBodyKeys, RequestBodies, DEFAULT_MAX_KEYED_BODY};
 #[doc(inline)]

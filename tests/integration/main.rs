@@ -14,6 +14,8 @@ mod directives;
 mod disk_processes;
 mod inspect;
 mod ranges;
+#[cfg(feature = "reqwest")]
+mod reqwest;
 mod security;
 mod stale;
 #[cfg(all(feature = "disk", feature = "redis", feature = "test-util"))]
