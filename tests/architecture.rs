@@ -15,7 +15,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-const PLUMBING: &[&str] = &["layer", "service", "future"];
+/// The front ends (the tower layer and service, reqwest's middleware) and the request future.
+const PLUMBING: &[&str] = &["layer", "service", "future", "middleware"];
 const MAX_LINES: usize = 600;
 
 struct Source {
