@@ -50,8 +50,6 @@ pub(crate) enum BadSignatureReason {
     WrongKey,
     /// The blob is not signed at all (a downgrade, or written by an unsigned cache).
     Unsigned,
-    /// The blob is signed but not encrypted, and this cache requires encryption (a downgrade).
-    Unencrypted,
     /// Too short, or no envelope header: the blob cannot even be parsed.
     Malformed,
 }
@@ -89,8 +87,13 @@ impl BadSignature {
     }
 
     /// The entry is signed but not encrypted although this cache requires encryption.
+    ///
+    /// No longer produced: a signed-only entry that verifies under a key of the ring (written
+    /// before encryption was turned on) is a miss and is replaced; one that does not verify is
+    /// [`is_mismatch`](Self::is_mismatch) or [`is_unknown_key`](Self::is_unknown_key).
+    #[deprecated(note = "never true: a verified signed-only entry is a miss under `encrypt`")]
     pub fn is_unencrypted(&self) -> bool {
-        self.reason == BadSignatureReason::Unencrypted
+        false
     }
 
     /// The blob is not an envelope at all (garbage, or truncated below the header).
@@ -110,9 +113,6 @@ impl fmt::Display for BadSignature {
                 "the signature did not match: the entry was signed for another cache key"
             }
             BadSignatureReason::Unsigned => "the signature did not match: the entry is not signed",
-            BadSignatureReason::Unencrypted => {
-                "the signature did not match: the entry is not encrypted, and this cache requires it"
-            }
             BadSignatureReason::Malformed => {
                 "the signature did not match: the entry is not a valid envelope"
             }

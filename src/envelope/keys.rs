@@ -319,7 +319,6 @@ impl fmt::Debug for KeyRing {
 /// Why a secret key could not be made.
 ///
 /// Messages never contain key material.
-#[derive(Debug)]
 pub struct KeyError {
     kind: KeyErrorKind,
 }
@@ -372,6 +371,14 @@ impl fmt::Display for KeyError {
             }
             KeyErrorKind::Random => f.write_str("the system random generator failed"),
         }
+    }
+}
+
+/// The message itself, as `Display` gives it: `main` functions that return a `Result` print an
+/// error with `Debug`, and `KeyError { kind: Missing(..) }` told a user nothing of what to do.
+impl fmt::Debug for KeyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyError({:?})", self.to_string())
     }
 }
 

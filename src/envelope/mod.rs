@@ -329,8 +329,20 @@ impl Envelope {
                 ));
             }
             (Some(_), ALG_UNSIGNED_CRC32) => return Err(bad(BadSignatureReason::Unsigned)),
-            (Some(_), ALG_HMAC_SHA256) if self.mode == Mode::Encrypted => {
-                return Err(bad(BadSignatureReason::Unencrypted));
+            (Some(ring), ALG_HMAC_SHA256) if self.mode == Mode::Encrypted => {
+                // Signed but not encrypted. Forged or foreign: refused like any other. Signed by
+                // a key of this ring: written by this deployment before encryption was turned
+                // on; not served (nothing less than encrypted is), but a miss, replaced by an
+                // encrypted entry, rather than an error on every request after the switch.
+                let Some(k) = ring.find(parsed.key_id) else {
+                    return Err(bad(BadSignatureReason::UnknownKey));
+                };
+                if hmac::verify(&k.mac, parsed.signed, parsed.tag).is_err() {
+                    return Err(bad(BadSignatureReason::Mismatch));
+                }
+                return Err(OpenError::Unusable(
+                    "signed but not encrypted (written before encryption was turned on)",
+                ));
             }
             (Some(ring), ALG_HMAC_SHA256) => {
                 let Some(k) = ring.find(parsed.key_id) else {

@@ -359,8 +359,22 @@ fn encrypted_mode_refuses_downgrades() {
     let env = encrypted();
     let unsigned = sealed(&Envelope::new(None), "k");
     assert!(is_bad(env.open(&key("k"), unsigned)).is_unsigned());
+    // A signed-only entry of this ring (written before encryption was turned on): not served,
+    // a miss; one that does not verify, or of another key: refused as usual.
     let signed_only = sealed(&signed(), "k");
-    assert!(is_bad(env.open(&key("k"), signed_only)).is_unencrypted());
+    assert!(matches!(
+        env.open(&key("k"), signed_only.clone()),
+        Err(OpenError::Unusable(_))
+    ));
+    let mut forged = signed_only.to_vec();
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    assert!(is_bad(env.open(&key("k"), forged.into())).is_mismatch());
+    let foreign = sealed(
+        &Envelope::new(Some(KeyRing::new(secret("another key, 32 bytes long......")))),
+        "k",
+    );
+    assert!(is_bad(env.open(&key("k"), foreign)).is_unknown_key());
     // And an unkeyed cache cannot use encrypted entries at all.
     assert!(matches!(
         Envelope::new(None).open(&key("k"), sealed(&env, "k")),
@@ -507,4 +521,15 @@ fn a_shared_payload_copies_its_head_once_and_slices_its_body() {
         );
     }
     assert!(!range.contains(&(shared.head.uri.as_ptr() as usize)));
+}
+
+/// `main` returning a `Result` prints errors with `Debug`: a missing key must still say what is
+/// missing and what it is for.
+#[test]
+fn a_key_error_says_what_to_do_in_debug_output_too() {
+    let err = SecretKey::from_env("HCC_TEST_SURELY_UNSET_VARIABLE_1234").unwrap_err();
+    let debug = format!("{err:?}");
+    assert!(debug.contains("HCC_TEST_SURELY_UNSET_VARIABLE_1234"), "{debug}");
+    assert!(debug.contains("is not set"), "{debug}");
+    assert!(!debug.contains("kind"), "{debug}");
 }

@@ -96,19 +96,44 @@ async fn encrypted_store_dump_has_no_response_plaintext() {
     assert!(!dump_contains(&store, b"max-age").await);
 }
 
+/// Turning encryption on: the signed-only entries written before (same secret) are never
+/// served, and are misses, replaced by encrypted entries, not an error on every request.
 #[tokio::test]
-async fn an_encrypting_cache_refuses_signed_only_entries() {
-    let origin = Origin::fixed("max-age=600", "x").await;
+async fn an_encrypting_cache_never_serves_signed_only_entries_and_replaces_them() {
+    let origin = Origin::fixed("max-age=600", "quarterly figures").await;
     let store = MemoryStore::default();
     let url = origin.url("/d");
     let mut signer = cached_client(CacheLayer::new(store.clone()).secret_key(test_key()));
     get(&mut signer, &url).await.unwrap();
+    assert!(dump_contains(&store, b"quarterly").await);
     let mut encrypting = cached_client(CacheLayer::new(store.clone()).encrypt(test_key()));
-    let err = get(&mut encrypting, &url)
-        .await
-        .err()
-        .expect("downgrade must be refused");
-    assert!(err.downcast_ref::<BadSignature>().unwrap().is_unencrypted());
+    let got = get(&mut encrypting, &url).await.unwrap();
+    assert_eq!(got.cache, Some(CacheStatus::Miss));
+    assert_eq!(origin.requests(), 2);
+    assert!(!dump_contains(&store, b"quarterly").await, "replaced by an encrypted entry");
+    let again = get(&mut encrypting, &url).await.unwrap();
+    assert_eq!(again.cache, Some(CacheStatus::Hit));
+}
+
+/// A forged signed-only entry (a tag that does not verify) under an encrypting cache's name is
+/// still a bad signature.
+#[tokio::test]
+async fn an_encrypting_cache_refuses_a_forged_signed_only_entry() {
+    let origin = Origin::fixed("max-age=600", "x").await;
+    let store = MemoryStore::default();
+    let url = origin.url("/forged");
+    let mut signer = cached_client(CacheLayer::new(store.clone()).secret_key(test_key()));
+    get(&mut signer, &url).await.unwrap();
+    let key = CacheLayer::new(store.clone())
+        .encrypt(test_key())
+        .key_for(&http::Request::get(&url).body(()).unwrap());
+    let mut blob = get_raw(&store, key.clone()).await.unwrap().to_vec();
+    let last = blob.len() - 1;
+    blob[last] ^= 1;
+    put_raw(&store, key, Bytes::from(blob)).await;
+    let mut encrypting = cached_client(CacheLayer::new(store.clone()).encrypt(test_key()));
+    let err = get(&mut encrypting, &url).await.err().expect("refused");
+    assert!(err.downcast_ref::<BadSignature>().unwrap().is_mismatch());
 }
 
 #[tokio::test]

@@ -339,3 +339,27 @@ async fn a_variant_blob_moved_to_another_variant_is_never_served() {
         assert_ne!(got.body, "a", "encrypt {encrypt}");
     }
 }
+
+/// A command-line tool whose users changed the key variable: every entry written under the old
+/// key is a clean miss (entries are named under the key), refetched and stored under the new
+/// one; not a `BadSignature` on every request.
+#[tokio::test]
+async fn changing_the_secret_is_a_miss_for_every_old_entry_not_an_error() {
+    let origin = Origin::fixed("max-age=600", "x").await;
+    let store = MemoryStore::default();
+    let urls: Vec<String> = (0..5).map(|i| origin.url(&format!("/cli/{i}"))).collect();
+    let mut yesterday = cached_client(CacheLayer::new(store.clone()).secret_key(wrong()));
+    for url in &urls {
+        get(&mut yesterday, url).await.unwrap();
+    }
+    let mut today = cached_client(CacheLayer::new(store.clone()).secret_key(right()));
+    for url in &urls {
+        let got = get(&mut today, url).await.expect("a miss, not an error");
+        assert_eq!(got.cache, Some(CacheStatus::Miss));
+        assert_eq!(
+            get(&mut today, url).await.unwrap().cache,
+            Some(CacheStatus::Hit)
+        );
+    }
+    assert_eq!(origin.requests(), 10);
+}
