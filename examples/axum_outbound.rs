@@ -1,5 +1,6 @@
 //! An axum 0.8 server whose handler calls an upstream JSON API through a cached hyper-util
-//! client kept in the router `State`.
+//! client kept in the router `State`, with a timeout and a retry around the cache, behind one
+//! nameable type ([`BoxedClient`]: no hyper types in the state).
 //!
 //! Everything runs on 127.0.0.1: the example starts the upstream API, then the axum server, then
 //! calls the server twice. The first call's upstream request is a miss, the second a hit: the
@@ -22,16 +23,56 @@ use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
-use hyper_client_cache::{Cache, CacheLayer, CacheStatus, MemoryStore, SecretKey};
+use std::time::Duration;
+
+use hyper_client_cache::{
+    boxed_client, BoxError, BoxedClient, CacheLayer, CacheStatus, MemoryStore, SecretKey,
+};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::net::TcpListener;
 use tower::{Service, ServiceBuilder, ServiceExt};
 
-/// The cached outbound client: a hyper-util `Client` behind the cache layer. It is
-/// `Clone + Send + Sync`, so it goes straight into the router state.
-pub type UpstreamClient = Cache<Client<HttpConnector, Empty<Bytes>>, MemoryStore>;
+/// The outbound client: timeout, retry, cache, hyper-util `Client`, boxed into one type that is
+/// `Clone + Send + Sync`, so it goes straight into the router state. (Without the layers around
+/// the cache, `Cache<Client<HttpConnector, Empty<Bytes>>, MemoryStore>` names it as well.)
+pub type UpstreamClient = BoxedClient;
+
+/// Retries a request once when the upstream answers 503 or the connection fails: each attempt
+/// goes through the cache (docs/integration.md, "Recommended order"), so only a successful one
+/// is stored.
+#[derive(Clone)]
+pub struct RetryOnce(bool);
+
+impl<B> tower::retry::Policy<http::Request<Empty<Bytes>>, http::Response<B>, BoxError>
+    for RetryOnce
+{
+    type Future = std::future::Ready<()>;
+
+    fn retry(
+        &mut self,
+        _req: &mut http::Request<Empty<Bytes>>,
+        result: &mut Result<http::Response<B>, BoxError>,
+    ) -> Option<Self::Future> {
+        let failed = match result {
+            Ok(response) => response.status() == StatusCode::SERVICE_UNAVAILABLE,
+            Err(_) => true,
+        };
+        (failed && std::mem::replace(&mut self.0, false)).then(|| std::future::ready(()))
+    }
+
+    fn clone_request(
+        &mut self,
+        req: &http::Request<Empty<Bytes>>,
+    ) -> Option<http::Request<Empty<Bytes>>> {
+        let mut clone = http::Request::new(Empty::new());
+        *clone.method_mut() = req.method().clone();
+        *clone.uri_mut() = req.uri().clone();
+        *clone.headers_mut() = req.headers().clone();
+        Some(clone)
+    }
+}
 
 /// What every handler gets.
 #[derive(Clone)]
@@ -44,9 +85,15 @@ pub struct AppState {
 
 /// The cached client, as an application would build it once at start-up.
 pub fn cached_client(key: SecretKey) -> UpstreamClient {
-    ServiceBuilder::new()
-        .layer(CacheLayer::new(MemoryStore::new(32 << 20)).secret_key(key))
-        .service(Client::builder(TokioExecutor::new()).build_http())
+    let client: Client<HttpConnector, Empty<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    boxed_client(
+        ServiceBuilder::new()
+            .timeout(Duration::from_secs(10))
+            .retry(RetryOnce(true))
+            .layer(CacheLayer::new(MemoryStore::new(32 << 20)).secret_key(key))
+            .service(client),
+    )
 }
 
 /// The application's router: `GET /profile/{id}` fetches `/users/{id}` from the upstream API.

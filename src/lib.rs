@@ -162,7 +162,7 @@ pub use crate::middleware::{CacheMiddleware, ReqwestService};
 #[doc(inline)]
 pub use crate::request_body::{BodyKeys, NoBodyKeys, RequestBodies, DEFAULT_MAX_KEYED_BODY};
 #[doc(inline)]
-pub use crate::service::Cache;
+pub use crate::service::{boxed_client, BoxedBody, BoxedClient, Cache};
 #[doc(inline)]
 pub use crate::status::{CacheInfo, CacheStatus, NotStoredReason};
 #[cfg(feature = "memory")]

@@ -117,3 +117,64 @@ impl<S: fmt::Debug, St: fmt::Debug, K> fmt::Debug for Cache<S, St, K> {
             .finish_non_exhaustive()
     }
 }
+
+/// A client stack behind one type you can name, for a field of an axum `State` or any struct:
+/// the requests it takes (`http::Request<ReqB>`), responses with a boxed body, [`BoxError`].
+/// Naming it needs neither the client's crate (no `hyper::body::Incoming` in your types) nor the
+/// layers' types. Built with [`boxed_client`].
+pub type BoxedClient<ReqB = http_body_util::Empty<bytes::Bytes>> = tower::util::BoxCloneSyncService<
+    Request<ReqB>,
+    Response<BoxedBody>,
+    BoxError,
+>;
+
+/// The response body of a [`BoxedClient`]: a boxed [`Body`] of `Bytes`; on a hit, the stored
+/// body.
+pub type BoxedBody = http_body_util::combinators::BoxBody<bytes::Bytes, BoxError>;
+
+/// Boxes a client stack (the cache, the client, and whatever layers around them) into a
+/// [`BoxedClient`]: one type to name, `Clone + Send + Sync`.
+///
+/// ```
+/// use std::time::Duration;
+/// use bytes::Bytes;
+/// use hyper_client_cache::{boxed_client, BoxedClient, CacheLayer, MemoryStore};
+/// use tower::ServiceBuilder;
+///
+/// #[derive(Clone)]
+/// struct AppState {
+///     upstream: BoxedClient,
+/// }
+///
+/// let origin = tower::service_fn(|_req: http::Request<http_body_util::Empty<Bytes>>| async {
+///     Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(Bytes::from("hi"))))
+/// });
+/// let state = AppState {
+///     upstream: boxed_client(
+///         ServiceBuilder::new()
+///             .timeout(Duration::from_secs(10))
+///             .layer(CacheLayer::new(MemoryStore::default()))
+///             .service(origin),
+///     ),
+/// };
+/// # drop(state);
+/// ```
+pub fn boxed_client<S, ReqB, ResB>(service: S) -> BoxedClient<ReqB>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError> + 'static,
+    ReqB: 'static,
+    ResB: Body<Data = bytes::Bytes> + Send + Sync + 'static,
+    ResB::Error: Into<BoxError>,
+{
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    tower::util::BoxCloneSyncService::new(
+        service
+            .map_response(|response: Response<ResB>| {
+                response.map(|body| body.map_err(Into::into).boxed())
+            })
+            .map_err(Into::into),
+    )
+}

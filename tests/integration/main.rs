@@ -10,6 +10,7 @@ mod common;
 mod compose;
 mod controls;
 mod directives;
+mod http2;
 #[cfg(all(unix, feature = "disk"))]
 mod disk_processes;
 mod inspect;

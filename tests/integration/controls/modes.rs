@@ -192,3 +192,48 @@ async fn read_only_uses_the_cache_and_never_writes() {
     send(&mut reader, post).await.unwrap();
     assert!(get_raw(&store, key_for(&url)).await.is_some());
 }
+
+/// docs/configuration.md's stand-ins for other caches' "cache everything" settings
+/// (http-cache's `CacheMode::IgnoreRules`, requests-cache's defaults): responses without any
+/// freshness information, and with `max-age=0`, are stored and served; `ForceCache` serves a
+/// stored one without the origin; `no-store` is still not stored.
+#[tokio::test]
+async fn ignoring_freshness_rules_stores_and_serves_everything_but_no_store() {
+    let origin = Origin::start(|s| {
+        let cc = match s.uri.path() {
+            "/zero" => "max-age=0",
+            "/never" => "no-store",
+            _ => "",
+        };
+        let mut r = http::Response::builder();
+        if !cc.is_empty() {
+            r = r.header("cache-control", cc);
+        }
+        r.body(http_body_util::Full::new(bytes::Bytes::from_static(b"x")))
+            .unwrap()
+    })
+    .await;
+    let clock = clock();
+    let mut client = cached_client(
+        layer(&clock)
+            .cache_control(false)
+            .expire_after(ExpireAfter::Never),
+    );
+    for path in ["/plain", "/zero"] {
+        let url = origin.url(path);
+        get(&mut client, &url).await.unwrap();
+        clock.advance(secs(86_400 * 365));
+        let again = send(&mut client, with_ext(&url, CacheMode::ForceCache))
+            .await
+            .unwrap();
+        assert_eq!(again.cache, Some(CacheStatus::Hit), "{path}");
+        assert_eq!(get(&mut client, &url).await.unwrap().cache, Some(CacheStatus::Hit));
+    }
+    assert_eq!(origin.requests(), 2);
+    let never = origin.url("/never");
+    get(&mut client, &never).await.unwrap();
+    assert_ne!(
+        get(&mut client, &never).await.unwrap().cache,
+        Some(CacheStatus::Hit)
+    );
+}
