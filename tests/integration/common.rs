@@ -369,6 +369,34 @@ impl Drop for RedisServer {
     }
 }
 
+/// A directory with a throwaway CA (`ca.crt`) and a certificate for 127.0.0.1 it issued
+/// (`server.crt`, `server.key`), made with the `openssl` command line.
+pub fn throwaway_certificates() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let sh = |script: &str| {
+        let ok = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run sh: {e}"))
+            .success();
+        assert!(ok, "`{script}` failed: the TLS tests need the `openssl` command (apt-get install openssl)");
+    };
+    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    sh(&format!(
+        "openssl req -x509 {ec} -keyout ca.key -out ca.crt -days 2 -subj /CN=hcc-test-ca"
+    ));
+    sh(&format!(
+        "openssl req {ec} -keyout server.key -out server.csr -subj /CN=127.0.0.1"
+    ));
+    sh("printf 'subjectAltName=IP:127.0.0.1\\nbasicConstraints=CA:FALSE\\n' > ext.cnf");
+    sh("openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 2 -extfile ext.cnf");
+    dir
+}
+
 /// A `redis-server` speaking only TLS, with a certificate for 127.0.0.1 issued by a throwaway CA
 /// (made with the `openssl` command line). `ca_pem` is the CA to trust.
 #[cfg(all(feature = "disk", feature = "redis-tls", feature = "test-util"))]
@@ -382,28 +410,7 @@ pub struct TlsRedisServer {
 #[cfg(all(feature = "disk", feature = "redis-tls", feature = "test-util"))]
 impl TlsRedisServer {
     pub fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let sh = |script: &str| {
-            let ok = std::process::Command::new("sh")
-                .arg("-c")
-                .arg(script)
-                .current_dir(dir.path())
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .status()
-                .unwrap_or_else(|e| panic!("cannot run sh: {e}"))
-                .success();
-            assert!(ok, "`{script}` failed: the TLS test needs the `openssl` command (apt-get install openssl)");
-        };
-        let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
-        sh(&format!(
-            "openssl req -x509 {ec} -keyout ca.key -out ca.crt -days 2 -subj /CN=hcc-test-ca"
-        ));
-        sh(&format!(
-            "openssl req {ec} -keyout server.key -out server.csr -subj /CN=127.0.0.1"
-        ));
-        sh("printf 'subjectAltName=IP:127.0.0.1\\nbasicConstraints=CA:FALSE\\n' > ext.cnf");
-        sh("openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 2 -extfile ext.cnf");
+        let dir = throwaway_certificates();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()

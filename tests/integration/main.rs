@@ -11,6 +11,7 @@ mod compose;
 mod controls;
 mod directives;
 mod http2;
+mod https;
 #[cfg(all(unix, feature = "disk"))]
 mod disk_processes;
 mod inspect;
