@@ -122,11 +122,8 @@ impl<S: fmt::Debug, St: fmt::Debug, K> fmt::Debug for Cache<S, St, K> {
 /// the requests it takes (`http::Request<ReqB>`), responses with a boxed body, [`BoxError`].
 /// Naming it needs neither the client's crate (no `hyper::body::Incoming` in your types) nor the
 /// layers' types. Built with [`boxed_client`].
-pub type BoxedClient<ReqB = http_body_util::Empty<bytes::Bytes>> = tower::util::BoxCloneSyncService<
-    Request<ReqB>,
-    Response<BoxedBody>,
-    BoxError,
->;
+pub type BoxedClient<ReqB = http_body_util::Empty<bytes::Bytes>> =
+    tower::util::BoxCloneSyncService<Request<ReqB>, Response<BoxedBody>, BoxError>;
 
 /// The response body of a [`BoxedClient`]: a boxed [`Body`] of `Bytes`; on a hit, the stored
 /// body.

@@ -371,7 +371,9 @@ fn encrypted_mode_refuses_downgrades() {
     forged[last] ^= 1;
     assert!(is_bad(env.open(&key("k"), forged.into())).is_mismatch());
     let foreign = sealed(
-        &Envelope::new(Some(KeyRing::new(secret("another key, 32 bytes long......")))),
+        &Envelope::new(Some(KeyRing::new(secret(
+            "another key, 32 bytes long......",
+        )))),
         "k",
     );
     assert!(is_bad(env.open(&key("k"), foreign)).is_unknown_key());
@@ -529,7 +531,10 @@ fn a_shared_payload_copies_its_head_once_and_slices_its_body() {
 fn a_key_error_says_what_to_do_in_debug_output_too() {
     let err = SecretKey::from_env("HCC_TEST_SURELY_UNSET_VARIABLE_1234").unwrap_err();
     let debug = format!("{err:?}");
-    assert!(debug.contains("HCC_TEST_SURELY_UNSET_VARIABLE_1234"), "{debug}");
+    assert!(
+        debug.contains("HCC_TEST_SURELY_UNSET_VARIABLE_1234"),
+        "{debug}"
+    );
     assert!(debug.contains("is not set"), "{debug}");
     assert!(!debug.contains("kind"), "{debug}");
 }

@@ -61,7 +61,9 @@ async fn the_boxed_client_in_the_state_retries_through_the_cache() {
             .status(status)
             .header("content-type", "application/json")
             .header("cache-control", "max-age=60")
-            .body(Full::new(Bytes::from(format!(r#"{{"id":{id},"name":"user {id}"}}"#))))
+            .body(Full::new(Bytes::from(format!(
+                r#"{{"id":{id},"name":"user {id}"}}"#
+            ))))
             .unwrap()
     })
     .await;
@@ -79,5 +81,9 @@ async fn the_boxed_client_in_the_state_retries_through_the_cache() {
         assert_eq!(response.status(), 200);
         assert_eq!(response.headers()["x-upstream-cache"], expected);
     }
-    assert_eq!(calls.load(Ordering::SeqCst), 2, "one 503, one 200, then a hit");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "one 503, one 200, then a hit"
+    );
 }

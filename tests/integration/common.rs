@@ -383,7 +383,10 @@ pub fn throwaway_certificates() -> tempfile::TempDir {
             .status()
             .unwrap_or_else(|e| panic!("cannot run sh: {e}"))
             .success();
-        assert!(ok, "`{script}` failed: the TLS tests need the `openssl` command (apt-get install openssl)");
+        assert!(
+            ok,
+            "`{script}` failed: the TLS tests need the `openssl` command (apt-get install openssl)"
+        );
     };
     let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
     sh(&format!(

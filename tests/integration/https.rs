@@ -21,11 +21,10 @@ fn ring() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 async fn https_origin(dir: &std::path::Path, count: Arc<AtomicUsize>) -> std::net::SocketAddr {
-    let certs: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_file_iter(dir.join("server.crt"))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(dir.join("server.crt"))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
     let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
     let config = rustls::ServerConfig::builder_with_provider(ring())
         .with_safe_default_protocol_versions()
@@ -43,17 +42,18 @@ async fn https_origin(dir: &std::path::Path, count: Arc<AtomicUsize>) -> std::ne
                 let Ok(tls) = acceptor.accept(stream).await else {
                     return;
                 };
-                let svc = hyper::service::service_fn(move |_req: Request<hyper::body::Incoming>| {
-                    let n = count.fetch_add(1, Ordering::SeqCst) + 1;
-                    async move {
-                        Ok::<_, Infallible>(
-                            Response::builder()
-                                .header("cache-control", "max-age=60")
-                                .body(Full::new(Bytes::from(format!("secure v{n}"))))
-                                .unwrap(),
-                        )
-                    }
-                });
+                let svc =
+                    hyper::service::service_fn(move |_req: Request<hyper::body::Incoming>| {
+                        let n = count.fetch_add(1, Ordering::SeqCst) + 1;
+                        async move {
+                            Ok::<_, Infallible>(
+                                Response::builder()
+                                    .header("cache-control", "max-age=60")
+                                    .body(Full::new(Bytes::from(format!("secure v{n}"))))
+                                    .unwrap(),
+                            )
+                        }
+                    });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(tls), svc)
                     .await;

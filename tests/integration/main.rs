@@ -10,10 +10,10 @@ mod common;
 mod compose;
 mod controls;
 mod directives;
-mod http2;
-mod https;
 #[cfg(all(unix, feature = "disk"))]
 mod disk_processes;
+mod http2;
+mod https;
 mod inspect;
 mod ranges;
 #[cfg(feature = "reqwest")]

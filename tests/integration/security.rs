@@ -110,7 +110,10 @@ async fn an_encrypting_cache_never_serves_signed_only_entries_and_replaces_them(
     let got = get(&mut encrypting, &url).await.unwrap();
     assert_eq!(got.cache, Some(CacheStatus::Miss));
     assert_eq!(origin.requests(), 2);
-    assert!(!dump_contains(&store, b"quarterly").await, "replaced by an encrypted entry");
+    assert!(
+        !dump_contains(&store, b"quarterly").await,
+        "replaced by an encrypted entry"
+    );
     let again = get(&mut encrypting, &url).await.unwrap();
     assert_eq!(again.cache, Some(CacheStatus::Hit));
 }

@@ -227,7 +227,10 @@ async fn ignoring_freshness_rules_stores_and_serves_everything_but_no_store() {
             .await
             .unwrap();
         assert_eq!(again.cache, Some(CacheStatus::Hit), "{path}");
-        assert_eq!(get(&mut client, &url).await.unwrap().cache, Some(CacheStatus::Hit));
+        assert_eq!(
+            get(&mut client, &url).await.unwrap().cache,
+            Some(CacheStatus::Hit)
+        );
     }
     assert_eq!(origin.requests(), 2);
     let never = origin.url("/never");
