@@ -96,6 +96,17 @@ impl BadSignature {
         false
     }
 
+    /// The reason as a metrics label.
+    pub(crate) fn reason_label(&self) -> &'static str {
+        match self.reason {
+            BadSignatureReason::Mismatch => "mismatch",
+            BadSignatureReason::UnknownKey => "unknown_key",
+            BadSignatureReason::WrongKey => "wrong_key",
+            BadSignatureReason::Unsigned => "unsigned",
+            BadSignatureReason::Malformed => "malformed",
+        }
+    }
+
     /// The blob is not an envelope at all (garbage, or truncated below the header).
     pub fn is_malformed(&self) -> bool {
         self.reason == BadSignatureReason::Malformed

@@ -154,6 +154,9 @@ pub use crate::inspect::{
 pub use crate::key::{CacheKey, KeyParts};
 #[doc(inline)]
 pub use crate::layer::CacheLayer;
+#[cfg(feature = "metrics")]
+#[doc(inline)]
+pub use crate::metrics::export::describe_metrics;
 #[doc(inline)]
 pub use crate::metrics::CacheMetrics;
 #[cfg(feature = "reqwest")]

@@ -133,6 +133,7 @@ impl<St: Store> Ctx<St> {
             Ok(entry) => entry,
             Err(OpenError::BadSignature(bad)) => {
                 self.config.metrics.record(Event::BadSignature);
+                crate::metrics::export::bad_signature(bad.reason_label());
                 return Err(Unusable::BadSignature(bad));
             }
             Err(OpenError::Unusable(why)) => {

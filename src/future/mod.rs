@@ -256,14 +256,17 @@ impl<St: Store> Ctx<St> {
 /// Counts what a response reports: every answer of the request path once (the foreground here,
 /// a background refresh in `refresh.rs`).
 fn record<B>(config: &Config, response: &Response<B>) {
-    if let Some(event) = response
-        .extensions()
-        .get::<CacheStatus>()
-        .copied()
-        .and_then(Event::outcome)
-    {
+    let status = response.extensions().get::<CacheStatus>().copied();
+    if let Some(event) = status.and_then(Event::outcome) {
         config.metrics.record(event);
     }
+    crate::metrics::export::response(
+        status,
+        response
+            .extensions()
+            .get::<crate::status::NotStoredReason>()
+            .copied(),
+    );
 }
 
 /// The one place an answer is reported: metrics, the opt-in `Cache-Status` field (RFC 9211), the

@@ -386,6 +386,7 @@ impl<St: Store> Write<St> {
                             }
                             Ok(_) => {
                                 config.metrics.record(Event::Stored);
+                                crate::metrics::export::stored();
                                 tracing::debug!(key = %key, size, ttl = ttl.as_secs(), "stored");
                                 true
                             }

@@ -14,6 +14,7 @@ use tower::util::{Oneshot, ServiceExt};
 use super::breaker::{CircuitBreaker, Permit};
 use super::{Store, StoreRequest, StoreResponse};
 use crate::error::{BoxError, StoreError};
+use crate::metrics::export::Meter;
 use crate::timer::{self, Elapsed, Timed, TimerProbe};
 
 pin_project! {
@@ -25,6 +26,7 @@ pin_project! {
         inner: Option<Timed<Oneshot<St, StoreRequest>>>,
         permit: Option<Permit>,
         is_lookup: bool,
+        meter: Meter,
     }
 }
 
@@ -39,6 +41,7 @@ pub(crate) fn call<St: Store>(
     // A whole-store walk is never the probe (it would hold the breaker half-open for minutes).
     let may_probe = !matches!(request, StoreRequest::Keys | StoreRequest::Clear);
     let is_lookup = matches!(request, StoreRequest::Get { .. });
+    let meter = Meter::start(&request);
     let permit = match breaker.map(|b| b.admit(may_probe)) {
         // Open: the store is not asked.
         Some(None) => {
@@ -46,6 +49,7 @@ pub(crate) fn call<St: Store>(
                 inner: None,
                 permit: None,
                 is_lookup,
+                meter,
             }
         }
         Some(permit) => permit,
@@ -59,6 +63,7 @@ pub(crate) fn call<St: Store>(
         )),
         permit,
         is_lookup,
+        meter,
     }
 }
 
@@ -68,9 +73,12 @@ impl<St: Store> Future for StoreCall<St> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let Some(inner) = this.inner.as_pin_mut() else {
-            return Poll::Ready(Err(StoreError::unavailable()));
+            let out = Err(StoreError::unavailable());
+            this.meter.done(&out);
+            return Poll::Ready(out);
         };
         let out = flatten(ready!(inner.poll(cx)));
+        this.meter.done(&out);
         if let Some(permit) = this.permit.take() {
             match &out {
                 Ok(_) => permit.report(true),

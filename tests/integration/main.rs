@@ -15,6 +15,8 @@ mod disk_processes;
 mod http2;
 mod https;
 mod inspect;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod ranges;
 #[cfg(feature = "reqwest")]
 mod reqwest;

@@ -264,6 +264,7 @@ impl CircuitBreaker {
                 s.probe_at
                     .store(now.saturating_add(micros(PROBE_LEASE)), Ordering::Release);
                 tracing::info!("store circuit breaker half-open: one probe goes to the store");
+                crate::metrics::export::breaker_transition("half_open");
                 return Some(Permit::new(self, true));
             }
         }
@@ -279,6 +280,7 @@ impl CircuitBreaker {
             .store(self.now().saturating_add(backoff), Ordering::Release);
         s.state.store(OPEN, Ordering::Release);
         s.opened.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::export::breaker_transition("open");
         tracing::warn!(
             open_for_ms = backoff / 1000,
             "store circuit breaker open ({why}): the store is not asked until a probe succeeds"
@@ -293,6 +295,7 @@ impl CircuitBreaker {
                 s.backoff.store(micros(s.open_for), Ordering::Relaxed);
                 s.state.store(CLOSED, Ordering::Release);
                 tracing::info!("store circuit breaker closed: the probe succeeded");
+                crate::metrics::export::breaker_transition("closed");
             }
             (true, false) => {
                 let max = micros(s.max_open_for);

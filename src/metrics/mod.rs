@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use crate::status::CacheStatus;
 
+pub(crate) mod export;
+
 /// Counters shared by a [`CacheLayer`](crate::CacheLayer) and every service built from it.
 ///
 /// Cheap to clone (a reference count); every clone reads the same counters. Counts only grow.

@@ -1,0 +1,254 @@
+//! The cache's metrics through the [`metrics`](https://docs.rs/metrics) facade (feature
+//! `metrics`): whatever recorder the application installs (Prometheus, StatsD, OpenTelemetry)
+//! gets them. Without the feature every function here is an empty inline function.
+//!
+//! Names follow the Prometheus conventions; every label value is one of a fixed set (never a
+//! URL, a key or a header value), so the number of series is bounded:
+//!
+//! | metric | type | labels |
+//! | --- | --- | --- |
+//! | `http_cache_requests_total` | counter | `status`: `hit`, `coalesced`, `coalesced_error`, `revalidated`, `stale`, `stale_while_revalidate`, `stale_if_error`, `only_if_cached_miss`, `miss`, `not_cacheable`, `store_unavailable` |
+//! | `http_cache_not_stored_total` | counter | `reason`: the `NotStoredReason` in snake case (`response_no_store`, `no_freshness`, `status`, ...) |
+//! | `http_cache_stored_total` | counter | |
+//! | `http_cache_bad_signatures_total` | counter | `reason`: `mismatch`, `unknown_key`, `wrong_key`, `unsigned`, `malformed` |
+//! | `http_cache_store_operation_duration_seconds` | histogram | `operation`: `get`, `put`, `delete`, `keys`, `clear`; `outcome`: `ok`, `error`, `timeout`, `skipped` |
+//! | `http_cache_blob_size_bytes` | histogram | `operation`: `get` (a blob found), `put` |
+//! | `http_cache_breaker_transitions_total` | counter | `to`: `open`, `half_open`, `closed` |
+
+#[cfg(feature = "metrics")]
+use std::time::Duration;
+
+use crate::status::{CacheStatus, NotStoredReason};
+
+#[cfg(feature = "metrics")]
+/// The label of a response's outcome.
+pub(crate) fn status_label(status: CacheStatus) -> &'static str {
+    match status {
+        CacheStatus::Hit => "hit",
+        CacheStatus::Coalesced => "coalesced",
+        CacheStatus::CoalescedError => "coalesced_error",
+        CacheStatus::Revalidated => "revalidated",
+        CacheStatus::Stale => "stale",
+        CacheStatus::StaleWhileRevalidate => "stale_while_revalidate",
+        CacheStatus::StaleIfError => "stale_if_error",
+        CacheStatus::OnlyIfCachedMiss => "only_if_cached_miss",
+        CacheStatus::Miss => "miss",
+        CacheStatus::NotCacheable => "not_cacheable",
+        CacheStatus::StoreUnavailable => "store_unavailable",
+    }
+}
+
+#[cfg(feature = "metrics")]
+/// The label of a [`NotStoredReason`]: its name in snake case.
+pub(crate) fn reason_label(reason: NotStoredReason) -> &'static str {
+    match reason {
+        NotStoredReason::Method => "method",
+        NotStoredReason::RequestNoStore => "request_no_store",
+        NotStoredReason::ResponseNoStore => "response_no_store",
+        NotStoredReason::NoCacheWithoutValidator => "no_cache_without_validator",
+        NotStoredReason::Private => "private",
+        NotStoredReason::Authorization => "authorization",
+        NotStoredReason::VaryStar => "vary_star",
+        NotStoredReason::Status => "status",
+        NotStoredReason::NoFreshness => "no_freshness",
+        NotStoredReason::Stale => "stale",
+        NotStoredReason::Filtered => "filtered",
+        NotStoredReason::Disabled => "disabled",
+        NotStoredReason::ReadOnly => "read_only",
+        NotStoredReason::RequestBody => "request_body",
+        NotStoredReason::InvalidHost => "invalid_host",
+        NotStoredReason::StoreUnavailable => "store_unavailable",
+    }
+}
+
+#[cfg(feature = "metrics")]
+/// What a store operation ended with.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Outcome {
+    Ok,
+    Error,
+    Timeout,
+    /// Not made: the circuit breaker is open.
+    Skipped,
+}
+
+#[cfg(feature = "metrics")]
+impl Outcome {
+    #[cfg(feature = "metrics")]
+    fn label(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Error => "error",
+            Outcome::Timeout => "timeout",
+            Outcome::Skipped => "skipped",
+        }
+    }
+}
+
+/// One answer of the request path (counted once, where `CacheMetrics` counts it).
+#[inline]
+pub(crate) fn response(status: Option<CacheStatus>, not_stored: Option<NotStoredReason>) {
+    #[cfg(feature = "metrics")]
+    {
+        if let Some(status) = status {
+            ::metrics::counter!("http_cache_requests_total", "status" => status_label(status))
+                .increment(1);
+        }
+        if let Some(reason) = not_stored {
+            ::metrics::counter!("http_cache_not_stored_total", "reason" => reason_label(reason))
+                .increment(1);
+        }
+    }
+    #[cfg(not(feature = "metrics"))]
+    let _ = (status, not_stored);
+}
+
+/// An entry written to the store.
+#[inline]
+pub(crate) fn stored() {
+    #[cfg(feature = "metrics")]
+    ::metrics::counter!("http_cache_stored_total").increment(1);
+}
+
+/// A stored entry that failed verification.
+#[inline]
+pub(crate) fn bad_signature(reason: &'static str) {
+    #[cfg(feature = "metrics")]
+    ::metrics::counter!("http_cache_bad_signatures_total", "reason" => reason).increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = reason;
+}
+
+/// The circuit breaker changed state (`open`, `half_open`, `closed`).
+#[inline]
+pub(crate) fn breaker_transition(to: &'static str) {
+    #[cfg(feature = "metrics")]
+    ::metrics::counter!("http_cache_breaker_transitions_total", "to" => to).increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = to;
+}
+
+/// A store operation finished (or was skipped), with the size of the blob it carried, if any.
+#[cfg(feature = "metrics")]
+pub(crate) fn store_operation(
+    operation: &'static str,
+    outcome: Outcome,
+    elapsed: Duration,
+    blob: Option<usize>,
+) {
+    ::metrics::histogram!(
+        "http_cache_store_operation_duration_seconds",
+        "operation" => operation,
+        "outcome" => outcome.label()
+    )
+    .record(elapsed.as_secs_f64());
+    if let Some(bytes) = blob {
+        ::metrics::histogram!("http_cache_blob_size_bytes", "operation" => operation)
+            .record(bytes as f64);
+    }
+}
+
+/// Describes every metric (units and help texts) to the installed recorder. Call it once,
+/// after installing the recorder (exporters print the descriptions as `# HELP` lines).
+#[cfg(feature = "metrics")]
+pub fn describe_metrics() {
+    use ::metrics::{describe_counter, describe_histogram, Unit};
+    describe_counter!(
+        "http_cache_requests_total",
+        Unit::Count,
+        "Responses of the cache by outcome (label status)."
+    );
+    describe_counter!(
+        "http_cache_not_stored_total",
+        Unit::Count,
+        "Responses that went to the origin and were not stored, by reason."
+    );
+    describe_counter!(
+        "http_cache_stored_total",
+        Unit::Count,
+        "Entries written to the store."
+    );
+    describe_counter!(
+        "http_cache_bad_signatures_total",
+        Unit::Count,
+        "Stored entries that failed verification, by reason."
+    );
+    describe_histogram!(
+        "http_cache_store_operation_duration_seconds",
+        Unit::Seconds,
+        "Store operations by operation and outcome, timeouts included."
+    );
+    describe_histogram!(
+        "http_cache_blob_size_bytes",
+        Unit::Bytes,
+        "Sizes of the blobs read (found) and written."
+    );
+    describe_counter!(
+        "http_cache_breaker_transitions_total",
+        Unit::Count,
+        "State changes of the store's circuit breaker, by new state."
+    );
+}
+
+/// Times one store operation (nothing at all without the feature).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Meter {
+    #[cfg(feature = "metrics")]
+    operation: &'static str,
+    #[cfg(feature = "metrics")]
+    started: std::time::Instant,
+    #[cfg(feature = "metrics")]
+    put: Option<usize>,
+}
+
+impl Meter {
+    #[inline]
+    pub(crate) fn start(request: &crate::store::StoreRequest) -> Self {
+        #[cfg(feature = "metrics")]
+        {
+            use crate::store::StoreRequest;
+            let (operation, put) = match request {
+                StoreRequest::Get { .. } => ("get", None),
+                StoreRequest::Put { blob, .. } => ("put", Some(blob.len())),
+                StoreRequest::Delete { .. } => ("delete", None),
+                StoreRequest::Keys => ("keys", None),
+                StoreRequest::Clear => ("clear", None),
+            };
+            Meter {
+                operation,
+                started: std::time::Instant::now(),
+                put,
+            }
+        }
+        #[cfg(not(feature = "metrics"))]
+        {
+            let _ = request;
+            Meter {}
+        }
+    }
+
+    #[inline]
+    pub(crate) fn done(
+        self,
+        result: &Result<crate::store::StoreResponse, crate::error::StoreError>,
+    ) {
+        #[cfg(feature = "metrics")]
+        {
+            use crate::store::StoreResponse;
+            let outcome = match result {
+                Ok(_) => Outcome::Ok,
+                Err(e) if e.is_timeout() => Outcome::Timeout,
+                Err(e) if e.is_unavailable() => Outcome::Skipped,
+                Err(_) => Outcome::Error,
+            };
+            let blob = match result {
+                Ok(StoreResponse::Blob(Some(blob))) => Some(blob.len()),
+                Ok(_) => self.put,
+                Err(_) => None,
+            };
+            store_operation(self.operation, outcome, self.started.elapsed(), blob);
+        }
+        #[cfg(not(feature = "metrics"))]
+        let _ = result;
+    }
+}
