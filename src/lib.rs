@@ -106,6 +106,8 @@ mod request_body;
 mod respond;
 mod rt;
 mod service;
+#[cfg(feature = "serde")]
+mod settings;
 mod status;
 pub mod store;
 mod timer;
@@ -166,6 +168,11 @@ pub use crate::middleware::{CacheMiddleware, ReqwestService};
 pub use crate::request_body::{BodyKeys, NoBodyKeys, RequestBodies, DEFAULT_MAX_KEYED_BODY};
 #[doc(inline)]
 pub use crate::service::{boxed_client, BoxedBody, BoxedClient, Cache};
+#[cfg(feature = "serde")]
+#[doc(inline)]
+pub use crate::settings::{
+    BadSignaturePolicy, BreakerConfig, CacheConfig, ConfigError, Expiry, KeyConfig, UrlRule,
+};
 #[doc(inline)]
 pub use crate::status::{CacheInfo, CacheStatus, NotStoredReason};
 #[cfg(feature = "memory")]

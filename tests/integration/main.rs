@@ -8,6 +8,8 @@ mod caching;
 mod coalesce;
 mod common;
 mod compose;
+#[cfg(feature = "serde")]
+mod config;
 mod controls;
 mod directives;
 #[cfg(all(unix, feature = "disk"))]

@@ -1,0 +1,412 @@
+//! Settings from a file (feature `serde`): [`CacheConfig`], every setting of [`CacheLayer`] that is
+//! data, in a form any serde format reads (TOML, YAML, JSON, ...), and
+//! [`CacheLayer::from_config`].
+
+use std::fmt;
+use std::time::Duration;
+
+use http::{HeaderName, Method, StatusCode};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::config::OnBadSignature;
+use crate::controls::{ExpireAfter, PatternError};
+use crate::envelope::{KeyError, KeyRing, SecretKey};
+use crate::layer::CacheLayer;
+use crate::store::{CircuitBreaker, Store};
+
+/// The settings of a [`CacheLayer`] that are data, for a configuration file.
+///
+/// Every field is optional: what a file leaves out keeps the layer's default. Unknown keys are
+/// refused, with the key named. Durations are written as `humantime` reads them (`"500ms"`,
+/// `"5m"`, `"1h 30m"`, `"7days"`); sizes in bytes. Secrets are never in the file:
+/// [`key`](Self::key) names the environment variables that hold them.
+///
+/// What is code, not data, stays in code: a response filter, a key function, a clock, request
+/// body keys (`key_request_bodies` changes the layer's type), the store.
+///
+/// ```
+/// # #[cfg(feature = "memory")] {
+/// use hyper_client_cache::{CacheConfig, CacheLayer, MemoryStore};
+///
+/// let config: CacheConfig = serde_json::from_str(r#"{
+///     "shared": true,
+///     "expire_after": "5m",
+///     "urls": [{ "pattern": "static.example.com/*", "expire_after": "never" }],
+///     "store_timeout": "250ms",
+///     "circuit_breaker": { "failures": 3, "open_for": "1s" }
+/// }"#).unwrap();
+/// let layer = CacheLayer::from_config(MemoryStore::default(), &config).unwrap();
+/// # drop(layer); }
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    /// A shared cache (RFC 9111 §3.5) instead of a private one ([`CacheLayer::shared`]).
+    pub shared: Option<bool>,
+    /// The lifetime of responses without explicit freshness ([`CacheLayer::expire_after`]):
+    /// a duration, `"never"`, `"do_not_cache"` or `"expire_immediately"`.
+    pub expire_after: Option<Expiry>,
+    /// Per-URL lifetimes, tried in order, the first match wins ([`CacheLayer::expire_url`]).
+    pub urls: Vec<UrlRule>,
+    /// Whether explicit response freshness wins over the settings ([`CacheLayer::cache_control`]).
+    pub cache_control: Option<bool>,
+    /// The methods cached ([`CacheLayer::allowed_methods`]), e.g. `["GET", "HEAD"]`.
+    pub allowed_methods: Option<Vec<String>>,
+    /// The statuses stored ([`CacheLayer::allowed_statuses`]), e.g. `[200, 404]`.
+    pub allowed_statuses: Option<Vec<u16>>,
+    /// Query parameters and headers left out of keys and entries
+    /// ([`CacheLayer::ignored_parameters`]).
+    pub ignored_parameters: Vec<String>,
+    /// Request headers that are part of the key ([`CacheLayer::match_headers`]).
+    pub match_headers: Vec<String>,
+    /// Request headers that are credentials ([`CacheLayer::sensitive_headers`]); empty: the
+    /// default list.
+    pub sensitive_headers: Vec<String>,
+    /// The largest body stored, in bytes ([`CacheLayer::max_body_size`]).
+    pub max_body_size: Option<usize>,
+    /// The largest blob read, in bytes ([`CacheLayer::max_blob_size`]).
+    pub max_blob_size: Option<usize>,
+    /// The bound of every store operation ([`CacheLayer::store_timeout`]).
+    #[serde(with = "opt_duration")]
+    pub store_timeout: Option<Duration>,
+    /// Whether concurrent misses for one key wait for one origin request
+    /// ([`CacheLayer::coalesce`]).
+    pub coalesce: Option<bool>,
+    /// How long a coalesced request waits ([`CacheLayer::coalesce_timeout`]).
+    #[serde(with = "opt_duration")]
+    pub coalesce_timeout: Option<Duration>,
+    /// How stale a response may be served when the origin fails
+    /// ([`CacheLayer::serve_stale_on_error`]).
+    #[serde(with = "opt_duration")]
+    pub serve_stale_on_error: Option<Duration>,
+    /// What a bad signature does: `"error"` (the default) or `"refetch"`
+    /// ([`CacheLayer::on_bad_signature`]).
+    pub on_bad_signature: Option<BadSignaturePolicy>,
+    /// Use the cache but never write to it ([`CacheLayer::read_only`]).
+    pub read_only: Option<bool>,
+    /// Fail requests when the store fails ([`CacheLayer::fail_closed`]).
+    pub fail_closed: Option<bool>,
+    /// Add an RFC 9211 `Cache-Status` field ([`CacheLayer::cache_status_header`]).
+    pub cache_status_header: Option<bool>,
+    /// The store's circuit breaker ([`CacheLayer::circuit_breaker`]).
+    pub circuit_breaker: Option<BreakerConfig>,
+    /// Where the secret key comes from.
+    pub key: Option<KeyConfig>,
+}
+
+/// A lifetime: a duration or one of the named values of [`ExpireAfter`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expiry(pub ExpireAfter);
+
+/// One per-URL rule: a glob over `host/path` and its lifetime.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UrlRule {
+    /// The glob ([`CacheLayer::expire_url`]).
+    pub pattern: String,
+    /// Its lifetime.
+    pub expire_after: Expiry,
+}
+
+/// [`OnBadSignature`], as a file says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BadSignaturePolicy {
+    /// [`OnBadSignature::Error`].
+    Error,
+    /// [`OnBadSignature::Refetch`].
+    Refetch,
+}
+
+/// The circuit breaker's settings ([`CircuitBreaker`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BreakerConfig {
+    /// `false`: no breaker ([`CacheLayer::without_circuit_breaker`]).
+    pub enabled: Option<bool>,
+    /// Consecutive failures that open it.
+    pub failures: Option<u32>,
+    /// How long it stays open before the first probe.
+    #[serde(with = "opt_duration")]
+    pub open_for: Option<Duration>,
+    /// The longest it stays open (the wait doubles up to this).
+    #[serde(with = "opt_duration")]
+    pub max_open_for: Option<Duration>,
+}
+
+/// Where the secret key comes from: environment variables, never the file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    /// The variable that holds the current key ([`SecretKey::from_env`]).
+    pub env: String,
+    /// Variables that hold older keys, still accepted ([`KeyRing::with_previous`]).
+    #[serde(default)]
+    pub previous_env: Vec<String>,
+    /// Encrypt entries (AES-256-GCM) instead of signing them ([`CacheLayer::encrypt`]).
+    #[serde(default)]
+    pub encrypt: bool,
+}
+
+/// A setting of a [`CacheConfig`] that cannot be applied.
+#[derive(Debug)]
+pub struct ConfigError {
+    field: String,
+    kind: ConfigErrorKind,
+}
+
+#[derive(Debug)]
+enum ConfigErrorKind {
+    Pattern(PatternError),
+    Key(KeyError),
+    Invalid(String),
+}
+
+impl ConfigError {
+    fn invalid(field: impl Into<String>, why: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            kind: ConfigErrorKind::Invalid(why.into()),
+        }
+    }
+
+    /// The setting, as the file names it (`urls[1].pattern`, `key.env`, ...).
+    pub fn field(&self) -> &str {
+        &self.field
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            ConfigErrorKind::Pattern(e) => write!(f, "`{}`: {e}", self.field),
+            ConfigErrorKind::Key(e) => write!(f, "`{}`: {e}", self.field),
+            ConfigErrorKind::Invalid(why) => write!(f, "`{}`: {why}", self.field),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.kind {
+            ConfigErrorKind::Pattern(e) => Some(e),
+            ConfigErrorKind::Key(e) => Some(e),
+            ConfigErrorKind::Invalid(_) => None,
+        }
+    }
+}
+
+fn header_names(field: &str, names: &[String]) -> Result<Vec<HeaderName>, ConfigError> {
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            HeaderName::from_bytes(n.as_bytes()).map_err(|_| {
+                ConfigError::invalid(
+                    format!("{field}[{i}]"),
+                    format!("`{n}` is not a header name"),
+                )
+            })
+        })
+        .collect()
+}
+
+fn key_from(field: String, name: &str) -> Result<SecretKey, ConfigError> {
+    SecretKey::from_env(name).map_err(|e| ConfigError {
+        field,
+        kind: ConfigErrorKind::Key(e),
+    })
+}
+
+impl<St: Store> CacheLayer<St> {
+    /// A layer over `store` with the settings of `config` (the rest at their defaults).
+    ///
+    /// Errors name the setting: a glob that does not compile, a header name, method or status
+    /// that is not one, a key variable that is not set or holds a key too short.
+    pub fn from_config(store: St, config: &CacheConfig) -> Result<Self, ConfigError> {
+        let mut layer = CacheLayer::new(store);
+        if let Some(shared) = config.shared {
+            layer = layer.shared(shared);
+        }
+        if let Some(Expiry(value)) = config.expire_after {
+            layer = layer.expire_after(value);
+        }
+        for (i, rule) in config.urls.iter().enumerate() {
+            layer = layer
+                .expire_url(&rule.pattern, rule.expire_after.0)
+                .map_err(|e| ConfigError {
+                    field: format!("urls[{i}].pattern"),
+                    kind: ConfigErrorKind::Pattern(e),
+                })?;
+        }
+        if let Some(honor) = config.cache_control {
+            layer = layer.cache_control(honor);
+        }
+        if let Some(methods) = &config.allowed_methods {
+            let methods = methods
+                .iter()
+                .enumerate()
+                .map(|(i, m)| {
+                    Method::from_bytes(m.as_bytes()).map_err(|_| {
+                        ConfigError::invalid(
+                            format!("allowed_methods[{i}]"),
+                            format!("`{m}` is not a method"),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            layer = layer.allowed_methods(methods);
+        }
+        if let Some(statuses) = &config.allowed_statuses {
+            let statuses = statuses
+                .iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    StatusCode::from_u16(*s).map_err(|_| {
+                        ConfigError::invalid(
+                            format!("allowed_statuses[{i}]"),
+                            format!("{s} is not a status code"),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            layer = layer.allowed_statuses(statuses);
+        }
+        if !config.ignored_parameters.is_empty() {
+            layer = layer.ignored_parameters(config.ignored_parameters.iter().cloned());
+        }
+        if !config.match_headers.is_empty() {
+            layer = layer.match_headers(header_names("match_headers", &config.match_headers)?);
+        }
+        if !config.sensitive_headers.is_empty() {
+            layer = layer.sensitive_headers(header_names(
+                "sensitive_headers",
+                &config.sensitive_headers,
+            )?);
+        }
+        if let Some(bytes) = config.max_body_size {
+            layer = layer.max_body_size(bytes);
+        }
+        if let Some(bytes) = config.max_blob_size {
+            layer = layer.max_blob_size(bytes);
+        }
+        if let Some(timeout) = config.store_timeout {
+            layer = layer.store_timeout(timeout);
+        }
+        if let Some(enabled) = config.coalesce {
+            layer = layer.coalesce(enabled);
+        }
+        if let Some(timeout) = config.coalesce_timeout {
+            layer = layer.coalesce_timeout(timeout);
+        }
+        if let Some(max) = config.serve_stale_on_error {
+            layer = layer.serve_stale_on_error(max);
+        }
+        if let Some(policy) = config.on_bad_signature {
+            layer = layer.on_bad_signature(match policy {
+                BadSignaturePolicy::Error => OnBadSignature::Error,
+                BadSignaturePolicy::Refetch => OnBadSignature::Refetch,
+            });
+        }
+        if let Some(read_only) = config.read_only {
+            layer = layer.read_only(read_only);
+        }
+        if let Some(fail_closed) = config.fail_closed {
+            layer = layer.fail_closed(fail_closed);
+        }
+        if let Some(enabled) = config.cache_status_header {
+            layer = layer.cache_status_header(enabled);
+        }
+        if let Some(b) = &config.circuit_breaker {
+            if b.enabled == Some(false) {
+                layer = layer.without_circuit_breaker();
+            } else {
+                let mut breaker = CircuitBreaker::new();
+                if let Some(n) = b.failures {
+                    if n == 0 {
+                        return Err(ConfigError::invalid(
+                            "circuit_breaker.failures",
+                            "must be at least 1",
+                        ));
+                    }
+                    breaker = breaker.failures(n);
+                }
+                if let Some(d) = b.open_for {
+                    breaker = breaker.open_for(d);
+                }
+                if let Some(d) = b.max_open_for {
+                    breaker = breaker.max_open_for(d);
+                }
+                layer = layer.circuit_breaker(breaker);
+            }
+        }
+        if let Some(key) = &config.key {
+            let mut ring = KeyRing::new(key_from("key.env".into(), &key.env)?);
+            for (i, name) in key.previous_env.iter().enumerate() {
+                ring = ring.with_previous(key_from(format!("key.previous_env[{i}]"), name)?);
+            }
+            layer = if key.encrypt {
+                layer.encrypt(ring)
+            } else {
+                layer.secret_key(ring)
+            };
+        }
+        Ok(layer)
+    }
+}
+
+impl Serialize for Expiry {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            ExpireAfter::Never => s.serialize_str("never"),
+            ExpireAfter::DoNotCache => s.serialize_str("do_not_cache"),
+            ExpireAfter::ExpireImmediately => s.serialize_str("expire_immediately"),
+            ExpireAfter::Duration(d) => s.serialize_str(&humantime::format_duration(d).to_string()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Expiry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Ok(Expiry(match text.as_str() {
+            "never" => ExpireAfter::Never,
+            "do_not_cache" => ExpireAfter::DoNotCache,
+            "expire_immediately" => ExpireAfter::ExpireImmediately,
+            other => {
+                ExpireAfter::Duration(parse_duration(other).map_err(serde::de::Error::custom)?)
+            }
+        }))
+    }
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|e| {
+        format!("invalid duration `{text}`: {e} (write e.g. \"500ms\", \"5m\", \"1h 30m\")")
+    })
+}
+
+/// `Option<Duration>` as a `humantime` string.
+mod opt_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            Some(text) => super::parse_duration(&text)
+                .map(Some)
+                .map_err(serde::de::Error::custom),
+            None => Ok(None),
+        }
+    }
+}

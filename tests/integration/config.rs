@@ -1,0 +1,200 @@
+//! Settings from a file (feature `serde`): round trips through TOML and JSON, every rejected
+//! input with its message, and a loaded configuration doing what it says.
+
+use std::time::Duration;
+
+use hyper_client_cache::{
+    BadSignaturePolicy, BreakerConfig, CacheConfig, CacheLayer, CacheStatus, ExpireAfter, Expiry,
+    KeyConfig, MemoryStore, UrlRule,
+};
+
+use crate::common::*;
+
+fn full() -> CacheConfig {
+    CacheConfig {
+        shared: Some(true),
+        expire_after: Some(Expiry(ExpireAfter::Duration(Duration::from_secs(300)))),
+        urls: vec![
+            UrlRule {
+                pattern: "static.example.com/*".into(),
+                expire_after: Expiry(ExpireAfter::Never),
+            },
+            UrlRule {
+                pattern: "api.example.com/live/*".into(),
+                expire_after: Expiry(ExpireAfter::DoNotCache),
+            },
+        ],
+        cache_control: Some(false),
+        allowed_methods: Some(vec!["GET".into(), "HEAD".into()]),
+        allowed_statuses: Some(vec![200, 404]),
+        ignored_parameters: vec!["api_key".into()],
+        match_headers: vec!["accept-language".into()],
+        sensitive_headers: vec!["authorization".into(), "x-api-key".into()],
+        max_body_size: Some(1 << 20),
+        max_blob_size: Some(2 << 20),
+        store_timeout: Some(Duration::from_millis(250)),
+        coalesce: Some(true),
+        coalesce_timeout: Some(Duration::from_secs(5)),
+        serve_stale_on_error: Some(Duration::from_secs(3600)),
+        on_bad_signature: Some(BadSignaturePolicy::Refetch),
+        read_only: Some(false),
+        fail_closed: Some(false),
+        cache_status_header: Some(true),
+        circuit_breaker: Some(BreakerConfig {
+            enabled: Some(true),
+            failures: Some(3),
+            open_for: Some(Duration::from_millis(500)),
+            max_open_for: Some(Duration::from_secs(2)),
+        }),
+        key: Some(KeyConfig {
+            env: "HTTP_CACHE_KEY".into(),
+            previous_env: vec!["HTTP_CACHE_KEY_OLD".into()],
+            encrypt: true,
+        }),
+    }
+}
+
+#[test]
+fn every_setting_round_trips_through_toml_and_json() {
+    let config = full();
+    let toml_text = toml::to_string(&config).unwrap();
+    assert!(
+        toml_text.contains("store_timeout = \"250ms\""),
+        "{toml_text}"
+    );
+    assert!(
+        toml_text.contains("expire_after = \"never\""),
+        "{toml_text}"
+    );
+    assert_eq!(toml::from_str::<CacheConfig>(&toml_text).unwrap(), config);
+    let json = serde_json::to_string(&config).unwrap();
+    assert_eq!(serde_json::from_str::<CacheConfig>(&json).unwrap(), config);
+    // An empty file is the defaults.
+    assert_eq!(
+        toml::from_str::<CacheConfig>("").unwrap(),
+        CacheConfig::default()
+    );
+}
+
+#[test]
+fn a_hand_written_toml_file_reads() {
+    let config: CacheConfig = toml::from_str(
+        r#"
+        shared = true
+        expire_after = "1h 30m"
+        store_timeout = "500ms"
+        on_bad_signature = "refetch"
+
+        [[urls]]
+        pattern = "static.example.com/*"
+        expire_after = "7days"
+
+        [circuit_breaker]
+        failures = 3
+
+        [key]
+        env = "HTTP_CACHE_KEY"
+        "#,
+    )
+    .unwrap();
+    assert_eq!(
+        config.expire_after,
+        Some(Expiry(ExpireAfter::Duration(Duration::from_secs(5400))))
+    );
+    assert_eq!(
+        config.urls[0].expire_after,
+        Expiry(ExpireAfter::Duration(Duration::from_secs(7 * 86_400)))
+    );
+    assert_eq!(config.circuit_breaker.unwrap().failures, Some(3));
+}
+
+#[test]
+fn rejected_inputs_say_what_is_wrong() {
+    let unknown = toml::from_str::<CacheConfig>("expire_afterr = \"5m\"").unwrap_err();
+    assert!(unknown.to_string().contains("expire_afterr"), "{unknown}");
+    let nested = toml::from_str::<CacheConfig>("[circuit_breaker]\nfailurez = 3").unwrap_err();
+    assert!(nested.to_string().contains("failurez"), "{nested}");
+    let duration = toml::from_str::<CacheConfig>("store_timeout = \"5 parsecs\"").unwrap_err();
+    assert!(
+        duration
+            .to_string()
+            .contains("invalid duration `5 parsecs`"),
+        "{duration}"
+    );
+    let expiry = serde_json::from_str::<CacheConfig>(r#"{"expire_after": "soon"}"#).unwrap_err();
+    assert!(
+        expiry.to_string().contains("invalid duration `soon`"),
+        "{expiry}"
+    );
+    let policy = toml::from_str::<CacheConfig>("on_bad_signature = \"ignore\"").unwrap_err();
+    assert!(policy.to_string().contains("ignore"), "{policy}");
+
+    let layer = |config: &CacheConfig| CacheLayer::from_config(MemoryStore::default(), config);
+    let glob: CacheConfig =
+        toml::from_str("[[urls]]\npattern = \"a/[b\"\nexpire_after = \"1m\"").unwrap();
+    let err = layer(&glob).unwrap_err();
+    assert_eq!(err.field(), "urls[0].pattern");
+    assert!(err.to_string().starts_with("`urls[0].pattern`: "), "{err}");
+    let header: CacheConfig = toml::from_str("match_headers = [\"bad header\"]").unwrap();
+    let err = layer(&header).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "`match_headers[0]`: `bad header` is not a header name"
+    );
+    let status: CacheConfig = toml::from_str("allowed_statuses = [200, 99]").unwrap();
+    assert_eq!(
+        layer(&status).unwrap_err().to_string(),
+        "`allowed_statuses[1]`: 99 is not a status code"
+    );
+    let key: CacheConfig = toml::from_str("[key]\nenv = \"HCC_CONFIG_TEST_SURELY_UNSET\"").unwrap();
+    let err = layer(&key).unwrap_err();
+    assert_eq!(err.field(), "key.env");
+    assert!(
+        err.to_string().contains("HCC_CONFIG_TEST_SURELY_UNSET"),
+        "{err}"
+    );
+    let breaker: CacheConfig = toml::from_str("[circuit_breaker]\nfailures = 0").unwrap();
+    assert_eq!(
+        layer(&breaker).unwrap_err().field(),
+        "circuit_breaker.failures"
+    );
+}
+
+/// A loaded configuration does what it says: a lifetime for responses without one, a status
+/// list, a URL rule.
+#[tokio::test]
+async fn a_loaded_configuration_applies() {
+    let origin = Origin::start(|s| {
+        let status = if s.uri.path() == "/missing" { 404 } else { 200 };
+        http::Response::builder()
+            .status(status)
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(b"x")))
+            .unwrap()
+    })
+    .await;
+    let config: CacheConfig = toml::from_str(&format!(
+        r#"
+        expire_after = "1m"
+        cache_control = false
+        allowed_statuses = [200]
+
+        [[urls]]
+        pattern = "{}/live/*"
+        expire_after = "do_not_cache"
+        "#,
+        origin.addr
+    ))
+    .unwrap();
+    let mut client =
+        cached_client(CacheLayer::from_config(MemoryStore::default(), &config).unwrap());
+    for path in ["/plain", "/missing", "/live/now"] {
+        get(&mut client, &origin.url(path)).await.unwrap();
+    }
+    let mut again = Vec::new();
+    for path in ["/plain", "/missing", "/live/now"] {
+        again.push(get(&mut client, &origin.url(path)).await.unwrap().cache);
+    }
+    assert_eq!(again[0], Some(CacheStatus::Hit));
+    assert_ne!(again[1], Some(CacheStatus::Hit), "404 is not in the list");
+    assert_ne!(again[2], Some(CacheStatus::Hit), "the URL rule");
+}
