@@ -95,6 +95,37 @@ pub struct InvalidEntry {
     pub reason: String,
 }
 
+/// What [`Inspector::describe`] found under a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listed {
+    /// An entry that verified.
+    Entry(EntryInfo),
+    /// An entry that did not (never decoded).
+    Invalid(InvalidEntry),
+}
+
+/// A glob over `host/path`, as for [`CacheLayer::expire_url`](crate::CacheLayer::expire_url),
+/// to select entries by URL.
+#[derive(Debug, Clone)]
+pub struct UrlPattern(globset::GlobMatcher);
+
+impl UrlPattern {
+    /// Compiles `pattern` (`*` matches any run of characters, `/` included).
+    ///
+    /// # Errors
+    ///
+    /// [`PatternError`](crate::PatternError) for a glob that does not compile.
+    pub fn new(pattern: &str) -> Result<Self, crate::PatternError> {
+        Ok(Self(url_glob(pattern)?.compile_matcher()))
+    }
+
+    /// Whether `url` (an absolute URL) matches.
+    pub fn matches(&self, url: &str) -> bool {
+        url.parse::<http::Uri>()
+            .is_ok_and(|uri| self.0.is_match(host_path(&uri, None)))
+    }
+}
+
 /// The result of [`Inspector::entries`].
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
@@ -156,7 +187,14 @@ impl<St: Store> Inspector<St> {
         store::call(&self.store, &self.config.timer, bound, breaker, request).await
     }
 
-    async fn keys(&self) -> Result<Vec<CacheKey>, StoreError> {
+    /// Every key of the store, sorted (one `Keys` walk). With [`describe`](Self::describe), a
+    /// listing that holds one entry at a time: what a tool over a large store wants (it can
+    /// show progress, and stop early).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when the store cannot list its keys.
+    pub async fn keys(&self) -> Result<Vec<CacheKey>, StoreError> {
         match self.call(StoreRequest::Keys).await? {
             StoreResponse::Keys(mut keys) => {
                 keys.sort();
@@ -177,56 +215,67 @@ impl<St: Store> Inspector<St> {
     /// [`StoreError`] when the store cannot list its keys or fails a read.
     pub async fn entries(&self) -> Result<Listing, StoreError> {
         let mut listing = Listing::default();
-        let now = self.config.clock.now();
-        let reuse = self.config.reuse();
         for key in self.keys().await? {
-            let blob = match self.call(self.config.get(key.clone())).await? {
-                StoreResponse::Blob(Some(blob)) => blob,
-                _ => continue,
-            };
-            let size = blob.len();
-            match self.config.envelope.open(&key, blob) {
-                Ok(entry) => {
-                    let head = &entry.head;
-                    let (_, lifetime) = lifetime(&head.stored(), &reuse);
-                    let age = AgeInputs::from_headers(
-                        &head.headers,
-                        head.request_time,
-                        head.response_time,
-                    )
-                    .current_age(now);
-                    listing.entries.push(EntryInfo {
-                        is_variant: key.as_str().contains('#'),
-                        key,
-                        method: head.method.clone(),
-                        url: String::from_utf8_lossy(&head.uri).into_owned(),
-                        status: head.status,
-                        size,
-                        created_at: head.response_time,
-                        expires: expires_at(now, lifetime, age),
-                        // Before the layer's `not_before` it is never served: as expired.
-                        is_expired: age >= lifetime || self.before_not_before(head.response_time),
-                    });
-                }
-                Err(OpenError::BadSignature(bad)) => {
-                    tracing::warn!(key = %key, error = %bad, "listing: skipping an entry that fails verification");
-                    listing.invalid.push(InvalidEntry {
-                        key,
-                        bad_signature: true,
-                        reason: bad.to_string(),
-                    });
-                }
-                Err(OpenError::Unusable(why)) => {
-                    tracing::debug!(key = %key, reason = why, "listing: skipping an unreadable entry");
-                    listing.invalid.push(InvalidEntry {
-                        key,
-                        bad_signature: false,
-                        reason: why.to_owned(),
-                    });
-                }
+            match self.describe(&key).await? {
+                Some(Listed::Entry(entry)) => listing.entries.push(entry),
+                Some(Listed::Invalid(invalid)) => listing.invalid.push(invalid),
+                None => {}
             }
         }
         Ok(listing)
+    }
+
+    /// The entry stored under `key`, verified and described, or why it could not be read;
+    /// `None` when nothing is stored there (any more).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when the store fails the read.
+    pub async fn describe(&self, key: &CacheKey) -> Result<Option<Listed>, StoreError> {
+        let blob = match self.call(self.config.get(key.clone())).await? {
+            StoreResponse::Blob(Some(blob)) => blob,
+            _ => return Ok(None),
+        };
+        let key = key.clone();
+        let size = blob.len();
+        let now = self.config.clock.now();
+        Ok(Some(match self.config.envelope.open(&key, blob) {
+            Ok(entry) => {
+                let head = &entry.head;
+                let (_, lifetime) = lifetime(&head.stored(), &self.config.reuse());
+                let age =
+                    AgeInputs::from_headers(&head.headers, head.request_time, head.response_time)
+                        .current_age(now);
+                Listed::Entry(EntryInfo {
+                    is_variant: key.as_str().contains('#'),
+                    key,
+                    method: head.method.clone(),
+                    url: String::from_utf8_lossy(&head.uri).into_owned(),
+                    status: head.status,
+                    size,
+                    created_at: head.response_time,
+                    expires: expires_at(now, lifetime, age),
+                    // Before the layer's `not_before` it is never served: as expired.
+                    is_expired: age >= lifetime || self.before_not_before(head.response_time),
+                })
+            }
+            Err(OpenError::BadSignature(bad)) => {
+                tracing::warn!(key = %key, error = %bad, "listing: an entry fails verification");
+                Listed::Invalid(InvalidEntry {
+                    key,
+                    bad_signature: true,
+                    reason: bad.to_string(),
+                })
+            }
+            Err(OpenError::Unusable(why)) => {
+                tracing::debug!(key = %key, reason = why, "listing: an unreadable entry");
+                Listed::Invalid(InvalidEntry {
+                    key,
+                    bad_signature: false,
+                    reason: why.to_owned(),
+                })
+            }
+        }))
     }
 
     /// Whether a valid `GET` entry is stored for `url` (any variant).
@@ -328,14 +377,8 @@ impl<St: Store> Inspector<St> {
     ///
     /// An invalid pattern ([`PatternError`](crate::PatternError)) or a [`StoreError`].
     pub async fn delete_matching(&self, pattern: &str) -> Result<usize, BoxError> {
-        let matcher = url_glob(pattern)?.compile_matcher();
-        let deleted = self
-            .delete_where(|e| {
-                e.url
-                    .parse::<http::Uri>()
-                    .is_ok_and(|uri| matcher.is_match(host_path(&uri, None)))
-            })
-            .await?;
+        let pattern = UrlPattern::new(pattern)?;
+        let deleted = self.delete_where(|e| pattern.matches(&e.url)).await?;
         Ok(deleted)
     }
 

@@ -150,7 +150,7 @@ pub use crate::error::{BadSignature, BoxError, CoalescedError, StoreError};
 pub use crate::future::ResponseFuture;
 #[doc(inline)]
 pub use crate::inspect::{
-    EntryInfo, Inspector, InvalidEntry, Listing, DEFAULT_WHOLE_STORE_TIMEOUT,
+    EntryInfo, Inspector, InvalidEntry, Listed, Listing, UrlPattern, DEFAULT_WHOLE_STORE_TIMEOUT,
 };
 #[doc(inline)]
 pub use crate::key::{CacheKey, KeyParts};

@@ -5,6 +5,8 @@ mod axum;
 mod body;
 mod breaker;
 mod caching;
+#[cfg(all(feature = "cli", feature = "test-util"))]
+mod cli;
 mod coalesce;
 mod common;
 mod compose;

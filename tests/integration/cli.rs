@@ -1,0 +1,188 @@
+//! `hcc`, run as a subprocess against a `DiskStore` and a Redis server started here: stats,
+//! list (text and JSON Lines, parsed back), show, purge by glob, verify finding a planted blob.
+
+use std::process::Command;
+
+use bytes::Bytes;
+use hyper_client_cache::{CacheLayer, DiskStore, RedisStore, Store};
+use tower::ServiceExt;
+
+use crate::common::*;
+
+const KEY_VAR: &str = "HCC_CLI_TEST_KEY";
+const KEY: &str = "integration test key, not secret";
+
+/// Fills `store` through a signing layer: three URLs under /a, two under /b.
+async fn fill<St: Store + Sync>(store: St)
+where
+    St::Future: Send,
+{
+    let layer = CacheLayer::new(store).secret_key(test_key());
+    let origin = tower::service_fn(|_req: http::Request<http_body_util::Empty<Bytes>>| async {
+        Ok::<_, std::convert::Infallible>(
+            http::Response::builder()
+                .header("cache-control", "max-age=600")
+                .body(http_body_util::Full::new(Bytes::from_static(b"{}")))
+                .unwrap(),
+        )
+    });
+    let svc = tower::ServiceBuilder::new().layer(layer).service(origin);
+    for path in ["/a/1", "/a/2", "/a/3", "/b/1", "/b/2"] {
+        let request = http::Request::get(format!("http://origin.test{path}"))
+            .body(http_body_util::Empty::new())
+            .unwrap();
+        let response = svc.clone().oneshot(request).await.unwrap();
+        http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap();
+    }
+}
+
+fn hcc(target: &[&str], args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_hcc"))
+        .args(target)
+        .args(args)
+        .env(KEY_VAR, KEY)
+        .args(["--key-env", KEY_VAR])
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// The whole scenario against one store, named by `target`.
+async fn scenario<St: Store + Sync>(store: St, target: &[&str])
+where
+    St::Future: Send,
+{
+    fill(store.clone()).await;
+
+    let (code, out, err) = hcc(target, &["stats", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let stats: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(stats["entries"], 5, "{out}");
+    assert_eq!(stats["invalid"], 0, "{out}");
+
+    let (code, out, _) = hcc(target, &["list", "--json", "--url", "origin.test/a/*"]);
+    assert_eq!(code, 0);
+    let listed = json_lines(&out);
+    assert_eq!(listed.len(), 3, "{out}");
+    for entry in &listed {
+        assert!(entry["url"]
+            .as_str()
+            .unwrap()
+            .starts_with("http://origin.test/a/"));
+        assert_eq!(entry["status"], 200);
+        assert_eq!(entry["method"], "GET");
+        assert_eq!(entry["expired"], false);
+        assert!(entry["size"].as_u64().unwrap() > 0);
+        assert!(entry["expires"].as_u64().unwrap() > entry["created_at"].as_u64().unwrap());
+    }
+    let (_, text, _) = hcc(target, &["list"]);
+    assert_eq!(text.lines().count(), 5, "{text}");
+    assert!(text.contains("200 GET http://origin.test/b/1"), "{text}");
+
+    let (code, out, _) = hcc(target, &["show", "http://origin.test/b/2", "--json"]);
+    assert_eq!(code, 0);
+    assert_eq!(json_lines(&out)[0]["url"], "http://origin.test/b/2");
+    let (code, _, err) = hcc(target, &["show", "http://origin.test/nothing"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("nothing stored"), "{err}");
+
+    // A planted blob under one entry's name: verify finds it, and exits 1.
+    let planted = key_for("http://origin.test/b/1");
+    put_raw(&store, planted.clone(), Bytes::from_static(b"exploit!")).await;
+    let (code, out, _) = hcc(target, &["verify", "--json"]);
+    assert_eq!(code, 1, "{out}");
+    let lines = json_lines(&out);
+    assert_eq!(lines[0]["key"], planted.as_str());
+    assert_eq!(lines[0]["bad_signature"], true);
+    assert_eq!(lines.last().unwrap()["verified"], 4);
+    assert_eq!(lines.last().unwrap()["invalid"], 1);
+
+    // Purge by glob, then the rest.
+    let (code, out, _) = hcc(target, &["purge", "--url", "origin.test/a/*", "--json"]);
+    assert_eq!(code, 0);
+    assert_eq!(json_lines(&out)[0]["deleted"], 3);
+    let (_, out, _) = hcc(target, &["stats", "--json"]);
+    let stats: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        (stats["entries"].clone(), stats["invalid"].clone()),
+        (1.into(), 1.into())
+    );
+    let (code, _, _) = hcc(target, &["verify", "--delete"]);
+    assert_eq!(code, 1, "it still reports what it deleted");
+    let (code, out, _) = hcc(target, &["verify"]);
+    assert_eq!(code, 0, "{out}");
+    let (code, _, _) = hcc(target, &["purge", "--all"]);
+    assert_eq!(code, 0);
+    let (_, out, _) = hcc(target, &["stats", "--json"]);
+    assert!(out.contains("\"entries\":0"), "{out}");
+
+    // A wrong key variable: every entry fails verification, nothing is shown as valid.
+    fill(store.clone()).await;
+    let out = Command::new(env!("CARGO_BIN_EXE_hcc"))
+        .args(target)
+        .args(["verify", "--key-env", "HCC_CLI_TEST_OTHER_KEY"])
+        .env(
+            "HCC_CLI_TEST_OTHER_KEY",
+            "somebody else's perfectly valid key",
+        )
+        .output()
+        .unwrap();
+    // Entries are named under the key: under another key there is nothing of this cache's to
+    // list as valid, and its own entries do not verify.
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[tokio::test]
+async fn hcc_on_a_disk_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = DiskStore::open(dir.path()).unwrap();
+    let path = dir.path().to_str().unwrap().to_owned();
+    scenario(store, &["--dir", &path]).await;
+}
+
+#[tokio::test]
+async fn hcc_on_a_redis_store() {
+    let server = RedisServer::start().await;
+    let url = format!("redis://127.0.0.1:{}/", server.port);
+    let store = RedisStore::connect(&url).await.unwrap();
+    scenario(store, &["--redis", &url]).await;
+}
+
+#[test]
+fn the_key_is_never_an_argument_and_a_missing_variable_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_hcc"))
+        .args(["--dir", dir.path().to_str().unwrap(), "stats"])
+        .args(["--key-env", "HCC_CLI_TEST_SURELY_UNSET"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("HCC_CLI_TEST_SURELY_UNSET") && err.contains("is not set"),
+        "{err}"
+    );
+    let help = Command::new(env!("CARGO_BIN_EXE_hcc"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(!help.contains("--key "), "{help}");
+}
