@@ -97,7 +97,7 @@ pub struct InvalidEntry {
 
 /// What [`Inspector::describe`] found under a key.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Listed {
+pub enum Described {
     /// An entry that verified.
     Entry(EntryInfo),
     /// An entry that did not (never decoded).
@@ -217,8 +217,8 @@ impl<St: Store> Inspector<St> {
         let mut listing = Listing::default();
         for key in self.keys().await? {
             match self.describe(&key).await? {
-                Some(Listed::Entry(entry)) => listing.entries.push(entry),
-                Some(Listed::Invalid(invalid)) => listing.invalid.push(invalid),
+                Some(Described::Entry(entry)) => listing.entries.push(entry),
+                Some(Described::Invalid(invalid)) => listing.invalid.push(invalid),
                 None => {}
             }
         }
@@ -231,7 +231,7 @@ impl<St: Store> Inspector<St> {
     /// # Errors
     ///
     /// [`StoreError`] when the store fails the read.
-    pub async fn describe(&self, key: &CacheKey) -> Result<Option<Listed>, StoreError> {
+    pub async fn describe(&self, key: &CacheKey) -> Result<Option<Described>, StoreError> {
         let blob = match self.call(self.config.get(key.clone())).await? {
             StoreResponse::Blob(Some(blob)) => blob,
             _ => return Ok(None),
@@ -246,7 +246,7 @@ impl<St: Store> Inspector<St> {
                 let age =
                     AgeInputs::from_headers(&head.headers, head.request_time, head.response_time)
                         .current_age(now);
-                Listed::Entry(EntryInfo {
+                Described::Entry(EntryInfo {
                     is_variant: key.as_str().contains('#'),
                     key,
                     method: head.method.clone(),
@@ -261,7 +261,7 @@ impl<St: Store> Inspector<St> {
             }
             Err(OpenError::BadSignature(bad)) => {
                 tracing::warn!(key = %key, error = %bad, "listing: an entry fails verification");
-                Listed::Invalid(InvalidEntry {
+                Described::Invalid(InvalidEntry {
                     key,
                     bad_signature: true,
                     reason: bad.to_string(),
@@ -269,7 +269,7 @@ impl<St: Store> Inspector<St> {
             }
             Err(OpenError::Unusable(why)) => {
                 tracing::debug!(key = %key, reason = why, "listing: an unreadable entry");
-                Listed::Invalid(InvalidEntry {
+                Described::Invalid(InvalidEntry {
                     key,
                     bad_signature: false,
                     reason: why.to_owned(),

@@ -150,7 +150,7 @@ pub use crate::error::{BadSignature, BoxError, CoalescedError, StoreError};
 pub use crate::future::ResponseFuture;
 #[doc(inline)]
 pub use crate::inspect::{
-    EntryInfo, Inspector, InvalidEntry, Listed, Listing, UrlPattern, DEFAULT_WHOLE_STORE_TIMEOUT,
+    Described, EntryInfo, Inspector, InvalidEntry, Listing, UrlPattern, DEFAULT_WHOLE_STORE_TIMEOUT,
 };
 #[doc(inline)]
 pub use crate::key::{CacheKey, KeyParts};
@@ -171,7 +171,7 @@ pub use crate::service::{boxed_client, BoxedBody, BoxedClient, Cache};
 #[cfg(feature = "serde")]
 #[doc(inline)]
 pub use crate::settings::{
-    BadSignaturePolicy, BreakerConfig, CacheConfig, ConfigError, Expiry, KeyConfig, UrlRule,
+    BadSignaturePolicy, BreakerConfig, CacheConfig, ConfigError, ExpiryValue, KeyConfig, UrlRule,
 };
 #[doc(inline)]
 pub use crate::status::{CacheInfo, CacheStatus, NotStoredReason};

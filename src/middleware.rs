@@ -9,11 +9,12 @@
 //! inner service, which must be `'static` (a stale-while-revalidate refresh outlives the call).
 //! So the inner service does not hold it: the request it is asked to forward comes back to
 //! `handle` through a channel, `handle` runs `next.run(..)` with it, and sends the answer back,
-//! while it keeps polling the cache's future. Only a call made from the task that runs `handle`
-//! goes that way (the request carries the task's id); a background refresh runs in a task of
-//! its own, after `handle` has returned, and goes to the origin through the *background client*
-//! instead ([`CacheMiddleware::background_client`]; give it your `reqwest::Client`), skipping
-//! the middlewares after this one.
+//! while it keeps polling the cache's future (whatever task the caller polls it in). Once the
+//! caller has its answer, the channel is closed: a background refresh, which starts with that
+//! answer and runs in a task of its own, gets its request handed back (or cannot send it at
+//! all) and goes to the origin through the *background client* instead
+//! ([`CacheMiddleware::background_client`]; give it your `reqwest::Client`), skipping the
+//! middlewares after this one.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -26,12 +27,14 @@ use tokio::sync::{mpsc, oneshot};
 use tower::{Layer, Service, ServiceExt};
 
 use crate::error::BoxError;
-use crate::{Cache, CacheLayer, CacheMode, ExpireAfter, Store};
+use crate::{Cache, CacheLayer, CacheMode, ExpireAfter, NoBodyKeys, RequestBodies, Store};
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+/// A request for `handle`'s `Next`, and where its answer goes: the response, or the request
+/// handed back (`handle` is done, or its `Next` is spent) for the background client.
 type Forwarded = (
     Request,
-    oneshot::Sender<Result<Response, reqwest_middleware::Error>>,
+    oneshot::Sender<Result<Result<Response, reqwest_middleware::Error>, Request>>,
 );
 
 /// A tower service over a `reqwest::Client`: `http::Request`s in, `http::Response`s with a
@@ -78,14 +81,26 @@ where
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let client = self.client.clone();
         let request = Request::try_from(request);
-        Box::pin(async move { Ok(client.execute(request?).await?.into()) })
+        Box::pin(async move {
+            let request = request?;
+            let asked = request.url().clone();
+            let response = client.execute(request).await?;
+            let redirected = *response.url() != asked;
+            let mut response = http::Response::<Body>::from(response);
+            if redirected {
+                // reqwest followed a redirect the cache did not see: not stored.
+                response
+                    .extensions_mut()
+                    .insert(crate::status::FollowedRedirect);
+            }
+            Ok(response)
+        })
     }
 }
 
-/// The caller's `handle` call, for the inner service: its task and its channel.
+/// The caller's `handle` call, for the inner service: the channel to its `Next`.
 #[derive(Clone)]
 struct Foreground {
-    task: Option<tokio::task::Id>,
     forward: mpsc::UnboundedSender<Forwarded>,
 }
 
@@ -109,20 +124,22 @@ impl Service<http::Request<Body>> for Bridge {
     }
 
     fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
-        let foreground = request
-            .extensions_mut()
-            .remove::<Foreground>()
-            .filter(|f| f.task == tokio::task::try_id());
+        let foreground = request.extensions_mut().remove::<Foreground>();
         let background = self.background.clone();
         Box::pin(async move {
             let request = Request::try_from(request)?;
+            let asked = request.url().clone();
             let response = match foreground {
                 Some(f) => {
                     let (reply, answer) = oneshot::channel();
                     match f.forward.send((request, reply)) {
-                        Ok(()) => answer
-                            .await
-                            .map_err(|_| BoxError::from("the middleware call ended"))??,
+                        Ok(()) => match answer.await {
+                            Ok(Ok(response)) => response?,
+                            // Handed back: `handle` had answered its caller already (this is a
+                            // background refresh), or its `Next` was spent.
+                            Ok(Err(request)) => background.execute(request).await?,
+                            Err(_) => return Err("the middleware call was dropped".into()),
+                        },
                         // `handle` has returned: not the caller's request any more.
                         Err(mpsc::error::SendError((request, _))) => {
                             background.execute(request).await?
@@ -131,9 +148,16 @@ impl Service<http::Request<Body>> for Bridge {
                 }
                 None => background.execute(request).await?,
             };
-            let url = OriginUrl(response.url().clone());
+            let url = response.url().clone();
+            let redirected = url != asked;
             let mut response = http::Response::<Body>::from(response);
-            response.extensions_mut().insert(url);
+            response.extensions_mut().insert(OriginUrl(url));
+            if redirected {
+                // The redirects' own caching rules were never seen: not stored.
+                response
+                    .extensions_mut()
+                    .insert(crate::status::FollowedRedirect);
+            }
             Ok(response)
         })
     }
@@ -175,45 +199,68 @@ impl Service<http::Request<Body>> for Bridge {
 /// # Ok(())
 /// # }
 /// ```
-pub struct CacheMiddleware<St> {
-    layer: CacheLayer<St>,
-    cache: Cache<Bridge, St>,
+pub struct CacheMiddleware<St, K = NoBodyKeys> {
+    layer: CacheLayer<St, K>,
+    cache: Cache<Bridge, St, K>,
+    defaults: http::HeaderMap,
 }
 
-impl<St: Clone> Clone for CacheMiddleware<St> {
+impl<St: Clone, K: Clone> Clone for CacheMiddleware<St, K> {
     fn clone(&self) -> Self {
         Self {
             layer: self.layer.clone(),
             cache: self.cache.clone(),
+            defaults: self.defaults.clone(),
         }
     }
 }
 
-impl<St> std::fmt::Debug for CacheMiddleware<St> {
+impl<St, K> std::fmt::Debug for CacheMiddleware<St, K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CacheMiddleware").finish_non_exhaustive()
     }
 }
 
-impl<St: Store> CacheLayer<St> {
-    /// This layer as a reqwest-middleware middleware (see [`CacheMiddleware`]). Background
-    /// refreshes use `reqwest::Client::new()` until
-    /// [`background_client`](CacheMiddleware::background_client) sets yours.
-    pub fn into_middleware(self) -> CacheMiddleware<St> {
+impl<St: Store, K: Clone> CacheLayer<St, K> {
+    /// This layer as a reqwest-middleware middleware (see [`CacheMiddleware`]), with every
+    /// setting it has (request body keys included). Background refreshes use
+    /// `reqwest::Client::new()` until [`background_client`](CacheMiddleware::background_client)
+    /// sets yours.
+    pub fn into_middleware(self) -> CacheMiddleware<St, K> {
         let cache = self.layer(Bridge {
             background: Client::new(),
         });
-        CacheMiddleware { layer: self, cache }
+        CacheMiddleware {
+            layer: self,
+            cache,
+            defaults: http::HeaderMap::new(),
+        }
     }
 }
 
-impl<St: Store> CacheMiddleware<St> {
+impl<St: Store, K: Clone> CacheMiddleware<St, K> {
     /// The client background refreshes (stale-while-revalidate) go through: usually a clone of
     /// the `reqwest::Client` given to `reqwest_middleware::ClientBuilder::new` (clones share its
     /// connection pool and TLS settings). Middlewares after this one do not see these requests.
     #[must_use]
     pub fn background_client(mut self, client: Client) -> Self {
         self.cache = self.layer.layer(Bridge { background: client });
+        self
+    }
+
+    /// Headers added to every request that does not have them, *before* the cache looks at it:
+    /// the place for what would otherwise go in reqwest's `ClientBuilder::default_headers`.
+    ///
+    /// **Credentials must be seen by the cache.** reqwest adds its client's default headers
+    /// inside `Client::execute`, after every middleware, and so does a middleware placed after
+    /// this one: the cache never sees them. A `Vary: Authorization` would then match between
+    /// users, and a shared cache would store answers to authorized requests (RFC 9111 §3.5).
+    /// Put an `Authorization` (or `Cookie`, or API key) header here, on each request
+    /// (`RequestBuilder::bearer_auth`), or in a middleware *before* the cache; never in the
+    /// client's default headers.
+    #[must_use]
+    pub fn default_headers(mut self, headers: http::HeaderMap) -> Self {
+        self.defaults = headers;
         self
     }
 }
@@ -245,10 +292,11 @@ fn middleware_error(error: BoxError) -> reqwest_middleware::Error {
 }
 
 #[async_trait::async_trait]
-impl<St> Middleware for CacheMiddleware<St>
+impl<St, K> Middleware for CacheMiddleware<St, K>
 where
     St: Store + Sync,
     St::Future: Send,
+    K: RequestBodies<Body>,
 {
     async fn handle(
         &self,
@@ -257,8 +305,18 @@ where
         next: Next<'_>,
     ) -> reqwest_middleware::Result<Response> {
         let request_url = request.url().clone();
+        // reqwest enforces a request's timeout in `Client::execute`, after the cache: applied
+        // here too, so that it bounds a wait for a concurrent identical request as well.
+        let deadline = request.timeout().copied();
         let mut request =
             http::Request::<Body>::try_from(request).map_err(reqwest_middleware::Error::Reqwest)?;
+        for name in self.defaults.keys() {
+            if !request.headers().contains_key(name) {
+                for value in self.defaults.get_all(name) {
+                    request.headers_mut().append(name.clone(), value.clone());
+                }
+            }
+        }
         if let Some(mode) = extensions.get::<CacheMode>() {
             request.extensions_mut().insert(*mode);
         }
@@ -266,31 +324,52 @@ where
             request.extensions_mut().insert(*expire);
         }
         let (forward, mut forwarded) = mpsc::unbounded_channel::<Forwarded>();
-        request.extensions_mut().insert(Foreground {
-            task: tokio::task::try_id(),
-            forward,
-        });
+        request.extensions_mut().insert(Foreground { forward });
         let mut call = std::pin::pin!(self.cache.clone().oneshot(request));
         let mut next = Some(next);
         let mut extensions = Some(extensions);
+        // The request's own timeout bounds the waits in the cache (a concurrent identical
+        // request, the store); once the origin is asked, reqwest enforces it itself (and its
+        // timeout error is the one the caller gets).
+        let mut deadline = deadline.map(|limit| (tokio::time::Instant::now() + limit, limit));
         let result = loop {
             let asked = std::pin::pin!(forwarded.recv());
-            match futures_util::future::select(call.as_mut(), asked).await {
+            let either = futures_util::future::select(call.as_mut(), asked);
+            let step = match deadline {
+                None => either.await,
+                Some((at, limit)) => match tokio::time::timeout_at(at, either).await {
+                    Ok(step) => step,
+                    // (`forwarded`, dropped on return, turns away any request still on its way.)
+                    Err(_) => {
+                        return Err(reqwest_middleware::Error::Middleware(anyhow::anyhow!(
+                            "the request's timeout ({limit:?}) elapsed before the cache had an answer"
+                        )));
+                    }
+                },
+            };
+            match step {
                 futures_util::future::Either::Left((result, _)) => break result,
                 futures_util::future::Either::Right((Some((request, reply)), _)) => {
                     let answer = match (next.take(), extensions.take()) {
-                        (Some(next), Some(extensions)) => next.run(request, extensions).await,
-                        // The cache asked twice in one call (it does not): the second time,
-                        // the chain is spent.
-                        _ => Err(reqwest_middleware::Error::Middleware(anyhow::anyhow!(
-                            "the origin was asked twice in one call"
-                        ))),
+                        (Some(next), Some(extensions)) => {
+                            deadline = None;
+                            Ok(next.run(request, extensions).await)
+                        }
+                        // `Next` runs once per call: a second request goes to the background
+                        // client.
+                        _ => Err(request),
                     };
                     let _ = reply.send(answer);
                 }
                 futures_util::future::Either::Right((None, _)) => break call.as_mut().await,
             }
         };
+        // Answered. A request still on its way here (a refresh that started with this answer)
+        // goes back to its sender, for the background client.
+        forwarded.close();
+        while let Ok((request, reply)) = forwarded.try_recv() {
+            let _ = reply.send(Err(request));
+        }
         let response = result.map_err(middleware_error)?;
         let (mut parts, body) = response.into_parts();
         let url = parts

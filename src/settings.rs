@@ -45,7 +45,7 @@ pub struct CacheConfig {
     pub shared: Option<bool>,
     /// The lifetime of responses without explicit freshness ([`CacheLayer::expire_after`]):
     /// a duration, `"never"`, `"do_not_cache"` or `"expire_immediately"`.
-    pub expire_after: Option<Expiry>,
+    pub expire_after: Option<ExpiryValue>,
     /// Per-URL lifetimes, tried in order, the first match wins ([`CacheLayer::expire_url`]).
     pub urls: Vec<UrlRule>,
     /// Whether explicit response freshness wins over the settings ([`CacheLayer::cache_control`]).
@@ -96,7 +96,7 @@ pub struct CacheConfig {
 
 /// A lifetime: a duration or one of the named values of [`ExpireAfter`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Expiry(pub ExpireAfter);
+pub struct ExpiryValue(pub ExpireAfter);
 
 /// One per-URL rule: a glob over `host/path` and its lifetime.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,7 +105,7 @@ pub struct UrlRule {
     /// The glob ([`CacheLayer::expire_url`]).
     pub pattern: String,
     /// Its lifetime.
-    pub expire_after: Expiry,
+    pub expire_after: ExpiryValue,
 }
 
 /// [`OnBadSignature`], as a file says it.
@@ -228,7 +228,7 @@ impl<St: Store> CacheLayer<St> {
         if let Some(shared) = config.shared {
             layer = layer.shared(shared);
         }
-        if let Some(Expiry(value)) = config.expire_after {
+        if let Some(ExpiryValue(value)) = config.expire_after {
             layer = layer.expire_after(value);
         }
         for (i, rule) in config.urls.iter().enumerate() {
@@ -355,7 +355,7 @@ impl<St: Store> CacheLayer<St> {
     }
 }
 
-impl Serialize for Expiry {
+impl Serialize for ExpiryValue {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self.0 {
             ExpireAfter::Never => s.serialize_str("never"),
@@ -366,10 +366,10 @@ impl Serialize for Expiry {
     }
 }
 
-impl<'de> Deserialize<'de> for Expiry {
+impl<'de> Deserialize<'de> for ExpiryValue {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
-        Ok(Expiry(match text.as_str() {
+        Ok(ExpiryValue(match text.as_str() {
             "never" => ExpireAfter::Never,
             "do_not_cache" => ExpireAfter::DoNotCache,
             "expire_immediately" => ExpireAfter::ExpireImmediately,

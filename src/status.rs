@@ -148,7 +148,16 @@ pub enum NotStoredReason {
     /// The store's circuit breaker is open ([`CircuitBreaker`](crate::CircuitBreaker)): the
     /// response was passed on without being read for a store that is not asked.
     StoreUnavailable,
+    /// The client below the cache followed a redirect (reqwest does, by default): the cache saw
+    /// only the last response of the chain, not the redirects' own caching rules, and does not
+    /// store it under the first URL.
+    Redirected,
 }
+
+/// Put in a response's extensions by a client adapter below the cache when the response is the
+/// end of a redirect chain the cache did not see ([`NotStoredReason::Redirected`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FollowedRedirect;
 
 impl fmt::Display for NotStoredReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -169,6 +178,7 @@ impl fmt::Display for NotStoredReason {
             NotStoredReason::RequestBody => "the request body cannot be part of the key",
             NotStoredReason::InvalidHost => "the Host header is repeated or invalid",
             NotStoredReason::StoreUnavailable => "the store is unavailable (circuit breaker open)",
+            NotStoredReason::Redirected => "the client followed a redirect the cache did not see",
         })
     }
 }
@@ -188,6 +198,7 @@ impl From<NotStorable> for NotStoredReason {
             NotStorable::NoFreshness => R::NoFreshness,
             NotStorable::Stale => R::Stale,
             NotStorable::Filtered => R::Filtered,
+            NotStorable::Redirected => R::Redirected,
         }
     }
 }

@@ -17,8 +17,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Parser, Subcommand};
 use hyper_client_cache::{
-    BoxError, CacheConfig, CacheLayer, DiskStore, EntryInfo, Inspector, InvalidEntry, KeyRing,
-    Listed, RedisStore, SecretKey, Store, UrlPattern,
+    BoxError, CacheConfig, CacheLayer, Described, DiskStore, EntryInfo, Inspector, InvalidEntry,
+    KeyRing, RedisStore, SecretKey, Store, UrlPattern,
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
@@ -241,7 +241,7 @@ fn entry_line(e: &EntryInfo) -> String {
 /// piped.
 async fn walk<St: Store>(
     inspector: &Inspector<St>,
-    mut each: impl FnMut(Listed) -> Result<(), BoxError>,
+    mut each: impl FnMut(Described) -> Result<(), BoxError>,
 ) -> Result<(), BoxError> {
     let keys = inspector.keys().await?;
     let bar = ProgressBar::with_draw_target(
@@ -275,11 +275,11 @@ async fn command<St: Store>(
             let (mut entries, mut bytes, mut invalid) = (0u64, 0u64, 0u64);
             walk(&inspector, |listed| {
                 match listed {
-                    Listed::Entry(e) => {
+                    Described::Entry(e) => {
                         entries += 1;
                         bytes += e.size as u64;
                     }
-                    Listed::Invalid(_) => invalid += 1,
+                    Described::Invalid(_) => invalid += 1,
                 }
                 Ok(())
             })
@@ -300,7 +300,7 @@ async fn command<St: Store>(
         Command::List { url, expired, json } => {
             let pattern = url.as_deref().map(UrlPattern::new).transpose()?;
             walk(&inspector, |listed| {
-                if let Listed::Entry(e) = listed {
+                if let Described::Entry(e) = listed {
                     let wanted = pattern.as_ref().is_none_or(|p| p.matches(&e.url))
                         && (!*expired || e.is_expired);
                     if wanted {
@@ -318,7 +318,7 @@ async fn command<St: Store>(
         Command::Show { url, json } => {
             let mut found = 0;
             walk(&inspector, |listed| {
-                if let Listed::Entry(e) = listed {
+                if let Described::Entry(e) = listed {
                     if e.url == *url {
                         found += 1;
                         if *json {
@@ -360,8 +360,8 @@ async fn command<St: Store>(
             let (mut ok, mut bad) = (0u64, Vec::new());
             walk(&inspector, |listed| {
                 match listed {
-                    Listed::Entry(_) => ok += 1,
-                    Listed::Invalid(i) => bad.push(i),
+                    Described::Entry(_) => ok += 1,
+                    Described::Invalid(i) => bad.push(i),
                 }
                 Ok(())
             })

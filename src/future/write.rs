@@ -106,6 +106,13 @@ impl<St: Store> Ctx<St> {
                 return Err(NotStorable::Status);
             }
         }
+        if parts
+            .extensions
+            .get::<crate::status::FollowedRedirect>()
+            .is_some()
+        {
+            return Err(NotStorable::Redirected);
+        }
         if let Some(filter) = &config.filter {
             if !filter(parts) {
                 return Err(NotStorable::Filtered);

@@ -58,6 +58,7 @@ pub(crate) fn reason_label(reason: NotStoredReason) -> &'static str {
         NotStoredReason::RequestBody => "request_body",
         NotStoredReason::InvalidHost => "invalid_host",
         NotStoredReason::StoreUnavailable => "store_unavailable",
+        NotStoredReason::Redirected => "redirected",
     }
 }
 

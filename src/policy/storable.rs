@@ -48,6 +48,9 @@ pub(crate) enum NotStorable {
     Stale,
     /// The user's filter rejected it.
     Filtered,
+    /// The client followed a redirect below the cache: the response is the last one of a chain
+    /// the cache did not see, and it would be stored under the first URL.
+    Redirected,
 }
 
 /// The inputs of [`storability`], as borrowed views of the exchange.

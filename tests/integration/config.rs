@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use hyper_client_cache::{
-    BadSignaturePolicy, BreakerConfig, CacheConfig, CacheLayer, CacheStatus, ExpireAfter, Expiry,
-    KeyConfig, MemoryStore, UrlRule,
+    BadSignaturePolicy, BreakerConfig, CacheConfig, CacheLayer, CacheStatus, ExpireAfter,
+    ExpiryValue, KeyConfig, MemoryStore, UrlRule,
 };
 
 use crate::common::*;
@@ -13,15 +13,15 @@ use crate::common::*;
 fn full() -> CacheConfig {
     CacheConfig {
         shared: Some(true),
-        expire_after: Some(Expiry(ExpireAfter::Duration(Duration::from_secs(300)))),
+        expire_after: Some(ExpiryValue(ExpireAfter::Duration(Duration::from_secs(300)))),
         urls: vec![
             UrlRule {
                 pattern: "static.example.com/*".into(),
-                expire_after: Expiry(ExpireAfter::Never),
+                expire_after: ExpiryValue(ExpireAfter::Never),
             },
             UrlRule {
                 pattern: "api.example.com/live/*".into(),
-                expire_after: Expiry(ExpireAfter::DoNotCache),
+                expire_after: ExpiryValue(ExpireAfter::DoNotCache),
             },
         ],
         cache_control: Some(false),
@@ -99,11 +99,13 @@ fn a_hand_written_toml_file_reads() {
     .unwrap();
     assert_eq!(
         config.expire_after,
-        Some(Expiry(ExpireAfter::Duration(Duration::from_secs(5400))))
+        Some(ExpiryValue(ExpireAfter::Duration(Duration::from_secs(
+            5400
+        ))))
     );
     assert_eq!(
         config.urls[0].expire_after,
-        Expiry(ExpireAfter::Duration(Duration::from_secs(7 * 86_400)))
+        ExpiryValue(ExpireAfter::Duration(Duration::from_secs(7 * 86_400)))
     );
     assert_eq!(config.circuit_breaker.unwrap().failures, Some(3));
 }

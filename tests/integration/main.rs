@@ -24,6 +24,8 @@ mod metrics;
 mod ranges;
 #[cfg(feature = "reqwest")]
 mod reqwest;
+#[cfg(feature = "reqwest")]
+mod reqwest_edges;
 mod security;
 mod stale;
 #[cfg(all(feature = "disk", feature = "redis", feature = "test-util"))]
