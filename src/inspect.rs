@@ -225,6 +225,42 @@ impl<St: Store> Inspector<St> {
         Ok(listing)
     }
 
+    /// The store's keys a page at a time ([`StoreRequest::KeysPage`]): a walk over a store with
+    /// millions of keys holds one page (a Redis `SCAN` step) and the entry being described, not
+    /// the whole list. A store that cannot page (memory, disk) answers with all its keys as one
+    /// page ([`StoreRequest::Keys`]). A key may come twice (Redis `SCAN` while it rehashes).
+    /// With [`describe`](Self::describe): a listing in bounded memory.
+    pub fn key_pages(
+        &self,
+    ) -> impl futures_util::Stream<Item = Result<Vec<CacheKey>, StoreError>> + '_ {
+        enum Step {
+            First,
+            Next(String),
+            Done,
+        }
+        futures_util::stream::unfold(Step::First, move |step| async move {
+            let cursor = match step {
+                Step::Done => return None,
+                Step::First => None,
+                Step::Next(cursor) => Some(cursor),
+            };
+            let first = cursor.is_none();
+            Some(match self.call(StoreRequest::KeysPage { cursor }).await {
+                Ok(StoreResponse::KeysPage { keys, next }) => {
+                    (Ok(keys), next.map_or(Step::Done, Step::Next))
+                }
+                Ok(StoreResponse::Unsupported) if first => (self.keys().await, Step::Done),
+                Ok(other) => (
+                    Err(StoreError::failed(
+                        format!("the store cannot page its keys (answered {other:?})").into(),
+                    )),
+                    Step::Done,
+                ),
+                Err(e) => (Err(e), Step::Done),
+            })
+        })
+    }
+
     /// The entry stored under `key`, verified and described, or why it could not be read;
     /// `None` when nothing is stored there (any more).
     ///

@@ -132,6 +132,10 @@ pub type BoxedBody = http_body_util::combinators::BoxBody<bytes::Bytes, BoxError
 /// Boxes a client stack (the cache, the client, and whatever layers around them) into a
 /// [`BoxedClient`]: one type to name, `Clone + Send + Sync`.
 ///
+/// The stack's response body must be `Send + Sync` (the boxed body is `Sync`, as
+/// `reqwest::Body::wrap` and many frameworks need): hyper's `Incoming` and `CacheBody` over it
+/// are; an `UnsyncBoxBody` inside the stack is not, and does not compile here.
+///
 /// ```
 /// use std::time::Duration;
 /// use bytes::Bytes;

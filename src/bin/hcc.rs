@@ -243,23 +243,28 @@ async fn walk<St: Store>(
     inspector: &Inspector<St>,
     mut each: impl FnMut(Described) -> Result<(), BoxError>,
 ) -> Result<(), BoxError> {
-    let keys = inspector.keys().await?;
+    use futures_util::StreamExt;
+    // A page of keys at a time (a Redis SCAN step): memory stays bounded on stores with
+    // millions of keys, so the total is not known in advance.
     let bar = ProgressBar::with_draw_target(
-        Some(keys.len() as u64),
+        None,
         if std::io::stderr().is_terminal() {
             ProgressDrawTarget::stderr()
         } else {
             ProgressDrawTarget::hidden()
         },
     );
-    if let Ok(style) = ProgressStyle::with_template("{bar:40} {pos}/{len} entries {eta}") {
+    if let Ok(style) = ProgressStyle::with_template("{spinner} {pos} entries, {per_sec}") {
         bar.set_style(style);
     }
-    for key in keys {
-        if let Some(listed) = inspector.describe(&key).await? {
-            each(listed)?;
+    let mut pages = std::pin::pin!(inspector.key_pages());
+    while let Some(page) = pages.next().await {
+        for key in page? {
+            if let Some(listed) = inspector.describe(&key).await? {
+                each(listed)?;
+            }
+            bar.inc(1);
         }
-        bar.inc(1);
     }
     bar.finish_and_clear();
     Ok(())

@@ -212,7 +212,7 @@ impl Meter {
                 StoreRequest::Get { .. } => ("get", None),
                 StoreRequest::Put { blob, .. } => ("put", Some(blob.len())),
                 StoreRequest::Delete { .. } => ("delete", None),
-                StoreRequest::Keys => ("keys", None),
+                StoreRequest::Keys | StoreRequest::KeysPage { .. } => ("keys", None),
                 StoreRequest::Clear => ("clear", None),
             };
             Meter {

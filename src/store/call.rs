@@ -128,6 +128,9 @@ impl StoreResponse {
             StoreResponse::NotStored => Err(StoreError::failed(
                 "store answered a lookup with NotStored".into(),
             )),
+            StoreResponse::KeysPage { .. } => Err(StoreError::failed(
+                "store answered a lookup with KeysPage".into(),
+            )),
         }
     }
 }

@@ -374,6 +374,28 @@ pub async fn keys_and_clear<S: Store>(store: &S) {
         "Keys must list stored keys: {listed:?}"
     );
     assert!(!listed.contains(&b), "Keys must not list deleted keys");
+    // Pages, when the store has them: together they list what Keys lists.
+    let mut paged = Vec::new();
+    let mut cursor = None;
+    loop {
+        match call(store, StoreRequest::KeysPage { cursor }).await {
+            StoreResponse::KeysPage { keys, next } => {
+                paged.extend(keys);
+                match next {
+                    Some(next) => cursor = Some(next),
+                    None => break,
+                }
+            }
+            StoreResponse::Unsupported => {
+                paged = listed.clone();
+                break;
+            }
+            other => panic!("KeysPage must answer KeysPage or Unsupported, got {other:?}"),
+        }
+    }
+    paged.sort();
+    paged.dedup();
+    assert_eq!(paged, listed, "KeysPage pages must list what Keys lists");
     match call(store, StoreRequest::Clear).await {
         StoreResponse::Done => {}
         other => panic!("Clear must answer Done, got {other:?}"),

@@ -189,6 +189,8 @@ impl MemoryStore {
                 cache.remove(&key);
                 StoreResponse::Done
             }
+            // The keys are in memory already: listing them at once costs no more.
+            StoreRequest::KeysPage { .. } => StoreResponse::Unsupported,
             StoreRequest::Keys => {
                 let now = self.inner.clock.now();
                 let keys = cache

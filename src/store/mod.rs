@@ -127,6 +127,15 @@ pub enum StoreRequest {
     },
     /// List every key currently stored. Answer [`StoreResponse::Keys`].
     Keys,
+    /// One page of the keys: from the start (`cursor: None`) or from where the previous page
+    /// said to go on. Answer [`StoreResponse::KeysPage`], or [`StoreResponse::Unsupported`]
+    /// (the inspector then lists with [`Keys`](Self::Keys)). For stores with more keys than fit
+    /// in memory at once: a walk holds one page. A key may be listed on two pages (Redis `SCAN`
+    /// does that while it rehashes); one stored for the whole walk is listed at least once.
+    KeysPage {
+        /// Where to go on from; `None` for the first page.
+        cursor: Option<String>,
+    },
     /// Remove every entry of this store. Answer [`StoreResponse::Done`].
     Clear,
 }
@@ -151,6 +160,14 @@ pub enum StoreResponse {
     Done,
     /// The answer to [`StoreRequest::Keys`].
     Keys(Vec<CacheKey>),
+    /// The answer to [`StoreRequest::KeysPage`]: some keys, and where the next page starts
+    /// (`None`: this was the last).
+    KeysPage {
+        /// The keys of this page (maybe none, with more pages to come).
+        keys: Vec<CacheKey>,
+        /// The cursor of the next page.
+        next: Option<String>,
+    },
     /// The store does not implement this operation.
     Unsupported,
     /// The answer to a [`StoreRequest::Put`] the store did not carry out: it refused to keep

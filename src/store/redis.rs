@@ -324,6 +324,35 @@ async fn run(
                 .await?;
             StoreResponse::Done
         }
+        StoreRequest::KeysPage { cursor } => {
+            let cursor: u64 = match cursor.as_deref().map(str::parse) {
+                None => 0,
+                Some(Ok(c)) => c,
+                Some(Err(_)) => {
+                    return Err(RedisError::from((
+                        redis::ErrorKind::Client,
+                        "not a cursor of this store",
+                    )))
+                }
+            };
+            let prefix = full(&CacheKey::from_stored(""));
+            let (next, batch): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(match_pattern(&prefix))
+                .arg("COUNT")
+                .arg(SCAN_COUNT)
+                .query_async(conn)
+                .await?;
+            StoreResponse::KeysPage {
+                keys: batch
+                    .into_iter()
+                    .filter_map(|k| String::from_utf8(k).ok())
+                    .filter_map(|k| k.get(prefix.len()..).map(CacheKey::from_stored))
+                    .collect(),
+                next: (next != 0).then(|| next.to_string()),
+            }
+        }
         StoreRequest::Keys => {
             let prefix_len = full(&CacheKey::from_stored("")).len();
             let keys = scan(conn, &full(&CacheKey::from_stored(""))).await?;

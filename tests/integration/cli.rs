@@ -186,3 +186,34 @@ fn the_key_is_never_an_argument_and_a_missing_variable_says_so() {
     let help = String::from_utf8_lossy(&help.stdout);
     assert!(!help.contains("--key "), "{help}");
 }
+
+/// `Inspector::key_pages` on Redis: several pages (a `SCAN` step each), every key at least once,
+/// and each page a small part of the whole.
+#[tokio::test]
+async fn key_pages_walk_a_redis_store_a_page_at_a_time() {
+    use futures_util::StreamExt;
+    let server = RedisServer::start().await;
+    let url = format!("redis://127.0.0.1:{}/", server.port);
+    let store = RedisStore::connect(&url).await.unwrap();
+    let n = 5_000;
+    for i in 0..n {
+        put_raw(
+            &store,
+            hyper_client_cache::CacheKey::from_stored(format!("k{i}")),
+            Bytes::from_static(b"x"),
+        )
+        .await;
+    }
+    let inspector = CacheLayer::new(store).inspector();
+    let mut pages = std::pin::pin!(inspector.key_pages());
+    let (mut seen, mut count, mut largest) = (std::collections::HashSet::new(), 0, 0);
+    while let Some(page) = pages.next().await {
+        let page = page.unwrap();
+        count += 1;
+        largest = largest.max(page.len());
+        seen.extend(page.into_iter().map(|k| k.as_str().to_owned()));
+    }
+    assert_eq!(seen.len(), n);
+    assert!(count > 2, "{count} pages");
+    assert!(largest < n / 2, "a page of {largest} keys");
+}

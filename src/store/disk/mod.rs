@@ -472,6 +472,8 @@ impl tower::Service<StoreRequest> for DiskStore {
                     StoreResponse::Done
                 }
                 StoreRequest::Keys => StoreResponse::Keys(inner.keys()?),
+                // One walk of the shards lists everything at once (see `keys`).
+                StoreRequest::KeysPage { .. } => StoreResponse::Unsupported,
                 StoreRequest::Clear => {
                     inner.clear()?;
                     StoreResponse::Done
