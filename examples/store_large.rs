@@ -158,6 +158,22 @@ fn peak_rss_kib() -> Option<u64> {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The origin's answer: `total` bytes, cacheable, with or without `Content-Length`.
+fn big_response(
+    total: u64,
+    with_length: bool,
+    last_sent: Arc<Mutex<Option<Instant>>>,
+) -> Result<http::Response<Generated>, http::Error> {
+    let mut response = http::Response::builder().header("cache-control", "max-age=3600");
+    if with_length {
+        response = response.header("content-length", total);
+    }
+    response.body(Generated {
+        remaining: total,
+        last_sent,
+    })
+}
+
 /// A loopback origin on a thread of its own: answers every request with `total` bytes.
 fn start_loopback(
     total: u64,
@@ -182,16 +198,7 @@ fn start_loopback(
                 let last_sent = last_sent.clone();
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |_req| {
-                        let mut response =
-                            http::Response::builder().header("cache-control", "max-age=3600");
-                        if with_length {
-                            response = response.header("content-length", total);
-                        }
-                        let body = Generated {
-                            remaining: total,
-                            last_sent: last_sent.clone(),
-                        };
-                        std::future::ready(response.body(body))
+                        std::future::ready(big_response(total, with_length, last_sent.clone()))
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
@@ -240,16 +247,8 @@ async fn run_case(case: &str, total: u64) -> Result<(), BoxError> {
             move |_req: http::Request<http_body_util::Empty<Bytes>>| {
                 let sent = sent.clone();
                 async move {
-                    let mut response =
-                        http::Response::builder().header("cache-control", "max-age=3600");
-                    if with_length {
-                        response = response.header("content-length", total);
-                    }
-                    let body = Generated {
-                        remaining: total,
-                        last_sent: sent,
-                    };
-                    Ok::<_, BoxError>(response.body(body.map_err(BoxError::from).boxed_unsync())?)
+                    let response = big_response(total, with_length, sent)?;
+                    Ok::<_, BoxError>(response.map(|b| b.map_err(BoxError::from).boxed_unsync()))
                 }
             },
         ))
