@@ -112,6 +112,33 @@ pub(crate) struct Config {
     pub(crate) statuses: Option<Vec<StatusCode>>,
     pub(crate) filter: Option<ResponseFilter>,
     pub(crate) cache_status_header: bool,
+    /// The response fields that carry cache tags (`Cache-Tag`, `Surrogate-Key`): stored with
+    /// the entry, read by `Inspector::purge_tag`.
+    pub(crate) tag_headers: Vec<HeaderName>,
+    /// Pass the tag fields on to callers (default: removed from every answer).
+    pub(crate) keep_tag_headers: bool,
+}
+
+/// The tag fields read by default: `Cache-Tag` (comma-separated, as Cloudflare's) and
+/// `Surrogate-Key` (space-separated, as Fastly's).
+pub const DEFAULT_TAG_HEADERS: &[&str] = &["cache-tag", "surrogate-key"];
+
+/// The tags a response (or a stored head) carries in `names`: values split on commas and
+/// whitespace, empty ones dropped.
+pub(crate) fn tags_in(headers: &http::HeaderMap, names: &[HeaderName]) -> Vec<String> {
+    let mut tags = Vec::new();
+    for name in names {
+        for value in headers.get_all(name) {
+            if let Ok(text) = value.to_str() {
+                tags.extend(
+                    text.split(|c: char| c == ',' || c.is_ascii_whitespace())
+                        .filter(|t| !t.is_empty())
+                        .map(str::to_owned),
+                );
+            }
+        }
+    }
+    tags
 }
 
 impl Config {
@@ -150,6 +177,11 @@ impl Config {
             statuses: None,
             filter: None,
             cache_status_header: false,
+            tag_headers: DEFAULT_TAG_HEADERS
+                .iter()
+                .map(|h| HeaderName::from_static(h))
+                .collect(),
+            keep_tag_headers: false,
         }
     }
 

@@ -79,6 +79,9 @@ pub struct EntryInfo {
     /// It is the copy of a `Vary` variant stored under its own key (every varying response is
     /// stored under the URL's key and under its variant's key).
     pub is_variant: bool,
+    /// Its cache tags (`Cache-Tag`, `Surrogate-Key`; see
+    /// [`CacheLayer::tag_header`](crate::CacheLayer::tag_header)), as signed with the entry.
+    pub tags: Vec<String>,
 }
 
 /// An entry that could not be read.
@@ -293,6 +296,7 @@ impl<St: Store> Inspector<St> {
                     expires: expires_at(now, lifetime, age),
                     // Before the layer's `not_before` it is never served: as expired.
                     is_expired: age >= lifetime || self.before_not_before(head.response_time),
+                    tags: crate::config::tags_in(&head.headers, &self.config.tag_headers),
                 })
             }
             Err(OpenError::BadSignature(bad)) => {
@@ -416,6 +420,37 @@ impl<St: Store> Inspector<St> {
         let pattern = UrlPattern::new(pattern)?;
         let deleted = self.delete_where(|e| pattern.matches(&e.url)).await?;
         Ok(deleted)
+    }
+
+    /// Deletes every entry that carries `tag` (in its `Cache-Tag` or `Surrogate-Key` field, as
+    /// stored and signed with it), on any store: a walk of the store a page of keys at a time
+    /// ([`key_pages`](Self::key_pages)), so it costs a read per entry. A store writer cannot
+    /// make it delete an entry that does not carry the tag (the tags are inside the verified
+    /// entry), nor hide one that does (it would have to alter the entry, which then fails
+    /// verification; [`Listing::invalid`] entries are left alone). Returns how many were
+    /// deleted.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when the store fails.
+    pub async fn purge_tag(&self, tag: &str) -> Result<usize, StoreError> {
+        use futures_util::StreamExt;
+        let mut doomed = Vec::new();
+        {
+            let mut pages = std::pin::pin!(self.key_pages());
+            while let Some(page) = pages.next().await {
+                for key in page? {
+                    if let Some(Described::Entry(entry)) = self.describe(&key).await? {
+                        if entry.tags.iter().any(|t| t == tag) {
+                            doomed.push(entry.key);
+                        }
+                    }
+                }
+            }
+        }
+        doomed.sort();
+        doomed.dedup();
+        self.delete_keys(doomed).await
     }
 
     /// Deletes the entries that are no longer fresh. (The cache keeps stale entries a while, to

@@ -138,7 +138,7 @@ pub use crate::clock::{Clock, ManualClock, SystemClock};
 #[doc(inline)]
 pub use crate::config::{
     OnBadSignature, DEFAULT_COALESCE_TIMEOUT, DEFAULT_MAX_BODY_SIZE, DEFAULT_REDACTED_PARAMETERS,
-    DEFAULT_SENSITIVE_HEADERS, DEFAULT_STORE_TIMEOUT,
+    DEFAULT_SENSITIVE_HEADERS, DEFAULT_STORE_TIMEOUT, DEFAULT_TAG_HEADERS,
 };
 #[doc(inline)]
 pub use crate::controls::{CacheMode, ExpireAfter, PatternError};

@@ -90,6 +90,10 @@ pub struct CacheConfig {
     pub cache_status_header: Option<bool>,
     /// The store's circuit breaker ([`CacheLayer::circuit_breaker`]).
     pub circuit_breaker: Option<BreakerConfig>,
+    /// The field that carries cache tags besides `Surrogate-Key` ([`CacheLayer::tag_header`]).
+    pub tag_header: Option<String>,
+    /// Pass the tag fields on to callers ([`CacheLayer::keep_tag_headers`]).
+    pub keep_tag_headers: Option<bool>,
     /// Where the secret key comes from.
     pub key: Option<KeyConfig>,
 }
@@ -339,6 +343,15 @@ impl<St: Store> CacheLayer<St> {
                 }
                 layer = layer.circuit_breaker(breaker);
             }
+        }
+        if let Some(name) = &config.tag_header {
+            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                ConfigError::invalid("tag_header", format!("`{name}` is not a header name"))
+            })?;
+            layer = layer.tag_header(name);
+        }
+        if let Some(keep) = config.keep_tag_headers {
+            layer = layer.keep_tag_headers(keep);
         }
         if let Some(key) = &config.key {
             let mut ring = KeyRing::new(key_from("key.env".into(), &key.env)?);

@@ -115,6 +115,9 @@ struct PurgeWhat {
     /// Entries received longer ago than this (`"1h"`, `"7days"`).
     #[arg(long, value_parser = humantime::parse_duration)]
     older_than: Option<Duration>,
+    /// Entries that carry this cache tag (`Cache-Tag`, `Surrogate-Key`).
+    #[arg(long)]
+    tag: Option<String>,
     /// Everything in the store.
     #[arg(long)]
     all: bool,
@@ -208,6 +211,7 @@ fn entry_json(e: &EntryInfo) -> serde_json::Value {
         "expires": e.expires.map(secs),
         "expired": e.is_expired,
         "variant": e.is_variant,
+        "tags": e.tags,
     })
 }
 
@@ -352,6 +356,8 @@ async fn command<St: Store>(
                 inspector.delete_older_than(age).await?
             } else if let Some(pattern) = &what.url {
                 inspector.delete_matching(pattern).await?
+            } else if let Some(tag) = &what.tag {
+                inspector.purge_tag(tag).await?
             } else {
                 0
             };

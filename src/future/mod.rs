@@ -273,6 +273,12 @@ fn record<B>(config: &Config, response: &Response<B>) {
 /// debug log.
 fn finish<B>(config: &Config, response: &mut Response<B>) {
     record(config, response);
+    // Cache tags are for the cache (they are stored with the entry): not for callers.
+    if !config.keep_tag_headers {
+        for name in &config.tag_headers {
+            response.headers_mut().remove(name);
+        }
+    }
     if config.cache_status_header {
         let value = cache_status_field(response, config.clock.now());
         response.headers_mut().append("cache-status", value);

@@ -318,6 +318,24 @@ impl<St, K> CacheLayer<St, K> {
         self
     }
 
+    /// The response field that carries cache tags, besides `Surrogate-Key` (default:
+    /// `Cache-Tag`). Tags are stored with the entry (inside its signed bytes) and select
+    /// entries for [`Inspector::purge_tag`](crate::Inspector::purge_tag); values are split on
+    /// commas and whitespace. The tag fields are removed from every answer to callers unless
+    /// [`keep_tag_headers`](Self::keep_tag_headers) says otherwise.
+    pub fn tag_header(mut self, name: HeaderName) -> Self {
+        self.config.tag_headers = vec![name, HeaderName::from_static("surrogate-key")];
+        self.config.tag_headers.dedup();
+        self
+    }
+
+    /// Pass the tag fields ([`tag_header`](Self::tag_header)) on to callers. Default: `false`
+    /// (they are removed, as a CDN removes them before a response leaves it).
+    pub fn keep_tag_headers(mut self, keep: bool) -> Self {
+        self.config.keep_tag_headers = keep;
+        self
+    }
+
     /// Add an RFC 9211 `Cache-Status` header to every response, e.g.
     /// `hyper-client-cache; hit; ttl=42` or `hyper-client-cache; fwd=miss; fwd-status=200; stored`.
     /// The same information is always in the [`CacheStatus`](crate::CacheStatus) and

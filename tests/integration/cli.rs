@@ -22,6 +22,7 @@ where
         Ok::<_, std::convert::Infallible>(
             http::Response::builder()
                 .header("cache-control", "max-age=600")
+                .header("cache-tag", "everything")
                 .body(http_body_util::Full::new(Bytes::from_static(b"{}")))
                 .unwrap(),
         )
@@ -109,6 +110,13 @@ where
     assert_eq!(lines.last().unwrap()["verified"], 4);
     assert_eq!(lines.last().unwrap()["invalid"], 1);
 
+    for entry in &listed {
+        assert_eq!(entry["tags"], serde_json::json!(["everything"]));
+    }
+    let (code, out, _) = hcc(target, &["purge", "--tag", "nothing-has-this", "--json"]);
+    assert_eq!(code, 0);
+    assert_eq!(json_lines(&out)[0]["deleted"], 0);
+
     // Purge by glob, then the rest.
     let (code, out, _) = hcc(target, &["purge", "--url", "origin.test/a/*", "--json"]);
     assert_eq!(code, 0);
@@ -123,6 +131,13 @@ where
     assert_eq!(code, 1, "it still reports what it deleted");
     let (code, out, _) = hcc(target, &["verify"]);
     assert_eq!(code, 0, "{out}");
+    let (code, out, _) = hcc(target, &["purge", "--tag", "everything", "--json"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        json_lines(&out)[0]["deleted"],
+        1,
+        "the one valid entry left"
+    );
     let (code, _, _) = hcc(target, &["purge", "--all"]);
     assert_eq!(code, 0);
     let (_, out, _) = hcc(target, &["stats", "--json"]);

@@ -46,6 +46,8 @@ fn full() -> CacheConfig {
             open_for: Some(Duration::from_millis(500)),
             max_open_for: Some(Duration::from_secs(2)),
         }),
+        tag_header: Some("x-tags".into()),
+        keep_tag_headers: Some(false),
         key: Some(KeyConfig {
             env: "HTTP_CACHE_KEY".into(),
             previous_env: vec!["HTTP_CACHE_KEY_OLD".into()],

@@ -209,3 +209,94 @@ async fn listing_and_clearing_get_the_whole_store_timeout() {
     assert!(hurried.clear().await.unwrap_err().is_timeout());
     assert_eq!(started.elapsed(), Duration::from_secs(2));
 }
+
+/// Purge by tag: responses carry tags (`Cache-Tag`, comma-separated; `Surrogate-Key`,
+/// space-separated); `purge_tag` removes every entry with the tag, under every name, and leaves
+/// the others. The tag fields never reach callers unless kept.
+#[tokio::test]
+async fn purge_tag_removes_the_tagged_entries_and_callers_never_see_the_tags() {
+    let origin = Origin::start(|s| {
+        let mut r = http::Response::builder().header("cache-control", "max-age=600");
+        r = match s.uri.path() {
+            "/p/1" => r.header("cache-tag", "product-1, catalog"),
+            "/p/2" => r.header("cache-tag", "product-2,catalog"),
+            "/fastly" => r.header("surrogate-key", "product-1 misc"),
+            "/varies" => r.header("cache-tag", "product-1").header("vary", "accept"),
+            _ => r,
+        };
+        r.body(http_body_util::Full::new(bytes::Bytes::from_static(b"x")))
+            .unwrap()
+    })
+    .await;
+    let clock = clock();
+    let layer = layer(&clock);
+    let inspector = layer.inspector();
+    let mut client = cached_client(layer);
+    for path in ["/p/1", "/p/2", "/fastly", "/varies", "/untagged"] {
+        for _ in 0..2 {
+            let got = get(&mut client, &origin.url(path)).await.unwrap();
+            assert!(
+                !got.headers.contains_key("cache-tag"),
+                "{path}: {:?}",
+                got.headers
+            );
+            assert!(!got.headers.contains_key("surrogate-key"), "{path}");
+        }
+    }
+    let listing = inspector.entries().await.unwrap();
+    let p1 = listing
+        .entries
+        .iter()
+        .find(|e| e.url.ends_with("/p/1"))
+        .unwrap();
+    assert_eq!(p1.tags, ["product-1", "catalog"]);
+
+    // /p/1, /fastly and both names of /varies.
+    assert_eq!(inspector.purge_tag("product-1").await.unwrap(), 4);
+    let left: Vec<String> = inspector
+        .entries()
+        .await
+        .unwrap()
+        .entries
+        .into_iter()
+        .map(|e| e.url)
+        .collect();
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(
+        left.iter().any(|u| u.ends_with("/p/2")) && left.iter().any(|u| u.ends_with("/untagged"))
+    );
+    assert_eq!(inspector.purge_tag("product-1").await.unwrap(), 0);
+    assert_eq!(inspector.purge_tag("catalog").await.unwrap(), 1);
+    let before = origin.requests();
+    get(&mut client, &origin.url("/p/1")).await.unwrap();
+    assert_eq!(origin.requests(), before + 1, "purged: fetched again");
+}
+
+/// `keep_tag_headers(true)` passes the fields on; `tag_header` names another field.
+#[tokio::test]
+async fn tag_fields_can_be_kept_and_renamed() {
+    let origin = Origin::start(|_| {
+        http::Response::builder()
+            .header("cache-control", "max-age=600")
+            .header("x-tags", "alpha beta")
+            .header("cache-tag", "not-a-tag-here")
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(b"x")))
+            .unwrap()
+    })
+    .await;
+    let clock = clock();
+    let layer = layer(&clock)
+        .tag_header(http::HeaderName::from_static("x-tags"))
+        .keep_tag_headers(true);
+    let inspector = layer.inspector();
+    let mut client = cached_client(layer);
+    let url = origin.url("/kept");
+    for _ in 0..2 {
+        let got = get(&mut client, &url).await.unwrap();
+        assert_eq!(got.headers["x-tags"], "alpha beta");
+    }
+    let entry = &inspector.entries().await.unwrap().entries[0];
+    assert_eq!(entry.tags, ["alpha", "beta"]);
+    assert_eq!(inspector.purge_tag("not-a-tag-here").await.unwrap(), 0);
+    assert_eq!(inspector.purge_tag("beta").await.unwrap(), 1);
+}
