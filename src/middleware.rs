@@ -84,18 +84,22 @@ where
         Box::pin(async move {
             let request = request?;
             let asked = request.url().clone();
-            let response = client.execute(request).await?;
-            let redirected = *response.url() != asked;
-            let mut response = http::Response::<Body>::from(response);
-            if redirected {
-                // reqwest followed a redirect the cache did not see: not stored.
-                response
-                    .extensions_mut()
-                    .insert(crate::status::FollowedRedirect);
-            }
-            Ok(response)
+            Ok(from_reqwest(client.execute(request).await?, &asked))
         })
     }
+}
+
+/// reqwest's response as the cache takes it. When reqwest followed a redirect (its URL is not
+/// the one asked), the redirects' own caching rules were never seen: marked not to be stored.
+fn from_reqwest(response: Response, asked: &Url) -> http::Response<Body> {
+    let redirected = response.url() != asked;
+    let mut response = http::Response::<Body>::from(response);
+    if redirected {
+        response
+            .extensions_mut()
+            .insert(crate::status::FollowedRedirect);
+    }
+    response
 }
 
 /// The caller's `handle` call, for the inner service: the channel to its `Next`.
@@ -148,16 +152,9 @@ impl Service<http::Request<Body>> for Bridge {
                 }
                 None => background.execute(request).await?,
             };
-            let url = response.url().clone();
-            let redirected = url != asked;
-            let mut response = http::Response::<Body>::from(response);
-            response.extensions_mut().insert(OriginUrl(url));
-            if redirected {
-                // The redirects' own caching rules were never seen: not stored.
-                response
-                    .extensions_mut()
-                    .insert(crate::status::FollowedRedirect);
-            }
+            let url = OriginUrl(response.url().clone());
+            let mut response = from_reqwest(response, &asked);
+            response.extensions_mut().insert(url);
             Ok(response)
         })
     }
