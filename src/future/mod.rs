@@ -260,6 +260,8 @@ fn record<B>(config: &Config, response: &Response<B>) {
     if let Some(event) = status.and_then(Event::outcome) {
         config.metrics.record(event);
     }
+    // Without the feature, not even the extension lookup (this runs on every hit).
+    #[cfg(feature = "metrics")]
     crate::metrics::export::response(
         status,
         response
@@ -274,7 +276,7 @@ fn record<B>(config: &Config, response: &Response<B>) {
 fn finish<B>(config: &Config, response: &mut Response<B>) {
     record(config, response);
     // Cache tags are for the cache (they are stored with the entry): not for callers.
-    if !config.keep_tag_headers {
+    if !config.keep_tag_headers && !response.headers().is_empty() {
         for name in &config.tag_headers {
             response.headers_mut().remove(name);
         }

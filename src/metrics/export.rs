@@ -18,6 +18,7 @@
 #[cfg(feature = "metrics")]
 use std::time::Duration;
 
+#[cfg(feature = "metrics")]
 use crate::status::{CacheStatus, NotStoredReason};
 
 #[cfg(feature = "metrics")]
@@ -87,6 +88,7 @@ impl Outcome {
 }
 
 /// One answer of the request path (counted once, where `CacheMetrics` counts it).
+#[cfg(feature = "metrics")]
 #[inline]
 pub(crate) fn response(status: Option<CacheStatus>, not_stored: Option<NotStoredReason>) {
     #[cfg(feature = "metrics")]
@@ -100,8 +102,6 @@ pub(crate) fn response(status: Option<CacheStatus>, not_stored: Option<NotStored
                 .increment(1);
         }
     }
-    #[cfg(not(feature = "metrics"))]
-    let _ = (status, not_stored);
 }
 
 /// An entry written to the store.
