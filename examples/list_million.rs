@@ -6,22 +6,15 @@
 //! own `redis-server` on a free 127.0.0.1 port, fills it with `DEBUG POPULATE` (values that are
 //! not envelopes: `describe` reports each as invalid, after a `GET` of it, as for a real entry).
 
-use std::process::{Command, Stdio};
+#[allow(dead_code)] // only `peak_rss_kib` and `spawn_redis` are used here
+#[path = "support/mod.rs"]
+mod support;
+
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use hyper_client_cache::{BoxError, CacheLayer, Described, RedisStore};
-
-fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
 
 async fn connect(port: u16) -> Result<RedisStore, BoxError> {
     let url = format!("redis://127.0.0.1:{port}/0");
@@ -67,7 +60,7 @@ async fn case(name: &str, port: u16) -> Result<(), BoxError> {
     println!(
         "{name} {:.3} {n} {}",
         started.elapsed().as_secs_f64(),
-        peak_rss_kib()
+        support::peak_rss_kib().unwrap_or(0)
     );
     Ok(())
 }
@@ -90,19 +83,7 @@ fn main() -> Result<(), BoxError> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
-    let mut redis = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-        ])
-        .args(["--appendonly", "no", "--enable-debug-command", "yes"])
-        .stdout(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot start redis-server ({e}); apt-get install redis-server"))?;
+    let mut redis = support::spawn_redis(port, &["--enable-debug-command", "yes"])?;
     let result = (|| -> Result<(), BoxError> {
         runtime.block_on(async {
             let client = redis::Client::open(format!("redis://127.0.0.1:{port}/0"))?;

@@ -4,7 +4,6 @@
 //! `apt-get install redis-server`), then two clients ("two instances of a fleet") share entries;
 //! a third, with another key, refuses them. Stops the server at the end.
 
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,20 +23,7 @@ async fn main() -> Result<(), BoxError> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
-    let mut redis = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot start redis-server ({e}); apt-get install redis-server"))?;
+    let mut redis = support::spawn_redis(port, &[])?;
     let result = run(port).await;
     let _ = redis.kill();
     let _ = redis.wait();

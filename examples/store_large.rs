@@ -17,6 +17,10 @@
 //! more than 10 ms after the origin's last byte, peak RSS above N + 16 MiB (over the bare
 //! case's own RSS), or the body not stored and served back in full.
 
+#[allow(dead_code)] // only `peak_rss_kib` is used here
+#[path = "support/mod.rs"]
+mod support;
+
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -150,12 +154,6 @@ impl tower::Service<StoreRequest> for Keep {
     }
 }
 
-fn peak_rss_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The origin's answer: `total` bytes, cacheable, with or without `Content-Length`.
@@ -275,7 +273,7 @@ async fn run_case(case: &str, total: u64) -> Result<(), BoxError> {
         drain(response.into_body()).await?
     };
     let elapsed = started.elapsed();
-    let rss = peak_rss_kib().unwrap_or(0);
+    let rss = support::peak_rss_kib().unwrap_or(0);
     if received != total {
         return Err(format!("{case}: received {received} of {total} bytes").into());
     }

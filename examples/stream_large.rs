@@ -4,6 +4,10 @@
 //! Run: `cargo run --release --example stream_large` (optionally `-- <MiB>` for another size).
 //! Exits non-zero if peak RSS reaches 64 MiB or the body is not delivered in full.
 
+#[allow(dead_code)] // only `peak_rss_kib` is used here
+#[path = "support/mod.rs"]
+mod support;
+
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -50,12 +54,6 @@ impl Body for Generated {
     }
 }
 
-fn peak_rss_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let mib: u64 = std::env::args()
@@ -94,7 +92,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         }
     }
     let elapsed = started.elapsed();
-    let rss = peak_rss_kib().unwrap_or(0);
+    let rss = support::peak_rss_kib().unwrap_or(0);
     let (ttfb, first_len) = first_byte.unwrap_or_default();
     println!("streamed {received} bytes ({mib} MiB) in {elapsed:.2?}");
     println!("first byte after {ttfb:?} (first frame: {first_len} bytes of {total}): the origin had sent 1 chunk, not the body");

@@ -46,3 +46,26 @@ pub async fn start_origin(
     });
     Ok(addr)
 }
+
+/// The process's peak resident set size in KiB (Linux `VmHWM`); `None` elsewhere. (Used by
+/// the measuring examples only.)
+#[allow(dead_code)]
+pub fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Starts `redis-server` on 127.0.0.1:`port`, without persistence, with `extra` arguments.
+#[allow(dead_code)]
+pub fn spawn_redis(port: u16, extra: &[&str]) -> Result<std::process::Child, BoxError> {
+    std::process::Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .args(extra)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| {
+            format!("cannot start redis-server ({e}); apt-get install redis-server").into()
+        })
+}
