@@ -183,7 +183,9 @@ impl<St: fmt::Debug> fmt::Debug for Inspector<St> {
 impl<St: Store> Inspector<St> {
     async fn call(&self, request: StoreRequest) -> Result<StoreResponse, StoreError> {
         let bound = match request {
-            StoreRequest::Keys | StoreRequest::Clear => self.whole_store_timeout,
+            StoreRequest::Keys | StoreRequest::Clear | StoreRequest::PurgeTag { .. } => {
+                self.whole_store_timeout
+            }
             _ => self.config.store_timeout,
         };
         let breaker = self.config.breaker.as_ref();
@@ -422,18 +424,49 @@ impl<St: Store> Inspector<St> {
         Ok(deleted)
     }
 
-    /// Deletes every entry that carries `tag` (in its `Cache-Tag` or `Surrogate-Key` field, as
-    /// stored and signed with it), on any store: a walk of the store a page of keys at a time
-    /// ([`key_pages`](Self::key_pages)), so it costs a read per entry. A store writer cannot
-    /// make it delete an entry that does not carry the tag (the tags are inside the verified
-    /// entry), nor hide one that does (it would have to alter the entry, which then fails
-    /// verification; [`Listing::invalid`] entries are left alone). Returns how many were
-    /// deleted.
+    /// Deletes every entry that carries `tag` (in its `Cache-Tag` or `Surrogate-Key` field).
+    /// Returns how many keys were deleted.
+    ///
+    /// A store with a tag index ([`RedisStore`](crate::RedisStore): a sorted set per tag,
+    /// written with each entry) purges from the index, without reading an entry: one round trip
+    /// per 500 keys. Any other store is walked as by [`purge_tag_verified`](Self::purge_tag_verified).
+    ///
+    /// The index lives in the store, beside the entries, and is not signed: whoever can write to
+    /// the store can add keys to it (so a purge deletes entries that do not carry the tag,
+    /// which that writer could delete anyway) or take keys out of it (so a purge misses them).
+    /// Neither lets anything be *served* that the cache did not sign. Where that matters, use
+    /// [`purge_tag_verified`](Self::purge_tag_verified), which reads the signed tags.
     ///
     /// # Errors
     ///
     /// [`StoreError`] when the store fails.
     pub async fn purge_tag(&self, tag: &str) -> Result<usize, StoreError> {
+        // A store with a tag index purges from it, without reading the entries.
+        match self
+            .call(StoreRequest::PurgeTag {
+                tag: tag.to_owned(),
+            })
+            .await?
+        {
+            StoreResponse::Purged(n) => Ok(n),
+            StoreResponse::Unsupported => self.purge_tag_verified(tag).await,
+            other => Err(StoreError::failed(
+                format!("the store cannot purge by tag (answered {other:?})").into(),
+            )),
+        }
+    }
+
+    /// Deletes every entry that carries `tag`, as stored and signed with it, on any store: a
+    /// walk of the store a page of keys at a time ([`key_pages`](Self::key_pages)), so it costs
+    /// a read per entry. A store writer cannot make it delete an entry that does not carry the
+    /// tag (the tags are inside the verified entry), nor hide one that does (it would have to
+    /// alter the entry, which then fails verification; [`Listing::invalid`] entries are left
+    /// alone). Returns how many were deleted.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when the store fails.
+    pub async fn purge_tag_verified(&self, tag: &str) -> Result<usize, StoreError> {
         use futures_util::StreamExt;
         let mut doomed = Vec::new();
         {

@@ -74,6 +74,7 @@
 //! | `memory` | yes | [`MemoryStore`], a byte-bounded in-process store |
 //! | `disk` | no | `DiskStore`, one file per entry, shared by processes |
 //! | `redis` | no | `RedisStore`, a cache shared through Redis |
+//! | `redis-cluster` | no | `RedisStore::cluster`: the store on a Redis Cluster |
 //! | `redis-tls` | no | `rediss://` URLs for `RedisStore` (rustls on ring) |
 //! | `test-util` | no | `store::conformance`, the store conformance suite |
 //!
@@ -186,6 +187,9 @@ pub use crate::store::{
 #[cfg(feature = "disk")]
 #[doc(inline)]
 pub use crate::store::{DiskStore, DiskStoreBuilder};
+#[cfg(all(feature = "redis", feature = "memory"))]
+#[doc(inline)]
+pub use crate::store::{NearCache, NearCacheBuilder, NearStats};
 #[cfg(feature = "redis")]
 #[doc(inline)]
 pub use crate::store::{RedisStore, RedisStoreBuilder};

@@ -290,12 +290,16 @@ impl<St: Store> Ctx<St> {
         if !head.vary.is_empty() {
             keys.push(key.variant(head.generation, head.vary.iter().map(|(_, v)| v)));
         }
+        // The tags are signed inside the entry; a store with a tag index also gets them beside
+        // the blob (`PutTagged`), so that a purge by tag need not read every entry.
+        let tags = crate::config::tags_in(&head.headers, &self.config.tag_headers);
         Some(Box::new(SealSink {
             sealing,
             around,
             received: 0,
             write: Write {
                 keys,
+                tags,
                 ttl,
                 config: self.config.clone(),
                 store: self.store.clone(),
@@ -354,6 +358,7 @@ impl<St: Store> Sink for SealSink<St> {
 /// The store write of a sealed entry.
 struct Write<St> {
     keys: Vec<CacheKey>,
+    tags: Vec<String>,
     ttl: Duration,
     config: std::sync::Arc<crate::config::Config>,
     store: St,
@@ -364,6 +369,7 @@ impl<St: Store> Write<St> {
     fn put(self, blob: Bytes) -> PutFuture {
         let Write {
             keys,
+            tags,
             ttl,
             config,
             store,
@@ -375,15 +381,34 @@ impl<St: Store> Write<St> {
                 // most, whatever the number of keys.
                 let size = blob.len();
                 let puts = keys.into_iter().map(|key| {
-                    let put = StoreRequest::Put {
+                    let plain = StoreRequest::Put {
                         key: key.clone(),
                         blob: blob.clone(),
                         ttl: Some(ttl),
                     };
-                    let put = config.call(&store, put);
+                    let first = if tags.is_empty() {
+                        plain.clone()
+                    } else {
+                        StoreRequest::PutTagged {
+                            key: key.clone(),
+                            blob: blob.clone(),
+                            ttl: Some(ttl),
+                            tags: tags.clone(),
+                        }
+                    };
+                    let tagged = !tags.is_empty();
+                    let put = config.call(&store, first);
                     let config = config.clone();
+                    let store = store.clone();
                     async move {
-                        match put.await {
+                        let answer = match put.await {
+                            // A store without a tag index may say so: the same write, untagged.
+                            Ok(StoreResponse::Unsupported) if tagged => {
+                                config.call(&store, plain).await
+                            }
+                            other => other,
+                        };
+                        match answer {
                             Ok(StoreResponse::NotStored) => {
                                 // Refused (too large for the store): not stored, and the
                                 // waiters must not be told it was.

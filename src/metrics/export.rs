@@ -14,6 +14,9 @@
 //! | `http_cache_store_operation_duration_seconds` | histogram | `operation`: `get`, `put`, `delete`, `keys`, `clear`; `outcome`: `ok`, `error`, `timeout`, `skipped` |
 //! | `http_cache_blob_size_bytes` | histogram | `operation`: `get` (a blob found), `put` |
 //! | `http_cache_breaker_transitions_total` | counter | `to`: `open`, `half_open`, `closed` |
+//! | `http_cache_near_requests_total` | counter | `result`: `hit`, `miss` (asked Redis), `bypass` (the near tier was not serving) |
+//! | `http_cache_near_invalidations_total` | counter | |
+//! | `http_cache_near_flushes_total` | counter | `reason`: `disconnected`, `lease_expired`, `server_flush`, `reconnected`, `local` |
 
 #[cfg(feature = "metrics")]
 use std::time::Duration;
@@ -129,6 +132,36 @@ pub(crate) fn breaker_transition(to: &'static str) {
     let _ = to;
 }
 
+/// A lookup of the near cache (`hit`, `miss`, `bypass`).
+#[inline]
+#[cfg_attr(not(all(feature = "redis", feature = "memory")), allow(dead_code))]
+pub(crate) fn near_request(result: &'static str) {
+    #[cfg(feature = "metrics")]
+    ::metrics::counter!("http_cache_near_requests_total", "result" => result).increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = result;
+}
+
+/// Keys invalidated in the near cache by Redis.
+#[inline]
+#[cfg_attr(not(all(feature = "redis", feature = "memory")), allow(dead_code))]
+pub(crate) fn near_invalidations(n: u64) {
+    #[cfg(feature = "metrics")]
+    ::metrics::counter!("http_cache_near_invalidations_total").increment(n);
+    #[cfg(not(feature = "metrics"))]
+    let _ = n;
+}
+
+/// The near cache was emptied.
+#[inline]
+#[cfg_attr(not(all(feature = "redis", feature = "memory")), allow(dead_code))]
+pub(crate) fn near_flush(reason: &'static str) {
+    #[cfg(feature = "metrics")]
+    ::metrics::counter!("http_cache_near_flushes_total", "reason" => reason).increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = reason;
+}
+
 /// A store operation finished (or was skipped), with the size of the blob it carried, if any.
 #[cfg(feature = "metrics")]
 pub(crate) fn store_operation(
@@ -189,6 +222,21 @@ pub fn describe_metrics() {
         Unit::Count,
         "State changes of the store's circuit breaker, by new state."
     );
+    describe_counter!(
+        "http_cache_near_requests_total",
+        Unit::Count,
+        "Lookups of the near cache (NearCache) by result: hit, miss (asked Redis), bypass."
+    );
+    describe_counter!(
+        "http_cache_near_invalidations_total",
+        Unit::Count,
+        "Keys the near cache dropped because Redis said they changed."
+    );
+    describe_counter!(
+        "http_cache_near_flushes_total",
+        Unit::Count,
+        "Times the near cache was emptied, by reason."
+    );
 }
 
 /// Times one store operation (nothing at all without the feature).
@@ -210,7 +258,10 @@ impl Meter {
             use crate::store::StoreRequest;
             let (operation, put) = match request {
                 StoreRequest::Get { .. } => ("get", None),
-                StoreRequest::Put { blob, .. } => ("put", Some(blob.len())),
+                StoreRequest::Put { blob, .. } | StoreRequest::PutTagged { blob, .. } => {
+                    ("put", Some(blob.len()))
+                }
+                StoreRequest::PurgeTag { .. } => ("purge_tag", None),
                 StoreRequest::Delete { .. } => ("delete", None),
                 StoreRequest::Keys | StoreRequest::KeysPage { .. } => ("keys", None),
                 StoreRequest::Clear => ("clear", None),

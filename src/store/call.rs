@@ -39,7 +39,10 @@ pub(crate) fn call<St: Store>(
     request: StoreRequest,
 ) -> StoreCall<St> {
     // A whole-store walk is never the probe (it would hold the breaker half-open for minutes).
-    let may_probe = !matches!(request, StoreRequest::Keys | StoreRequest::Clear);
+    let may_probe = !matches!(
+        request,
+        StoreRequest::Keys | StoreRequest::Clear | StoreRequest::PurgeTag { .. }
+    );
     let is_lookup = matches!(request, StoreRequest::Get { .. });
     let meter = Meter::start(&request);
     let permit = match breaker.map(|b| b.admit(may_probe)) {
@@ -131,6 +134,9 @@ impl StoreResponse {
             StoreResponse::KeysPage { .. } => Err(StoreError::failed(
                 "store answered a lookup with KeysPage".into(),
             )),
+            StoreResponse::Purged(_) => Err(StoreError::failed(
+                "store answered a lookup with Purged".into(),
+            )),
         }
     }
 }
@@ -147,6 +153,7 @@ mod tests {
             StoreResponse::Keys(Vec::new()),
             StoreResponse::Unsupported,
             StoreResponse::NotStored,
+            StoreResponse::Purged(1),
         ] {
             assert!(odd.into_blob().is_err());
         }

@@ -136,6 +136,7 @@ where
     bounded_get(&store).await;
     ttl_expiry(&store, &advance).await;
     concurrent_overlapping(&store).await;
+    tag_index(&store).await;
     keys_and_clear(&store).await;
     inspection(&store).await;
 }
@@ -361,6 +362,85 @@ pub async fn concurrent_overlapping<S: Store>(store: &S) {
     }
 }
 
+/// `PutTagged` stores like `Put` (or is answered `Unsupported`, and the cache sends a `Put`);
+/// a store that answers `PurgeTag` removes exactly the keys written with the tag, leaves the
+/// others, and lists nothing of its index among its keys.
+pub async fn tag_index<S: Store>(store: &S) {
+    let (a, b, c) = (key("tag-a"), key("tag-b"), key("tag-c"));
+    let tagged = |k: &CacheKey, tags: &[&str]| {
+        let request = StoreRequest::PutTagged {
+            key: k.clone(),
+            blob: Bytes::from(format!("blob of {k}")),
+            ttl: Some(Duration::from_secs(600)),
+            tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+        };
+        let fut = call(store, request);
+        let store = store.clone();
+        let k = k.clone();
+        async move {
+            match fut.await {
+                StoreResponse::Done => {}
+                StoreResponse::Unsupported => {
+                    put(&store, &k, Bytes::from(format!("blob of {k}")), None).await;
+                }
+                other => panic!("PutTagged must answer Done or Unsupported, got {other:?}"),
+            }
+        }
+    };
+    tagged(&a, &["news", "sport"]).await;
+    tagged(&b, &["sport"]).await;
+    put(store, &c, Bytes::from(format!("blob of {c}")), None).await;
+    for k in [&a, &b] {
+        assert_eq!(
+            get(store, k).await.as_deref(),
+            Some(format!("blob of {k}").as_bytes()),
+            "PutTagged must store the blob as Put does"
+        );
+    }
+    let listed = keys(store).await;
+    assert!(
+        listed
+            .iter()
+            .all(|k| k.as_str().starts_with("conformance:")),
+        "Keys must list entries only (no tag index): {listed:?}"
+    );
+    match call(
+        store,
+        StoreRequest::PurgeTag {
+            tag: "sport".into(),
+        },
+    )
+    .await
+    {
+        StoreResponse::Purged(n) => {
+            assert_eq!(n, 2, "PurgeTag must count the keys it removed");
+            assert_eq!(
+                get(store, &a).await,
+                None,
+                "PurgeTag must remove tagged keys"
+            );
+            assert_eq!(
+                get(store, &b).await,
+                None,
+                "PurgeTag must remove tagged keys"
+            );
+            assert!(
+                get(store, &c).await.is_some(),
+                "PurgeTag must leave untagged keys"
+            );
+            match call(store, StoreRequest::PurgeTag { tag: "news".into() }).await {
+                StoreResponse::Purged(0) => {}
+                other => panic!("a second purge finds nothing left, got {other:?}"),
+            }
+        }
+        StoreResponse::Unsupported => {}
+        other => panic!("PurgeTag must answer Purged or Unsupported, got {other:?}"),
+    }
+    for k in [&a, &b, &c] {
+        delete(store, k).await;
+    }
+}
+
 /// `Keys` lists what is stored (and not what was deleted); `Clear` empties the store.
 pub async fn keys_and_clear<S: Store>(store: &S) {
     let (a, b, c) = (key("list-a"), key("list-b"), key("list-c"));
@@ -422,6 +502,7 @@ pub async fn inspection<S: Store>(store: &S) {
     let origin = tower::service_fn(|_req: http::Request<()>| async {
         let response = http::Response::builder()
             .header("cache-control", "max-age=600")
+            .header("cache-tag", "conformance, other")
             .body(Full::new(Bytes::from_static(b"conformance body")))
             .map_err(|e| -> crate::BoxError { Box::new(e) })?;
         Ok::<_, crate::BoxError>(response)
@@ -483,6 +564,12 @@ pub async fn inspection<S: Store>(store: &S) {
     assert!(matches!(inspector.delete_url(urls[0]).await, Ok(1)));
     assert!(matches!(inspector.contains(urls[0]).await, Ok(false)));
     assert!(matches!(inspector.count().await, Ok(2)));
+    // Purge by tag (from the store's index, or by reading the signed tags): the two left.
+    match inspector.purge_tag("conformance").await {
+        Ok(2) => {}
+        other => panic!("purge_tag must delete the two tagged entries, got {other:?}"),
+    }
+    assert!(matches!(inspector.count().await, Ok(0)));
     assert!(inspector.clear().await.is_ok());
     assert!(
         keys(store).await.is_empty(),

@@ -157,7 +157,7 @@ impl MemoryStore {
         self.inner.max_entry
     }
 
-    fn handle(&self, req: StoreRequest) -> StoreResponse {
+    pub(crate) fn handle(&self, req: StoreRequest) -> StoreResponse {
         let cache = &self.inner.cache;
         match req {
             // The bound is not needed here: this store holds only blobs the cache wrote, which
@@ -174,7 +174,9 @@ impl MemoryStore {
                     None => StoreResponse::Blob(None),
                 }
             }
-            StoreRequest::Put { key, blob, ttl } => {
+            // No tag index: a purge by tag reads the entries' own (signed) tags.
+            StoreRequest::Put { key, blob, ttl }
+            | StoreRequest::PutTagged { key, blob, ttl, .. } => {
                 // Larger than a shard admits: quick_cache would drop it silently. Say so, and
                 // leave nothing under the key (the write replaces what was there).
                 if (key.as_str().len() + blob.len()) as u64 > self.inner.max_entry {
@@ -190,7 +192,9 @@ impl MemoryStore {
                 StoreResponse::Done
             }
             // The keys are in memory already: listing them at once costs no more.
-            StoreRequest::KeysPage { .. } => StoreResponse::Unsupported,
+            StoreRequest::KeysPage { .. } | StoreRequest::PurgeTag { .. } => {
+                StoreResponse::Unsupported
+            }
             StoreRequest::Keys => {
                 let now = self.inner.clock.now();
                 let keys = cache

@@ -59,6 +59,8 @@ pub mod conformance;
 mod disk;
 #[cfg(feature = "memory")]
 mod memory;
+#[cfg(all(feature = "redis", feature = "memory"))]
+mod near;
 #[cfg(feature = "redis")]
 mod redis;
 
@@ -73,6 +75,11 @@ pub use disk::{DiskStore, DiskStoreBuilder};
 #[cfg(feature = "memory")]
 #[cfg_attr(docsrs, doc(cfg(feature = "memory")))]
 pub use memory::MemoryStore;
+#[cfg(all(feature = "redis", feature = "memory"))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "redis", feature = "memory"))))]
+pub use near::{
+    NearCache, NearCacheBuilder, NearStats, DEFAULT_MAX_STALENESS, DEFAULT_NEAR_MAX_BYTES,
+};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis::{RedisStore, RedisStoreBuilder, DEFAULT_PREFIX as DEFAULT_REDIS_PREFIX};
@@ -120,6 +127,23 @@ pub enum StoreRequest {
         /// space, not a correctness requirement.
         ttl: Option<Duration>,
     },
+    /// Like [`Put`](Self::Put), for an entry that carries cache tags (a `Cache-Tag` or
+    /// `Surrogate-Key` field; see [`CacheLayer::tag_header`](crate::CacheLayer::tag_header)).
+    ///
+    /// A store that keeps a tag index (so that [`PurgeTag`](Self::PurgeTag) need not read every
+    /// entry) records `key` under each tag, then stores the blob. Any other store does what it
+    /// does for a `Put`, or answers [`StoreResponse::Unsupported`]: the cache then sends the same
+    /// write as a plain `Put`.
+    PutTagged {
+        /// The key to write.
+        key: CacheKey,
+        /// The sealed entry (which carries the tags too, signed).
+        blob: Bytes,
+        /// As for [`Put`](Self::Put).
+        ttl: Option<Duration>,
+        /// The entry's tags, as the origin sent them (split on commas and whitespace).
+        tags: Vec<String>,
+    },
     /// Remove `key` if present. Answer [`StoreResponse::Done`].
     Delete {
         /// The key to remove.
@@ -135,6 +159,14 @@ pub enum StoreRequest {
     KeysPage {
         /// Where to go on from; `None` for the first page.
         cursor: Option<String>,
+    },
+    /// Remove every entry a [`PutTagged`](Self::PutTagged) recorded under `tag`, with the
+    /// store's tag index. Answer [`StoreResponse::Purged`], or [`StoreResponse::Unsupported`]
+    /// when the store keeps no index ([`Inspector::purge_tag`](crate::Inspector::purge_tag)
+    /// then reads every entry's signed tags instead).
+    PurgeTag {
+        /// The tag.
+        tag: String,
     },
     /// Remove every entry of this store. Answer [`StoreResponse::Done`].
     Clear,
@@ -168,6 +200,8 @@ pub enum StoreResponse {
         /// The cursor of the next page.
         next: Option<String>,
     },
+    /// The answer to [`StoreRequest::PurgeTag`]: how many keys were removed.
+    Purged(usize),
     /// The store does not implement this operation.
     Unsupported,
     /// The answer to a [`StoreRequest::Put`] the store did not carry out: it refused to keep

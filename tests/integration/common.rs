@@ -298,6 +298,11 @@ impl RedisServer {
 
     /// Starts on `port` and waits (bounded) until it answers.
     pub async fn start_on(port: u16) -> Self {
+        Self::start_with(port, &[]).await
+    }
+
+    /// Starts on `port` with more `redis-server` arguments.
+    pub async fn start_with(port: u16, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let child = std::process::Command::new("redis-server")
             .args([
@@ -312,6 +317,8 @@ impl RedisServer {
             ])
             .arg("--dir")
             .arg(dir.path())
+            .args(extra)
+            .current_dir(dir.path())
             .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap_or_else(|e| {
@@ -348,6 +355,14 @@ impl RedisServer {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// `CLUSTER INFO` says `cluster_state:ok` (through `redis-cli`).
+    pub fn cluster_ok(&self) -> bool {
+        std::process::Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "cluster", "info"])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok"))
     }
 
     /// SIGSTOP (`true`) or SIGCONT (`false`): a server that accepts connections and never
@@ -487,4 +502,67 @@ pub fn entry_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// A local Redis Cluster of three primaries (no replicas), each a `redis-server` child on a
+/// free 127.0.0.1 port (its cluster bus on port + 10000), killed on drop.
+#[cfg(all(feature = "redis-cluster", feature = "disk", feature = "test-util"))]
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+#[cfg(all(feature = "redis-cluster", feature = "disk", feature = "test-util"))]
+impl RedisCluster {
+    pub async fn start() -> Self {
+        let mut nodes = Vec::new();
+        for _ in 0..3 {
+            nodes
+                .push(RedisServer::start_with(cluster_port(), &["--cluster-enabled", "yes"]).await);
+        }
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let out = std::process::Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run `redis-cli --cluster create` ({e})"));
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let cluster = Self { nodes };
+        // Bounded wait until every node says the cluster is up (gossip takes ~1-2 s).
+        for _ in 0..400 {
+            if cluster.nodes.iter().all(|n| n.cluster_ok()) {
+                return cluster;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the local Redis Cluster did not reach cluster_state:ok within 10 s");
+    }
+
+    /// The nodes' URLs.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|n| format!("redis://127.0.0.1:{}", n.port))
+            .collect()
+    }
+}
+
+/// A free port whose cluster bus port (+10000) is free too.
+#[cfg(all(feature = "redis-cluster", feature = "disk", feature = "test-util"))]
+fn cluster_port() -> u16 {
+    for _ in 0..100 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        if port < 55_000 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free pair of ports for a cluster node");
 }

@@ -7,6 +7,8 @@ mod breaker;
 mod caching;
 #[cfg(all(feature = "cli", feature = "test-util"))]
 mod cli;
+#[cfg(all(feature = "redis-cluster", feature = "disk", feature = "test-util"))]
+mod cluster;
 mod coalesce;
 mod common;
 mod compose;
@@ -21,6 +23,8 @@ mod https;
 mod inspect;
 #[cfg(feature = "metrics")]
 mod metrics;
+#[cfg(all(feature = "disk", feature = "redis", feature = "test-util"))]
+mod near;
 mod ranges;
 #[cfg(feature = "reqwest")]
 mod reqwest;

@@ -620,3 +620,138 @@ async fn redis_over_tls_with_a_private_ca() {
         "a certificate from an unknown CA must be refused"
     );
 }
+
+/// The Redis tag index: a sorted set per tag, written with each tagged entry, expiring with its
+/// last member, cleaned of expired members as it is written; never listed as an entry; a purge
+/// deletes only keys of the namespace; too many tags are refused.
+#[tokio::test]
+async fn redis_tag_index_is_kept_with_the_entries() {
+    use tower::ServiceExt;
+    let redis = RedisServer::start().await;
+    let store = RedisStore::connect(&redis.url()).await.unwrap();
+    let mut raw = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let tagged = |key: &str, ttl_ms: u64, tags: &[&str]| StoreRequest::PutTagged {
+        key: hyper_client_cache::CacheKey::from_stored(key),
+        blob: Bytes::from_static(b"blob"),
+        ttl: Some(Duration::from_millis(ttl_ms)),
+        tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+    };
+    let answer = |r: Result<StoreResponse, redis::RedisError>| format!("{:?}", r.unwrap());
+    assert_eq!(
+        answer(
+            store
+                .clone()
+                .oneshot(tagged("hcc1:long", 600_000, &["t"]))
+                .await
+        ),
+        "Done"
+    );
+    assert_eq!(
+        answer(
+            store
+                .clone()
+                .oneshot(tagged("hcc1:short", 50, &["t"]))
+                .await
+        ),
+        "Done"
+    );
+    let members: Vec<String> = redis::cmd("ZRANGE")
+        .arg("hcc:#tag:t")
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(members, ["hcc:hcc1:short", "hcc:hcc1:long"]);
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg("hcc:#tag:t")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert!(
+        ttl > 590_000 && ttl <= 600_000,
+        "the set lives as long as its last member: {ttl}"
+    );
+    // Once "short" has expired, the next write to the tag drops it from the set.
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    store
+        .clone()
+        .oneshot(tagged("hcc1:other", 600_000, &["t"]))
+        .await
+        .unwrap();
+    let members: Vec<String> = redis::cmd("ZRANGE")
+        .arg("hcc:#tag:t")
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(members, ["hcc:hcc1:long", "hcc:hcc1:other"]);
+    // The index is not listed as entries.
+    match store.clone().oneshot(StoreRequest::Keys).await.unwrap() {
+        StoreResponse::Keys(mut k) => {
+            k.sort();
+            let names: Vec<&str> = k.iter().map(|k| k.as_str()).collect();
+            assert_eq!(names, ["hcc1:long", "hcc1:other"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    // A store writer adds a key outside the namespace to the set: the purge leaves it.
+    let _: () = redis::cmd("SET")
+        .arg("outside")
+        .arg("x")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("ZADD")
+        .arg("hcc:#tag:t")
+        .arg(1e15)
+        .arg("outside")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    match store
+        .clone()
+        .oneshot(StoreRequest::PurgeTag { tag: "t".into() })
+        .await
+        .unwrap()
+    {
+        StoreResponse::Purged(n) => assert_eq!(n, 2),
+        other => panic!("{other:?}"),
+    }
+    let exists: (bool, bool, bool) = redis::pipe()
+        .exists("hcc:hcc1:long")
+        .exists("hcc:#tag:t")
+        .exists("outside")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(exists, (false, false, true));
+    // 65 tags: not stored, and nothing left under the key.
+    store
+        .clone()
+        .oneshot(tagged("hcc1:many", 600_000, &["x"]))
+        .await
+        .unwrap();
+    let many: Vec<String> = (0..65).map(|i| format!("tag{i}")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    assert_eq!(
+        answer(
+            store
+                .clone()
+                .oneshot(tagged("hcc1:many", 600_000, &many))
+                .await
+        ),
+        "NotStored"
+    );
+    let left: bool = redis::cmd("EXISTS")
+        .arg("hcc:hcc1:many")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert!(!left);
+}

@@ -401,7 +401,10 @@ where
     }
 
     fn call(&mut self, request: StoreRequest) -> Self::Future {
-        let may_probe = !matches!(request, StoreRequest::Keys | StoreRequest::Clear);
+        let may_probe = !matches!(
+            request,
+            StoreRequest::Keys | StoreRequest::Clear | StoreRequest::PurgeTag { .. }
+        );
         let is_lookup = matches!(request, StoreRequest::Get { .. });
         match self.breaker.admit_counting(may_probe, true) {
             Some(permit) => BreakingFuture {

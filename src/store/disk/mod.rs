@@ -457,7 +457,9 @@ impl tower::Service<StoreRequest> for DiskStore {
                 StoreRequest::Get { key, max_len } => {
                     StoreResponse::Blob(inner.read(&key, max_len)?)
                 }
-                StoreRequest::Put { key, blob, ttl } => {
+                // No tag index: a purge by tag reads the entries' own (signed) tags.
+                StoreRequest::Put { key, blob, ttl }
+                | StoreRequest::PutTagged { key, blob, ttl, .. } => {
                     if ttl == Some(Duration::ZERO) {
                         inner.remove_key(&key)?;
                         StoreResponse::Done
@@ -473,7 +475,9 @@ impl tower::Service<StoreRequest> for DiskStore {
                 }
                 StoreRequest::Keys => StoreResponse::Keys(inner.keys()?),
                 // One walk of the shards lists everything at once (see `keys`).
-                StoreRequest::KeysPage { .. } => StoreResponse::Unsupported,
+                StoreRequest::KeysPage { .. } | StoreRequest::PurgeTag { .. } => {
+                    StoreResponse::Unsupported
+                }
                 StoreRequest::Clear => {
                     inner.clear()?;
                     StoreResponse::Done

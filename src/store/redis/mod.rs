@@ -1,4 +1,8 @@
-//! A store on a Redis (or Valkey) server, shared by every client that points at it.
+//! A store on a Redis (or Valkey) server, or on a Redis Cluster, shared by every client that
+//! points at it.
+
+mod conn;
+mod tags;
 
 use std::fmt;
 use std::future::Future;
@@ -8,16 +12,18 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script, Value};
+
+#[cfg(feature = "redis-cluster")]
+pub(crate) use conn::all_primaries;
+use conn::{match_pattern, PageCursor, SCAN_COUNT};
+pub(crate) use conn::{Conn, Nodes, Source};
 
 use super::{StoreRequest, StoreResponse};
 use crate::CacheKey;
 
 /// Default key prefix (namespace) of a [`RedisStore`].
 pub const DEFAULT_PREFIX: &str = "hcc:";
-/// Keys asked for per `SCAN` round trip.
-const SCAN_COUNT: usize = 500;
 
 /// A bounded `GET`: nil when the value is longer than `ARGV[1]` bytes, so that an oversized
 /// value is refused on the server, in one round trip, without being sent. (`STRLEN` and `GET`
@@ -33,7 +39,25 @@ return redis.call('GET', KEYS[1])
     )
 });
 
-/// A store on a Redis server, through the `redis` crate's tokio connection manager.
+/// A bounded `GET` with the key's remaining time to live (`PTTL`, -1 for none), for the near
+/// cache: nil when absent or longer than `ARGV[1]` bytes.
+static GET_WITH_TTL: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('STRLEN', KEYS[1]) > tonumber(ARGV[1]) then
+  return false
+end
+local v = redis.call('GET', KEYS[1])
+if not v then
+  return false
+end
+return {v, redis.call('PTTL', KEYS[1])}
+",
+    )
+});
+
+/// A store on a Redis server or a Redis Cluster, through the `redis` crate's tokio connection
+/// manager (one server) or its async cluster connection.
 ///
 /// - `SET key blob PX ttl`: Redis expires entries itself; `UNLINK` to delete.
 /// - Lookups are bounded: a value larger than the cache's
@@ -45,9 +69,25 @@ return redis.call('GET', KEYS[1])
 ///   unbounded [`StoreRequest::get`]).
 /// - Every key is prefixed with a namespace ([`RedisStoreBuilder::prefix`], default `hcc:`), so
 ///   several caches can share one Redis database. Listing and clearing walk the namespace with
-///   `SCAN`; `KEYS` and `FLUSHDB` are never used.
+///   `SCAN` (on a cluster, every primary in turn); `KEYS` and `FLUSHDB` are never used.
+/// - **Tag index.** An entry with cache tags ([`StoreRequest::PutTagged`]) is recorded in a
+///   sorted set per tag, `{prefix}#tag:{tag}`, before the entry is written, and each set drops
+///   its expired members as it is written and expires with its last one; so
+///   [`Inspector::purge_tag`](crate::Inspector::purge_tag) deletes a tag's entries without
+///   reading any ([`StoreRequest::PurgeTag`]). At most 64 tags of at most 1 KiB each are
+///   indexed: an entry with more is not stored ([`StoreResponse::NotStored`]), so that a purge
+///   never misses one.
 /// - The connection manager reconnects by itself after the server restarts; while the server is
 ///   down, operations fail fast and the cache goes to the origin (fail-open).
+///
+/// # Redis Cluster
+///
+/// With the `redis-cluster` feature, [`RedisStore::cluster`] connects to a cluster from one or
+/// more of its nodes. The contract is the same (the conformance suite runs on a local
+/// three-primary cluster). The driver follows `MOVED` / `ASK` redirections and reconnects
+/// nodes itself; listing and clearing walk every primary; a key and its tag sets live in
+/// different slots, so they are written one after the other, never in one transaction (see
+/// above for why that order is safe). TLS: `rediss://` on the first node, with `redis-tls`.
 ///
 /// # Clone
 ///
@@ -71,14 +111,16 @@ return redis.call('GET', KEYS[1])
 /// ```
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: Conn,
     prefix: Arc<str>,
+    #[cfg_attr(not(feature = "memory"), allow(dead_code))] // used by the near cache
+    source: Arc<Source>,
 }
 
 /// Settings for a [`RedisStore`].
 #[must_use]
 pub struct RedisStoreBuilder {
-    url: String,
+    nodes: Nodes,
     prefix: String,
     connection_timeout: Duration,
     response_timeout: Duration,
@@ -133,44 +175,19 @@ impl RedisStoreBuilder {
     /// When the URL is invalid or the server cannot be reached now (later outages are handled
     /// by reconnecting).
     pub async fn connect(self) -> Result<RedisStore, RedisError> {
-        let client = self.client()?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.connection_timeout))
-            .set_response_timeout(Some(self.response_timeout))
-            // Fail fast: a server that refuses connections answers the command at once with an
-            // error (the layer's circuit breaker then stops asking); the next command tries to
-            // reconnect again. Retries with backoff made every call of an outage wait ~0.5 s.
-            .set_number_of_retries(0)
-            .set_max_delay(Duration::from_secs(2));
-        let conn = ConnectionManager::new_with_config(client, config).await?;
+        let source = Source {
+            nodes: self.nodes,
+            connection_timeout: self.connection_timeout,
+            response_timeout: self.response_timeout,
+            #[cfg(feature = "redis-tls")]
+            root_certificate: self.root_certificate,
+        };
+        let conn = source.connect().await?;
         Ok(RedisStore {
             conn,
             prefix: self.prefix.into(),
+            source: Arc::new(source),
         })
-    }
-}
-
-impl RedisStoreBuilder {
-    #[cfg(not(feature = "redis-tls"))]
-    fn client(&self) -> Result<redis::Client, RedisError> {
-        redis::Client::open(self.url.as_str())
-    }
-
-    #[cfg(feature = "redis-tls")]
-    fn client(&self) -> Result<redis::Client, RedisError> {
-        // rustls needs one crypto provider; ours is ring. If the application installed another
-        // one already, that one is used.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        match &self.root_certificate {
-            None => redis::Client::open(self.url.as_str()),
-            Some(pem) => redis::Client::build_with_tls(
-                self.url.as_str(),
-                redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(pem.clone()),
-                },
-            ),
-        }
     }
 }
 
@@ -178,8 +195,25 @@ impl RedisStore {
     /// Settings for a store on the server at `url`: `redis://host:port/db`, or with the
     /// `redis-tls` feature `rediss://host:port/db` (TLS through rustls).
     pub fn builder(url: impl Into<String>) -> RedisStoreBuilder {
+        Self::builder_for(Nodes::Single(url.into()))
+    }
+
+    /// Settings for a store on the Redis Cluster that `nodes` belong to (one is enough; the
+    /// others are found from it): `redis://host:port` each, or `rediss://` for TLS (with the
+    /// `redis-tls` feature).
+    #[cfg(feature = "redis-cluster")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis-cluster")))]
+    pub fn cluster<I, U>(nodes: I) -> RedisStoreBuilder
+    where
+        I: IntoIterator<Item = U>,
+        U: Into<String>,
+    {
+        Self::builder_for(Nodes::Cluster(nodes.into_iter().map(Into::into).collect()))
+    }
+
+    fn builder_for(nodes: Nodes) -> RedisStoreBuilder {
         RedisStoreBuilder {
-            url: url.into(),
+            nodes,
             prefix: DEFAULT_PREFIX.to_owned(),
             connection_timeout: Duration::from_secs(1),
             response_timeout: Duration::from_secs(1),
@@ -201,51 +235,55 @@ impl RedisStore {
     pub fn prefix(&self) -> &str {
         &self.prefix
     }
+
+    /// Whether this store is on a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        !matches!(self.conn, Conn::Single(_))
+    }
+
+    /// A bounded lookup with the entry's remaining time to live (`None`: kept until evicted),
+    /// in one round trip; retried once after a dropped connection, as every request is.
+    #[cfg_attr(not(feature = "memory"), allow(dead_code))] // used by the near cache
+    pub(crate) async fn get_with_ttl(
+        &self,
+        key: &CacheKey,
+        max_len: usize,
+    ) -> Result<Option<(Bytes, Option<Duration>)>, RedisError> {
+        let full = format!("{}{key}", self.prefix);
+        let max_len = max_len.min(i64::MAX as usize);
+        let once = |mut conn: Conn| {
+            let full = full.clone();
+            async move {
+                let found: Option<(Vec<u8>, i64)> = GET_WITH_TTL
+                    .key(full)
+                    .arg(max_len)
+                    .invoke_async(&mut conn)
+                    .await?;
+                Ok::<_, RedisError>(found.map(|(blob, pttl)| {
+                    let ttl = u64::try_from(pttl).ok().map(Duration::from_millis);
+                    (Bytes::from(blob), ttl)
+                }))
+            }
+        };
+        match once(self.conn.clone()).await {
+            Err(e) if e.is_connection_dropped() || e.is_io_error() => once(self.conn.clone()).await,
+            other => other,
+        }
+    }
+
+    /// Where this store connects, for another connection to the same servers.
+    #[cfg_attr(not(feature = "memory"), allow(dead_code))] // used by the near cache
+    pub(crate) fn source(&self) -> &Source {
+        &self.source
+    }
 }
 
 impl fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStore")
             .field("prefix", &self.prefix)
+            .field("cluster", &self.is_cluster())
             .finish_non_exhaustive()
-    }
-}
-
-/// `prefix` with Redis glob characters escaped, then `*`: a `SCAN MATCH` pattern for exactly
-/// this namespace.
-fn match_pattern(prefix: &str) -> String {
-    let mut out = String::with_capacity(prefix.len() + 1);
-    for c in prefix.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out.push('*');
-    out
-}
-
-async fn scan(conn: &mut ConnectionManager, prefix: &str) -> Result<Vec<Vec<u8>>, RedisError> {
-    let pattern = match_pattern(prefix);
-    let mut cursor: u64 = 0;
-    let mut keys = Vec::new();
-    loop {
-        let (next, batch): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(SCAN_COUNT)
-            .query_async(conn)
-            .await?;
-        keys.extend(batch);
-        if next == 0 {
-            // SCAN may return a key twice (when Redis rehashes during the walk).
-            keys.sort_unstable();
-            keys.dedup();
-            return Ok(keys);
-        }
-        cursor = next;
     }
 }
 
@@ -286,9 +324,19 @@ impl tower::Service<StoreRequest> for RedisStore {
     }
 }
 
+/// The keys of a walk that are entries of this namespace, as cache keys (the tag index's sets
+/// are left out).
+fn entry_keys(prefix: &str, raw: Vec<Vec<u8>>) -> Vec<CacheKey> {
+    raw.into_iter()
+        .filter_map(|k| String::from_utf8(k).ok())
+        .filter_map(|k| k.strip_prefix(prefix).map(CacheKey::from_stored))
+        .filter(|k| !k.as_str().starts_with(tags::INDEX_MARK))
+        .collect()
+}
+
 /// One store request against the server.
 async fn run(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     prefix: &str,
     req: StoreRequest,
 ) -> Result<StoreResponse, RedisError> {
@@ -309,13 +357,28 @@ async fn run(
             StoreResponse::Blob(blob.map(Bytes::from))
         }
         StoreRequest::Put { key, blob, ttl } => {
-            let mut cmd = redis::cmd("SET");
-            cmd.arg(full(&key)).arg(blob.as_ref());
-            if let Some(ttl) = ttl {
-                cmd.arg("PX").arg(px(ttl));
-            }
-            let _: Value = cmd.query_async(conn).await?;
+            set(conn, &full(&key), &blob, ttl).await?;
             StoreResponse::Done
+        }
+        StoreRequest::PutTagged {
+            key,
+            blob,
+            ttl,
+            tags,
+        } => {
+            let full = full(&key);
+            if !tags::fits(&tags) {
+                // Not indexable: nothing under the key (the write replaces what was there).
+                let _: Value = redis::cmd("UNLINK").arg(&full).query_async(conn).await?;
+                return Ok(StoreResponse::NotStored);
+            }
+            // The index first: an entry is never stored without being findable by its tags.
+            tags::record(conn, prefix, &full, &tags, tags::ttl_ms(ttl)).await?;
+            set(conn, &full, &blob, ttl).await?;
+            StoreResponse::Done
+        }
+        StoreRequest::PurgeTag { tag } => {
+            StoreResponse::Purged(tags::purge(conn, prefix, &tag).await?)
         }
         StoreRequest::Delete { key } => {
             let _: Value = redis::cmd("UNLINK")
@@ -325,46 +388,20 @@ async fn run(
             StoreResponse::Done
         }
         StoreRequest::KeysPage { cursor } => {
-            let cursor: u64 = match cursor.as_deref().map(str::parse) {
-                None => 0,
-                Some(Ok(c)) => c,
-                Some(Err(_)) => {
-                    return Err(RedisError::from((
-                        redis::ErrorKind::Client,
-                        "not a cursor of this store",
-                    )))
-                }
-            };
-            let prefix = full(&CacheKey::from_stored(""));
-            let (next, batch): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(match_pattern(&prefix))
-                .arg("COUNT")
-                .arg(SCAN_COUNT)
-                .query_async(conn)
-                .await?;
+            let at = cursor.as_deref().map(PageCursor::parse).transpose()?;
+            let (batch, next) = conn::page(conn, at, &match_pattern(prefix)).await?;
             StoreResponse::KeysPage {
-                keys: batch
-                    .into_iter()
-                    .filter_map(|k| String::from_utf8(k).ok())
-                    .filter_map(|k| k.get(prefix.len()..).map(CacheKey::from_stored))
-                    .collect(),
-                next: (next != 0).then(|| next.to_string()),
+                keys: entry_keys(prefix, batch),
+                next: next.map(|n| n.render()),
             }
         }
         StoreRequest::Keys => {
-            let prefix_len = full(&CacheKey::from_stored("")).len();
-            let keys = scan(conn, &full(&CacheKey::from_stored(""))).await?;
-            StoreResponse::Keys(
-                keys.into_iter()
-                    .filter_map(|k| String::from_utf8(k).ok())
-                    .filter_map(|k| k.get(prefix_len..).map(CacheKey::from_stored))
-                    .collect(),
-            )
+            let keys = conn::scan_all(conn, &match_pattern(prefix)).await?;
+            StoreResponse::Keys(entry_keys(prefix, keys))
         }
         StoreRequest::Clear => {
-            let keys = scan(conn, &full(&CacheKey::from_stored(""))).await?;
+            // The tag index's sets too: they are in the namespace.
+            let keys = conn::scan_all(conn, &match_pattern(prefix)).await?;
             for batch in keys.chunks(SCAN_COUNT) {
                 let _: Value = redis::cmd("UNLINK").arg(batch).query_async(conn).await?;
             }
@@ -373,10 +410,23 @@ async fn run(
     })
 }
 
+async fn set(
+    conn: &mut Conn,
+    key: &str,
+    blob: &[u8],
+    ttl: Option<Duration>,
+) -> Result<(), RedisError> {
+    let mut cmd = redis::cmd("SET");
+    cmd.arg(key).arg(blob);
+    if let Some(ttl) = ttl {
+        cmd.arg("PX").arg(px(ttl));
+    }
+    let _: Value = cmd.query_async(conn).await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
-    use super::match_pattern;
-
     #[test]
     fn px_is_never_zero_and_never_overflows() {
         use std::time::Duration;
@@ -386,8 +436,15 @@ mod tests {
     }
 
     #[test]
-    fn namespace_globs_are_escaped() {
-        assert_eq!(match_pattern("hcc:"), "hcc:*");
-        assert_eq!(match_pattern("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\*");
+    fn index_sets_are_not_listed_as_entries() {
+        let raw = vec![
+            b"hcc:hcc1:abc".to_vec(),
+            b"hcc:#tag:news".to_vec(),
+            b"other".to_vec(),
+            vec![0xff, 0xfe],
+        ];
+        let keys = super::entry_keys("hcc:", raw);
+        let names: Vec<&str> = keys.iter().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["hcc1:abc"]);
     }
 }

@@ -1,0 +1,149 @@
+//! `RedisStore` on a local three-primary Redis Cluster: the store contract, listing and clearing
+//! across primaries, the tag index across slots, and the cache on top.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper_client_cache::store::conformance::{check_store, honours_bound};
+use hyper_client_cache::{CacheLayer, CacheStatus, RedisStore, StoreRequest, StoreResponse};
+use tower::ServiceExt;
+
+use crate::common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_store_conformance() {
+    let cluster = RedisCluster::start().await;
+    // One node is enough to find the others.
+    let store = RedisStore::cluster([cluster.urls()[1].clone()])
+        .connect()
+        .await
+        .unwrap();
+    assert!(store.is_cluster());
+    honours_bound(&store).await;
+    check_store(store, tokio::time::sleep).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_on_every_primary_are_listed_paged_and_cleared() {
+    let cluster = RedisCluster::start().await;
+    let store = RedisStore::cluster(cluster.urls()).connect().await.unwrap();
+    let keys: Vec<_> = (0..300)
+        .map(|i| key_for(&format!("http://c.test/{i}")))
+        .collect();
+    for k in &keys {
+        put_raw(&store, k.clone(), Bytes::from_static(b"v")).await;
+    }
+    // Every primary holds some of them (slots are spread over the three).
+    for node in &cluster.nodes {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &node.port.to_string(), "dbsize"])
+            .output()
+            .unwrap();
+        let n: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        assert!(n > 20, "node {} holds {n} keys", node.port);
+    }
+    let mut listed = match store.clone().oneshot(StoreRequest::Keys).await.unwrap() {
+        StoreResponse::Keys(k) => k,
+        other => panic!("{other:?}"),
+    };
+    listed.sort();
+    let mut expected = keys.clone();
+    expected.sort();
+    assert_eq!(listed, expected);
+    // Pages walk every primary in turn, and their cursors name the node.
+    let mut paged = Vec::new();
+    let mut cursor = None;
+    let mut pages = 0;
+    loop {
+        pages += 1;
+        assert!(pages < 1000, "the walk must end");
+        match store
+            .clone()
+            .oneshot(StoreRequest::KeysPage { cursor })
+            .await
+            .unwrap()
+        {
+            StoreResponse::KeysPage { keys, next } => {
+                paged.extend(keys);
+                match next {
+                    Some(n) => {
+                        assert!(n.contains("@127.0.0.1:"), "cursor {n}");
+                        cursor = Some(n);
+                    }
+                    None => break,
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(pages >= 3, "one page per primary at least");
+    paged.sort();
+    paged.dedup();
+    assert_eq!(paged, expected);
+    // A cursor from somewhere else is an error, not a restart from the top.
+    assert!(store
+        .clone()
+        .oneshot(StoreRequest::KeysPage {
+            cursor: Some("garbage".into())
+        })
+        .await
+        .is_err());
+    store.clone().oneshot(StoreRequest::Clear).await.unwrap();
+    match store.clone().oneshot(StoreRequest::Keys).await.unwrap() {
+        StoreResponse::Keys(k) => assert!(k.is_empty(), "{k:?}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_runs_on_a_cluster_and_purges_a_tag_across_slots() {
+    let cluster = RedisCluster::start().await;
+    let store = RedisStore::cluster(cluster.urls()).connect().await.unwrap();
+    let origin = Origin::start(|seen| {
+        let tag = if seen.uri.path().ends_with("/0") {
+            "first"
+        } else {
+            "all"
+        };
+        http::Response::builder()
+            .header("cache-control", "max-age=600")
+            .header("cache-tag", format!("{tag}, everything"))
+            .body(http_body_util::Full::new(Bytes::from_static(b"body")))
+            .unwrap()
+    })
+    .await;
+    let layer = CacheLayer::new(store.clone())
+        .secret_key(test_key())
+        .store_timeout(Duration::from_secs(2));
+    let metrics = layer.metrics();
+    let inspector = layer.inspector();
+    let mut client = cached_client(layer);
+    let urls: Vec<String> = (0..40).map(|i| origin.url(&format!("/p/{i}"))).collect();
+    for url in &urls {
+        let got = get(&mut client, url).await.unwrap();
+        assert_eq!(got.cache, Some(CacheStatus::Miss));
+    }
+    // The writes end when the bodies do; wait (bounded) until all are stored.
+    for _ in 0..500 {
+        if metrics.stored() >= 40 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(metrics.stored(), 40);
+    for url in &urls {
+        let got = get(&mut client, url).await.unwrap();
+        assert_eq!(got.cache, Some(CacheStatus::Hit), "{url}");
+    }
+    assert_eq!(inspector.purge_tag("first").await.unwrap(), 1);
+    assert_eq!(inspector.count().await.unwrap(), 39);
+    assert_eq!(inspector.purge_tag("everything").await.unwrap(), 39);
+    assert_eq!(inspector.count().await.unwrap(), 0);
+    assert_eq!(origin.requests(), 40);
+    let got = get(&mut client, &urls[5]).await.unwrap();
+    assert_eq!(
+        got.cache,
+        Some(CacheStatus::Miss),
+        "purged entries are gone"
+    );
+}

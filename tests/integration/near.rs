@@ -1,0 +1,304 @@
+//! `NearCache` against real Redis servers: the store contract through it (one server and a
+//! cluster), hits from memory, coherence with writers elsewhere (overwrite, delete, purge by tag,
+//! FLUSHALL), a stalled server (the lease), a killed tracking connection and a restarted
+//! server (the tier is emptied and never serves what was overwritten meanwhile).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper_client_cache::store::conformance::{check_store, honours_bound};
+use hyper_client_cache::{CacheKey, NearCache, RedisStore, StoreRequest, StoreResponse};
+use tower::ServiceExt;
+
+use crate::common::*;
+
+fn k(name: &str) -> CacheKey {
+    CacheKey::from_stored(format!("hcc1:near-{name}"))
+}
+
+async fn put<S>(store: &S, key: &CacheKey, value: &str)
+where
+    S: hyper_client_cache::Store,
+{
+    let request = StoreRequest::Put {
+        key: key.clone(),
+        blob: Bytes::from(value.to_owned()),
+        ttl: Some(Duration::from_secs(600)),
+    };
+    match store.clone().oneshot(request).await {
+        Ok(StoreResponse::Done) => {}
+        Ok(other) => panic!("{other:?}"),
+        Err(e) => panic!(
+            "put failed: {}",
+            Into::<hyper_client_cache::BoxError>::into(e)
+        ),
+    }
+}
+
+async fn read(near: &NearCache, key: &CacheKey) -> Option<String> {
+    match near.clone().oneshot(StoreRequest::get(key.clone())).await {
+        Ok(StoreResponse::Blob(b)) => b.map(|b| String::from_utf8(b.to_vec()).unwrap()),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Polls `what` (bounded: 5 s) until it holds.
+async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    for _ in 0..1000 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+async fn near_on(redis: &RedisServer) -> (NearCache, RedisStore) {
+    let near = NearCache::builder(RedisStore::connect(&redis.url()).await.unwrap())
+        .start()
+        .await
+        .unwrap();
+    // The other instance of the fleet: its own connection.
+    let other = RedisStore::connect(&redis.url()).await.unwrap();
+    (near, other)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn near_cache_store_conformance() {
+    let redis = RedisServer::start().await;
+    let (near, _) = near_on(&redis).await;
+    honours_bound(&near).await;
+    check_store(near, tokio::time::sleep).await;
+}
+
+#[cfg(feature = "redis-cluster")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn near_cache_store_conformance_on_a_cluster() {
+    let cluster = RedisCluster::start().await;
+    let redis = RedisStore::cluster(cluster.urls()).connect().await.unwrap();
+    let near = NearCache::builder(redis).start().await.unwrap();
+    check_store(near.clone(), tokio::time::sleep).await;
+    // Coherent across the primaries: another client's overwrite of keys in every slot range.
+    let other = RedisStore::cluster(cluster.urls()).connect().await.unwrap();
+    let keys: Vec<CacheKey> = (0..30).map(|i| k(&format!("c{i}"))).collect();
+    for key in &keys {
+        put(&other, key, "old").await;
+        assert_eq!(read(&near, key).await.as_deref(), Some("old"));
+    }
+    for key in &keys {
+        put(&other, key, "new").await;
+    }
+    until("every key is invalidated", || {
+        near.stats().invalidations >= 30
+    })
+    .await;
+    for key in &keys {
+        assert_eq!(read(&near, key).await.as_deref(), Some("new"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_keys_are_served_from_memory() {
+    let redis = RedisServer::start().await;
+    let (near, other) = near_on(&redis).await;
+    put(&other, &k("hot"), "v1").await;
+    // Redis tells every tracking client of the write (this one too); once it has arrived, the
+    // next fill stays.
+    until("the write's invalidation arrives", || near.stats().invalidations >= 1).await;
+    assert_eq!(read(&near, &k("hot")).await.as_deref(), Some("v1"));
+    let before = near.stats();
+    for _ in 0..100 {
+        assert_eq!(read(&near, &k("hot")).await.as_deref(), Some("v1"));
+    }
+    let after = near.stats();
+    assert_eq!(after.hits - before.hits, 100, "{after:?}");
+    assert_eq!(after.misses, before.misses);
+    assert_eq!(near.len_and_size().0, 1);
+    // An absent key is not kept (the next lookup asks Redis again).
+    assert_eq!(read(&near, &k("absent")).await, None);
+    assert_eq!(read(&near, &k("absent")).await, None);
+    assert_eq!(near.stats().misses, after.misses + 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_elsewhere_invalidate_the_near_copy() {
+    let redis = RedisServer::start().await;
+    let (near, other) = near_on(&redis).await;
+    let inv = || near.stats().invalidations;
+
+    // Overwrite.
+    put(&other, &k("a"), "v1").await;
+    assert_eq!(read(&near, &k("a")).await.as_deref(), Some("v1"));
+    let seen = inv();
+    put(&other, &k("a"), "v2").await;
+    until("the overwrite is invalidated", || inv() > seen).await;
+    assert_eq!(read(&near, &k("a")).await.as_deref(), Some("v2"));
+
+    // Delete.
+    let seen = inv();
+    other
+        .clone()
+        .oneshot(StoreRequest::Delete { key: k("a") })
+        .await
+        .unwrap();
+    until("the delete is invalidated", || inv() > seen).await;
+    assert_eq!(read(&near, &k("a")).await, None);
+
+    // Purge by tag, from the other instance.
+    let tagged = StoreRequest::PutTagged {
+        key: k("t"),
+        blob: Bytes::from_static(b"tagged"),
+        ttl: Some(Duration::from_secs(600)),
+        tags: vec!["news".into()],
+    };
+    other.clone().oneshot(tagged).await.unwrap();
+    assert_eq!(read(&near, &k("t")).await.as_deref(), Some("tagged"));
+    let seen = inv();
+    match other
+        .clone()
+        .oneshot(StoreRequest::PurgeTag { tag: "news".into() })
+        .await
+        .unwrap()
+    {
+        StoreResponse::Purged(1) => {}
+        got => panic!("{got:?}"),
+    }
+    until("the purge is invalidated", || inv() > seen).await;
+    assert_eq!(read(&near, &k("t")).await, None);
+
+    // FLUSHALL: Redis says `[nil]`, the tier is emptied.
+    put(&other, &k("f"), "v").await;
+    assert_eq!(read(&near, &k("f")).await.as_deref(), Some("v"));
+    let flushes = near.stats().flushes;
+    let mut raw = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut raw).await.unwrap();
+    until("the flush reaches the tier", || {
+        near.stats().flushes > flushes
+    })
+    .await;
+    assert_eq!(near.len_and_size().0, 0);
+    assert_eq!(read(&near, &k("f")).await, None);
+
+    // Local writes are seen at once (no wait for Redis's echo).
+    put(&near, &k("local"), "l1").await;
+    assert_eq!(read(&near, &k("local")).await.as_deref(), Some("l1"));
+    put(&near, &k("local"), "l2").await;
+    assert_eq!(read(&near, &k("local")).await.as_deref(), Some("l2"));
+}
+
+/// A server that stops answering (SIGSTOP) without closing the connection: the lease lapses, the
+/// tier stops serving (no invalidation can arrive), and serves its entries again once heartbeats
+/// are answered, without having been emptied (nothing was missed: the connection held).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_server_stops_the_tier_serving_until_it_answers_again() {
+    let redis = RedisServer::start().await;
+    let (near, other) = near_on(&redis).await;
+    put(&other, &k("s"), "v").await;
+    assert_eq!(read(&near, &k("s")).await.as_deref(), Some("v"));
+    until("serving", || near.stats().serving).await;
+    let flushes = near.stats().flushes;
+    redis.pause(true);
+    until("the lease lapses", || !near.stats().serving).await;
+    // A lookup now goes to the (stalled) server: it fails instead of serving from memory.
+    let lookup = near.clone().oneshot(StoreRequest::get(k("s")));
+    redis.pause(false);
+    let _ = lookup.await;
+    until("serving again", || near.stats().serving).await;
+    let stats = near.stats();
+    assert!(stats.bypasses >= 1, "{stats:?}");
+    assert_eq!(stats.flushes, flushes, "a lapse is not a loss: {stats:?}");
+    assert_eq!(read(&near, &k("s")).await.as_deref(), Some("v"));
+}
+
+/// The tracking connection is killed while Redis stays up, and the key is overwritten right
+/// after: the tier is emptied and serves the new value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_tracking_connection_empties_the_tier() {
+    let redis = RedisServer::start().await;
+    let (near, other) = near_on(&redis).await;
+    put(&other, &k("x"), "old").await;
+    assert_eq!(read(&near, &k("x")).await.as_deref(), Some("old"));
+    let flushes = near.stats().flushes;
+    let mut raw = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let id = list
+        .lines()
+        .find(|l| {
+            l.split(' ')
+                .any(|f| f.starts_with("flags=") && f.contains('t'))
+        })
+        .and_then(|l| l.split(' ').find_map(|f| f.strip_prefix("id=")))
+        .expect("a client with tracking on")
+        .to_owned();
+    let _: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("ID")
+        .arg(&id)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    put(&other, &k("x"), "new").await;
+    until("emptied and serving again", || {
+        let s = near.stats();
+        s.flushes >= flushes + 2 && s.serving
+    })
+    .await;
+    assert_eq!(read(&near, &k("x")).await.as_deref(), Some("new"));
+}
+
+/// Redis restarts (empty: no persistence) and the key is written again while the tier's
+/// connection is down: the tier never serves the old value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_never_serves_what_was_overwritten_meanwhile() {
+    let mut redis = RedisServer::start().await;
+    let port = redis.port;
+    let (near, other) = near_on(&redis).await;
+    put(&other, &k("r"), "before").await;
+    assert_eq!(read(&near, &k("r")).await.as_deref(), Some("before"));
+    redis.kill();
+    until("the tier stops serving", || !near.stats().serving).await;
+    assert_eq!(near.len_and_size().0, 0, "emptied on the disconnect");
+    let _redis = RedisServer::start_on(port).await;
+    // The writer's connection manager reconnects on its own.
+    let mut written = false;
+    for _ in 0..200 {
+        let request = StoreRequest::Put {
+            key: k("r"),
+            blob: Bytes::from_static(b"after"),
+            ttl: Some(Duration::from_secs(600)),
+        };
+        if other.clone().oneshot(request).await.is_ok() {
+            written = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(written);
+    for _ in 0..200 {
+        if let Ok(StoreResponse::Blob(b)) = near.clone().oneshot(StoreRequest::get(k("r"))).await {
+            assert_ne!(
+                b.as_deref(),
+                Some(&b"before"[..]),
+                "the old value was served"
+            );
+        }
+        if near.stats().serving {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    until("serving again", || near.stats().serving).await;
+    assert_eq!(read(&near, &k("r")).await.as_deref(), Some("after"));
+}
