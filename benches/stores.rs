@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use http_body_util::{BodyExt, Full};
-use hyper_client_cache::{CacheLayer, DiskStore, MemoryStore, RedisStore, Store};
+use hyper_client_cache::{CacheLayer, DiskStore, MemoryStore, NearCache, RedisStore, Store};
 use tower::{Service, ServiceBuilder, ServiceExt};
 
 #[allow(dead_code)] // The hit sizes and the shared origin are not used here.
@@ -199,6 +199,21 @@ fn stores(c: &mut Criterion) {
         })
     });
 
+    // The near cache in front of the same server: hot hits from process memory.
+    let near_single = single.block_on(near(&url));
+    let near_multi = multi.block_on(near(&url));
+    bench_store(c, &single, &multi, "near", |rt| {
+        if std::ptr::eq(rt, &single) {
+            near_single.clone()
+        } else {
+            near_multi.clone()
+        }
+    });
+    // Bypasses are lookups made while the lease had lapsed (between criterion's samples the
+    // current-thread runtime does not run the heartbeat).
+    println!("near stats (1 caller): {:?}", near_single.stats());
+    println!("near stats (32 callers): {:?}", near_multi.stats());
+
     // The floor for a Redis hit: a bare GET of a value of the same size, same kind of connection,
     // on the same current-thread runtime as the 1-caller hits.
     let rt = &single;
@@ -242,7 +257,67 @@ fn stores(c: &mut Criterion) {
     // hit and one encrypted hit, in a rotating order, so all four see the same noise; medians
     // ignore the tail.
     paired(rt, &url, &conn);
+    near_paired(rt, &url);
     drop(redis);
+}
+
+async fn near(url: &str) -> NearCache {
+    NearCache::builder(RedisStore::connect(url).await.unwrap())
+        .start()
+        .await
+        .unwrap()
+}
+
+/// Interleaved rounds of a signed hit from a `MemoryStore`, through a `NearCache`, and from the
+/// plain `RedisStore` behind it, reported as medians and ratios (`near_paired` lines).
+fn near_paired(rt: &tokio::runtime::Runtime, url: &str) {
+    let (near, redis) =
+        rt.block_on(async { (near(url).await, RedisStore::connect(url).await.unwrap()) });
+    let memory = MemoryStore::new(256 << 20);
+    println!(
+        "near_paired ({ROUNDS} rounds, p50): size | MemoryStore hit | NearCache hit (÷memory) | RedisStore hit (÷memory) | near ÷ redis"
+    );
+    for size in [1024usize, 64 * 1024] {
+        let url = format!("http://bench.local/near{size}");
+        let m = through(CacheLayer::new(memory.clone()).secret_key(key()), size);
+        let n = through(CacheLayer::new(near.clone()).secret_key(key()), size);
+        let r = through(CacheLayer::new(redis.clone()).secret_key(key()), size);
+        let mut times: [Vec<Duration>; 3] = Default::default();
+        rt.block_on(async {
+            assert_eq!(hit(m.clone(), &url).await, size);
+            assert_eq!(hit(n.clone(), &url).await, size);
+            // The near copy is filled on the first lookup after the write's invalidation.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            assert_eq!(hit(n.clone(), &url).await, size);
+            for round in 0..ROUNDS {
+                for i in 0..3 {
+                    let which = (round + i) % 3;
+                    let started = Instant::now();
+                    let got = match which {
+                        0 => hit(m.clone(), &url).await,
+                        1 => hit(n.clone(), &url).await,
+                        _ => hit(r.clone(), &url).await,
+                    };
+                    times[which].push(started.elapsed());
+                    assert_eq!(got, size);
+                }
+            }
+        });
+        let p50 = |which: usize| {
+            let mut t = times[which].clone();
+            t.sort();
+            t[ROUNDS / 2]
+        };
+        let [mem, nr, rd] = [0, 1, 2].map(p50);
+        let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
+        println!(
+            "near_paired: {size} B | {mem:.2?} | {nr:.2?} ({:.2}×) | {rd:.1?} ({:.1}×) | {:.3}×",
+            ratio(nr, mem),
+            ratio(rd, mem),
+            ratio(nr, rd),
+        );
+    }
+    println!("near stats (paired): {:?}", near.stats());
 }
 
 /// Rounds of (bare GET, GET + HMAC, signed hit, encrypted hit) per body size in the paired Redis

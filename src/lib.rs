@@ -189,7 +189,9 @@ pub use crate::store::{
 pub use crate::store::{DiskStore, DiskStoreBuilder};
 #[cfg(all(feature = "redis", feature = "memory"))]
 #[doc(inline)]
-pub use crate::store::{NearCache, NearCacheBuilder, NearStats};
+pub use crate::store::{
+    NearCache, NearCacheBuilder, NearStats, DEFAULT_MAX_STALENESS, DEFAULT_NEAR_MAX_BYTES,
+};
 #[cfg(feature = "redis")]
 #[doc(inline)]
 pub use crate::store::{RedisStore, RedisStoreBuilder};

@@ -11,7 +11,7 @@
 //! | `http_cache_not_stored_total` | counter | `reason`: the `NotStoredReason` in snake case (`response_no_store`, `no_freshness`, `status`, ...) |
 //! | `http_cache_stored_total` | counter | |
 //! | `http_cache_bad_signatures_total` | counter | `reason`: `mismatch`, `unknown_key`, `wrong_key`, `unsigned`, `malformed` |
-//! | `http_cache_store_operation_duration_seconds` | histogram | `operation`: `get`, `put`, `delete`, `keys`, `clear`; `outcome`: `ok`, `error`, `timeout`, `skipped` |
+//! | `http_cache_store_operation_duration_seconds` | histogram | `operation`: `get`, `put`, `delete`, `keys`, `clear`, `purge_tag`; `outcome`: `ok`, `error`, `timeout`, `skipped` |
 //! | `http_cache_blob_size_bytes` | histogram | `operation`: `get` (a blob found), `put` |
 //! | `http_cache_breaker_transitions_total` | counter | `to`: `open`, `half_open`, `closed` |
 //! | `http_cache_near_requests_total` | counter | `result`: `hit`, `miss` (asked Redis), `bypass` (the near tier was not serving) |

@@ -104,7 +104,10 @@ async fn hot_keys_are_served_from_memory() {
     put(&other, &k("hot"), "v1").await;
     // Redis tells every tracking client of the write (this one too); once it has arrived, the
     // next fill stays.
-    until("the write's invalidation arrives", || near.stats().invalidations >= 1).await;
+    until("the write's invalidation arrives", || {
+        near.stats().invalidations >= 1
+    })
+    .await;
     assert_eq!(read(&near, &k("hot")).await.as_deref(), Some("v1"));
     let before = near.stats();
     for _ in 0..100 {

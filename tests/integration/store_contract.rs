@@ -365,3 +365,77 @@ async fn a_refused_entry_is_not_counted_as_stored() {
     assert_eq!(metrics.store_write_errors(), 2);
     assert!(store.is_empty());
 }
+
+/// A store written before `PutTagged` existed answers it `Unsupported`: the cache sends the same
+/// write as a `Put`, the entry is stored and hit, and a purge by tag (`PurgeTag` unsupported too)
+/// walks the entries' signed tags. A response without tags is written with a plain `Put`.
+#[tokio::test]
+async fn a_store_without_a_tag_index_still_stores_tagged_entries_and_purges_them() {
+    use std::sync::{Arc, Mutex};
+    let seen: Arc<Mutex<Vec<&'static str>>> = Arc::default();
+    let inner = hyper_client_cache::MemoryStore::new(1 << 20);
+    let store = {
+        let seen = seen.clone();
+        tower::service_fn(move |req: StoreRequest| {
+            let mut inner = inner.clone();
+            let seen = seen.clone();
+            async move {
+                let name = match &req {
+                    StoreRequest::PutTagged { .. } => "put_tagged",
+                    StoreRequest::PurgeTag { .. } => "purge_tag",
+                    StoreRequest::Put { .. } => "put",
+                    _ => "other",
+                };
+                seen.lock().unwrap().push(name);
+                match req {
+                    StoreRequest::PutTagged { .. } | StoreRequest::PurgeTag { .. } => {
+                        Ok::<_, Infallible>(StoreResponse::Unsupported)
+                    }
+                    req => tower::Service::call(&mut inner, req).await,
+                }
+            }
+        })
+    };
+    let layer = CacheLayer::new(store).secret_key(test_key());
+    let metrics = layer.metrics();
+    let inspector = layer.inspector();
+    let mut svc = ServiceBuilder::new()
+        .layer(layer)
+        .service(tower::service_fn(|req: http::Request<()>| {
+            let tagged = req.uri().path() == "/tagged";
+            let mut b = http::Response::builder().header("cache-control", "max-age=60");
+            if tagged {
+                b = b.header("cache-tag", "t");
+            }
+            ready(Ok::<_, Infallible>(
+                b.body(http_body_util::Full::new(Bytes::from_static(b"x")))
+                    .unwrap(),
+            ))
+        }));
+    for path in ["/tagged", "/plain"] {
+        for _ in 0..2 {
+            let request = http::Request::get(format!("http://example.test{path}"))
+                .body(())
+                .unwrap();
+            let response = tower::Service::call(svc.ready().await.unwrap(), request)
+                .await
+                .unwrap();
+            http_body_util::BodyExt::collect(response.into_body())
+                .await
+                .unwrap();
+        }
+    }
+    assert_eq!(metrics.stored(), 2);
+    assert_eq!(metrics.hits(), 2);
+    let writes: Vec<_> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .copied()
+        .filter(|s| *s != "other")
+        .collect();
+    assert_eq!(writes, ["put_tagged", "put", "put"]);
+    assert_eq!(inspector.purge_tag("t").await.unwrap(), 1);
+    assert!(seen.lock().unwrap().contains(&"purge_tag"));
+    assert_eq!(inspector.count().await.unwrap(), 1);
+}

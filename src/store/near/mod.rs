@@ -1,48 +1,14 @@
 //! A near cache: hot entries of a [`RedisStore`] kept in this process's memory, and kept
 //! coherent by Redis itself (server-assisted client-side caching, RESP3 `CLIENT TRACKING`).
 //!
-//! # How it stays coherent
-//!
-//! - **Broadcast tracking.** One connection of its own (RESP3) runs
-//!   `CLIENT TRACKING ON BCAST PREFIX {prefix}` (on a cluster, on every primary). Redis then
-//!   sends it an invalidation for every key of the namespace that anyone changes, deletes,
-//!   expires or evicts, whoever read it. The default mode was not chosen: it tracks only keys
-//!   read on the tracking connection itself (so every read would have to go through it, or a
-//!   `REDIRECT` that a reconnect of either connection silently breaks), and costs server memory
-//!   per key read per client.
-//! - **Invalidations are applied in the driver's read loop** (the push callback), before any
-//!   later reply on that connection is looked at.
-//! - **A lease.** A heartbeat (`PING`) runs every fifth of
-//!   [`max_staleness`](NearCacheBuilder::max_staleness). The answer to a `PING` comes after every
-//!   invalidation Redis had queued for this connection before it ran the `PING`, and the `PING`
-//!   after it runs in a later event-loop turn than any write already done when the one before was
-//!   sent. So once the heartbeat sent at `t₂` is answered, every write that had returned before
-//!   the one sent at `t₁ < t₂` is applied here. The near tier serves only while `now − t₁ <
-//!   max_staleness`: an entry is never served more than `max_staleness` after a write elsewhere
-//!   returned, even when the tracking connection stalls without breaking (a timeout is not a
-//!   disconnect). When the lease lapses, lookups go to Redis until a heartbeat comes back.
-//! - **A lost connection empties the tier.** When the tracking connection drops (the driver
-//!   says so, or a heartbeat fails) the near tier stops serving and is emptied: it cannot know
-//!   what it missed. It is emptied again once tracking is re-enabled on a new connection, and
-//!   only then serves again. So a Redis restart never lets an entry overwritten meanwhile be
-//!   served.
-//! - **Fills cannot race invalidations.** A lookup that missed notes a counter of its key's
-//!   stripe (4096 stripes) and the tier's epoch before asking Redis; the answer is kept only if
-//!   neither moved by the time it is inserted (checked again after inserting). An invalidation
-//!   that arrives while the `GET` is in flight therefore discards the answer, instead of being
-//!   lost as in the driver's own client cache.
-//! - **Local writes** (`Put`, `PutTagged`, `Delete`) drop the near copy before and after the
-//!   write; `Clear` and `PurgeTag` empty the tier before and after.
-//!
-//! Entries in the near tier are the same sealed blobs: the cache verifies them on every hit,
-//! as from any store.
+//! See [`NearCache`] for how it stays coherent.
 
 use std::fmt;
 use std::future::{ready, Future, Ready};
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -50,12 +16,13 @@ use futures_util::future::Either;
 use redis::{PushInfo, PushKind, RedisError, Value};
 use tower::Service;
 
-#[cfg(feature = "redis-cluster")]
-use super::redis::all_primaries;
-use super::redis::{Nodes, RedisStore, Source};
+mod tracking;
+
+use super::redis::RedisStore;
 use super::{MemoryStore, StoreRequest, StoreResponse};
 use crate::metrics::export as metrics;
 use crate::CacheKey;
+use tracking::{heartbeat, Tracker};
 
 /// Default bound of a near tier: 64 MiB.
 pub const DEFAULT_NEAR_MAX_BYTES: u64 = 64 << 20;
@@ -64,14 +31,50 @@ pub const DEFAULT_MAX_STALENESS: Duration = Duration::from_millis(50);
 const STRIPES: usize = 4096;
 
 /// A store layer that keeps hot entries of a [`RedisStore`] in process memory, coherent through
-/// Redis server-assisted client-side caching (see the [module docs](self) for how, and
-/// `docs/stores.md` for when to use it).
+/// Redis server-assisted client-side caching (`docs/stores.md` says when to use it).
 ///
 /// The guarantee: after any client's write (overwrite, delete, purge) to the Redis store has
 /// returned, this process never serves the old entry from memory later than
 /// [`max_staleness`](NearCacheBuilder::max_staleness) after it (50 ms by default; on loopback
 /// the invalidation arrives in well under a millisecond), across disconnects and Redis
 /// restarts.
+///
+/// # How it stays coherent
+///
+/// - **Broadcast tracking.** One connection of its own (RESP3) runs
+///   `CLIENT TRACKING ON BCAST PREFIX {prefix}` (on a cluster, on every primary). Redis then
+///   sends it an invalidation for every key of the namespace that anyone changes, deletes,
+///   expires or evicts, whoever read it. The default mode was not chosen: it tracks only keys
+///   read on the tracking connection itself (so every read would have to go through it, or a
+///   `REDIRECT` that a reconnect of either connection silently breaks), and costs server memory
+///   per key read per client.
+/// - **Invalidations are applied in the driver's read loop** (the push callback), before any
+///   later reply on that connection is looked at.
+/// - **A lease.** A heartbeat (`PING`) runs every fifth of
+///   [`max_staleness`](NearCacheBuilder::max_staleness). The answer to a `PING` comes after every
+///   invalidation Redis had queued for this connection before it ran the `PING`, and the `PING`
+///   after it runs in a later event-loop turn than any write already done when the one before was
+///   sent. So once the heartbeat sent at `t₂` is answered, every write that had returned before
+///   the one sent at `t₁ < t₂` is applied here. The near tier serves only while `now − t₁ <
+///   max_staleness`: an entry is never served more than `max_staleness` after a write elsewhere
+///   returned, even when the tracking connection stalls without breaking (a timeout is not a
+///   disconnect). When the lease lapses, lookups go to Redis until a heartbeat comes back.
+/// - **A lost connection empties the tier.** When the tracking connection drops (the driver
+///   says so, or a heartbeat fails) the near tier stops serving and is emptied: it cannot know
+///   what it missed. It is emptied again once tracking is re-enabled on a new connection, and
+///   only then serves again. So a Redis restart never lets an entry overwritten meanwhile be
+///   served.
+/// - **Fills cannot race invalidations.** A lookup that missed notes a counter of its key's
+///   stripe (4096 stripes) and the tier's epoch before asking Redis; the answer is kept only if
+///   neither moved by the time it is inserted (checked again after inserting). An invalidation
+///   that arrives while the `GET` is in flight therefore discards the answer, instead of being
+///   lost as in the driver's own client cache.
+/// - **Local writes** (`Put`, `PutTagged`, `Delete`) drop the near copy before and after the
+///   write; `Clear` and `PurgeTag` empty the tier before and after.
+///
+///
+/// Entries in the near tier are the same sealed blobs: the cache verifies them on every hit, as
+/// from any store.
 ///
 /// # Clone
 ///
@@ -133,7 +136,7 @@ impl NearCacheBuilder {
     }
 
     /// The longest the tier may serve an entry after a write elsewhere returned, however the
-    /// tracking connection behaves (see the [module docs](self)); heartbeats run five times per
+    /// tracking connection behaves (see [`NearCache`]); heartbeats run five times per
     /// period. Default: [`DEFAULT_MAX_STALENESS`] (50 ms). Clamped to at least 5 ms.
     pub fn max_staleness(mut self, max_staleness: Duration) -> Self {
         self.max_staleness = max_staleness.max(Duration::from_millis(5));
@@ -385,161 +388,6 @@ impl Shared {
     }
 }
 
-/// The tracking connection.
-enum Tracker {
-    Single(redis::aio::MultiplexedConnection),
-    #[cfg(feature = "redis-cluster")]
-    Cluster(redis::cluster_async::ClusterConnection),
-}
-
-impl Tracker {
-    /// Opens tracking connection number `number` and enables tracking; the nodes it is enabled
-    /// on (empty for one server).
-    async fn open(
-        source: &Source,
-        shared: &Arc<Shared>,
-        number: u64,
-    ) -> Result<(Self, Vec<String>), RedisError> {
-        shared.connection.store(number, SeqCst);
-        let weak = Arc::downgrade(shared);
-        let sender = move |info: PushInfo| -> Result<(), ()> {
-            let shared = weak.upgrade().ok_or(())?;
-            shared.push(number, info);
-            Ok(())
-        };
-        let mut tracker = match source.nodes() {
-            Nodes::Single(url) => {
-                let config = redis::AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(source.connection_timeout()))
-                    .set_response_timeout(Some(source.response_timeout()))
-                    .set_push_sender(sender);
-                let client = source.single_client(url, true)?;
-                Tracker::Single(
-                    client
-                        .get_multiplexed_async_connection_with_config(&config)
-                        .await?,
-                )
-            }
-            #[cfg(feature = "redis-cluster")]
-            Nodes::Cluster(urls) => {
-                let client = source
-                    .cluster_builder(urls)
-                    .use_protocol(redis::ProtocolVersion::RESP3)
-                    .push_sender(sender)
-                    .build()?;
-                Tracker::Cluster(client.get_async_connection().await?)
-            }
-        };
-        let nodes = tracker.enable(&shared.prefix).await?;
-        Ok((tracker, nodes))
-    }
-
-    async fn enable(&mut self, prefix: &str) -> Result<Vec<String>, RedisError> {
-        let mut on = redis::cmd("CLIENT");
-        on.arg("TRACKING")
-            .arg("ON")
-            .arg("BCAST")
-            .arg("PREFIX")
-            .arg(prefix);
-        match self {
-            Tracker::Single(c) => {
-                let _: Value = on.query_async(c).await?;
-                Ok(Vec::new())
-            }
-            #[cfg(feature = "redis-cluster")]
-            Tracker::Cluster(c) => {
-                // A node that kept tracking from before answers ON with "overlaps": OFF first.
-                let mut off = redis::cmd("CLIENT");
-                off.arg("TRACKING").arg("OFF");
-                let _ = all_primaries(c, off).await;
-                let answers = all_primaries(c, on).await?;
-                let mut nodes: Vec<String> = answers.into_iter().map(|(a, _)| a).collect();
-                nodes.sort();
-                Ok(nodes)
-            }
-        }
-    }
-
-    /// A heartbeat: the nodes that answered.
-    async fn ping(&mut self) -> Result<Vec<String>, RedisError> {
-        match self {
-            Tracker::Single(c) => {
-                let _: Value = redis::cmd("PING").query_async(c).await?;
-                Ok(Vec::new())
-            }
-            #[cfg(feature = "redis-cluster")]
-            Tracker::Cluster(c) => {
-                let answers = all_primaries(c, redis::cmd("PING")).await?;
-                let mut nodes: Vec<String> = answers.into_iter().map(|(a, _)| a).collect();
-                nodes.sort();
-                Ok(nodes)
-            }
-        }
-    }
-}
-
-/// Heartbeats on the tracking connection; reconnects (with backoff) when it is lost.
-async fn heartbeat(
-    shared: Weak<Shared>,
-    source: Source,
-    mut tracker: Tracker,
-    mut nodes: Vec<String>,
-) {
-    let mut number = 1;
-    loop {
-        let Some(interval) = shared.upgrade().map(|s| s.max_staleness / 5) else {
-            return;
-        };
-        let mut previous = shared.upgrade().map_or(0, |s| s.now());
-        loop {
-            let Some(s) = shared.upgrade() else { return };
-            // The interval, or at once when the driver says the connection is gone.
-            let _ = tokio::time::timeout(interval, s.lost.notified()).await;
-            if !s.serving.load(SeqCst) {
-                break;
-            }
-            let sent = s.now();
-            match tokio::time::timeout(source.response_timeout(), tracker.ping()).await {
-                Ok(Ok(answered)) if answered == nodes => {
-                    s.known_at.store(previous.max(1), SeqCst);
-                    previous = sent;
-                }
-                // A primary more or less (resharding, failover): tracking may be missing on
-                // one; start over.
-                Ok(Ok(_)) => {
-                    s.down("topology");
-                    break;
-                }
-                Ok(Err(_)) | Err(_) => {
-                    s.down("lease_expired");
-                    break;
-                }
-            }
-        }
-        drop(tracker);
-        // Reconnect, with backoff; the tier does not serve meanwhile.
-        let mut backoff = Duration::from_millis(10);
-        loop {
-            let Some(s) = shared.upgrade() else { return };
-            number += 1;
-            match Tracker::open(&source, &s, number).await {
-                Ok((t, n)) => {
-                    s.up();
-                    tracker = t;
-                    nodes = n;
-                    break;
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "near cache: tracking connection not back yet");
-                    drop(s);
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                }
-            }
-        }
-    }
-}
-
 type NearFuture = Pin<Box<dyn Future<Output = Result<StoreResponse, RedisError>> + Send>>;
 
 impl Service<StoreRequest> for NearCache {
@@ -611,116 +459,4 @@ impl Service<StoreRequest> for NearCache {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn shared() -> Shared {
-        let s = Shared::new(1 << 20, "p:".into(), Duration::from_secs(60));
-        s.up();
-        s
-    }
-
-    fn key(name: &str) -> CacheKey {
-        CacheKey::from_stored(name)
-    }
-
-    fn disconnection() -> PushInfo {
-        PushInfo {
-            kind: PushKind::Disconnection,
-            data: Vec::new(),
-        }
-    }
-
-    fn blob(text: &'static str) -> bytes::Bytes {
-        bytes::Bytes::from_static(text.as_bytes())
-    }
-
-    #[test]
-    fn an_invalidation_while_a_fill_is_in_flight_discards_the_fill() {
-        let s = shared();
-        let stamp = s.stamp(&key("k"));
-        s.invalidate(&key("k")); // arrives while the GET is in flight
-        s.fill(key("k"), blob("old"), None, stamp);
-        assert_eq!(s.lookup(&key("k"), usize::MAX), None);
-        // Another key's invalidation leaves the fill alone (unless they share a stripe).
-        let stamp = s.stamp(&key("a"));
-        let other = (0..10_000)
-            .map(|i| key(&format!("b{i}")))
-            .find(|b| !std::ptr::eq(s.stripe(b), s.stripe(&key("a"))))
-            .unwrap();
-        s.invalidate(&other);
-        s.fill(key("a"), blob("fresh"), None, stamp);
-        assert_eq!(s.lookup(&key("a"), usize::MAX), Some(blob("fresh")));
-    }
-
-    #[test]
-    fn a_flush_while_a_fill_is_in_flight_discards_it() {
-        let s = shared();
-        let stamp = s.stamp(&key("k"));
-        s.flush("local");
-        s.fill(key("k"), blob("old"), None, stamp);
-        assert_eq!(s.lookup(&key("k"), usize::MAX), None);
-    }
-
-    #[test]
-    fn pushes_invalidate_keys_of_the_namespace_and_a_nil_flushes() {
-        let s = shared();
-        for k in ["a", "b"] {
-            s.fill(key(k), blob("v"), None, s.stamp(&key(k)));
-        }
-        s.push(
-            0,
-            PushInfo {
-                kind: PushKind::Invalidate,
-                data: vec![Value::Array(vec![
-                    Value::BulkString(b"p:a".to_vec()),
-                    Value::BulkString(b"other:b".to_vec()),
-                    Value::BulkString(vec![b'p', b':', 0xff]),
-                ])],
-            },
-        );
-        assert_eq!(s.lookup(&key("a"), usize::MAX), None);
-        assert_eq!(s.lookup(&key("b"), usize::MAX), Some(blob("v")));
-        s.push(
-            0,
-            PushInfo {
-                kind: PushKind::Invalidate,
-                data: vec![Value::Nil],
-            },
-        );
-        assert_eq!(s.lookup(&key("b"), usize::MAX), None);
-    }
-
-    #[test]
-    fn only_the_current_connection_s_disconnection_stops_serving() {
-        let s = shared();
-        s.connection.store(2, SeqCst);
-        s.fill(key("k"), blob("v"), None, s.stamp(&key("k")));
-        s.push(1, disconnection());
-        assert!(s.serving_now(), "an old connection's end is not this one's");
-        assert!(s.lookup(&key("k"), usize::MAX).is_some());
-        s.push(2, disconnection());
-        assert!(!s.serving_now());
-        assert_eq!(s.lookup(&key("k"), usize::MAX), None, "emptied");
-        // Not serving: a fill is refused.
-        s.fill(key("k"), blob("v"), None, s.stamp(&key("k")));
-        assert_eq!(s.lookup(&key("k"), usize::MAX), None);
-    }
-
-    #[test]
-    fn the_lease_lapses_without_heartbeats() {
-        let s = Shared::new(1 << 20, "p:".into(), Duration::from_millis(5));
-        s.up();
-        assert!(s.serving_now());
-        std::thread::sleep(Duration::from_millis(6));
-        assert!(!s.serving_now(), "no heartbeat answered for max_staleness");
-    }
-
-    #[test]
-    fn a_larger_blob_than_asked_for_is_not_served() {
-        let s = shared();
-        s.fill(key("k"), blob("0123456789"), None, s.stamp(&key("k")));
-        assert_eq!(s.lookup(&key("k"), 9), None);
-        assert!(s.lookup(&key("k"), 10).is_some());
-    }
-}
+mod tests;

@@ -1,0 +1,114 @@
+//! The near tier's bookkeeping, without Redis: fills against invalidations and flushes, pushes,
+//! the lease.
+
+use super::*;
+
+fn shared() -> Shared {
+    let s = Shared::new(1 << 20, "p:".into(), Duration::from_secs(60));
+    s.up();
+    s
+}
+
+fn key(name: &str) -> CacheKey {
+    CacheKey::from_stored(name)
+}
+
+fn disconnection() -> PushInfo {
+    PushInfo {
+        kind: PushKind::Disconnection,
+        data: Vec::new(),
+    }
+}
+
+fn blob(text: &'static str) -> bytes::Bytes {
+    bytes::Bytes::from_static(text.as_bytes())
+}
+
+#[test]
+fn an_invalidation_while_a_fill_is_in_flight_discards_the_fill() {
+    let s = shared();
+    let stamp = s.stamp(&key("k"));
+    s.invalidate(&key("k")); // arrives while the GET is in flight
+    s.fill(key("k"), blob("old"), None, stamp);
+    assert_eq!(s.lookup(&key("k"), usize::MAX), None);
+    // Another key's invalidation leaves the fill alone (unless they share a stripe).
+    let stamp = s.stamp(&key("a"));
+    let other = (0..10_000)
+        .map(|i| key(&format!("b{i}")))
+        .find(|b| !std::ptr::eq(s.stripe(b), s.stripe(&key("a"))))
+        .unwrap();
+    s.invalidate(&other);
+    s.fill(key("a"), blob("fresh"), None, stamp);
+    assert_eq!(s.lookup(&key("a"), usize::MAX), Some(blob("fresh")));
+}
+
+#[test]
+fn a_flush_while_a_fill_is_in_flight_discards_it() {
+    let s = shared();
+    let stamp = s.stamp(&key("k"));
+    s.flush("local");
+    s.fill(key("k"), blob("old"), None, stamp);
+    assert_eq!(s.lookup(&key("k"), usize::MAX), None);
+}
+
+#[test]
+fn pushes_invalidate_keys_of_the_namespace_and_a_nil_flushes() {
+    let s = shared();
+    for k in ["a", "b"] {
+        s.fill(key(k), blob("v"), None, s.stamp(&key(k)));
+    }
+    s.push(
+        0,
+        PushInfo {
+            kind: PushKind::Invalidate,
+            data: vec![Value::Array(vec![
+                Value::BulkString(b"p:a".to_vec()),
+                Value::BulkString(b"other:b".to_vec()),
+                Value::BulkString(vec![b'p', b':', 0xff]),
+            ])],
+        },
+    );
+    assert_eq!(s.lookup(&key("a"), usize::MAX), None);
+    assert_eq!(s.lookup(&key("b"), usize::MAX), Some(blob("v")));
+    s.push(
+        0,
+        PushInfo {
+            kind: PushKind::Invalidate,
+            data: vec![Value::Nil],
+        },
+    );
+    assert_eq!(s.lookup(&key("b"), usize::MAX), None);
+}
+
+#[test]
+fn only_the_current_connection_s_disconnection_stops_serving() {
+    let s = shared();
+    s.connection.store(2, SeqCst);
+    s.fill(key("k"), blob("v"), None, s.stamp(&key("k")));
+    s.push(1, disconnection());
+    assert!(s.serving_now(), "an old connection's end is not this one's");
+    assert!(s.lookup(&key("k"), usize::MAX).is_some());
+    s.push(2, disconnection());
+    assert!(!s.serving_now());
+    assert_eq!(s.lookup(&key("k"), usize::MAX), None, "emptied");
+    // Not serving: a fill is refused.
+    s.fill(key("k"), blob("v"), None, s.stamp(&key("k")));
+    assert_eq!(s.lookup(&key("k"), usize::MAX), None);
+}
+
+#[test]
+fn the_lease_lapses_without_heartbeats() {
+    let s = Shared::new(1 << 20, "p:".into(), Duration::from_millis(5));
+    s.up();
+    assert!(s.serving_now());
+    std::thread::sleep(Duration::from_millis(6));
+    assert!(!s.serving_now(), "no heartbeat answered for max_staleness");
+}
+
+#[test]
+fn a_larger_blob_than_asked_for_is_not_served() {
+    let s = shared();
+    s.fill(key("k"), blob("0123456789"), None, s.stamp(&key("k")));
+    assert_eq!(s.lookup(&key("k"), 9), None);
+    assert!(s.lookup(&key("k"), 10).is_some());
+}
