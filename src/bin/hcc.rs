@@ -3,6 +3,7 @@
 //! ```text
 //! hcc --dir /var/cache/app stats
 //! hcc --redis redis://127.0.0.1/ list --url 'api.example.com/*' --json
+//! hcc --redis-cluster redis://10.0.0.1:7000,redis://10.0.0.2:7000 --prefix svc: purge --tag T
 //! hcc --dir /var/cache/app purge --expired
 //! hcc --dir /var/cache/app verify
 //! ```
@@ -32,6 +33,9 @@ use serde_json::json;
 struct Cli {
     #[command(flatten)]
     target: Target,
+    /// The key prefix of the Redis store (its default when absent).
+    #[arg(long)]
+    prefix: Option<String>,
     /// The environment variable holding the secret key (never give the key as an argument).
     #[arg(long, default_value = "HTTP_CACHE_KEY", global = true)]
     key_env: String,
@@ -54,9 +58,9 @@ struct Target {
     /// A Redis URL (`redis://` or `rediss://` for TLS).
     #[arg(long)]
     redis: Option<String>,
-    /// The key prefix of the Redis store (its default when absent).
-    #[arg(long, requires = "redis")]
-    prefix: Option<String>,
+    /// Nodes of a Redis Cluster, comma-separated (one is enough; `rediss://` for TLS).
+    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    redis_cluster: Option<Vec<String>>,
 }
 
 #[derive(Subcommand)]
@@ -174,14 +178,25 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
         let store = DiskStore::open(dir)?;
         command(inspector(store, ring), &cli.command).await
     } else if let Some(url) = &cli.target.redis {
-        let mut builder = RedisStore::builder(url.clone());
-        if let Some(prefix) = &cli.target.prefix {
+        redis(RedisStore::builder(url.clone()), &cli, ring).await
+    } else if let Some(nodes) = &cli.target.redis_cluster {
+        redis(RedisStore::cluster(nodes.clone()), &cli, ring).await
+    } else {
+        Err("give --dir, --redis or --redis-cluster".into())
+    }
+}
+
+async fn redis(
+    mut builder: hyper_client_cache::RedisStoreBuilder,
+    cli: &Cli,
+    ring: Option<KeyRing>,
+) -> Result<ExitCode, BoxError> {
+    {
+        if let Some(prefix) = &cli.prefix {
             builder = builder.prefix(prefix.clone());
         }
         let store = builder.connect().await?;
         command(inspector(store, ring), &cli.command).await
-    } else {
-        Err("give --dir or --redis".into())
     }
 }
 

@@ -172,6 +172,19 @@ async fn hcc_on_a_disk_store() {
     scenario(store, &["--dir", &path]).await;
 }
 
+#[cfg(feature = "redis-cluster")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hcc_on_a_redis_cluster() {
+    let cluster = RedisCluster::start().await;
+    let store = hyper_client_cache::RedisStore::cluster(cluster.urls())
+        .connect()
+        .await
+        .unwrap();
+    let nodes = cluster.urls()[..2].join(",");
+    // The default prefix, named: a prefix goes with any Redis target.
+    scenario(store, &["--redis-cluster", &nodes, "--prefix", "hcc:"]).await;
+}
+
 #[tokio::test]
 async fn hcc_on_a_redis_store() {
     let server = RedisServer::start().await;
