@@ -189,8 +189,12 @@ async fn hcc_on_a_redis_cluster() {
 async fn hcc_on_a_redis_store() {
     let server = RedisServer::start().await;
     let url = format!("redis://127.0.0.1:{}/", server.port);
-    let store = RedisStore::connect(&url).await.unwrap();
-    scenario(store, &["--redis", &url]).await;
+    let store = RedisStore::builder(&url)
+        .prefix("cli-test:")
+        .connect()
+        .await
+        .unwrap();
+    scenario(store, &["--redis", &url, "--prefix", "cli-test:"]).await;
 }
 
 #[test]
