@@ -305,3 +305,80 @@ async fn a_redis_restart_never_serves_what_was_overwritten_meanwhile() {
     until("serving again", || near.stats().serving).await;
     assert_eq!(read(&near, &k("r")).await.as_deref(), Some("after"));
 }
+
+/// On a cluster, the tracking connection to each primary is killed in turn (the driver
+/// reconnects it, without tracking) and the key on that primary is overwritten: the near cache
+/// notices, empties itself, re-enables tracking and serves the new value.
+#[cfg(feature = "redis-cluster")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_tracking_connection_to_one_primary_empties_the_tier() {
+    let cluster = RedisCluster::start().await;
+    let near = NearCache::builder(RedisStore::cluster(cluster.urls()).connect().await.unwrap())
+        .start()
+        .await
+        .unwrap();
+    let other = RedisStore::cluster(cluster.urls()).connect().await.unwrap();
+    let keys: Vec<CacheKey> = (0..30).map(|i| k(&format!("kill{i}"))).collect();
+    for node in &cluster.nodes {
+        for key in &keys {
+            put(&other, key, "old").await;
+        }
+        until("the writes are invalidated", || {
+            near.stats().invalidations >= 30
+        })
+        .await;
+        for key in &keys {
+            assert_eq!(read(&near, key).await.as_deref(), Some("old"));
+        }
+        let mut raw = redis::Client::open(format!("redis://127.0.0.1:{}/", node.port))
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let list: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        let id = list
+            .lines()
+            .find(|l| {
+                l.split(' ')
+                    .any(|f| f.starts_with("flags=") && f.contains('t'))
+            })
+            .and_then(|l| l.split(' ').find_map(|f| f.strip_prefix("id=")))
+            .expect("a client with tracking on")
+            .to_owned();
+        let _: i64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("ID")
+            .arg(&id)
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        for key in &keys {
+            put(&other, key, "new").await;
+        }
+        // Bounded: the tier must stop serving "old" for every key.
+        let mut fresh = false;
+        for _ in 0..400 {
+            let mut all = true;
+            for key in &keys {
+                if read(&near, key).await.as_deref() != Some("new") {
+                    all = false;
+                }
+            }
+            if all {
+                fresh = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            fresh,
+            "the tier kept serving old values after node {} lost tracking: {:?}",
+            node.port,
+            near.stats()
+        );
+    }
+}

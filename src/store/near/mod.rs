@@ -50,17 +50,17 @@ const STRIPES: usize = 4096;
 ///   per key read per client.
 /// - **Invalidations are applied in the driver's read loop** (the push callback), before any
 ///   later reply on that connection is looked at.
-/// - **A lease.** A heartbeat (`PING`) runs every fifth of
-///   [`max_staleness`](NearCacheBuilder::max_staleness). The answer to a `PING` comes after every
-///   invalidation Redis had queued for this connection before it ran the `PING`, and the `PING`
-///   after it runs in a later event-loop turn than any write already done when the one before was
-///   sent. So once the heartbeat sent at `t₂` is answered, every write that had returned before
+/// - **A lease.** A heartbeat (`CLIENT TRACKINGINFO`) runs every fifth of
+///   [`max_staleness`](NearCacheBuilder::max_staleness). Its answer comes after every
+///   invalidation Redis had queued for this connection before it ran it, and the next heartbeat
+///   runs in a later event-loop turn than any write already done when the one before was sent. So once the heartbeat sent at `t₂` is answered, every write that had returned before
 ///   the one sent at `t₁ < t₂` is applied here. The near tier serves only while `now − t₁ <
 ///   max_staleness`: an entry is never served more than `max_staleness` after a write elsewhere
 ///   returned, even when the tracking connection stalls without breaking (a timeout is not a
 ///   disconnect). When the lease lapses, lookups go to Redis until a heartbeat comes back.
 /// - **A lost connection empties the tier.** When the tracking connection drops (the driver
-///   says so, or a heartbeat fails) the near tier stops serving and is emptied: it cannot know
+///   says so, a heartbeat fails, or a heartbeat's answer says tracking is off, as on a
+///   connection the cluster driver re-opened by itself) the near tier stops serving and is emptied: it cannot know
 ///   what it missed. It is emptied again once tracking is re-enabled on a new connection, and
 ///   only then serves again. So a Redis restart never lets an entry overwritten meanwhile be
 ///   served.
@@ -71,7 +71,6 @@ const STRIPES: usize = 4096;
 ///   lost as in the driver's own client cache.
 /// - **Local writes** (`Put`, `PutTagged`, `Delete`) drop the near copy before and after the
 ///   write; `Clear` and `PurgeTag` empty the tier before and after.
-///
 ///
 /// Entries in the near tier are the same sealed blobs: the cache verifies them on every hit, as
 /// from any store.

@@ -112,3 +112,40 @@ fn a_larger_blob_than_asked_for_is_not_served() {
     assert_eq!(s.lookup(&key("k"), 9), None);
     assert!(s.lookup(&key("k"), 10).is_some());
 }
+
+#[test]
+fn trackinginfo_answers_are_read_in_both_protocols() {
+    use super::tracking::broadcast_on;
+    let bulk = |t: &str| Value::BulkString(t.as_bytes().to_vec());
+    let resp3 = Value::Map(vec![
+        (
+            bulk("flags"),
+            Value::Set(vec![
+                Value::SimpleString("on".into()),
+                Value::SimpleString("bcast".into()),
+            ]),
+        ),
+        (bulk("redirect"), Value::Int(-1)),
+        (bulk("prefixes"), Value::Array(vec![bulk("hcc:")])),
+    ]);
+    assert!(broadcast_on(&resp3));
+    let off = Value::Map(vec![
+        (
+            bulk("flags"),
+            Value::Set(vec![Value::SimpleString("off".into())]),
+        ),
+        (bulk("redirect"), Value::Int(-1)),
+        // A prefix named "bcast" is not a flag.
+        (bulk("prefixes"), Value::Array(vec![bulk("bcast")])),
+    ]);
+    assert!(!broadcast_on(&off));
+    let resp2 = Value::Array(vec![
+        bulk("flags"),
+        Value::Array(vec![bulk("on"), bulk("bcast")]),
+        bulk("redirect"),
+        Value::Int(-1),
+    ]);
+    assert!(broadcast_on(&resp2));
+    assert!(!broadcast_on(&Value::Nil));
+    assert!(!broadcast_on(&Value::Array(vec![bulk("flags")])));
+}

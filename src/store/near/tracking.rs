@@ -88,21 +88,56 @@ impl Tracker {
         }
     }
 
-    /// A heartbeat: the nodes that answered.
-    async fn ping(&mut self) -> Result<Vec<String>, RedisError> {
+    /// A heartbeat: `CLIENT TRACKINGINFO` on every node, which answers after the invalidations
+    /// queued before it, and says whether tracking is still on *on the connection that
+    /// answers* (a connection the driver re-opened has lost it). The nodes that answered, or
+    /// `None` when one of them has no broadcast tracking.
+    async fn ping(&mut self) -> Result<Option<Vec<String>>, RedisError> {
+        let mut info = redis::cmd("CLIENT");
+        info.arg("TRACKINGINFO");
         match self {
             Tracker::Single(c) => {
-                let _: Value = redis::cmd("PING").query_async(c).await?;
-                Ok(Vec::new())
+                let answer: Value = info.query_async(c).await?;
+                Ok(broadcast_on(&answer).then(Vec::new))
             }
             #[cfg(feature = "redis-cluster")]
             Tracker::Cluster(c) => {
-                let answers = all_primaries(c, redis::cmd("PING")).await?;
+                let answers = all_primaries(c, info).await?;
+                if !answers.iter().all(|(_, v)| broadcast_on(v)) {
+                    return Ok(None);
+                }
                 let mut nodes: Vec<String> = answers.into_iter().map(|(a, _)| a).collect();
                 nodes.sort();
-                Ok(nodes)
+                Ok(Some(nodes))
             }
         }
+    }
+}
+
+/// Whether a `CLIENT TRACKINGINFO` answer says tracking is on in broadcast mode: its `flags`
+/// include `bcast` (RESP3 answers a map; RESP2 a flat list of names and values).
+pub(super) fn broadcast_on(answer: &Value) -> bool {
+    fn text(v: &Value) -> Option<&[u8]> {
+        match v {
+            Value::BulkString(b) => Some(b),
+            Value::SimpleString(s) => Some(s.as_bytes()),
+            _ => None,
+        }
+    }
+    let flags = match answer {
+        Value::Map(pairs) => pairs
+            .iter()
+            .find(|(k, _)| text(k) == Some(b"flags"))
+            .map(|(_, v)| v),
+        Value::Array(items) => items
+            .chunks(2)
+            .find(|pair| pair.first().and_then(text) == Some(b"flags"))
+            .and_then(|pair| pair.get(1)),
+        _ => None,
+    };
+    match flags {
+        Some(Value::Array(f) | Value::Set(f)) => f.iter().any(|f| text(f) == Some(b"bcast")),
+        _ => false,
     }
 }
 
@@ -128,14 +163,20 @@ pub(super) async fn heartbeat(
             }
             let sent = s.now();
             match tokio::time::timeout(source.response_timeout(), tracker.ping()).await {
-                Ok(Ok(answered)) if answered == nodes => {
+                Ok(Ok(Some(answered))) if answered == nodes => {
                     s.known_at.store(previous.max(1), SeqCst);
                     previous = sent;
                 }
                 // A primary more or less (resharding, failover): tracking may be missing on
                 // one; start over.
-                Ok(Ok(_)) => {
+                Ok(Ok(Some(_))) => {
                     s.down("topology");
+                    break;
+                }
+                // A connection that lost tracking (re-opened by the driver): what it missed is
+                // unknown; start over.
+                Ok(Ok(None)) => {
+                    s.down("tracking_lost");
                     break;
                 }
                 Ok(Err(_)) | Err(_) => {
