@@ -16,7 +16,7 @@
 //! | `http_cache_breaker_transitions_total` | counter | `to`: `open`, `half_open`, `closed` |
 //! | `http_cache_near_requests_total` | counter | `result`: `hit`, `miss` (asked Redis), `bypass` (the near tier was not serving) |
 //! | `http_cache_near_invalidations_total` | counter | |
-//! | `http_cache_near_flushes_total` | counter | `reason`: `disconnected`, `lease_expired`, `server_flush`, `reconnected`, `local` |
+//! | `http_cache_near_flushes_total` | counter | `reason`: `disconnected`, `lease_expired`, `topology`, `tracking_lost`, `server_flush`, `reconnected`, `local` |
 
 #[cfg(feature = "metrics")]
 use std::time::Duration;

@@ -147,3 +147,55 @@ async fn the_cache_runs_on_a_cluster_and_purges_a_tag_across_slots() {
         "purged entries are gone"
     );
 }
+
+/// `rediss://` on a cluster whose clients and bus speak only TLS, with a private CA: the store
+/// contract holds, and a near cache over it stays coherent.
+#[cfg(feature = "redis-tls")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_over_tls_with_a_private_ca() {
+    let cluster = TlsRedisCluster::start().await;
+    let connect = || {
+        RedisStore::cluster([cluster.urls()[0].clone()])
+            .tls_root_certificate(cluster.ca_pem.clone())
+            .connect()
+    };
+    let store = connect().await.unwrap();
+    // Without the CA, the server's certificate is refused.
+    assert!(RedisStore::cluster([cluster.urls()[0].clone()])
+        .connect()
+        .await
+        .is_err());
+    let near = hyper_client_cache::NearCache::builder(connect().await.unwrap())
+        .start()
+        .await
+        .unwrap();
+    let key = hyper_client_cache::CacheKey::from_stored("hcc1:tls");
+    let put = |s: RedisStore, v: &'static [u8]| async move {
+        s.oneshot(StoreRequest::Put {
+            key: hyper_client_cache::CacheKey::from_stored("hcc1:tls"),
+            blob: Bytes::from_static(v),
+            ttl: Some(Duration::from_secs(60)),
+        })
+        .await
+        .unwrap()
+    };
+    put(store.clone(), b"one").await;
+    let get = || near.clone().oneshot(StoreRequest::get(key.clone()));
+    assert!(matches!(get().await.unwrap(), StoreResponse::Blob(Some(b)) if b == "one"));
+    put(store.clone(), b"two").await;
+    let mut seen_two = false;
+    for _ in 0..200 {
+        if matches!(get().await.unwrap(), StoreResponse::Blob(Some(b)) if b == "two") {
+            seen_two = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(seen_two, "{:?}", near.stats());
+    store
+        .clone()
+        .oneshot(StoreRequest::Delete { key })
+        .await
+        .unwrap();
+    check_store(store, tokio::time::sleep).await;
+}

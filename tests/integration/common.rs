@@ -566,3 +566,144 @@ fn cluster_port() -> u16 {
     }
     panic!("no free pair of ports for a cluster node");
 }
+
+/// A three-primary Redis Cluster speaking only TLS (clients and the cluster bus), with a
+/// certificate for 127.0.0.1 from a throwaway CA; killed on drop.
+#[cfg(all(
+    feature = "redis-cluster",
+    feature = "redis-tls",
+    feature = "disk",
+    feature = "test-util"
+))]
+pub struct TlsRedisCluster {
+    pub ports: Vec<u16>,
+    pub ca_pem: Vec<u8>,
+    children: Vec<std::process::Child>,
+    certs: tempfile::TempDir,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+#[cfg(all(
+    feature = "redis-cluster",
+    feature = "redis-tls",
+    feature = "disk",
+    feature = "test-util"
+))]
+impl TlsRedisCluster {
+    pub async fn start() -> Self {
+        let certs = throwaway_certificates();
+        let path = certs.path().to_owned();
+        let cert = |name: &str| path.join(name).to_str().unwrap().to_owned();
+        let mut cluster = Self {
+            ports: Vec::new(),
+            ca_pem: std::fs::read(path.join("ca.crt")).unwrap(),
+            children: Vec::new(),
+            certs,
+            _dirs: Vec::new(),
+        };
+        for _ in 0..3 {
+            let port = cluster_port();
+            let dir = tempfile::tempdir().unwrap();
+            let child = std::process::Command::new("redis-server")
+                .args([
+                    "--port",
+                    "0",
+                    "--tls-port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                ])
+                .args(["--tls-cert-file", &cert("server.crt")])
+                .args(["--tls-key-file", &cert("server.key")])
+                .args([
+                    "--tls-ca-cert-file",
+                    &cert("ca.crt"),
+                    "--tls-auth-clients",
+                    "no",
+                ])
+                .args(["--tls-cluster", "yes", "--cluster-enabled", "yes"])
+                .args(["--save", "", "--appendonly", "no"])
+                .current_dir(dir.path())
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start `redis-server` ({e})"));
+            cluster.ports.push(port);
+            cluster.children.push(child);
+            cluster._dirs.push(dir);
+        }
+        for port in cluster.ports.clone() {
+            let mut up = false;
+            for _ in 0..200 {
+                if cluster.cli(port, &["ping"]).contains("PONG") {
+                    up = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            assert!(up, "TLS redis-server on {port} did not answer");
+        }
+        let addresses: Vec<String> = cluster
+            .ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        let mut args = vec!["--cluster", "create"];
+        args.extend(addresses.iter().map(String::as_str));
+        args.extend(["--cluster-replicas", "0", "--cluster-yes"]);
+        let out = cluster.cli(cluster.ports[0], &args);
+        assert!(
+            out.contains("All 16384 slots covered"),
+            "cluster create: {out}"
+        );
+        for _ in 0..400 {
+            if cluster.ports.iter().all(|p| {
+                cluster
+                    .cli(*p, &["cluster", "info"])
+                    .contains("cluster_state:ok")
+            }) {
+                return cluster;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the TLS cluster did not reach cluster_state:ok within 10 s");
+    }
+
+    /// `redis-cli` over TLS against `port`: its stdout.
+    fn cli(&self, port: u16, args: &[&str]) -> String {
+        let ca = self.certs.path().join("ca.crt");
+        std::process::Command::new("redis-cli")
+            .args([
+                "--tls",
+                "--cacert",
+                ca.to_str().unwrap(),
+                "-p",
+                &port.to_string(),
+            ])
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    }
+
+    pub fn urls(&self) -> Vec<String> {
+        self.ports
+            .iter()
+            .map(|p| format!("rediss://127.0.0.1:{p}"))
+            .collect()
+    }
+}
+
+#[cfg(all(
+    feature = "redis-cluster",
+    feature = "redis-tls",
+    feature = "disk",
+    feature = "test-util"
+))]
+impl Drop for TlsRedisCluster {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
