@@ -1,5 +1,6 @@
 //! `Inspector::key_pages` over 1,000,000 Redis keys: how long a walk takes and how much memory it
-//! holds, against `Inspector::keys` (the whole list at once). Each case runs in a process of its
+//! holds, against `Inspector::keys` (the whole list at once); and a purge by tag from the store's
+//! tag index, with one key in 100 tagged. Each case runs in a process of its
 //! own (its peak RSS, Linux `VmHWM`, is its own).
 //!
 //! Run: `cargo run --release --example list_million --features redis [-- <keys>]`. It starts its
@@ -55,6 +56,8 @@ async fn case(name: &str, port: u16) -> Result<(), BoxError> {
                 }
             }
         }
+        // The tag index: one entry in 100 carries the tag (indexed by the parent).
+        "purge_tag" => n = inspector.purge_tag("bench").await? as u64,
         other => return Err(format!("unknown case {other}").into()),
     }
     println!(
@@ -63,6 +66,29 @@ async fn case(name: &str, port: u16) -> Result<(), BoxError> {
         support::peak_rss_kib().unwrap_or(0)
     );
     Ok(())
+}
+
+/// Records one key in 100 under the tag `bench` in the store's tag index (the sorted set a
+/// `PutTagged` writes), as if those entries had been stored with `Cache-Tag: bench`.
+fn index_every_hundredth(
+    port: u16,
+    keys: u64,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<(), BoxError> {
+    runtime.block_on(async {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{port}/0"))?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        let tagged: Vec<u64> = (0..keys).step_by(100).collect();
+        for batch in tagged.chunks(1000) {
+            let mut zadd = redis::cmd("ZADD");
+            zadd.arg("hcc:#tag:bench");
+            for i in batch {
+                zadd.arg(i64::MAX / 4).arg(format!("hcc:{i}"));
+            }
+            let _: () = zadd.query_async(&mut conn).await?;
+        }
+        Ok(())
+    })
 }
 
 fn main() -> Result<(), BoxError> {
@@ -115,7 +141,10 @@ fn main() -> Result<(), BoxError> {
         println!("{keys} keys in Redis (300-byte values), one process per case:");
         println!("| case | time | keys seen | peak RSS |");
         println!("| --- | --- | --- | --- |");
-        for name in ["keys", "pages", "pages+describe"] {
+        for name in ["keys", "pages", "pages+describe", "purge_tag"] {
+            if name == "purge_tag" {
+                index_every_hundredth(port, keys, &runtime)?;
+            }
             let out = Command::new(&exe)
                 .args(["--case", name, &port.to_string()])
                 .output()?;
