@@ -199,3 +199,107 @@ async fn a_cluster_over_tls_with_a_private_ca() {
         .unwrap();
     check_store(store, tokio::time::sleep).await;
 }
+
+/// Slots move from one primary to another (`redis-cli --cluster reshard`) under a connected
+/// store and a near cache: the driver follows the redirections, every entry is still read and
+/// written, and the near cache still hears of overwrites of the keys that moved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resharding_under_a_connected_store_and_near_cache() {
+    let cluster = RedisCluster::start().await;
+    let store = RedisStore::cluster(cluster.urls()).connect().await.unwrap();
+    let near = hyper_client_cache::NearCache::builder(
+        RedisStore::cluster(cluster.urls()).connect().await.unwrap(),
+    )
+    .start()
+    .await
+    .unwrap();
+    let keys: Vec<_> = (0..200)
+        .map(|i| key_for(&format!("http://reshard.test/{i}")))
+        .collect();
+    let value = |v: &str, k: &hyper_client_cache::CacheKey| Bytes::from(format!("{v} {k}"));
+    let write = |v: &'static str| {
+        let (store, keys) = (store.clone(), keys.clone());
+        async move {
+            for k in &keys {
+                store
+                    .clone()
+                    .oneshot(StoreRequest::Put {
+                        key: k.clone(),
+                        blob: value(v, k),
+                        ttl: Some(Duration::from_secs(600)),
+                    })
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    write("before").await;
+    for k in &keys {
+        let got = near
+            .clone()
+            .oneshot(StoreRequest::get(k.clone()))
+            .await
+            .unwrap();
+        assert!(matches!(got, StoreResponse::Blob(Some(b)) if b == value("before", k)));
+    }
+    let id = |port: u16| {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &port.to_string(), "cluster", "myid"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let (from, to) = (id(cluster.nodes[0].port), id(cluster.nodes[1].port));
+    let out = std::process::Command::new("redis-cli")
+        .args([
+            "--cluster",
+            "reshard",
+            &format!("127.0.0.1:{}", cluster.nodes[0].port),
+        ])
+        .args(["--cluster-from", &from, "--cluster-to", &to])
+        .args(["--cluster-slots", "3000", "--cluster-yes"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "reshard: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Read through the same connections: MOVED is followed.
+    for k in &keys {
+        let got = store
+            .clone()
+            .oneshot(StoreRequest::get(k.clone()))
+            .await
+            .unwrap();
+        assert!(
+            matches!(got, StoreResponse::Blob(Some(b)) if b == value("before", k)),
+            "{k}"
+        );
+    }
+    write("after").await;
+    let mut fresh = false;
+    for _ in 0..300 {
+        let mut all = true;
+        for k in &keys {
+            let got = near.clone().oneshot(StoreRequest::get(k.clone())).await;
+            if !matches!(got, Ok(StoreResponse::Blob(Some(b))) if b == value("after", k)) {
+                all = false;
+            }
+        }
+        if all {
+            fresh = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        fresh,
+        "the near cache kept old values of moved keys: {:?}",
+        near.stats()
+    );
+    match store.clone().oneshot(StoreRequest::Keys).await.unwrap() {
+        StoreResponse::Keys(listed) => assert_eq!(listed.len(), 200),
+        other => panic!("{other:?}"),
+    }
+}
