@@ -490,6 +490,7 @@ pub fn cached_client_unpooled<St: Store>(layer: CacheLayer<St>) -> Cache<HyperCl
 }
 
 /// The entry files (`*.hcc`) of a `DiskStore` directory, in its shard directories.
+#[cfg(all(feature = "disk", feature = "redis", feature = "test-util"))]
 pub fn entry_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for shard in std::fs::read_dir(dir).unwrap().flatten() {
