@@ -124,7 +124,7 @@ async fn writer(
         let mut done = false;
         for _ in 0..500 {
             match store.clone().oneshot(request.clone()).await {
-                Ok(StoreResponse::Done | StoreResponse::Purged(_)) => {
+                Ok(StoreResponse::Done | StoreResponse::Purged { .. }) => {
                     done = true;
                     break;
                 }

@@ -448,7 +448,14 @@ impl<St: Store> Inspector<St> {
             })
             .await?
         {
-            StoreResponse::Purged(n) => Ok(n),
+            StoreResponse::Purged {
+                removed,
+                complete: true,
+            } => Ok(removed),
+            // The index may have lost some (evicted): the walk finds the rest.
+            StoreResponse::Purged { removed, .. } => {
+                Ok(removed + self.purge_tag_verified(tag).await?)
+            }
             StoreResponse::Unsupported => self.purge_tag_verified(tag).await,
             other => Err(StoreError::failed(
                 format!("the store cannot purge by tag (answered {other:?})").into(),

@@ -134,7 +134,7 @@ impl StoreResponse {
             StoreResponse::KeysPage { .. } => Err(StoreError::failed(
                 "store answered a lookup with KeysPage".into(),
             )),
-            StoreResponse::Purged(_) => Err(StoreError::failed(
+            StoreResponse::Purged { .. } => Err(StoreError::failed(
                 "store answered a lookup with Purged".into(),
             )),
         }
@@ -153,7 +153,10 @@ mod tests {
             StoreResponse::Keys(Vec::new()),
             StoreResponse::Unsupported,
             StoreResponse::NotStored,
-            StoreResponse::Purged(1),
+            StoreResponse::Purged {
+                removed: 1,
+                complete: true,
+            },
         ] {
             assert!(odd.into_blob().is_err());
         }

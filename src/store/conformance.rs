@@ -412,8 +412,8 @@ pub async fn tag_index<S: Store>(store: &S) {
     )
     .await
     {
-        StoreResponse::Purged(n) => {
-            assert_eq!(n, 2, "PurgeTag must count the keys it removed");
+        StoreResponse::Purged { removed, .. } => {
+            assert_eq!(removed, 2, "PurgeTag must count the keys it removed");
             assert_eq!(
                 get(store, &a).await,
                 None,
@@ -429,7 +429,7 @@ pub async fn tag_index<S: Store>(store: &S) {
                 "PurgeTag must leave untagged keys"
             );
             match call(store, StoreRequest::PurgeTag { tag: "news".into() }).await {
-                StoreResponse::Purged(0) => {}
+                StoreResponse::Purged { removed: 0, .. } => {}
                 other => panic!("a second purge finds nothing left, got {other:?}"),
             }
         }

@@ -200,8 +200,15 @@ pub enum StoreResponse {
         /// The cursor of the next page.
         next: Option<String>,
     },
-    /// The answer to [`StoreRequest::PurgeTag`]: how many keys were removed.
-    Purged(usize),
+    /// The answer to [`StoreRequest::PurgeTag`].
+    Purged {
+        /// How many keys were removed.
+        removed: usize,
+        /// Whether the index is known to have held every entry with the tag. `false` when it
+        /// may have lost some (Redis evicted keys under `maxmemory`, and may have evicted a
+        /// tag's set): the inspector then also walks the store.
+        complete: bool,
+    },
     /// The store does not implement this operation.
     Unsupported,
     /// The answer to a [`StoreRequest::Put`] the store did not carry out: it refused to keep

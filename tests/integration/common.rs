@@ -557,6 +557,11 @@ impl RedisCluster {
 
 /// A free port whose cluster bus port (+10000) is free too.
 #[cfg(all(feature = "redis-cluster", feature = "disk", feature = "test-util"))]
+pub fn cluster_free_port() -> u16 {
+    cluster_port()
+}
+
+#[cfg(all(feature = "redis-cluster", feature = "disk", feature = "test-util"))]
 fn cluster_port() -> u16 {
     for _ in 0..100 {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -18,6 +18,8 @@ mod controls;
 mod directives;
 #[cfg(all(unix, feature = "disk"))]
 mod disk_processes;
+#[cfg(all(feature = "disk", feature = "redis", feature = "test-util"))]
+mod fleet_attacks;
 mod http2;
 mod https;
 mod inspect;

@@ -163,7 +163,7 @@ async fn writes_elsewhere_invalidate_the_near_copy() {
         .await
         .unwrap()
     {
-        StoreResponse::Purged(1) => {}
+        StoreResponse::Purged { removed: 1, .. } => {}
         got => panic!("{got:?}"),
     }
     until("the purge is invalidated", || inv() > seen).await;
@@ -381,4 +381,104 @@ async fn a_killed_tracking_connection_to_one_primary_empties_the_tier() {
             near.stats()
         );
     }
+}
+
+/// A primary joins the cluster (`redis-cli --cluster add-node`, no slots yet) and slots move to
+/// it while a near cache serves: the near cache notices the new primary, tracks it too, and
+/// hears of overwrites of the keys that moved there.
+#[cfg(feature = "redis-cluster")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_that_joins_the_cluster_is_tracked_before_keys_move_to_it() {
+    let mut cluster = RedisCluster::start().await;
+    let near = NearCache::builder(RedisStore::cluster(cluster.urls()).connect().await.unwrap())
+        .start()
+        .await
+        .unwrap();
+    let other = RedisStore::cluster(cluster.urls()).connect().await.unwrap();
+    let keys: Vec<CacheKey> = (0..200).map(|i| k(&format!("join{i}"))).collect();
+    let fresh_everywhere = |v: &'static str| {
+        let (near, keys) = (near.clone(), keys.clone());
+        async move {
+            for _ in 0..400 {
+                let mut all = true;
+                for key in &keys {
+                    if read(&near, key).await.as_deref() != Some(v) {
+                        all = false;
+                    }
+                }
+                if all {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            false
+        }
+    };
+    for key in &keys {
+        put(&other, key, "one").await;
+    }
+    assert!(fresh_everywhere("one").await);
+
+    let port = cluster_free_port();
+    let joined = RedisServer::start_with(port, &["--cluster-enabled", "yes"]).await;
+    let seed = format!("127.0.0.1:{}", cluster.nodes[0].port);
+    let out = std::process::Command::new("redis-cli")
+        .args(["--cluster", "add-node", &format!("127.0.0.1:{port}"), &seed])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    cluster.nodes.push(joined);
+    let flushes = near.stats().flushes;
+    let id = |port: u16| {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &port.to_string(), "cluster", "myid"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    // Wait until every node knows the new one (as redis-cli's reshard checks first).
+    for _ in 0..400 {
+        if cluster.nodes.iter().all(|n| n.cluster_ok()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let mut moved = false;
+    for _ in 0..40 {
+        let out = std::process::Command::new("redis-cli")
+            .args(["--cluster", "reshard", &seed])
+            .args([
+                "--cluster-from",
+                &id(cluster.nodes[0].port),
+                "--cluster-to",
+                &id(port),
+            ])
+            .args(["--cluster-slots", "4000", "--cluster-yes"])
+            .output()
+            .unwrap();
+        if out.status.success() {
+            moved = true;
+            break;
+        }
+        // "Nodes don't agree about configuration" until the gossip settles.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(moved, "reshard to the new primary failed");
+    assert!(
+        near.stats().flushes > flushes,
+        "the new primary was noticed: {:?}",
+        near.stats()
+    );
+    for key in &keys {
+        put(&other, key, "two").await;
+    }
+    assert!(
+        fresh_everywhere("two").await,
+        "old values of keys moved to the new primary were still served: {:?}",
+        near.stats()
+    );
 }

@@ -42,7 +42,8 @@ const STRIPES: usize = 4096;
 /// # How it stays coherent
 ///
 /// - **Broadcast tracking.** One connection of its own (RESP3) runs
-///   `CLIENT TRACKING ON BCAST PREFIX {prefix}` (on a cluster, on every primary). Redis then
+///   `CLIENT TRACKING ON BCAST PREFIX {prefix}` (on a cluster, one to every primary that
+///   `CLUSTER NODES` lists, with slots or not). Redis then
 ///   sends it an invalidation for every key of the namespace that anyone changes, deletes,
 ///   expires or evicts, whoever read it. The default mode was not chosen: it tracks only keys
 ///   read on the tracking connection itself (so every read would have to go through it, or a
@@ -59,8 +60,8 @@ const STRIPES: usize = 4096;
 ///   returned, even when the tracking connection stalls without breaking (a timeout is not a
 ///   disconnect). When the lease lapses, lookups go to Redis until a heartbeat comes back.
 /// - **A lost connection empties the tier.** When the tracking connection drops (the driver
-///   says so, a heartbeat fails, or a heartbeat's answer says tracking is off, as on a
-///   connection the cluster driver re-opened by itself) the near tier stops serving and is emptied: it cannot know
+///   says so, a heartbeat fails, or a heartbeat finds tracking off or, on a cluster, another
+///   set of primaries in any primary's `CLUSTER NODES`) the near tier stops serving and is emptied: it cannot know
 ///   what it missed. It is emptied again once tracking is re-enabled on a new connection, and
 ///   only then serves again. So a Redis restart never lets an entry overwritten meanwhile be
 ///   served.
@@ -74,6 +75,9 @@ const STRIPES: usize = 4096;
 ///
 /// Entries in the near tier are the same sealed blobs: the cache verifies them on every hit, as
 /// from any store.
+///
+/// Not seen: `SWAPDB` (Redis sends no invalidation for it). Call [`flush`](Self::flush) on every
+/// instance after swapping a fleet's database, or deny the command.
 ///
 /// # Clone
 ///
@@ -193,6 +197,13 @@ impl NearCache {
     /// How many entries, and bytes, the tier holds.
     pub fn len_and_size(&self) -> (usize, u64) {
         (self.shared.near.len(), self.shared.near.size_bytes())
+    }
+
+    /// Empties the tier now. For what Redis does not report: `SWAPDB` (and a database restored
+    /// or replaced behind the server's back) sends no invalidation, so an operator who does that
+    /// to a fleet's database flushes every instance's near cache (or restarts them).
+    pub fn flush(&self) {
+        self.shared.flush("local");
     }
 
     /// The Redis store behind the tier.

@@ -149,3 +149,35 @@ fn trackinginfo_answers_are_read_in_both_protocols() {
     assert!(!broadcast_on(&Value::Nil));
     assert!(!broadcast_on(&Value::Array(vec![bulk("flags")])));
 }
+
+#[cfg(feature = "redis-cluster")]
+#[test]
+fn cluster_nodes_answers_give_the_live_primaries() {
+    use super::tracking::primaries_in;
+    let text = "\
+07c37dfeb235213a872192d90877d0cd55635b91 127.0.0.1:30004@31004,host-4.example replica e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 0 1426238317239 4 connected
+67ed2db8d677e59ec4a4cefb06858cf2a1a89fa1 127.0.0.1:30002@31002 master - 0 1426238316232 2 connected 5461-10922
+292f8b365bb7edb5e285caf0b7e6ddc7265d2f4f 127.0.0.1:30003@31003,host-3.example master - 0 1426238318243 3 connected 10923-16383
+e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 127.0.0.1:30001@31001 myself,master - 0 0 1 connected 0-5460
+6ec23923021cf3ffec47632106199cb7f496ce01 127.0.0.1:30005@31005 master,fail - 1426238316232 1426238315000 5 disconnected
+824fe116063bc5fcf9f4ffd895bc17aee7731ac3 127.0.0.1:30006@31006 master - 0 1426238316232 6 connected
+aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa :0@0 master,noaddr - 0 0 0 disconnected
+garbage line
+";
+    let mut found = primaries_in(text);
+    found.sort();
+    let ids: Vec<(&str, &str, u16)> = found
+        .iter()
+        .map(|(id, host, port)| (&id[..4], host.as_str(), *port))
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            ("292f", "host-3.example", 30003),
+            ("67ed", "127.0.0.1", 30002),
+            // A primary without slots yet counts: a resharding moves keys to it.
+            ("824f", "127.0.0.1", 30006),
+            ("e7d1", "127.0.0.1", 30001),
+        ]
+    );
+}

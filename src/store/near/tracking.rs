@@ -5,24 +5,30 @@ use std::sync::atomic::Ordering::SeqCst;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use redis::{PushInfo, RedisError, Value};
-
+use redis::aio::MultiplexedConnection;
 #[cfg(feature = "redis-cluster")]
-use crate::store::redis::all_primaries;
+use redis::{ConnectionAddr, ConnectionInfo};
+use redis::{IntoConnectionInfo, PushInfo, RedisError, Value};
+
 use crate::store::redis::{Nodes, Source};
 
 use super::Shared;
 
-/// The tracking connection.
+/// The tracking connection: one to the server, or one to each primary of a cluster.
+///
+/// On a cluster these are plain connections to the primaries that `CLUSTER NODES` lists, not
+/// the driver's cluster connection: that one only knows the primaries in its slot map, never
+/// refreshes it unless a command is redirected (a tracking connection's never are), and leaves
+/// out a primary that has no slots yet, which is exactly the one a resharding moves keys to.
 pub(super) enum Tracker {
-    Single(redis::aio::MultiplexedConnection),
+    Single(MultiplexedConnection),
     #[cfg(feature = "redis-cluster")]
-    Cluster(redis::cluster_async::ClusterConnection),
+    Cluster(Vec<(String, MultiplexedConnection)>),
 }
 
 impl Tracker {
     /// Opens tracking connection number `number` and enables tracking; the nodes it is enabled
-    /// on (empty for one server).
+    /// on (their cluster ids, sorted; empty for one server).
     pub(super) async fn open(
         source: &Source,
         shared: &Arc<Shared>,
@@ -35,83 +41,187 @@ impl Tracker {
             shared.push(number, info);
             Ok(())
         };
-        let mut tracker = match source.nodes() {
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(source.connection_timeout()))
+            .set_response_timeout(Some(source.response_timeout()))
+            .set_push_sender(sender);
+        match source.nodes() {
             Nodes::Single(url) => {
-                let config = redis::AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(source.connection_timeout()))
-                    .set_response_timeout(Some(source.response_timeout()))
-                    .set_push_sender(sender);
-                let client = source.single_client(url, true)?;
-                Tracker::Single(
-                    client
-                        .get_multiplexed_async_connection_with_config(&config)
-                        .await?,
-                )
+                let info = url.as_str().into_connection_info()?;
+                let mut conn = source
+                    .client_for(info, true)?
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await?;
+                enable(&mut conn, &shared.prefix).await?;
+                Ok((Tracker::Single(conn), Vec::new()))
             }
             #[cfg(feature = "redis-cluster")]
             Nodes::Cluster(urls) => {
-                let client = source
-                    .cluster_builder(urls)
-                    .use_protocol(redis::ProtocolVersion::RESP3)
-                    .push_sender(sender)
-                    .build()?;
-                Tracker::Cluster(client.get_async_connection().await?)
-            }
-        };
-        let nodes = tracker.enable(&shared.prefix).await?;
-        Ok((tracker, nodes))
-    }
-
-    async fn enable(&mut self, prefix: &str) -> Result<Vec<String>, RedisError> {
-        let mut on = redis::cmd("CLIENT");
-        on.arg("TRACKING")
-            .arg("ON")
-            .arg("BCAST")
-            .arg("PREFIX")
-            .arg(prefix);
-        match self {
-            Tracker::Single(c) => {
-                let _: Value = on.query_async(c).await?;
-                Ok(Vec::new())
-            }
-            #[cfg(feature = "redis-cluster")]
-            Tracker::Cluster(c) => {
-                // A node that kept tracking from before answers ON with "overlaps": OFF first.
-                let mut off = redis::cmd("CLIENT");
-                off.arg("TRACKING").arg("OFF");
-                let _ = all_primaries(c, off).await;
-                let answers = all_primaries(c, on).await?;
-                let mut nodes: Vec<String> = answers.into_iter().map(|(a, _)| a).collect();
-                nodes.sort();
-                Ok(nodes)
-            }
-        }
-    }
-
-    /// A heartbeat: `CLIENT TRACKINGINFO` on every node, which answers after the invalidations
-    /// queued before it, and says whether tracking is still on *on the connection that
-    /// answers* (a connection the driver re-opened has lost it). The nodes that answered, or
-    /// `None` when one of them has no broadcast tracking.
-    async fn ping(&mut self) -> Result<Option<Vec<String>>, RedisError> {
-        let mut info = redis::cmd("CLIENT");
-        info.arg("TRACKINGINFO");
-        match self {
-            Tracker::Single(c) => {
-                let answer: Value = info.query_async(c).await?;
-                Ok(broadcast_on(&answer).then(Vec::new))
-            }
-            #[cfg(feature = "redis-cluster")]
-            Tracker::Cluster(c) => {
-                let answers = all_primaries(c, info).await?;
-                if !answers.iter().all(|(_, v)| broadcast_on(v)) {
-                    return Ok(None);
+                let (seed, primaries) = discover(source, urls).await?;
+                let mut conns = Vec::with_capacity(primaries.len());
+                for (id, host, port) in primaries {
+                    let info = at_address(&seed, host, port);
+                    let mut conn = source
+                        .client_for(info, true)?
+                        .get_multiplexed_async_connection_with_config(&config)
+                        .await?;
+                    enable(&mut conn, &shared.prefix).await?;
+                    conns.push((id, conn));
                 }
-                let mut nodes: Vec<String> = answers.into_iter().map(|(a, _)| a).collect();
-                nodes.sort();
-                Ok(Some(nodes))
+                conns.sort_by(|a, b| a.0.cmp(&b.0));
+                let ids = conns.iter().map(|(id, _)| id.clone()).collect();
+                Ok((Tracker::Cluster(conns), ids))
             }
         }
     }
+
+    /// A heartbeat: `CLIENT TRACKINGINFO` on every connection, which answers after the
+    /// invalidations queued before it, and says whether tracking is still on for that very
+    /// connection. On a cluster, also the primaries each of them knows (`CLUSTER NODES`): a
+    /// primary that joined (with or without slots yet) or took over (a failover) must be
+    /// tracked, and one that was demoted no longer counts, before anything is served. The
+    /// primaries seen (ids, sorted), or `None` when tracking is off somewhere.
+    pub(super) async fn ping(&mut self) -> Result<Option<Vec<String>>, RedisError> {
+        match self {
+            Tracker::Single(c) => Ok(tracking_info(c).await?.then(Vec::new)),
+            #[cfg(feature = "redis-cluster")]
+            Tracker::Cluster(conns) => {
+                // Every tracked primary's own view: the one that was demoted in a failover knows
+                // it at once, and the source of a resharding knows its target before it moves a
+                // key there.
+                let checks = conns.iter().map(|(_, c)| {
+                    let mut c = c.clone();
+                    async move {
+                        let on = tracking_info(&mut c).await?;
+                        let text: String = redis::cmd("CLUSTER")
+                            .arg("NODES")
+                            .query_async(&mut c)
+                            .await?;
+                        Ok::<_, RedisError>((on, primaries_in(&text)))
+                    }
+                });
+                let mut seen = std::collections::BTreeSet::new();
+                for check in futures_util::future::join_all(checks).await {
+                    let (on, primaries) = check?;
+                    if !on {
+                        return Ok(None);
+                    }
+                    seen.extend(primaries.into_iter().map(|(id, _, _)| id));
+                }
+                Ok(Some(seen.into_iter().collect()))
+            }
+        }
+    }
+}
+
+async fn enable(conn: &mut MultiplexedConnection, prefix: &str) -> Result<(), RedisError> {
+    let _: Value = redis::cmd("CLIENT")
+        .arg("TRACKING")
+        .arg("ON")
+        .arg("BCAST")
+        .arg("PREFIX")
+        .arg(prefix)
+        .query_async(conn)
+        .await?;
+    Ok(())
+}
+
+async fn tracking_info(conn: &mut MultiplexedConnection) -> Result<bool, RedisError> {
+    let answer: Value = redis::cmd("CLIENT")
+        .arg("TRACKINGINFO")
+        .query_async(conn)
+        .await?;
+    Ok(broadcast_on(&answer))
+}
+
+/// The primaries of the cluster, from the first of `urls` that answers `CLUSTER NODES`, and that
+/// node's connection settings (for the others: same credentials, same TLS).
+#[cfg(feature = "redis-cluster")]
+async fn discover(
+    source: &Source,
+    urls: &[String],
+) -> Result<(ConnectionInfo, Vec<(String, String, u16)>), RedisError> {
+    let mut last = None;
+    for url in urls {
+        let attempt = async {
+            let info = url.as_str().into_connection_info()?;
+            let config = redis::AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(source.connection_timeout()))
+                .set_response_timeout(Some(source.response_timeout()));
+            let mut conn = source
+                .client_for(info.clone(), false)?
+                .get_multiplexed_async_connection_with_config(&config)
+                .await?;
+            let text: String = redis::cmd("CLUSTER")
+                .arg("NODES")
+                .query_async(&mut conn)
+                .await?;
+            Ok::<_, RedisError>((info, primaries_in(&text)))
+        };
+        match attempt.await {
+            Ok(found) if !found.1.is_empty() => return Ok(found),
+            Ok(_) => last = Some(client_error("CLUSTER NODES listed no primary")),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| client_error("no cluster node given")))
+}
+
+/// `seed`'s settings at another address.
+#[cfg(feature = "redis-cluster")]
+fn at_address(seed: &ConnectionInfo, host: String, port: u16) -> ConnectionInfo {
+    let addr = match seed.addr() {
+        ConnectionAddr::TcpTls {
+            insecure,
+            tls_params,
+            ..
+        } => ConnectionAddr::TcpTls {
+            host,
+            port,
+            insecure: *insecure,
+            tls_params: tls_params.clone(),
+        },
+        _ => ConnectionAddr::Tcp(host, port),
+    };
+    seed.clone().set_addr(addr)
+}
+
+/// The primaries a `CLUSTER NODES` answer lists, with or without slots, that are not failed,
+/// in a handshake or without an address: `(id, host, port)`, the host being the node's announced
+/// hostname when it has one, its address otherwise.
+#[cfg(feature = "redis-cluster")]
+pub(super) fn primaries_in(text: &str) -> Vec<(String, String, u16)> {
+    text.lines()
+        .filter_map(|line| {
+            let mut fields = line.split(' ');
+            let id = fields.next()?;
+            let address = fields.next()?;
+            let flags: Vec<&str> = fields.next()?.split(',').collect();
+            let serving = flags.contains(&"master")
+                && !flags
+                    .iter()
+                    .any(|f| matches!(*f, "fail" | "handshake" | "noaddr"));
+            if !serving || id.is_empty() {
+                return None;
+            }
+            // ip:port@cport[,hostname]
+            let (endpoint, hostname) = match address.split_once(',') {
+                Some((e, h)) if !h.is_empty() => (e, Some(h)),
+                Some((e, _)) => (e, None),
+                None => (address, None),
+            };
+            let endpoint = endpoint.split('@').next()?;
+            let (ip, port) = endpoint.rsplit_once(':')?;
+            let port: u16 = port.parse().ok()?;
+            let host = hostname.unwrap_or(ip);
+            (!host.is_empty() && port != 0).then(|| (id.to_owned(), host.to_owned(), port))
+        })
+        .collect()
+}
+
+#[cfg(feature = "redis-cluster")]
+fn client_error(message: &'static str) -> RedisError {
+    RedisError::from((redis::ErrorKind::Client, message))
 }
 
 /// Whether a `CLIENT TRACKINGINFO` answer says tracking is on in broadcast mode: its `flags`

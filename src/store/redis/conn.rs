@@ -112,13 +112,18 @@ impl Source {
     }
 
     /// A client for one server; `resp3` for a connection that receives pushes.
-    pub(crate) fn single_client(
+    fn single_client(&self, url: &str, resp3: bool) -> Result<redis::Client, RedisError> {
+        use redis::IntoConnectionInfo;
+        self.client_for(url.into_connection_info()?, resp3)
+    }
+
+    /// A client for the server `info` names, with this source's TLS roots; `resp3` for a
+    /// connection that receives pushes.
+    pub(crate) fn client_for(
         &self,
-        url: &str,
+        mut info: redis::ConnectionInfo,
         resp3: bool,
     ) -> Result<redis::Client, RedisError> {
-        use redis::IntoConnectionInfo;
-        let mut info = url.into_connection_info()?;
         if resp3 {
             let settings = info
                 .redis_settings()
@@ -146,7 +151,7 @@ impl Source {
 
     /// The settings of a cluster client (TLS when the first URL is `rediss://`).
     #[cfg(feature = "redis-cluster")]
-    pub(crate) fn cluster_builder(&self, urls: &[String]) -> redis::cluster::ClusterClientBuilder {
+    fn cluster_builder(&self, urls: &[String]) -> redis::cluster::ClusterClientBuilder {
         let mut builder =
             redis::cluster::ClusterClientBuilder::new(urls.iter().map(String::as_str))
                 .connection_timeout(self.connection_timeout)
@@ -240,7 +245,7 @@ pub(super) async fn primaries(conn: &mut Conn) -> Result<Vec<Option<String>>, Re
 
 /// `cmd` sent to every primary of the cluster: each one's answer, by address.
 #[cfg(feature = "redis-cluster")]
-pub(crate) async fn all_primaries(
+async fn all_primaries(
     conn: &mut redis::cluster_async::ClusterConnection,
     cmd: Cmd,
 ) -> Result<Vec<(String, Value)>, RedisError> {
@@ -258,6 +263,27 @@ pub(crate) async fn all_primaries(
             "a command sent to every primary gave no map of answers",
         )),
     }
+}
+
+/// Whether the server (on a cluster, any primary) has evicted a key since it started
+/// (`INFO stats`, `evicted_keys`).
+pub(super) async fn evicted_any(conn: &mut Conn) -> Result<bool, RedisError> {
+    let mut info = redis::cmd("INFO");
+    info.arg("stats");
+    let texts: Vec<String> = match conn {
+        Conn::Single(c) => vec![info.query_async(c).await?],
+        #[cfg(feature = "redis-cluster")]
+        Conn::Cluster(c) => all_primaries(c, info)
+            .await?
+            .into_iter()
+            .map(|(_, v)| redis::from_redis_value(v).map_err(RedisError::from))
+            .collect::<Result<_, _>>()?,
+    };
+    Ok(texts.iter().any(|text| {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("evicted_keys:"))
+            .any(|n| n.trim() != "0")
+    }))
 }
 
 /// Every key of the namespace (deduplicated: `SCAN` may return a key twice while Redis

@@ -14,8 +14,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use redis::{RedisError, Script, Value};
 
-#[cfg(feature = "redis-cluster")]
-pub(crate) use conn::all_primaries;
 use conn::{match_pattern, PageCursor, SCAN_COUNT};
 pub(crate) use conn::{Conn, Nodes, Source};
 
@@ -71,12 +69,13 @@ return {v, redis.call('PTTL', KEYS[1])}
 ///   several caches can share one Redis database. Listing and clearing walk the namespace with
 ///   `SCAN` (on a cluster, every primary in turn); `KEYS` and `FLUSHDB` are never used.
 /// - **Tag index.** An entry with cache tags ([`StoreRequest::PutTagged`]) is recorded in a
-///   sorted set per tag, `{prefix}#tag:{tag}`, before the entry is written, and each set drops
-///   its expired members as it is written and expires with its last one; so
-///   [`Inspector::purge_tag`](crate::Inspector::purge_tag) deletes a tag's entries without
-///   reading any ([`StoreRequest::PurgeTag`]). At most 64 tags of at most 1 KiB each are
-///   indexed: an entry with more is not stored ([`StoreResponse::NotStored`]), so that a purge
-///   never misses one.
+///   sorted set per tag, `{prefix}#tag:{tag}`, then written, then checked to be still recorded
+///   (a purge in between wins: the write deletes its entry and answers
+///   [`StoreResponse::NotStored`]); each set drops its expired members as it is written and
+///   expires with its last one. So [`Inspector::purge_tag`](crate::Inspector::purge_tag)
+///   deletes a tag's entries without reading any ([`StoreRequest::PurgeTag`]), and says when the
+///   index may be incomplete because Redis has evicted keys. At most 64 tags of at most 1 KiB
+///   each are indexed: an entry with more is not stored.
 /// - The connection manager reconnects by itself after the server restarts; while the server is
 ///   down, operations fail fast and the cache goes to the origin (fail-open).
 ///
@@ -86,8 +85,8 @@ return {v, redis.call('PTTL', KEYS[1])}
 /// more of its nodes. The contract is the same (the conformance suite runs on a local
 /// three-primary cluster). The driver follows `MOVED` / `ASK` redirections and reconnects
 /// nodes itself; listing and clearing walk every primary; a key and its tag sets live in
-/// different slots, so they are written one after the other, never in one transaction (see
-/// above for why that order is safe). TLS: `rediss://` on the first node, with `redis-tls`.
+/// different slots, so they are written in steps, never in one transaction (see above for why
+/// that is safe). TLS: `rediss://` on the first node, with `redis-tls`.
 ///
 /// # Clone
 ///
@@ -372,13 +371,19 @@ async fn run(
                 let _: Value = redis::cmd("UNLINK").arg(&full).query_async(conn).await?;
                 return Ok(StoreResponse::NotStored);
             }
-            // The index first: an entry is never stored without being findable by its tags.
+            // The index first, then the entry, then a check that no purge took the key from
+            // the index in between (see `tags`): if one did, the purge wins.
             tags::record(conn, prefix, &full, &tags, tags::ttl_ms(ttl)).await?;
             set(conn, &full, &blob, ttl).await?;
+            if !tags::still_recorded(conn, prefix, &full, &tags).await? {
+                let _: Value = redis::cmd("UNLINK").arg(&full).query_async(conn).await?;
+                return Ok(StoreResponse::NotStored);
+            }
             StoreResponse::Done
         }
         StoreRequest::PurgeTag { tag } => {
-            StoreResponse::Purged(tags::purge(conn, prefix, &tag).await?)
+            let (removed, complete) = tags::purge(conn, prefix, &tag).await?;
+            StoreResponse::Purged { removed, complete }
         }
         StoreRequest::Delete { key } => {
             let _: Value = redis::cmd("UNLINK")

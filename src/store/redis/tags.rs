@@ -1,17 +1,24 @@
 //! The tag index: one sorted set per tag, `{prefix}#tag:{tag}`, whose members are the keys of
-//! the entries that carry the tag, scored by when they expire (server time, in milliseconds).
+//! the entries that carry the tag, scored by when they expire (server time, in milliseconds,
+//! plus a margin).
 //!
-//! - Written before the entry (`PutTagged`): if the index write fails, the entry is not written,
-//!   so an entry is never stored without being findable by its tags. (The other way round, a
-//!   member whose entry was never written, or was overwritten without the tag, only makes a
-//!   purge delete one key more: a miss.)
-//! - Cleaned on expiry: each write to a tag first drops the members that have expired (their
-//!   entries are gone from Redis too), and the set itself expires with its last member. A tag
-//!   that is never written again is reclaimed by that expiry.
-//! - One key per script, so that it runs on a cluster as on one server (the entry and its tags
-//!   live in different slots; they are not written atomically, see above).
-//! - Scores come from the server's clock (`TIME`), not from the clients': in a fleet, a client
-//!   whose clock runs ahead must not drop members that are still alive.
+//! - **Written around the entry** (`PutTagged`): the key is recorded under each tag, the entry
+//!   is written, then the writer checks that every tag still has it. A purge *takes* members out
+//!   of the set (atomically, a batch at a time) before it deletes their entries; so a purge
+//!   that ran between the writer's two steps took the member before the entry existed, and the
+//!   writer, finding it gone, deletes its own entry (answering `NotStored`). Every interleaving
+//!   ends with the entry either purged or indexed. (A member whose entry was never written, or
+//!   was overwritten without the tag, only makes a purge delete one key more: a miss.)
+//! - **Cleaned on expiry:** each write to a tag first drops the members that have expired, and
+//!   the set itself expires with its last member. A member is scored [`MARGIN_MS`] past its
+//!   entry's expiry, so that the entry (written after the member) never outlives it.
+//! - **One key per script**, so that it runs on a cluster as on one server (the entry and its
+//!   tags live in different slots).
+//! - **Scores come from the server's clock** (`TIME`), not from the clients': in a fleet, a
+//!   client whose clock runs ahead must not drop members that are still alive.
+//! - **Eviction:** under `maxmemory`, Redis may evict a tag's set and keep its entries. The
+//!   index cannot tell, so a purge answers `complete: false` whenever the server has evicted any
+//!   key since it started (`INFO stats`, `evicted_keys`), and the inspector then also walks.
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -27,10 +34,26 @@ pub(super) const MAX_TAGS: usize = 64;
 /// The longest tag recorded (bytes); an entry with a longer one is not stored.
 pub(super) const MAX_TAG_LEN: usize = 1024;
 /// Keys removed per round trip of a purge.
-const PURGE_BATCH: isize = 500;
+const PURGE_BATCH: usize = 500;
 /// The index keeps a member at most this long (~100 years), so that scores stay exact in
 /// Lua's doubles.
 const MAX_INDEX_TTL_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
+/// How much longer than its entry a member lives: more than the time between recording a key
+/// and writing its entry can take (store timeouts, cluster redirections).
+pub(super) const MARGIN_MS: u64 = 60_000;
+
+/// Takes up to `ARGV[1]` members out of the set `KEYS[1]` (the set is gone once empty).
+static TAKE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local members = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)
+if #members > 0 then
+  redis.call('ZREM', KEYS[1], unpack(members))
+end
+return members
+",
+    )
+});
 
 /// `KEYS[1]` the tag's set, `ARGV[1]` the entry's key, `ARGV[2]` its TTL in milliseconds.
 static RECORD: LazyLock<Script> = LazyLock::new(|| {
@@ -69,7 +92,7 @@ pub(super) async fn record(
     tags: &[String],
     ttl_ms: u64,
 ) -> Result<(), RedisError> {
-    let ttl_ms = ttl_ms.min(MAX_INDEX_TTL_MS);
+    let ttl_ms = ttl_ms.min(MAX_INDEX_TTL_MS) + MARGIN_MS;
     let writes = tags.iter().map(|tag| {
         let mut conn = conn.clone();
         let index = index_key(prefix, tag);
@@ -90,22 +113,47 @@ pub(super) async fn record(
     Ok(())
 }
 
-/// Deletes every key recorded under `tag`, then the tag's set; how many existed.
-pub(super) async fn purge(conn: &mut Conn, prefix: &str, tag: &str) -> Result<usize, RedisError> {
+/// Whether every tag's set still holds `key` (a purge that ran since `record` took it).
+pub(super) async fn still_recorded(
+    conn: &mut Conn,
+    prefix: &str,
+    key: &str,
+    tags: &[String],
+) -> Result<bool, RedisError> {
+    let checks = tags.iter().map(|tag| {
+        let mut conn = conn.clone();
+        let index = index_key(prefix, tag);
+        async move {
+            let score: Option<f64> = redis::cmd("ZSCORE")
+                .arg(index)
+                .arg(key)
+                .query_async(&mut conn)
+                .await?;
+            Ok::<_, RedisError>(score.is_some())
+        }
+    });
+    let mut all = true;
+    for result in futures_util::future::join_all(checks).await {
+        all &= result?;
+    }
+    Ok(all)
+}
+
+/// Deletes every key recorded under `tag`, taking them out of its set a batch at a time; how
+/// many existed, and whether the index can be trusted to have held them all (no key was ever
+/// evicted by this server, or on a cluster by any primary).
+pub(super) async fn purge(
+    conn: &mut Conn,
+    prefix: &str,
+    tag: &str,
+) -> Result<(usize, bool), RedisError> {
     let index = index_key(prefix, tag);
     let mut removed = 0usize;
-    // Bounded: each round takes members out of the set; writers adding new ones while a purge
-    // runs could otherwise keep it going.
+    // Bounded: writers adding to the tag while it is purged could otherwise keep it going.
     for _ in 0..100_000 {
-        let members: Vec<Vec<u8>> = redis::cmd("ZRANGE")
-            .arg(&index)
-            .arg(0)
-            .arg(PURGE_BATCH - 1)
-            .query_async(conn)
-            .await?;
+        let members: Vec<Vec<u8>> = TAKE.key(&index).arg(PURGE_BATCH).invoke_async(conn).await?;
         if members.is_empty() {
-            let _: Value = redis::cmd("UNLINK").arg(&index).query_async(conn).await?;
-            return Ok(removed);
+            return Ok((removed, !super::conn::evicted_any(conn).await?));
         }
         // Only keys of this namespace (a store writer could add anything to the set).
         let own: Vec<&Vec<u8>> = members
@@ -116,11 +164,6 @@ pub(super) async fn purge(conn: &mut Conn, prefix: &str, tag: &str) -> Result<us
             let n: usize = redis::cmd("UNLINK").arg(&own).query_async(conn).await?;
             removed += n;
         }
-        let _: Value = redis::cmd("ZREM")
-            .arg(&index)
-            .arg(&members)
-            .query_async(conn)
-            .await?;
     }
     Err(client_error(
         "a purge by tag did not end (writers keep adding to the tag)",
