@@ -482,3 +482,44 @@ async fn a_primary_that_joins_the_cluster_is_tracked_before_keys_move_to_it() {
         near.stats()
     );
 }
+
+/// The tier holds at most `max_bytes`: filling it with more keeps it within the bound, and the
+/// lookups it dropped go to Redis again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tier_is_bounded_in_bytes() {
+    let redis = RedisServer::start().await;
+    let near = NearCache::builder(RedisStore::connect(&redis.url()).await.unwrap())
+        .max_bytes(64 << 10)
+        .start()
+        .await
+        .unwrap();
+    let other = RedisStore::connect(&redis.url()).await.unwrap();
+    let value = "x".repeat(4096);
+    for i in 0..100 {
+        put(&other, &k(&format!("big{i}")), &value).await;
+    }
+    until("the writes' invalidations arrive", || {
+        near.stats().invalidations >= 100
+    })
+    .await;
+    for i in 0..100 {
+        assert_eq!(
+            read(&near, &k(&format!("big{i}"))).await.as_deref(),
+            Some(value.as_str())
+        );
+    }
+    let (entries, bytes) = near.len_and_size();
+    assert!(bytes <= 64 << 10, "{entries} entries, {bytes} bytes");
+    assert!(entries < 100 && entries > 0, "{entries}");
+    for i in 0..100 {
+        assert_eq!(
+            read(&near, &k(&format!("big{i}"))).await.as_deref(),
+            Some(value.as_str())
+        );
+    }
+    let stats = near.stats();
+    assert!(
+        stats.misses > 100,
+        "dropped keys are asked again: {stats:?}"
+    );
+}
