@@ -523,3 +523,64 @@ async fn the_tier_is_bounded_in_bytes() {
         "dropped keys are asked again: {stats:?}"
     );
 }
+
+/// With the `metrics` feature: near hits, misses, invalidations and flushes reach the recorder
+/// (everything, the Redis driver's tasks included, runs on one current-thread runtime here, so
+/// a local recorder sees it all).
+#[cfg(feature = "metrics")]
+#[test]
+fn near_cache_metrics_reach_the_recorder() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    metrics::with_local_recorder(&recorder, || {
+        rt.block_on(async {
+            let redis = RedisServer::start().await;
+            let (near, other) = near_on(&redis).await;
+            put(&other, &k("m"), "v1").await;
+            until("invalidated", || near.stats().invalidations >= 1).await;
+            assert_eq!(read(&near, &k("m")).await.as_deref(), Some("v1")); // miss, filled
+            assert_eq!(read(&near, &k("m")).await.as_deref(), Some("v1")); // hit
+            near.flush();
+        })
+    });
+    let mut seen = std::collections::HashMap::new();
+    for (key, _, _, value) in recorder.snapshotter().snapshot().into_vec() {
+        let key = key.key();
+        let labels: Vec<String> = key
+            .labels()
+            .map(|l| format!("{}={}", l.key(), l.value()))
+            .collect();
+        if let DebugValue::Counter(n) = value {
+            seen.insert(format!("{}{{{}}}", key.name(), labels.join(",")), n);
+        }
+    }
+    assert_eq!(
+        seen.get("http_cache_near_requests_total{result=hit}"),
+        Some(&1),
+        "{seen:?}"
+    );
+    assert_eq!(
+        seen.get("http_cache_near_requests_total{result=miss}"),
+        Some(&1),
+        "{seen:?}"
+    );
+    assert!(
+        seen.get("http_cache_near_invalidations_total{}")
+            .is_some_and(|n| *n >= 1),
+        "{seen:?}"
+    );
+    assert!(
+        seen.get("http_cache_near_flushes_total{reason=local}")
+            .is_some_and(|n| *n >= 1),
+        "{seen:?}"
+    );
+    assert!(
+        seen.get("http_cache_near_flushes_total{reason=reconnected}")
+            .is_some_and(|n| *n >= 1),
+        "{seen:?}"
+    );
+}
