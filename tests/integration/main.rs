@@ -20,6 +20,8 @@ mod directives;
 mod disk_processes;
 #[cfg(all(feature = "disk", feature = "redis", feature = "test-util"))]
 mod fleet_attacks;
+#[cfg(all(feature = "disk", feature = "redis", feature = "test-util"))]
+mod fleet_attacks2;
 mod http2;
 mod https;
 mod inspect;

@@ -160,7 +160,7 @@ impl NearCacheBuilder {
             self.store.prefix().into(),
             self.max_staleness,
         ));
-        let (tracker, nodes) = Tracker::open(&source, &shared, 1).await?;
+        let (tracker, nodes) = Tracker::open(&source, &shared, 1, &[]).await?;
         shared.up();
         let task = tokio::spawn(heartbeat(Arc::downgrade(&shared), source, tracker, nodes));
         Ok(NearCache {

@@ -165,19 +165,24 @@ aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa :0@0 master,noaddr - 0 0 0 disconnected
 garbage line
 ";
     let mut found = primaries_in(text);
-    found.sort();
-    let ids: Vec<(&str, &str, u16)> = found
+    found.sort_by(|a, b| a.id.cmp(&b.id));
+    let ids: Vec<(&str, &str, u16, u32)> = found
         .iter()
-        .map(|(id, host, port)| (&id[..4], host.as_str(), *port))
+        .map(|p| (&p.id[..4], p.host.as_str(), p.port, p.slots))
         .collect();
     assert_eq!(
         ids,
         [
-            ("292f", "host-3.example", 30003),
-            ("67ed", "127.0.0.1", 30002),
+            // The announced hostname is not used: clients are told the IP by default.
+            ("292f", "127.0.0.1", 30003, 5461),
+            ("67ed", "127.0.0.1", 30002, 5462),
             // A primary without slots yet counts: a resharding moves keys to it.
-            ("824f", "127.0.0.1", 30006),
-            ("e7d1", "127.0.0.1", 30001),
+            ("824f", "127.0.0.1", 30006, 0),
+            ("e7d1", "127.0.0.1", 30001, 5461),
         ]
     );
+    assert_eq!(found.iter().map(|p| p.slots).sum::<u32>(), 16384);
+    // A slot being migrated is listed in brackets, and not counted twice.
+    let migrating = "e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 127.0.0.1:30001@31001 myself,master - 0 0 1 connected 0-5460 [93->-292f8b365bb7edb5e285caf0b7e6ddc7265d2f4f]\n";
+    assert_eq!(primaries_in(migrating)[0].slots, 5461);
 }

@@ -23,7 +23,7 @@ use super::Shared;
 pub(super) enum Tracker {
     Single(MultiplexedConnection),
     #[cfg(feature = "redis-cluster")]
-    Cluster(Vec<(String, MultiplexedConnection)>),
+    Cluster(Vec<(Primary, MultiplexedConnection)>),
 }
 
 impl Tracker {
@@ -33,6 +33,7 @@ impl Tracker {
         source: &Source,
         shared: &Arc<Shared>,
         number: u64,
+        known: &[(String, u16)],
     ) -> Result<(Self, Vec<String>), RedisError> {
         shared.connection.store(number, SeqCst);
         let weak = Arc::downgrade(shared);
@@ -47,6 +48,7 @@ impl Tracker {
             .set_push_sender(sender);
         match source.nodes() {
             Nodes::Single(url) => {
+                let _ = known; // one server: its URL
                 let info = url.as_str().into_connection_info()?;
                 let mut conn = source
                     .client_for(info, true)?
@@ -57,19 +59,19 @@ impl Tracker {
             }
             #[cfg(feature = "redis-cluster")]
             Nodes::Cluster(urls) => {
-                let (seed, primaries) = discover(source, urls).await?;
+                let (seed, primaries) = discover(source, urls, known).await?;
                 let mut conns = Vec::with_capacity(primaries.len());
-                for (id, host, port) in primaries {
-                    let info = at_address(&seed, host, port);
+                for primary in primaries {
+                    let info = at_address(&seed, primary.host.clone(), primary.port);
                     let mut conn = source
                         .client_for(info, true)?
                         .get_multiplexed_async_connection_with_config(&config)
                         .await?;
                     enable(&mut conn, &shared.prefix).await?;
-                    conns.push((id, conn));
+                    conns.push((primary, conn));
                 }
-                conns.sort_by(|a, b| a.0.cmp(&b.0));
-                let ids = conns.iter().map(|(id, _)| id.clone()).collect();
+                conns.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+                let ids = conns.iter().map(|(p, _)| p.id.clone()).collect();
                 Ok((Tracker::Cluster(conns), ids))
             }
         }
@@ -106,10 +108,25 @@ impl Tracker {
                     if !on {
                         return Ok(None);
                     }
-                    seen.extend(primaries.into_iter().map(|(id, _, _)| id));
+                    seen.extend(primaries.into_iter().map(|p| p.id));
                 }
                 Ok(Some(seen.into_iter().collect()))
             }
+        }
+    }
+}
+
+impl Tracker {
+    /// The addresses of the primaries tracked, to find the cluster again when the configured
+    /// nodes are gone (replaced one by one).
+    pub(super) fn addresses(&self) -> Vec<(String, u16)> {
+        match self {
+            Tracker::Single(_) => Vec::new(),
+            #[cfg(feature = "redis-cluster")]
+            Tracker::Cluster(conns) => conns
+                .iter()
+                .map(|(p, _)| (p.host.clone(), p.port))
+                .collect(),
         }
     }
 }
@@ -134,17 +151,31 @@ async fn tracking_info(conn: &mut MultiplexedConnection) -> Result<bool, RedisEr
     Ok(broadcast_on(&answer))
 }
 
-/// The primaries of the cluster, from the first of `urls` that answers `CLUSTER NODES`, and that
-/// node's connection settings (for the others: same credentials, same TLS).
+/// The primaries of the cluster, from the first node that answers `CLUSTER NODES` with a view in
+/// which the primaries cover all 16384 slots (a node that is not, or no longer, part of the
+/// cluster lists only itself): the configured `urls` first, then the primaries tracked last
+/// (`known`, reached with the first URL's credentials and TLS). Also the settings the other
+/// connections are made with.
 #[cfg(feature = "redis-cluster")]
 async fn discover(
     source: &Source,
     urls: &[String],
-) -> Result<(ConnectionInfo, Vec<(String, String, u16)>), RedisError> {
-    let mut last = None;
+    known: &[(String, u16)],
+) -> Result<(ConnectionInfo, Vec<Primary>), RedisError> {
+    let mut candidates = Vec::new();
     for url in urls {
+        candidates.push(url.as_str().into_connection_info()?);
+    }
+    let template = candidates
+        .first()
+        .cloned()
+        .ok_or_else(|| client_error("no cluster node given"))?;
+    for (host, port) in known {
+        candidates.push(at_address(&template, host.clone(), *port));
+    }
+    let mut last = None;
+    for info in candidates {
         let attempt = async {
-            let info = url.as_str().into_connection_info()?;
             let config = redis::AsyncConnectionConfig::new()
                 .set_connection_timeout(Some(source.connection_timeout()))
                 .set_response_timeout(Some(source.response_timeout()));
@@ -156,11 +187,14 @@ async fn discover(
                 .arg("NODES")
                 .query_async(&mut conn)
                 .await?;
-            Ok::<_, RedisError>((info, primaries_in(&text)))
+            Ok::<_, RedisError>(primaries_in(&text))
         };
         match attempt.await {
-            Ok(found) if !found.1.is_empty() => return Ok(found),
-            Ok(_) => last = Some(client_error("CLUSTER NODES listed no primary")),
+            Ok(primaries) if primaries.iter().map(|p| p.slots).sum::<u32>() == 16384 => {
+                // The other connections: the configured URLs' credentials and TLS.
+                return Ok((template, primaries));
+            }
+            Ok(_) => last = Some(client_error("a node's view of the cluster misses slots")),
             Err(e) => last = Some(e),
         }
     }
@@ -186,11 +220,23 @@ fn at_address(seed: &ConnectionInfo, host: String, port: u16) -> ConnectionInfo 
     seed.clone().set_addr(addr)
 }
 
-/// The primaries a `CLUSTER NODES` answer lists, with or without slots, that are not failed,
-/// in a handshake or without an address: `(id, host, port)`, the host being the node's announced
-/// hostname when it has one, its address otherwise.
+/// A primary of the cluster as `CLUSTER NODES` lists it.
 #[cfg(feature = "redis-cluster")]
-pub(super) fn primaries_in(text: &str) -> Vec<(String, String, u16)> {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Primary {
+    pub(super) id: String,
+    pub(super) host: String,
+    pub(super) port: u16,
+    /// How many slots it serves.
+    pub(super) slots: u32,
+}
+
+/// The primaries a `CLUSTER NODES` answer lists, with or without slots, that are not failed,
+/// in a handshake or without an address. Reached at the address they announce (the IP), as the
+/// cluster tells clients to by default (`cluster-preferred-endpoint-type ip`), not at an
+/// announced hostname.
+#[cfg(feature = "redis-cluster")]
+pub(super) fn primaries_in(text: &str) -> Vec<Primary> {
     text.lines()
         .filter_map(|line| {
             let mut fields = line.split(' ');
@@ -205,16 +251,25 @@ pub(super) fn primaries_in(text: &str) -> Vec<(String, String, u16)> {
                 return None;
             }
             // ip:port@cport[,hostname]
-            let (endpoint, hostname) = match address.split_once(',') {
-                Some((e, h)) if !h.is_empty() => (e, Some(h)),
-                Some((e, _)) => (e, None),
-                None => (address, None),
-            };
-            let endpoint = endpoint.split('@').next()?;
+            let endpoint = address.split(',').next()?.split('@').next()?;
             let (ip, port) = endpoint.rsplit_once(':')?;
             let port: u16 = port.parse().ok()?;
-            let host = hostname.unwrap_or(ip);
-            (!host.is_empty() && port != 0).then(|| (id.to_owned(), host.to_owned(), port))
+            // master-id ping-sent pong-recv config-epoch link-state, then slots: `0-5460`,
+            // `5461`, or `[slot->-id]` / `[slot-<-id]` while one migrates (not counted).
+            let slots = fields
+                .skip(5)
+                .filter(|f| !f.starts_with('['))
+                .filter_map(|f| match f.split_once('-') {
+                    Some((a, b)) => Some(b.parse::<u32>().ok()? + 1 - a.parse::<u32>().ok()?),
+                    None => f.parse::<u32>().ok().map(|_| 1),
+                })
+                .sum();
+            (!ip.is_empty() && port != 0).then(|| Primary {
+                id: id.to_owned(),
+                host: ip.to_owned(),
+                port,
+                slots,
+            })
         })
         .collect()
 }
@@ -295,13 +350,14 @@ pub(super) async fn heartbeat(
                 }
             }
         }
+        let known = tracker.addresses();
         drop(tracker);
         // Reconnect, with backoff; the tier does not serve meanwhile.
         let mut backoff = Duration::from_millis(10);
         loop {
             let Some(s) = shared.upgrade() else { return };
             number += 1;
-            match Tracker::open(&source, &s, number).await {
+            match Tracker::open(&source, &s, number, &known).await {
                 Ok((t, n)) => {
                     s.up();
                     tracker = t;

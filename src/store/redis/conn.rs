@@ -265,25 +265,19 @@ async fn all_primaries(
     }
 }
 
-/// Whether the server (on a cluster, any primary) has evicted a key since it started
-/// (`INFO stats`, `evicted_keys`).
-pub(super) async fn evicted_any(conn: &mut Conn) -> Result<bool, RedisError> {
+/// `INFO section` of the server, or of every primary of a cluster.
+pub(super) async fn info_all(conn: &mut Conn, section: &str) -> Result<Vec<String>, RedisError> {
     let mut info = redis::cmd("INFO");
-    info.arg("stats");
-    let texts: Vec<String> = match conn {
-        Conn::Single(c) => vec![info.query_async(c).await?],
+    info.arg(section);
+    match conn {
+        Conn::Single(c) => Ok(vec![info.query_async(c).await?]),
         #[cfg(feature = "redis-cluster")]
         Conn::Cluster(c) => all_primaries(c, info)
             .await?
             .into_iter()
             .map(|(_, v)| redis::from_redis_value(v).map_err(RedisError::from))
-            .collect::<Result<_, _>>()?,
-    };
-    Ok(texts.iter().any(|text| {
-        text.lines()
-            .filter_map(|l| l.strip_prefix("evicted_keys:"))
-            .any(|n| n.trim() != "0")
-    }))
+            .collect(),
+    }
 }
 
 /// Every key of the namespace (deduplicated: `SCAN` may return a key twice while Redis

@@ -74,7 +74,8 @@ return {v, redis.call('PTTL', KEYS[1])}
 ///   [`StoreResponse::NotStored`]); each set drops its expired members as it is written and
 ///   expires with its last one. So [`Inspector::purge_tag`](crate::Inspector::purge_tag)
 ///   deletes a tag's entries without reading any ([`StoreRequest::PurgeTag`]), and says when the
-///   index may be incomplete because Redis has evicted keys. At most 64 tags of at most 1 KiB
+///   index may be incomplete because Redis may evict keys
+///   ([`RedisStoreBuilder::trust_tag_index`]). At most 64 tags of at most 1 KiB
 ///   each are indexed: an entry with more is not stored.
 /// - The connection manager reconnects by itself after the server restarts; while the server is
 ///   down, operations fail fast and the cache goes to the origin (fail-open).
@@ -112,6 +113,7 @@ return {v, redis.call('PTTL', KEYS[1])}
 pub struct RedisStore {
     conn: Conn,
     prefix: Arc<str>,
+    trust_tag_index: bool,
     #[cfg_attr(not(feature = "memory"), allow(dead_code))] // used by the near cache
     source: Arc<Source>,
 }
@@ -121,6 +123,7 @@ pub struct RedisStore {
 pub struct RedisStoreBuilder {
     nodes: Nodes,
     prefix: String,
+    trust_tag_index: bool,
     connection_timeout: Duration,
     response_timeout: Duration,
     #[cfg(feature = "redis-tls")]
@@ -137,6 +140,22 @@ impl RedisStoreBuilder {
     /// Default: [`DEFAULT_PREFIX`] (`hcc:`).
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
+        self
+    }
+
+    /// Trust the tag index to be complete even when Redis may evict keys (`maxmemory` with a
+    /// policy other than `noeviction`): a purge by tag then never walks the store.
+    ///
+    /// Redis may evict a tag's set and keep entries that carry the tag, and nothing tells the
+    /// store afterwards (an eviction counter restarts with the server, on a promoted replica
+    /// and after `CONFIG RESETSTAT`). So by default, when eviction is possible, a purge answers
+    /// `complete: false` and [`Inspector::purge_tag`](crate::Inspector::purge_tag) also walks
+    /// (a read of every entry). Set this when the server has the memory the cache needs, and
+    /// a purge that may miss entries whose set was evicted is acceptable.
+    ///
+    /// Default: `false`.
+    pub fn trust_tag_index(mut self, trust: bool) -> Self {
+        self.trust_tag_index = trust;
         self
     }
 
@@ -185,6 +204,7 @@ impl RedisStoreBuilder {
         Ok(RedisStore {
             conn,
             prefix: self.prefix.into(),
+            trust_tag_index: self.trust_tag_index,
             source: Arc::new(source),
         })
     }
@@ -214,6 +234,7 @@ impl RedisStore {
         RedisStoreBuilder {
             nodes,
             prefix: DEFAULT_PREFIX.to_owned(),
+            trust_tag_index: false,
             connection_timeout: Duration::from_secs(1),
             response_timeout: Duration::from_secs(1),
             #[cfg(feature = "redis-tls")]
@@ -308,14 +329,16 @@ impl tower::Service<StoreRequest> for RedisStore {
     fn call(&mut self, req: StoreRequest) -> RedisFuture {
         let mut conn = self.conn.clone();
         let prefix = self.prefix.clone();
+        let trust = self.trust_tag_index;
         Box::pin(async move {
-            match run(&mut conn, &prefix, req.clone()).await {
+            match run(&mut conn, &prefix, trust, req.clone()).await {
                 // The connection manager answers the first command after a lost connection with
                 // that loss, and reconnects in the background: one more try waits for the new
                 // connection (after a Redis restart, the first probe of the circuit breaker
                 // then succeeds). A refused connection fails both at once.
+                // A purge cut short this way left its batch marked: the retry finishes it.
                 Err(e) if e.is_connection_dropped() || e.is_io_error() => {
-                    run(&mut conn, &prefix, req).await
+                    run(&mut conn, &prefix, trust, req).await
                 }
                 other => other,
             }
@@ -337,6 +360,7 @@ fn entry_keys(prefix: &str, raw: Vec<Vec<u8>>) -> Vec<CacheKey> {
 async fn run(
     conn: &mut Conn,
     prefix: &str,
+    trust_tag_index: bool,
     req: StoreRequest,
 ) -> Result<StoreResponse, RedisError> {
     let full = |key: &CacheKey| format!("{prefix}{key}");
@@ -371,18 +395,37 @@ async fn run(
                 let _: Value = redis::cmd("UNLINK").arg(&full).query_async(conn).await?;
                 return Ok(StoreResponse::NotStored);
             }
-            // The index first, then the entry, then a check that no purge took the key from
-            // the index in between (see `tags`): if one did, the purge wins.
+            // The index first, then the entry with a short provisional TTL, then a check that
+            // no purge took the key from the index in between (see `tags`): if one did, the
+            // purge wins. Only then the entry's own TTL: a write cut short after its SET (a
+            // timeout dropped it) leaves an entry a purge may have missed for a few seconds
+            // at most.
             tags::record(conn, prefix, &full, &tags, tags::ttl_ms(ttl)).await?;
-            set(conn, &full, &blob, ttl).await?;
+            let provisional = ttl.map_or(tags::PROVISIONAL, |t| t.min(tags::PROVISIONAL));
+            set(conn, &full, &blob, Some(provisional)).await?;
             if !tags::still_recorded(conn, prefix, &full, &tags).await? {
                 let _: Value = redis::cmd("UNLINK").arg(&full).query_async(conn).await?;
                 return Ok(StoreResponse::NotStored);
             }
+            match ttl {
+                Some(ttl) if ttl <= provisional => {}
+                Some(ttl) => {
+                    // GT: never shorten what a later write of the same key set.
+                    let _: Value = redis::cmd("PEXPIRE")
+                        .arg(&full)
+                        .arg(px(ttl))
+                        .arg("GT")
+                        .query_async(conn)
+                        .await?;
+                }
+                None => {
+                    let _: Value = redis::cmd("PERSIST").arg(&full).query_async(conn).await?;
+                }
+            }
             StoreResponse::Done
         }
         StoreRequest::PurgeTag { tag } => {
-            let (removed, complete) = tags::purge(conn, prefix, &tag).await?;
+            let (removed, complete) = tags::purge(conn, prefix, &tag, trust_tag_index).await?;
             StoreResponse::Purged { removed, complete }
         }
         StoreRequest::Delete { key } => {
@@ -405,10 +448,23 @@ async fn run(
             StoreResponse::Keys(entry_keys(prefix, keys))
         }
         StoreRequest::Clear => {
-            // The tag index's sets too: they are in the namespace.
             let keys = conn::scan_all(conn, &match_pattern(prefix)).await?;
-            for batch in keys.chunks(SCAN_COUNT) {
+            let mark = format!("{prefix}{}", tags::INDEX_MARK);
+            let (sets, entries): (Vec<Vec<u8>>, Vec<Vec<u8>>) = keys
+                .into_iter()
+                .partition(|k| k.starts_with(mark.as_bytes()));
+            for batch in entries.chunks(SCAN_COUNT) {
                 let _: Value = redis::cmd("UNLINK").arg(batch).query_async(conn).await?;
+            }
+            // A tag's set is purged, not unlinked: an entry written since the listing (so not
+            // in it) is in its set, and goes with it.
+            for set in sets {
+                if let Some(tag) = set
+                    .get(mark.len()..)
+                    .and_then(|t| std::str::from_utf8(t).ok())
+                {
+                    tags::purge(conn, prefix, tag, true).await?;
+                }
             }
             StoreResponse::Done
         }

@@ -1,14 +1,17 @@
 //! The tag index: one sorted set per tag, `{prefix}#tag:{tag}`, whose members are the keys of
 //! the entries that carry the tag, scored by when they expire (server time, in milliseconds,
-//! plus a margin).
+//! plus a margin), or -1 while a purge is taking them.
 //!
-//! - **Written around the entry** (`PutTagged`): the key is recorded under each tag, the entry
-//!   is written, then the writer checks that every tag still has it. A purge *takes* members out
-//!   of the set (atomically, a batch at a time) before it deletes their entries; so a purge
-//!   that ran between the writer's two steps took the member before the entry existed, and the
-//!   writer, finding it gone, deletes its own entry (answering `NotStored`). Every interleaving
-//!   ends with the entry either purged or indexed. (A member whose entry was never written, or
-//!   was overwritten without the tag, only makes a purge delete one key more: a miss.)
+//! - **A write** (`PutTagged`) records the key under each tag (`ZADD GT`: a member's score only
+//!   grows), writes the entry with a provisional TTL of a few seconds, checks that every tag
+//!   still has the key unmarked, and only then gives the entry its TTL. If a purge took the key
+//!   in between, the writer deletes its own entry (answering `NotStored`).
+//! - **A purge** (`PurgeTag`) marks a batch of members as taken (score -1), unlinks their
+//!   entries, then removes the members still marked. Cut short anywhere (a dropped connection, a
+//!   cancelled future), it leaves its batch marked, and the next purge (marked members sort
+//!   first) finishes it. A writer that records a key again meanwhile unmarks it: that entry
+//!   stays indexed. A writer cut short after its `SET` leaves an entry that lives the
+//!   provisional TTL at most.
 //! - **Cleaned on expiry:** each write to a tag first drops the members that have expired, and
 //!   the set itself expires with its last member. A member is scored [`MARGIN_MS`] past its
 //!   entry's expiry, so that the entry (written after the member) never outlives it.
@@ -16,9 +19,10 @@
 //!   tags live in different slots).
 //! - **Scores come from the server's clock** (`TIME`), not from the clients': in a fleet, a
 //!   client whose clock runs ahead must not drop members that are still alive.
-//! - **Eviction:** under `maxmemory`, Redis may evict a tag's set and keep its entries. The
-//!   index cannot tell, so a purge answers `complete: false` whenever the server has evicted any
-//!   key since it started (`INFO stats`, `evicted_keys`), and the inspector then also walks.
+//! - **Eviction:** under `maxmemory` with any policy but `noeviction`, Redis may evict a tag's
+//!   set and keep its entries, and nothing tells the store afterwards. A purge then answers
+//!   `complete: false` (unless the store was told to trust its index), and the inspector also
+//!   walks.
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -42,15 +46,41 @@ const MAX_INDEX_TTL_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
 /// and writing its entry can take (store timeouts, cluster redirections).
 pub(super) const MARGIN_MS: u64 = 60_000;
 
-/// Takes up to `ARGV[1]` members out of the set `KEYS[1]` (the set is gone once empty).
+/// How long a tagged entry lives until its writer has checked that no purge took it from the
+/// index; then it gets its own TTL.
+pub(super) const PROVISIONAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Marks up to `ARGV[1]` members of the set `KEYS[1]` as taken (score -1), members already
+/// marked first (they sort first), and returns them: a purge that was cut short is finished
+/// by the next one.
 static TAKE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local members = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)
-if #members > 0 then
-  redis.call('ZREM', KEYS[1], unpack(members))
+local batch = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1, 'WITHSCORES')
+local members = {}
+for i = 1, #batch, 2 do
+  members[#members + 1] = batch[i]
+  if tonumber(batch[i + 1]) >= 0 then
+    redis.call('ZADD', KEYS[1], 'XX', -1, batch[i])
+  end
 end
 return members
+",
+    )
+});
+
+/// Removes from the set `KEYS[1]` those of `ARGV` still marked as taken (a writer that recorded
+/// one again since gave it a positive score: it stays).
+static DONE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+for i = 1, #ARGV do
+  local s = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if s and tonumber(s) < 0 then
+    redis.call('ZREM', KEYS[1], ARGV[i])
+  end
+end
+return 1
 ",
     )
 });
@@ -61,8 +91,8 @@ static RECORD: LazyLock<Script> = LazyLock::new(|| {
         r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. string.format('%.0f', now))
-redis.call('ZADD', KEYS[1], string.format('%.0f', now + tonumber(ARGV[2])), ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, '(' .. string.format('%.0f', now))
+redis.call('ZADD', KEYS[1], 'GT', string.format('%.0f', now + tonumber(ARGV[2])), ARGV[1])
 local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
 redis.call('PEXPIREAT', KEYS[1], string.format('%.0f', tonumber(last[2])))
 return 1
@@ -113,7 +143,8 @@ pub(super) async fn record(
     Ok(())
 }
 
-/// Whether every tag's set still holds `key` (a purge that ran since `record` took it).
+/// Whether every tag's set still holds `key`, unmarked (a purge that ran since `record` took
+/// it, or is taking it).
 pub(super) async fn still_recorded(
     conn: &mut Conn,
     prefix: &str,
@@ -129,7 +160,8 @@ pub(super) async fn still_recorded(
                 .arg(key)
                 .query_async(&mut conn)
                 .await?;
-            Ok::<_, RedisError>(score.is_some())
+            // Absent, or marked by a purge that is under way: taken.
+            Ok::<_, RedisError>(score.is_some_and(|s| s >= 0.0))
         }
     });
     let mut all = true;
@@ -139,13 +171,17 @@ pub(super) async fn still_recorded(
     Ok(all)
 }
 
-/// Deletes every key recorded under `tag`, taking them out of its set a batch at a time; how
-/// many existed, and whether the index can be trusted to have held them all (no key was ever
-/// evicted by this server, or on a cluster by any primary).
+/// Deletes every key recorded under `tag`, a batch at a time: marks the batch as taken, unlinks
+/// the entries, then removes the members still marked. A purge cut short anywhere (a dropped
+/// connection, a cancelled future) leaves its batch marked in the set, and the next purge
+/// finishes it; a writer that records a key again meanwhile unmarks it, and its entry stays
+/// indexed. How many keys existed, and whether the index can be trusted to have held them all
+/// (`trust`, or Redis cannot evict: see [`cannot_evict`]).
 pub(super) async fn purge(
     conn: &mut Conn,
     prefix: &str,
     tag: &str,
+    trust: bool,
 ) -> Result<(usize, bool), RedisError> {
     let index = index_key(prefix, tag);
     let mut removed = 0usize;
@@ -153,7 +189,8 @@ pub(super) async fn purge(
     for _ in 0..100_000 {
         let members: Vec<Vec<u8>> = TAKE.key(&index).arg(PURGE_BATCH).invoke_async(conn).await?;
         if members.is_empty() {
-            return Ok((removed, !super::conn::evicted_any(conn).await?));
+            let complete = trust || cannot_evict(conn).await;
+            return Ok((removed, complete));
         }
         // Only keys of this namespace (a store writer could add anything to the set).
         let own: Vec<&Vec<u8>> = members
@@ -164,10 +201,36 @@ pub(super) async fn purge(
             let n: usize = redis::cmd("UNLINK").arg(&own).query_async(conn).await?;
             removed += n;
         }
+        let mut done = DONE.key(&index);
+        for m in &members {
+            done.arg(m);
+        }
+        let _: Value = done.invoke_async(conn).await?;
     }
     Err(client_error(
         "a purge by tag did not end (writers keep adding to the tag)",
     ))
+}
+
+/// Whether Redis cannot have evicted a tag's set: no `maxmemory`, or `noeviction` (on a
+/// cluster, on every primary), from `INFO memory`. Any other setting can evict the sets (they
+/// carry a TTL, so `volatile-*` policies too), and an eviction counter cannot tell: it restarts
+/// with the server, on a promoted replica and after `CONFIG RESETSTAT`. A user that may not run
+/// `INFO` gets `false` too (the inspector then walks).
+async fn cannot_evict(conn: &mut Conn) -> bool {
+    match super::conn::info_all(conn, "memory").await {
+        Ok(texts) => texts.iter().all(|text| {
+            let field = |name: &str| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .map(str::trim)
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            field("maxmemory:") == "0" || field("maxmemory_policy:") == "noeviction"
+        }),
+        Err(_) => false,
+    }
 }
 
 /// The TTL to record for an entry stored with `ttl` (`None`: kept until evicted).
