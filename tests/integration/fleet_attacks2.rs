@@ -3,163 +3,18 @@
 //! and ACLs, and the near cache's view of a cluster (a stray seed, seeds gone, hostnames).
 //! Each test's comment tells the failure it found; its assertions hold the fix.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
-use std::sync::Arc;
+use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
 use bytes::Bytes;
 use hyper_client_cache::{CacheKey, RedisStore, StoreRequest, StoreResponse};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower::ServiceExt;
 
 use crate::common::*;
+use crate::fleet_support::*;
 
 fn k(name: &str) -> CacheKey {
     CacheKey::from_stored(format!("hcc1:review2-{name}"))
-}
-
-async fn call<S: hyper_client_cache::Store>(store: &S, request: StoreRequest) -> StoreResponse {
-    match store.clone().oneshot(request).await {
-        Ok(answer) => answer,
-        Err(e) => panic!(
-            "store failed: {}",
-            Into::<hyper_client_cache::BoxError>::into(e)
-        ),
-    }
-}
-
-async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(url)
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap()
-}
-
-async fn exists(conn: &mut redis::aio::MultiplexedConnection, full: &str) -> bool {
-    let n: i64 = redis::cmd("EXISTS")
-        .arg(full)
-        .query_async(conn)
-        .await
-        .unwrap();
-    n == 1
-}
-
-fn tagged(key: &CacheKey, ttl: Duration, tag: &str) -> StoreRequest {
-    StoreRequest::PutTagged {
-        key: key.clone(),
-        blob: Bytes::from_static(b"tagged entry"),
-        ttl: Some(ttl),
-        tags: vec![tag.to_owned()],
-    }
-}
-
-fn purge(tag: &str) -> StoreRequest {
-    StoreRequest::PurgeTag {
-        tag: tag.to_owned(),
-    }
-}
-
-/// A proxy that holds back, while the gate is shut, any client chunk containing `needle`
-/// (then forwards it once the gate opens).
-struct Gate {
-    open: tokio::sync::watch::Sender<bool>,
-    held: Arc<AtomicUsize>,
-}
-
-async fn gated_proxy(redis_port: u16, needle: &'static [u8]) -> (u16, Gate) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (open, watch) = tokio::sync::watch::channel(true);
-    let held = Arc::new(AtomicUsize::new(0));
-    let held2 = held.clone();
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let server = tokio::net::TcpStream::connect(("127.0.0.1", redis_port))
-                .await
-                .unwrap();
-            let (mut cr, mut cw) = client.into_split();
-            let (mut sr, mut sw) = server.into_split();
-            tokio::spawn(async move {
-                let _ = tokio::io::copy(&mut sr, &mut cw).await;
-            });
-            let mut watch = watch.clone();
-            let held = held2.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 65536];
-                loop {
-                    let n = match cr.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => n,
-                    };
-                    let chunk = &buf[..n];
-                    if chunk.windows(needle.len()).any(|w| w == needle) && !*watch.borrow() {
-                        held.fetch_add(1, SeqCst);
-                        let _ = tokio::time::timeout(
-                            Duration::from_secs(10),
-                            watch.wait_for(|open| *open),
-                        )
-                        .await;
-                    }
-                    if sw.write_all(chunk).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    (port, Gate { open, held })
-}
-
-/// A proxy that, while armed, cuts the connection (both ways, the chunk not forwarded) the first
-/// time a client chunk contains `needle`: a connection reset at the worst moment.
-async fn cutting_proxy(redis_port: u16, needle: &'static [u8]) -> (u16, Arc<AtomicBool>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let armed = Arc::new(AtomicBool::new(false));
-    let armed2 = armed.clone();
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let server = tokio::net::TcpStream::connect(("127.0.0.1", redis_port))
-                .await
-                .unwrap();
-            let (mut cr, mut cw) = client.into_split();
-            let (mut sr, mut sw) = server.into_split();
-            let back = tokio::spawn(async move {
-                let _ = tokio::io::copy(&mut sr, &mut cw).await;
-            });
-            let armed = armed2.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 65536];
-                loop {
-                    let n = match cr.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => n,
-                    };
-                    let chunk = &buf[..n];
-                    if chunk.windows(needle.len()).any(|w| w == needle) && armed.swap(false, SeqCst)
-                    {
-                        break;
-                    }
-                    if sw.write_all(chunk).await.is_err() {
-                        break;
-                    }
-                }
-                back.abort();
-            });
-        }
-    });
-    (port, armed)
-}
-
-async fn wait_held(gate: &Gate, n: usize) {
-    for _ in 0..1000 {
-        if gate.held.load(SeqCst) >= n {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    panic!("nothing held");
 }
 
 // ------------------------------------------------------------------------------------------
@@ -417,8 +272,6 @@ async fn a_tagged_write_cut_after_its_set_leaves_an_entry_for_seconds_at_most() 
 }
 
 // ------------------------------------------------------------------------------------------
-// 5. `complete` rests on a counter that restarts and can be reset.
-// ------------------------------------------------------------------------------------------
 
 /// `evicted_keys` counts since the server started or since `CONFIG RESETSTAT` (which metrics
 /// exporters and operators run); a replica promoted by a failover starts at 0 too (the old
@@ -515,24 +368,6 @@ async fn a_purge_works_for_a_user_without_info() {
 // ------------------------------------------------------------------------------------------
 // 7. NearCache on a cluster: the tracked primaries come from the first seed that answers.
 // ------------------------------------------------------------------------------------------
-
-#[cfg(feature = "redis-cluster")]
-async fn read(near: &hyper_client_cache::NearCache, key: &CacheKey) -> Option<String> {
-    match call(near, StoreRequest::get(key.clone())).await {
-        StoreResponse::Blob(b) => b.map(|b| String::from_utf8(b.to_vec()).unwrap()),
-        other => panic!("{other:?}"),
-    }
-}
-
-#[cfg(feature = "redis-cluster")]
-async fn put<S: hyper_client_cache::Store>(store: &S, key: &CacheKey, value: &str) {
-    let request = StoreRequest::Put {
-        key: key.clone(),
-        blob: Bytes::from(value.to_owned()),
-        ttl: Some(Duration::from_secs(600)),
-    };
-    assert!(matches!(call(store, request).await, StoreResponse::Done));
-}
 
 /// The first seed is a cluster node that is not (or no longer) part of the cluster: a spare, or
 /// one removed with `redis-cli --cluster del-node` (which resets it and leaves it running), still

@@ -22,6 +22,8 @@ mod disk_processes;
 mod fleet_attacks;
 #[cfg(all(feature = "disk", feature = "redis", feature = "test-util"))]
 mod fleet_attacks2;
+#[cfg(all(feature = "disk", feature = "redis", feature = "test-util"))]
+mod fleet_support;
 mod http2;
 mod https;
 mod inspect;

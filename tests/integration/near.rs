@@ -11,46 +11,10 @@ use hyper_client_cache::{CacheKey, NearCache, RedisStore, StoreRequest, StoreRes
 use tower::ServiceExt;
 
 use crate::common::*;
+use crate::fleet_support::*;
 
 fn k(name: &str) -> CacheKey {
     CacheKey::from_stored(format!("hcc1:near-{name}"))
-}
-
-async fn put<S>(store: &S, key: &CacheKey, value: &str)
-where
-    S: hyper_client_cache::Store,
-{
-    let request = StoreRequest::Put {
-        key: key.clone(),
-        blob: Bytes::from(value.to_owned()),
-        ttl: Some(Duration::from_secs(600)),
-    };
-    match store.clone().oneshot(request).await {
-        Ok(StoreResponse::Done) => {}
-        Ok(other) => panic!("{other:?}"),
-        Err(e) => panic!(
-            "put failed: {}",
-            Into::<hyper_client_cache::BoxError>::into(e)
-        ),
-    }
-}
-
-async fn read(near: &NearCache, key: &CacheKey) -> Option<String> {
-    match near.clone().oneshot(StoreRequest::get(key.clone())).await {
-        Ok(StoreResponse::Blob(b)) => b.map(|b| String::from_utf8(b.to_vec()).unwrap()),
-        other => panic!("{other:?}"),
-    }
-}
-
-/// Polls `what` (bounded: 5 s) until it holds.
-async fn until(what: &str, mut cond: impl FnMut() -> bool) {
-    for _ in 0..1000 {
-        if cond() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    panic!("timed out waiting until {what}");
 }
 
 async fn near_on(redis: &RedisServer) -> (NearCache, RedisStore) {
@@ -226,32 +190,7 @@ async fn a_killed_tracking_connection_empties_the_tier() {
     put(&other, &k("x"), "old").await;
     assert_eq!(read(&near, &k("x")).await.as_deref(), Some("old"));
     let flushes = near.stats().flushes;
-    let mut raw = redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let list: String = redis::cmd("CLIENT")
-        .arg("LIST")
-        .query_async(&mut raw)
-        .await
-        .unwrap();
-    let id = list
-        .lines()
-        .find(|l| {
-            l.split(' ')
-                .any(|f| f.starts_with("flags=") && f.contains('t'))
-        })
-        .and_then(|l| l.split(' ').find_map(|f| f.strip_prefix("id=")))
-        .expect("a client with tracking on")
-        .to_owned();
-    let _: i64 = redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("ID")
-        .arg(&id)
-        .query_async(&mut raw)
-        .await
-        .unwrap();
+    kill_tracking_client(redis.port).await;
     put(&other, &k("x"), "new").await;
     until("emptied and serving again", || {
         let s = near.stats();
@@ -330,32 +269,7 @@ async fn a_killed_tracking_connection_to_one_primary_empties_the_tier() {
         for key in &keys {
             assert_eq!(read(&near, key).await.as_deref(), Some("old"));
         }
-        let mut raw = redis::Client::open(format!("redis://127.0.0.1:{}/", node.port))
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
-        let list: String = redis::cmd("CLIENT")
-            .arg("LIST")
-            .query_async(&mut raw)
-            .await
-            .unwrap();
-        let id = list
-            .lines()
-            .find(|l| {
-                l.split(' ')
-                    .any(|f| f.starts_with("flags=") && f.contains('t'))
-            })
-            .and_then(|l| l.split(' ').find_map(|f| f.strip_prefix("id=")))
-            .expect("a client with tracking on")
-            .to_owned();
-        let _: i64 = redis::cmd("CLIENT")
-            .arg("KILL")
-            .arg("ID")
-            .arg(&id)
-            .query_async(&mut raw)
-            .await
-            .unwrap();
+        kill_tracking_client(node.port).await;
         for key in &keys {
             put(&other, key, "new").await;
         }
