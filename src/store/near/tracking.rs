@@ -187,7 +187,22 @@ async fn discover(
                 .arg("NODES")
                 .query_async(&mut conn)
                 .await?;
-            Ok::<_, RedisError>(primaries_in(&text))
+            let mut primaries = primaries_in(&text);
+            // Where the cluster tells clients to connect (`cluster-preferred-endpoint-type`):
+            // `CLUSTER SHARDS` (7.0+) says; older servers, or `?`, the IP.
+            if let Ok(shards) = redis::cmd("CLUSTER")
+                .arg("SHARDS")
+                .query_async::<Value>(&mut conn)
+                .await
+            {
+                let endpoints = endpoints_in(&shards);
+                for p in &mut primaries {
+                    if let Some(e) = endpoints.get(&p.id) {
+                        p.host = e.clone();
+                    }
+                }
+            }
+            Ok::<_, RedisError>(primaries)
         };
         match attempt.await {
             Ok(primaries) if primaries.iter().map(|p| p.slots).sum::<u32>() == 16384 => {
@@ -199,6 +214,52 @@ async fn discover(
         }
     }
     Err(last.unwrap_or_else(|| client_error("no cluster node given")))
+}
+
+/// Node id → preferred endpoint, from a `CLUSTER SHARDS` answer (RESP2 or RESP3).
+#[cfg(feature = "redis-cluster")]
+fn endpoints_in(shards: &Value) -> std::collections::HashMap<String, String> {
+    fn text(v: &Value) -> Option<String> {
+        match v {
+            Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+            Value::SimpleString(s) => Some(s.clone()),
+            _ => None,
+        }
+    }
+    fn field<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
+        match v {
+            Value::Map(pairs) => pairs
+                .iter()
+                .find(|(k, _)| text(k).as_deref() == Some(name))
+                .map(|(_, v)| v),
+            Value::Array(items) => items
+                .chunks(2)
+                .find(|pair| pair.first().and_then(text).as_deref() == Some(name))
+                .and_then(|pair| pair.get(1)),
+            _ => None,
+        }
+    }
+    let mut out = std::collections::HashMap::new();
+    let Value::Array(shards) = shards else {
+        return out;
+    };
+    for shard in shards {
+        let Some(Value::Array(nodes)) = field(shard, "nodes") else {
+            continue;
+        };
+        for node in nodes {
+            let (Some(id), Some(endpoint)) = (
+                field(node, "id").and_then(text),
+                field(node, "endpoint").and_then(text),
+            ) else {
+                continue;
+            };
+            if !endpoint.is_empty() && endpoint != "?" {
+                out.insert(id, endpoint);
+            }
+        }
+    }
+    out
 }
 
 /// `seed`'s settings at another address.
@@ -232,9 +293,8 @@ pub(super) struct Primary {
 }
 
 /// The primaries a `CLUSTER NODES` answer lists, with or without slots, that are not failed,
-/// in a handshake or without an address. Reached at the address they announce (the IP), as the
-/// cluster tells clients to by default (`cluster-preferred-endpoint-type ip`), not at an
-/// announced hostname.
+/// in a handshake or without an address, at their IP (`discover` then takes the endpoint
+/// `CLUSTER SHARDS` tells clients to use, where the server has that command).
 #[cfg(feature = "redis-cluster")]
 pub(super) fn primaries_in(text: &str) -> Vec<Primary> {
     text.lines()
@@ -314,6 +374,10 @@ pub(super) async fn heartbeat(
     mut nodes: Vec<String>,
 ) {
     let mut number = 1;
+    // Back to the shortest wait only once a heartbeat has agreed with the view: a view that
+    // reconnecting keeps finding, and the next heartbeat keeps refusing, must not become a
+    // reconnect per heartbeat.
+    let mut backoff = Duration::from_millis(10);
     loop {
         let Some(interval) = shared.upgrade().map(|s| s.max_staleness / 5) else {
             return;
@@ -331,6 +395,7 @@ pub(super) async fn heartbeat(
                 Ok(Ok(Some(answered))) if answered == nodes => {
                     s.known_at.store(previous.max(1), SeqCst);
                     previous = sent;
+                    backoff = Duration::from_millis(10);
                 }
                 // A primary more or less (resharding, failover): tracking may be missing on
                 // one; start over.
@@ -353,7 +418,6 @@ pub(super) async fn heartbeat(
         let known = tracker.addresses();
         drop(tracker);
         // Reconnect, with backoff; the tier does not serve meanwhile.
-        let mut backoff = Duration::from_millis(10);
         loop {
             let Some(s) = shared.upgrade() else { return };
             number += 1;
@@ -362,6 +426,8 @@ pub(super) async fn heartbeat(
                     s.up();
                     tracker = t;
                     nodes = n;
+                    // The next failure waits longer, unless a heartbeat agrees first.
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
                     break;
                 }
                 Err(e) => {

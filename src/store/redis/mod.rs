@@ -407,20 +407,17 @@ async fn run(
                 let _: Value = redis::cmd("UNLINK").arg(&full).query_async(conn).await?;
                 return Ok(StoreResponse::NotStored);
             }
-            match ttl {
-                Some(ttl) if ttl <= provisional => {}
-                Some(ttl) => {
-                    // GT: never shorten what a later write of the same key set.
-                    let _: Value = redis::cmd("PEXPIRE")
-                        .arg(&full)
-                        .arg(px(ttl))
-                        .arg("GT")
-                        .query_async(conn)
-                        .await?;
-                }
-                None => {
-                    let _: Value = redis::cmd("PERSIST").arg(&full).query_async(conn).await?;
-                }
+            // The entry's own TTL, if it still holds this writer's blob (a later writer of the
+            // same key keeps its own lifetime).
+            if ttl.is_none_or(|t| t > provisional) && !blob.is_empty() {
+                let tail = &blob[blob.len().saturating_sub(tags::TAIL)..];
+                let _: Value = tags::FINALIZE
+                    .key(&full)
+                    .arg(blob.len())
+                    .arg(tail)
+                    .arg(ttl.map(|t| px(t).to_string()).unwrap_or_default())
+                    .invoke_async(conn)
+                    .await?;
             }
             StoreResponse::Done
         }

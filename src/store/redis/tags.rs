@@ -93,12 +93,42 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, '(' .. string.format('%.0f', now))
 redis.call('ZADD', KEYS[1], 'GT', string.format('%.0f', now + tonumber(ARGV[2])), ARGV[1])
-local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
-redis.call('PEXPIREAT', KEYS[1], string.format('%.0f', tonumber(last[2])))
+local last = tonumber(redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')[2])
+-- Never earlier than it was: members marked by a purge cut short are scored -1, and their
+-- entries may outlive every unmarked member.
+if redis.call('PEXPIRETIME', KEYS[1]) < last then
+  redis.call('PEXPIREAT', KEYS[1], string.format('%.0f', last))
+end
 return 1
 ",
     )
 });
+
+/// Gives the entry `KEYS[1]` its TTL (`ARGV[3]` ms, or none when empty) only if it still holds
+/// this writer's blob: its length `ARGV[1]` and its last bytes `ARGV[2]` (a sealed blob ends
+/// with its MAC, tag or checksum, so another writer's blob differs there). Another writer's
+/// entry keeps its own lifetime; O(1) on the server, whatever the blob's size.
+pub(super) static FINALIZE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('STRLEN', KEYS[1]) ~= tonumber(ARGV[1]) then
+  return 0
+end
+if redis.call('GETRANGE', KEYS[1], -string.len(ARGV[2]), -1) ~= ARGV[2] then
+  return 0
+end
+if ARGV[3] == '' then
+  redis.call('PERSIST', KEYS[1])
+else
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+end
+return 1
+",
+    )
+});
+
+/// How many of a blob's last bytes identify it for [`FINALIZE`].
+pub(super) const TAIL: usize = 32;
 
 /// The name of a tag's set. Inside the namespace (so that clearing the store and an ACL on the
 /// prefix cover it), under a name no cache key has (keys start with `hcc1`).
