@@ -25,6 +25,8 @@ mod fleet_attacks2;
 #[cfg(all(feature = "disk", feature = "redis", feature = "test-util"))]
 mod fleet_attacks3;
 #[cfg(all(feature = "disk", feature = "redis", feature = "test-util"))]
+mod fleet_attacks4;
+#[cfg(all(feature = "disk", feature = "redis", feature = "test-util"))]
 mod fleet_support;
 mod http2;
 mod https;

@@ -375,9 +375,11 @@ pub(super) async fn heartbeat(
 ) {
     let mut number = 1;
     // Back to the shortest wait only once a heartbeat has agreed with the view: a view that
-    // reconnecting keeps finding, and the next heartbeat keeps refusing, must not become a
-    // reconnect per heartbeat.
+    // reconnecting keeps finding, and the next heartbeat keeps refusing (or a heartbeat the
+    // server refuses), must not become a reconnect per heartbeat.
     let mut backoff = Duration::from_millis(10);
+    // Whether a heartbeat agreed since the last reconnect (a first loss reconnects at once).
+    let mut agreed = true;
     loop {
         let Some(interval) = shared.upgrade().map(|s| s.max_staleness / 5) else {
             return;
@@ -396,6 +398,7 @@ pub(super) async fn heartbeat(
                     s.known_at.store(previous.max(1), SeqCst);
                     previous = sent;
                     backoff = Duration::from_millis(10);
+                    agreed = true;
                 }
                 // A primary more or less (resharding, failover): tracking may be missing on
                 // one; start over.
@@ -417,6 +420,16 @@ pub(super) async fn heartbeat(
         }
         let known = tracker.addresses();
         drop(tracker);
+        // No heartbeat agreed since the last reconnect: wait (doubling, with up to 25% jitter
+        // so that a fleet does not retry in step) before reconnecting again.
+        if !agreed {
+            let jitter = shared
+                .upgrade()
+                .map_or(0, |s| u32::try_from(s.now() % 256).unwrap_or(0));
+            tokio::time::sleep(backoff + backoff * jitter / 1024).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+        }
+        agreed = false;
         // Reconnect, with backoff; the tier does not serve meanwhile.
         loop {
             let Some(s) = shared.upgrade() else { return };
@@ -426,8 +439,9 @@ pub(super) async fn heartbeat(
                     s.up();
                     tracker = t;
                     nodes = n;
-                    // The next failure waits longer, unless a heartbeat agrees first.
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    // A disconnection of the connection just replaced must not cut the first
+                    // interval short.
+                    let _ = tokio::time::timeout(Duration::ZERO, s.lost.notified()).await;
                     break;
                 }
                 Err(e) => {

@@ -409,7 +409,7 @@ async fn run(
             }
             // The entry's own TTL, if it still holds this writer's blob (a later writer of the
             // same key keeps its own lifetime).
-            if ttl.is_none_or(|t| t > provisional) && !blob.is_empty() {
+            if ttl.is_none_or(|t| t > provisional) {
                 let tail = &blob[blob.len().saturating_sub(tags::TAIL)..];
                 let _: Value = tags::FINALIZE
                     .key(&full)

@@ -114,7 +114,8 @@ pub(super) static FINALIZE: LazyLock<Script> = LazyLock::new(|| {
 if redis.call('STRLEN', KEYS[1]) ~= tonumber(ARGV[1]) then
   return 0
 end
-if redis.call('GETRANGE', KEYS[1], -string.len(ARGV[2]), -1) ~= ARGV[2] then
+local n = string.len(ARGV[2])
+if n > 0 and redis.call('GETRANGE', KEYS[1], -n, -1) ~= ARGV[2] then
   return 0
 end
 if ARGV[3] == '' then
