@@ -28,7 +28,9 @@ fn k(name: &str) -> CacheKey {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_purge_cut_between_take_and_unlink_is_finished_by_the_next() {
     let redis = RedisServer::start().await;
-    let (proxy, armed) = cutting_proxy(redis.port, b"UNLINK").await;
+    let Cutter {
+        port: proxy, armed, ..
+    } = cutting_proxy(redis.port, b"UNLINK", true).await;
     let writer = RedisStore::connect(&redis.url()).await.unwrap();
     let purger = RedisStore::connect(&format!("redis://127.0.0.1:{proxy}/0"))
         .await

@@ -3,7 +3,7 @@
 //! marked, and the near cache on a TLS cluster addressed by hostname. Two take about a minute
 //! (the index keeps members a minute past their entry).
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -432,45 +432,6 @@ async fn the_near_cache_follows_the_preferred_endpoint_of_a_tls_cluster() {
     );
 }
 
-/// A proxy that cuts the connection every time, while armed, a client chunk contains `needle`.
-async fn always_cutting_proxy(redis_port: u16, needle: &'static [u8]) -> (u16, Arc<AtomicBool>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let armed = Arc::new(AtomicBool::new(false));
-    let armed2 = armed.clone();
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", redis_port)).await else {
-                continue;
-            };
-            let (mut cr, mut cw) = client.into_split();
-            let (mut sr, mut sw) = server.into_split();
-            let back = tokio::spawn(async move {
-                let _ = tokio::io::copy(&mut sr, &mut cw).await;
-            });
-            let armed = armed2.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 65536];
-                loop {
-                    let n = match cr.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => n,
-                    };
-                    let chunk = &buf[..n];
-                    if armed.load(SeqCst) && chunk.windows(needle.len()).any(|w| w == needle) {
-                        break;
-                    }
-                    if sw.write_all(chunk).await.is_err() {
-                        break;
-                    }
-                }
-                back.abort();
-            });
-        }
-    });
-    (port, armed)
-}
-
 /// A purge that fails after its TAKE (both tries: the link flaps, Redis restarts; or it is
 /// cancelled) leaves its batch marked (-1) "for the next purge to finish". Any later write of
 /// another key under the tag with a short TTL then runs RECORD, whose `PEXPIREAT` takes the
@@ -480,7 +441,9 @@ async fn always_cutting_proxy(redis_port: u16, needle: &'static [u8]) -> (u16, A
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_write_after_a_failed_purge_keeps_the_marked_members_indexed_slow() {
     let redis = RedisServer::start().await;
-    let (proxy, armed) = always_cutting_proxy(redis.port, b"UNLINK").await;
+    let Cutter {
+        port: proxy, armed, ..
+    } = cutting_proxy(redis.port, b"UNLINK", false).await;
     let writer = RedisStore::connect(&redis.url()).await.unwrap();
     let purger = RedisStore::connect(&format!("redis://127.0.0.1:{proxy}/0"))
         .await

@@ -2,64 +2,17 @@
 //! cache's reconnects under a view or a heartbeat that keeps being refused (no storm), and an
 //! empty tagged entry's TTL.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
-use std::sync::Arc;
+use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
 use bytes::Bytes;
 use hyper_client_cache::{CacheKey, NearCache, RedisStore, StoreRequest, StoreResponse};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::common::*;
 use crate::fleet_support::*;
 
 fn k(name: &str) -> CacheKey {
     CacheKey::from_stored(format!("hcc1:review4-{name}"))
-}
-
-/// A proxy that counts the connections it accepts and, while armed, cuts a connection as soon
-/// as a client chunk contains `needle`.
-async fn counting_cutting_proxy(
-    redis_port: u16,
-    needle: &'static [u8],
-) -> (u16, Arc<AtomicBool>, Arc<AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let armed = Arc::new(AtomicBool::new(false));
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let (armed2, accepted2) = (armed.clone(), accepted.clone());
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            accepted2.fetch_add(1, SeqCst);
-            let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", redis_port)).await else {
-                continue;
-            };
-            let (mut cr, mut cw) = client.into_split();
-            let (mut sr, mut sw) = server.into_split();
-            let back = tokio::spawn(async move {
-                let _ = tokio::io::copy(&mut sr, &mut cw).await;
-            });
-            let armed = armed2.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 65536];
-                loop {
-                    let n = match cr.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => n,
-                    };
-                    let chunk = &buf[..n];
-                    if armed.load(SeqCst) && chunk.windows(needle.len()).any(|w| w == needle) {
-                        break;
-                    }
-                    if sw.write_all(chunk).await.is_err() {
-                        break;
-                    }
-                }
-                back.abort();
-            });
-        }
-    });
-    (port, armed, accepted)
 }
 
 /// The heartbeat keeps failing right after every successful reconnect (here: each
@@ -72,7 +25,11 @@ async fn counting_cutting_proxy(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_heartbeat_that_keeps_failing_after_reconnecting_is_backed_off() {
     let redis = RedisServer::start().await;
-    let (proxy, armed, accepted) = counting_cutting_proxy(redis.port, b"TRACKINGINFO").await;
+    let Cutter {
+        port: proxy,
+        armed,
+        accepted,
+    } = cutting_proxy(redis.port, b"TRACKINGINFO", false).await;
     let store = RedisStore::connect(&format!("redis://127.0.0.1:{proxy}/0"))
         .await
         .unwrap();

@@ -168,18 +168,30 @@ pub async fn gated_proxy(redis_port: u16, needle: &'static [u8]) -> (u16, Gate) 
     (port, Gate { open, held })
 }
 
-/// A proxy that, while armed, cuts the connection (both ways, the chunk not forwarded) the first
-/// time a client chunk contains `needle`: a connection reset at the worst moment.
-pub async fn cutting_proxy(redis_port: u16, needle: &'static [u8]) -> (u16, Arc<AtomicBool>) {
+/// A proxy in front of Redis that, while armed, cuts a connection (both ways, the chunk not
+/// forwarded) when a client chunk contains its needle: a connection reset at the worst moment.
+pub struct Cutter {
+    /// Where clients connect.
+    pub port: u16,
+    /// Cut while set. A proxy made with `once` disarms itself at the first cut.
+    pub armed: Arc<AtomicBool>,
+    /// Connections accepted so far.
+    pub accepted: Arc<AtomicUsize>,
+}
+
+/// See [`Cutter`].
+pub async fn cutting_proxy(redis_port: u16, needle: &'static [u8], once: bool) -> Cutter {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let armed = Arc::new(AtomicBool::new(false));
-    let armed2 = armed.clone();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let (armed2, accepted2) = (armed.clone(), accepted.clone());
     tokio::spawn(async move {
         while let Ok((client, _)) = listener.accept().await {
-            let server = tokio::net::TcpStream::connect(("127.0.0.1", redis_port))
-                .await
-                .unwrap();
+            accepted2.fetch_add(1, SeqCst);
+            let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", redis_port)).await else {
+                continue;
+            };
             let (mut cr, mut cw) = client.into_split();
             let (mut sr, mut sw) = server.into_split();
             let back = tokio::spawn(async move {
@@ -194,11 +206,13 @@ pub async fn cutting_proxy(redis_port: u16, needle: &'static [u8]) -> (u16, Arc<
                         Ok(n) => n,
                     };
                     let chunk = &buf[..n];
-                    if chunk.windows(needle.len()).any(|w| w == needle) && armed.swap(false, SeqCst)
-                    {
-                        break;
-                    }
-                    if sw.write_all(chunk).await.is_err() {
+                    let cut = chunk.windows(needle.len()).any(|w| w == needle)
+                        && if once {
+                            armed.swap(false, SeqCst)
+                        } else {
+                            armed.load(SeqCst)
+                        };
+                    if cut || sw.write_all(chunk).await.is_err() {
                         break;
                     }
                 }
@@ -206,7 +220,11 @@ pub async fn cutting_proxy(redis_port: u16, needle: &'static [u8]) -> (u16, Arc<
             });
         }
     });
-    (port, armed)
+    Cutter {
+        port,
+        armed,
+        accepted,
+    }
 }
 
 /// Waits (bounded) until `n` chunks are held.
