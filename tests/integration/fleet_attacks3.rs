@@ -96,6 +96,36 @@ fn tagged_with(
     }
 }
 
+/// A's tagged write (`a`) is held after its check, B's write (`b`) runs to `Done` on another
+/// connection, then A's last step goes on: both must answer `Done`, and the key must hold B's
+/// blob. Returns a raw connection, the key's full name, and B's store (for later calls).
+async fn race_last_step(
+    redis: &RedisServer,
+    name: &str,
+    a: StoreRequest,
+    b: StoreRequest,
+    b_blob: &str,
+) -> (redis::aio::MultiplexedConnection, String, RedisStore) {
+    let (proxy, gate) = gated_after_proxy(redis.port, b"ZSCORE").await;
+    let slow = RedisStore::connect(&format!("redis://127.0.0.1:{proxy}/0"))
+        .await
+        .unwrap();
+    let fast = RedisStore::connect(&redis.url()).await.unwrap();
+    let mut conn = raw(&redis.url()).await;
+    // Scripts loaded, as in any running fleet.
+    call(&fast, tagged(&k("warm"), Duration::from_secs(600), "warm")).await;
+    let full = format!("hcc:{}", k(name));
+    gate.open.send_replace(false);
+    let a = tokio::spawn(async move { slow.oneshot(a).await.map(|a| format!("{a:?}")) });
+    wait_held(&gate, 1).await; // A checked; its last step is held
+    let answer = call(&fast, b).await;
+    assert!(matches!(answer, StoreResponse::Done), "{answer:?}");
+    gate.open.send_replace(true);
+    assert_eq!(a.await.unwrap().unwrap(), "Done");
+    assert_eq!(value(&mut conn, &full).await.as_deref(), Some(b_blob));
+    (conn, full, fast)
+}
+
 /// Writer A (`ttl: None`, tag `a`) has checked its key and sent its `PERSIST`, which is slow to
 /// arrive (a slow link, a busy server, or A's future dropped by `store_timeout` with the command
 /// already on the wire). Meanwhile writer B stores the same key (tag `b`, TTL 10 s) and answers
@@ -104,32 +134,15 @@ fn tagged_with(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_persist_never_lands_on_another_writers_entry() {
     let redis = RedisServer::start().await;
-    let (proxy, gate) = gated_after_proxy(redis.port, b"ZSCORE").await;
-    let slow = RedisStore::connect(&format!("redis://127.0.0.1:{proxy}/0"))
-        .await
-        .unwrap();
-    let fast = RedisStore::connect(&redis.url()).await.unwrap();
-    let mut conn = raw(&redis.url()).await;
-    call(&fast, tagged(&k("warm"), Duration::from_secs(600), "warm")).await; // scripts loaded
     let key = k("persist");
-    let full = format!("hcc:{key}");
-
-    gate.open.send_replace(false);
-    let a = tokio::spawn({
-        let req = tagged_with(&key, "A (tag a)", None, "a");
-        async move { slow.oneshot(req).await.map(|a| format!("{a:?}")) }
-    });
-    wait_held(&gate, 1).await; // A checked; its PERSIST is on the wire
-    let b = call(
-        &fast,
+    let (mut conn, full, _) = race_last_step(
+        &redis,
+        "persist",
+        tagged_with(&key, "A (tag a)", None, "a"),
         tagged_with(&key, "B (tag b)", Some(Duration::from_secs(10)), "b"),
+        "B (tag b)",
     )
     .await;
-    assert!(matches!(b, StoreResponse::Done), "{b:?}");
-    gate.open.send_replace(true);
-    assert_eq!(a.await.unwrap().unwrap(), "Done");
-
-    assert_eq!(value(&mut conn, &full).await.as_deref(), Some("B (tag b)"));
     let left = pttl(&mut conn, &full).await;
     let score: Option<f64> = redis::cmd("ZSCORE")
         .arg("hcc:#tag:b")
@@ -150,32 +163,15 @@ async fn a_late_persist_never_lands_on_another_writers_entry() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_pexpire_never_stretches_another_writers_entry() {
     let redis = RedisServer::start().await;
-    let (proxy, gate) = gated_after_proxy(redis.port, b"ZSCORE").await;
-    let slow = RedisStore::connect(&format!("redis://127.0.0.1:{proxy}/0"))
-        .await
-        .unwrap();
-    let fast = RedisStore::connect(&redis.url()).await.unwrap();
-    let mut conn = raw(&redis.url()).await;
-    call(&fast, tagged(&k("warm"), Duration::from_secs(600), "warm")).await;
     let key = k("pexpire");
-    let full = format!("hcc:{key}");
-
-    gate.open.send_replace(false);
-    let a = tokio::spawn({
-        let req = tagged_with(&key, "A (tag a)", Some(Duration::from_secs(3600)), "a");
-        async move { slow.oneshot(req).await.map(|a| format!("{a:?}")) }
-    });
-    wait_held(&gate, 1).await;
-    let b = call(
-        &fast,
+    let (mut conn, full, _) = race_last_step(
+        &redis,
+        "pexpire",
+        tagged_with(&key, "A (tag a)", Some(Duration::from_secs(3600)), "a"),
         tagged_with(&key, "B (tag b)", Some(Duration::from_secs(10)), "b"),
+        "B (tag b)",
     )
     .await;
-    assert!(matches!(b, StoreResponse::Done), "{b:?}");
-    gate.open.send_replace(true);
-    assert_eq!(a.await.unwrap().unwrap(), "Done");
-
-    assert_eq!(value(&mut conn, &full).await.as_deref(), Some("B (tag b)"));
     let entry_ends: i64 = redis::cmd("PEXPIRETIME")
         .arg(&full)
         .query_async(&mut conn)
@@ -200,38 +196,19 @@ async fn a_late_pexpire_never_stretches_another_writers_entry() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_persist_never_lands_on_an_untagged_put() {
     let redis = RedisServer::start().await;
-    let (proxy, gate) = gated_after_proxy(redis.port, b"ZSCORE").await;
-    let slow = RedisStore::connect(&format!("redis://127.0.0.1:{proxy}/0"))
-        .await
-        .unwrap();
-    let fast = RedisStore::connect(&redis.url()).await.unwrap();
-    let mut conn = raw(&redis.url()).await;
-    call(&fast, tagged(&k("warm"), Duration::from_secs(600), "warm")).await;
     let key = k("untagged");
-    let full = format!("hcc:{key}");
-
-    gate.open.send_replace(false);
-    let a = tokio::spawn({
-        let req = tagged_with(&key, "A (tag a)", None, "a");
-        async move { slow.oneshot(req).await.map(|a| format!("{a:?}")) }
-    });
-    wait_held(&gate, 1).await;
-    let b = call(
-        &fast,
+    let (mut conn, full, _) = race_last_step(
+        &redis,
+        "untagged",
+        tagged_with(&key, "A (tag a)", None, "a"),
         StoreRequest::Put {
             key: key.clone(),
             blob: Bytes::from_static(b"B (untagged)"),
             ttl: Some(Duration::from_secs(2)),
         },
+        "B (untagged)",
     )
     .await;
-    assert!(matches!(b, StoreResponse::Done), "{b:?}");
-    gate.open.send_replace(true);
-    assert_eq!(a.await.unwrap().unwrap(), "Done");
-    assert_eq!(
-        value(&mut conn, &full).await.as_deref(),
-        Some("B (untagged)")
-    );
     let left = pttl(&mut conn, &full).await;
     assert!(
         (0..=2_000).contains(&left),
@@ -245,31 +222,15 @@ async fn a_late_persist_never_lands_on_an_untagged_put() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_purge_of_the_tag_an_entry_carries_deletes_it_slow() {
     let redis = RedisServer::start().await;
-    let (proxy, gate) = gated_after_proxy(redis.port, b"ZSCORE").await;
-    let slow = RedisStore::connect(&format!("redis://127.0.0.1:{proxy}/0"))
-        .await
-        .unwrap();
-    let fast = RedisStore::connect(&redis.url()).await.unwrap();
-    let mut conn = raw(&redis.url()).await;
-    call(&fast, tagged(&k("warm"), Duration::from_secs(600), "warm")).await;
     let key = k("e2e");
-    let full = format!("hcc:{key}");
-
-    gate.open.send_replace(false);
-    let a = tokio::spawn({
-        let req = tagged_with(&key, "A (tag a)", Some(Duration::from_secs(3600)), "a");
-        async move { slow.oneshot(req).await.map(|a| format!("{a:?}")) }
-    });
-    wait_held(&gate, 1).await;
-    let b = call(
-        &fast,
+    let (mut conn, full, fast) = race_last_step(
+        &redis,
+        "e2e",
+        tagged_with(&key, "A (tag a)", Some(Duration::from_secs(3600)), "a"),
         tagged_with(&key, "B (tag b)", Some(Duration::from_secs(1)), "b"),
+        "B (tag b)",
     )
     .await;
-    assert!(matches!(b, StoreResponse::Done), "{b:?}");
-    gate.open.send_replace(true);
-    assert_eq!(a.await.unwrap().unwrap(), "Done");
-    assert_eq!(value(&mut conn, &full).await.as_deref(), Some("B (tag b)"));
 
     for _ in 0..700 {
         if !exists(&mut conn, "hcc:#tag:b").await {
