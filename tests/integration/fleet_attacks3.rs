@@ -3,13 +3,11 @@
 //! marked, and the near cache on a TLS cluster addressed by hostname. Two take about a minute
 //! (the index keeps members a minute past their entry).
 
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-use std::sync::Arc;
+use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
 use bytes::Bytes;
 use hyper_client_cache::{CacheKey, RedisStore, StoreRequest, StoreResponse};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower::ServiceExt;
 
 use crate::common::*;
@@ -17,57 +15,6 @@ use crate::fleet_support::*;
 
 fn k(name: &str) -> CacheKey {
     CacheKey::from_stored(format!("hcc1:review3-{name}"))
-}
-
-/// A proxy that, while the gate is shut, holds back the first client chunk sent after one
-/// containing `after` (a writer's check): "whatever the writer does once it has checked".
-async fn gated_after_proxy(redis_port: u16, after: &'static [u8]) -> (u16, Gate) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (open, watch) = tokio::sync::watch::channel(true);
-    let held = Arc::new(AtomicUsize::new(0));
-    let held2 = held.clone();
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let server = tokio::net::TcpStream::connect(("127.0.0.1", redis_port))
-                .await
-                .unwrap();
-            let (mut cr, mut cw) = client.into_split();
-            let (mut sr, mut sw) = server.into_split();
-            tokio::spawn(async move {
-                let _ = tokio::io::copy(&mut sr, &mut cw).await;
-            });
-            let mut watch = watch.clone();
-            let held = held2.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 65536];
-                let mut checked = false;
-                loop {
-                    let n = match cr.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => n,
-                    };
-                    let chunk = &buf[..n];
-                    if checked && !*watch.borrow() {
-                        checked = false;
-                        held.fetch_add(1, SeqCst);
-                        let _ = tokio::time::timeout(
-                            Duration::from_secs(10),
-                            watch.wait_for(|open| *open),
-                        )
-                        .await;
-                    }
-                    if chunk.windows(after.len()).any(|w| w == after) {
-                        checked = true;
-                    }
-                    if sw.write_all(chunk).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    (port, Gate { open, held })
 }
 
 async fn pttl(conn: &mut redis::aio::MultiplexedConnection, full: &str) -> i64 {
@@ -106,7 +53,7 @@ async fn race_last_step(
     b: StoreRequest,
     b_blob: &str,
 ) -> (redis::aio::MultiplexedConnection, String, RedisStore) {
-    let (proxy, gate) = gated_after_proxy(redis.port, b"ZSCORE").await;
+    let (proxy, gate) = gated_proxy_after(redis.port, b"ZSCORE").await;
     let slow = RedisStore::connect(&format!("redis://127.0.0.1:{proxy}/0"))
         .await
         .unwrap();

@@ -117,14 +117,25 @@ pub async fn kill_tracking_client(port: u16) {
         .unwrap();
 }
 
-/// A proxy that holds back, while the gate is shut, any client chunk containing `needle`
-/// (then forwards it once the gate opens).
+/// A proxy that, while the gate is shut, holds back a client chunk (then forwards it once the
+/// gate opens): the chunk containing the needle, or with [`gated_proxy_after`] the first chunk
+/// after it ("whatever the writer does once it has checked").
 pub struct Gate {
     pub open: tokio::sync::watch::Sender<bool>,
     pub held: Arc<AtomicUsize>,
 }
 
+/// See [`Gate`]: holds the chunk that contains `needle`.
 pub async fn gated_proxy(redis_port: u16, needle: &'static [u8]) -> (u16, Gate) {
+    gated(redis_port, needle, false).await
+}
+
+/// See [`Gate`]: holds the first chunk after one that contains `after`.
+pub async fn gated_proxy_after(redis_port: u16, after: &'static [u8]) -> (u16, Gate) {
+    gated(redis_port, after, true).await
+}
+
+async fn gated(redis_port: u16, needle: &'static [u8], next: bool) -> (u16, Gate) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let (open, watch) = tokio::sync::watch::channel(true);
@@ -144,13 +155,17 @@ pub async fn gated_proxy(redis_port: u16, needle: &'static [u8]) -> (u16, Gate) 
             let held = held2.clone();
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 65536];
+                let mut seen = false;
                 loop {
                     let n = match cr.read(&mut buf).await {
                         Ok(0) | Err(_) => return,
                         Ok(n) => n,
                     };
                     let chunk = &buf[..n];
-                    if chunk.windows(needle.len()).any(|w| w == needle) && !*watch.borrow() {
+                    let matches = chunk.windows(needle.len()).any(|w| w == needle);
+                    let hold = if next { seen } else { matches };
+                    if hold && !*watch.borrow() {
+                        seen = false;
                         held.fetch_add(1, SeqCst);
                         let _ = tokio::time::timeout(
                             Duration::from_secs(10),
@@ -158,6 +173,7 @@ pub async fn gated_proxy(redis_port: u16, needle: &'static [u8]) -> (u16, Gate) 
                         )
                         .await;
                     }
+                    seen |= matches;
                     if sw.write_all(chunk).await.is_err() {
                         return;
                     }
