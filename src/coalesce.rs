@@ -6,12 +6,19 @@
 //! timeout, then look the key up again: the leader's response is normally there. A waiter whose
 //! leader did not store anything, or that gave up waiting, goes to the origin itself.
 //!
-//! Except when the leader's request *failed* at the origin (a 500, 502, 503 or 504 that is not
-//! stored, with a body of at most [`MAX_SHARED_BODY`], or a transport error): then the waiters
-//! whose request is the leader's own (the same URI, the same credential fields) get that answer,
-//! as singleflight-style collapsing does, instead of all going to a struggling origin at once.
-//! Waiters with other credentials, or another URI that maps to the same key (an ignored query
-//! parameter), go to the origin themselves: an error page may echo what the request carried.
+//! Except when the origin *answered* the leader with an error (a 500, 502, 503 or 504 that is
+//! not stored, with a body of at most [`MAX_SHARED_BODY`]): then the waiters whose request
+//! equals the leader's get that answer, as singleflight-style collapsing does, instead of all
+//! going to a struggling origin at once. Equal means the same method, the same URI and the same
+//! value in every request field but the few in [`UNCOMPARED_FIELDS`], which cannot say who is
+//! asking: an error page may echo anything the request carried, and the crate does not try to
+//! know which field is a credential (default deny). A waiter that differs in any other field,
+//! or whose URI only maps to the same key (an ignored query parameter), goes to the origin.
+//!
+//! A leader that got no answer at all (its own deadline, its caller's cancellation, a
+//! connection error, an error of the cache) shares nothing: its waiters go to the origin
+//! themselves. Such an error says more about the leader's request (a short timeout its caller
+//! set) than about the origin.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -21,7 +28,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, Version};
+use http::{HeaderMap, HeaderName, StatusCode, Uri, Version};
 use tokio::sync::watch;
 
 use crate::timer::{Timed, TimerProbe};
@@ -41,59 +48,76 @@ enum Outcome {
 
 /// A leader's failed request: who asked, and what the origin answered.
 pub(crate) struct Failure {
-    /// The leader's request target and credential fields: only an identical request is given
-    /// the answer.
+    /// A digest of the leader's request: only an equal request is given the answer.
     pub(crate) asked: Asked,
     pub(crate) answer: FailedAnswer,
 }
 
 impl fmt::Debug for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // No URI, no credentials, no body in logs.
-        let what = match &self.answer {
-            FailedAnswer::Response { status, .. } => status.as_str().to_owned(),
-            FailedAnswer::Error => "error".to_owned(),
-        };
-        f.debug_struct("Failure").field("answer", &what).finish()
+        // No URI, no field, no body in logs.
+        f.debug_struct("Failure")
+            .field("status", &self.answer.status.as_str())
+            .finish()
     }
 }
 
-/// The parts of a request that decide whether a leader's failure answers it too.
+/// The request fields a waiter may differ in and still be given its leader's failed answer:
+/// content negotiation and the client's name (what a browser or an HTTP library sends on its
+/// own, never who is asking), and W3C Trace Context's `traceparent` (random ids, a new one per
+/// request, in a fixed format that has no room for anything else). Every other field counts,
+/// whatever its name: `tracestate`, `baggage`, `x-request-id` and custom fields can carry
+/// anything.
+pub(crate) const UNCOMPARED_FIELDS: &[&str] = &[
+    "accept",
+    "accept-charset",
+    "accept-encoding",
+    "accept-language",
+    "user-agent",
+    "traceparent",
+];
+
+/// What decides whether a leader's failure answers another request: a SHA-256 digest of the
+/// method, the URI and every field outside [`UNCOMPARED_FIELDS`] (names sorted, each name's
+/// values in order). A digest rather than the fields: the flight keeps no request value.
 #[derive(Clone, PartialEq, Eq)]
-pub(crate) struct Asked {
-    pub(crate) uri: Uri,
-    pub(crate) credentials: Vec<(HeaderName, HeaderValue)>,
-}
+pub(crate) struct Asked([u8; 32]);
 
 impl Asked {
-    /// The request's target and the values of the credential fields `sensitive` (the caller
-    /// passes the layer's list and the defaults).
-    pub(crate) fn of(uri: &Uri, headers: &HeaderMap, sensitive: &[HeaderName]) -> Self {
-        let mut credentials = Vec::new();
-        for name in sensitive {
+    pub(crate) fn of(method: &http::Method, uri: &Uri, headers: &HeaderMap) -> Self {
+        use ring::digest;
+        let mut names: Vec<&HeaderName> = headers
+            .keys()
+            .filter(|n| !UNCOMPARED_FIELDS.contains(&n.as_str()))
+            .collect();
+        names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        let mut ctx = digest::Context::new(&digest::SHA256);
+        // Length-prefixed throughout: no two different requests digest alike.
+        let mut part = |bytes: &[u8]| {
+            ctx.update(&(bytes.len() as u64).to_be_bytes());
+            ctx.update(bytes);
+        };
+        part(method.as_str().as_bytes());
+        part(uri.to_string().as_bytes());
+        for name in names {
+            part(name.as_str().as_bytes());
             for value in headers.get_all(name) {
-                credentials.push((name.clone(), value.clone()));
+                part(b"v");
+                part(value.as_bytes());
             }
         }
-        Self {
-            uri: uri.clone(),
-            credentials,
-        }
+        let mut out = [0u8; 32];
+        out.copy_from_slice(ctx.finish().as_ref());
+        Self(out)
     }
 }
 
-/// What a failed leader got from the origin.
-pub(crate) enum FailedAnswer {
-    /// A 500, 502, 503 or 504, not stored.
-    Response {
-        status: StatusCode,
-        version: Version,
-        headers: HeaderMap,
-        body: Bytes,
-    },
-    /// The origin could not be reached, or the connection failed (what the error said is not
-    /// shared: it can name the leader's URL).
-    Error,
+/// What the origin answered a failed leader: a 500, 502, 503 or 504, not stored.
+pub(crate) struct FailedAnswer {
+    pub(crate) status: StatusCode,
+    pub(crate) version: Version,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
 }
 
 /// How a wait ended.
@@ -103,7 +127,7 @@ pub(crate) enum Waited {
     Stored,
     /// Nothing to share (not stored, not a failure, or the wait timed out): go to the origin.
     NotStored,
-    /// The leader's request failed: its answer, for an identical request.
+    /// The origin answered the leader with an error: its answer, for an equal request.
     Failed(Arc<Failure>),
 }
 
@@ -216,7 +240,7 @@ impl Leader {
         self.finish(Outcome::Stored);
     }
 
-    /// The request failed at the origin: identical waiters get `failure` as their answer.
+    /// The origin answered with an error: equal waiters get `failure` as their answer.
     pub(crate) fn failed(mut self, failure: Failure) {
         self.finish(Outcome::Failed(Arc::new(failure)));
     }
@@ -311,14 +335,54 @@ mod tests {
                 _ => panic!("must wait"),
             })
             .collect();
-        let asked = Asked::of(&"http://e.com/".parse().unwrap(), &HeaderMap::new(), &[]);
+        let asked = Asked::of(
+            &http::Method::GET,
+            &"http://e.com/".parse().unwrap(),
+            &HeaderMap::new(),
+        );
         leader.failed(Failure {
             asked,
-            answer: FailedAnswer::Error,
+            answer: FailedAnswer {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                version: Version::HTTP_11,
+                headers: HeaderMap::new(),
+                body: Bytes::new(),
+            },
         });
         for wait in waits {
             assert!(matches!(wait.await, Waited::Failed(_)));
         }
+    }
+
+    /// Equal requests digest alike; any field outside the short list, whatever its name, makes
+    /// them different; the listed ones do not.
+    #[test]
+    fn asked_is_equality_of_every_field_but_a_few() {
+        use http::HeaderValue;
+        let uri: Uri = "http://e.com/a?b=1".parse().unwrap();
+        let of = |fields: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (n, v) in fields {
+                h.append(*n, HeaderValue::from_static(v));
+            }
+            Asked::of(&http::Method::GET, &uri, &h)
+        };
+        let base = of(&[("x-session-token", "alice"), ("accept", "a")]);
+        assert!(base == of(&[("accept", "b"), ("x-session-token", "alice")]));
+        assert!(base == of(&[("x-session-token", "alice"), ("user-agent", "u")]));
+        for other in [
+            of(&[("x-session-token", "bob"), ("accept", "a")]),
+            of(&[("accept", "a")]),
+            of(&[("x-session-token", "alice"), ("api-key", "k")]),
+            of(&[("x-session-token", "alice"), ("x-session-token", "bob")]),
+            of(&[("x-session-token", "alicebob")]),
+        ] {
+            assert!(base != other);
+        }
+        // Names and values cannot run into each other.
+        assert!(of(&[("a", "bc")]) != of(&[("ab", "c")]));
+        let head = Asked::of(&http::Method::HEAD, &uri, &HeaderMap::new());
+        assert!(head != Asked::of(&http::Method::GET, &uri, &HeaderMap::new()));
     }
 
     #[test]

@@ -77,7 +77,11 @@ pub(crate) struct Config {
     /// `None`: derived from `max_body_size` when the service is built.
     pub(crate) max_blob_size: Option<usize>,
     pub(crate) keying: Keying,
+    /// Request fields treated as credentials: in a shared cache as `Authorization` is
+    /// (RFC 9111 §3.5). Only ever grows from the defaults, unless a default is removed by name.
     pub(crate) sensitive_headers: Vec<HeaderName>,
+    /// A shared cache stores responses with `Set-Cookie` (default: not stored).
+    pub(crate) shared_set_cookie: bool,
     pub(crate) on_bad_signature: OnBadSignature,
     pub(crate) max_body_size: usize,
     pub(crate) shared: bool,
@@ -152,6 +156,7 @@ impl Config {
                 .iter()
                 .map(|h| HeaderName::from_static(h))
                 .collect(),
+            shared_set_cookie: false,
             on_bad_signature: OnBadSignature::Error,
             max_body_size: DEFAULT_MAX_BODY_SIZE,
             shared: false,
@@ -199,14 +204,6 @@ impl Config {
         // With a secret, entries are named by HMACs under a key derived from it (docs/security.md,
         // "Key names"); the previous keys of the ring name what was written before a rotation.
         config.keying.names = config.envelope.name_keys();
-        // Ignored headers are kept out of stored data like credentials: digests only.
-        for name in &config.keying.ignored {
-            if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
-                if !config.sensitive_headers.contains(&name) {
-                    config.sensitive_headers.push(name);
-                }
-            }
-        }
         config
     }
 
@@ -272,10 +269,8 @@ impl Config {
 }
 
 impl VaryDigest for Config {
-    fn digest(&self, name: &HeaderName, value: &[u8]) -> Option<[u8; 32]> {
-        self.sensitive_headers
-            .contains(name)
-            .then(|| self.envelope.vary_digest(value))
+    fn digest(&self, name: &HeaderName, value: &[u8]) -> [u8; 32] {
+        self.envelope.vary_digest(name.as_str(), value)
     }
 }
 

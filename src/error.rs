@@ -134,32 +134,6 @@ impl fmt::Display for BadSignature {
 
 impl StdError for BadSignature {}
 
-/// The request waited for a concurrent identical request (request coalescing), and that request
-/// could not get an answer from the origin (it could not connect, or the connection failed):
-/// this request shares its failure instead of trying the struggling origin again itself. What
-/// the other request's error said is not repeated (it can name that request's URL).
-#[derive(Debug)]
-pub struct CoalescedError {
-    _private: (),
-}
-
-impl CoalescedError {
-    pub(crate) fn new() -> Self {
-        Self { _private: () }
-    }
-}
-
-impl fmt::Display for CoalescedError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(
-            "the concurrent request for the same resource this one waited for could not reach \
-             the origin",
-        )
-    }
-}
-
-impl StdError for CoalescedError {}
-
 /// The store failed, timed out, or was not asked because its circuit breaker is open, on a
 /// lookup of a cache configured to fail closed
 /// ([`CacheLayer::fail_closed`](crate::CacheLayer::fail_closed)). By default store failures are

@@ -146,7 +146,7 @@ pub use crate::controls::{CacheMode, ExpireAfter, PatternError};
 #[doc(inline)]
 pub use crate::envelope::{KeyError, KeyRing, SecretKey, MIN_KEY_LEN};
 #[doc(inline)]
-pub use crate::error::{BadSignature, BoxError, CoalescedError, StoreError};
+pub use crate::error::{BadSignature, BoxError, StoreError};
 #[doc(inline)]
 pub use crate::future::ResponseFuture;
 #[doc(inline)]

@@ -282,10 +282,7 @@ fn middleware_error(error: BoxError) -> reqwest_middleware::Error {
         Ok(e) => return reqwest_middleware::Error::Middleware(anyhow::Error::new(*e)),
         Err(e) => e,
     };
-    match error.downcast::<crate::CoalescedError>() {
-        Ok(e) => reqwest_middleware::Error::Middleware(anyhow::Error::new(*e)),
-        Err(e) => reqwest_middleware::Error::Middleware(anyhow::Error::from_boxed(e)),
-    }
+    reqwest_middleware::Error::Middleware(anyhow::Error::from_boxed(error))
 }
 
 #[async_trait::async_trait]

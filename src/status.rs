@@ -47,10 +47,11 @@ pub enum CacheStatus {
     /// Another request for the same key was already on its way to the origin; this one waited
     /// for it and was served the response it stored (request coalescing).
     Coalesced,
-    /// This request waited for a concurrent identical request (the same URI and credential
-    /// fields) whose request failed at the origin (a 500, 502, 503 or 504 that was not stored,
-    /// or a transport error, then [`CoalescedError`](crate::CoalescedError)): it got that
-    /// answer instead of asking a struggling origin again.
+    /// This request waited for a concurrent equal request (the same method, URI and fields, but
+    /// for content negotiation, `User-Agent` and `traceparent`) that the origin answered with
+    /// an error (a 500, 502, 503 or 504 that was not stored): it got that answer instead of
+    /// asking a struggling origin again. A concurrent request that got no answer at all (a
+    /// timeout, a connection error) shares nothing.
     CoalescedError,
     /// Nothing usable was stored (absent, stale, or not matching the request); the request went
     /// to the origin and the response is being stored (once its body has been read in full).
@@ -120,8 +121,13 @@ pub enum NotStoredReason {
     NoCacheWithoutValidator,
     /// `private` in a shared cache (§5.2.2.7).
     Private,
-    /// A request with `Authorization`, in a shared cache, without permission (§3.5).
+    /// A request with `Authorization`, or another credential field
+    /// ([`sensitive_headers`](crate::CacheLayer::sensitive_headers)), in a shared cache, without
+    /// permission (RFC 9111 §3.5).
     Authorization,
+    /// A response with `Set-Cookie`, in a shared cache that does not
+    /// [store them](crate::CacheLayer::shared_set_cookie).
+    SetCookie,
     /// `Vary: *` (§4.1).
     VaryStar,
     /// A status this cache does not store (not final, 206, 304, not understood with
@@ -168,6 +174,7 @@ impl fmt::Display for NotStoredReason {
             NotStoredReason::NoCacheWithoutValidator => "no-cache without a validator",
             NotStoredReason::Private => "private response in a shared cache",
             NotStoredReason::Authorization => "authorized request in a shared cache",
+            NotStoredReason::SetCookie => "response sets a cookie, in a shared cache",
             NotStoredReason::VaryStar => "Vary: *",
             NotStoredReason::Status => "status is not stored",
             NotStoredReason::NoFreshness => "no freshness information",
@@ -194,6 +201,7 @@ impl From<NotStorable> for NotStoredReason {
             NotStorable::NoCache => R::NoCacheWithoutValidator,
             NotStorable::Private => R::Private,
             NotStorable::Authorization => R::Authorization,
+            NotStorable::SetCookie => R::SetCookie,
             NotStorable::VaryStar => R::VaryStar,
             NotStorable::NoFreshness => R::NoFreshness,
             NotStorable::Stale => R::Stale,

@@ -131,7 +131,8 @@ fn ours(metadata: &tracing::Metadata<'_>) -> bool {
 
 /// No secret reaches a log line, wherever the request carries it: URL userinfo, a redacted
 /// parameter (also percent-encoded and in another case), an ignored parameter, the credential
-/// headers, and a configured sensitive header, on a miss, a hit and a Vary lookup.
+/// headers, a configured sensitive header and a field no list names (default deny), on a
+/// miss, a hit and a Vary lookup.
 #[test]
 fn no_secret_in_any_log_field() {
     use http::Request;
@@ -145,7 +146,7 @@ fn no_secret_in_any_log_field() {
             let origin = Origin::start(|_| {
                 http::Response::builder()
                     .header("cache-control", "max-age=60")
-                    .header("vary", "authorization, cookie, x-tenant-secret")
+                    .header("vary", "authorization, cookie, x-tenant-secret, x-session-token")
                     .body(http_body_util::Full::new(bytes::Bytes::from_static(b"ok")))
                     .unwrap()
             })
@@ -169,6 +170,7 @@ fn no_secret_in_any_log_field() {
                     .header("cookie", "session=SECRET-cookie")
                     .header("proxy-authorization", "Basic SECRET-proxy")
                     .header("x-tenant-secret", "SECRET-custom")
+                    .header("x-session-token", "SECRET-unlisted")
                     .body(http_body_util::Empty::<bytes::Bytes>::new())
                     .unwrap();
                 send(&mut client, request).await.unwrap();

@@ -19,6 +19,8 @@ const INFO_KEY_ID: &[u8] = b"hcc/v1/key-id";
 const INFO_AEAD: &[u8] = b"hcc/v1/aes-256-gcm";
 /// HKDF-Expand info for the key that names entries (keyed cache keys, `key/`).
 const INFO_NAMES: &[u8] = b"hcc/v1/key-names";
+/// HKDF-Expand info for the key that digests the request field values a response varies on.
+const INFO_VARY: &[u8] = b"hcc/v1/vary-values";
 
 /// Length of a key id in the envelope header.
 pub(crate) const KEY_ID_LEN: usize = 8;
@@ -183,6 +185,8 @@ pub(crate) struct DerivedKey {
     pub(crate) aead: aead::LessSafeKey,
     /// Names entries: cache keys are HMACs under it, not plain digests.
     pub(crate) names: hmac::Key,
+    /// Digests the selecting request field values of a response that varies (RFC 9111 §4.1).
+    pub(crate) vary: hmac::Key,
 }
 
 struct Len(usize);
@@ -214,11 +218,16 @@ impl DerivedKey {
             .expand(&[INFO_NAMES], hmac::HMAC_SHA256)
             .map(hmac::Key::from)
             .expect("32 bytes is a valid HKDF-SHA256 output length");
+        let vary = prk
+            .expand(&[INFO_VARY], hmac::HMAC_SHA256)
+            .map(hmac::Key::from)
+            .expect("32 bytes is a valid HKDF-SHA256 output length");
         Self {
             id,
             mac,
             aead,
             names,
+            vary,
         }
     }
 }

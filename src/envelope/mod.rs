@@ -185,9 +185,6 @@ impl Envelope {
         self.mode
     }
 
-    /// A digest of a credential-bearing request header value, kept for Vary matching instead of
-    /// the value: HMAC-SHA256 under the signing key (domain-separated from entry tags), or plain
-    /// SHA-256 when the cache is unsigned.
     /// The keys that name entries (keyed cache keys), current first; empty without a key.
     pub(crate) fn name_keys(&self) -> Vec<ring::hmac::Key> {
         self.keys
@@ -196,18 +193,34 @@ impl Envelope {
             .unwrap_or_default()
     }
 
-    pub(crate) fn vary_digest(&self, value: &[u8]) -> [u8; 32] {
+    /// A digest of a request field value a response varies on, kept for Vary matching instead
+    /// of the value, whatever the field is called (default deny): HMAC-SHA256 under a key
+    /// derived for this purpose alone (HKDF info `hcc/v1/vary-values`) from the current secret,
+    /// or plain SHA-256 when the cache has none. The field's name is part of the digest, so
+    /// one value under two names gives two digests.
+    pub(crate) fn vary_digest(&self, name: &str, value: &[u8]) -> [u8; 32] {
         let mut out = [0u8; 32];
+        let name = name.as_bytes();
+        // Lengths first: no (name, value) pair reads as another.
+        let lengths = [
+            (name.len() as u64).to_be_bytes(),
+            (value.len() as u64).to_be_bytes(),
+        ];
         match &self.keys {
             Some(ring) => {
-                let mut ctx = hmac::Context::with_key(&ring.current().mac);
-                ctx.update(b"hcc/v1/vary\0");
+                let mut ctx = hmac::Context::with_key(&ring.current().vary);
+                ctx.update(&lengths[0]);
+                ctx.update(&lengths[1]);
+                ctx.update(name);
                 ctx.update(value);
                 out.copy_from_slice(ctx.sign().as_ref());
             }
             None => {
                 let mut ctx = digest::Context::new(&digest::SHA256);
-                ctx.update(b"hcc/v1/vary\0");
+                ctx.update(b"hcc/v1/vary-values\0");
+                ctx.update(&lengths[0]);
+                ctx.update(&lengths[1]);
+                ctx.update(name);
                 ctx.update(value);
                 out.copy_from_slice(ctx.finish().as_ref());
             }

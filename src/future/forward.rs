@@ -93,13 +93,10 @@ impl<St: Store> Ctx<St> {
         if let Some(stale) = self.stale_after_error() {
             return Ok(stale);
         }
-        // Its waiters (identical requests) share the failure rather than all try again.
-        if let (Some(leader), Some(asked)) = (self.leader.take(), self.asked.take()) {
-            leader.failed(Failure {
-                asked: *asked,
-                answer: FailedAnswer::Error,
-            });
-        }
+        // No answer to share: the error may be this request's own (its caller's deadline, a
+        // cancellation) rather than the origin's. The waiters go to the origin themselves.
+        self.leader = None;
+        self.asked = None;
         Err(error)
     }
 
@@ -134,7 +131,7 @@ impl<St: Store> Ctx<St> {
         let share = move |body: Bytes| {
             leader.failed(Failure {
                 asked: *asked,
-                answer: FailedAnswer::Response {
+                answer: FailedAnswer {
                     status,
                     version,
                     headers,

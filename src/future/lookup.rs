@@ -9,12 +9,12 @@ use tower::Service;
 
 use super::{forward, Ctx, State};
 use crate::body::CacheBody;
-use crate::coalesce::{Asked, FailedAnswer, Failure, Join, RefreshGuard, WaitFuture};
+use crate::coalesce::{Asked, Failure, Join, RefreshGuard, WaitFuture};
 use crate::config::OnBadSignature;
 use crate::controls::CacheMode;
 use crate::entry::{Entry, VaryValue};
 use crate::envelope::OpenError;
-use crate::error::{BoxError, CoalescedError, StoreError};
+use crate::error::{BoxError, StoreError};
 use crate::key::CacheKey;
 use crate::metrics::Event;
 use crate::policy::decision::{assess, Decision};
@@ -493,18 +493,10 @@ impl<St: Store> Ctx<St> {
         }
     }
 
-    /// What decides whether a failure is shared with `request`: its target and its credential
-    /// fields, the layer's sensitive headers and the defaults (compared even when the layer's
-    /// list leaves one out).
+    /// What decides whether a failure is shared with `request`: the whole request but for
+    /// a few fields that cannot say who is asking (`coalesce::UNCOMPARED_FIELDS`).
     fn asked_of<ReqB>(&self, request: &Request<ReqB>) -> Asked {
-        let mut names = self.config.sensitive_headers.clone();
-        for name in crate::config::DEFAULT_SENSITIVE_HEADERS {
-            let name = HeaderName::from_static(name);
-            if !names.contains(&name) {
-                names.push(name);
-            }
-        }
-        Asked::of(request.uri(), request.headers(), &names)
+        Asked::of(request.method(), request.uri(), request.headers())
     }
 
     /// After waiting for a leader whose request failed: its answer, if this request is its own
@@ -514,11 +506,11 @@ impl<St: Store> Ctx<St> {
         &mut self,
         failure: &Failure,
         request: Option<&Request<ReqB>>,
-    ) -> Option<Result<Response<CacheBody<B>>, BoxError>> {
+    ) -> Option<Response<CacheBody<B>>> {
         let request = request?;
         // A stale entry this request may serve when the origin fails comes first (RFC 5861).
         if self.stale.as_ref().is_some_and(|s| s.if_error) {
-            return self.stale_after_error().map(Ok);
+            return self.stale_after_error();
         }
         let asked = self.asked_of(request);
         if asked != failure.asked {
@@ -526,36 +518,21 @@ impl<St: Store> Ctx<St> {
         }
         self.leader = None;
         tracing::debug!("the concurrent request this one waited for failed; sharing its answer");
-        Some(match &failure.answer {
-            FailedAnswer::Error => {
-                // Counted here: an error never reaches `finish`, where answers are counted.
-                self.config
-                    .metrics
-                    .record(crate::metrics::Event::CoalescedError);
-                Err(Box::new(CoalescedError::new()))
-            }
-            FailedAnswer::Response {
-                status,
-                version,
-                headers,
-                body,
-            } => {
-                let mut response = Response::new(CacheBody::cached(body.clone(), None));
-                *response.status_mut() = *status;
-                *response.version_mut() = *version;
-                *response.headers_mut() = headers.clone();
-                let mut info = crate::status::CacheInfo::bypass();
-                info.key = self.plan.key.clone();
-                response.extensions_mut().insert(info);
-                response
-                    .extensions_mut()
-                    .insert(crate::status::NotStoredReason::Status);
-                response
-                    .extensions_mut()
-                    .insert(CacheStatus::CoalescedError);
-                Ok(response)
-            }
-        })
+        let answer = &failure.answer;
+        let mut response = Response::new(CacheBody::cached(answer.body.clone(), None));
+        *response.status_mut() = answer.status;
+        *response.version_mut() = answer.version;
+        *response.headers_mut() = answer.headers.clone();
+        let mut info = crate::status::CacheInfo::bypass();
+        info.key = self.plan.key.clone();
+        response.extensions_mut().insert(info);
+        response
+            .extensions_mut()
+            .insert(crate::status::NotStoredReason::Status);
+        response
+            .extensions_mut()
+            .insert(CacheStatus::CoalescedError);
+        Some(response)
     }
 }
 

@@ -467,7 +467,7 @@ where
                             let request = this.request.as_ref();
                             if let Some(answer) = this.ctx.shared_failure(&failure, request) {
                                 this.state.set(State::Done);
-                                return Poll::Ready(answer);
+                                return Poll::Ready(Ok(answer));
                             }
                             false
                         }

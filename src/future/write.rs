@@ -133,6 +133,8 @@ impl<St: Store> Ctx<St> {
             response_cc: &cc,
             response_time,
             age,
+            credentials: &config.sensitive_headers,
+            shared_set_cookie: config.shared_set_cookie,
         };
         let verdict = storability(&exchange, config.shared);
         let user = UserExpiry {
@@ -160,6 +162,15 @@ impl<St: Store> Ctx<St> {
     ) -> EntryHead {
         let mut headers = parts.headers.clone();
         strip_unstorable(&mut headers);
+        // RFC 9110 §6.6.1: "A recipient with a clock that receives a response message without a
+        // Date header field MUST record the time it was received and append a corresponding
+        // Date header field to the message's header section if it is cached or forwarded
+        // downstream."
+        if !headers.contains_key(header::DATE) {
+            if let Ok(date) = HeaderValue::from_str(&httpdate::fmt_http_date(response_time)) {
+                headers.insert(header::DATE, date);
+            }
+        }
         // RFC 9111 §5.2.2.4 / §5.2.2.7: the fields a qualified `no-cache` or (shared)
         // `private` names are not kept; the rest of the response is.
         let cc = crate::policy::directives_for(&parts.headers, &self.config.reuse());

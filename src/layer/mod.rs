@@ -356,16 +356,46 @@ impl<St, K> CacheLayer<St, K> {
         crate::Inspector::new(self.store.clone(), Arc::new(self.config.finished()))
     }
 
-    /// Request headers whose values are never written to the store in clear: when a response
-    /// varies on one of them, a keyed digest is stored instead. The list replaces the default.
+    /// Adds request fields that carry credentials: a shared cache treats a request carrying
+    /// one as RFC 9111 §3.5 treats `Authorization` (its response is stored only with `public`,
+    /// `s-maxage` or `must-revalidate`). The list only grows; removing a default takes
+    /// [`without_sensitive_header`](Self::without_sensitive_header). No value depends on it to
+    /// stay out of the store: every value a response varies on is stored as a digest.
     ///
-    /// Default: [`DEFAULT_SENSITIVE_HEADERS`](crate::DEFAULT_SENSITIVE_HEADERS) (`Authorization`, `Cookie`, `Proxy-Authorization`,
-    /// `X-API-Key`, `X-Auth-Token`).
+    /// Default: [`DEFAULT_SENSITIVE_HEADERS`](crate::DEFAULT_SENSITIVE_HEADERS) (`Authorization`,
+    /// `Cookie`, `Proxy-Authorization`, `X-API-Key`, `X-Auth-Token`).
     pub fn sensitive_headers<I>(mut self, names: I) -> Self
     where
         I: IntoIterator<Item = HeaderName>,
     {
-        self.config.sensitive_headers = names.into_iter().collect();
+        for name in names {
+            if !self.config.sensitive_headers.contains(&name) {
+                self.config.sensitive_headers.push(name);
+            }
+        }
+        self
+    }
+
+    /// Removes one field from the credential fields, a default included (an explicit opt-out).
+    /// `Authorization` stays covered whatever this list holds (RFC 9111 §3.5).
+    ///
+    /// Default: nothing removed.
+    pub fn without_sensitive_header(mut self, name: &HeaderName) -> Self {
+        self.config.sensitive_headers.retain(|n| n != name);
+        self
+    }
+
+    /// Whether a shared cache stores responses that carry `Set-Cookie`.
+    ///
+    /// RFC 9111 allows it, but a stored `Set-Cookie` is replayed to every caller: one user's
+    /// session handed to the next. So a [shared](Self::shared) cache does not store such
+    /// responses ([`NotStoredReason::SetCookie`](crate::NotStoredReason::SetCookie)), as
+    /// Varnish, Fastly and Cloudflare do not by default. `true` stores them as received. A
+    /// private cache (the default mode) stores them either way: it serves one user.
+    ///
+    /// Default: `false`.
+    pub fn shared_set_cookie(mut self, store: bool) -> Self {
+        self.config.shared_set_cookie = store;
         self
     }
 

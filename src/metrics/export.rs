@@ -52,6 +52,7 @@ pub(crate) fn reason_label(reason: NotStoredReason) -> &'static str {
         NotStoredReason::NoCacheWithoutValidator => "no_cache_without_validator",
         NotStoredReason::Private => "private",
         NotStoredReason::Authorization => "authorization",
+        NotStoredReason::SetCookie => "set_cookie",
         NotStoredReason::VaryStar => "vary_star",
         NotStoredReason::Status => "status",
         NotStoredReason::NoFreshness => "no_freshness",

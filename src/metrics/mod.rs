@@ -161,7 +161,7 @@ impl CacheMetrics {
         self.count(Event::StoreWriteError)
     }
 
-    /// Requests answered with the failure of a concurrent identical request they waited for
+    /// Requests answered with the error response of a concurrent equal request they waited for
     /// (`CacheStatus::CoalescedError`), instead of each asking a failing origin.
     pub fn coalesced_errors(&self) -> u64 {
         self.count(Event::CoalescedError)

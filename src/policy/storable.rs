@@ -37,9 +37,12 @@ pub(crate) enum NotStorable {
     NoCache,
     /// `private` in a shared cache (§5.2.2.7).
     Private,
-    /// A request with `Authorization` in a shared cache, without a directive that allows it
-    /// (§3.5).
+    /// A request with `Authorization` (or another field the user lists as a credential) in a
+    /// shared cache, without a directive that allows it (§3.5).
     Authorization,
+    /// A response with `Set-Cookie` in a shared cache, unless the user opted in: it would hand
+    /// one caller's session to the next.
+    SetCookie,
     /// `Vary: *` can never be matched (§4.1).
     VaryStar,
     /// No explicit freshness, and no heuristic applies (§4.2.2).
@@ -65,6 +68,11 @@ pub(crate) struct Exchange<'a> {
     pub(crate) response_cc: &'a ResponseDirectives,
     pub(crate) response_time: SystemTime,
     pub(crate) age: Duration,
+    /// Request fields that a shared cache treats as it treats `Authorization` (§3.5): the
+    /// user's credential fields, `Authorization` included or not.
+    pub(crate) credentials: &'a [http::HeaderName],
+    /// A shared cache may store a response that sets a cookie.
+    pub(crate) shared_set_cookie: bool,
 }
 
 /// RFC 9111 §3: "A cache MUST NOT store a response to a request unless: the request method is
@@ -123,14 +131,28 @@ pub(crate) fn storability(x: &Exchange<'_>, shared: bool) -> Storability {
         return DoNotStore(NotStorable::Private);
     }
     // §3.5: a shared cache stores a response to a request with Authorization only with
-    // must-revalidate, public or s-maxage.
+    // must-revalidate, public or s-maxage. Other fields that carry a credential (`Cookie`,
+    // `X-API-Key`, the user's) are treated the same way: the response may be that caller's
+    // alone, and a shared cache would hand it to the next one (Varnish's built-in rules pass
+    // such requests for the same reason).
+    let credential = x.request_headers.contains_key(header::AUTHORIZATION)
+        || x.credentials
+            .iter()
+            .any(|n| x.request_headers.contains_key(n));
     if shared
-        && x.request_headers.contains_key(header::AUTHORIZATION)
+        && credential
         && !(x.response_cc.public
             || x.response_cc.must_revalidate
             || x.response_cc.s_maxage.is_some())
     {
         return DoNotStore(NotStorable::Authorization);
+    }
+    // RFC 9111 §3.1 allows storing `Set-Cookie`, and §7.3 warns that a response can carry
+    // what belongs to one user. A shared cache that replays a stored `Set-Cookie` hands one
+    // caller's session to every other caller: not stored in a shared cache unless the user
+    // opts in (Varnish, Fastly and Cloudflare do not cache such responses by default either).
+    if shared && !x.shared_set_cookie && x.response_headers.contains_key(header::SET_COOKIE) {
+        return DoNotStore(NotStorable::SetCookie);
     }
     if vary_names(x.response_headers) == VaryNames::Star {
         return DoNotStore(NotStorable::VaryStar);
@@ -229,336 +251,5 @@ pub(crate) fn with_user_expiry(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::policy::fields::strip_unstorable;
-    use http::HeaderValue;
-    use std::time::UNIX_EPOCH;
-
-    fn check(
-        method: Method,
-        req: &[(&'static str, &'static str)],
-        status: u16,
-        res: &[(&'static str, &'static str)],
-        shared: bool,
-    ) -> Storability {
-        let mut rq = HeaderMap::new();
-        for (n, v) in req {
-            rq.append(*n, HeaderValue::from_static(v));
-        }
-        let mut rs = HeaderMap::new();
-        for (n, v) in res {
-            rs.append(*n, HeaderValue::from_static(v));
-        }
-        let x = Exchange {
-            method: &method,
-            method_allowed: false,
-            request_headers: &rq,
-            request_cc: &RequestDirectives::parse(&rq),
-            status: StatusCode::from_u16(status).unwrap(),
-            response_headers: &rs,
-            response_cc: &ResponseDirectives::parse(&rs),
-            response_time: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
-            age: Duration::ZERO,
-        };
-        storability(&x, shared)
-    }
-
-    #[test]
-    fn storability_table() {
-        use NotStorable as N;
-        let store60 = Storability::Store {
-            lifetime: Duration::from_secs(60),
-        };
-        let cc = "cache-control";
-        type Fields = Vec<(&'static str, &'static str)>;
-        let cases: Vec<(Method, Fields, u16, Fields, bool, Storability)> = vec![
-            (
-                Method::GET,
-                vec![],
-                200,
-                vec![(cc, "max-age=60")],
-                false,
-                store60.clone(),
-            ),
-            (
-                Method::POST,
-                vec![],
-                200,
-                vec![(cc, "max-age=60")],
-                false,
-                Storability::DoNotStore(N::Method),
-            ),
-            (
-                Method::GET,
-                vec![],
-                404,
-                vec![(cc, "max-age=60")],
-                false,
-                store60.clone(),
-            ),
-            (
-                Method::GET,
-                vec![],
-                307,
-                vec![(cc, "max-age=60")],
-                false,
-                store60.clone(),
-            ),
-            (
-                Method::GET,
-                vec![],
-                206,
-                vec![(cc, "max-age=60")],
-                false,
-                Storability::DoNotStore(N::Status),
-            ),
-            // §3.3: an incomplete response that says exactly what it holds, for one range.
-            (
-                Method::GET,
-                vec![("range", "bytes=0-4")],
-                206,
-                vec![
-                    (cc, "max-age=60"),
-                    ("content-range", "bytes 0-4/10"),
-                    ("content-length", "5"),
-                ],
-                false,
-                store60.clone(),
-            ),
-            (
-                Method::GET,
-                vec![("range", "bytes=0-4")],
-                206,
-                vec![
-                    (cc, "max-age=60"),
-                    ("content-range", "bytes 0-4/10"),
-                    ("content-length", "4"),
-                ],
-                false,
-                Storability::DoNotStore(N::Status),
-            ),
-            (
-                Method::GET,
-                vec![("range", "bytes=0-4, 6-7")],
-                206,
-                vec![
-                    (cc, "max-age=60"),
-                    ("content-type", "multipart/byteranges; boundary=x"),
-                ],
-                false,
-                Storability::DoNotStore(N::Status),
-            ),
-            (
-                Method::GET,
-                vec![("range", "bytes=0-4")],
-                206,
-                vec![
-                    (cc, "max-age=60"),
-                    ("content-range", "bytes 0-4/10"),
-                    ("content-length", "5"),
-                    ("vary", "accept"),
-                ],
-                false,
-                Storability::DoNotStore(N::Status),
-            ),
-            (
-                Method::GET,
-                vec![],
-                304,
-                vec![(cc, "max-age=60")],
-                false,
-                Storability::DoNotStore(N::Status),
-            ),
-            (
-                Method::GET,
-                vec![],
-                500,
-                vec![(cc, "max-age=60")],
-                false,
-                store60.clone(),
-            ),
-            (
-                Method::GET,
-                vec![],
-                599,
-                vec![(cc, "max-age=60")],
-                false,
-                store60.clone(),
-            ),
-            // Heuristic: Last-Modified 6400 s before reception (no Date) → 640 s.
-            (
-                Method::GET,
-                vec![],
-                200,
-                vec![("last-modified", "Tue, 14 Nov 2023 20:26:40 GMT")],
-                false,
-                Storability::Store {
-                    lifetime: Duration::from_secs(640),
-                },
-            ),
-            (
-                Method::GET,
-                vec![],
-                302,
-                vec![("last-modified", "Tue, 14 Nov 2023 20:26:40 GMT")],
-                false,
-                Storability::DoNotStore(N::NoFreshness),
-            ),
-            (
-                Method::GET,
-                vec![],
-                200,
-                vec![(cc, "max-age=60, no-store")],
-                false,
-                Storability::DoNotStore(N::ResponseNoStore),
-            ),
-            (
-                Method::GET,
-                vec![(cc, "no-store")],
-                200,
-                vec![(cc, "max-age=60")],
-                false,
-                Storability::DoNotStore(N::RequestNoStore),
-            ),
-            (
-                Method::GET,
-                vec![],
-                200,
-                vec![(cc, "max-age=60, no-cache")],
-                false,
-                Storability::DoNotStore(N::NoCache),
-            ),
-            (
-                Method::GET,
-                vec![],
-                200,
-                vec![(cc, "no-cache"), ("etag", "\"e\"")],
-                false,
-                Storability::Store {
-                    lifetime: Duration::ZERO,
-                },
-            ),
-            (
-                Method::GET,
-                vec![],
-                200,
-                vec![(cc, "max-age=0"), ("etag", "\"e\"")],
-                false,
-                Storability::Store {
-                    lifetime: Duration::ZERO,
-                },
-            ),
-            (
-                Method::GET,
-                vec![],
-                200,
-                vec![(cc, "max-age=60, private")],
-                false,
-                store60.clone(),
-            ),
-            (
-                Method::GET,
-                vec![],
-                200,
-                vec![(cc, "max-age=60, private")],
-                true,
-                Storability::DoNotStore(N::Private),
-            ),
-            (
-                Method::GET,
-                vec![("authorization", "x")],
-                200,
-                vec![(cc, "max-age=60")],
-                false,
-                store60.clone(),
-            ),
-            (
-                Method::GET,
-                vec![("authorization", "x")],
-                200,
-                vec![(cc, "max-age=60")],
-                true,
-                Storability::DoNotStore(N::Authorization),
-            ),
-            (
-                Method::GET,
-                vec![("authorization", "x")],
-                200,
-                vec![(cc, "max-age=60, public")],
-                true,
-                store60.clone(),
-            ),
-            (
-                Method::GET,
-                vec![],
-                200,
-                vec![(cc, "max-age=60"), ("vary", "*")],
-                false,
-                Storability::DoNotStore(N::VaryStar),
-            ),
-            (
-                Method::GET,
-                vec![],
-                200,
-                vec![],
-                false,
-                Storability::DoNotStore(N::NoFreshness),
-            ),
-            (
-                Method::GET,
-                vec![],
-                200,
-                vec![(cc, "max-age=0")],
-                false,
-                Storability::DoNotStore(N::Stale),
-            ),
-        ];
-        for (i, (m, rq, st, rs, shared, want)) in cases.into_iter().enumerate() {
-            assert_eq!(check(m, &rq, st, &rs, shared), want, "case {i}");
-        }
-    }
-
-    #[test]
-    fn must_understand_overrides_no_store_only_for_understood_statuses() {
-        let cc = "cache-control";
-        let mu = "max-age=60, must-understand, no-store";
-        let store60 = Storability::Store {
-            lifetime: Duration::from_secs(60),
-        };
-        assert_eq!(check(Method::GET, &[], 200, &[(cc, mu)], false), store60);
-        assert_eq!(
-            check(Method::GET, &[], 599, &[(cc, mu)], false),
-            Storability::DoNotStore(NotStorable::Status)
-        );
-        assert_eq!(
-            check(
-                Method::GET,
-                &[],
-                599,
-                &[(cc, "max-age=60, must-understand")],
-                false
-            ),
-            Storability::DoNotStore(NotStorable::Status)
-        );
-        // The request's no-store still wins.
-        assert_eq!(
-            check(Method::GET, &[(cc, "no-store")], 200, &[(cc, mu)], false),
-            Storability::DoNotStore(NotStorable::RequestNoStore)
-        );
-    }
-
-    #[test]
-    fn strips_hop_by_hop_and_connection_listed() {
-        let mut h = HeaderMap::new();
-        h.insert("connection", HeaderValue::from_static("close, x-hop"));
-        h.insert("x-hop", HeaderValue::from_static("1"));
-        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
-        h.insert("proxy-authenticate", HeaderValue::from_static("Basic"));
-        h.insert("x-end-to-end", HeaderValue::from_static("kept"));
-        strip_unstorable(&mut h);
-        assert_eq!(h.len(), 1);
-        assert_eq!(h["x-end-to-end"], "kept");
-    }
-}
+#[path = "storable_tests.rs"]
+mod tests;

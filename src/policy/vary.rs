@@ -8,9 +8,11 @@ use http::header::{self, HeaderMap, HeaderName};
 pub(crate) enum VaryValue {
     /// The request did not have the header.
     Absent,
-    /// The header's value(s), joined with `, ` when repeated.
+    /// The header's value(s), joined with `, ` when repeated: what entries written before
+    /// release 0.2 kept. Decoded so such entries open, never produced, never matched (a miss).
     Clear(Bytes),
-    /// A keyed digest of the value, for credential-bearing headers that are never stored in clear.
+    /// A digest of the normalized value (keyed when the cache has a secret): every selecting
+    /// value is kept this way, whatever the field is called (default deny).
     Digest([u8; 32]),
 }
 
@@ -45,19 +47,20 @@ pub(crate) fn vary_names(response: &HeaderMap) -> VaryNames {
     VaryNames::Names(names)
 }
 
-/// Decides how a request header value is kept: `Some(digest)` for credentials (never stored in
-/// clear), `None` to keep the value as is.
+/// Digests a normalized request field value for storing: no selecting value is ever kept in
+/// clear, whatever its field's name (a custom credential header named in `Vary` included).
 pub(crate) trait VaryDigest {
-    fn digest(&self, name: &HeaderName, value: &[u8]) -> Option<[u8; 32]>;
+    fn digest(&self, name: &HeaderName, value: &[u8]) -> [u8; 32];
 }
 
-impl<F: Fn(&HeaderName, &[u8]) -> Option<[u8; 32]>> VaryDigest for F {
-    fn digest(&self, name: &HeaderName, value: &[u8]) -> Option<[u8; 32]> {
+impl<F: Fn(&HeaderName, &[u8]) -> [u8; 32]> VaryDigest for F {
+    fn digest(&self, name: &HeaderName, value: &[u8]) -> [u8; 32] {
         self(name, value)
     }
 }
 
-/// How selecting header values are kept and compared (§4.1).
+/// How selecting header values are kept and compared (§4.1): normalized per field, then
+/// digested, so matching on the digests is matching on the normalized values.
 pub(crate) struct Matching<'a> {
     pub(crate) digest: &'a dyn VaryDigest,
     /// `Accept-Language` members of equal weight match in any order (off by default: many
@@ -178,14 +181,12 @@ fn canonical_languages(members: &mut [Vec<u8>], ties: bool) {
     });
 }
 
-/// What to store for `name` so the entry can be matched later.
+/// What to store for `name` so the entry can be matched later: a digest of the normalized
+/// value, never the value.
 pub(crate) fn capture(request: &HeaderMap, name: &HeaderName, protect: Protect<'_>) -> VaryValue {
     match combined(request, name, protect.language_ties) {
         None => VaryValue::Absent,
-        Some(v) => match protect.digest.digest(name, &v) {
-            Some(digest) => VaryValue::Digest(digest),
-            None => VaryValue::Clear(v),
-        },
+        Some(v) => VaryValue::Digest(protect.digest.digest(name, &v)),
     }
 }
 
@@ -211,15 +212,18 @@ mod tests {
         language_ties: false,
     };
 
-    fn fake_digest(name: &HeaderName, b: &[u8]) -> Option<[u8; 32]> {
-        if name != header::AUTHORIZATION {
-            return None;
-        }
+    fn fake_digest(name: &HeaderName, b: &[u8]) -> [u8; 32] {
         let mut d = [0u8; 32];
-        for (i, x) in b.iter().enumerate() {
-            d[i % 32] ^= x;
+        for (i, x) in name
+            .as_str()
+            .bytes()
+            .chain([0])
+            .chain(b.iter().copied())
+            .enumerate()
+        {
+            d[i % 32] = d[i % 32].rotate_left(3) ^ x;
         }
-        Some(d)
+        d
     }
 
     #[test]
@@ -319,8 +323,18 @@ mod tests {
                 capture(&req, &header::ACCEPT_LANGUAGE, &FAKE),
             ),
         ];
-        assert_eq!(stored[0].1, VaryValue::Clear(Bytes::from_static(b"a, b")));
+        // Every value is a digest, whatever the field (default deny).
+        assert_eq!(
+            stored[0].1,
+            VaryValue::Digest(fake_digest(&header::ACCEPT, b"a, b"))
+        );
         assert!(matches!(stored[1].1, VaryValue::Digest(_)));
+        // An entry of an older release, with a value in clear, never matches.
+        let legacy = vec![(
+            header::ACCEPT,
+            VaryValue::Clear(Bytes::from_static(b"a, b")),
+        )];
+        assert!(!matches(&legacy, &req, &FAKE));
         assert_eq!(stored[2].1, VaryValue::Absent);
         assert!(matches(&stored, &req, &FAKE));
 

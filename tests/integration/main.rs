@@ -15,6 +15,7 @@ mod compose;
 #[cfg(feature = "serde")]
 mod config;
 mod controls;
+mod default_deny;
 mod directives;
 #[cfg(all(unix, feature = "disk"))]
 mod disk_processes;

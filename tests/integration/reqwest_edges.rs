@@ -1218,11 +1218,12 @@ async fn stale_while_revalidate_on_a_multi_thread_runtime() {
     );
 }
 
-/// A later middleware failing while others wait: the waiters' error is the cache's
-/// `CoalescedError`, downcastable from `Error::Middleware`.
+/// A later middleware failing while others wait: its error is the leader's own (here a
+/// middleware's refusal; a per-request `.timeout()` looks the same). It used to be shared with
+/// the waiters as a `CoalescedError`; each waiter now goes through the chain itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_later_middlewares_failure_shared_with_waiters_is_a_coalesced_error() {
-    struct SlowDeny;
+async fn a_later_middlewares_failure_is_not_shared_with_waiters() {
+    struct SlowDeny(Arc<std::sync::atomic::AtomicUsize>);
     #[async_trait::async_trait]
     impl Middleware for SlowDeny {
         async fn handle(
@@ -1231,12 +1232,18 @@ async fn a_later_middlewares_failure_shared_with_waiters_is_a_coalesced_error() 
             _ext: &mut Extensions,
             _next: Next<'_>,
         ) -> reqwest_middleware::Result<reqwest::Response> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             tokio::time::sleep(Duration::from_millis(300)).await;
             Err(reqwest_middleware::Error::middleware(Denied))
         }
     }
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let clock = clock();
-    let client = client_with(layer(&clock), vec![], vec![Arc::new(SlowDeny)]);
+    let client = client_with(
+        layer(&clock),
+        vec![],
+        vec![Arc::new(SlowDeny(calls.clone()))],
+    );
     let url = "http://127.0.0.1:9/never".to_owned();
     let leader = {
         let (client, url) = (client.clone(), url.clone());
@@ -1245,16 +1252,11 @@ async fn a_later_middlewares_failure_shared_with_waiters_is_a_coalesced_error() 
     tokio::time::sleep(Duration::from_millis(100)).await;
     let waiter = client.get(&url).send().await.unwrap_err();
     let leader = leader.await.unwrap().unwrap_err();
-    let reqwest_middleware::Error::Middleware(e) = &leader else {
-        panic!("{leader:?}")
-    };
-    assert!(e.downcast_ref::<Denied>().is_some());
-    let reqwest_middleware::Error::Middleware(e) = &waiter else {
-        panic!("{waiter:?}")
-    };
-    assert!(
-        e.downcast_ref::<hyper_client_cache::CoalescedError>()
-            .is_some(),
-        "{e:?}"
-    );
+    for e in [&leader, &waiter] {
+        let reqwest_middleware::Error::Middleware(e) = e else {
+            panic!("{e:?}")
+        };
+        assert!(e.downcast_ref::<Denied>().is_some(), "{e:?}");
+    }
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
