@@ -70,6 +70,20 @@ pub const DEFAULT_REDACTED_PARAMETERS: &[&str] = &[
     "token",
 ];
 
+/// The room a stored entry has for everything but its body: status, header fields, URI, Vary
+/// values, envelope header.
+const HEAD_ROOM: usize = 1 << 20;
+
+/// The least read bound (`max_blob_size`) under which an entry with a body of `max_body_size`
+/// bytes can still be read back: the body, [`HEAD_ROOM`], and the segments' nonces and tags of
+/// an encrypted body. It is also the default bound; `from_config` refuses less, since entries
+/// that fit the body bound but not the read bound are written and never served.
+pub(crate) fn least_max_blob_size(max_body_size: usize) -> usize {
+    max_body_size
+        .saturating_add(HEAD_ROOM)
+        .saturating_add(crate::envelope::segment_overhead(max_body_size))
+}
+
 /// The settings shared by a layer and every service it builds.
 #[derive(Clone)]
 pub(crate) struct Config {
@@ -193,13 +207,9 @@ impl Config {
     /// The settings with what depends on several setters resolved.
     pub(crate) fn finished(&self) -> Config {
         let mut config = self.clone();
-        let max_blob = config.max_blob_size.unwrap_or_else(|| {
-            // Room for the head, and for the segments' nonces and tags of an encrypted body.
-            config
-                .max_body_size
-                .saturating_add(1 << 20)
-                .saturating_add(crate::envelope::segment_overhead(config.max_body_size))
-        });
+        let max_blob = config
+            .max_blob_size
+            .unwrap_or_else(|| least_max_blob_size(config.max_body_size));
         config.envelope = config.envelope.with_max_blob(max_blob);
         // With a secret, entries are named by HMACs under a key derived from it (docs/security.md,
         // "Key names"); the previous keys of the ring name what was written before a rotation.

@@ -94,6 +94,13 @@ pub struct InvalidEntry {
     /// as opposed to merely being unreadable (another format version, or garbage in an
     /// unsigned store).
     pub bad_signature: bool,
+    /// It may be somebody else's valid entry, which this inspector cannot judge: signed under a
+    /// key id its key ring does not hold (another deployment sharing the store, a key rotated
+    /// out), protected while it has no key, in a newer release's format, or larger than its
+    /// `max_blob_size`. `false` for what fails under a key id of the ring, is no envelope, or
+    /// is unsigned where signing is required. `hcc verify --delete` deletes these only with
+    /// `--delete-foreign`.
+    pub foreign: bool,
     /// Why, for humans.
     pub reason: String,
 }
@@ -301,20 +308,23 @@ impl<St: Store> Inspector<St> {
                     tags: crate::config::tags_in(&head.headers, &self.config.tag_headers),
                 })
             }
-            Err(OpenError::BadSignature(bad)) => {
-                tracing::warn!(key = %key, error = %bad, "listing: an entry fails verification");
+            Err(error) => {
+                let foreign = error.is_foreign();
+                let (bad_signature, reason) = match error {
+                    OpenError::BadSignature(bad) => {
+                        tracing::warn!(key = %key, error = %bad, "listing: an entry fails verification");
+                        (true, bad.to_string())
+                    }
+                    OpenError::Unusable(why) => {
+                        tracing::debug!(key = %key, reason = why, "listing: an unreadable entry");
+                        (false, why.to_owned())
+                    }
+                };
                 Described::Invalid(InvalidEntry {
                     key,
-                    bad_signature: true,
-                    reason: bad.to_string(),
-                })
-            }
-            Err(OpenError::Unusable(why)) => {
-                tracing::debug!(key = %key, reason = why, "listing: an unreadable entry");
-                Described::Invalid(InvalidEntry {
-                    key,
-                    bad_signature: false,
-                    reason: why.to_owned(),
+                    bad_signature,
+                    foreign,
+                    reason,
                 })
             }
         }))

@@ -8,7 +8,7 @@ use std::time::Duration;
 use http::{HeaderName, Method, StatusCode};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::config::OnBadSignature;
+use crate::config::{least_max_blob_size, OnBadSignature, DEFAULT_MAX_BODY_SIZE};
 use crate::controls::{ExpireAfter, PatternError};
 use crate::envelope::{KeyError, KeyRing, SecretKey};
 use crate::layer::CacheLayer;
@@ -94,8 +94,25 @@ pub struct CacheConfig {
     pub tag_header: Option<String>,
     /// Pass the tag fields on to callers ([`CacheLayer::keep_tag_headers`]).
     pub keep_tag_headers: Option<bool>,
-    /// Where the secret key comes from.
+    /// Where the secret key comes from. Absent: an unsigned cache. An explicit `null` (a YAML
+    /// `key:` left empty, a JSON placeholder) is refused when the file is read, rather than
+    /// loading an unsigned cache from a file that meant to name a key.
+    #[serde(
+        deserialize_with = "key_not_null",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub key: Option<KeyConfig>,
+}
+
+/// `key`: present means a key; only its absence means none.
+fn key_not_null<'de, D: Deserializer<'de>>(d: D) -> Result<Option<KeyConfig>, D::Error> {
+    match Option::<KeyConfig>::deserialize(d)? {
+        Some(key) => Ok(Some(key)),
+        None => Err(serde::de::Error::custom(
+            "`key`: null is not a key setting (it would load a cache that signs nothing); \
+             name the key variable (`env`), or leave `key` out for an unsigned cache",
+        )),
+    }
 }
 
 /// A lifetime: a duration or one of the named values of [`ExpireAfter`].
@@ -215,6 +232,62 @@ fn header_names(field: &str, names: &[String]) -> Result<Vec<HeaderName>, Config
         .collect()
 }
 
+/// Values that load but leave a cache that stores nothing, or stores and never serves: refused,
+/// so that a typo or a misread default does not turn the cache off without a word. (A zero
+/// `circuit_breaker.failures` is refused where the breaker is built.)
+fn refuse_switched_off(config: &CacheConfig) -> Result<(), ConfigError> {
+    let body = config.max_body_size.unwrap_or(DEFAULT_MAX_BODY_SIZE);
+    if body == 0 {
+        return Err(ConfigError::invalid(
+            "max_body_size",
+            "must be at least 1 (0 stores no response at all; \
+             `expire_after = \"do_not_cache\"` says that on purpose)",
+        ));
+    }
+    let least = least_max_blob_size(body);
+    if let Some(blob) = config.max_blob_size.filter(|&blob| blob < least) {
+        return Err(ConfigError::invalid(
+            "max_blob_size",
+            format!(
+                "{blob} is too small: must be at least {least} for `max_body_size` = {body} \
+                 (the body, 1 MiB for the head and the encryption overhead); entries larger \
+                 than it are stored and never read back"
+            ),
+        ));
+    }
+    if config.allowed_methods.as_ref().is_some_and(Vec::is_empty) {
+        return Err(ConfigError::invalid(
+            "allowed_methods",
+            "is empty: no request would be cached (leave it out for `GET`, `HEAD`)",
+        ));
+    }
+    if config.allowed_statuses.as_ref().is_some_and(Vec::is_empty) {
+        return Err(ConfigError::invalid(
+            "allowed_statuses",
+            "is empty: no response would be stored (leave it out to let RFC 9111 decide)",
+        ));
+    }
+    if config.store_timeout == Some(Duration::ZERO) {
+        return Err(ConfigError::invalid(
+            "store_timeout",
+            "is zero: every store operation would time out, so nothing is stored or served \
+             (it is not \"no timeout\")",
+        ));
+    }
+    match (config.coalesce, config.coalesce_timeout) {
+        (_, Some(Duration::ZERO)) => Err(ConfigError::invalid(
+            "coalesce_timeout",
+            "is zero: a waiter would give up at once, every concurrent miss going to the origin \
+             (write `coalesce = false` to turn coalescing off)",
+        )),
+        (Some(false), Some(_)) => Err(ConfigError::invalid(
+            "coalesce_timeout",
+            "is set, which turns coalescing on, while `coalesce = false` turns it off: keep one",
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn key_from(field: String, name: &str) -> Result<SecretKey, ConfigError> {
     SecretKey::from_env(name).map_err(|e| ConfigError {
         field,
@@ -226,8 +299,11 @@ impl<St: Store> CacheLayer<St> {
     /// A layer over `store` with the settings of `config` (the rest at their defaults).
     ///
     /// Errors name the setting: a glob that does not compile, a header name, method or status
-    /// that is not one, a key variable that is not set or holds a key too short.
+    /// that is not one, a key variable that is not set or holds a key too short, and a value
+    /// that would quietly make a cache that never stores or never hits (see
+    /// docs/configuration.md, "Settings from a file").
     pub fn from_config(store: St, config: &CacheConfig) -> Result<Self, ConfigError> {
+        refuse_switched_off(config)?;
         let mut layer = CacheLayer::new(store);
         if let Some(shared) = config.shared {
             layer = layer.shared(shared);

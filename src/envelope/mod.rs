@@ -99,6 +99,29 @@ pub(crate) enum OpenError {
     Unusable(&'static str),
 }
 
+// The reasons a blob is unusable because this reader cannot judge it, not because it is bad:
+// possibly another deployment's valid entry (see `OpenError::is_foreign`).
+const TOO_LARGE: &str = "blob larger than the configured maximum";
+const NEWER_FORMAT: &str = "unknown format version";
+const NEWER_ALGORITHM: &str = "unknown algorithm";
+const NO_KEY: &str = "protected entry, but this cache has no key";
+
+impl OpenError {
+    /// The blob may be somebody else's valid entry: signed under a key id this ring does not
+    /// hold (another deployment sharing the store, a key rotated out), protected while this
+    /// reader has no key, in a format or algorithm of a newer release, or larger than this
+    /// reader's bound. Nothing says it was tampered with; what fails under a key id of the ring
+    /// (or is no envelope at all, or unsigned where signing is required) is not foreign.
+    pub(crate) fn is_foreign(&self) -> bool {
+        match self {
+            OpenError::BadSignature(bad) => bad.is_unknown_key(),
+            OpenError::Unusable(why) => [TOO_LARGE, NEWER_FORMAT, NEWER_ALGORITHM, NO_KEY]
+                .iter()
+                .any(|foreign| foreign == why),
+        }
+    }
+}
+
 /// The parsed, not yet verified, parts of a blob.
 struct Parsed<'a> {
     version: u8,
@@ -315,9 +338,7 @@ impl Envelope {
         // Bounded reads: a store writer must not make the client spend CPU or memory on a huge
         // blob. Checked before any MAC, decryption or decoding.
         if blob.len() > self.max_blob {
-            return Err(OpenError::Unusable(
-                "blob larger than the configured maximum",
-            ));
+            return Err(OpenError::Unusable(TOO_LARGE));
         }
         let Some(parsed) = parse(&blob) else {
             return Err(match self.keys {
@@ -327,7 +348,7 @@ impl Envelope {
         };
         if parsed.version != FORMAT_V3 {
             // Possibly written by a newer release sharing the store: not ours to judge.
-            return Err(OpenError::Unusable("unknown format version"));
+            return Err(OpenError::Unusable(NEWER_FORMAT));
         }
         let payload = match (&self.keys, parsed.alg) {
             (None, ALG_UNSIGNED_CRC32) => {
@@ -337,9 +358,7 @@ impl Envelope {
                 blob.slice(parsed.payload.clone())
             }
             (None, ALG_HMAC_SHA256 | ALG_AES_256_GCM) => {
-                return Err(OpenError::Unusable(
-                    "protected entry, but this cache has no key",
-                ));
+                return Err(OpenError::Unusable(NO_KEY));
             }
             (Some(_), ALG_UNSIGNED_CRC32) => return Err(bad(BadSignatureReason::Unsigned)),
             (Some(ring), ALG_HMAC_SHA256) if self.mode == Mode::Encrypted => {
@@ -381,7 +400,7 @@ impl Envelope {
                     .ok_or_else(|| bad(BadSignatureReason::Mismatch))?;
                 Bytes::from(plain)
             }
-            (_, _) => return Err(OpenError::Unusable("unknown algorithm")),
+            (_, _) => return Err(OpenError::Unusable(NEWER_ALGORITHM)),
         };
         // Authenticated now: the embedded cache key is the one its writer sealed it for.
         let own_key = parsed.cache_key == key.as_str().as_bytes();

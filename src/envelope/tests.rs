@@ -538,3 +538,56 @@ fn a_key_error_says_what_to_do_in_debug_output_too() {
     assert!(debug.contains("is not set"), "{debug}");
     assert!(!debug.contains("kind"), "{debug}");
 }
+
+/// What `hcc verify --delete` leaves alone without `--delete-foreign`: entries this reader
+/// cannot judge. What fails under a key id of the ring, or is no envelope, is not foreign.
+#[test]
+fn foreign_entries_are_those_this_reader_cannot_judge() {
+    let foreign = |env: &Envelope, blob: Bytes| match env.open(&key("k"), blob) {
+        Err(e) => e.is_foreign(),
+        Ok(_) => panic!("opened"),
+    };
+    let other = Envelope::new(Some(KeyRing::new(secret("another deployment's key, 32 b"))));
+    assert!(foreign(&signed(), sealed(&other, "k")), "an unknown key id");
+    assert!(
+        foreign(&Envelope::new(None), sealed(&signed(), "k")),
+        "no key to check with"
+    );
+    let mut newer = sealed(&signed(), "k").to_vec();
+    newer[4] = 4;
+    assert!(foreign(&signed(), newer.into()), "a newer format");
+    let mut algorithm = sealed(&signed(), "k").to_vec();
+    algorithm[5] = 9;
+    assert!(foreign(&signed(), algorithm.into()), "a newer algorithm");
+    assert!(
+        foreign(&signed().with_max_blob(10), sealed(&signed(), "k")),
+        "over the bound"
+    );
+
+    let mut altered = sealed(&signed(), "k").to_vec();
+    let last = altered.len() - 1;
+    altered[last] ^= 1;
+    assert!(
+        !foreign(&signed(), altered.into()),
+        "tampered under a known key id"
+    );
+    assert!(
+        !foreign(&signed(), sealed(&signed(), "other")),
+        "signed for another key"
+    );
+    assert!(
+        !foreign(&signed(), Bytes::from_static(b"exploit!")),
+        "no envelope"
+    );
+    assert!(
+        !foreign(&signed(), sealed(&Envelope::new(None), "k")),
+        "unsigned"
+    );
+    let mut corrupt = sealed(&Envelope::new(None), "k").to_vec();
+    let tag_byte = corrupt.len() - 1;
+    corrupt[tag_byte] ^= 1;
+    assert!(
+        !foreign(&Envelope::new(None), corrupt.into()),
+        "a checksum mismatch"
+    );
+}

@@ -182,7 +182,28 @@ async fn hcc_on_a_redis_cluster() {
         .unwrap();
     let nodes = cluster.urls()[..2].join(",");
     // The default prefix, named: a prefix goes with any Redis target.
-    scenario(store, &["--redis-cluster", &nodes, "--prefix", "hcc:"]).await;
+    scenario(
+        store.clone(),
+        &["--redis-cluster", &nodes, "--prefix", "hcc:"],
+    )
+    .await;
+    // The nodes from an environment variable (where a password would go).
+    fill(store).await;
+    let out = Command::new(env!("CARGO_BIN_EXE_hcc"))
+        .args([
+            "--redis-cluster-env",
+            "HCC_CLI_TEST_CLUSTER",
+            "stats",
+            "--json",
+        ])
+        .env("HCC_CLI_TEST_CLUSTER", format!(" {} ", nodes))
+        .env(KEY_VAR, KEY)
+        .args(["--key-env", KEY_VAR])
+        .output()
+        .unwrap();
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(stats["entries"], 5, "{stats}");
 }
 
 #[tokio::test]

@@ -31,7 +31,7 @@ fn full() -> CacheConfig {
         match_headers: vec!["accept-language".into()],
         sensitive_headers: vec!["authorization".into(), "x-api-key".into()],
         max_body_size: Some(1 << 20),
-        max_blob_size: Some(2 << 20),
+        max_blob_size: Some(3 << 20),
         store_timeout: Some(Duration::from_millis(250)),
         coalesce: Some(true),
         coalesce_timeout: Some(Duration::from_secs(5)),
@@ -201,4 +201,97 @@ async fn a_loaded_configuration_applies() {
     assert_eq!(again[0], Some(CacheStatus::Hit));
     assert_ne!(again[1], Some(CacheStatus::Hit), "404 is not in the list");
     assert_ne!(again[2], Some(CacheStatus::Hit), "the URL rule");
+}
+
+/// Settings that would load a cache that silently does not sign, never stores or never hits
+/// are refused, each naming the setting (issue 27, item 10).
+#[test]
+fn settings_that_switch_protection_or_caching_off_are_refused() {
+    // An explicit null key (a YAML `key:` left empty, a JSON template's placeholder) is not
+    // "no key": it is refused where the file is read, so nothing loads an unsigned cache from it.
+    let null_key = serde_json::from_str::<CacheConfig>(r#"{"key": null}"#).unwrap_err();
+    assert!(null_key.to_string().contains("`key`"), "{null_key}");
+    assert!(null_key.to_string().contains("null"), "{null_key}");
+    // Absent is what means unsigned, and a null elsewhere is the default as before.
+    assert_eq!(
+        serde_json::from_str::<CacheConfig>(r#"{"shared": null}"#).unwrap(),
+        CacheConfig::default()
+    );
+
+    let refused = |json: &str, field: &str, says: &str| {
+        let config: CacheConfig = serde_json::from_str(json).unwrap();
+        let err = CacheLayer::from_config(MemoryStore::default(), &config)
+            .err()
+            .unwrap_or_else(|| panic!("{json} loaded"));
+        assert_eq!(err.field(), field, "{json}: {err}");
+        assert!(err.to_string().contains(says), "{json}: {err}");
+        assert!(
+            err.to_string().starts_with(&format!("`{field}`: ")),
+            "{err}"
+        );
+    };
+    refused(r#"{"max_body_size": 0}"#, "max_body_size", "at least 1");
+    // Below what the default body size needs (head room and encryption overhead).
+    refused(r#"{"max_blob_size": 1}"#, "max_blob_size", "at least");
+    refused(
+        r#"{"max_blob_size": 8388608}"#,
+        "max_blob_size",
+        "max_body_size",
+    );
+    // Below what a configured body size needs: 1 MiB of body, 1 MiB of head room, the segment
+    // overhead of an encrypted body (17 segments of 28 bytes).
+    let least = (1 << 20) + (1 << 20) + 17 * 28;
+    refused(
+        &format!(
+            r#"{{"max_body_size": 1048576, "max_blob_size": {}}}"#,
+            least - 1
+        ),
+        "max_blob_size",
+        &format!("at least {least}"),
+    );
+    refused(r#"{"allowed_methods": []}"#, "allowed_methods", "empty");
+    refused(r#"{"allowed_statuses": []}"#, "allowed_statuses", "empty");
+    refused(r#"{"store_timeout": "0s"}"#, "store_timeout", "zero");
+    refused(r#"{"coalesce_timeout": "0s"}"#, "coalesce_timeout", "zero");
+    refused(
+        r#"{"coalesce": false, "coalesce_timeout": "5s"}"#,
+        "coalesce_timeout",
+        "coalesce",
+    );
+}
+
+/// What is refused is the edge only: the least blob size for a body size, one byte of body,
+/// the defaults written out by `Serialize` (JSON and TOML), and `full()` load.
+#[test]
+fn valid_settings_at_the_edges_still_load() {
+    let loads = |config: &CacheConfig| {
+        if let Err(e) = CacheLayer::from_config(MemoryStore::default(), config) {
+            panic!("{config:?}: {e}");
+        }
+    };
+    let least = (1 << 20) + (1 << 20) + 17 * 28;
+    loads(
+        &serde_json::from_str(&format!(
+            r#"{{"max_body_size": 1048576, "max_blob_size": {least}}}"#
+        ))
+        .unwrap(),
+    );
+    loads(&serde_json::from_str(r#"{"max_body_size": 1}"#).unwrap());
+    loads(&serde_json::from_str(r#"{"max_blob_size": 100000000}"#).unwrap());
+    loads(
+        &serde_json::from_str(r#"{"allowed_methods": ["GET"], "allowed_statuses": [200]}"#)
+            .unwrap(),
+    );
+    loads(&serde_json::from_str(r#"{"store_timeout": "1ms", "coalesce": true}"#).unwrap());
+    loads(&serde_json::from_str(r#"{"coalesce": false}"#).unwrap());
+    // The defaults, written out and read back: an absent key is written as nothing, not `null`.
+    let json = serde_json::to_string(&CacheConfig::default()).unwrap();
+    assert!(!json.contains("\"key\""), "{json}");
+    let back: CacheConfig = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, CacheConfig::default());
+    loads(&back);
+    // Every other setting of `full()` (its key variables are not set here).
+    let mut all = full();
+    all.key = None;
+    loads(&all);
 }

@@ -7,6 +7,8 @@ mod breaker;
 mod caching;
 #[cfg(all(feature = "cli", feature = "test-util"))]
 mod cli;
+#[cfg(all(feature = "cli", feature = "test-util"))]
+mod cli_security;
 #[cfg(all(feature = "redis-cluster", feature = "disk", feature = "test-util"))]
 mod cluster;
 mod coalesce;

@@ -9,8 +9,12 @@
 //! ```
 //!
 //! The secret key is read from an environment variable (`--key-env`, default `HTTP_CACHE_KEY`),
-//! never from an argument (arguments are visible to every user of the machine in `ps`). The
+//! never from an argument (arguments are visible to every user of the machine in `ps`); so is a
+//! Redis URL that carries a password (`--redis-env`, `--redis-cluster-env`). What it prints of
+//! a store is escaped (`escape.rs`): whoever writes to the store chooses those bytes. The
 //! reference is docs/operations.md, "Command line".
+
+mod escape;
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -55,12 +59,22 @@ struct Target {
     /// A `DiskStore` directory.
     #[arg(long)]
     dir: Option<std::path::PathBuf>,
-    /// A Redis URL (`redis://` or `rediss://` for TLS).
+    /// A Redis URL (`redis://` or `rediss://` for TLS) without a password: one with a password
+    /// goes in an environment variable (`--redis-env`).
     #[arg(long)]
     redis: Option<String>,
-    /// Nodes of a Redis Cluster, comma-separated (one is enough; `rediss://` for TLS).
+    /// Nodes of a Redis Cluster, comma-separated (one is enough; `rediss://` for TLS), without
+    /// passwords (see `--redis-cluster-env`).
     #[arg(long, value_delimiter = ',', num_args = 1..)]
     redis_cluster: Option<Vec<String>>,
+    /// The environment variable holding the Redis URL (e.g. `HCC_REDIS_URL`): a password in
+    /// it stays out of the arguments, which every user of the machine can read.
+    #[arg(long, value_name = "VAR")]
+    redis_env: Option<String>,
+    /// The environment variable holding the Redis Cluster's node URLs, comma-separated (e.g.
+    /// `HCC_REDIS_CLUSTER`).
+    #[arg(long, value_name = "VAR")]
+    redis_cluster_env: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -99,9 +113,15 @@ enum Command {
     },
     /// Check every entry's signature; exit code 1 when one does not verify.
     Verify {
-        /// Also delete the entries that do not verify.
+        /// Also delete the entries that fail under a key of the ring (altered, planted, signed
+        /// for another entry, unsigned); entries this ring cannot judge (foreign) are kept.
         #[arg(long)]
         delete: bool,
+        /// With `--delete`: also delete foreign entries (signed with a key that is not in the
+        /// ring, or written by a newer release): another deployment sharing the store loses
+        /// its entries.
+        #[arg(long, requires = "delete")]
+        delete_foreign: bool,
         #[arg(long)]
         json: bool,
     },
@@ -142,7 +162,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("hcc: {e}");
+            eprintln!("hcc: {}", escape::text(&e.to_string()));
             ExitCode::from(2)
         }
     }
@@ -176,14 +196,92 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             return Err(format!("{} is not a directory", dir.display()).into());
         }
         let store = DiskStore::open(dir)?;
-        command(inspector(store, ring), &cli.command).await
-    } else if let Some(url) = &cli.target.redis {
-        redis(RedisStore::builder(url.clone()), &cli, ring).await
-    } else if let Some(nodes) = &cli.target.redis_cluster {
-        redis(RedisStore::cluster(nodes.clone()), &cli, ring).await
-    } else {
-        Err("give --dir, --redis or --redis-cluster".into())
+        return command(inspector(store, ring), &cli.command).await;
     }
+    let (nodes, cluster) = redis_nodes(&cli.target)?;
+    // A message from the Redis client must not repeat a password it was given.
+    let passwords: Vec<String> = nodes
+        .iter()
+        .filter_map(|url| password(url))
+        .map(str::to_owned)
+        .collect();
+    let builder = if cluster {
+        RedisStore::cluster(nodes)
+    } else {
+        RedisStore::builder(nodes.into_iter().next().unwrap_or_default())
+    };
+    redis(builder, &cli, ring).await.map_err(|e| {
+        let mut message = e.to_string();
+        for password in &passwords {
+            message = message.replace(password.as_str(), "***");
+        }
+        message.into()
+    })
+}
+
+/// The Redis URLs to connect to, and whether they are a cluster's: from an argument only
+/// without a password (arguments are in `/proc/PID/cmdline` for every user), from an
+/// environment variable with or without.
+fn redis_nodes(target: &Target) -> Result<(Vec<String>, bool), BoxError> {
+    let refuse = |flag: &str| -> BoxError {
+        format!(
+            "the Redis URL given as an argument carries a password, which every user of this \
+             machine can read (ps, /proc/PID/cmdline): put the URL in an environment variable \
+             and name it with {flag} (the password is not repeated here; change it if the \
+             machine is shared)"
+        )
+        .into()
+    };
+    if let Some(url) = &target.redis {
+        if password(url).is_some() {
+            return Err(refuse("--redis-env"));
+        }
+        Ok((vec![url.clone()], false))
+    } else if let Some(nodes) = &target.redis_cluster {
+        if nodes.iter().any(|url| password(url).is_some()) {
+            return Err(refuse("--redis-cluster-env"));
+        }
+        Ok((nodes.clone(), true))
+    } else if let Some(name) = &target.redis_env {
+        Ok((
+            vec![from_env(name, "the Redis URL")?.trim().to_owned()],
+            false,
+        ))
+    } else if let Some(name) = &target.redis_cluster_env {
+        let nodes = from_env(name, "the Redis Cluster's node URLs, comma-separated")?;
+        let nodes: Vec<String> = nodes
+            .split(',')
+            .map(str::trim)
+            .filter(|url| !url.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if nodes.is_empty() {
+            return Err(format!("environment variable `{name}` names no node").into());
+        }
+        Ok((nodes, true))
+    } else {
+        Err("give --dir, --redis, --redis-cluster, --redis-env or --redis-cluster-env".into())
+    }
+}
+
+fn from_env(name: &str, what: &str) -> Result<String, BoxError> {
+    std::env::var(name).map_err(|e| match e {
+        std::env::VarError::NotPresent => {
+            format!("environment variable `{name}` is not set: it should hold {what}").into()
+        }
+        std::env::VarError::NotUnicode(_) => {
+            format!("environment variable `{name}` is not valid Unicode").into()
+        }
+    })
+}
+
+/// The password of a `redis://[user][:password]@host...` URL, when it has one.
+fn password(url: &str) -> Option<&str> {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    let (userinfo, _) = authority.rsplit_once('@')?;
+    let (_, password) = userinfo.split_once(':')?;
+    (!password.is_empty()).then_some(password)
 }
 
 async fn redis(
@@ -230,11 +328,13 @@ fn entry_json(e: &EntryInfo) -> serde_json::Value {
     })
 }
 
-fn invalid_json(e: &InvalidEntry) -> serde_json::Value {
+fn invalid_json(e: &InvalidEntry, deleted: bool) -> serde_json::Value {
     json!({
         "key": e.key.as_str(),
         "invalid": true,
         "bad_signature": e.bad_signature,
+        "foreign": e.foreign,
+        "deleted": deleted,
         "reason": e.reason,
     })
 }
@@ -248,8 +348,8 @@ fn entry_line(e: &EntryInfo) -> String {
     format!(
         "{} {} {} {} bytes, {}{}",
         e.status.as_u16(),
-        e.method,
-        e.url,
+        escape::text(e.method.as_str()),
+        escape::text(&e.url),
         e.size,
         expires,
         if e.is_variant { " (variant copy)" } else { "" }
@@ -329,7 +429,7 @@ async fn command<St: Store>(
                         && (!*expired || e.is_expired);
                     if wanted {
                         if *json {
-                            writeln!(out, "{}", entry_json(&e))?;
+                            writeln!(out, "{}", escape::json(&entry_json(&e)))?;
                         } else {
                             writeln!(out, "{}", entry_line(&e))?;
                         }
@@ -346,9 +446,14 @@ async fn command<St: Store>(
                     if e.url == *url {
                         found += 1;
                         if *json {
-                            writeln!(out, "{}", entry_json(&e))?;
+                            writeln!(out, "{}", escape::json(&entry_json(&e)))?;
                         } else {
-                            writeln!(out, "{}\n  key {}", entry_line(&e), e.key.as_str())?;
+                            writeln!(
+                                out,
+                                "{}\n  key {}",
+                                entry_line(&e),
+                                escape::text(e.key.as_str())
+                            )?;
                         }
                     }
                 }
@@ -356,7 +461,7 @@ async fn command<St: Store>(
             })
             .await?;
             if found == 0 {
-                eprintln!("hcc: nothing stored for {url}");
+                eprintln!("hcc: nothing stored for {}", escape::text(url));
                 return Ok(ExitCode::from(1));
             }
         }
@@ -382,7 +487,11 @@ async fn command<St: Store>(
                 writeln!(out, "{deleted} entries deleted")?;
             }
         }
-        Command::Verify { delete, json } => {
+        Command::Verify {
+            delete,
+            delete_foreign,
+            json,
+        } => {
             let (mut ok, mut bad) = (0u64, Vec::new());
             walk(&inspector, |listed| {
                 match listed {
@@ -392,33 +501,49 @@ async fn command<St: Store>(
                 Ok(())
             })
             .await?;
+            let (mut deleted, mut foreign) = (0u64, 0u64);
             for i in &bad {
-                if *json {
-                    writeln!(out, "{}", invalid_json(i))?;
-                } else {
-                    writeln!(out, "INVALID {}: {}", i.key.as_str(), i.reason)?;
-                }
-                if *delete {
+                // Only what fails under a key of the ring is evidence against the entry; a
+                // foreign one may be another deployment's valid entry.
+                let delete = *delete && (!i.foreign || *delete_foreign);
+                if delete {
                     inspector.delete(&i.key).await?;
+                    deleted += 1;
+                }
+                foreign += u64::from(i.foreign);
+                if *json {
+                    writeln!(out, "{}", escape::json(&invalid_json(i, delete)))?;
+                } else {
+                    writeln!(
+                        out,
+                        "{} {}: {}",
+                        if i.foreign { "FOREIGN" } else { "INVALID" },
+                        escape::text(i.key.as_str()),
+                        escape::text(&i.reason)
+                    )?;
                 }
             }
             if *json {
-                writeln!(
-                    out,
-                    "{}",
-                    json!({"verified": ok, "invalid": bad.len(), "deleted": if *delete { bad.len() } else { 0 }})
-                )?;
+                let summary = json!({
+                    "verified": ok,
+                    "invalid": bad.len(),
+                    "foreign": foreign,
+                    "deleted": deleted,
+                });
+                writeln!(out, "{summary}")?;
             } else {
-                writeln!(
-                    out,
-                    "{ok} entries verify, {} do not{}",
-                    bad.len(),
-                    if *delete && !bad.is_empty() {
-                        " (deleted)"
-                    } else {
-                        ""
-                    }
-                )?;
+                let mut line = format!("{ok} entries verify, {} do not", bad.len());
+                if deleted > 0 {
+                    line.push_str(&format!("; {deleted} deleted"));
+                }
+                if foreign > 0 && *delete && !*delete_foreign {
+                    line.push_str(&format!(
+                        "; {foreign} foreign kept (--delete-foreign deletes them)"
+                    ));
+                } else if foreign > 0 && !*delete {
+                    line.push_str(&format!("; {foreign} foreign"));
+                }
+                writeln!(out, "{line}")?;
             }
             if !bad.is_empty() {
                 return Ok(ExitCode::from(1));
