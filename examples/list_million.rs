@@ -69,19 +69,22 @@ async fn case(name: &str, port: u16) -> Result<(), BoxError> {
 }
 
 /// Records one key in 100 under the tag `bench` in the store's tag index (the sorted set a
-/// `PutTagged` writes), as if those entries had been stored with `Cache-Tag: bench`.
+/// `PutTagged` writes, named by the tag's digest), as if those entries had been stored with
+/// `Cache-Tag: bench`.
 fn index_every_hundredth(
     port: u16,
     keys: u64,
     runtime: &tokio::runtime::Runtime,
 ) -> Result<(), BoxError> {
     runtime.block_on(async {
+        let inspector = CacheLayer::new(connect(port).await?).inspector();
+        let set = format!("hcc:#tag:{}", inspector.tag_index_names("bench")[0]);
         let client = redis::Client::open(format!("redis://127.0.0.1:{port}/0"))?;
         let mut conn = client.get_multiplexed_async_connection().await?;
         let tagged: Vec<u64> = (0..keys).step_by(100).collect();
         for batch in tagged.chunks(1000) {
             let mut zadd = redis::cmd("ZADD");
-            zadd.arg("hcc:#tag:bench");
+            zadd.arg(&set);
             for i in batch {
                 zadd.arg(i64::MAX / 4).arg(format!("hcc:{i}"));
             }

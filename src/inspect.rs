@@ -439,7 +439,11 @@ impl<St: Store> Inspector<St> {
     ///
     /// A store with a tag index ([`RedisStore`](crate::RedisStore): a sorted set per tag,
     /// written with each entry) purges from the index, without reading an entry: one round trip
-    /// per 500 keys. Any other store is walked as by [`purge_tag_verified`](Self::purge_tag_verified).
+    /// per 500 keys. The index knows the tag by its digests ([`tag_index_names`](Self::tag_index_names)):
+    /// one purge per key of the ring, since entries written before a key rotation were indexed
+    /// under the previous key's name. Any other store, and a store whose index may be
+    /// incomplete or was found tampered with (it answers `complete: false`), is walked as by
+    /// [`purge_tag_verified`](Self::purge_tag_verified).
     ///
     /// The index lives in the store, beside the entries, and is not signed: whoever can write to
     /// the store can add keys to it (so a purge deletes entries that do not carry the tag,
@@ -452,25 +456,43 @@ impl<St: Store> Inspector<St> {
     /// [`StoreError`] when the store fails.
     pub async fn purge_tag(&self, tag: &str) -> Result<usize, StoreError> {
         // A store with a tag index purges from it, without reading the entries.
-        match self
-            .call(StoreRequest::PurgeTag {
-                tag: tag.to_owned(),
-            })
-            .await?
-        {
-            StoreResponse::Purged {
-                removed,
-                complete: true,
-            } => Ok(removed),
-            // The index may have lost some (evicted): the walk finds the rest.
-            StoreResponse::Purged { removed, .. } => {
-                Ok(removed + self.purge_tag_verified(tag).await?)
+        let mut removed = 0;
+        let mut complete = true;
+        for name in self.tag_index_names(tag) {
+            match self.call(StoreRequest::PurgeTag { tag: name }).await? {
+                StoreResponse::Purged {
+                    removed: n,
+                    complete: c,
+                } => {
+                    removed += n;
+                    complete &= c;
+                }
+                StoreResponse::Unsupported => {
+                    return Ok(removed + self.purge_tag_verified(tag).await?)
+                }
+                other => {
+                    return Err(StoreError::failed(
+                        format!("the store cannot purge by tag (answered {other:?})").into(),
+                    ))
+                }
             }
-            StoreResponse::Unsupported => self.purge_tag_verified(tag).await,
-            other => Err(StoreError::failed(
-                format!("the store cannot purge by tag (answered {other:?})").into(),
-            )),
         }
+        if complete {
+            Ok(removed)
+        } else {
+            // The index may have lost some (evicted, tampered with): the walk finds the rest.
+            Ok(removed + self.purge_tag_verified(tag).await?)
+        }
+    }
+
+    /// The names this layer gives `tag` in a store's tag index (what
+    /// [`StoreRequest::PutTagged`] and [`StoreRequest::PurgeTag`] carry): opaque digests, one
+    /// per key of the ring, current first (one without a key). With a secret, `t1k:` and an
+    /// HMAC-SHA256 under a key derived for this purpose; without, `t1:` and a SHA-256. For tools
+    /// that look at the index: a [`RedisStore`](crate::RedisStore) keeps the set of a name at
+    /// `{prefix}#tag:{name}`.
+    pub fn tag_index_names(&self, tag: &str) -> Vec<String> {
+        self.config.envelope.tag_names(tag)
     }
 
     /// Deletes every entry that carries `tag`, as stored and signed with it, on any store: a

@@ -21,6 +21,8 @@ const INFO_AEAD: &[u8] = b"hcc/v1/aes-256-gcm";
 const INFO_NAMES: &[u8] = b"hcc/v1/key-names";
 /// HKDF-Expand info for the key that digests the request field values a response varies on.
 const INFO_VARY: &[u8] = b"hcc/v1/vary-values";
+/// HKDF-Expand info for the key that names tags in a store's tag index.
+const INFO_TAG_NAMES: &[u8] = b"hcc/v1/tag-names";
 
 /// Length of a key id in the envelope header.
 pub(crate) const KEY_ID_LEN: usize = 8;
@@ -187,6 +189,8 @@ pub(crate) struct DerivedKey {
     pub(crate) names: hmac::Key,
     /// Digests the selecting request field values of a response that varies (RFC 9111 §4.1).
     pub(crate) vary: hmac::Key,
+    /// Names tags in a store's tag index (`envelope::tag_names`).
+    pub(crate) tag_names: hmac::Key,
 }
 
 struct Len(usize);
@@ -222,12 +226,17 @@ impl DerivedKey {
             .expand(&[INFO_VARY], hmac::HMAC_SHA256)
             .map(hmac::Key::from)
             .expect("32 bytes is a valid HKDF-SHA256 output length");
+        let tag_names = prk
+            .expand(&[INFO_TAG_NAMES], hmac::HMAC_SHA256)
+            .map(hmac::Key::from)
+            .expect("32 bytes is a valid HKDF-SHA256 output length");
         Self {
             id,
             mac,
             aead,
             names,
             vary,
+            tag_names,
         }
     }
 }
@@ -294,6 +303,13 @@ impl KeyRing {
             .chain(self.previous.iter())
             .map(|k| k.names.clone())
             .collect()
+    }
+
+    /// The tag-name keys, current first, then the previous keys in the order they were added.
+    pub(crate) fn tag_name_keys(&self) -> impl Iterator<Item = &hmac::Key> {
+        std::iter::once(&self.current)
+            .chain(self.previous.iter())
+            .map(|k| &k.tag_names)
     }
 
     pub(crate) fn find(&self, key_id: &[u8]) -> Option<&DerivedKey> {

@@ -36,6 +36,7 @@
 
 mod keys;
 mod stream;
+mod tag_names;
 pub(crate) mod wire;
 
 use bytes::Bytes;

@@ -302,8 +302,14 @@ impl<St: Store> Ctx<St> {
             keys.push(key.variant(head.generation, head.vary.iter().map(|(_, v)| v)));
         }
         // The tags are signed inside the entry; a store with a tag index also gets them beside
-        // the blob (`PutTagged`), so that a purge by tag need not read every entry.
-        let tags = crate::config::tags_in(&head.headers, &self.config.tag_headers);
+        // the blob (`PutTagged`), so that a purge by tag need not read every entry: as opaque
+        // digests, never as the origin wrote them (see `envelope::tag_names`).
+        let mut tags: Vec<String> = crate::config::tags_in(&head.headers, &self.config.tag_headers)
+            .iter()
+            .map(|tag| self.config.envelope.tag_name(tag))
+            .collect();
+        tags.sort_unstable();
+        tags.dedup();
         Some(Box::new(SealSink {
             sealing,
             around,

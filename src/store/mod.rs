@@ -141,7 +141,9 @@ pub enum StoreRequest {
         blob: Bytes,
         /// As for [`Put`](Self::Put).
         ttl: Option<Duration>,
-        /// The entry's tags, as the origin sent them (split on commas and whitespace).
+        /// The names of the entry's tags in the index: opaque digests of the tags the origin
+        /// sent, never the tags themselves (see
+        /// [`Inspector::tag_index_names`](crate::Inspector::tag_index_names)). Printable ASCII.
         tags: Vec<String>,
     },
     /// Remove `key` if present. Answer [`StoreResponse::Done`].
@@ -165,7 +167,7 @@ pub enum StoreRequest {
     /// when the store keeps no index ([`Inspector::purge_tag`](crate::Inspector::purge_tag)
     /// then reads every entry's signed tags instead).
     PurgeTag {
-        /// The tag.
+        /// The tag's name in the index, as [`PutTagged`](Self::PutTagged) carried it.
         tag: String,
     },
     /// Remove every entry of this store. Answer [`StoreResponse::Done`].
@@ -206,7 +208,9 @@ pub enum StoreResponse {
         removed: usize,
         /// Whether the index is known to have held every entry with the tag. `false` when it
         /// may have lost some (Redis evicted keys under `maxmemory`, and may have evicted a
-        /// tag's set): the inspector then also walks the store.
+        /// tag's set), or was found written by someone else (a key of another type under the
+        /// set's name, a member that is not an entry): the inspector then also walks the
+        /// store.
         complete: bool,
     },
     /// The store does not implement this operation.

@@ -512,7 +512,8 @@ async fn an_evicted_index_does_not_hide_entries_from_purge_tag() {
     let mut orphan = None;
     for entry in inspector.entries().await.unwrap().entries {
         let tag = entry.tags.first().cloned().unwrap();
-        if !exists(&mut conn, &format!("hcc:#tag:{tag}")).await {
+        let set = format!("hcc:#tag:{}", inspector.tag_index_names(&tag)[0]);
+        if !exists(&mut conn, &set).await {
             orphan = Some((entry.url, tag));
             break;
         }

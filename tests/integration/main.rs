@@ -52,6 +52,8 @@ mod store_bounds;
 mod store_contract;
 #[cfg(all(unix, feature = "disk", feature = "redis", feature = "test-util"))]
 mod store_links;
+#[cfg(all(feature = "disk", feature = "redis", feature = "test-util"))]
+mod tag_index_attacks;
 mod tamper;
 mod traits;
 mod validation;

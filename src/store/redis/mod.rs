@@ -69,14 +69,18 @@ return {v, redis.call('PTTL', KEYS[1])}
 ///   several caches can share one Redis database. Listing and clearing walk the namespace with
 ///   `SCAN` (on a cluster, every primary in turn); `KEYS` and `FLUSHDB` are never used.
 /// - **Tag index.** An entry with cache tags ([`StoreRequest::PutTagged`]) is recorded in a
-///   sorted set per tag, `{prefix}#tag:{tag}`, then written, then checked to be still recorded
+///   sorted set per tag name (a digest the cache computed, never the tag:
+///   [`Inspector::tag_index_names`](crate::Inspector::tag_index_names)),
+///   `{prefix}#tag:{name}`, then written, then checked to be still recorded
 ///   (a purge in between wins: the write deletes its entry and answers
 ///   [`StoreResponse::NotStored`]); each set drops its expired members as it is written and
 ///   expires with its last one. So [`Inspector::purge_tag`](crate::Inspector::purge_tag)
 ///   deletes a tag's entries without reading any ([`StoreRequest::PurgeTag`]), and says when the
 ///   index may be incomplete because Redis may evict keys
-///   ([`RedisStoreBuilder::trust_tag_index`]). At most 64 tags of at most 1 KiB
-///   each are indexed: an entry with more is not stored.
+///   ([`RedisStoreBuilder::trust_tag_index`]). At most 64 names of at most 1 KiB each are
+///   indexed: an entry with more is not stored. A key of another type under a set's name is
+///   replaced by the next write to the tag, and makes a purge answer `complete: false` (as
+///   does a member that is not an entry of the namespace, which is never unlinked).
 /// - The connection manager reconnects by itself after the server restarts; while the server is
 ///   down, operations fail fast and the cache goes to the origin (fail-open).
 ///
@@ -422,7 +426,8 @@ async fn run(
             StoreResponse::Done
         }
         StoreRequest::PurgeTag { tag } => {
-            let (removed, complete) = tags::purge(conn, prefix, &tag, trust_tag_index).await?;
+            let (removed, complete) =
+                tags::purge(conn, prefix, &tag, trust_tag_index, tags::Purge::Tag).await?;
             StoreResponse::Purged { removed, complete }
         }
         StoreRequest::Delete { key } => {
@@ -454,13 +459,19 @@ async fn run(
                 let _: Value = redis::cmd("UNLINK").arg(batch).query_async(conn).await?;
             }
             // A tag's set is purged, not unlinked: an entry written since the listing (so not
-            // in it) is in its set, and goes with it.
+            // in it) is in its set, and goes with it. A key of another type under a set's name
+            // (planted) is deleted; one whose name no tag has (not UTF-8) is unlinked.
             for set in sets {
-                if let Some(tag) = set
+                match set
                     .get(mark.len()..)
                     .and_then(|t| std::str::from_utf8(t).ok())
                 {
-                    tags::purge(conn, prefix, tag, true).await?;
+                    Some(tag) => {
+                        tags::purge(conn, prefix, tag, true, tags::Purge::Clear).await?;
+                    }
+                    None => {
+                        let _: Value = redis::cmd("UNLINK").arg(&set).query_async(conn).await?;
+                    }
                 }
             }
             StoreResponse::Done

@@ -1,6 +1,7 @@
 //! The tag index: one sorted set per tag, `{prefix}#tag:{tag}`, whose members are the keys of
 //! the entries that carry the tag, scored by when they expire (server time, in milliseconds,
-//! plus a margin), or -1 while a purge is taking them.
+//! plus a margin), or -1 while a purge is taking them. The cache sends a digest of each tag as
+//! `{tag}` (`envelope::tag_names`): this store never sees a tag as the origin wrote it.
 //!
 //! - **A write** (`PutTagged`) records the key under each tag (`ZADD GT`: a member's score only
 //!   grows), writes the entry with a provisional TTL of a few seconds, checks that every tag
@@ -19,6 +20,12 @@
 //!   tags live in different slots).
 //! - **Scores come from the server's clock** (`TIME`), not from the clients': in a fleet, a
 //!   client whose clock runs ahead must not drop members that are still alive.
+//! - **Written by others:** whoever can write to the server can put anything under a set's
+//!   name. A key of another type is replaced by the next write to the tag (which would fail on
+//!   it otherwise), members scored later than any writer records are dropped by it (the set's
+//!   expiry is computed from them). Only members naming an entry of the namespace are ever
+//!   unlinked (never another tag's set); a purge that meets another member, or a key of
+//!   another type, answers `complete: false`.
 //! - **Eviction:** under `maxmemory` with any policy but `noeviction`, Redis may evict a tag's
 //!   set and keep its entries, and nothing tells the store afterwards. A purge then answers
 //!   `complete: false` (unless the store was told to trust its index), and the inspector also
@@ -51,11 +58,22 @@ pub(super) const MARGIN_MS: u64 = 60_000;
 pub(super) const PROVISIONAL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Marks up to `ARGV[1]` members of the set `KEYS[1]` as taken (score -1), members already
-/// marked first (they sort first), and returns them: a purge that was cut short is finished
-/// by the next one.
+/// marked first (they sort first), and returns `{0, members}`: a purge that was cut short is
+/// finished by the next one. A key of another type under the set's name answers `{1, {}}` (and
+/// is deleted when `ARGV[2]` is `1`, for `Clear`).
 static TAKE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
+local kind = redis.call('TYPE', KEYS[1])['ok']
+if kind ~= 'zset' then
+  if kind == 'none' then
+    return {0, {}}
+  end
+  if ARGV[2] == '1' then
+    redis.call('DEL', KEYS[1])
+  end
+  return {1, {}}
+end
 local batch = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1, 'WITHSCORES')
 local members = {}
 for i = 1, #batch, 2 do
@@ -64,7 +82,7 @@ for i = 1, #batch, 2 do
     redis.call('ZADD', KEYS[1], 'XX', -1, batch[i])
   end
 end
-return members
+return {0, members}
 ",
     )
 });
@@ -85,13 +103,24 @@ return 1
     )
 });
 
-/// `KEYS[1]` the tag's set, `ARGV[1]` the entry's key, `ARGV[2]` its TTL in milliseconds.
+/// `KEYS[1]` the tag's set, `ARGV[1]` the entry's key, `ARGV[2]` its TTL in milliseconds,
+/// `ARGV[3]` the longest TTL any writer records ([`MAX_RECORDED_MS`]).
 static RECORD: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
+-- Another type under the set's name (a store writer's SET): it indexes nothing, and every
+-- write to the tag would fail on it. Replaced by the set.
+local kind = redis.call('TYPE', KEYS[1])['ok']
+if kind ~= 'zset' and kind ~= 'none' then
+  redis.call('DEL', KEYS[1])
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, '(' .. string.format('%.0f', now))
+-- Scored later than any writer records (planted, up to +inf): the set's expiry below must
+-- stay a time Redis accepts.
+redis.call('ZREMRANGEBYSCORE', KEYS[1],
+  '(' .. string.format('%.0f', now + tonumber(ARGV[3])), '+inf')
 redis.call('ZADD', KEYS[1], 'GT', string.format('%.0f', now + tonumber(ARGV[2])), ARGV[1])
 local last = tonumber(redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')[2])
 -- Never earlier than it was: members marked by a purge cut short are scored -1, and their
@@ -103,6 +132,10 @@ return 1
 ",
     )
 });
+
+/// The longest a writer keeps a member: the longest TTL recorded plus the margin. A member
+/// scored later than that was not written by one.
+const MAX_RECORDED_MS: u64 = MAX_INDEX_TTL_MS + MARGIN_MS;
 
 /// Gives the entry `KEYS[1]` its TTL (`ARGV[3]` ms, or none when empty) only if it still holds
 /// this writer's blob: its length `ARGV[1]` and its last bytes `ARGV[2]` (a sealed blob ends
@@ -163,6 +196,7 @@ pub(super) async fn record(
                 .key(index)
                 .arg(key)
                 .arg(ttl_ms)
+                .arg(MAX_RECORDED_MS)
                 .invoke_async(&mut conn)
                 .await?;
             Ok::<_, RedisError>(())
@@ -186,11 +220,16 @@ pub(super) async fn still_recorded(
         let mut conn = conn.clone();
         let index = index_key(prefix, tag);
         async move {
-            let score: Option<f64> = redis::cmd("ZSCORE")
+            let score: Option<f64> = match redis::cmd("ZSCORE")
                 .arg(index)
                 .arg(key)
                 .query_async(&mut conn)
-                .await?;
+                .await
+            {
+                // Another type planted under the set's name since `record`: not recorded.
+                Err(e) if e.code() == Some("WRONGTYPE") => None,
+                other => other?,
+            };
             // Absent, or marked by a purge that is under way: taken.
             Ok::<_, RedisError>(score.is_some_and(|s| s >= 0.0))
         }
@@ -206,28 +245,41 @@ pub(super) async fn still_recorded(
 /// the entries, then removes the members still marked. A purge cut short anywhere (a dropped
 /// connection, a cancelled future) leaves its batch marked in the set, and the next purge
 /// finishes it; a writer that records a key again meanwhile unmarks it, and its entry stays
-/// indexed. How many keys existed, and whether the index can be trusted to have held them all
-/// (`trust`, or Redis cannot evict: see [`cannot_evict`]).
+/// indexed. How many keys existed, and whether the index can be trusted to have held them all:
+/// it held only entries of this namespace and was a set (see [`Purge`]), and `trust`, or Redis
+/// cannot evict (see [`cannot_evict`]).
 pub(super) async fn purge(
     conn: &mut Conn,
     prefix: &str,
     tag: &str,
     trust: bool,
+    on: Purge,
 ) -> Result<(usize, bool), RedisError> {
     let index = index_key(prefix, tag);
     let mut removed = 0usize;
+    // Only entries of this namespace were found in the set so far.
+    let mut sound = true;
+    let drop_other_type = if matches!(on, Purge::Clear) { "1" } else { "0" };
     // Bounded: writers adding to the tag while it is purged could otherwise keep it going.
     for _ in 0..100_000 {
-        let members: Vec<Vec<u8>> = TAKE.key(&index).arg(PURGE_BATCH).invoke_async(conn).await?;
+        let (other_type, members): (i64, Vec<Vec<u8>>) = TAKE
+            .key(&index)
+            .arg(PURGE_BATCH)
+            .arg(drop_other_type)
+            .invoke_async(conn)
+            .await?;
+        if other_type != 0 {
+            // Whatever the set held before it was overwritten is unknown: the walk finds it.
+            return Ok((removed, false));
+        }
         if members.is_empty() {
-            let complete = trust || cannot_evict(conn).await;
+            let complete = sound && (trust || cannot_evict(conn).await);
             return Ok((removed, complete));
         }
-        // Only keys of this namespace (a store writer could add anything to the set).
-        let own: Vec<&Vec<u8>> = members
-            .iter()
-            .filter(|m| m.starts_with(prefix.as_bytes()))
-            .collect();
+        // Only entries of this namespace: a store writer could add anything to the set, another
+        // tag's set included (unlinking it would hide that tag's entries from its purges).
+        let own: Vec<&Vec<u8>> = members.iter().filter(|m| is_entry(prefix, m)).collect();
+        sound &= own.len() == members.len();
         if !own.is_empty() {
             let n: usize = redis::cmd("UNLINK").arg(&own).query_async(conn).await?;
             removed += n;
@@ -241,6 +293,25 @@ pub(super) async fn purge(
     Err(client_error(
         "a purge by tag did not end (writers keep adding to the tag)",
     ))
+}
+
+/// What a purge does with a key of another type under the set's name.
+#[derive(Clone, Copy)]
+pub(super) enum Purge {
+    /// Leave it (the next write to the tag replaces it) and answer `complete: false`.
+    Tag,
+    /// Delete it: the whole namespace goes.
+    Clear,
+}
+
+/// Whether a member of a tag's set names an entry of this namespace (and not a tag's set, nor
+/// a key of another namespace).
+fn is_entry(prefix: &str, member: &[u8]) -> bool {
+    member.strip_prefix(prefix.as_bytes()).is_some_and(|rest| {
+        !rest.is_empty()
+            && !rest.starts_with(INDEX_MARK.as_bytes())
+            && std::str::from_utf8(rest).is_ok()
+    })
 }
 
 /// Whether Redis cannot have evicted a tag's set: no `maxmemory`, or `noeviction` (on a
@@ -284,5 +355,14 @@ mod tests {
         assert_eq!(ttl_ms(Some(Duration::from_micros(1))), 1);
         assert_eq!(ttl_ms(Some(Duration::MAX)), MAX_INDEX_TTL_MS);
         assert_eq!(index_key("hcc:", "a b"), "hcc:#tag:a b");
+    }
+
+    #[test]
+    fn only_entries_of_the_namespace_are_purged() {
+        assert!(is_entry("hcc:", b"hcc:hcc1k:ab"));
+        assert!(!is_entry("hcc:", b"hcc:#tag:t1:ab"));
+        assert!(!is_entry("hcc:", b"other:hcc1:ab"));
+        assert!(!is_entry("hcc:", b"hcc:"));
+        assert!(!is_entry("hcc:", b"hcc:\xff"));
     }
 }
