@@ -59,9 +59,12 @@ pub struct CacheConfig {
     pub ignored_parameters: Vec<String>,
     /// Request headers that are part of the key ([`CacheLayer::match_headers`]).
     pub match_headers: Vec<String>,
-    /// Request headers that are credentials ([`CacheLayer::sensitive_headers`]); empty: the
-    /// default list.
+    /// Request headers that are credentials, added to the default list
+    /// ([`CacheLayer::sensitive_headers`]).
     pub sensitive_headers: Vec<String>,
+    /// Whether a shared cache stores responses with `Set-Cookie`
+    /// ([`CacheLayer::shared_set_cookie`]).
+    pub shared_set_cookie: Option<bool>,
     /// The largest body stored, in bytes ([`CacheLayer::max_body_size`]).
     pub max_body_size: Option<usize>,
     /// The largest blob read, in bytes ([`CacheLayer::max_blob_size`]).
@@ -378,6 +381,9 @@ impl<St: Store> CacheLayer<St> {
         }
         if let Some(timeout) = config.coalesce_timeout {
             layer = layer.coalesce_timeout(timeout);
+        }
+        if let Some(store) = config.shared_set_cookie {
+            layer = layer.shared_set_cookie(store);
         }
         if let Some(max) = config.serve_stale_on_error {
             layer = layer.serve_stale_on_error(max);

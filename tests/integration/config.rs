@@ -13,6 +13,7 @@ use crate::common::*;
 fn full() -> CacheConfig {
     CacheConfig {
         shared: Some(true),
+        shared_set_cookie: Some(true),
         expire_after: Some(ExpiryValue(ExpireAfter::Duration(Duration::from_secs(300)))),
         urls: vec![
             UrlRule {
