@@ -36,6 +36,7 @@ mod metrics;
 #[cfg(all(feature = "disk", feature = "redis", feature = "test-util"))]
 mod near;
 mod ranges;
+mod refresh_bounds;
 #[cfg(feature = "reqwest")]
 mod reqwest;
 #[cfg(feature = "reqwest")]
