@@ -39,6 +39,8 @@ mod ranges;
 mod refresh_bounds;
 #[cfg(feature = "reqwest")]
 mod reqwest;
+#[cfg(feature = "reqwest-cookies")]
+mod reqwest_cookies;
 #[cfg(feature = "reqwest")]
 mod reqwest_edges;
 mod security;
