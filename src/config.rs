@@ -3,6 +3,7 @@
 //! The builder that sets them is [`CacheLayer`](crate::CacheLayer) (`layer.rs`); the request path
 //! (`future/`) and the [`Inspector`](crate::Inspector) only read them.
 
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -27,6 +28,12 @@ pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Default for [`CacheLayer::coalesce_timeout`](crate::CacheLayer::coalesce_timeout): 10 seconds.
 pub const DEFAULT_COALESCE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default for [`CacheLayer::refresh_timeout`](crate::CacheLayer::refresh_timeout): 30 seconds.
+pub const DEFAULT_REFRESH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Default for [`CacheLayer::max_refreshes`](crate::CacheLayer::max_refreshes): 32.
+pub const DEFAULT_MAX_REFRESHES: usize = 32;
 
 /// What to do with a stored entry whose signature does not verify.
 ///
@@ -135,6 +142,12 @@ pub(crate) struct Config {
     pub(crate) tag_headers: Vec<HeaderName>,
     /// Pass the tag fields on to callers (default: removed from every answer).
     pub(crate) keep_tag_headers: bool,
+    /// The bound of one background refresh: origin call, body, store write.
+    pub(crate) refresh_timeout: Duration,
+    /// How many background refreshes may run at once.
+    pub(crate) max_refreshes: usize,
+    /// How many run now: shared by every service built from the layer (and its clones).
+    pub(crate) refreshes: Arc<AtomicUsize>,
 }
 
 /// The tag fields read by default: `Cache-Tag` (comma-separated, as Cloudflare's) and
@@ -201,6 +214,9 @@ impl Config {
                 .map(|h| HeaderName::from_static(h))
                 .collect(),
             keep_tag_headers: false,
+            refresh_timeout: DEFAULT_REFRESH_TIMEOUT,
+            max_refreshes: DEFAULT_MAX_REFRESHES,
+            refreshes: Arc::new(AtomicUsize::new(0)),
         }
     }
 

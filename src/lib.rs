@@ -138,8 +138,9 @@ pub const CDN_CACHE_CONTROL: http::HeaderName = http::HeaderName::from_static("c
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 #[doc(inline)]
 pub use crate::config::{
-    OnBadSignature, DEFAULT_COALESCE_TIMEOUT, DEFAULT_MAX_BODY_SIZE, DEFAULT_REDACTED_PARAMETERS,
-    DEFAULT_SENSITIVE_HEADERS, DEFAULT_STORE_TIMEOUT, DEFAULT_TAG_HEADERS,
+    OnBadSignature, DEFAULT_COALESCE_TIMEOUT, DEFAULT_MAX_BODY_SIZE, DEFAULT_MAX_REFRESHES,
+    DEFAULT_REDACTED_PARAMETERS, DEFAULT_REFRESH_TIMEOUT, DEFAULT_SENSITIVE_HEADERS,
+    DEFAULT_STORE_TIMEOUT, DEFAULT_TAG_HEADERS,
 };
 #[doc(inline)]
 pub use crate::controls::{CacheMode, ExpireAfter, PatternError};

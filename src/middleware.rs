@@ -18,6 +18,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
+#[cfg(feature = "reqwest-cookies")]
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use ::reqwest::{Body, Client, Request, Response, ResponseBuilderExt, Url};
@@ -178,6 +180,13 @@ impl Service<http::Request<Body>> for Bridge {
 /// [background client](Self::background_client): see the module docs of how a call reaches the
 /// origin.
 ///
+/// **Warning: a client with a cookie store** (`ClientBuilder::cookie_store(true)` or
+/// `cookie_provider`). reqwest adds the jar's `Cookie` after every middleware: the cache never
+/// sees it, and a response with `Vary: Cookie` (one user's account page) is served to every
+/// client that shares the cache. Give the middleware the client's jar with
+/// `cookie_provider` (feature `reqwest-cookies`), one middleware per client; the same holds
+/// for the client's `default_headers` ([`default_headers`](Self::default_headers)).
+///
 /// ```no_run
 /// use hyper_client_cache::{CacheLayer, CacheMode, CacheStatus, MemoryStore};
 ///
@@ -200,7 +209,14 @@ pub struct CacheMiddleware<St, K = NoBodyKeys> {
     layer: CacheLayer<St, K>,
     cache: Cache<Bridge, St, K>,
     defaults: http::HeaderMap,
+    /// The client's cookie jar, read before the cache looks (`cookie_provider`).
+    #[cfg(feature = "reqwest-cookies")]
+    cookies: Option<Cookies>,
 }
+
+/// A jar's `cookies(url)`: any `CookieStore`, sized or not, behind one type.
+#[cfg(feature = "reqwest-cookies")]
+type Cookies = Arc<dyn Fn(&Url) -> Option<http::HeaderValue> + Send + Sync>;
 
 impl<St: Clone, K: Clone> Clone for CacheMiddleware<St, K> {
     fn clone(&self) -> Self {
@@ -208,6 +224,8 @@ impl<St: Clone, K: Clone> Clone for CacheMiddleware<St, K> {
             layer: self.layer.clone(),
             cache: self.cache.clone(),
             defaults: self.defaults.clone(),
+            #[cfg(feature = "reqwest-cookies")]
+            cookies: self.cookies.clone(),
         }
     }
 }
@@ -231,6 +249,8 @@ impl<St: Store, K: Clone> CacheLayer<St, K> {
             layer: self,
             cache,
             defaults: http::HeaderMap::new(),
+            #[cfg(feature = "reqwest-cookies")]
+            cookies: None,
         }
     }
 }
@@ -258,6 +278,52 @@ impl<St: Store, K: Clone> CacheMiddleware<St, K> {
     #[must_use]
     pub fn default_headers(mut self, headers: http::HeaderMap) -> Self {
         self.defaults = headers;
+        self
+    }
+
+    /// The cookie jar of the client this middleware is for (feature `reqwest-cookies`): the
+    /// one given to its `ClientBuilder::cookie_provider`. Before the cache looks at a request
+    /// that has no `Cookie` field, the jar's cookies for its URL are added to it, as reqwest
+    /// would add them after every middleware, so that a `Vary: Cookie` response is stored and
+    /// matched per user (RFC 9111 §4.1). A request's own `Cookie` (or one from
+    /// [`default_headers`](Self::default_headers)) wins, as in reqwest.
+    ///
+    /// **A client with a cookie store needs this.** Without it the cache sees no cookie at all:
+    /// an answer that varies on the cookie is served to every client that shares the cache,
+    /// whoever's session it belongs to. `ClientBuilder::cookie_store(true)` builds a jar you
+    /// cannot reach: use `cookie_provider(jar.clone())` with a jar of your own instead, and
+    /// give the same jar here.
+    ///
+    /// One middleware per client (per jar). Clients with different jars must not share one
+    /// middleware (a clone of it included): each gets its own, built from clones of one
+    /// [`CacheLayer`] to share the store, the coalescing and the refresh bounds.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    ///
+    /// use hyper_client_cache::{CacheLayer, MemoryStore};
+    /// use reqwest::cookie::Jar;
+    ///
+    /// let layer = CacheLayer::new(MemoryStore::default());
+    /// let jar = Arc::new(Jar::default());
+    /// let http = reqwest::Client::builder().cookie_provider(jar.clone()).build().unwrap();
+    /// let cache = layer
+    ///     .clone()
+    ///     .into_middleware()
+    ///     .background_client(http.clone())
+    ///     .cookie_provider(jar);
+    /// let client = reqwest_middleware::ClientBuilder::new(http).with(cache).build();
+    /// # drop(client);
+    /// ```
+    ///
+    /// Default: none (the cache sees only the cookies a request carries itself).
+    #[cfg(feature = "reqwest-cookies")]
+    #[must_use]
+    pub fn cookie_provider<C>(mut self, jar: Arc<C>) -> Self
+    where
+        C: ::reqwest::cookie::CookieStore + ?Sized + 'static,
+    {
+        self.cookies = Some(Arc::new(move |url: &Url| jar.cookies(url)));
         self
     }
 }
@@ -308,6 +374,16 @@ where
             if !request.headers().contains_key(name) {
                 for value in self.defaults.get_all(name) {
                     request.headers_mut().append(name.clone(), value.clone());
+                }
+            }
+        }
+        // What reqwest's cookie layer would add after every middleware, added where the cache
+        // sees it (reqwest then leaves a present `Cookie` as it is).
+        #[cfg(feature = "reqwest-cookies")]
+        if let Some(jar) = &self.cookies {
+            if !request.headers().contains_key(http::header::COOKIE) {
+                if let Some(value) = jar(&request_url) {
+                    request.headers_mut().insert(http::header::COOKIE, value);
                 }
             }
         }

@@ -78,6 +78,11 @@ pub struct CacheConfig {
     /// How long a coalesced request waits ([`CacheLayer::coalesce_timeout`]).
     #[serde(with = "opt_duration")]
     pub coalesce_timeout: Option<Duration>,
+    /// The bound of one background refresh ([`CacheLayer::refresh_timeout`]); more than zero.
+    #[serde(with = "opt_duration")]
+    pub refresh_timeout: Option<Duration>,
+    /// How many background refreshes run at once ([`CacheLayer::max_refreshes`]); `0`: none.
+    pub max_refreshes: Option<usize>,
     /// How stale a response may be served when the origin fails
     /// ([`CacheLayer::serve_stale_on_error`]).
     #[serde(with = "opt_duration")]
@@ -384,6 +389,18 @@ impl<St: Store> CacheLayer<St> {
         }
         if let Some(store) = config.shared_set_cookie {
             layer = layer.shared_set_cookie(store);
+        }
+        if let Some(timeout) = config.refresh_timeout {
+            if timeout.is_zero() {
+                return Err(ConfigError::invalid(
+                    "refresh_timeout",
+                    "must be more than zero (every background refresh would be abandoned)",
+                ));
+            }
+            layer = layer.refresh_timeout(timeout);
+        }
+        if let Some(max) = config.max_refreshes {
+            layer = layer.max_refreshes(max);
         }
         if let Some(max) = config.serve_stale_on_error {
             layer = layer.serve_stale_on_error(max);

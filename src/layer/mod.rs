@@ -19,6 +19,7 @@ use crate::request_body::{BodyKeys, NoBodyKeys};
 use crate::service::Cache;
 use crate::store::CircuitBreaker;
 
+mod background;
 mod rules;
 
 /// A [`tower::Layer`] that adds an HTTP cache in front of a client service.

@@ -14,6 +14,7 @@
 //! | `http_cache_store_operation_duration_seconds` | histogram | `operation`: `get`, `put`, `delete`, `keys`, `clear`, `purge_tag`; `outcome`: `ok`, `error`, `timeout`, `skipped` |
 //! | `http_cache_blob_size_bytes` | histogram | `operation`: `get` (a blob found), `put` |
 //! | `http_cache_breaker_transitions_total` | counter | `to`: `open`, `half_open`, `closed` |
+//! | `http_cache_refreshes_total` | counter | `event`: `started`, `skipped` (at `max_refreshes`), `timed_out` (at `refresh_timeout`) |
 //! | `http_cache_near_requests_total` | counter | `result`: `hit`, `miss` (asked Redis), `bypass` (the near tier was not serving) |
 //! | `http_cache_near_invalidations_total` | counter | |
 //! | `http_cache_near_flushes_total` | counter | `reason`: `disconnected`, `lease_expired`, `topology`, `tracking_lost`, `server_flush`, `reconnected`, `local` |
@@ -133,6 +134,15 @@ pub(crate) fn breaker_transition(to: &'static str) {
     let _ = to;
 }
 
+/// A background refresh `started`, `skipped` (at the cap) or `timed_out`.
+#[inline]
+pub(crate) fn refresh(event: &'static str) {
+    #[cfg(feature = "metrics")]
+    ::metrics::counter!("http_cache_refreshes_total", "event" => event).increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = event;
+}
+
 /// A lookup of the near cache (`hit`, `miss`, `bypass`).
 #[inline]
 #[cfg_attr(not(all(feature = "redis", feature = "memory")), allow(dead_code))]
@@ -222,6 +232,11 @@ pub fn describe_metrics() {
         "http_cache_breaker_transitions_total",
         Unit::Count,
         "State changes of the store's circuit breaker, by new state."
+    );
+    describe_counter!(
+        "http_cache_refreshes_total",
+        Unit::Count,
+        "Background (stale-while-revalidate) refreshes: started, skipped at the cap, timed out."
     );
     describe_counter!(
         "http_cache_near_requests_total",

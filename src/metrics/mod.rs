@@ -36,11 +36,13 @@ struct Counters {
 /// How many copies of the counters (threads beyond this share them, round-robin).
 const STRIPES: usize = 8;
 /// How many [`Event`]s there are.
-const EVENTS: usize = 12;
+const EVENTS: usize = 15;
 const _: () = assert!(
-    Event::StoreSkipped as usize + 1 == EVENTS,
+    Event::RefreshTimedOut as usize + 1 == EVENTS,
     "EVENTS is the last event + 1"
 );
+
+const _: () = assert!(EVENTS * 8 <= 128, "a stripe fits its two cache lines");
 
 /// One copy of every counter, alone on its cache lines (two 64-byte lines, and aligned so that
 /// adjacent-line prefetching does not pair it with another).
@@ -80,6 +82,12 @@ pub(crate) enum Event {
     BadSignature,
     /// A lookup or write not made: the store's circuit breaker is open.
     StoreSkipped,
+    /// A background refresh started.
+    RefreshStarted,
+    /// A background refresh not started: `max_refreshes` were running.
+    RefreshSkipped,
+    /// A background refresh abandoned at `refresh_timeout`.
+    RefreshTimedOut,
 }
 
 impl Event {
@@ -178,6 +186,26 @@ impl CacheMetrics {
     pub fn store_skipped(&self) -> u64 {
         self.count(Event::StoreSkipped)
     }
+
+    /// Background refreshes (stale-while-revalidate, RFC 5861 §3) started. Their answers are
+    /// counted like any other (`revalidated`, `misses`, ...) when they come.
+    pub fn refreshes_started(&self) -> u64 {
+        self.count(Event::RefreshStarted)
+    }
+
+    /// Background refreshes not started because
+    /// [`max_refreshes`](crate::CacheLayer::max_refreshes) were running: the stale response was
+    /// served without one.
+    pub fn refreshes_skipped(&self) -> u64 {
+        self.count(Event::RefreshSkipped)
+    }
+
+    /// Background refreshes abandoned at
+    /// [`refresh_timeout`](crate::CacheLayer::refresh_timeout) (the origin did not answer, or
+    /// its body did not end, in time).
+    pub fn refreshes_timed_out(&self) -> u64 {
+        self.count(Event::RefreshTimedOut)
+    }
 }
 
 impl fmt::Debug for CacheMetrics {
@@ -195,6 +223,9 @@ impl fmt::Debug for CacheMetrics {
             .field("store_write_errors", &self.store_write_errors())
             .field("bad_signatures", &self.bad_signatures())
             .field("store_skipped", &self.store_skipped())
+            .field("refreshes_started", &self.refreshes_started())
+            .field("refreshes_skipped", &self.refreshes_skipped())
+            .field("refreshes_timed_out", &self.refreshes_timed_out())
             .finish()
     }
 }

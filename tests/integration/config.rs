@@ -36,6 +36,8 @@ fn full() -> CacheConfig {
         store_timeout: Some(Duration::from_millis(250)),
         coalesce: Some(true),
         coalesce_timeout: Some(Duration::from_secs(5)),
+        refresh_timeout: Some(Duration::from_secs(10)),
+        max_refreshes: Some(8),
         serve_stale_on_error: Some(Duration::from_secs(3600)),
         on_bad_signature: Some(BadSignaturePolicy::Refetch),
         read_only: Some(false),
@@ -158,6 +160,10 @@ fn rejected_inputs_say_what_is_wrong() {
         err.to_string().contains("HCC_CONFIG_TEST_SURELY_UNSET"),
         "{err}"
     );
+    let refresh: CacheConfig = toml::from_str("refresh_timeout = \"0s\"").unwrap();
+    let err = layer(&refresh).unwrap_err();
+    assert_eq!(err.field(), "refresh_timeout");
+    assert!(err.to_string().contains("more than zero"), "{err}");
     let breaker: CacheConfig = toml::from_str("[circuit_breaker]\nfailures = 0").unwrap();
     assert_eq!(
         layer(&breaker).unwrap_err().field(),

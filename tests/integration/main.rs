@@ -39,8 +39,11 @@ mod metrics;
 #[cfg(all(feature = "disk", feature = "redis", feature = "test-util"))]
 mod near;
 mod ranges;
+mod refresh_bounds;
 #[cfg(feature = "reqwest")]
 mod reqwest;
+#[cfg(feature = "reqwest-cookies")]
+mod reqwest_cookies;
 #[cfg(feature = "reqwest")]
 mod reqwest_edges;
 mod security;
