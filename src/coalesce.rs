@@ -1,5 +1,13 @@
 //! Request coalescing: concurrent misses for one key send one request to the origin.
 //!
+//! As soon as the leader's response is admitted for storing, its waiters are handed the body
+//! being filled (`fill.rs`): they answer from its head at once and read its chunks as they
+//! arrive, at their own pace, whether or not the leader's caller reads. A waiter that cannot
+//! use it (a conditional request, a `Vary` that selects another variant, a fill it joined too
+//! late) waits for the leader's outcome as before. A response that will not be stored releases
+//! the waiters at its head, and its key is remembered for a short time (hit-for-pass), so that
+//! the next burst of requests for it does not queue behind one request again.
+//!
 //! The first miss for a key becomes the *leader* and holds a [`Leader`] guard until its response
 //! has been stored (or has turned out not to be storable, or failed: the guard's `Drop` covers
 //! every way out). Later misses for the same key *wait* on the guard's channel, bounded by a
@@ -25,12 +33,13 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, StatusCode, Uri, Version};
 use tokio::sync::watch;
 
+use crate::body::fill::Fill;
 use crate::timer::{Timed, TimerProbe};
 use crate::CacheKey;
 
@@ -41,6 +50,9 @@ pub(crate) const MAX_SHARED_BODY: usize = 64 << 10;
 #[derive(Debug, Clone)]
 enum Outcome {
     Pending,
+    /// The response is admitted and its body is being filled: waiters may read it. Weak: the
+    /// fill lives as long as a caller reads it, not as long as the flight.
+    Filling(std::sync::Weak<Fill>),
     Stored,
     NotStored,
     Failed(Arc<Failure>),
@@ -121,7 +133,6 @@ pub(crate) struct FailedAnswer {
 }
 
 /// How a wait ended.
-#[derive(Debug, Clone)]
 pub(crate) enum Waited {
     /// The leader stored a response: look it up again.
     Stored,
@@ -129,6 +140,9 @@ pub(crate) enum Waited {
     NotStored,
     /// The origin answered the leader with an error: its answer, for an equal request.
     Failed(Arc<Failure>),
+    /// The leader's response is being filled: answer from it, or (when this request cannot use
+    /// it) wait on for the leader's outcome.
+    Filling(Arc<Fill>, WaitFuture),
 }
 
 /// What a waiter gets.
@@ -142,7 +156,12 @@ pub(crate) struct Flights {
     refreshing: Mutex<std::collections::HashSet<CacheKey>>,
     /// The waits' deadlines (see `timer.rs`).
     timer: TimerProbe,
+    /// Keys whose response was not storable, until when (hit-for-pass).
+    passes: Mutex<HashMap<CacheKey, SystemTime>>,
 }
+
+/// The most keys remembered as not storable (hit-for-pass) per layer.
+pub(crate) const MAX_PASSES: usize = 10_000;
 
 pub(crate) enum Join {
     /// First miss for this key: go to the origin, and keep the guard until the response is stored.
@@ -160,28 +179,9 @@ impl Flights {
         }
         let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(tx) = map.get(key) {
-            let mut rx = tx.subscribe();
+            let rx = tx.subscribe();
             drop(map);
-            // Bounded: a hung leader must not hold its waiters forever.
-            let deadline = self.timer.sleep(timeout);
-            return Join::Wait(Box::pin(async move {
-                let outcome = async move {
-                    let seen = rx
-                        .wait_for(|o| !matches!(o, Outcome::Pending))
-                        .await
-                        .map(|o| o.clone());
-                    match seen {
-                        Ok(Outcome::Stored) => Waited::Stored,
-                        Ok(Outcome::Failed(failure)) => Waited::Failed(failure),
-                        _ => Waited::NotStored,
-                    }
-                };
-                let bounded = Timed::new(outcome, deadline);
-                bounded.await.unwrap_or_else(|_| {
-                    tracing::debug!("gave up waiting for a concurrent request");
-                    Waited::NotStored
-                })
-            }));
+            return Join::Wait(self.wait(rx, timeout, true));
         }
         let (tx, _) = watch::channel(Outcome::Pending);
         map.insert(key.clone(), tx.clone());
@@ -195,6 +195,67 @@ impl Flights {
 }
 
 impl Flights {
+    /// Waits for the leader's outcome, bounded by `timeout` (a hung leader must not hold its
+    /// waiters forever); with `fill`, a fill being read counts as an outcome.
+    fn wait(
+        self: &Arc<Self>,
+        mut rx: watch::Receiver<Outcome>,
+        timeout: Duration,
+        fill: bool,
+    ) -> WaitFuture {
+        let deadline = self.timer.sleep(timeout);
+        let flights = self.clone();
+        Box::pin(async move {
+            let outcome = async {
+                let seen = rx
+                    .wait_for(|o| match o {
+                        Outcome::Pending => false,
+                        // A fill nobody reads any more is over: wait for its outcome.
+                        Outcome::Filling(weak) => fill && weak.strong_count() > 0,
+                        _ => true,
+                    })
+                    .await
+                    .map(|o| o.clone());
+                match seen {
+                    Ok(Outcome::Stored) => Waited::Stored,
+                    Ok(Outcome::Failed(failure)) => Waited::Failed(failure),
+                    Ok(Outcome::Filling(weak)) => match weak.upgrade() {
+                        Some(fill) => {
+                            let rest = flights.wait(rx.clone(), timeout, false);
+                            Waited::Filling(fill, rest)
+                        }
+                        None => Waited::NotStored,
+                    },
+                    _ => Waited::NotStored,
+                }
+            };
+            let bounded = Timed::new(outcome, deadline);
+            bounded.await.unwrap_or_else(|_| {
+                tracing::debug!("gave up waiting for a concurrent request");
+                Waited::NotStored
+            })
+        })
+    }
+
+    /// Remembers `key` as not stored until `until` (hit-for-pass): requests for it do not
+    /// coalesce meanwhile. At most [`MAX_PASSES`] keys are remembered; past that, expired ones
+    /// are dropped first, and a new key is not remembered while the list is full.
+    pub(crate) fn pass(&self, key: &CacheKey, now: SystemTime, until: SystemTime) {
+        let mut passes = self.passes.lock().unwrap_or_else(PoisonError::into_inner);
+        if passes.len() >= MAX_PASSES {
+            passes.retain(|_, t| *t > now);
+        }
+        if passes.len() < MAX_PASSES || passes.contains_key(key) {
+            passes.insert(key.clone(), until);
+        }
+    }
+
+    /// Whether `key` was found not storable recently (see [`pass`](Self::pass)).
+    pub(crate) fn passing(&self, key: &CacheKey, now: SystemTime) -> bool {
+        let passes = self.passes.lock().unwrap_or_else(PoisonError::into_inner);
+        passes.get(key).is_some_and(|until| *until > now)
+    }
+
     /// Claims the one background refresh allowed for `key`; `None` when one is under way.
     pub(crate) fn start_refresh(self: &Arc<Self>, key: &CacheKey) -> Option<RefreshGuard> {
         let mut set = self
@@ -235,6 +296,13 @@ pub(crate) struct Leader {
 }
 
 impl Leader {
+    /// Hands the waiters the body being filled (they read it as it arrives); the outcome
+    /// (stored or not) follows later. A publisher, since the guard itself moves into the store
+    /// write before the fill exists.
+    pub(crate) fn publisher(&self) -> Publisher {
+        Publisher(self.tx.clone())
+    }
+
     /// The response is in the store: waiters can read it.
     pub(crate) fn stored(mut self) {
         self.finish(Outcome::Stored);
@@ -263,6 +331,22 @@ impl Leader {
         }
         drop(map);
         self.tx.send_replace(outcome);
+    }
+}
+
+/// See [`Leader::publisher`].
+pub(crate) struct Publisher(watch::Sender<Outcome>);
+
+impl Publisher {
+    pub(crate) fn filling(self, fill: &Arc<Fill>) {
+        // Only while nothing else was said (the guard may have finished already).
+        self.0.send_if_modified(|o| match o {
+            Outcome::Pending => {
+                *o = Outcome::Filling(Arc::downgrade(fill));
+                true
+            }
+            _ => false,
+        });
     }
 }
 

@@ -26,6 +26,9 @@ pub const DEFAULT_MAX_BODY_SIZE: usize = 8 * 1024 * 1024;
 /// Default for [`CacheLayer::store_timeout`](crate::CacheLayer::store_timeout): 500 milliseconds.
 pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// Default for [`CacheLayer::hit_for_pass`](crate::CacheLayer::hit_for_pass): 10 seconds.
+pub const DEFAULT_HIT_FOR_PASS: Duration = Duration::from_secs(10);
+
 /// Default for [`CacheLayer::coalesce_timeout`](crate::CacheLayer::coalesce_timeout): 10 seconds.
 pub const DEFAULT_COALESCE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -109,6 +112,8 @@ pub(crate) struct Config {
     pub(crate) clock: Arc<dyn Clock>,
     /// `None` when coalescing is off; else how long a waiter waits for the leader.
     pub(crate) coalesce_timeout: Option<Duration>,
+    /// How long a key whose response was not storable does not coalesce (`None`: off).
+    pub(crate) hit_for_pass: Option<Duration>,
     /// Shared by every service built from this layer (and its clones).
     pub(crate) flights: Arc<Flights>,
     pub(crate) store_timeout: Duration,
@@ -189,6 +194,7 @@ impl Config {
             shared: false,
             clock: Arc::new(SystemClock),
             coalesce_timeout: Some(DEFAULT_COALESCE_TIMEOUT),
+            hit_for_pass: Some(DEFAULT_HIT_FOR_PASS),
             flights: Arc::new(Flights::default()),
             store_timeout: DEFAULT_STORE_TIMEOUT,
             breaker: Some(crate::store::CircuitBreaker::new()),

@@ -134,13 +134,14 @@ pub use crate::body::CacheBody;
 /// `CDN-Cache-Control` (RFC 9213 §3), the targeted cache-control field for CDN caches; see
 /// [`CacheLayer::cdn_cache_control`] and [`CacheLayer::targeted_fields`].
 pub const CDN_CACHE_CONTROL: http::HeaderName = http::HeaderName::from_static("cdn-cache-control");
+pub use crate::body::fill::{FillFailed, FillLagged};
 #[doc(inline)]
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 #[doc(inline)]
 pub use crate::config::{
-    OnBadSignature, DEFAULT_COALESCE_TIMEOUT, DEFAULT_MAX_BODY_SIZE, DEFAULT_MAX_REFRESHES,
-    DEFAULT_REDACTED_PARAMETERS, DEFAULT_REFRESH_TIMEOUT, DEFAULT_SENSITIVE_HEADERS,
-    DEFAULT_STORE_TIMEOUT, DEFAULT_TAG_HEADERS,
+    OnBadSignature, DEFAULT_COALESCE_TIMEOUT, DEFAULT_HIT_FOR_PASS, DEFAULT_MAX_BODY_SIZE,
+    DEFAULT_MAX_REFRESHES, DEFAULT_REDACTED_PARAMETERS, DEFAULT_REFRESH_TIMEOUT,
+    DEFAULT_SENSITIVE_HEADERS, DEFAULT_STORE_TIMEOUT, DEFAULT_TAG_HEADERS,
 };
 #[doc(inline)]
 pub use crate::controls::{CacheMode, ExpireAfter, PatternError};

@@ -77,6 +77,21 @@ pub(crate) fn hit<B>(
     stamp(response, age, status, info)
 }
 
+/// A response being stored, served to a request that waited for it (request coalescing): the
+/// head exactly as a hit on the entry would have it, and `body` the shared body being filled.
+pub(crate) fn from_fill<B>(
+    head: &EntryHead,
+    body: CacheBody<B>,
+    age: Duration,
+    info: CacheInfo,
+) -> Response<CacheBody<B>> {
+    let mut response = Response::new(body);
+    *response.status_mut() = head.status;
+    *response.version_mut() = head.version;
+    *response.headers_mut() = head.headers.clone();
+    stamp(response, age, CacheStatus::Coalesced, info)
+}
+
 /// A stored response served for a request of `range` (with its `If-Range`), or of the whole
 /// representation when `range` is `None`: [`hit`], [`partial`] or [`unsatisfiable`] as
 /// `policy::ranges::select` says. The caller has checked that an incomplete entry (a stored

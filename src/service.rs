@@ -71,6 +71,7 @@ where
     ReqB: Send + 'static,
     ResB: Body + Send + 'static,
     ResB::Data: Send,
+    ResB::Error: Into<BoxError>,
 {
     type Response = Response<CacheBody<ResB>>;
     type Error = BoxError;

@@ -78,6 +78,10 @@ pub struct CacheConfig {
     /// How long a coalesced request waits ([`CacheLayer::coalesce_timeout`]).
     #[serde(with = "opt_duration")]
     pub coalesce_timeout: Option<Duration>,
+    /// How long a key whose response was not storable does not coalesce
+    /// ([`CacheLayer::hit_for_pass`]; `"0s"` turns it off).
+    #[serde(with = "opt_duration")]
+    pub hit_for_pass: Option<Duration>,
     /// The bound of one background refresh ([`CacheLayer::refresh_timeout`]); more than zero.
     #[serde(with = "opt_duration")]
     pub refresh_timeout: Option<Duration>,
@@ -386,6 +390,9 @@ impl<St: Store> CacheLayer<St> {
         }
         if let Some(timeout) = config.coalesce_timeout {
             layer = layer.coalesce_timeout(timeout);
+        }
+        if let Some(window) = config.hit_for_pass {
+            layer = layer.hit_for_pass(window);
         }
         if let Some(store) = config.shared_set_cookie {
             layer = layer.shared_set_cookie(store);

@@ -3,7 +3,7 @@
 //! admitted for storing as any miss would be (an unsafe method's success first invalidates,
 //! `invalidate.rs`).
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body::Body;
 use tower::util::{Oneshot, ServiceExt};
@@ -11,6 +11,7 @@ use tower::Service;
 
 use super::write::Storing;
 use super::{Ctx, State, StoreCall};
+use crate::body::fill::Fill;
 use crate::body::{CacheBody, Tee};
 use crate::coalesce::{FailedAnswer, Failure, MAX_SHARED_BODY};
 use crate::entry::Entry;
@@ -170,7 +171,11 @@ impl<St: Store> Ctx<St> {
 
     /// The origin's response, routed: the 304 of a revalidation, an error stale-if-error may
     /// answer, or a response admitted for storing as any miss would be.
-    pub(super) fn on_response<B: Body>(&mut self, response: Response<B>) -> Response<CacheBody<B>> {
+    pub(super) fn on_response<B>(&mut self, response: Response<B>) -> Response<CacheBody<B>>
+    where
+        B: Body + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
         if let Some(stale) = self.stale.take() {
             if stale.revalidating && response.status() == StatusCode::NOT_MODIFIED {
                 return self.freshened(stale.key, stale.entry, response);
@@ -224,8 +229,15 @@ impl<St: Store> Ctx<St> {
                         info.created_at = Some(response_time);
                         info.expires = expires_at(response_time, lifetime, age);
                         let expected_len = content_length(&parts.headers);
-                        match self.sink(key, head, admitted.ttl, splice, expected_len) {
-                            None => CacheBody::upstream(body),
+                        // Waiters read the body being filled (`fill.rs`): taken before the
+                        // leader's guard moves into the store write.
+                        let publisher = self.leader.as_ref().map(|l| l.publisher());
+                        match self.sink(key.clone(), &head, admitted.ttl, splice, expected_len) {
+                            None => {
+                                // Announced too large (or not sealable): never stored.
+                                self.remember_pass(&key);
+                                CacheBody::upstream(body)
+                            }
                             Some(sink)
                                 if body.is_end_stream() && expected_len.unwrap_or(0) == 0 =>
                             {
@@ -238,12 +250,20 @@ impl<St: Store> Ctx<St> {
                             }
                             Some(sink) => {
                                 let tee = Tee::new(self.config.max_body_size, expected_len, sink);
-                                CacheBody::tee(body, tee)
+                                match publisher {
+                                    Some(publisher) => self.fill(body, tee, publisher, head, key),
+                                    None => CacheBody::tee(body, tee),
+                                }
                             }
                         }
                     }
                     Err(why) => {
                         tracing::debug!(key = %storing.key, reason = ?why, "response not storable");
+                        if !is_origin_error(parts.status) {
+                            // An origin error is shared with equal waiters instead (`pass_on`):
+                            // the next burst for a failing origin still sends it one request.
+                            self.remember_pass(&storing.key);
+                        }
                         if status == CacheStatus::Miss {
                             status = CacheStatus::NotCacheable;
                         }
@@ -272,6 +292,46 @@ impl<St: Store> Ctx<St> {
         self.leader = None;
         parts.extensions.insert(status);
         Response::from_parts(parts, body)
+    }
+
+    /// The leader's body, shared with its waiters as it is filled (`fill.rs`): the waiters are
+    /// told now, at the head, and every caller reads the same chunks.
+    fn fill<B>(
+        &mut self,
+        body: B,
+        tee: Tee,
+        publisher: crate::coalesce::Publisher,
+        head: crate::entry::EntryHead,
+        key: CacheKey,
+    ) -> CacheBody<B>
+    where
+        B: Body + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        use http_body_util::BodyExt;
+        let source = body
+            .map_frame(|frame| frame.map_data(|mut d| d.copy_to_bytes(d.remaining())))
+            .map_err(Into::into)
+            .boxed_unsync();
+        let fill = Fill::new(source, Some(tee), self.config.max_body_size, head, key);
+        match fill.reader() {
+            Some(reader) => {
+                publisher.filling(&fill);
+                CacheBody::fill(reader)
+            }
+            // Not reached: a new fill always has its first chunk.
+            None => CacheBody::default(),
+        }
+    }
+
+    /// A response for `key` was not storable: requests for it do not coalesce for a while
+    /// (`CacheLayer::hit_for_pass`), so the next burst does not queue behind one request.
+    pub(super) fn remember_pass(&self, key: &CacheKey) {
+        let Some(window) = self.config.hit_for_pass.filter(|_| self.leader.is_some()) else {
+            return;
+        };
+        let now = self.config.clock.now();
+        self.config.flights.pass(key, now, now + window);
     }
 
     /// RFC 9111 §4.3.4: a 304 freshens the stored response: its header fields update the stored
@@ -308,9 +368,7 @@ impl<St: Store> Ctx<St> {
             if let Ok(admitted) = self.admit(&storing, &parts, response_time, age) {
                 head.expiry = admitted.expiry;
                 let len = Some(body.len() as u64);
-                if let Some(mut sink) =
-                    self.sink(storing.key, head.clone(), admitted.ttl, None, len)
-                {
+                if let Some(mut sink) = self.sink(storing.key, &head, admitted.ttl, None, len) {
                     if sink.data(&body) {
                         if let Some(put) = sink.finish(trailers.clone()) {
                             run_soon(put);

@@ -478,6 +478,13 @@ impl<St: Store> Ctx<St> {
         {
             return None;
         }
+        // Hit-for-pass: its last response was not storable, so there would be nothing to share.
+        if self.config.hit_for_pass.is_some()
+            && self.config.flights.passing(key, self.config.clock.now())
+        {
+            tracing::debug!(key = %key, "recently not storable; not coalescing");
+            return None;
+        }
         match self.config.flights.join(key, timeout) {
             Join::Wait(fut) => {
                 tracing::debug!(key = %key, "waiting for a concurrent request for the same key");
@@ -497,6 +504,43 @@ impl<St: Store> Ctx<St> {
     /// a few fields that cannot say who is asking (`coalesce::UNCOMPARED_FIELDS`).
     fn asked_of<ReqB>(&self, request: &Request<ReqB>) -> Asked {
         Asked::of(request.method(), request.uri(), request.headers())
+    }
+
+    /// After waiting for a leader whose response is being filled: the response a hit on its
+    /// entry would give, with the shared body (`fill.rs`). `None` when this request cannot use
+    /// it as it stands (conditional, another variant, not fresh for this request, joined too
+    /// late): it waits for the leader's outcome instead.
+    pub(super) fn answer_from_fill<B, ReqB>(
+        &mut self,
+        fill: &std::sync::Arc<crate::body::fill::Fill>,
+        request: Option<&Request<ReqB>>,
+    ) -> Option<Response<CacheBody<B>>> {
+        let request = request?;
+        if self.plan.conditional || self.plan.range.is_some() {
+            return None;
+        }
+        let head = fill.head();
+        let now = self.config.clock.now();
+        let (decision, lifetime) = assess(
+            &head.stored(),
+            request.headers(),
+            &self.plan.cc,
+            &self.config.reuse(),
+            now,
+            &self.config.protect(),
+        );
+        let Decision::Fresh { age } = decision else {
+            return None;
+        };
+        let body = if self.plan.head {
+            CacheBody::cached(Bytes::new(), None)
+        } else {
+            CacheBody::fill(fill.reader()?)
+        };
+        tracing::debug!(key = %fill.key(), "answering from a concurrent request's response as it arrives");
+        let freshness = Freshness { lifetime, age, now };
+        let info = hit_info(fill.key(), head, freshness, false, None);
+        Some(respond::from_fill(head, body, age, info))
     }
 
     /// After waiting for a leader whose request failed: its answer, if this request is its own

@@ -145,6 +145,7 @@ where
     ReqB: Send + 'static,
     ResB: Body + Send + 'static,
     ResB::Data: Send,
+    ResB::Error: Into<BoxError>,
 {
     type Output = Result<Response<CacheBody<ResB>>, BoxError>;
 
@@ -403,6 +404,7 @@ where
     ReqB: Send + 'static,
     ResB: Body + Send + 'static,
     ResB::Data: Send,
+    ResB::Error: Into<BoxError>,
 {
     type Output = Result<Response<CacheBody<ResB>>, BoxError>;
 
@@ -426,6 +428,7 @@ where
     ReqB: Send + 'static,
     ResB: Body + Send + 'static,
     ResB::Data: Send,
+    ResB::Error: Into<BoxError>,
 {
     fn step(
         self: Pin<&mut Self>,
@@ -470,6 +473,16 @@ where
                                 return Poll::Ready(Ok(answer));
                             }
                             false
+                        }
+                        Waited::Filling(fill, rest) => {
+                            let request = this.request.as_ref();
+                            if let Some(answer) = this.ctx.answer_from_fill(&fill, request) {
+                                this.state.set(State::Done);
+                                return Poll::Ready(Ok(answer));
+                            }
+                            // Not usable for this request: wait on for the outcome.
+                            this.state.set(State::Wait { fut: rest });
+                            continue;
                         }
                     };
                     let state = this.ctx.after_wait(stored, this.inner, this.request);

@@ -63,6 +63,7 @@ pub(super) fn spawn<S, St, ReqB, ResB>(
     ReqB: Send + 'static,
     ResB: Body + Send + 'static,
     ResB::Data: Send,
+    ResB::Error: Into<BoxError>,
 {
     let Some(handle) = crate::rt::handle() else {
         return;

@@ -252,7 +252,7 @@ impl<St: Store> Ctx<St> {
     pub(super) fn sink(
         &mut self,
         key: CacheKey,
-        head: EntryHead,
+        head: &EntryHead,
         ttl: Duration,
         splice: Option<Splice>,
         expected_len: Option<u64>,
@@ -271,7 +271,7 @@ impl<St: Store> Ctx<St> {
         }
         .min(max)
         .min(MAX_RESERVE);
-        let mut sealing = match self.config.envelope.start(&key, &head, capacity) {
+        let mut sealing = match self.config.envelope.start(&key, head, capacity) {
             Ok(sealing) => sealing,
             Err(e) => {
                 tracing::warn!(key = %key, reason = e.0, "could not seal an entry; not stored");

@@ -10,7 +10,7 @@ use tower::Layer;
 use http::{HeaderName, Method, StatusCode};
 
 use crate::clock::Clock;
-use crate::config::{Config, OnBadSignature, DEFAULT_COALESCE_TIMEOUT};
+use crate::config::{Config, OnBadSignature};
 use crate::controls::{url_glob, ExpireAfter, PatternError};
 use crate::envelope::{Envelope, KeyRing};
 use crate::key::KeyParts;
@@ -21,6 +21,7 @@ use crate::store::CircuitBreaker;
 
 mod background;
 mod rules;
+mod sharing;
 
 /// A [`tower::Layer`] that adds an HTTP cache in front of a client service.
 ///
@@ -357,49 +358,6 @@ impl<St, K> CacheLayer<St, K> {
         crate::Inspector::new(self.store.clone(), Arc::new(self.config.finished()))
     }
 
-    /// Adds request fields that carry credentials: a shared cache treats a request carrying
-    /// one as RFC 9111 §3.5 treats `Authorization` (its response is stored only with `public`,
-    /// `s-maxage` or `must-revalidate`). The list only grows; removing a default takes
-    /// [`without_sensitive_header`](Self::without_sensitive_header). No value depends on it to
-    /// stay out of the store: every value a response varies on is stored as a digest.
-    ///
-    /// Default: [`DEFAULT_SENSITIVE_HEADERS`](crate::DEFAULT_SENSITIVE_HEADERS) (`Authorization`,
-    /// `Cookie`, `Proxy-Authorization`, `X-API-Key`, `X-Auth-Token`).
-    pub fn sensitive_headers<I>(mut self, names: I) -> Self
-    where
-        I: IntoIterator<Item = HeaderName>,
-    {
-        for name in names {
-            if !self.config.sensitive_headers.contains(&name) {
-                self.config.sensitive_headers.push(name);
-            }
-        }
-        self
-    }
-
-    /// Removes one field from the credential fields, a default included (an explicit opt-out).
-    /// `Authorization` stays covered whatever this list holds (RFC 9111 §3.5).
-    ///
-    /// Default: nothing removed.
-    pub fn without_sensitive_header(mut self, name: &HeaderName) -> Self {
-        self.config.sensitive_headers.retain(|n| n != name);
-        self
-    }
-
-    /// Whether a shared cache stores responses that carry `Set-Cookie`.
-    ///
-    /// RFC 9111 allows it, but a stored `Set-Cookie` is replayed to every caller: one user's
-    /// session handed to the next. So a [shared](Self::shared) cache does not store such
-    /// responses ([`NotStoredReason::SetCookie`](crate::NotStoredReason::SetCookie)), as
-    /// Varnish, Fastly and Cloudflare do not by default. `true` stores them as received. A
-    /// private cache (the default mode) stores them either way: it serves one user.
-    ///
-    /// Default: `false`.
-    pub fn shared_set_cookie(mut self, store: bool) -> Self {
-        self.config.shared_set_cookie = store;
-        self
-    }
-
     /// What to do with an entry that fails verification.
     ///
     /// Default: [`OnBadSignature::Error`].
@@ -423,33 +381,6 @@ impl<St, K> CacheLayer<St, K> {
     /// Default: `false`, a private cache, as a client's cache usually is.
     pub fn shared(mut self, shared: bool) -> Self {
         self.config.shared = shared;
-        self
-    }
-
-    /// Coalesce concurrent misses: while one request for a key is on its way to the origin,
-    /// other misses for the same key wait for it and are answered from what it stores
-    /// ([`CacheStatus::Coalesced`](crate::CacheStatus::Coalesced)) instead of sending their own
-    /// request. A waiter whose leader's response is not storable, or does not match its `Vary`,
-    /// goes to the origin itself.
-    ///
-    /// Waiting needs a tokio runtime with its timer enabled (`#[tokio::main]` has one); without
-    /// one, requests do not wait. Default: on.
-    pub fn coalesce(mut self, enabled: bool) -> Self {
-        self.config.coalesce_timeout = match (enabled, self.config.coalesce_timeout) {
-            (false, _) => None,
-            (true, Some(t)) => Some(t),
-            (true, None) => Some(DEFAULT_COALESCE_TIMEOUT),
-        };
-        self
-    }
-
-    /// How long a coalesced request waits for the request it joined before it gives up and goes
-    /// to the origin itself (so a hung origin request does not hold its waiters forever).
-    /// Setting it turns coalescing on.
-    ///
-    /// Default: [`DEFAULT_COALESCE_TIMEOUT`] (10 seconds).
-    pub fn coalesce_timeout(mut self, timeout: Duration) -> Self {
-        self.config.coalesce_timeout = Some(timeout);
         self
     }
 

@@ -192,7 +192,7 @@ where
 {
     let response = svc.ready().await?.call(request).await?;
     let (parts, body) = response.into_parts();
-    let body = body.collect().await.map_err(Into::into)?.to_bytes();
+    let body = body.collect().await?.to_bytes();
     Ok(Got {
         status: parts.status,
         headers: parts.headers,

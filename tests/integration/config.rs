@@ -36,6 +36,7 @@ fn full() -> CacheConfig {
         store_timeout: Some(Duration::from_millis(250)),
         coalesce: Some(true),
         coalesce_timeout: Some(Duration::from_secs(5)),
+        hit_for_pass: Some(Duration::from_secs(3)),
         refresh_timeout: Some(Duration::from_secs(10)),
         max_refreshes: Some(8),
         serve_stale_on_error: Some(Duration::from_secs(3600)),

@@ -21,6 +21,7 @@ mod default_deny;
 mod directives;
 #[cfg(all(unix, feature = "disk"))]
 mod disk_processes;
+mod fills;
 #[cfg(all(feature = "disk", feature = "redis", feature = "test-util"))]
 mod fleet_attacks;
 #[cfg(all(feature = "disk", feature = "redis", feature = "test-util"))]

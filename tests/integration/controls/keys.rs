@@ -246,7 +246,7 @@ where
     S: tower::Service<Request<Full<Bytes>>, Response = Response<hyper_client_cache::CacheBody<B>>>,
     S::Error: std::fmt::Debug,
     B: http_body::Body,
-    B::Error: std::fmt::Debug,
+    B::Error: Into<hyper_client_cache::BoxError>,
 {
     use http_body_util::BodyExt;
     use tower::ServiceExt;

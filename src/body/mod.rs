@@ -11,6 +11,11 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use sync_wrapper::SyncWrapper;
 
+use crate::error::BoxError;
+use fill::FillReader;
+
+pub(crate) mod fill;
+
 /// A store write, started once a teed body has ended cleanly.
 pub(crate) type PutFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
@@ -95,6 +100,8 @@ pin_project! {
         Cached { data: Option<Bytes>, trailers: Option<Box<HeaderMap>> },
         Upstream { #[pin] inner: B },
         Tee { #[pin] inner: B, tee: Box<Tee> },
+        // A body shared with concurrent callers (`fill.rs`).
+        Fill { reader: Box<FillReader> },
     }
 }
 
@@ -123,13 +130,31 @@ impl Tee {
         }
     }
 
-    fn abandon(&mut self, why: &'static str) {
+    /// Whether the store's copy is still being made (or written).
+    pub(crate) fn copying(&self) -> bool {
+        self.sink.is_some() || self.put.is_some()
+    }
+
+    pub(crate) fn set_trailers(&mut self, trailers: HeaderMap) {
+        self.trailers = Some(trailers);
+    }
+
+    /// The store write of a finished copy: ready when there is none (any more).
+    pub(crate) fn poll_put(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if let Some(put) = self.put.as_mut() {
+            ready!(put.get_mut().as_mut().poll(cx));
+            self.put = None;
+        }
+        Poll::Ready(())
+    }
+
+    pub(crate) fn abandon(&mut self, why: &'static str) {
         if self.sink.take().is_some() {
             tracing::debug!(reason = why, "response not stored");
         }
     }
 
-    fn push(&mut self, chunk: &Bytes) {
+    pub(crate) fn push(&mut self, chunk: &Bytes) {
         let Some(sink) = self.sink.as_mut() else {
             return;
         };
@@ -149,7 +174,7 @@ impl Tee {
     }
 
     /// The body ended cleanly: check it and start the store write.
-    fn finish(&mut self) {
+    pub(crate) fn finish(&mut self) {
         self.ended = true;
         let Some(sink) = self.sink.take() else {
             return;
@@ -204,6 +229,14 @@ impl<B> CacheBody<B> {
         }
     }
 
+    pub(crate) fn fill(reader: FillReader) -> Self {
+        Self {
+            kind: Kind::Fill {
+                reader: Box::new(reader),
+            },
+        }
+    }
+
     pub(crate) fn tee(inner: B, tee: Tee) -> Self {
         Self {
             kind: Kind::Tee {
@@ -221,14 +254,15 @@ fn to_bytes<D: Buf>(frame: Frame<D>) -> Frame<Bytes> {
 impl<B> Body for CacheBody<B>
 where
     B: Body,
+    B::Error: Into<BoxError>,
 {
     type Data = Bytes;
-    type Error = B::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project().kind.project() {
             KindProj::Cached { data, trailers } => Poll::Ready(
                 data.take()
@@ -236,9 +270,10 @@ where
                     .or_else(|| trailers.take().map(|t| Frame::trailers(*t)))
                     .map(Ok),
             ),
-            KindProj::Upstream { inner } => {
-                inner.poll_frame(cx).map(|f| f.map(|r| r.map(to_bytes)))
-            }
+            KindProj::Upstream { inner } => inner
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map(to_bytes).map_err(Into::into))),
+            KindProj::Fill { reader } => reader.poll_frame(cx),
             KindProj::Tee { mut inner, tee } => {
                 if let Some(put) = tee.put.as_mut() {
                     ready!(put.get_mut().as_mut().poll(cx));
@@ -263,7 +298,7 @@ where
                     Some(Err(e)) => {
                         tee.abandon("upstream body error");
                         tee.ended = true;
-                        Poll::Ready(Some(Err(e)))
+                        Poll::Ready(Some(Err(e.into())))
                     }
                     None => {
                         tee.finish();
@@ -283,6 +318,7 @@ where
             Kind::Cached { data, trailers } => data.is_none() && trailers.is_none(),
             Kind::Upstream { inner } => inner.is_end_stream(),
             Kind::Tee { inner, tee } => tee.put.is_none() && (tee.ended || inner.is_end_stream()),
+            Kind::Fill { reader } => reader.is_end_stream(),
         }
     }
 
@@ -292,6 +328,7 @@ where
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
             Kind::Upstream { inner } | Kind::Tee { inner, .. } => inner.size_hint(),
+            Kind::Fill { reader } => reader.size_hint(),
         }
     }
 }
@@ -302,6 +339,7 @@ impl<B> fmt::Debug for CacheBody<B> {
             Kind::Cached { .. } => "cached",
             Kind::Upstream { .. } => "upstream",
             Kind::Tee { .. } => "upstream, storing",
+            Kind::Fill { .. } => "upstream, shared",
         };
         f.debug_struct("CacheBody").field("kind", &kind).finish()
     }
