@@ -32,8 +32,12 @@ pub fn origin<B: Send + 'static>(
 > + Clone
        + Send
        + 'static {
+    // A `Date`, as every origin with a clock sends (RFC 9110 §6.6.1); a response stored without
+    // one gets one, so a Date-less origin would measure a path no stored entry takes.
+    let date = httpdate::fmt_http_date(std::time::SystemTime::now());
     tower::service_fn(move |_req: http::Request<B>| {
         let response = http::Response::builder()
+            .header("date", date.as_str())
             .header("cache-control", cache_control)
             .header("content-type", "application/json")
             .header("etag", "\"abc\"")

@@ -101,7 +101,7 @@ pin_project! {
         Upstream { #[pin] inner: B },
         Tee { #[pin] inner: B, tee: Box<Tee> },
         // A body shared with concurrent callers (`fill.rs`).
-        Fill { reader: Box<FillReader> },
+        Fill { reader: FillReader },
     }
 }
 
@@ -232,7 +232,7 @@ impl<B> CacheBody<B> {
     pub(crate) fn fill(reader: FillReader) -> Self {
         Self {
             kind: Kind::Fill {
-                reader: Box::new(reader),
+                reader,
             },
         }
     }

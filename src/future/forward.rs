@@ -204,6 +204,10 @@ impl<St: Store> Ctx<St> {
             explicit_lifetime(&parts.headers, &cc, self.config.shared, response_time).is_some()
                 && content_location_is(storing.uri(), &parts.headers)
         };
+        if self.leader.is_some() && is_origin_error(parts.status) {
+            // Who may share this failure: only requests equal to this one (coalesce.rs).
+            self.asked = self.storing.as_ref().map(|s| Box::new(s.asked()));
+        }
         let storing = match self.storing.take() {
             Some(storing) if self.plan.post_key.is_some() && !post_reusable(&storing) => None,
             Some(storing) => {

@@ -427,7 +427,7 @@ impl<St: Store> Ctx<St> {
                 }
                 forward::forward(inner, request, self)
             }
-            Next::Forward => match self.join_flight(request.as_ref()) {
+            Next::Forward => match self.join_flight() {
                 Some(fut) => State::Wait { fut },
                 None => forward::forward(inner, request, self),
             },
@@ -466,7 +466,7 @@ impl<St: Store> Ctx<St> {
 
     /// On a miss: join a concurrent request for the same key, or lead one. Returns the wait when
     /// there is one to wait for.
-    fn join_flight<ReqB>(&mut self, request: Option<&Request<ReqB>>) -> Option<WaitFuture> {
+    fn join_flight(&mut self) -> Option<WaitFuture> {
         let timeout = self.config.coalesce_timeout?;
         let key = self.plan.key.as_ref()?;
         // A ranged request's answer is a part: it is not what waiters for the key wait for. And
@@ -491,9 +491,9 @@ impl<St: Store> Ctx<St> {
                 Some(fut)
             }
             Join::Lead(leader) => {
+                // What a failure of it would be shared with is worked out only if it fails
+                // (`Ctx::on_response`, from the request's parts kept for storing).
                 self.leader = Some(leader);
-                // What a failure of this request would be shared with (coalesce.rs).
-                self.asked = request.map(|r| Box::new(self.asked_of(r)));
                 None
             }
             Join::Alone => None,

@@ -61,6 +61,11 @@ impl Storing {
     pub(super) fn uri(&self) -> &Uri {
         &self.uri
     }
+
+    /// What decides whether a failure of this request is shared with another (coalesce.rs).
+    pub(super) fn asked(&self) -> crate::coalesce::Asked {
+        crate::coalesce::Asked::of(&self.method, &self.uri, &self.headers)
+    }
 }
 
 /// A `206` combined with the incomplete entry kept from the lookup (RFC 9111 §3.4): the stored
