@@ -201,7 +201,11 @@ async fn main() {
     //    head at once with the body 200 ms later.
     for (what, path, bare_path) in [
         ("head after 200 ms", "/nostore?burst", "/nostore?bare"),
-        ("head at once, body after 200 ms", "/late-body?burst", "/late-body?bare"),
+        (
+            "head at once, body after 200 ms",
+            "/late-body?burst",
+            "/late-body?bare",
+        ),
     ] {
         let one = bare(bare_path).await;
         for burst in ["first", "second"] {

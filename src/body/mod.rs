@@ -231,9 +231,7 @@ impl<B> CacheBody<B> {
 
     pub(crate) fn fill(reader: FillReader) -> Self {
         Self {
-            kind: Kind::Fill {
-                reader,
-            },
+            kind: Kind::Fill { reader },
         }
     }
 
