@@ -361,3 +361,62 @@ async fn the_join_pattern_through_reqwest_middleware_sends_one_request() {
         "{statuses:?}"
     );
 }
+
+/// The same through `ReqwestService` (the tower stack over a `reqwest::Client`) on a
+/// multi-thread runtime: heads awaited together, bodies read afterwards, one origin request.
+#[cfg(feature = "reqwest")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_join_pattern_through_reqwest_service_sends_one_request() {
+    use hyper_client_cache::ReqwestService;
+    let origin = Origin::fixed("max-age=600", "shared body").await;
+    let svc = ServiceBuilder::new()
+        .layer(CacheLayer::new(MemoryStore::default()).coalesce_timeout(Duration::from_secs(3600)))
+        .service(ReqwestService::new(reqwest::Client::new()));
+    let url = origin.url("/joined");
+    let request = || {
+        http::Request::get(&url)
+            .body(reqwest::Body::from(""))
+            .unwrap()
+    };
+    let (a, b) = tokio::time::timeout(Duration::from_secs(60), async {
+        tokio::join!(
+            svc.clone().oneshot(request()),
+            svc.clone().oneshot(request())
+        )
+    })
+    .await
+    .expect("the join finished");
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let statuses = [status(&a), status(&b)];
+    assert_eq!(text(a).await.unwrap(), "shared body");
+    assert_eq!(text(b).await.unwrap(), "shared body");
+    assert_eq!(origin.requests(), 1);
+    assert!(
+        statuses.contains(&Some(CacheStatus::Coalesced)),
+        "{statuses:?}"
+    );
+}
+
+/// On a runtime without tokio's timer (the layer's waits fall back to a timer thread): the
+/// fill needs no timer, and the `join!` pattern still sends one request.
+#[test]
+fn the_join_pattern_works_on_a_runtime_without_a_timer() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let origin = ChannelOrigin::new(CACHEABLE);
+        let svc = ServiceBuilder::new()
+            .layer(CacheLayer::new(MemoryStore::default()))
+            .service(origin.service());
+        let (a, b) = tokio::join!(svc.clone().oneshot(req()), svc.clone().oneshot(req()));
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert_eq!(status(&b), Some(CacheStatus::Coalesced));
+        let mut tx = origin.sender(0);
+        tx.send_data(Bytes::from_static(b"no timer")).await.unwrap();
+        drop(tx);
+        assert_eq!(text(b).await.unwrap(), "no timer");
+        assert_eq!(text(a).await.unwrap(), "no timer");
+        assert_eq!(origin.calls(), 1);
+    });
+}
