@@ -288,12 +288,20 @@ pub struct RedisServer {
 
 #[cfg(all(feature = "disk", feature = "redis", feature = "test-util"))]
 impl RedisServer {
+    /// On a free port. A port found free can be taken by another test's server before ours
+    /// binds it (ours then exits, and the other answers our PING): then another port is tried,
+    /// so that two tests never share one server.
     pub async fn start() -> Self {
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
-        Self::start_on(port).await
+        for _ in 0..10 {
+            let port = {
+                let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                l.local_addr().unwrap().port()
+            };
+            if let Some(server) = Self::try_start_with(port, &[]).await {
+                return server;
+            }
+        }
+        panic!("no free port for a redis-server after 10 tries");
     }
 
     /// Starts on `port` and waits (bounded) until it answers.
@@ -303,6 +311,14 @@ impl RedisServer {
 
     /// Starts on `port` with more `redis-server` arguments.
     pub async fn start_with(port: u16, extra: &[&str]) -> Self {
+        match Self::try_start_with(port, extra).await {
+            Some(server) => server,
+            None => panic!("another process's redis-server answers on port {port}"),
+        }
+    }
+
+    /// `None` when the server answering on `port` is not the one started here.
+    async fn try_start_with(port: u16, extra: &[&str]) -> Option<Self> {
         let dir = tempfile::tempdir().unwrap();
         let child = std::process::Command::new("redis-server")
             .args([
@@ -327,7 +343,7 @@ impl RedisServer {
                      `apt-get install -y redis-server` (.ci/run does this)"
                 )
             });
-        let server = Self {
+        let mut server = Self {
             port,
             child,
             _dir: dir,
@@ -340,7 +356,11 @@ impl RedisServer {
                     && s.read_exact(&mut buf).await.is_ok()
                     && &buf == b"+PONG\r\n"
                 {
-                    return server;
+                    if answering_pid(port).await == Some(server.child.id()) {
+                        return Some(server);
+                    }
+                    server.kill();
+                    return None;
                 }
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
@@ -351,7 +371,25 @@ impl RedisServer {
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
+}
 
+/// The process id of the redis-server answering on `port` (`INFO server`).
+#[cfg(all(feature = "disk", feature = "redis", feature = "test-util"))]
+async fn answering_pid(port: u16) -> Option<u32> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).ok()?;
+    let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut conn)
+        .await
+        .ok()?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("process_id:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[cfg(all(feature = "disk", feature = "redis", feature = "test-util"))]
+impl RedisServer {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
