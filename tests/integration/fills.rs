@@ -99,6 +99,30 @@ where
         .to_bytes())
 }
 
+/// A cached client over `origin`, and two identical requests sent through it: the leader's
+/// response and a waiter's (both heads are in: the waiter was answered from the fill).
+async fn leader_and_waiter(
+    origin: &ChannelOrigin,
+) -> (
+    impl Service<
+        Request<Empty<Bytes>>,
+        Response = Response<hyper_client_cache::CacheBody<Body>>,
+        Error = BoxError,
+    >,
+    Response<hyper_client_cache::CacheBody<Body>>,
+    Response<hyper_client_cache::CacheBody<Body>>,
+) {
+    let clock = clock();
+    let mut svc = ServiceBuilder::new()
+        .layer(unsigned_layer(&clock))
+        .service(origin.service());
+    let leader = svc.ready().await.unwrap().call(req()).await.unwrap();
+    assert_eq!(status(&leader), Some(CacheStatus::Miss));
+    let waiter = svc.ready().await.unwrap().call(req()).await.unwrap();
+    assert_eq!(status(&waiter), Some(CacheStatus::Coalesced));
+    (svc, leader, waiter)
+}
+
 /// A 256 KiB body, ready at once: heads awaited together, bodies read afterwards (the reqwest
 /// `join!` pattern). Waiters used to wait for a body read only after the `join!` returned:
 /// `coalesce_timeout` (10 s), then a second origin request.
@@ -151,14 +175,7 @@ async fn heads_awaited_together_and_bodies_read_afterwards_do_not_stall() {
 #[tokio::test]
 async fn a_leader_that_drops_after_one_chunk_does_not_stop_its_waiters() {
     let origin = ChannelOrigin::new(CACHEABLE);
-    let clock = clock();
-    let mut svc = ServiceBuilder::new()
-        .layer(unsigned_layer(&clock))
-        .service(origin.service());
-    let leader = svc.ready().await.unwrap().call(req()).await.unwrap();
-    assert_eq!(status(&leader), Some(CacheStatus::Miss));
-    let waiter = svc.ready().await.unwrap().call(req()).await.unwrap();
-    assert_eq!(status(&waiter), Some(CacheStatus::Coalesced));
+    let (mut svc, leader, waiter) = leader_and_waiter(&origin).await;
     let mut tx = origin.sender(0);
     tx.send_data(Bytes::from_static(b"first ")).await.unwrap();
     let mut leader = leader.into_body();
@@ -179,12 +196,7 @@ async fn a_leader_that_drops_after_one_chunk_does_not_stop_its_waiters() {
 #[tokio::test]
 async fn when_every_caller_drops_nothing_is_stored() {
     let origin = ChannelOrigin::new(CACHEABLE);
-    let clock = clock();
-    let mut svc = ServiceBuilder::new()
-        .layer(unsigned_layer(&clock))
-        .service(origin.service());
-    let leader = svc.ready().await.unwrap().call(req()).await.unwrap();
-    let waiter = svc.ready().await.unwrap().call(req()).await.unwrap();
+    let (mut svc, leader, waiter) = leader_and_waiter(&origin).await;
     let mut tx = origin.sender(0);
     tx.send_data(Bytes::from_static(b"part")).await.unwrap();
     drop((leader, waiter));
@@ -202,12 +214,7 @@ async fn when_every_caller_drops_nothing_is_stored() {
 #[tokio::test]
 async fn an_origin_failing_mid_body_fails_every_caller_and_stores_nothing() {
     let origin = ChannelOrigin::new(CACHEABLE);
-    let clock = clock();
-    let mut svc = ServiceBuilder::new()
-        .layer(unsigned_layer(&clock))
-        .service(origin.service());
-    let leader = svc.ready().await.unwrap().call(req()).await.unwrap();
-    let waiter = svc.ready().await.unwrap().call(req()).await.unwrap();
+    let (mut svc, leader, waiter) = leader_and_waiter(&origin).await;
     let mut tx = origin.sender(0);
     tx.send_data(Bytes::from_static(b"part")).await.unwrap();
     tx.abort("connection reset by the origin".into());
@@ -225,12 +232,7 @@ async fn an_origin_failing_mid_body_fails_every_caller_and_stores_nothing() {
 #[tokio::test]
 async fn a_waiter_that_never_polls_does_not_slow_the_leader() {
     let origin = ChannelOrigin::new(CACHEABLE);
-    let clock = clock();
-    let mut svc = ServiceBuilder::new()
-        .layer(unsigned_layer(&clock))
-        .service(origin.service());
-    let leader = svc.ready().await.unwrap().call(req()).await.unwrap();
-    let idle = svc.ready().await.unwrap().call(req()).await.unwrap();
+    let (mut svc, leader, idle) = leader_and_waiter(&origin).await;
     let mut tx = origin.sender(0);
     let feed = tokio::spawn(async move {
         for _ in 0..100 {
