@@ -250,21 +250,49 @@ async fn a_wrong_typed_set_does_not_stop_tagged_writes() {
     );
 }
 
+/// A signed cache's store and inspector over a Redis of its own, with the responses for `paths`
+/// stored (tagged by [`tagging_origin`]), and a raw connection to plant keys with.
+struct Tagged {
+    redis: RedisServer,
+    s: RedisStore,
+    conn: redis::aio::MultiplexedConnection,
+    origin: Origin,
+    inspector: Inspector<RedisStore>,
+}
+
+async fn tagged(paths: &[&str]) -> Tagged {
+    let redis = RedisServer::start().await;
+    let s = RedisStore::connect(&redis.url()).await.unwrap();
+    let conn = raw(&redis.url()).await;
+    let origin = tagging_origin().await;
+    let layer = CacheLayer::new(s.clone()).secret_key(test_key());
+    let inspector = layer.inspector();
+    let mut client = cached_client(layer);
+    for path in paths {
+        get(&mut client, &origin.url(path)).await.unwrap();
+    }
+    Tagged {
+        redis,
+        s,
+        conn,
+        origin,
+        inspector,
+    }
+}
+
 /// Item 8: a purge that meets a wrong-typed set answers `complete: false` (the inspector walks
 /// the signed tags and still removes the tagged entries), where it failed with WRONGTYPE; and
 /// `Clear` empties the namespace, where it failed too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn purge_and_clear_fall_back_past_a_wrong_typed_set() {
-    let redis = RedisServer::start().await;
-    let s = RedisStore::connect(&redis.url()).await.unwrap();
-    let mut conn = raw(&redis.url()).await;
-    let origin = tagging_origin().await;
-    let layer = CacheLayer::new(s.clone()).secret_key(test_key());
-    let inspector = layer.inspector();
-    let mut client = cached_client(layer);
-    for path in ["/n/1", "/n/2", "/s/1"] {
-        get(&mut client, &origin.url(path)).await.unwrap();
-    }
+    // `_redis`: the server lives to the end of the test.
+    let Tagged {
+        redis: _redis,
+        s,
+        mut conn,
+        origin,
+        inspector,
+    } = tagged(&["/n/1", "/n/2", "/s/1"]).await;
     let plant = |mut conn: redis::aio::MultiplexedConnection, sets: Vec<String>| async move {
         for set in sets {
             let _: () = redis::cmd("SET")
@@ -312,16 +340,14 @@ async fn purge_and_clear_fall_back_past_a_wrong_typed_set() {
 /// entries of the namespace are never unlinked, and make the purge say it is not complete.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_set_planted_in_another_set_is_never_unlinked() {
-    let redis = RedisServer::start().await;
-    let s = RedisStore::connect(&redis.url()).await.unwrap();
-    let mut conn = raw(&redis.url()).await;
-    let origin = tagging_origin().await;
-    let layer = CacheLayer::new(s.clone()).secret_key(test_key());
-    let inspector = layer.inspector();
-    let mut client = cached_client(layer);
-    for path in ["/n/1", "/s/1", "/s/2"] {
-        get(&mut client, &origin.url(path)).await.unwrap();
-    }
+    // `_redis`: the server lives to the end of the test.
+    let Tagged {
+        redis: _redis,
+        s,
+        mut conn,
+        origin,
+        inspector,
+    } = tagged(&["/n/1", "/s/1", "/s/2"]).await;
     let _: () = redis::cmd("SET")
         .arg("other:app")
         .arg("kept")
