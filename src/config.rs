@@ -129,6 +129,10 @@ pub(crate) struct Config {
     /// RFC 9213 target list, in precedence order.
     pub(crate) targets: Vec<http::HeaderName>,
     pub(crate) timer: Arc<TimerProbe>,
+    /// The MAC of new signed entries.
+    pub(crate) mac: crate::Mac,
+    /// Whether the store takes `PutParts` (until it answers `Unsupported` once).
+    pub(crate) store_takes_parts: Arc<std::sync::atomic::AtomicBool>,
     pub(crate) metrics: CacheMetrics,
     pub(crate) expire_after: Option<ExpireAfter>,
     pub(crate) url_rules: UrlRules,
@@ -205,6 +209,8 @@ impl Config {
             surrogate: None,
             targets: Vec::new(),
             timer: Arc::new(TimerProbe::default()),
+            mac: crate::Mac::default(),
+            store_takes_parts: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             metrics: CacheMetrics::default(),
             expire_after: None,
             url_rules: UrlRules::default(),
@@ -232,7 +238,7 @@ impl Config {
         let max_blob = config
             .max_blob_size
             .unwrap_or_else(|| least_max_blob_size(config.max_body_size));
-        config.envelope = config.envelope.with_max_blob(max_blob);
+        config.envelope = config.envelope.with_max_blob(max_blob).with_mac(config.mac);
         // With a secret, entries are named by HMACs under a key derived from it (docs/security.md,
         // "Key names"); the previous keys of the ring name what was written before a rotation.
         config.keying.names = config.envelope.name_keys();

@@ -1,10 +1,13 @@
 //! The in-memory form of a stored response, between the envelope and the policy.
 
+use std::fmt;
+use std::task::{Context, Poll};
 use std::time::SystemTime;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, Method, StatusCode, Version};
 
+use crate::error::BoxError;
 use crate::policy::Stored;
 pub(crate) use crate::policy::{Expiry, VaryValue};
 
@@ -48,11 +51,164 @@ impl EntryHead {
     }
 }
 
-/// A decoded entry: head plus a body that is a zero-copy slice of the verified blob.
-#[derive(Debug, Clone)]
+/// A decoded entry: its verified head, and its body, verified or verified as it is read.
+#[derive(Debug)]
 pub(crate) struct Entry {
     pub(crate) head: EntryHead,
-    pub(crate) body: Bytes,
+    pub(crate) body: EntryBody,
     /// Trailer fields that followed the body, replayed after it on a hit.
     pub(crate) trailers: Option<HeaderMap>,
+}
+
+impl Entry {
+    /// A copy, if the body is in memory (a streamed body is read once).
+    pub(crate) fn try_clone(&self) -> Option<Entry> {
+        match &self.body {
+            EntryBody::Parts { parts, len } => Some(Entry {
+                head: self.head.clone(),
+                body: EntryBody::Parts {
+                    parts: parts.clone(),
+                    len: *len,
+                },
+                trailers: self.trailers.clone(),
+            }),
+            EntryBody::Stream { .. } => None,
+        }
+    }
+}
+
+/// Where the verified segments of a streamed body come from (`body::verified`): each one is
+/// released only once verified; an error ends the body.
+pub(crate) trait SegmentSource: Send + 'static {
+    /// The next verified segment, `None` at the end.
+    fn poll_segment(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BoxError>>>;
+}
+
+/// A stored body.
+pub(crate) enum EntryBody {
+    /// Verified, in memory: slices of what the store returned (no copy).
+    Parts { parts: Vec<Bytes>, len: u64 },
+    /// Read and verified a segment at a time as the caller reads (a large entry of a store that
+    /// streams): `len` is what the verified head says.
+    Stream {
+        source: Box<dyn SegmentSource>,
+        len: u64,
+    },
+}
+
+impl EntryBody {
+    pub(crate) fn parts(parts: Vec<Bytes>) -> Self {
+        let len = parts.iter().map(|p| p.len() as u64).sum();
+        EntryBody::Parts { parts, len }
+    }
+
+    pub(crate) fn empty() -> Self {
+        EntryBody::Parts {
+            parts: Vec::new(),
+            len: 0,
+        }
+    }
+
+    /// The body's length in bytes.
+    pub(crate) fn len(&self) -> u64 {
+        match self {
+            EntryBody::Parts { len, .. } | EntryBody::Stream { len, .. } => *len,
+        }
+    }
+
+    /// The body in one buffer, if it is in memory (a copy when in several parts).
+    pub(crate) fn to_bytes(&self) -> Option<Bytes> {
+        match self {
+            EntryBody::Parts { parts, .. } if parts.len() == 1 => parts.first().cloned(),
+            EntryBody::Parts { parts, len } => {
+                let mut all = Vec::with_capacity(usize::try_from(*len).ok()?);
+                for p in parts {
+                    all.extend_from_slice(p);
+                }
+                Some(Bytes::from(all))
+            }
+            EntryBody::Stream { .. } => None,
+        }
+    }
+
+    /// The bytes `start..end` of the body (clamped to it): slices of the parts, or the stream
+    /// told what to skip and where to stop (it still verifies every segment it reads).
+    pub(crate) fn slice(self, start: u64, end: u64) -> EntryBody {
+        let end = end.min(self.len());
+        let start = start.min(end);
+        match self {
+            EntryBody::Parts { parts, .. } => {
+                let mut out = Vec::new();
+                let mut at = 0u64;
+                for p in parts {
+                    let (from, to) = (at, at + p.len() as u64);
+                    at = to;
+                    if to <= start || from >= end {
+                        continue;
+                    }
+                    let a = (start.max(from) - from) as usize;
+                    let b = (end.min(to) - from) as usize;
+                    out.push(p.slice(a..b));
+                }
+                EntryBody::parts(out)
+            }
+            EntryBody::Stream { source, .. } => EntryBody::Stream {
+                source: Box::new(Ranged {
+                    inner: source,
+                    skip: start,
+                    take: end - start,
+                }),
+                len: end - start,
+            },
+        }
+    }
+}
+
+impl fmt::Debug for EntryBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EntryBody::Parts { parts, len } => f
+                .debug_struct("Parts")
+                .field("len", len)
+                .field("parts", &parts.len())
+                .finish(),
+            EntryBody::Stream { len, .. } => f
+                .debug_struct("Stream")
+                .field("len", len)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+/// A range of a streamed body.
+struct Ranged {
+    inner: Box<dyn SegmentSource>,
+    skip: u64,
+    take: u64,
+}
+
+impl SegmentSource for Ranged {
+    fn poll_segment(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BoxError>>> {
+        loop {
+            if self.take == 0 {
+                return Poll::Ready(None);
+            }
+            let mut seg = match std::task::ready!(self.inner.poll_segment(cx)) {
+                Some(Ok(seg)) => seg,
+                other => return Poll::Ready(other),
+            };
+            let len = seg.len() as u64;
+            if len <= self.skip {
+                self.skip -= len;
+                continue;
+            }
+            seg = seg.slice(self.skip as usize..);
+            self.skip = 0;
+            if seg.len() as u64 > self.take {
+                seg.truncate(self.take as usize);
+            }
+            self.take -= seg.len() as u64;
+            return Poll::Ready(Some(Ok(seg)));
+        }
+    }
 }

@@ -273,6 +273,20 @@ impl<St: Store> Inspector<St> {
         })
     }
 
+    /// The blob under `key` in one buffer, whatever shape the store answers with (a stream is
+    /// read whole, within the cache's `max_blob_size`: an inspection reads every segment).
+    async fn read_blob(&self, key: &CacheKey) -> Result<Option<bytes::Bytes>, StoreError> {
+        Ok(match self.call(self.config.get(key.clone())).await? {
+            StoreResponse::Blob(blob) => blob,
+            StoreResponse::Parts(parts) => Some(parts.to_bytes()),
+            StoreResponse::Stream(stream) => stream
+                .collect(self.config.envelope.max_blob())
+                .await
+                .map_err(StoreError::failed)?,
+            _ => None,
+        })
+    }
+
     /// The entry stored under `key`, verified and described, or why it could not be read;
     /// `None` when nothing is stored there (any more).
     ///
@@ -280,9 +294,8 @@ impl<St: Store> Inspector<St> {
     ///
     /// [`StoreError`] when the store fails the read.
     pub async fn describe(&self, key: &CacheKey) -> Result<Option<Described>, StoreError> {
-        let blob = match self.call(self.config.get(key.clone())).await? {
-            StoreResponse::Blob(Some(blob)) => blob,
-            _ => return Ok(None),
+        let Some(blob) = self.read_blob(key).await? else {
+            return Ok(None);
         };
         let key = key.clone();
         let size = blob.len();
@@ -338,8 +351,7 @@ impl<St: Store> Inspector<St> {
     pub async fn contains(&self, url: &str) -> Result<bool, StoreError> {
         // Under every name: during a key rotation an entry may still have its old one.
         for key in self.url_keys(url)? {
-            if let StoreResponse::Blob(Some(blob)) = self.call(self.config.get(key.clone())).await?
-            {
+            if let Some(blob) = self.read_blob(&key).await? {
                 if let Ok(entry) = self.config.envelope.open(&key, blob) {
                     if !self.before_not_before(entry.head.response_time) {
                         return Ok(true);

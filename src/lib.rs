@@ -146,7 +146,7 @@ pub use crate::config::{
 #[doc(inline)]
 pub use crate::controls::{CacheMode, ExpireAfter, PatternError};
 #[doc(inline)]
-pub use crate::envelope::{KeyError, KeyRing, SecretKey, MIN_KEY_LEN};
+pub use crate::envelope::{KeyError, KeyRing, Mac, SecretKey, MIN_KEY_LEN};
 #[doc(inline)]
 pub use crate::error::{BadSignature, BoxError, StoreError};
 #[doc(inline)]
@@ -183,8 +183,8 @@ pub use crate::status::{CacheInfo, CacheStatus, NotStoredReason};
 pub use crate::store::MemoryStore;
 #[doc(inline)]
 pub use crate::store::{
-    BreakerState, CircuitBreaker, Store, StoreRequest, StoreResponse, DEFAULT_BREAKER_FAILURES,
-    DEFAULT_BREAKER_MAX_OPEN_FOR, DEFAULT_BREAKER_OPEN_FOR,
+    BlobParts, BlobStream, BreakerState, CircuitBreaker, Store, StoreRequest, StoreResponse,
+    DEFAULT_BREAKER_FAILURES, DEFAULT_BREAKER_MAX_OPEN_FOR, DEFAULT_BREAKER_OPEN_FOR,
 };
 #[cfg(feature = "disk")]
 #[doc(inline)]

@@ -68,7 +68,7 @@ pub(crate) fn hit<B>(
     let body = if head_only {
         CacheBody::cached(Bytes::new(), None)
     } else {
-        CacheBody::cached(body, trailers)
+        CacheBody::stored(body, trailers)
     };
     let mut response = Response::new(body);
     *response.status_mut() = head.status;
@@ -110,7 +110,7 @@ pub(crate) fn serve<B>(
             if_range,
             entry.head.status,
             &entry.head.headers,
-            entry.body.len() as u64,
+            entry.body.len(),
         ),
         _ => None,
     };
@@ -147,12 +147,11 @@ pub(crate) fn partial<B>(
         .first
         .checked_sub(offset)
         .zip(part.last.checked_sub(offset))
-        .and_then(|(a, b)| Some((usize::try_from(a).ok()?, usize::try_from(b).ok()?)))
         .filter(|&(a, b)| a <= b && b < body.len());
     let Some((start, last)) = bounds else {
         return unsatisfiable(&head, part.complete, age, status, info);
     };
-    let mut response = Response::new(CacheBody::cached(body.slice(start..=last), None));
+    let mut response = Response::new(CacheBody::stored(body.slice(start, last + 1), None));
     *response.status_mut() = StatusCode::PARTIAL_CONTENT;
     *response.version_mut() = head.version;
     *response.headers_mut() = head.headers;
@@ -284,7 +283,7 @@ mod tests {
                 generation: 7,
                 expiry: Expiry::Headers,
             },
-            body: Bytes::from_static(b"hello"),
+            body: crate::entry::EntryBody::parts(vec![Bytes::from_static(b"hello")]),
             trailers: Some(trailers),
         }
     }
@@ -331,7 +330,7 @@ mod tests {
     #[tokio::test]
     async fn a_range_is_a_slice_of_the_stored_body_not_a_copy() {
         let e = entry();
-        let stored = e.body.clone();
+        let stored = e.body.to_bytes().unwrap();
         let i = info(&e, 0);
         let range = ByteRange::From {
             first: 1,

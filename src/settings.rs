@@ -262,7 +262,7 @@ fn refuse_switched_off(config: &CacheConfig) -> Result<(), ConfigError> {
             "max_blob_size",
             format!(
                 "{blob} is too small: must be at least {least} for `max_body_size` = {body} \
-                 (the body, 1 MiB for the head and the encryption overhead); entries larger \
+                 (the body, 1 MiB for the head and 37 bytes per 64 KiB segment); entries larger \
                  than it are stored and never read back"
             ),
         ));

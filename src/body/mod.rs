@@ -11,10 +11,14 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use sync_wrapper::SyncWrapper;
 
+use std::collections::VecDeque;
+
+use crate::entry::{EntryBody, SegmentSource};
 use crate::error::BoxError;
 use fill::FillReader;
 
 pub(crate) mod fill;
+pub(crate) mod verified;
 
 /// A store write, started once a teed body has ended cleanly.
 pub(crate) type PutFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
@@ -97,12 +101,22 @@ pin_project! {
     enum Kind<B> {
         // The rare and the large parts are boxed: a response carries its body by value through
         // every layer above, so a small `CacheBody` is copied cheaply.
-        Cached { data: Option<Bytes>, trailers: Option<Box<HeaderMap>> },
+        Cached { data: Option<Bytes>, rest: Option<Box<VecDeque<Bytes>>>, trailers: Option<Box<HeaderMap>> },
+        // A stored body read from the store as the caller reads, each segment verified first.
+        Streamed { stream: Box<Streamed> },
         Upstream { #[pin] inner: B },
         Tee { #[pin] inner: B, tee: Box<Tee> },
         // A body shared with concurrent callers (`fill.rs`).
         Fill { reader: FillReader },
     }
+}
+
+/// A stored body being read and verified as it is released (`entry::SegmentSource`).
+pub(crate) struct Streamed {
+    source: SyncWrapper<Box<dyn SegmentSource>>,
+    left: u64,
+    trailers: Option<HeaderMap>,
+    done: bool,
 }
 
 /// The state of a body being copied into the store.
@@ -218,7 +232,35 @@ impl<B> CacheBody<B> {
         Self {
             kind: Kind::Cached {
                 data: Some(data).filter(|d| !d.is_empty()),
+                rest: None,
                 trailers: trailers.map(Box::new),
+            },
+        }
+    }
+
+    /// A stored body: its verified parts, or its segments verified as they are read.
+    pub(crate) fn stored(body: EntryBody, trailers: Option<HeaderMap>) -> Self {
+        match body {
+            EntryBody::Parts { parts, .. } => {
+                let mut parts = VecDeque::from(parts);
+                let data = parts.pop_front();
+                Self {
+                    kind: Kind::Cached {
+                        data,
+                        rest: (!parts.is_empty()).then(|| Box::new(parts)),
+                        trailers: trailers.map(Box::new),
+                    },
+                }
+            }
+            EntryBody::Stream { source, len } => Self {
+                kind: Kind::Streamed {
+                    stream: Box::new(Streamed {
+                        source: SyncWrapper::new(source),
+                        left: len,
+                        trailers,
+                        done: false,
+                    }),
+                },
             },
         }
     }
@@ -262,12 +304,48 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project().kind.project() {
-            KindProj::Cached { data, trailers } => Poll::Ready(
-                data.take()
-                    .map(Frame::data)
-                    .or_else(|| trailers.take().map(|t| Frame::trailers(*t)))
-                    .map(Ok),
-            ),
+            KindProj::Cached {
+                data,
+                rest,
+                trailers,
+            } => {
+                let next = data.take().or_else(|| {
+                    let next = rest.as_mut().and_then(|r| r.pop_front());
+                    if rest.as_ref().is_some_and(|r| r.is_empty()) {
+                        *rest = None;
+                    }
+                    next
+                });
+                Poll::Ready(
+                    next.map(Frame::data)
+                        .or_else(|| trailers.take().map(|t| Frame::trailers(*t)))
+                        .map(Ok),
+                )
+            }
+            KindProj::Streamed { stream } => {
+                if !stream.done {
+                    if stream.left > 0 {
+                        return match ready!(stream.source.get_mut().poll_segment(cx)) {
+                            Some(Ok(segment)) => {
+                                stream.left = stream.left.saturating_sub(segment.len() as u64);
+                                Poll::Ready(Some(Ok(Frame::data(segment))))
+                            }
+                            Some(Err(e)) => {
+                                stream.done = true;
+                                stream.trailers = None;
+                                Poll::Ready(Some(Err(e)))
+                            }
+                            None => {
+                                stream.done = true;
+                                stream.trailers = None;
+                                Poll::Ready(Some(Err("stored body ended early".into())))
+                            }
+                        };
+                    }
+                    stream.done = true;
+                }
+                Poll::Ready(stream.trailers.take().map(|t| Ok(Frame::trailers(t))))
+            }
             KindProj::Upstream { inner } => inner
                 .poll_frame(cx)
                 .map(|f| f.map(|r| r.map(to_bytes).map_err(Into::into))),
@@ -313,7 +391,14 @@ where
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
-            Kind::Cached { data, trailers } => data.is_none() && trailers.is_none(),
+            Kind::Cached {
+                data,
+                rest,
+                trailers,
+            } => data.is_none() && rest.is_none() && trailers.is_none(),
+            Kind::Streamed { stream } => {
+                (stream.done || stream.left == 0) && stream.trailers.is_none()
+            }
             Kind::Upstream { inner } => inner.is_end_stream(),
             Kind::Tee { inner, tee } => tee.put.is_none() && (tee.ended || inner.is_end_stream()),
             Kind::Fill { reader } => reader.is_end_stream(),
@@ -322,9 +407,13 @@ where
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            Kind::Cached { data, .. } => {
-                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
-            }
+            Kind::Cached { data, rest, .. } => SizeHint::with_exact(
+                data.as_ref().map_or(0, |d| d.len() as u64)
+                    + rest
+                        .as_ref()
+                        .map_or(0, |r| r.iter().map(|d| d.len() as u64).sum()),
+            ),
+            Kind::Streamed { stream } => SizeHint::with_exact(stream.left),
             Kind::Upstream { inner } | Kind::Tee { inner, .. } => inner.size_hint(),
             Kind::Fill { reader } => reader.size_hint(),
         }
@@ -335,6 +424,7 @@ impl<B> fmt::Debug for CacheBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = match &self.kind {
             Kind::Cached { .. } => "cached",
+            Kind::Streamed { .. } => "cached, streamed",
             Kind::Upstream { .. } => "upstream",
             Kind::Tee { .. } => "upstream, storing",
             Kind::Fill { .. } => "upstream, shared",

@@ -13,6 +13,8 @@ pub const MIN_KEY_LEN: usize = 16;
 const HKDF_SALT: &[u8] = b"hyper-client-cache/envelope/v1";
 /// HKDF-Expand info for the HMAC-SHA256 signing key.
 const INFO_MAC: &[u8] = b"hcc/v1/hmac-sha256";
+/// HKDF-Expand info for the keyed-BLAKE3 signing key (format 4's default MAC).
+const INFO_BLAKE3: &[u8] = b"hcc/v4/blake3-mac";
 /// HKDF-Expand info for the public key id.
 const INFO_KEY_ID: &[u8] = b"hcc/v1/key-id";
 /// HKDF-Expand info for the AES-256-GCM encryption key.
@@ -184,6 +186,8 @@ impl fmt::Display for HexId<'_> {
 pub(crate) struct DerivedKey {
     pub(crate) id: [u8; KEY_ID_LEN],
     pub(crate) mac: hmac::Key,
+    /// The keyed-BLAKE3 signing key (zeroed when dropped).
+    pub(crate) blake3: zeroize::Zeroizing<[u8; 32]>,
     pub(crate) aead: aead::LessSafeKey,
     /// Names entries: cache keys are HMACs under it, not plain digests.
     pub(crate) names: hmac::Key,
@@ -210,6 +214,10 @@ impl DerivedKey {
             .expand(&[INFO_MAC], hmac::HMAC_SHA256)
             .map(hmac::Key::from)
             .expect("32 bytes is a valid HKDF-SHA256 output length");
+        let mut blake3 = zeroize::Zeroizing::new([0u8; 32]);
+        prk.expand(&[INFO_BLAKE3], Len(32))
+            .and_then(|okm| okm.fill(&mut blake3[..]))
+            .expect("32 bytes is a valid HKDF-SHA256 output length");
         let mut id = [0u8; KEY_ID_LEN];
         prk.expand(&[INFO_KEY_ID], Len(KEY_ID_LEN))
             .and_then(|okm| okm.fill(&mut id))
@@ -233,6 +241,7 @@ impl DerivedKey {
         Self {
             id,
             mac,
+            blake3,
             aead,
             names,
             vary,

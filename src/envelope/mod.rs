@@ -1,40 +1,44 @@
-//! The storage format: a versioned header, a postcard payload and a tag.
+//! The storage format: a versioned header, then records, each proven on its own.
 //!
 //! ```text
-//! offset  size  field
-//! 0       4     magic "HCCE"
-//! 4       1     format version (3)
-//! 5       1     algorithm: 0 = unsigned (CRC-32 checksum), 1 = HMAC-SHA256, 2 = AES-256-GCM
-//! 6       1     key id length n (0 when unsigned, 8 for HMAC-SHA256)
-//! 7       n     key id (HKDF-derived from the secret, see keys.rs)
-//! 7+n     2     cache key length k, big endian
-//! 9+n     k     cache key (UTF-8)
-//! 9+n+k   ..    payload: postcard-encoded head | raw body | trailer section | its length (u32 BE)
-//! len-t   t     tag over every byte before it: 4 bytes (CRC-32) or 32 (HMAC-SHA256)
+//! offset   size  field
+//! 0        4     magic "HCCE"
+//! 4        1     format version (4)
+//! 5        1     algorithm: 0 = unsigned (CRC-32), 1 = HMAC-SHA256, 2 = AES-256-GCM,
+//!                           3 = keyed BLAKE3 (the default with a key)
+//! 6        1     key id length n (0 when unsigned, 8 otherwise)
+//! 7        n     key id (HKDF-derived from the secret, see keys.rs)
+//! 7+n      2     cache key length k, big endian
+//! 9+n      k     cache key (UTF-8)
+//! 9+n+k    16    entry id (random: binds every record to this one write)
+//! then records, each:
+//!          4     stored length l, big endian
+//!          1     codec (0: as is; a later release may compress)
+//!          l     data (encrypted: nonce | ciphertext | GCM tag)
+//!          t     tag: 4 bytes (CRC-32), 32 (HMAC-SHA256, keyed BLAKE3), 0 (AES-256-GCM)
+//! record 0 is the head (postcard: status, header fields, times, Vary, freshness source, the
+//! body's length and its trailers); records 1.. are the body in segments of 64 KiB, the last
+//! one shorter (there are none for an empty body). Nothing follows the last.
 //! ```
 //!
-//! The payload is written front to back while the body streams by, and the tag is computed as
-//! it goes (see `stream.rs`): the trailers, known only once the body has ended, come after it.
+//! Every record's proof covers the header, the record's index, length and codec, and its data
+//! (`record.rs`). The header holds the cache key the entry was written for, so a validly signed
+//! entry copied to another key is refused (the anchors this crate learned from do not bind the
+//! key, and a swap attack works there). A response that varies is one entry stored under two
+//! names, its URL's key and its variant's (`key#<hash of generation and selecting values>`); it
+//! carries the URL's key, and opens under the variant's name only when its own generation and
+//! selecting values hash to that name.
 //!
-//! With AES-256-GCM (algorithm 2) the payload is encrypted in segments of 64 KiB, each with a
-//! random nonce and its own tag, and the header and cache key are part of every segment's
-//! associated data (see `stream.rs`): a blob moved to another key, or with another header, or
-//! with segments reordered, swapped with another entry's or cut off, fails to open.
-//!
-//! The tag covers the header, the cache key the blob is written for and the payload. The key is
-//! inside the signed bytes, so a validly signed blob copied to another key is rejected: the
-//! anchors this crate learned from do not bind the key, and a swap attack works there. A
-//! response that varies is one blob stored under two names, its URL's key and its variant's
-//! (`key#<hash of generation and selecting values>`); it carries the URL's key, and opens under
-//! the variant's name only when its own generation and selecting values hash to that name.
-//!
-//! Format version 2 (trailers before the body, one AES-GCM message) is no longer read: such
-//! blobs are misses and are overwritten by the next storable response.
-//!
-//! On read, `ring::hmac::verify` (constant time) runs over the raw blob before a single byte of
-//! the payload is decoded. This module knows nothing about HTTP caching decisions.
+//! On read the head is verified before a byte of it is decoded, and each segment before a byte
+//! of it is released (`reader.rs`): a store that streams a large entry (`DiskStore`) is read in
+//! bounded memory, and a tampered segment ends the body with `BadSignature` before any of it.
+//! Format versions 2 and 3 (one tag over the whole entry) are no longer read: such entries are
+//! misses, overwritten by the next storable response. This module knows nothing about HTTP
+//! caching decisions.
 
 mod keys;
+mod reader;
+mod record;
 mod stream;
 mod tag_names;
 pub(crate) mod wire;
@@ -43,39 +47,52 @@ use bytes::Bytes;
 use ring::{digest, hmac};
 
 pub use keys::{KeyError, KeyRing, SecretKey, MIN_KEY_LEN};
+pub(crate) use reader::{BodyReader, Opened, Pending, Step};
 pub(crate) use stream::Sealing;
 
 use crate::entry::{Entry, EntryHead};
 use crate::error::{BadSignature, BadSignatureReason};
 use crate::CacheKey;
+use record::{Prover, ALG_AES_256_GCM, ALG_BLAKE3, ALG_CRC32, ALG_HMAC_SHA256};
 
 const MAGIC: &[u8; 4] = b"HCCE";
-const FORMAT_V3: u8 = 3;
-/// Unsigned: a CRC-32 (IEEE) detects accidental corruption, nothing more. It is not a MAC.
-const ALG_UNSIGNED_CRC32: u8 = 0;
-const ALG_HMAC_SHA256: u8 = 1;
-const ALG_AES_256_GCM: u8 = 2;
-const NONCE_LEN: usize = 12;
+const FORMAT_V4: u8 = 4;
+/// The random id that binds the records of one entry together.
+const ENTRY_ID_LEN: usize = 16;
+/// Body bytes per segment: what a reader verifies and releases at a time, and the most a
+/// streamed read holds besides its read-ahead.
+pub(crate) const SEGMENT: usize = 64 * 1024;
+/// The longest head record read: far above what `wire::MAX_FIELDS` fields of a response hold
+/// from an HTTP parser.
+const MAX_HEAD_RECORD: usize = 16 << 20;
 
-/// The length of the tag at the end of a blob, `None` for algorithms this release does not
-/// know. Encrypted blobs carry a tag per segment instead, inside the payload.
-fn tag_len(alg: u8) -> Option<usize> {
-    match alg {
-        ALG_UNSIGNED_CRC32 => Some(4),
-        ALG_HMAC_SHA256 => Some(32),
-        ALG_AES_256_GCM => Some(0),
-        _ => None,
-    }
+/// How signed entries are signed.
+///
+/// Keyed BLAKE3 is the default: it is a PRF like HMAC-SHA256, and 3 to 4 times faster on large
+/// bodies on the machines measured here (docs/benchmarks.md, docs/security.md). HMAC-SHA256 is
+/// there for deployments that need a FIPS-approved MAC. Readers accept both, whatever writes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Mac {
+    /// Keyed BLAKE3 under a per-entry subkey (format 4's default).
+    #[default]
+    Blake3,
+    /// HMAC-SHA256.
+    HmacSha256,
 }
-/// magic, version, algorithm, key id length, cache key length.
-const FIXED_HEADER: usize = 4 + 1 + 1 + 1 + 2;
+
+/// The bytes an entry adds to a body of `body_len` bytes for its segments' framing and proofs
+/// (at most 33 per 64 KiB segment: framing, nonce and GCM tag, or framing and a 32-byte tag).
+pub(crate) fn segment_overhead(body_len: usize) -> usize {
+    (body_len / SEGMENT + 1).saturating_mul(5 + 32)
+}
 
 /// How entries are protected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Mode {
     /// CRC-32 only: corruption detection.
     Unsigned,
-    /// HMAC-SHA256: integrity and authenticity; encrypted entries are accepted too.
+    /// A MAC: integrity and authenticity; encrypted entries are accepted too.
     Signed,
     /// AES-256-GCM: confidentiality, integrity and authenticity; nothing less is accepted.
     Encrypted,
@@ -86,6 +103,7 @@ pub(crate) enum Mode {
 pub(crate) struct Envelope {
     keys: Option<KeyRing>,
     mode: Mode,
+    mac: Mac,
     /// Blobs larger than this are refused before any MAC or decoding work.
     max_blob: usize,
 }
@@ -102,8 +120,15 @@ pub(crate) enum OpenError {
 
 // The reasons a blob is unusable because this reader cannot judge it, not because it is bad:
 // possibly another deployment's valid entry (see `OpenError::is_foreign`).
+/// An entry of format 2 or 3: a miss, overwritten by the next storable response (not
+/// foreign: `hcc verify --delete` removes it).
+/// A signed entry read by a cache that encrypts.
+pub(crate) const DOWNGRADED: &str =
+    "signed but not encrypted (written before encryption was turned on)";
+const OLDER_FORMAT: &str = "older format version";
 const TOO_LARGE: &str = "blob larger than the configured maximum";
 const NEWER_FORMAT: &str = "unknown format version";
+const NEWER_CODEC: &str = "unknown codec";
 const NEWER_ALGORITHM: &str = "unknown algorithm";
 const NO_KEY: &str = "protected entry, but this cache has no key";
 
@@ -116,61 +141,17 @@ impl OpenError {
     pub(crate) fn is_foreign(&self) -> bool {
         match self {
             OpenError::BadSignature(bad) => bad.is_unknown_key(),
-            OpenError::Unusable(why) => [TOO_LARGE, NEWER_FORMAT, NEWER_ALGORITHM, NO_KEY]
-                .iter()
-                .any(|foreign| foreign == why),
+            OpenError::Unusable(why) => [
+                TOO_LARGE,
+                NEWER_FORMAT,
+                NEWER_CODEC,
+                NEWER_ALGORITHM,
+                NO_KEY,
+            ]
+            .iter()
+            .any(|foreign| foreign == why),
         }
     }
-}
-
-/// The parsed, not yet verified, parts of a blob.
-struct Parsed<'a> {
-    version: u8,
-    alg: u8,
-    key_id: &'a [u8],
-    cache_key: &'a [u8],
-    payload: std::ops::Range<usize>,
-    signed: &'a [u8],
-    tag: &'a [u8],
-}
-
-fn parse(blob: &[u8]) -> Option<Parsed<'_>> {
-    if blob.len() < FIXED_HEADER || &blob[..4] != MAGIC {
-        return None;
-    }
-    let version = blob[4];
-    let alg = blob[5];
-    // An unknown algorithm has no known tag length: parse as if tagless; `open` refuses it.
-    let tag_len = tag_len(alg).unwrap_or(0);
-    let id_len = usize::from(blob[6]);
-    let key_id = blob.get(7..7 + id_len)?;
-    let klen_at = 7 + id_len;
-    let klen = usize::from(u16::from_be_bytes([
-        *blob.get(klen_at)?,
-        *blob.get(klen_at + 1)?,
-    ]));
-    let key_at = klen_at + 2;
-    let cache_key = blob.get(key_at..key_at + klen)?;
-    let payload_at = key_at + klen;
-    let tag_at = blob.len().checked_sub(tag_len)?;
-    if payload_at > tag_at {
-        return None;
-    }
-    Some(Parsed {
-        version,
-        alg,
-        key_id,
-        cache_key,
-        payload: payload_at..tag_at,
-        signed: &blob[..tag_at],
-        tag: &blob[tag_at..],
-    })
-}
-
-/// The bytes an encrypted entry adds to a body of `body_len` bytes for its segments' nonces and
-/// tags (28 per 64 KiB).
-pub(crate) fn segment_overhead(body_len: usize) -> usize {
-    (body_len / stream::SEGMENT + 1).saturating_mul(NONCE_LEN + stream::SEGMENT_TAG)
 }
 
 impl Envelope {
@@ -183,6 +164,7 @@ impl Envelope {
         Self {
             keys,
             mode,
+            mac: Mac::default(),
             max_blob: usize::MAX,
         }
     }
@@ -191,12 +173,19 @@ impl Envelope {
         Self {
             keys: Some(keys),
             mode: Mode::Encrypted,
+            mac: Mac::default(),
             max_blob: usize::MAX,
         }
     }
 
     pub(crate) fn with_max_blob(mut self, max_blob: usize) -> Self {
         self.max_blob = max_blob;
+        self
+    }
+
+    /// The MAC signed entries are written with (all are read).
+    pub(crate) fn with_mac(mut self, mac: Mac) -> Self {
+        self.mac = mac;
         self
     }
 
@@ -252,15 +241,10 @@ impl Envelope {
         out
     }
 
-    /// Starts sealing an entry for `key`: the envelope header and the head are written, the
-    /// body is appended as it arrives ([`Sealing::append`]), and [`Sealing::finish`] adds the
-    /// trailers and the tag. `capacity` is the body length expected (a hint, not a limit).
-    pub(crate) fn start(
-        &self,
-        key: &CacheKey,
-        head: &EntryHead,
-        capacity: usize,
-    ) -> Result<Sealing, SealError> {
+    /// Starts sealing an entry for `key`: the envelope header is written, the body is appended
+    /// as it arrives ([`Sealing::append`]), and [`Sealing::finish`] seals the head (with the
+    /// body's length and the trailers) in front of it.
+    pub(crate) fn start(&self, key: &CacheKey, head: &EntryHead) -> Result<Sealing, SealError> {
         if !wire::fits(head, None) {
             return Err(SealError("more header fields than an entry holds"));
         }
@@ -268,53 +252,43 @@ impl Envelope {
         let key_len =
             u16::try_from(key_bytes.len()).map_err(|_| SealError("cache key too long"))?;
         let current = self.keys.as_ref().map(KeyRing::current);
-        let mode = match current {
-            Some(_) => self.mode,
-            None => Mode::Unsigned,
+        let alg = match (current, self.mode, self.mac) {
+            (None, _, _) | (_, Mode::Unsigned, _) => ALG_CRC32,
+            (Some(_), Mode::Encrypted, _) => ALG_AES_256_GCM,
+            (Some(_), Mode::Signed, Mac::Blake3) => ALG_BLAKE3,
+            (Some(_), Mode::Signed, Mac::HmacSha256) => ALG_HMAC_SHA256,
         };
-        let overhead = match mode {
-            Mode::Encrypted => segment_overhead(capacity),
-            _ => 32,
-        };
-        let mut out = Vec::with_capacity(
-            (FIXED_HEADER + 8 + key_bytes.len() + 512)
-                .saturating_add(capacity)
-                .saturating_add(overhead),
-        );
-        out.extend_from_slice(MAGIC);
-        out.push(FORMAT_V3);
-        match (mode, current) {
-            (Mode::Unsigned, _) | (_, None) => {
-                out.push(ALG_UNSIGNED_CRC32);
-                out.push(0);
+        let mut header = Vec::with_capacity(9 + 8 + key_bytes.len() + ENTRY_ID_LEN);
+        header.extend_from_slice(MAGIC);
+        header.push(FORMAT_V4);
+        header.push(alg);
+        match current.filter(|_| alg != ALG_CRC32) {
+            Some(k) => {
+                header.push(k.id.len() as u8);
+                header.extend_from_slice(&k.id);
             }
-            (mode, Some(k)) => {
-                out.push(if mode == Mode::Encrypted {
-                    ALG_AES_256_GCM
-                } else {
-                    ALG_HMAC_SHA256
-                });
-                out.push(k.id.len() as u8);
-                out.extend_from_slice(&k.id);
-            }
+            None => header.push(0),
         }
-        out.extend_from_slice(&key_len.to_be_bytes());
-        out.extend_from_slice(key_bytes);
-        let encode = |out| wire::encode_head(head, out).map_err(|_| SealError("could not encode"));
-        Ok(match (mode, current) {
-            (Mode::Unsigned, _) | (_, None) => Sealing::checksummed(encode(out)?),
-            (Mode::Signed, Some(k)) => Sealing::signed(encode(out)?, &k.mac),
-            (Mode::Encrypted, Some(k)) => {
-                let mut sealing = Sealing::encrypted(out, &k.aead)?;
-                sealing.append(&encode(Vec::new())?)?;
-                sealing
-            }
-        })
+        header.extend_from_slice(&key_len.to_be_bytes());
+        header.extend_from_slice(key_bytes);
+        let mut id = [0u8; ENTRY_ID_LEN];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut id)
+            .map_err(|_| SealError("random generator failed"))?;
+        header.extend_from_slice(&id);
+        let prover = match (alg, current) {
+            (ALG_AES_256_GCM, Some(k)) => Prover::aes(&k.aead, &header),
+            (ALG_BLAKE3, Some(k)) => Prover::blake3(&k.blake3, &header),
+            (ALG_HMAC_SHA256, Some(k)) => Prover::hmac(&k.mac, &header),
+            _ => Prover::crc(&header),
+        };
+        let head = wire::encode_head(head, Vec::with_capacity(512))
+            .map_err(|_| SealError("could not encode"))?;
+        Ok(Sealing::new(header, prover, alg == ALG_AES_256_GCM, head))
     }
 
     #[cfg(test)]
-    /// Seals `head`, the body `chunks` and the trailers for storage under `key`, in one go: the
-    /// body is copied once, into the blob; nothing else is.
+    /// Seals `head`, the body `chunks` and the trailers for storage under `key`, in one go, as
+    /// one buffer.
     pub(crate) fn seal(
         &self,
         key: &CacheKey,
@@ -325,107 +299,202 @@ impl Envelope {
         if !wire::fits(head, trailers) {
             return Err(SealError("more header fields than an entry holds"));
         }
-        let body_len: usize = chunks.iter().map(Bytes::len).sum();
-        let mut sealing = self.start(key, head, body_len)?;
+        let mut sealing = self.start(key, head)?;
         for chunk in chunks {
             sealing.append(chunk)?;
         }
-        sealing.finish(trailers)
+        let parts = sealing.finish(trailers)?;
+        let mut all = Vec::new();
+        for p in parts {
+            all.extend_from_slice(&p);
+        }
+        Ok(Bytes::from(all))
     }
 
-    /// Verifies (or decrypts), then decodes, a blob read from `key`.
+    /// Verifies (or decrypts), then decodes, a blob read from `key`, whole: the head, then
+    /// every segment, before anything is returned.
     pub(crate) fn open(&self, key: &CacheKey, blob: Bytes) -> Result<Entry, OpenError> {
-        let bad = |reason| OpenError::BadSignature(BadSignature::new(key.clone(), reason));
+        self.open_parts(key, std::iter::once(blob))
+    }
+
+    /// [`open`](Self::open) of a blob given as the buffers it was stored as.
+    pub(crate) fn open_parts(
+        &self,
+        key: &CacheKey,
+        parts: impl IntoIterator<Item = Bytes>,
+    ) -> Result<Entry, OpenError> {
+        let mut p = Pending::default();
+        for part in parts {
+            p.push(part);
+        }
         // Bounded reads: a store writer must not make the client spend CPU or memory on a huge
         // blob. Checked before any MAC, decryption or decoding.
-        if blob.len() > self.max_blob {
+        if p.len() > self.max_blob {
             return Err(OpenError::Unusable(TOO_LARGE));
         }
-        let Some(parsed) = parse(&blob) else {
-            return Err(match self.keys {
-                Some(_) => bad(BadSignatureReason::Malformed),
-                None => OpenError::Unusable("not an envelope"),
-            });
+        let Some(Opened {
+            head,
+            trailers,
+            mut body,
+            downgraded,
+        }) = self.open_head(key, &mut p)?
+        else {
+            return Err(self.truncated(key));
         };
-        if parsed.version != FORMAT_V3 {
-            // Possibly written by a newer release sharing the store: not ours to judge.
-            return Err(OpenError::Unusable(NEWER_FORMAT));
+        let mut segments = Vec::new();
+        loop {
+            match body.next(&mut p)? {
+                Step::Segment(mut s) => segments.append(&mut s),
+                Step::End => break,
+                Step::More => return Err(self.truncated(key)),
+            }
         }
-        let payload = match (&self.keys, parsed.alg) {
-            (None, ALG_UNSIGNED_CRC32) => {
-                if crc32fast::hash(parsed.signed).to_be_bytes() != parsed.tag {
-                    return Err(OpenError::Unusable("checksum mismatch"));
-                }
-                blob.slice(parsed.payload.clone())
+        if p.len() != 0 {
+            // Bytes after the last segment the head announced.
+            return Err(self.truncated(key));
+        }
+        if downgraded {
+            return Err(OpenError::Unusable(DOWNGRADED));
+        }
+        Ok(Entry {
+            head,
+            body: crate::entry::EntryBody::parts(segments),
+            trailers,
+        })
+    }
+
+    fn truncated(&self, key: &CacheKey) -> OpenError {
+        match self.keys {
+            Some(_) => OpenError::BadSignature(BadSignature::new(
+                key.clone(),
+                BadSignatureReason::Malformed,
+            )),
+            None => OpenError::Unusable("not an envelope"),
+        }
+    }
+
+    /// Reads the header and the head record from the start of `p`, verifies the head and
+    /// decodes it: `Ok(None)` while `p` does not hold them whole. What is consumed of `p` is the
+    /// header and the head record; the body's segments follow, for [`BodyReader::next`].
+    pub(crate) fn open_head(
+        &self,
+        key: &CacheKey,
+        p: &mut Pending,
+    ) -> Result<Option<Opened>, OpenError> {
+        let bad = |reason| OpenError::BadSignature(BadSignature::new(key.clone(), reason));
+        let (len, alg, key_id, cache_key) = match reader::header(p) {
+            reader::HeaderStep::More => return Ok(None),
+            reader::HeaderStep::NotEnvelope => {
+                return Err(match self.keys {
+                    Some(_) => bad(BadSignatureReason::Malformed),
+                    None => OpenError::Unusable("not an envelope"),
+                })
             }
-            (None, ALG_HMAC_SHA256 | ALG_AES_256_GCM) => {
-                return Err(OpenError::Unusable(NO_KEY));
+            reader::HeaderStep::Version(v) if v < FORMAT_V4 => {
+                return Err(OpenError::Unusable(OLDER_FORMAT))
             }
-            (Some(_), ALG_UNSIGNED_CRC32) => return Err(bad(BadSignatureReason::Unsigned)),
-            (Some(ring), ALG_HMAC_SHA256) if self.mode == Mode::Encrypted => {
-                // Signed but not encrypted. Forged or foreign: refused like any other. Signed by
-                // a key of this ring: written by this deployment before encryption was turned
-                // on; not served (nothing less than encrypted is), but a miss, replaced by an
-                // encrypted entry, rather than an error on every request after the switch.
-                let Some(k) = ring.find(parsed.key_id) else {
-                    return Err(bad(BadSignatureReason::UnknownKey));
-                };
-                if hmac::verify(&k.mac, parsed.signed, parsed.tag).is_err() {
-                    return Err(bad(BadSignatureReason::Mismatch));
-                }
-                return Err(OpenError::Unusable(
-                    "signed but not encrypted (written before encryption was turned on)",
-                ));
-            }
-            (Some(ring), ALG_HMAC_SHA256) => {
-                let Some(k) = ring.find(parsed.key_id) else {
-                    return Err(bad(BadSignatureReason::UnknownKey));
-                };
-                // Constant-time verification before anything is decoded.
-                if hmac::verify(&k.mac, parsed.signed, parsed.tag).is_err() {
-                    return Err(bad(BadSignatureReason::Mismatch));
-                }
-                blob.slice(parsed.payload.clone())
-            }
-            (Some(ring), ALG_AES_256_GCM) => {
-                let Some(k) = ring.find(parsed.key_id) else {
-                    return Err(bad(BadSignatureReason::UnknownKey));
-                };
-                let (header, sealed) = blob.split_at(parsed.payload.start);
-                if sealed.len() < NONCE_LEN + stream::SEGMENT_TAG {
-                    return Err(bad(BadSignatureReason::Malformed));
-                }
-                // One copy, into the buffer that becomes the plaintext; ring checks each
-                // segment's tag before it releases any of it.
-                let plain = stream::open_segments(&k.aead, header, sealed)
-                    .ok_or_else(|| bad(BadSignatureReason::Mismatch))?;
-                Bytes::from(plain)
-            }
-            (_, _) => return Err(OpenError::Unusable(NEWER_ALGORITHM)),
+            // Possibly written by a newer release sharing the store: not ours to judge.
+            reader::HeaderStep::Version(_) => return Err(OpenError::Unusable(NEWER_FORMAT)),
+            reader::HeaderStep::Ready {
+                len,
+                alg,
+                key_id,
+                cache_key,
+            } => (len, alg, key_id, cache_key),
         };
-        // Authenticated now: the embedded cache key is the one its writer sealed it for.
-        let own_key = parsed.cache_key == key.as_str().as_bytes();
+        let Some(tag_len) = record::tag_len(alg) else {
+            return Err(OpenError::Unusable(NEWER_ALGORITHM));
+        };
+        let found = match (&self.keys, alg) {
+            (None, ALG_CRC32) => None,
+            (None, _) => return Err(OpenError::Unusable(NO_KEY)),
+            (Some(_), ALG_CRC32) => return Err(bad(BadSignatureReason::Unsigned)),
+            (Some(ring), _) => match ring.find(&key_id) {
+                Some(k) => Some(k),
+                None => return Err(bad(BadSignatureReason::UnknownKey)),
+            },
+        };
+        // The embedded cache key is checked once verified; one that cannot be this key or its
+        // variant is refused without reading further.
+        let own_key = cache_key == key.as_str().as_bytes();
         let wrong_key = || match self.keys {
             Some(_) => bad(BadSignatureReason::WrongKey),
             None => OpenError::Unusable("entry belongs to another key"),
         };
-        // Or the URL's key, read under its variant's name (see the module docs): only decoded
-        // when `key` has the shape of a variant of the embedded key, checked once decoded.
-        if !own_key && !key.may_be_variant_of(parsed.cache_key) {
+        if !own_key && !key.may_be_variant_of(&cache_key) {
             return Err(wrong_key());
         }
-        // A decrypted payload is this request's own buffer; a verified one is a slice of the
-        // blob the store may share between threads (see `decode_shared`).
-        let decoded = if parsed.alg == ALG_AES_256_GCM {
-            wire::decode(&payload)
-        } else {
-            wire::decode_shared(&payload)
+        let Some((head_len, codec)) = reader::framing(p, len) else {
+            return Ok(None);
         };
-        let entry = decoded.ok_or(OpenError::Unusable("payload does not decode"))?;
-        if !own_key && !key.is_variant_of(parsed.cache_key, &entry.head) {
+        if codec != 0 {
+            return Err(OpenError::Unusable(NEWER_CODEC));
+        }
+        if head_len > MAX_HEAD_RECORD.min(self.max_blob) {
+            return Err(match self.keys {
+                Some(_) => bad(BadSignatureReason::Malformed),
+                None => OpenError::Unusable("head record too long"),
+            });
+        }
+        if p.len() < len + 5 + head_len + tag_len {
+            return Ok(None);
+        }
+        let header = p.take_one(len);
+        let prover = match (alg, found) {
+            (ALG_AES_256_GCM, Some(k)) => Prover::aes(&k.aead, &header),
+            (ALG_BLAKE3, Some(k)) => Prover::blake3(&k.blake3, &header),
+            (ALG_HMAC_SHA256, Some(k)) => Prover::hmac(&k.mac, &header),
+            _ => Prover::crc(&header),
+        };
+        p.take(5);
+        let m = record::meta(0, head_len as u32, codec);
+        // The head in a buffer of this reader's own: header values are slices of it, counted
+        // here and not on a blob a memory store shares between threads.
+        let mut head = p.take_vec(head_len);
+        let head = if alg == ALG_AES_256_GCM {
+            let Some(range) = prover.open(&m, &mut head) else {
+                return Err(bad(BadSignatureReason::Mismatch));
+            };
+            Bytes::from(head).slice(range)
+        } else {
+            let tag = p.take_one(tag_len);
+            // Constant-time verification before anything is decoded.
+            if !prover.verify(&m, [&head[..]], &tag) {
+                return Err(match found {
+                    Some(_) => bad(BadSignatureReason::Mismatch),
+                    None => OpenError::Unusable("checksum mismatch"),
+                });
+            }
+            Bytes::from(head)
+        };
+        let (head, body_len, trailers) =
+            wire::decode_head(&head).ok_or(OpenError::Unusable("payload does not decode"))?;
+        // Authenticated now: the embedded cache key is the one its writer sealed it for.
+        if !own_key && !key.is_variant_of(&cache_key, &head) {
             return Err(wrong_key());
         }
-        Ok(entry)
+        if body_len > self.max_blob as u64 {
+            return Err(OpenError::Unusable(TOO_LARGE));
+        }
+        Ok(Some(Opened {
+            head,
+            trailers,
+            // Signed but not encrypted, by a key of this ring: written by this deployment before
+            // encryption was turned on; not served (nothing less than encrypted is), but a miss,
+            // replaced by an encrypted entry, rather than an error on every request. Said once
+            // the rest is verified too (`open_parts`), so that a forged one is still refused.
+            downgraded: self.mode == Mode::Encrypted && alg != ALG_AES_256_GCM,
+            body: BodyReader {
+                prover,
+                alg,
+                tag_len,
+                index: 1,
+                remaining: body_len,
+                len: body_len,
+                key: key.clone(),
+                keyed: found.is_some(),
+            },
+        }))
     }
 }
 
@@ -434,8 +503,6 @@ impl Envelope {
 pub(crate) struct SealError(pub(crate) &'static str);
 
 #[cfg(test)]
-mod attack_tests;
-#[cfg(test)]
-mod stream_tests;
+mod format4_tests;
 #[cfg(test)]
 mod tests;

@@ -1,278 +1,184 @@
-//! Sealing while the body streams by: the envelope is written front to back, and its tag is
-//! computed as the bytes arrive, so that the end of a body costs a few microseconds whatever its
-//! size (a checksum or an HMAC finished, the last segment encrypted), not a pass over all of it.
+//! Sealing while the body streams by: each 64 KiB segment is proven (MAC, checksum or AES-GCM)
+//! as soon as it is complete, so that the end of a body costs a few microseconds whatever its
+//! size, and the entry is handed to the store as a list of buffers: the origin's own chunks
+//! between the framing, never concatenated (encrypted segments are, necessarily, new buffers).
 //!
-//! Encrypted entries are a sequence of segments (the STREAM construction of Hoang, Reyhanitabar,
-//! Rogaway and Vizár, "Online Authenticated-Encryption and its Nonce-Reuse Misuse-Resistance",
-//! CRYPTO 2015, with a random nonce per segment):
-//!
-//! ```text
-//! segment = nonce (12 random bytes) | AES-256-GCM ciphertext | tag (16)
-//! AAD     = envelope header and cache key | first segment's nonce | index (u32 BE) | last (u8)
-//! ```
-//!
-//! Every segment but the last holds [`SEGMENT`] bytes of plaintext; the last holds fewer (maybe
-//! none). The associated data binds each segment to its envelope (header and key), to its entry
-//! (the first nonce), to its place (the index) and says which one ends the entry: segments cannot
-//! be reordered, moved between entries or dropped from the end without the open failing. Each
-//! nonce is fresh and random, so the bound of NIST SP 800-38D §8.3 applies per segment, as it did
-//! per entry before (2^32 segments per key).
+//! The head is sealed last, once the body's length and trailers are known, and goes first in the
+//! entry: a reader verifies it, and learns how many segments follow, before reading any of them.
+//! Segments are bound to their entry (the header holds a random entry id), to their place (the
+//! index) and to their length; the head says how many there are, so none can be reordered, moved
+//! between entries, dropped from the end or added (see `record.rs` and docs/security.md).
 
 use bytes::Bytes;
 use http::HeaderMap;
-use ring::{aead, hmac, rand};
 
-use super::{wire, SealError, NONCE_LEN};
+use super::record::{meta, Prover, GCM_TAG, NONCE_LEN};
+use super::{wire, SealError, SEGMENT};
 
-/// Plaintext bytes per encrypted segment: 28 bytes of nonce and tag per 64 KiB (0.04%), and
-/// at most 64 KiB of encryption in any one poll.
-pub(crate) const SEGMENT: usize = 64 * 1024;
-/// The GCM tag of a segment.
-pub(crate) const SEGMENT_TAG: usize = 16;
+/// An entry smaller than this is handed to the store as one buffer (copying it costs less than
+/// keeping its parts).
+const ONE_BUFFER_BELOW: usize = 16 * 1024;
 
-/// How the bytes written so far are being proven.
-// The HMAC state is inline (300 bytes): a `Sealing` lives in the boxed sink of one response, and
-// an allocation per stored response is what this avoids.
-#[allow(clippy::large_enum_variant)]
-enum Proof {
-    /// CRC-32 of every byte so far.
-    Crc(crc32fast::Hasher),
-    /// HMAC-SHA256 of every byte so far.
-    Hmac(hmac::Context),
-    /// The current segment's plaintext starts at `at`, after its nonce.
-    Aes {
-        /// Boxed: the key schedule is large, and the other variants are common.
-        key: Box<aead::LessSafeKey>,
-        /// The envelope header and the first nonce, then room for the index and the last flag.
-        aad: Vec<u8>,
-        at: usize,
-        index: u32,
-    },
-}
+/// Chunks smaller than this are copied into a buffer of the segment's own rather than kept:
+/// an origin that sends a byte at a time makes a segment of a few buffers, not 65,536.
+const COPY_BELOW: usize = 4096;
 
-/// An envelope being written: header, head, then the body as it arrives, then trailers and tag.
+/// An envelope being written: header, then the body as it arrives, then the head.
 pub(crate) struct Sealing {
-    out: Vec<u8>,
-    proof: Proof,
-}
-
-fn random_nonce() -> Result<[u8; NONCE_LEN], SealError> {
-    let mut nonce = [0u8; NONCE_LEN];
-    rand::SecureRandom::fill(&rand::SystemRandom::new(), &mut nonce)
-        .map_err(|_| SealError("random generator failed"))?;
-    Ok(nonce)
+    header: Vec<u8>,
+    prover: Prover,
+    encrypted: bool,
+    /// The head's fields known when the response started.
+    head: Vec<u8>,
+    /// Body records so far (framing, data and tags), in order.
+    records: Vec<Bytes>,
+    /// Framing and tag bytes not yet made a part of `records`.
+    small: Vec<u8>,
+    /// The segment being filled.
+    seg: Vec<Bytes>,
+    /// Small chunks of the segment being filled, copied together (see [`COPY_BELOW`]).
+    copied: bytes::BytesMut,
+    seg_len: usize,
+    index: u32,
+    body_len: u64,
 }
 
 impl Sealing {
-    /// A CRC-32 sealing of what `out` holds so far (the envelope header, the cache key and the
-    /// head) and of everything appended.
-    pub(super) fn checksummed(out: Vec<u8>) -> Self {
-        let mut crc = crc32fast::Hasher::new();
-        crc.update(&out);
+    pub(super) fn new(header: Vec<u8>, prover: Prover, encrypted: bool, head: Vec<u8>) -> Self {
         Self {
-            out,
-            proof: Proof::Crc(crc),
+            header,
+            prover,
+            encrypted,
+            head,
+            records: Vec::new(),
+            small: Vec::new(),
+            seg: Vec::new(),
+            copied: bytes::BytesMut::new(),
+            seg_len: 0,
+            index: 1,
+            body_len: 0,
         }
     }
 
-    /// [`checksummed`](Self::checksummed), with HMAC-SHA256.
-    pub(super) fn signed(out: Vec<u8>, key: &hmac::Key) -> Self {
-        let mut ctx = hmac::Context::with_key(key);
-        ctx.update(&out);
-        Self {
-            out,
-            proof: Proof::Hmac(ctx),
-        }
-    }
-
-    /// Encrypted: `out` holds the envelope header and the cache key (the associated data);
-    /// the payload, head included, is appended.
-    pub(super) fn encrypted(mut out: Vec<u8>, key: &aead::LessSafeKey) -> Result<Self, SealError> {
-        let nonce = random_nonce()?;
-        let mut aad = Vec::with_capacity(out.len() + NONCE_LEN + 5);
-        aad.extend_from_slice(&out);
-        aad.extend_from_slice(&nonce);
-        aad.extend_from_slice(&[0; 5]);
-        out.extend_from_slice(&nonce);
-        let at = out.len();
-        Ok(Self {
-            out,
-            proof: Proof::Aes {
-                key: Box::new(key.clone()),
-                aad,
-                at,
-                index: 0,
-            },
-        })
-    }
-
-    /// Appends payload bytes: proven (or encrypted, a segment at a time) as they are written.
-    pub(crate) fn append(&mut self, mut data: &[u8]) -> Result<(), SealError> {
-        match &mut self.proof {
-            Proof::Crc(crc) => {
-                crc.update(data);
-                self.out.extend_from_slice(data);
-            }
-            Proof::Hmac(ctx) => {
-                ctx.update(data);
-                self.out.extend_from_slice(data);
-            }
-            Proof::Aes { at, .. } => {
-                let mut at_now = *at;
-                while !data.is_empty() {
-                    let room = SEGMENT - (self.out.len() - at_now);
-                    let (now, later) = data.split_at(room.min(data.len()));
-                    self.out.extend_from_slice(now);
-                    data = later;
-                    if self.out.len() - at_now == SEGMENT {
-                        self.seal_segment(false)?;
-                        at_now = match &self.proof {
-                            Proof::Aes { at, .. } => *at,
-                            _ => at_now,
-                        };
-                    }
+    /// Appends body bytes: kept as slices of `data` (no copy), and proven a segment at a time.
+    pub(crate) fn append(&mut self, data: &Bytes) -> Result<(), SealError> {
+        let mut at = 0;
+        while at < data.len() {
+            let n = (SEGMENT - self.seg_len).min(data.len() - at);
+            if n < COPY_BELOW {
+                if self.copied.is_empty() {
+                    self.copied.reserve(COPY_BELOW);
                 }
+                self.copied.extend_from_slice(&data[at..at + n]);
+                if self.copied.len() >= COPY_BELOW {
+                    self.flush_copied();
+                }
+            } else {
+                self.flush_copied();
+                self.seg.push(data.slice(at..at + n));
+            }
+            self.seg_len += n;
+            at += n;
+            if self.seg_len == SEGMENT {
+                self.close_segment()?;
             }
         }
+        self.body_len += data.len() as u64;
         Ok(())
     }
 
-    /// Encrypts the current segment in place and appends its tag (and, unless it is the last,
-    /// the next segment's nonce).
-    fn seal_segment(&mut self, last: bool) -> Result<(), SealError> {
-        let Proof::Aes {
-            key,
-            aad,
-            at,
-            index,
-        } = &mut self.proof
-        else {
-            return Ok(());
-        };
-        let n = aad.len();
-        aad[n - 5..n - 1].copy_from_slice(&index.to_be_bytes());
-        aad[n - 1] = u8::from(last);
-        let nonce = self
-            .out
-            .get(*at - NONCE_LEN..*at)
-            .ok_or(SealError("bad nonce position"))?;
-        let nonce = aead::Nonce::try_assume_unique_for_key(nonce)
-            .map_err(|_| SealError("bad nonce length"))?;
-        let tag = key
-            .seal_in_place_separate_tag(nonce, aead::Aad::from(&aad[..]), &mut self.out[*at..])
-            .map_err(|_| SealError("could not encrypt"))?;
-        self.out.extend_from_slice(tag.as_ref());
-        if !last {
-            *index = index.checked_add(1).ok_or(SealError("too many segments"))?;
-            self.out.extend_from_slice(&random_nonce()?);
-            *at = self.out.len();
+    fn flush_copied(&mut self) {
+        if !self.copied.is_empty() {
+            self.seg.push(self.copied.split().freeze());
         }
+    }
+
+    /// Proves the segment being filled and moves it to `records`.
+    fn close_segment(&mut self) -> Result<(), SealError> {
+        self.flush_copied();
+        let plain = self.seg_len;
+        if self.encrypted {
+            let stored = NONCE_LEN + plain + GCM_TAG;
+            let mut record = Vec::with_capacity(5 + stored);
+            record.extend_from_slice(&(stored as u32).to_be_bytes());
+            record.push(0);
+            self.prover
+                .seal(self.index, 0, self.seg.drain(..), &mut record)?;
+            self.flush_small();
+            self.records.push(Bytes::from(record));
+        } else {
+            let m = meta(self.index, plain as u32, 0);
+            let tag = self
+                .prover
+                .tag(&m, self.seg.iter().map(|s| &s[..]))
+                .ok_or(SealError("no tag"))?;
+            self.small.extend_from_slice(&(plain as u32).to_be_bytes());
+            self.small.push(0);
+            self.flush_small();
+            self.records.append(&mut self.seg);
+            self.small.extend_from_slice(tag.as_ref());
+        }
+        self.seg_len = 0;
+        self.index = self
+            .index
+            .checked_add(1)
+            .ok_or(SealError("too many segments"))?;
         Ok(())
     }
 
-    /// Ends the payload with the trailers and appends the tag: the finished blob.
-    pub(crate) fn finish(mut self, trailers: Option<&HeaderMap>) -> Result<Bytes, SealError> {
+    fn flush_small(&mut self) {
+        if !self.small.is_empty() {
+            self.records
+                .push(Bytes::from(std::mem::take(&mut self.small)));
+        }
+    }
+
+    /// Ends the body with these trailers, seals the head: the finished entry, in parts (one
+    /// buffer when small).
+    pub(crate) fn finish(mut self, trailers: Option<&HeaderMap>) -> Result<Vec<Bytes>, SealError> {
         if trailers.is_some_and(|t| t.len() > wire::MAX_FIELDS) {
             return Err(SealError("more trailer fields than an entry holds"));
         }
-        let encode_err = |_| SealError("could not encode");
-        match &mut self.proof {
-            Proof::Crc(crc) => {
-                let start = self.out.len();
-                self.out = wire::encode_tail(trailers, std::mem::take(&mut self.out))
-                    .map_err(encode_err)?;
-                crc.update(&self.out[start..]);
-            }
-            Proof::Hmac(ctx) => {
-                let start = self.out.len();
-                self.out = wire::encode_tail(trailers, std::mem::take(&mut self.out))
-                    .map_err(encode_err)?;
-                ctx.update(&self.out[start..]);
-            }
-            Proof::Aes { .. } => {
-                let tail = wire::tail(trailers).map_err(encode_err)?;
-                self.append(&tail)?;
-            }
+        if self.seg_len > 0 {
+            self.close_segment()?;
         }
-        match self.proof {
-            Proof::Crc(crc) => {
-                let sum = crc.finalize();
-                self.out.extend_from_slice(&sum.to_be_bytes());
+        self.flush_small();
+        let head = wire::encode_head_end(self.body_len, trailers, std::mem::take(&mut self.head))
+            .map_err(|_| SealError("could not encode"))?;
+        let mut first = std::mem::take(&mut self.header);
+        if self.encrypted {
+            let stored = NONCE_LEN + head.len() + GCM_TAG;
+            first.reserve(5 + stored);
+            first.extend_from_slice(
+                &u32::try_from(stored)
+                    .map_err(|_| SealError("head too long"))?
+                    .to_be_bytes(),
+            );
+            first.push(0);
+            self.prover.seal(0, 0, [&head[..]], &mut first)?;
+        } else {
+            let len = u32::try_from(head.len()).map_err(|_| SealError("head too long"))?;
+            let tag = self
+                .prover
+                .tag(&meta(0, len, 0), [&head[..]])
+                .ok_or(SealError("no tag"))?;
+            first.reserve(5 + head.len() + 32);
+            first.extend_from_slice(&len.to_be_bytes());
+            first.push(0);
+            first.extend_from_slice(&head);
+            first.extend_from_slice(tag.as_ref());
+        }
+        let total = first.len() + self.records.iter().map(Bytes::len).sum::<usize>();
+        if total < ONE_BUFFER_BELOW {
+            first.reserve(total - first.len());
+            for r in &self.records {
+                first.extend_from_slice(r);
             }
-            Proof::Hmac(ctx) => {
-                let tag = ctx.sign();
-                self.out.extend_from_slice(tag.as_ref());
-            }
-            Proof::Aes { .. } => self.seal_segment(true)?,
+            return Ok(vec![Bytes::from(first)]);
         }
-        Ok(Bytes::from(self.out))
-    }
-
-    /// The bytes written so far (header, head and body; encrypted segments included).
-    #[cfg(test)]
-    pub(crate) fn written(&self) -> usize {
-        self.out.len()
-    }
-
-    /// Plaintext waiting for its segment to fill (always less than [`SEGMENT`]); 0 for the
-    /// other algorithms, which prove every byte as it is appended.
-    #[cfg(test)]
-    pub(crate) fn pending(&self) -> usize {
-        match &self.proof {
-            Proof::Aes { at, .. } => self.out.len() - at,
-            _ => 0,
-        }
-    }
-}
-
-/// Opens the segments of an encrypted payload (`sealed`, everything after `header`) into one
-/// plaintext buffer: one copy, and no byte is released before its segment's tag is checked.
-/// `None` when a segment does not open or the framing is wrong.
-pub(super) fn open_segments(
-    key: &aead::LessSafeKey,
-    header: &[u8],
-    sealed: &[u8],
-) -> Option<Vec<u8>> {
-    let first_nonce = sealed.get(..NONCE_LEN)?;
-    // The associated data on the stack when it fits (a key name of this crate is under 100
-    // bytes): a hit makes no allocation for it.
-    let n = header.len() + NONCE_LEN + 5;
-    let mut small = [0u8; 256];
-    let mut large = Vec::new();
-    let aad: &mut [u8] = if n <= small.len() {
-        &mut small[..n]
-    } else {
-        large.resize(n, 0);
-        &mut large
-    };
-    aad[..header.len()].copy_from_slice(header);
-    aad[header.len()..n - 5].copy_from_slice(first_nonce);
-    let record = NONCE_LEN + SEGMENT + SEGMENT_TAG;
-    let mut plain = Vec::with_capacity(sealed.len());
-    let mut rest = sealed;
-    let mut index: u32 = 0;
-    loop {
-        // A full record is a segment that is not the last; the last one is shorter.
-        let last = rest.len() < record;
-        let (this, next) = rest.split_at(if last { rest.len() } else { record });
-        if this.len() < NONCE_LEN + SEGMENT_TAG {
-            return None;
-        }
-        let (nonce, ciphertext) = this.split_at(NONCE_LEN);
-        let nonce = aead::Nonce::try_assume_unique_for_key(nonce).ok()?;
-        aad[n - 5..n - 1].copy_from_slice(&index.to_be_bytes());
-        aad[n - 1] = u8::from(last);
-        let start = plain.len();
-        plain.extend_from_slice(ciphertext);
-        let len = key
-            .open_in_place(nonce, aead::Aad::from(&*aad), &mut plain[start..])
-            .ok()?
-            .len();
-        plain.truncate(start + len);
-        if last {
-            return Some(plain);
-        }
-        index = index.checked_add(1)?;
-        rest = next;
+        let mut parts = Vec::with_capacity(1 + self.records.len());
+        parts.push(Bytes::from(first));
+        parts.append(&mut self.records);
+        Ok(parts)
     }
 }

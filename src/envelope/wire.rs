@@ -1,8 +1,8 @@
 //! The versioned postcard wire struct. It is separate from [`EntryHead`] so that the in-memory
 //! types can change without silently changing the stored format.
 //!
-//! Decoding borrows from the verified payload: header values and the body become `Bytes` slices
-//! of the blob the store returned, not copies.
+//! Decoding borrows from the verified head record: header values become `Bytes` slices of it,
+//! not copies.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::entry::{Entry, EntryHead, Expiry, VaryValue};
+use crate::entry::{EntryHead, Expiry, VaryValue};
 
 /// Bytes that postcard writes as one length-prefixed run (not a sequence of `u8`s). Postcard
 /// writes a `&str` the same way, so names, method and URI are read as `Raw` too: the format is
@@ -51,11 +51,35 @@ enum WireVary<'a> {
     Digest([u8; 32]),
 }
 
-/// The stored head of format version 3 (version 1 had no `expiry`; version 2 carried the
-/// trailers here, before the body, which a writer only knows once the body has ended). The body
-/// follows it raw; the trailer section ([`encode_tail`]) ends the payload.
-#[derive(Serialize, Deserialize)]
-struct WireHeadV3<'a> {
+/// The first fields of a format 4 head: those known when the response starts. The rest
+/// ([`WireHeadEnd`]) is known once the body has ended; postcard writes a struct as its fields one
+/// after the other, so the two written in turn read back as one [`WireHeadV4`].
+#[derive(Serialize)]
+struct WireHeadStart<'a> {
+    status: u16,
+    version: u8,
+    headers: Vec<(Raw<'a>, Raw<'a>)>,
+    request_time: (u64, u32),
+    response_time: (u64, u32),
+    method: Raw<'a>,
+    uri: Raw<'a>,
+    vary: Vec<(Raw<'a>, WireVary<'a>)>,
+    generation: u64,
+    expiry: (u8, u64, u32),
+}
+
+/// The last fields of a format 4 head.
+#[derive(Serialize)]
+struct WireHeadEnd<'a> {
+    body_len: u64,
+    trailers: Option<Vec<(Raw<'a>, Raw<'a>)>>,
+}
+
+/// The stored head of format version 4: the response's head, the body's length and its
+/// trailers (version 3 wrote the trailers after the body; version 4 seals the head once the body
+/// has ended, so a reader knows them, and the body's length, before reading any of the body).
+#[derive(Deserialize)]
+struct WireHeadV4<'a> {
     status: u16,
     version: u8,
     #[serde(borrow)]
@@ -70,14 +94,10 @@ struct WireHeadV3<'a> {
     generation: u64,
     /// `(kind, secs, nanos)`: kind 0 = from the headers, 1 = filled in, 2 = override.
     expiry: (u8, u64, u32),
+    body_len: u64,
+    #[serde(borrow)]
+    trailers: Option<Vec<(Raw<'a>, Raw<'a>)>>,
 }
-
-/// Trailer fields received after the body, if any: the payload's last section, followed by its
-/// own length.
-type WireTail<'a> = Option<Vec<(Raw<'a>, Raw<'a>)>>;
-
-/// The length of the big-endian `u32` that ends a payload: the trailer section's length.
-const TAIL_LEN: usize = 4;
 
 fn version_to_wire(v: Version) -> u8 {
     match v {
@@ -118,7 +138,7 @@ fn wire_fields(map: &HeaderMap) -> Vec<(Raw<'_>, Raw<'_>)> {
         .collect()
 }
 
-/// Appends the postcard encoding of `head` to `out`: the start of a payload.
+/// Appends the postcard encoding of the fields of `head` known when the response starts.
 pub(crate) fn encode_head(head: &EntryHead, out: Vec<u8>) -> Result<Vec<u8>, postcard::Error> {
     let headers = wire_fields(&head.headers);
     let vary = head
@@ -133,7 +153,7 @@ pub(crate) fn encode_head(head: &EntryHead, out: Vec<u8>) -> Result<Vec<u8>, pos
             (Raw(n.as_str().as_bytes()), v)
         })
         .collect();
-    let wire = WireHeadV3 {
+    let wire = WireHeadStart {
         status: head.status.as_u16(),
         version: version_to_wire(head.version),
         headers,
@@ -152,76 +172,27 @@ pub(crate) fn encode_head(head: &EntryHead, out: Vec<u8>) -> Result<Vec<u8>, pos
     postcard::to_extend(&wire, out)
 }
 
-/// Appends the end of a payload to `out`: the trailer section, then its length (`u32`, big
-/// endian). Written once the body has passed, so a payload is written front to back.
-pub(crate) fn encode_tail(
+/// Appends the rest of a head to what [`encode_head`] wrote: the body's length and the
+/// trailers, known once the body has ended.
+pub(crate) fn encode_head_end(
+    body_len: u64,
     trailers: Option<&HeaderMap>,
     out: Vec<u8>,
 ) -> Result<Vec<u8>, postcard::Error> {
-    let tail: WireTail<'_> = trailers.map(wire_fields);
-    let start = out.len();
-    let mut out = postcard::to_extend(&tail, out)?;
-    let len = u32::try_from(out.len() - start).map_err(|_| postcard::Error::SerializeBufferFull)?;
-    out.extend_from_slice(&len.to_be_bytes());
-    Ok(out)
-}
-
-/// [`encode_tail`] into a buffer of its own.
-pub(crate) fn tail(trailers: Option<&HeaderMap>) -> Result<Vec<u8>, postcard::Error> {
-    encode_tail(trailers, Vec::new())
-}
-
-/// Decodes a verified payload. `None` when it does not decode: the caller treats that as a miss.
-/// Header values, the URI and Vary values are slices of `payload`.
-pub(crate) fn decode(payload: &Bytes) -> Option<Entry> {
-    decode_in(payload, false)
-}
-
-/// [`decode`] for a payload shared with other threads (a slice of the blob a `MemoryStore`
-/// holds): the header section is copied once into a buffer of this request's own, and the
-/// header values are slices of that, so that their references are counted there and not on the
-/// shared blob's counter, which every concurrent hit of the key would otherwise write (a
-/// contended cache line between cores). The body stays a slice of the shared blob.
-pub(crate) fn decode_shared(payload: &Bytes) -> Option<Entry> {
-    decode_in(payload, true)
-}
-
-fn decode_in(payload: &Bytes, copy_head: bool) -> Option<Entry> {
-    let (wire, rest) = postcard::take_from_bytes::<WireHeadV3<'_>>(payload).ok()?;
-    let head_len = payload.len() - rest.len();
-    // The tail: the trailer section, found from the end by its length.
-    let tail_at = rest.len().checked_sub(TAIL_LEN)?;
-    let tail_len = u32::from_be_bytes(rest.get(tail_at..)?.try_into().ok()?);
-    let body_len = tail_at.checked_sub(usize::try_from(tail_len).ok()?)?;
-    let (tail, unread) =
-        postcard::take_from_bytes::<WireTail<'_>>(&rest[body_len..tail_at]).ok()?;
-    if !unread.is_empty() {
-        return None;
-    }
-    let body_end = head_len + body_len;
-    // The head copied (see `decode_shared`), and the trailers with it: both are small.
-    let own = copy_head.then(|| {
-        let mut own = Vec::with_capacity(head_len + (payload.len() - body_end));
-        own.extend_from_slice(&payload[..head_len]);
-        own.extend_from_slice(&payload[body_end..]);
-        Bytes::from(own)
-    });
-    // A slice of the head as `Bytes`: of the private copy when there is one (at the same
-    // offset), else of the payload. `raw` always lies within the payload's head.
-    // (the tail follows the head in the copy, so an offset past the body moves back by it).
-    let slice = |raw: &[u8]| -> Bytes {
-        match &own {
-            Some(own) => {
-                let mut at = (raw.as_ptr() as usize).saturating_sub(payload.as_ptr() as usize);
-                if at >= body_end {
-                    at -= body_len;
-                }
-                own.slice(at.min(own.len())..(at + raw.len()).min(own.len()))
-            }
-            None => payload.slice_ref(raw),
-        }
+    let end = WireHeadEnd {
+        body_len,
+        trailers: trailers.map(wire_fields),
     };
-    if wire.vary.len() > MAX_FIELDS {
+    postcard::to_extend(&end, out)
+}
+
+/// A verified head record, decoded: the head, the body's length and the trailers. `None` when it
+/// does not decode (or has bytes after it): the caller treats that as a miss. Header values, the
+/// URI and Vary values are slices of `bytes` (which should be the reader's own buffer, not one
+/// shared between threads: their reference counts are updated on every hit).
+pub(crate) fn decode_head(bytes: &Bytes) -> Option<(EntryHead, u64, Option<HeaderMap>)> {
+    let (wire, rest) = postcard::take_from_bytes::<WireHeadV4<'_>>(bytes).ok()?;
+    if !rest.is_empty() || wire.vary.len() > MAX_FIELDS {
         return None;
     }
     let fields = |list: Vec<(Raw<'_>, Raw<'_>)>| -> Option<HeaderMap> {
@@ -232,14 +203,14 @@ fn decode_in(payload: &Bytes, copy_head: bool) -> Option<Entry> {
         let mut map = HeaderMap::with_capacity(list.len());
         for (name, value) in list {
             let name = HeaderName::from_bytes(name.0).ok()?;
-            // A slice of the verified blob: no copy.
-            let value = HeaderValue::from_maybe_shared(slice(value.0)).ok()?;
+            // A slice of the verified record: no copy.
+            let value = HeaderValue::from_maybe_shared(bytes.slice_ref(value.0)).ok()?;
             map.append(name, value);
         }
         Some(map)
     };
     let headers = fields(wire.headers)?;
-    let trailers = match tail {
+    let trailers = match wire.trailers {
         Some(list) => Some(fields(list)?),
         None => None,
     };
@@ -248,7 +219,7 @@ fn decode_in(payload: &Bytes, copy_head: bool) -> Option<Entry> {
         let name = HeaderName::from_bytes(name.0).ok()?;
         let value = match value {
             WireVary::Absent => VaryValue::Absent,
-            WireVary::Clear(raw) => VaryValue::Clear(slice(raw.0)),
+            WireVary::Clear(raw) => VaryValue::Clear(bytes.slice_ref(raw.0)),
             WireVary::Digest(d) => VaryValue::Digest(d),
         };
         vary.push((name, value));
@@ -260,7 +231,7 @@ fn decode_in(payload: &Bytes, copy_head: bool) -> Option<Entry> {
         request_time: time_from_wire(wire.request_time)?,
         response_time: time_from_wire(wire.response_time)?,
         method: Method::from_bytes(wire.method.0).ok()?,
-        uri: slice(wire.uri.0),
+        uri: bytes.slice_ref(wire.uri.0),
         vary,
         generation: wire.generation,
         expiry: match wire.expiry {
@@ -276,11 +247,7 @@ fn decode_in(payload: &Bytes, copy_head: bool) -> Option<Entry> {
             _ => return None,
         },
     };
-    Some(Entry {
-        head,
-        body: payload.slice(head_len..body_end),
-        trailers,
-    })
+    Some((head, wire.body_len, trailers))
 }
 
 #[cfg(test)]

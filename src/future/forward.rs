@@ -14,7 +14,7 @@ use super::{Ctx, State, StoreCall};
 use crate::body::fill::Fill;
 use crate::body::{CacheBody, Tee};
 use crate::coalesce::{FailedAnswer, Failure, MAX_SHARED_BODY};
-use crate::entry::Entry;
+use crate::entry::{Entry, EntryBody};
 use crate::error::BoxError;
 use crate::key::CacheKey;
 use crate::metrics::Event;
@@ -371,11 +371,15 @@ impl<St: Store> Ctx<St> {
             let parts = respond::response_parts(&head);
             if let Ok(admitted) = self.admit(&storing, &parts, response_time, age) {
                 head.expiry = admitted.expiry;
-                let len = Some(body.len() as u64);
-                if let Some(mut sink) = self.sink(storing.key, &head, admitted.ttl, None, len) {
-                    if sink.data(&body) {
-                        if let Some(put) = sink.finish(trailers.clone()) {
-                            run_soon(put);
+                let len = Some(body.len());
+                // A body the store streams is read once, by the caller: the entry is not
+                // written again (the next request revalidates again; §4.3.4's update is a SHOULD).
+                if let EntryBody::Parts { parts, .. } = &body {
+                    if let Some(mut sink) = self.sink(storing.key, &head, admitted.ttl, None, len) {
+                        if parts.iter().all(|part| sink.data(part)) {
+                            if let Some(put) = sink.finish(trailers.clone()) {
+                                run_soon(put);
+                            }
                         }
                     }
                 }

@@ -24,7 +24,7 @@ use crate::policy::validation::{conditional_headers, not_modified};
 use crate::policy::vary::capture;
 use crate::respond::{self, hit_info, Freshness};
 use crate::status::CacheStatus;
-use crate::store::{Store, StoreRequest, StoreResponse};
+use crate::store::{Found, Store, StoreRequest, StoreResponse};
 
 /// A stale entry kept while the request goes on: to validate it, or to serve it if the origin
 /// fails.
@@ -49,6 +49,9 @@ pub(super) enum Lookup<B> {
     Refresh(Response<CacheBody<B>>, RefreshGuard),
     /// Keep going.
     Go(Next),
+    /// The store answered with a stream: read its head (bounded by the store timeout), then
+    /// [`Ctx::on_head`].
+    ReadHead(CacheKey, crate::store::BlobStream),
 }
 
 /// Where a request goes after a lookup that did not answer it.
@@ -82,8 +85,8 @@ impl<St: Store> Ctx<St> {
             (None, 0) => primary,
             (None, n) => self.plan.older_keys.get(n - 1).cloned().unwrap_or(primary),
         };
-        let blob = match answer.and_then(StoreResponse::into_blob) {
-            Ok(Some(blob)) => blob,
+        let found = match answer.and_then(StoreResponse::into_found) {
+            Ok(Some(found)) => found,
             Ok(None) => {
                 // Written before a key rotation: the same request under the previous key's name.
                 if self.found.variant_key.is_none() && !self.found.partial_looked {
@@ -98,10 +101,76 @@ impl<St: Store> Ctx<St> {
             }
             Err(e) => return self.store_failed(&key, e),
         };
-        match self.open(&key, blob) {
+        let opened = match found {
+            Found::Whole(blob) => {
+                self.found.blob_size = Some(blob.len());
+                self.config.envelope.open(&key, blob)
+            }
+            Found::Parts(parts) => {
+                self.found.blob_size = Some(parts.len());
+                self.config
+                    .envelope
+                    .open_parts(&key, parts.parts().iter().cloned())
+            }
+            Found::Stream(stream) => {
+                self.found.blob_size = usize::try_from(stream.len()).ok();
+                if stream.len() > self.config.envelope.max_blob() as u64 {
+                    tracing::debug!(key = %key, "stored entry larger than max_blob_size; treating as a miss");
+                    return self.unusable(key, Unusable::Undecodable);
+                }
+                return Lookup::ReadHead(key, stream);
+            }
+        };
+        match self.checked(&key, opened) {
             Ok(entry) => self.decide(key, entry, request_headers),
             Err(why) => self.unusable(key, why),
         }
+    }
+
+    /// The head of a streamed entry was read (or not): the entry, its body verified as it is
+    /// read, goes where a whole one goes.
+    pub(super) fn on_head<B>(
+        &mut self,
+        key: CacheKey,
+        read: Result<super::head::HeadRead, super::head::HeadError>,
+        request_headers: Option<&HeaderMap>,
+    ) -> Lookup<B> {
+        let Some(request_headers) = request_headers else {
+            return Lookup::Go(Next::Forward);
+        };
+        let opened = match read {
+            Ok(read) => Ok(read.into_entry(self.on_bad_segment(&key))),
+            Err(super::head::HeadError::Open(e)) => Err(e),
+            Err(super::head::HeadError::Store(e)) => return self.store_failed(&key, e),
+        };
+        match self.checked(&key, opened) {
+            Ok(entry) => self.decide(key, entry, request_headers),
+            Err(why) => self.unusable(key, why),
+        }
+    }
+
+    /// What a streamed body does when one of its segments fails verification after the
+    /// response has started: count it, and delete the entry (unless read-only).
+    fn on_bad_segment(&self, key: &CacheKey) -> crate::body::verified::OnBad {
+        let config = self.config.clone();
+        let store = self.store.clone();
+        let key = key.clone();
+        Box::new(move |bad| {
+            config.metrics.record(Event::BadSignature);
+            crate::metrics::export::bad_signature(bad.reason_label());
+            if config.read_only {
+                tracing::warn!(key = %key, error = %bad, "a stored body failed verification while streamed; ended with an error (read-only: not deleted)");
+                return;
+            }
+            tracing::warn!(key = %key, error = %bad, "a stored body failed verification while streamed; ended with an error and deleted");
+            let delete = config.call(&store, StoreRequest::Delete { key });
+            crate::rt::spawn_or_drop(
+                async move {
+                    let _ = delete.await;
+                },
+                "deleting a tampered entry",
+            );
+        })
     }
 
     /// The store failed: fail-closed fails the request, fail-open goes on as on a miss.
@@ -126,10 +195,13 @@ impl<St: Store> Ctx<St> {
         self.nothing_usable()
     }
 
-    /// Verifies and decodes a blob, then applies the user's filter again.
-    fn open(&mut self, key: &CacheKey, blob: Bytes) -> Result<Entry, Unusable> {
-        self.found.blob_size = Some(blob.len());
-        let entry = match self.config.envelope.open(key, blob) {
+    /// A verified and decoded entry (or why not), with the user's filter applied again.
+    fn checked(
+        &mut self,
+        key: &CacheKey,
+        opened: Result<Entry, OpenError>,
+    ) -> Result<Entry, Unusable> {
+        let entry = match opened {
             Ok(entry) => entry,
             Err(OpenError::BadSignature(bad)) => {
                 self.config.metrics.record(Event::BadSignature);
@@ -247,10 +319,22 @@ impl<St: Store> Ctx<St> {
             } if !self.plan.conditional => {
                 tracing::debug!(key = %key, age = age.as_secs(), "stale-while-revalidate");
                 // Kept for the background refresh: its validators, and its body if a 304 comes.
+                // A streamed body is the caller's: the refresh asks for the whole response.
+                let (kept, revalidating) = match entry.try_clone() {
+                    Some(kept) => (kept, has_validator(&entry.head.headers)),
+                    None => (
+                        Entry {
+                            head: entry.head.clone(),
+                            body: crate::entry::EntryBody::empty(),
+                            trailers: None,
+                        },
+                        false,
+                    ),
+                };
                 self.stale = Some(Box::new(StaleEntry {
                     key: key.clone(),
-                    entry: entry.clone(),
-                    revalidating: has_validator(&entry.head.headers),
+                    entry: kept,
+                    revalidating,
                     if_error: false,
                 }));
                 let info = info(self, &entry, age);
@@ -359,7 +443,7 @@ impl<St: Store> Ctx<St> {
                 r.if_range.as_ref(),
                 entry.head.status,
                 &entry.head.headers,
-                entry.body.len() as u64,
+                entry.body.len(),
             )
         });
         if let (Some((age, status)), Some(Selected::Part(part))) = (usable, selected) {

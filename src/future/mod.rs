@@ -44,6 +44,7 @@ use crate::status::{cache_status_field, CacheStatus};
 use crate::store::{Store, StoreCall, StoreRequest};
 
 mod forward;
+mod head;
 mod invalidate;
 mod lookup;
 mod plan;
@@ -314,6 +315,8 @@ pin_project! {
     #[project = StateProj]
     enum State<F, L, R> {
         Lookup { #[pin] fut: L },
+        // Reading the head of an entry the store streams.
+        Head { fut: head::HeadFuture, key: Option<CacheKey> },
         Wait { fut: WaitFuture },
         Delete { #[pin] fut: L },
         Forward { #[pin] fut: F },
@@ -329,6 +332,7 @@ impl<F, L, R> State<F, L, R> {
     fn name(&self) -> &'static str {
         match self {
             State::Lookup { .. } => "looking up",
+            State::Head { .. } => "reading a stored head",
             State::Wait { .. } => "waiting for a concurrent request",
             State::Delete { .. } => "deleting an unusable entry",
             State::Forward { .. } => "waiting for the origin",
@@ -442,7 +446,20 @@ where
                 StateProj::Lookup { fut } => {
                     let answer = ready!(fut.poll(cx));
                     let headers = this.request.as_ref().map(Request::headers);
-                    match this.ctx.on_lookup(answer, headers) {
+                    let lookup = this.ctx.on_lookup(answer, headers);
+                    if let Lookup::ReadHead(key, stream) = lookup {
+                        let fut = head::read_head(&this.ctx.config, key.clone(), stream);
+                        this.state.set(State::Head {
+                            fut,
+                            key: Some(key),
+                        });
+                        continue;
+                    }
+                    match lookup {
+                        Lookup::ReadHead(..) => {
+                            this.state.set(State::Done);
+                            return Poll::Ready(Err(POLLED_AFTER_COMPLETION.into()));
+                        }
                         Lookup::Hit(response) => {
                             this.state.set(State::Done);
                             return Poll::Ready(Ok(response));
@@ -459,6 +476,37 @@ where
                         Lookup::Go(next) => {
                             let state = this.ctx.route(next, this.inner, this.request);
                             this.state.set(state);
+                        }
+                    }
+                }
+                StateProj::Head { fut, key } => {
+                    let read = ready!(fut.as_mut().poll(cx));
+                    let Some(key) = key.take() else {
+                        this.state.set(State::Done);
+                        return Poll::Ready(Err(POLLED_AFTER_COMPLETION.into()));
+                    };
+                    let headers = this.request.as_ref().map(Request::headers);
+                    match this.ctx.on_head(key, read, headers) {
+                        Lookup::Hit(response) => {
+                            this.state.set(State::Done);
+                            return Poll::Ready(Ok(response));
+                        }
+                        Lookup::Fail(err) => {
+                            this.state.set(State::Done);
+                            return Poll::Ready(Err(err));
+                        }
+                        Lookup::Refresh(response, guard) => {
+                            refresh::spawn(this.inner, this.request, this.ctx, guard);
+                            this.state.set(State::Done);
+                            return Poll::Ready(Ok(response));
+                        }
+                        Lookup::Go(next) => {
+                            let state = this.ctx.route(next, this.inner, this.request);
+                            this.state.set(state);
+                        }
+                        Lookup::ReadHead(..) => {
+                            this.state.set(State::Done);
+                            return Poll::Ready(Err(POLLED_AFTER_COMPLETION.into()));
                         }
                     }
                 }

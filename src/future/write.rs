@@ -1,6 +1,7 @@
 //! Write: one admission path for new responses and 304-freshened entries (the user's statuses
 //! and filter, RFC 9111 §3, the user's expiry), the entry head, and sealing + `Put`.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -22,7 +23,7 @@ use crate::policy::storable::{
 };
 use crate::policy::vary::{capture, vary_names, VaryNames};
 use crate::policy::RequestDirectives;
-use crate::store::{Store, StoreRequest, StoreResponse};
+use crate::store::{BlobParts, Store, StoreRequest, StoreResponse};
 
 /// The parts of a forwarded request that its stored entry records.
 pub(super) struct Storing {
@@ -225,10 +226,12 @@ impl<St: Store> Ctx<St> {
         let combined = kept.and_then(|old| {
             let new_range = storable_partial(&head.headers)?;
             let old_range =
-                stored_range(&old.head.headers).filter(|r| r.len() == old.body.len() as u64)?;
+                stored_range(&old.head.headers).filter(|r| r.len() == old.body.len())?;
+            // Only a body in memory is combined (a streamed one is not read twice).
+            let old_body = old.body.to_bytes()?;
             let union = combine((&old.head.headers, old_range), (&head.headers, new_range))?;
             (union.len() <= self.config.max_body_size as u64).then_some(Splice {
-                old: old.body,
+                old: old_body,
                 old_range,
                 new_range,
                 union,
@@ -268,15 +271,7 @@ impl<St: Store> Ctx<St> {
             tracing::debug!(key = %key, "Content-Length over max_body_size; not stored");
             return None;
         }
-        // A hint, not a promise: never reserve more up front than 1 MiB on a header's word.
-        const MAX_RESERVE: usize = 1 << 20;
-        let capacity = match &splice {
-            Some(splice) => usize::try_from(splice.union.len()).unwrap_or(max),
-            None => expected_len.map_or(0, |n| usize::try_from(n).unwrap_or(max)),
-        }
-        .min(max)
-        .min(MAX_RESERVE);
-        let mut sealing = match self.config.envelope.start(&key, head, capacity) {
+        let mut sealing = match self.config.envelope.start(&key, head) {
             Ok(sealing) => sealing,
             Err(e) => {
                 tracing::warn!(key = %key, reason = e.0, "could not seal an entry; not stored");
@@ -287,7 +282,7 @@ impl<St: Store> Ctx<St> {
             Some(splice) => {
                 let (prefix, suffix) =
                     splice_parts(splice.old_range, splice.new_range, splice.union)?;
-                if let Err(e) = sealing.append(&splice.old[prefix]) {
+                if let Err(e) = sealing.append(&splice.old.slice(prefix)) {
                     tracing::warn!(key = %key, reason = e.0, "could not seal an entry; not stored");
                     return None;
                 }
@@ -368,7 +363,7 @@ impl<St: Store> Sink for SealSink<St> {
         }
         let this = *self;
         match this.sealing.finish(trailers.as_ref()) {
-            Ok(blob) => Some(this.write.put(blob)),
+            Ok(parts) => Some(this.write.put(BlobParts::from(parts))),
             Err(e) => {
                 tracing::warn!(reason = e.0, "could not seal an entry; not stored");
                 None
@@ -388,7 +383,7 @@ struct Write<St> {
 }
 
 impl<St: Store> Write<St> {
-    fn put(self, blob: Bytes) -> PutFuture {
+    fn put(self, blob: BlobParts) -> PutFuture {
         let Write {
             keys,
             tags,
@@ -403,29 +398,56 @@ impl<St: Store> Write<St> {
                 // most, whatever the number of keys.
                 let size = blob.len();
                 let puts = keys.into_iter().map(|key| {
-                    let plain = StoreRequest::Put {
-                        key: key.clone(),
-                        blob: blob.clone(),
-                        ttl: Some(ttl),
+                    let tagged = !tags.is_empty();
+                    // A store that keeps parts gets them; one that deals in whole blobs said
+                    // so once (`Unsupported`) and gets them joined from then on.
+                    let takes_parts = config.store_takes_parts.load(Ordering::Relaxed);
+                    let whole = move |blob: &BlobParts, key: &CacheKey, tags: &Vec<String>| {
+                        let blob = blob.to_bytes();
+                        if tags.is_empty() {
+                            StoreRequest::Put {
+                                key: key.clone(),
+                                blob,
+                                ttl: Some(ttl),
+                            }
+                        } else {
+                            StoreRequest::PutTagged {
+                                key: key.clone(),
+                                blob,
+                                ttl: Some(ttl),
+                                tags: tags.clone(),
+                            }
+                        }
                     };
-                    let first = if tags.is_empty() {
-                        plain.clone()
-                    } else {
-                        StoreRequest::PutTagged {
+                    let first = if takes_parts {
+                        StoreRequest::PutParts {
                             key: key.clone(),
-                            blob: blob.clone(),
+                            parts: blob.clone(),
                             ttl: Some(ttl),
                             tags: tags.clone(),
                         }
+                    } else {
+                        whole(&blob, &key, &tags)
                     };
-                    let tagged = !tags.is_empty();
                     let put = config.call(&store, first);
                     let config = config.clone();
                     let store = store.clone();
+                    let blob = blob.clone();
+                    let tags = tags.clone();
                     async move {
-                        let answer = match put.await {
+                        let mut answer = put.await;
+                        if takes_parts && matches!(answer, Ok(StoreResponse::Unsupported)) {
+                            config.store_takes_parts.store(false, Ordering::Relaxed);
+                            answer = config.call(&store, whole(&blob, &key, &tags)).await;
+                        }
+                        let answer = match answer {
                             // A store without a tag index may say so: the same write, untagged.
                             Ok(StoreResponse::Unsupported) if tagged => {
+                                let plain = StoreRequest::Put {
+                                    key: key.clone(),
+                                    blob: blob.to_bytes(),
+                                    ttl: Some(ttl),
+                                };
                                 config.call(&store, plain).await
                             }
                             other => other,

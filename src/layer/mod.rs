@@ -111,6 +111,22 @@ impl<St, K> CacheLayer<St, K> {
         self
     }
 
+    /// The MAC that signs new entries (with [`secret_key`](Self::secret_key)): keyed BLAKE3 by
+    /// default, or HMAC-SHA256 for deployments that need a FIPS-approved MAC. Entries signed
+    /// with either are read whatever this says (the algorithm is in each entry); docs/security.md
+    /// has the argument for both.
+    ///
+    /// ```
+    /// use hyper_client_cache::{CacheLayer, Mac, SecretKey};
+    /// let layer = CacheLayer::new()
+    ///     .secret_key(SecretKey::new("a secret of at least 32 bytes, from a vault").unwrap())
+    ///     .mac(Mac::HmacSha256);
+    /// ```
+    pub fn mac(mut self, mac: crate::Mac) -> Self {
+        self.config.mac = mac;
+        self
+    }
+
     /// Encrypts every entry with AES-256-GCM under this key (or key ring), so that whoever can
     /// read the store cannot read the responses, and refuses entries that do not decrypt
     /// (tampered, moved to another key, or merely signed: a downgrade). Replaces

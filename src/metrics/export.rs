@@ -277,6 +277,7 @@ impl Meter {
                 StoreRequest::Put { blob, .. } | StoreRequest::PutTagged { blob, .. } => {
                     ("put", Some(blob.len()))
                 }
+                StoreRequest::PutParts { parts, .. } => ("put", Some(parts.len())),
                 StoreRequest::PurgeTag { .. } => ("purge_tag", None),
                 StoreRequest::Delete { .. } => ("delete", None),
                 StoreRequest::Keys | StoreRequest::KeysPage { .. } => ("keys", None),
@@ -311,6 +312,8 @@ impl Meter {
             };
             let blob = match result {
                 Ok(StoreResponse::Blob(Some(blob))) => Some(blob.len()),
+                Ok(StoreResponse::Parts(parts)) => Some(parts.len()),
+                Ok(StoreResponse::Stream(stream)) => usize::try_from(stream.len()).ok(),
                 Ok(_) => self.put,
                 Err(_) => None,
             };

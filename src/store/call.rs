@@ -12,7 +12,7 @@ use pin_project_lite::pin_project;
 use tower::util::{Oneshot, ServiceExt};
 
 use super::breaker::{CircuitBreaker, Permit};
-use super::{Store, StoreRequest, StoreResponse};
+use super::{BlobParts, BlobStream, Store, StoreRequest, StoreResponse};
 use crate::error::{BoxError, StoreError};
 use crate::metrics::export::Meter;
 use crate::timer::{self, Elapsed, Timed, TimerProbe};
@@ -113,30 +113,36 @@ pub(crate) fn flatten<E: Into<BoxError>>(
     }
 }
 
+/// What a lookup found, in the shape the store gave it.
+#[derive(Debug)]
+pub(crate) enum Found {
+    /// One buffer.
+    Whole(Bytes),
+    /// The buffers it was written as.
+    Parts(BlobParts),
+    /// To be read as needed.
+    Stream(BlobStream),
+}
+
 impl StoreResponse {
     /// The answer to a `Get`: a store that answers a lookup with something else is as broken
     /// as one that errors.
-    pub(crate) fn into_blob(self) -> Result<Option<Bytes>, StoreError> {
+    pub(crate) fn into_found(self) -> Result<Option<Found>, StoreError> {
+        let odd = |what: &str| {
+            Err(StoreError::failed(
+                format!("store answered a lookup with {what}").into(),
+            ))
+        };
         match self {
-            StoreResponse::Blob(blob) => Ok(blob),
-            StoreResponse::Done => Err(StoreError::failed(
-                "store answered a lookup with Done".into(),
-            )),
-            StoreResponse::Keys(_) => Err(StoreError::failed(
-                "store answered a lookup with Keys".into(),
-            )),
-            StoreResponse::Unsupported => Err(StoreError::failed(
-                "store answered a lookup with Unsupported".into(),
-            )),
-            StoreResponse::NotStored => Err(StoreError::failed(
-                "store answered a lookup with NotStored".into(),
-            )),
-            StoreResponse::KeysPage { .. } => Err(StoreError::failed(
-                "store answered a lookup with KeysPage".into(),
-            )),
-            StoreResponse::Purged { .. } => Err(StoreError::failed(
-                "store answered a lookup with Purged".into(),
-            )),
+            StoreResponse::Blob(blob) => Ok(blob.map(Found::Whole)),
+            StoreResponse::Parts(parts) => Ok(Some(Found::Parts(parts))),
+            StoreResponse::Stream(stream) => Ok(Some(Found::Stream(stream))),
+            StoreResponse::Done => odd("Done"),
+            StoreResponse::Keys(_) => odd("Keys"),
+            StoreResponse::Unsupported => odd("Unsupported"),
+            StoreResponse::NotStored => odd("NotStored"),
+            StoreResponse::KeysPage { .. } => odd("KeysPage"),
+            StoreResponse::Purged { .. } => odd("Purged"),
         }
     }
 }
@@ -147,7 +153,7 @@ mod tests {
 
     #[test]
     fn a_lookup_answered_with_anything_but_a_blob_is_a_store_error() {
-        assert!(matches!(StoreResponse::Blob(None).into_blob(), Ok(None)));
+        assert!(matches!(StoreResponse::Blob(None).into_found(), Ok(None)));
         for odd in [
             StoreResponse::Done,
             StoreResponse::Keys(Vec::new()),
@@ -158,7 +164,7 @@ mod tests {
                 complete: true,
             },
         ] {
-            assert!(odd.into_blob().is_err());
+            assert!(odd.into_found().is_err());
         }
         assert!(flatten::<BoxError>(Err(Elapsed)).unwrap_err().is_timeout());
         assert!(!flatten::<BoxError>(Ok(Err("down".into())))

@@ -76,7 +76,20 @@ fn get_bounded<S: Store>(
     async move {
         match fut.await {
             StoreResponse::Blob(blob) => blob,
-            other => panic!("Get must answer Blob, got {other:?}"),
+            StoreResponse::Parts(parts) => Some(parts.to_bytes()),
+            StoreResponse::Stream(stream) => {
+                let said = stream.len();
+                let got = stream
+                    .collect(usize::MAX)
+                    .await
+                    .unwrap_or_else(|e| panic!("a streamed Get must read whole, got {e}"));
+                assert!(
+                    got.as_ref().is_some_and(|g| g.len() as u64 == said),
+                    "a streamed Get must yield the length it says ({said})"
+                );
+                got
+            }
+            other => panic!("Get must answer Blob, Parts or Stream, got {other:?}"),
         }
     }
 }
@@ -134,12 +147,16 @@ where
     overwrite(&store).await;
     binary_safe(&store).await;
     bounded_get(&store).await;
+    parts::put_parts(&store).await;
     ttl_expiry(&store, &advance).await;
     concurrent_overlapping(&store).await;
     tag_index(&store).await;
     keys_and_clear(&store).await;
     inspection(&store).await;
 }
+
+mod parts;
+pub use parts::put_parts;
 
 /// Absent keys read as `None`; a put is read back byte for byte; a delete removes it; deleting
 /// an absent key is fine.
@@ -216,6 +233,7 @@ pub async fn bounded_get<S: Store>(store: &S) {
     }
     match call(store, StoreRequest::get(k.clone())).await {
         StoreResponse::Blob(Some(b)) if b == blob => {}
+        StoreResponse::Parts(p) if p.to_bytes() == blob => {}
         other => panic!("an unbounded Get must serve the blob, got {other:?}"),
     }
     for max_len in [999, 0] {

@@ -8,6 +8,8 @@ use std::task::{Context, Poll};
 use std::time::SystemTime;
 
 use bytes::Bytes;
+
+use super::BlobParts;
 use quick_cache::sync::Cache;
 use quick_cache::OptionsBuilder;
 use quick_cache::Weighter;
@@ -65,7 +67,9 @@ const HOT_ALLOCATION: f64 = 0.97;
 
 #[derive(Clone)]
 struct Slot {
-    blob: Bytes,
+    /// As it was written: one buffer, or the parts of a `PutParts` (kept, not joined, so that a
+    /// hit is slices of them).
+    blob: BlobParts,
     expires_at: Option<SystemTime>,
 }
 
@@ -75,7 +79,9 @@ struct ByteWeighter;
 impl Weighter<CacheKey, Slot> for ByteWeighter {
     fn weight(&self, key: &CacheKey, slot: &Slot) -> u64 {
         // Never zero: zero-weight items are never evicted by quick_cache.
-        (key.as_str().len() + slot.blob.len()).max(1) as u64
+        // 16 bytes per part beyond the first: what holding it costs besides its bytes.
+        (key.as_str().len() + slot.blob.len() + 16 * slot.blob.parts().len().saturating_sub(1))
+            .max(1) as u64
     }
 }
 
@@ -157,6 +163,24 @@ impl MemoryStore {
         self.inner.max_entry
     }
 
+    fn put(
+        &self,
+        key: CacheKey,
+        blob: BlobParts,
+        ttl: Option<std::time::Duration>,
+    ) -> StoreResponse {
+        let cache = &self.inner.cache;
+        // Larger than a shard admits: quick_cache would drop it silently. Say so, and leave
+        // nothing under the key (the write replaces what was there).
+        if (key.as_str().len() + blob.len()) as u64 > self.inner.max_entry {
+            cache.remove(&key);
+            return StoreResponse::NotStored;
+        }
+        let expires_at = ttl.and_then(|ttl| self.inner.clock.now().checked_add(ttl));
+        cache.insert(key, Slot { blob, expires_at });
+        StoreResponse::Done
+    }
+
     pub(crate) fn handle(&self, req: StoreRequest) -> StoreResponse {
         let cache = &self.inner.cache;
         match req {
@@ -170,23 +194,22 @@ impl MemoryStore {
                         cache.remove_if(&key, |s| s.expires_at.is_some_and(|t| t <= now));
                         StoreResponse::Blob(None)
                     }
-                    Some(slot) => StoreResponse::Blob(Some(slot.blob)),
+                    Some(slot) => match slot.blob.parts() {
+                        [] => StoreResponse::Blob(Some(Bytes::new())),
+                        [one] => StoreResponse::Blob(Some(one.clone())),
+                        _ => StoreResponse::Parts(slot.blob),
+                    },
                     None => StoreResponse::Blob(None),
                 }
             }
             // No tag index: a purge by tag reads the entries' own (signed) tags.
             StoreRequest::Put { key, blob, ttl }
             | StoreRequest::PutTagged { key, blob, ttl, .. } => {
-                // Larger than a shard admits: quick_cache would drop it silently. Say so, and
-                // leave nothing under the key (the write replaces what was there).
-                if (key.as_str().len() + blob.len()) as u64 > self.inner.max_entry {
-                    cache.remove(&key);
-                    return StoreResponse::NotStored;
-                }
-                let expires_at = ttl.and_then(|ttl| self.inner.clock.now().checked_add(ttl));
-                cache.insert(key, Slot { blob, expires_at });
-                StoreResponse::Done
+                self.put(key, BlobParts::from(blob), ttl)
             }
+            StoreRequest::PutParts {
+                key, parts, ttl, ..
+            } => self.put(key, parts, ttl),
             StoreRequest::Delete { key } => {
                 cache.remove(&key);
                 StoreResponse::Done

@@ -50,6 +50,7 @@
 //! assert_store(&MapStore::default());
 //! ```
 
+mod blob;
 mod breaker;
 mod call;
 #[cfg(feature = "test-util")]
@@ -86,11 +87,12 @@ pub use redis::{RedisStore, RedisStoreBuilder, DEFAULT_PREFIX as DEFAULT_REDIS_P
 
 use crate::error::BoxError;
 use crate::CacheKey;
+pub use blob::{BlobParts, BlobStream};
 pub use breaker::{
     BreakerState, Breaking, BreakingFuture, CircuitBreaker, DEFAULT_BREAKER_FAILURES,
     DEFAULT_BREAKER_MAX_OPEN_FOR, DEFAULT_BREAKER_OPEN_FOR,
 };
-pub(crate) use call::{call, StoreCall};
+pub(crate) use call::{call, Found, StoreCall};
 
 /// An operation on a store.
 ///
@@ -146,6 +148,23 @@ pub enum StoreRequest {
         /// [`Inspector::tag_index_names`](crate::Inspector::tag_index_names)). Printable ASCII.
         tags: Vec<String>,
     },
+    /// [`Put`](Self::Put) or [`PutTagged`](Self::PutTagged) (when `tags` is not empty) of an
+    /// entry given as a list of buffers, in order: the cache's own write, which concatenates
+    /// nothing (the origin's chunks between the envelope's framing).
+    ///
+    /// A store that deals in whole blobs answers [`StoreResponse::Unsupported`] (as any unknown
+    /// request): the cache then joins the parts and sends the same write as a `Put` or a
+    /// `PutTagged`, and sends that from then on. Such a store keeps working unchanged.
+    PutParts {
+        /// The key to write.
+        key: CacheKey,
+        /// The sealed entry, in parts. Store the bytes in order, byte for byte.
+        parts: BlobParts,
+        /// As for [`Put`](Self::Put).
+        ttl: Option<Duration>,
+        /// As for [`PutTagged`](Self::PutTagged); empty for an entry without tags.
+        tags: Vec<String>,
+    },
     /// Remove `key` if present. Answer [`StoreResponse::Done`].
     Delete {
         /// The key to remove.
@@ -185,11 +204,17 @@ impl StoreRequest {
 }
 
 /// A store's answer to a [`StoreRequest`].
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 #[non_exhaustive]
 pub enum StoreResponse {
-    /// The answer to [`StoreRequest::Get`].
+    /// The answer to [`StoreRequest::Get`]: the blob in one buffer, or `None` when absent.
     Blob(Option<Bytes>),
+    /// An answer to [`StoreRequest::Get`]: the blob as the list of buffers it was written as
+    /// (a memory store that keeps [`StoreRequest::PutParts`] as they came).
+    Parts(BlobParts),
+    /// An answer to [`StoreRequest::Get`]: the blob read as the cache needs it, in bounded
+    /// memory (`DiskStore` for large files). See [`BlobStream`].
+    Stream(BlobStream),
     /// The operation was carried out.
     Done,
     /// The answer to [`StoreRequest::Keys`].

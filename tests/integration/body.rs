@@ -273,42 +273,61 @@ impl Drop for Tracked {
     }
 }
 
-/// A stored body is copied into the entry as it passes, not kept as chunks until its end: each
-/// chunk the origin sent is released as soon as the caller has dropped it, so storing an
-/// N-byte body holds N bytes (the entry), not 2N (the chunks and the entry).
+/// A stored body is not copied: the entry holds the origin's own chunks (signed or unsigned
+/// mode; encrypted segments are new buffers), so storing an N-byte body holds N bytes, and a
+/// memory store's hit is slices of them. Each chunk is released when the entry is: deleting it
+/// releases all of them.
 #[tokio::test]
-async fn chunks_of_a_stored_body_are_released_as_the_caller_drops_them() {
+async fn a_stored_body_is_the_origins_chunks_held_once_and_released_with_the_entry() {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let (mut svc, store, response, mut sender) = miss(CACHEABLE, DEFAULT_MAX).await;
     let released = std::sync::Arc::new(AtomicUsize::new(0));
     let mut body = response.into_body();
     let mut expected = Vec::new();
+    let mut pointers = Vec::new();
     for i in 0..8u8 {
         let chunk = vec![i; 10_000];
+        pointers.push(chunk.as_ptr() as usize);
         expected.extend_from_slice(&chunk);
         sender
             .send_data(Bytes::from_owner(Tracked(chunk, released.clone())))
             .await
             .unwrap();
-        let frame = body.frame().await.unwrap().unwrap();
-        drop(frame);
-        assert_eq!(
-            released.load(Ordering::SeqCst),
-            usize::from(i) + 1,
-            "chunk {i} is still held after the caller dropped it"
-        );
+        drop(body.frame().await.unwrap().unwrap());
     }
     drop(sender);
     assert!(body.frame().await.is_none());
     assert_eq!(store.len(), 1);
+    assert_eq!(
+        released.load(Ordering::SeqCst),
+        0,
+        "the entry holds the chunks"
+    );
     let hit = svc.ready().await.unwrap().call(req()).await.unwrap();
     assert_eq!(
         hit.extensions().get::<CacheStatus>(),
         Some(&CacheStatus::Hit)
     );
+    let mut hit = hit.into_body();
+    let mut got = Vec::new();
+    while let Some(frame) = hit.frame().await {
+        let data = frame.unwrap().into_data().unwrap();
+        // Zero copy, end to end: every frame of the hit lies in one of the origin's chunks.
+        let at = data.as_ptr() as usize;
+        assert!(
+            pointers.iter().any(|&p| at >= p && at < p + 10_000),
+            "a hit frame is not a slice of an origin chunk"
+        );
+        got.extend_from_slice(&data);
+    }
+    assert_eq!(got, expected);
+    tower::ServiceExt::oneshot(store.clone(), hyper_client_cache::StoreRequest::Clear)
+        .await
+        .unwrap();
     assert_eq!(
-        hit.into_body().collect().await.unwrap().to_bytes(),
-        expected
+        released.load(Ordering::SeqCst),
+        8,
+        "released with the entry"
     );
 }
 

@@ -248,7 +248,7 @@ fn settings_that_switch_protection_or_caching_off_are_refused() {
     );
     // Below what a configured body size needs: 1 MiB of body, 1 MiB of head room, the segment
     // overhead of an encrypted body (17 segments of 28 bytes).
-    let least = (1 << 20) + (1 << 20) + 17 * 28;
+    let least = (1 << 20) + (1 << 20) + 17 * 37;
     refused(
         &format!(
             r#"{{"max_body_size": 1048576, "max_blob_size": {}}}"#,
@@ -277,7 +277,7 @@ fn valid_settings_at_the_edges_still_load() {
             panic!("{config:?}: {e}");
         }
     };
-    let least = (1 << 20) + (1 << 20) + 17 * 28;
+    let least = (1 << 20) + (1 << 20) + 17 * 37;
     loads(
         &serde_json::from_str(&format!(
             r#"{{"max_body_size": 1048576, "max_blob_size": {least}}}"#

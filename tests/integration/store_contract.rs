@@ -366,9 +366,11 @@ async fn a_refused_entry_is_not_counted_as_stored() {
     assert!(store.is_empty());
 }
 
-/// A store written before `PutTagged` existed answers it `Unsupported`: the cache sends the same
-/// write as a `Put`, the entry is stored and hit, and a purge by tag (`PurgeTag` unsupported too)
-/// walks the entries' signed tags. A response without tags is written with a plain `Put`.
+/// A store written before `PutParts` and `PutTagged` existed answers them `Unsupported`: the
+/// cache joins the parts and sends the same write as a `PutTagged`, then as a `Put`, the entry is
+/// stored and hit, and a purge by tag (`PurgeTag` unsupported too) walks the entries' signed
+/// tags. Once told, the cache sends no more `PutParts`: a response without tags is written with
+/// a plain `Put` at once.
 #[tokio::test]
 async fn a_store_without_a_tag_index_still_stores_tagged_entries_and_purges_them() {
     use std::sync::{Arc, Mutex};
@@ -382,13 +384,16 @@ async fn a_store_without_a_tag_index_still_stores_tagged_entries_and_purges_them
             async move {
                 let name = match &req {
                     StoreRequest::PutTagged { .. } => "put_tagged",
+                    StoreRequest::PutParts { .. } => "put_parts",
                     StoreRequest::PurgeTag { .. } => "purge_tag",
                     StoreRequest::Put { .. } => "put",
                     _ => "other",
                 };
                 seen.lock().unwrap().push(name);
                 match req {
-                    StoreRequest::PutTagged { .. } | StoreRequest::PurgeTag { .. } => {
+                    StoreRequest::PutTagged { .. }
+                    | StoreRequest::PurgeTag { .. }
+                    | StoreRequest::PutParts { .. } => {
                         Ok::<_, Infallible>(StoreResponse::Unsupported)
                     }
                     req => tower::Service::call(&mut inner, req).await,
@@ -434,7 +439,7 @@ async fn a_store_without_a_tag_index_still_stores_tagged_entries_and_purges_them
         .copied()
         .filter(|s| *s != "other")
         .collect();
-    assert_eq!(writes, ["put_tagged", "put", "put"]);
+    assert_eq!(writes, ["put_parts", "put_tagged", "put", "put"]);
     assert_eq!(inspector.purge_tag("t").await.unwrap(), 1);
     assert!(seen.lock().unwrap().contains(&"purge_tag"));
     assert_eq!(inspector.count().await.unwrap(), 1);

@@ -53,15 +53,26 @@ pub(super) struct Header {
 
 /// The bytes before the blob: magic, version, expiry, the key (length first), the blob's length
 /// and its CRC-32.
-pub(super) fn encode_header(expires_ms: u64, key_len: u16, key: &[u8], blob: &[u8]) -> Vec<u8> {
+pub(super) fn encode_header(
+    expires_ms: u64,
+    key_len: u16,
+    key: &[u8],
+    blob: &[bytes::Bytes],
+) -> Vec<u8> {
+    let mut crc = crc32fast::Hasher::new();
+    let mut len = 0u64;
+    for part in blob {
+        crc.update(part);
+        len += part.len() as u64;
+    }
     let mut header = Vec::with_capacity(FIXED + key.len() + 12);
     header.extend_from_slice(MAGIC);
     header.push(VERSION);
     header.extend_from_slice(&expires_ms.to_be_bytes());
     header.extend_from_slice(&key_len.to_be_bytes());
     header.extend_from_slice(key);
-    header.extend_from_slice(&(blob.len() as u64).to_be_bytes());
-    header.extend_from_slice(&crc32fast::hash(blob).to_be_bytes());
+    header.extend_from_slice(&len.to_be_bytes());
+    header.extend_from_slice(&crc.finalize().to_be_bytes());
     header
 }
 

@@ -10,6 +10,7 @@
 mod dir;
 mod file;
 mod record;
+mod stream;
 mod sweep;
 
 use std::fmt;
@@ -29,7 +30,7 @@ use ring::digest;
 use self::dir::{create_shard, open_shard, FileId, Opened, Shard};
 use self::file::{encode_header, parse_header, tmp_name, EXT, FIXED};
 use self::record::SizeRecord;
-use super::{StoreRequest, StoreResponse};
+use super::{BlobParts, StoreRequest, StoreResponse};
 use crate::clock::{Clock, SystemClock};
 use crate::CacheKey;
 
@@ -240,6 +241,28 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| io::Error::other(format!("disk task failed: {e}")))?
 }
 
+/// What a read found.
+enum Found {
+    Whole(Bytes),
+    Stream(stream::Positioned),
+}
+
+/// Writes `parts` in order, with vectored writes.
+fn write_parts(file: &mut fs::File, parts: &[Bytes]) -> io::Result<()> {
+    for group in parts.chunks(64) {
+        let mut slices: Vec<io::IoSlice<'_>> = group.iter().map(|p| io::IoSlice::new(p)).collect();
+        let mut slices = &mut slices[..];
+        while !slices.is_empty() {
+            let n = file.write_vectored(slices)?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            io::IoSlice::advance_slices(&mut slices, n);
+        }
+    }
+    Ok(())
+}
+
 /// The length of the blob in a whole entry file of `file_len` bytes for `key` (what the file
 /// holds besides its header).
 fn blob_len_of(file_len: u64, key: &CacheKey) -> u64 {
@@ -275,9 +298,10 @@ impl Inner {
         expires_ms != 0 && expires_ms <= millis(self.clock.now())
     }
 
-    /// Reads and checks a whole entry file. `Ok(None)`: absent, expired or unreadable (and then
-    /// removed), or holding a blob larger than `max_len` (left in place, unread).
-    fn read(&self, key: &CacheKey, max_len: usize) -> io::Result<Option<Bytes>> {
+    /// Reads and checks an entry file: whole when small, else its header, the rest to be
+    /// streamed. `Ok(None)`: absent, expired or unreadable (and then removed), or holding a blob
+    /// larger than `max_len` (left in place, unread).
+    fn read(&self, key: &CacheKey, max_len: usize) -> io::Result<Option<Found>> {
         let (shard, name) = Self::name_for(key);
         // Absent, or not a directory (a link): nothing of this store's is there.
         let Some(shard) = open_shard(&self.dir, &shard)? else {
@@ -308,6 +332,33 @@ impl Inner {
             tracing::debug!(path = %path.display(), len = meta.len(), max_len, "entry file over the lookup's bound; not read");
             return Ok(None);
         }
+        if blob_len_of(meta.len(), key) > stream::STREAM_ABOVE {
+            // Large: the header now, the blob as the cache reads it.
+            let header_len = FIXED + key.as_str().len() + 12;
+            let mut header = vec![0u8; header_len];
+            let checked = (&file).read_exact(&mut header).ok().and_then(|()| {
+                let parsed = parse_header(&header)?;
+                if parsed.key != key.as_str() || self.expired(parsed.expires_ms) {
+                    return None;
+                }
+                let len_at = header_len - 12;
+                let blob_len = u64::from_be_bytes(header.get(len_at..len_at + 8)?.try_into().ok()?);
+                let crc = u32::from_be_bytes(header.get(len_at + 8..)?.try_into().ok()?);
+                (blob_len == meta.len() - header_len as u64).then_some((blob_len, crc))
+            });
+            let Some((blob_len, crc)) = checked else {
+                self.remove_if_same(&shard, &name, &FileId::of(&meta));
+                return Ok(None);
+            };
+            if self.max_bytes.is_some() {
+                let _ = file.set_modified(self.clock.now());
+            }
+            return Ok(Some(Found::Stream(stream::Positioned {
+                file,
+                blob_len,
+                crc,
+            })));
+        }
         // No more than the file held when opened (entries are replaced by rename, not grown).
         // An allocation that fails is an error (a miss), never an abort.
         let mut bytes = Vec::new();
@@ -323,7 +374,7 @@ impl Inner {
             let _ = file.set_modified(self.clock.now());
         }
         let bytes = Bytes::from(bytes);
-        Ok(Some(bytes.slice(blob)))
+        Ok(Some(Found::Whole(bytes.slice(blob))))
     }
 
     /// The blob's range in a file's bytes, if the file is whole, for this key and not expired.
@@ -374,13 +425,30 @@ impl Inner {
         }
     }
 
+    /// A write (or, with a zero TTL, a removal).
+    fn put(
+        &self,
+        key: &CacheKey,
+        blob: &BlobParts,
+        ttl: Option<Duration>,
+    ) -> io::Result<StoreResponse> {
+        Ok(if ttl == Some(Duration::ZERO) {
+            self.remove_key(key)?;
+            StoreResponse::Done
+        } else if self.write(key, blob, ttl)? {
+            StoreResponse::Done
+        } else {
+            StoreResponse::NotStored
+        })
+    }
+
     fn shrink(&self, by: u64) {
         // Never wraps below zero, whatever runs concurrently.
         self.size.change(0, by);
     }
 
     /// Writes the entry; `false` when it was refused (larger than any entry this store keeps).
-    fn write(&self, key: &CacheKey, blob: &[u8], ttl: Option<Duration>) -> io::Result<bool> {
+    fn write(&self, key: &CacheKey, blob: &BlobParts, ttl: Option<Duration>) -> io::Result<bool> {
         let (shard, name) = Self::name_for(key);
         let shard = create_shard(&self.dir, &shard)?;
         let key_bytes = key.as_str().as_bytes();
@@ -412,8 +480,9 @@ impl Inner {
         );
         let written = (|| -> io::Result<u64> {
             let mut file = shard.create_new(&tmp)?;
-            file.write_all(&encode_header(expires_ms, key_len, key_bytes, blob))?;
-            file.write_all(blob)?;
+            file.write_all(&encode_header(expires_ms, key_len, key_bytes, blob.parts()))?;
+            // The parts as they are (the origin's chunks): no copy into one buffer.
+            write_parts(&mut file, blob.parts())?;
             // Durable before it gets its real name: a crash never exposes a partial entry.
             file.sync_all()?;
             let old = shard.stat(&name).ok().flatten().map_or(0, |id| id.len);
@@ -454,21 +523,19 @@ impl tower::Service<StoreRequest> for DiskStore {
         let inner = self.inner.clone();
         Box::pin(blocking(move || {
             Ok(match req {
-                StoreRequest::Get { key, max_len } => {
-                    StoreResponse::Blob(inner.read(&key, max_len)?)
-                }
+                StoreRequest::Get { key, max_len } => match inner.read(&key, max_len)? {
+                    None => StoreResponse::Blob(None),
+                    Some(Found::Whole(blob)) => StoreResponse::Blob(Some(blob)),
+                    Some(Found::Stream(at)) => StoreResponse::Stream(stream::blob_stream(at)),
+                },
                 // No tag index: a purge by tag reads the entries' own (signed) tags.
                 StoreRequest::Put { key, blob, ttl }
                 | StoreRequest::PutTagged { key, blob, ttl, .. } => {
-                    if ttl == Some(Duration::ZERO) {
-                        inner.remove_key(&key)?;
-                        StoreResponse::Done
-                    } else if inner.write(&key, &blob, ttl)? {
-                        StoreResponse::Done
-                    } else {
-                        StoreResponse::NotStored
-                    }
+                    inner.put(&key, &BlobParts::from(blob), ttl)?
                 }
+                StoreRequest::PutParts {
+                    key, parts, ttl, ..
+                } => inner.put(&key, &parts, ttl)?,
                 StoreRequest::Delete { key } => {
                     inner.remove_key(&key)?;
                     StoreResponse::Done

@@ -387,6 +387,9 @@ async fn run(
             set(conn, &full(&key), &blob, ttl).await?;
             StoreResponse::Done
         }
+        // A value goes to the server in one command, which copies it whatever its parts: the
+        // cache joins them once and sends a `Put` (or `PutTagged`).
+        StoreRequest::PutParts { .. } => StoreResponse::Unsupported,
         StoreRequest::PutTagged {
             key,
             blob,

@@ -1,0 +1,121 @@
+//! Reading a large entry file as the cache needs it: the header first, then the blob in blocks of
+//! 256 KiB, one block read ahead on tokio's blocking pool while the cache verifies the previous
+//! one. A hit of any size holds two blocks of the file at a time, not the file.
+//!
+//! The file's CRC-32 (of the whole blob, in its header) is computed along and checked at the end:
+//! a mismatch ends the stream with an error. The cache's envelope has verified every segment by
+//! then, so this only matters to blobs that are not the cache's.
+
+use std::fs;
+use std::io::{self, Read};
+
+use bytes::Bytes;
+use futures_util::stream;
+
+use crate::store::BlobStream;
+
+/// Files whose blob is larger than this are streamed; smaller ones are read whole.
+pub(super) const STREAM_ABOVE: u64 = 1 << 20;
+/// What one read takes from the file.
+const BLOCK: usize = 256 * 1024;
+
+/// An entry file positioned at the start of its blob, checked (key, expiry, length).
+pub(super) struct Positioned {
+    pub(super) file: fs::File,
+    pub(super) blob_len: u64,
+    pub(super) crc: u32,
+}
+
+type Read1 = io::Result<(fs::File, Vec<u8>)>;
+
+/// Reads up to `BLOCK` bytes (fewer only at the end of `left`).
+fn read_block(mut file: fs::File, left: u64) -> Read1 {
+    let want = usize::try_from(left).unwrap_or(BLOCK).min(BLOCK);
+    let mut buf = vec![0u8; want];
+    let mut filled = 0;
+    while filled < want {
+        match file.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if filled < want {
+        // Entries are replaced by rename, never truncated in place: a shorter file is not one
+        // this store wrote whole.
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "entry file shorter than its header says",
+        ));
+    }
+    Ok((file, buf))
+}
+
+fn spawn_read(file: fs::File, left: u64) -> Option<tokio::task::JoinHandle<Read1>> {
+    let handle = crate::rt::handle()?;
+    Some(handle.spawn_blocking(move || read_block(file, left)))
+}
+
+struct State {
+    next: Option<tokio::task::JoinHandle<Read1>>,
+    left: u64,
+    crc: crc32fast::Hasher,
+    want_crc: u32,
+    done: bool,
+}
+
+/// The blob of `at` as a stream, one block read ahead.
+pub(super) fn blob_stream(at: Positioned) -> BlobStream {
+    let Positioned {
+        file,
+        blob_len,
+        crc,
+    } = at;
+    let state = State {
+        next: spawn_read(file, blob_len),
+        left: blob_len,
+        crc: crc32fast::Hasher::new(),
+        want_crc: crc,
+        done: blob_len == 0,
+    };
+    let s = stream::unfold(state, |mut st| async move {
+        if st.done {
+            return None;
+        }
+        let Some(next) = st.next.take() else {
+            st.done = true;
+            return Some((Err(io::Error::other("DiskStore needs a tokio runtime")), st));
+        };
+        let read = match next.await {
+            Ok(read) => read,
+            Err(e) => Err(io::Error::other(format!("disk task failed: {e}"))),
+        };
+        let (file, buf) = match read {
+            Ok(read) => read,
+            Err(e) => {
+                st.done = true;
+                return Some((Err(e), st));
+            }
+        };
+        st.left -= buf.len() as u64;
+        st.crc.update(&buf);
+        if st.left > 0 {
+            // The next block is read while this one is verified.
+            st.next = spawn_read(file, st.left);
+        } else {
+            st.done = true;
+            if st.crc.clone().finalize() != st.want_crc {
+                return Some((
+                    Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "entry file does not match its checksum",
+                    )),
+                    st,
+                ));
+            }
+        }
+        Some((Ok(Bytes::from(buf)), st))
+    });
+    BlobStream::new(blob_len, s)
+}
