@@ -237,9 +237,7 @@ pub async fn all_blobs<St: Store>(store: &St) -> Vec<Bytes> {
     };
     let mut blobs = Vec::new();
     for key in keys {
-        if let Ok(StoreResponse::Blob(Some(blob))) =
-            store.clone().oneshot(StoreRequest::get(key)).await
-        {
+        if let Some(blob) = get_raw(store, key).await {
             blobs.push(blob);
         }
     }
@@ -260,8 +258,11 @@ pub async fn put_raw<St: Store>(store: &St, key: hyper_client_cache::CacheKey, b
 /// Reads the blob under `key` directly.
 pub async fn get_raw<St: Store>(store: &St, key: hyper_client_cache::CacheKey) -> Option<Bytes> {
     use hyper_client_cache::{StoreRequest, StoreResponse};
+    // Whatever shape the store answers with (one buffer, parts, a stream), as one buffer.
     match store.clone().oneshot(StoreRequest::get(key)).await {
         Ok(StoreResponse::Blob(b)) => b,
+        Ok(StoreResponse::Parts(p)) => Some(p.to_bytes()),
+        Ok(StoreResponse::Stream(s)) => s.collect(usize::MAX).await.ok().flatten(),
         _ => None,
     }
 }

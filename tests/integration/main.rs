@@ -48,6 +48,8 @@ mod reqwest_cookies;
 #[cfg(feature = "reqwest")]
 mod reqwest_edges;
 mod security;
+#[cfg(feature = "disk")]
+mod segments;
 mod stale;
 #[cfg(all(feature = "disk", feature = "redis", feature = "test-util"))]
 mod store_backends;

@@ -63,6 +63,9 @@ struct State {
     crc: crc32fast::Hasher,
     want_crc: u32,
     done: bool,
+    /// The whole blob was read and does not match its checksum: said after the last block (so
+    /// that the cache's own verification of that block speaks first).
+    mismatch: bool,
 }
 
 /// The blob of `at` as a stream, one block read ahead.
@@ -78,8 +81,19 @@ pub(super) fn blob_stream(at: Positioned) -> BlobStream {
         crc: crc32fast::Hasher::new(),
         want_crc: crc,
         done: blob_len == 0,
+        mismatch: false,
     };
     let s = stream::unfold(state, |mut st| async move {
+        if st.mismatch {
+            st.mismatch = false;
+            return Some((
+                Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "entry file does not match its checksum",
+                )),
+                st,
+            ));
+        }
         if st.done {
             return None;
         }
@@ -105,15 +119,7 @@ pub(super) fn blob_stream(at: Positioned) -> BlobStream {
             st.next = spawn_read(file, st.left);
         } else {
             st.done = true;
-            if st.crc.clone().finalize() != st.want_crc {
-                return Some((
-                    Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "entry file does not match its checksum",
-                    )),
-                    st,
-                ));
-            }
+            st.mismatch = st.crc.clone().finalize() != st.want_crc;
         }
         Some((Ok(Bytes::from(buf)), st))
     });

@@ -1,0 +1,231 @@
+//! Format 4 end to end: a large entry on disk is streamed to the caller a verified segment at a
+//! time, and a changed byte anywhere in it never releases a byte of its segment: the head fails
+//! before any response, a body segment ends the body with `BadSignature` (counted, the entry
+//! deleted) after the verified prefix at most.
+
+use std::convert::Infallible;
+use std::future::ready;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::Body as _;
+use hyper_client_cache::{
+    BadSignature, CacheLayer, CacheMetrics, CacheStatus, DiskStore, Mac, StoreRequest,
+    StoreResponse,
+};
+use tower::{Service, ServiceBuilder, ServiceExt};
+
+use crate::common::*;
+
+const SEGMENT: usize = 64 * 1024;
+const LEN: usize = 3 * (1 << 20) + 777;
+
+fn body() -> Bytes {
+    Bytes::from((0..LEN).map(|i| (i * 13 + i / 4093) as u8).collect::<Vec<u8>>())
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Mode {
+    Unsigned,
+    Blake3,
+    Hmac,
+    Encrypted,
+}
+
+impl Mode {
+    fn layer(self, store: DiskStore) -> CacheLayer<DiskStore> {
+        let layer = CacheLayer::new(store);
+        match self {
+            Mode::Unsigned => layer,
+            Mode::Blake3 => layer.secret_key(test_key()),
+            Mode::Hmac => layer.secret_key(test_key()).mac(Mac::HmacSha256),
+            Mode::Encrypted => layer.encrypt(test_key()),
+        }
+    }
+    /// Framing and proof bytes per segment.
+    fn per_segment(self) -> usize {
+        match self {
+            Mode::Unsigned => 5 + 4,
+            Mode::Blake3 | Mode::Hmac => 5 + 32,
+            Mode::Encrypted => 5 + 12 + 16,
+        }
+    }
+}
+
+type Svc = tower::util::BoxCloneService<
+    http::Request<()>,
+    http::Response<hyper_client_cache::CacheBody<http_body_util::Full<Bytes>>>,
+    hyper_client_cache::BoxError,
+>;
+
+fn cache(mode: Mode, dir: &std::path::Path) -> (Svc, DiskStore, CacheMetrics) {
+    let store = DiskStore::open(dir).unwrap();
+    let layer = mode.layer(store.clone());
+    let metrics = layer.metrics();
+    let svc = ServiceBuilder::new()
+        .layer(layer)
+        .service(tower::service_fn(|_req: http::Request<()>| {
+            ready(Ok::<_, Infallible>(
+                http::Response::builder()
+                    .header("cache-control", "max-age=600")
+                    .body(http_body_util::Full::new(body()))
+                    .unwrap(),
+            ))
+        }));
+    (Svc::new(svc), store, metrics)
+}
+
+fn request() -> http::Request<()> {
+    http::Request::get("http://example.test/large").body(()).unwrap()
+}
+
+/// Reads a body frame by frame: the bytes released, and the error that ended it, if any.
+async fn read<B>(mut body: B) -> (Vec<u8>, Option<hyper_client_cache::BoxError>)
+where
+    B: http_body::Body<Data = Bytes, Error = hyper_client_cache::BoxError> + Unpin,
+{
+    let mut got = Vec::new();
+    while let Some(frame) = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await {
+        match frame {
+            Ok(frame) => {
+                if let Ok(data) = frame.into_data() {
+                    got.extend_from_slice(&data);
+                }
+            }
+            Err(e) => return (got, Some(e)),
+        }
+    }
+    (got, None)
+}
+
+async fn fill(svc: &mut Svc) {
+    let response = svc.ready().await.unwrap().call(request()).await.unwrap();
+    let (got, err) = read(response.into_body()).await;
+    assert!(err.is_none());
+    assert_eq!(got.len(), LEN);
+}
+
+#[tokio::test]
+async fn a_large_disk_entry_is_streamed_whole_in_every_mode() {
+    for mode in [Mode::Unsigned, Mode::Blake3, Mode::Hmac, Mode::Encrypted] {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut svc, store, metrics) = cache(mode, dir.path());
+        fill(&mut svc).await;
+        // The store answers with a stream, not the file in memory.
+        let keys = match store.clone().oneshot(StoreRequest::Keys).await.unwrap() {
+            StoreResponse::Keys(keys) => keys,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(keys.len(), 1);
+        let answer = store
+            .clone()
+            .oneshot(StoreRequest::get(keys[0].clone()))
+            .await
+            .unwrap();
+        assert!(matches!(answer, StoreResponse::Stream(_)), "{mode:?}: {answer:?}");
+        let hit = svc.ready().await.unwrap().call(request()).await.unwrap();
+        assert_eq!(hit.extensions().get::<CacheStatus>(), Some(&CacheStatus::Hit));
+        assert_eq!(hit.body().size_hint().exact(), Some(LEN as u64));
+        let (got, err) = read(hit.into_body()).await;
+        assert!(err.is_none(), "{mode:?}: {err:?}");
+        assert!(got == body(), "{mode:?}: the hit's body differs");
+        assert_eq!(metrics.hits(), 1);
+    }
+}
+
+/// One byte changed in a body segment of the entry file, in every mode and at several places:
+/// the response starts (its head verified), the caller gets whole segments before the changed
+/// one at most, then an error (`BadSignature` with a key); the entry is deleted and counted.
+#[tokio::test]
+async fn a_changed_segment_of_a_streamed_hit_releases_nothing_of_itself() {
+    for mode in [Mode::Unsigned, Mode::Blake3, Mode::Hmac, Mode::Encrypted] {
+        for place in [0.2, 0.5, 0.97, 0.99999] {
+            let dir = tempfile::tempdir().unwrap();
+            let (mut svc, _store, metrics) = cache(mode, dir.path());
+            fill(&mut svc).await;
+            let file = entry_files(dir.path()).pop().unwrap();
+            let mut bytes = std::fs::read(&file).unwrap();
+            let segments = LEN.div_ceil(SEGMENT);
+            let body_start = bytes.len() - (LEN + segments * mode.per_segment());
+            let at = body_start + ((bytes.len() - body_start) as f64 * place) as usize;
+            bytes[at] ^= 0x01;
+            std::fs::write(&file, &bytes).unwrap();
+            let segment = (at - body_start) / (SEGMENT + mode.per_segment());
+
+            let hit = svc.ready().await.unwrap().call(request()).await.unwrap();
+            let (got, err) = read(hit.into_body()).await;
+            let err = err.unwrap_or_else(|| panic!("{mode:?} {place}: the body ended well"));
+            assert_eq!(got[..], body()[..got.len()], "{mode:?}: only verified bytes");
+            assert!(
+                got.len() <= segment * SEGMENT,
+                "{mode:?} {place}: {} bytes released, the changed segment starts at {}",
+                got.len(),
+                segment * SEGMENT
+            );
+            match mode {
+                Mode::Unsigned => assert!(err.to_string().contains("checksum"), "{err}"),
+                _ => {
+                    let bad = err
+                        .downcast_ref::<BadSignature>()
+                        .unwrap_or_else(|| panic!("{mode:?}: {err}"));
+                    assert!(bad.is_mismatch(), "{bad}");
+                    assert_eq!(metrics.bad_signatures(), 1);
+                }
+            }
+            // Deleted in the background: the next request goes to the origin.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while mode_is_keyed(mode) && !entry_files(dir.path()).is_empty() {
+                assert!(tokio::time::Instant::now() < deadline, "never deleted");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    }
+}
+
+fn mode_is_keyed(mode: Mode) -> bool {
+    !matches!(mode, Mode::Unsigned)
+}
+
+/// A byte changed in the head (or the envelope header) of a streamed entry: refused before any
+/// response, as for an entry read whole.
+#[tokio::test]
+async fn a_changed_head_of_a_streamed_entry_fails_before_any_response() {
+    for mode in [Mode::Blake3, Mode::Encrypted] {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut svc, _store, metrics) = cache(mode, dir.path());
+        fill(&mut svc).await;
+        let file = entry_files(dir.path()).pop().unwrap();
+        let mut bytes = std::fs::read(&file).unwrap();
+        let segments = LEN.div_ceil(SEGMENT);
+        let body_start = bytes.len() - (LEN + segments * mode.per_segment());
+        bytes[body_start - 40] ^= 0x01;
+        std::fs::write(&file, &bytes).unwrap();
+        let err = svc.ready().await.unwrap().call(request()).await.unwrap_err();
+        assert!(err.downcast_ref::<BadSignature>().is_some(), "{mode:?}: {err}");
+        assert_eq!(metrics.bad_signatures(), 1);
+    }
+}
+
+/// Cut short (a file truncated by a full disk, or by someone): the verified prefix, then an
+/// error, never a short body that looks complete.
+#[tokio::test]
+async fn a_streamed_entry_cut_short_ends_with_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut svc, store, _metrics) = cache(Mode::Blake3, dir.path());
+    fill(&mut svc).await;
+    let file = entry_files(dir.path()).pop().unwrap();
+    let bytes = std::fs::read(&file).unwrap();
+    // Rewritten through the store with a shorter blob: its own framing is whole, the entry not.
+    let keys = match store.clone().oneshot(StoreRequest::Keys).await.unwrap() {
+        StoreResponse::Keys(keys) => keys,
+        other => panic!("{other:?}"),
+    };
+    let blob = get_raw(&store, keys[0].clone()).await.unwrap();
+    put_raw(&store, keys[0].clone(), blob.slice(..blob.len() - SEGMENT)).await;
+    assert!(std::fs::read(&file).unwrap().len() < bytes.len());
+    let hit = svc.ready().await.unwrap().call(request()).await.unwrap();
+    let (got, err) = read(hit.into_body()).await;
+    let err = err.expect("an error");
+    assert!(err.downcast_ref::<BadSignature>().is_some(), "{err}");
+    assert!(got.len() < LEN && got.len() % SEGMENT == 0);
+}
