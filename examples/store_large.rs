@@ -8,7 +8,7 @@
 //! case's. Two origins: `memory`, a body generated in process (64 KiB chunks, freshly
 //! allocated), and `loopback`, a hyper server on 127.0.0.1 (a thread of its own) read through
 //! hyper-util's client, which is what the layer sits in front of. For each: `bare` (no cache
-//! layer: the baseline), then the body stored unsigned, signed (HMAC-SHA256) and encrypted
+//! layer: the baseline), then the body stored unsigned, signed (keyed BLAKE3) and encrypted
 //! (AES-256-GCM), with `Content-Length` and (`-chunked`) without.
 //! The store keeps the one blob it is given (a `MemoryStore` splits its bound between shards,
 //! and a 1 GiB entry needs a shard of its own), and the example reads the entry back as a hit.
@@ -31,7 +31,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper_client_cache::{
-    CacheLayer, CacheStatus, KeyRing, SecretKey, StoreError, StoreRequest, StoreResponse,
+    BlobParts, CacheLayer, CacheStatus, KeyRing, SecretKey, StoreError, StoreRequest, StoreResponse,
 };
 use tower::{ServiceBuilder, ServiceExt};
 
@@ -121,9 +121,10 @@ impl<B: Body<Data = Bytes> + Unpin> Body for Stamped<B> {
     }
 }
 
-/// A store that keeps the blobs it is given (a tower service, as every store is).
+/// A store that keeps the blobs it is given as they come: the parts of a `PutParts` (the
+/// origin's chunks between the envelope's framing), as `MemoryStore` does.
 #[derive(Clone, Default)]
-struct Keep(Arc<Mutex<std::collections::HashMap<String, Bytes>>>);
+struct Keep(Arc<Mutex<std::collections::HashMap<String, BlobParts>>>);
 
 impl tower::Service<StoreRequest> for Keep {
     type Response = StoreResponse;
@@ -140,9 +141,16 @@ impl tower::Service<StoreRequest> for Keep {
             Err(poisoned) => poisoned.into_inner(),
         };
         std::future::ready(Ok(match req {
-            StoreRequest::Get { key, .. } => StoreResponse::Blob(map.get(key.as_str()).cloned()),
+            StoreRequest::Get { key, .. } => match map.get(key.as_str()) {
+                Some(parts) => StoreResponse::Parts(parts.clone()),
+                None => StoreResponse::Blob(None),
+            },
             StoreRequest::Put { key, blob, .. } => {
-                map.insert(key.as_str().to_owned(), blob);
+                map.insert(key.as_str().to_owned(), BlobParts::from(blob));
+                StoreResponse::Done
+            }
+            StoreRequest::PutParts { key, parts, .. } => {
+                map.insert(key.as_str().to_owned(), parts);
                 StoreResponse::Done
             }
             StoreRequest::Delete { key } => {

@@ -9,7 +9,7 @@
 //! index) and to their length; the head says how many there are, so none can be reordered, moved
 //! between entries, dropped from the end or added (see `record.rs` and docs/security.md).
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
 
 use super::record::{meta, Prover, GCM_TAG, NONCE_LEN};
@@ -32,8 +32,12 @@ pub(crate) struct Sealing {
     head: Vec<u8>,
     /// Body records so far (framing, data and tags), in order.
     records: Vec<Bytes>,
-    /// Framing and tag bytes not yet made a part of `records`.
-    small: Vec<u8>,
+    /// Framing and tag bytes not yet made a part of `records`: slices of one buffer of a few
+    /// KiB, not an allocation each.
+    small: BytesMut,
+    /// Where encrypted records are written: slices of buffers of 1 MiB, not an allocation each
+    /// (thousands of 64 KiB allocations between the origin's freed chunks fragment the heap).
+    sealed: BytesMut,
     /// The segment being filled.
     seg: Vec<Bytes>,
     /// Small chunks of the segment being filled, copied together (see [`COPY_BELOW`]).
@@ -51,7 +55,8 @@ impl Sealing {
             encrypted,
             head,
             records: Vec::new(),
-            small: Vec::new(),
+            small: BytesMut::new(),
+            sealed: BytesMut::new(),
             seg: Vec::new(),
             copied: bytes::BytesMut::new(),
             seg_len: 0,
@@ -99,13 +104,17 @@ impl Sealing {
         let plain = self.seg_len;
         if self.encrypted {
             let stored = NONCE_LEN + plain + GCM_TAG;
-            let mut record = Vec::with_capacity(5 + stored);
-            record.extend_from_slice(&(stored as u32).to_be_bytes());
-            record.push(0);
+            if self.sealed.capacity() < 5 + stored {
+                self.sealed
+                    .reserve((5 + stored).max(16 * (5 + SEGMENT + NONCE_LEN + GCM_TAG)));
+            }
+            self.sealed
+                .extend_from_slice(&(stored as u32).to_be_bytes());
+            self.sealed.extend_from_slice(&[0]);
             self.prover
-                .seal(self.index, 0, self.seg.drain(..), &mut record)?;
+                .seal(self.index, 0, self.seg.drain(..), &mut self.sealed)?;
             self.flush_small();
-            self.records.push(Bytes::from(record));
+            self.records.push(self.sealed.split().freeze());
         } else {
             let m = meta(self.index, plain as u32, 0);
             let tag = self
@@ -113,7 +122,7 @@ impl Sealing {
                 .tag(&m, self.seg.iter().map(|s| &s[..]))
                 .ok_or(SealError("no tag"))?;
             self.small.extend_from_slice(&(plain as u32).to_be_bytes());
-            self.small.push(0);
+            self.small.extend_from_slice(&[0]);
             self.flush_small();
             self.records.append(&mut self.seg);
             self.small.extend_from_slice(tag.as_ref());
@@ -128,8 +137,10 @@ impl Sealing {
 
     fn flush_small(&mut self) {
         if !self.small.is_empty() {
-            self.records
-                .push(Bytes::from(std::mem::take(&mut self.small)));
+            self.records.push(self.small.split().freeze());
+        }
+        if self.small.capacity() < 64 {
+            self.small.reserve(4096);
         }
     }
 
@@ -145,7 +156,7 @@ impl Sealing {
         self.flush_small();
         let head = wire::encode_head_end(self.body_len, trailers, std::mem::take(&mut self.head))
             .map_err(|_| SealError("could not encode"))?;
-        let mut first = std::mem::take(&mut self.header);
+        let mut first = BytesMut::from(&std::mem::take(&mut self.header)[..]);
         if self.encrypted {
             let stored = NONCE_LEN + head.len() + GCM_TAG;
             first.reserve(5 + stored);
@@ -154,7 +165,7 @@ impl Sealing {
                     .map_err(|_| SealError("head too long"))?
                     .to_be_bytes(),
             );
-            first.push(0);
+            first.extend_from_slice(&[0]);
             self.prover.seal(0, 0, [&head[..]], &mut first)?;
         } else {
             let len = u32::try_from(head.len()).map_err(|_| SealError("head too long"))?;
@@ -164,7 +175,7 @@ impl Sealing {
                 .ok_or(SealError("no tag"))?;
             first.reserve(5 + head.len() + 32);
             first.extend_from_slice(&len.to_be_bytes());
-            first.push(0);
+            first.extend_from_slice(&[0]);
             first.extend_from_slice(&head);
             first.extend_from_slice(tag.as_ref());
         }
@@ -174,10 +185,10 @@ impl Sealing {
             for r in &self.records {
                 first.extend_from_slice(r);
             }
-            return Ok(vec![Bytes::from(first)]);
+            return Ok(vec![first.freeze()]);
         }
         let mut parts = Vec::with_capacity(1 + self.records.len());
-        parts.push(Bytes::from(first));
+        parts.push(first.freeze());
         parts.append(&mut self.records);
         Ok(parts)
     }

@@ -1,7 +1,8 @@
-//! Reading the head of an entry a store streams (`StoreResponse::Stream`): bytes are read until
-//! the envelope's header and head record are whole, the head is verified and decoded, and the
-//! rest of the stream becomes the body, verified a segment at a time as the caller reads it.
-//! Bounded by the store timeout, like the lookup itself.
+//! Opening what a lookup found: a blob verified whole, or the head of an entry a store streams
+//! (`StoreResponse::Stream`), read until the envelope's header and head record are whole,
+//! verified and decoded, the rest of the stream becoming the body, verified a segment at a time
+//! as the caller reads it (bounded by the store timeout, like the lookup itself). Then what
+//! cannot be served is refused, deleted or missed, as the tamper policy says.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -11,11 +12,19 @@ use futures_util::StreamExt;
 
 use crate::body::verified::{OnBad, Verified};
 use crate::config::Config;
+use crate::config::OnBadSignature;
 use crate::entry::{Entry, EntryBody};
 use crate::envelope::{OpenError, Opened, Pending};
 use crate::error::StoreError;
 use crate::key::CacheKey;
-use crate::store::BlobStream;
+use crate::metrics::Event;
+use crate::respond;
+use crate::status::CacheStatus;
+use crate::store::{BlobStream, Store, StoreRequest};
+use http::HeaderMap;
+
+use super::lookup::{Lookup, Next};
+use super::Ctx;
 
 /// A head read and verified, with what was read past it and the rest of the stream.
 pub(super) struct HeadRead {
@@ -100,4 +109,125 @@ pub(super) fn read_head(config: &Arc<Config>, key: CacheKey, stream: BlobStream)
             Err(crate::timer::Elapsed) => Err(HeadError::Store(StoreError::timed_out())),
         }
     })
+}
+
+impl<St: Store> Ctx<St> {
+    /// The head of a streamed entry was read (or not): the entry, its body verified as it is
+    /// read, goes where a whole one goes.
+    pub(super) fn on_head<B>(
+        &mut self,
+        key: CacheKey,
+        read: Result<super::head::HeadRead, super::head::HeadError>,
+        request_headers: Option<&HeaderMap>,
+    ) -> Lookup<B> {
+        let Some(request_headers) = request_headers else {
+            return Lookup::Go(Next::Forward);
+        };
+        let opened = match read {
+            Ok(read) => Ok(read.into_entry(self.on_bad_segment(&key))),
+            Err(super::head::HeadError::Open(e)) => Err(e),
+            Err(super::head::HeadError::Store(e)) => return self.store_failed(&key, e),
+        };
+        match self.checked(&key, opened) {
+            Ok(entry) => self.decide(key, entry, request_headers),
+            Err(why) => self.unusable(key, why),
+        }
+    }
+
+    /// What a streamed body does when one of its segments fails verification after the
+    /// response has started: count it, and delete the entry (unless read-only).
+    fn on_bad_segment(&self, key: &CacheKey) -> crate::body::verified::OnBad {
+        let config = self.config.clone();
+        let store = self.store.clone();
+        let key = key.clone();
+        Box::new(move |bad| {
+            config.metrics.record(Event::BadSignature);
+            crate::metrics::export::bad_signature(bad.reason_label());
+            if config.read_only {
+                tracing::warn!(key = %key, error = %bad, "a stored body failed verification while streamed; ended with an error (read-only: not deleted)");
+                return;
+            }
+            tracing::warn!(key = %key, error = %bad, "a stored body failed verification while streamed; ended with an error and deleted");
+            let delete = config.call(&store, StoreRequest::Delete { key });
+            crate::rt::spawn_or_drop(
+                async move {
+                    let _ = delete.await;
+                },
+                "deleting a tampered entry",
+            );
+        })
+    }
+
+    /// A verified and decoded entry (or why not), with the user's filter applied again.
+    pub(super) fn checked(
+        &mut self,
+        key: &CacheKey,
+        opened: Result<Entry, OpenError>,
+    ) -> Result<Entry, Unusable> {
+        let entry = match opened {
+            Ok(entry) => entry,
+            Err(OpenError::BadSignature(bad)) => {
+                self.config.metrics.record(Event::BadSignature);
+                crate::metrics::export::bad_signature(bad.reason_label());
+                return Err(Unusable::BadSignature(bad));
+            }
+            Err(OpenError::Unusable(why)) => {
+                tracing::debug!(key = %key, reason = why, "stored entry unusable; treating as a miss");
+                return Err(Unusable::Undecodable);
+            }
+        };
+        // Received before the layer's `not_before`: as if absent (bounds replay).
+        if self
+            .config
+            .not_before
+            .is_some_and(|t| entry.head.response_time < t)
+        {
+            tracing::debug!(key = %key, "stored entry older than not_before; treating as a miss");
+            return Err(Unusable::Undecodable);
+        }
+        // The user's filter, applied again on read: an entry it now rejects is removed.
+        if let Some(filter) = &self.config.filter {
+            if !filter(&respond::response_parts(&entry.head)) {
+                tracing::debug!(key = %key, "stored entry rejected by the filter");
+                return Err(Unusable::Filtered);
+            }
+        }
+        Ok(entry)
+    }
+
+    /// A stored blob that cannot be served: never served, whatever happens next.
+    pub(super) fn unusable<B>(&mut self, key: CacheKey, why: Unusable) -> Lookup<B> {
+        match why {
+            Unusable::BadSignature(bad) => match self.config.on_bad_signature {
+                OnBadSignature::Error => {
+                    tracing::warn!(key = %key, error = %bad, "refusing a stored entry");
+                    Lookup::Fail(Box::new(bad))
+                }
+                OnBadSignature::Refetch if self.config.read_only => {
+                    tracing::warn!(key = %key, error = %bad, "ignoring a stored entry that fails verification (read-only)");
+                    self.nothing_usable()
+                }
+                OnBadSignature::Refetch => {
+                    tracing::warn!(key = %key, error = %bad, "deleting a stored entry and refetching");
+                    Lookup::Go(Next::Delete(key))
+                }
+            },
+            Unusable::Undecodable => self.nothing_usable(),
+            Unusable::Filtered if self.config.read_only => self.nothing_usable(),
+            Unusable::Filtered => {
+                self.status = CacheStatus::Miss;
+                Lookup::Go(Next::Delete(key))
+            }
+        }
+    }
+}
+
+/// Why a stored blob cannot answer.
+pub(super) enum Unusable {
+    BadSignature(crate::error::BadSignature),
+    /// Verified (or unsigned) but not decodable by this version, or older than `not_before`: a
+    /// miss.
+    Undecodable,
+    /// The user's filter rejects it now.
+    Filtered,
 }

@@ -7,13 +7,12 @@ use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 use tower::util::Oneshot;
 use tower::Service;
 
+use super::head::Unusable;
 use super::{forward, Ctx, State};
 use crate::body::CacheBody;
 use crate::coalesce::{Asked, Failure, Join, RefreshGuard, WaitFuture};
-use crate::config::OnBadSignature;
 use crate::controls::CacheMode;
 use crate::entry::{Entry, VaryValue};
-use crate::envelope::OpenError;
 use crate::error::{BoxError, StoreError};
 use crate::key::CacheKey;
 use crate::metrics::Event;
@@ -127,54 +126,8 @@ impl<St: Store> Ctx<St> {
         }
     }
 
-    /// The head of a streamed entry was read (or not): the entry, its body verified as it is
-    /// read, goes where a whole one goes.
-    pub(super) fn on_head<B>(
-        &mut self,
-        key: CacheKey,
-        read: Result<super::head::HeadRead, super::head::HeadError>,
-        request_headers: Option<&HeaderMap>,
-    ) -> Lookup<B> {
-        let Some(request_headers) = request_headers else {
-            return Lookup::Go(Next::Forward);
-        };
-        let opened = match read {
-            Ok(read) => Ok(read.into_entry(self.on_bad_segment(&key))),
-            Err(super::head::HeadError::Open(e)) => Err(e),
-            Err(super::head::HeadError::Store(e)) => return self.store_failed(&key, e),
-        };
-        match self.checked(&key, opened) {
-            Ok(entry) => self.decide(key, entry, request_headers),
-            Err(why) => self.unusable(key, why),
-        }
-    }
-
-    /// What a streamed body does when one of its segments fails verification after the
-    /// response has started: count it, and delete the entry (unless read-only).
-    fn on_bad_segment(&self, key: &CacheKey) -> crate::body::verified::OnBad {
-        let config = self.config.clone();
-        let store = self.store.clone();
-        let key = key.clone();
-        Box::new(move |bad| {
-            config.metrics.record(Event::BadSignature);
-            crate::metrics::export::bad_signature(bad.reason_label());
-            if config.read_only {
-                tracing::warn!(key = %key, error = %bad, "a stored body failed verification while streamed; ended with an error (read-only: not deleted)");
-                return;
-            }
-            tracing::warn!(key = %key, error = %bad, "a stored body failed verification while streamed; ended with an error and deleted");
-            let delete = config.call(&store, StoreRequest::Delete { key });
-            crate::rt::spawn_or_drop(
-                async move {
-                    let _ = delete.await;
-                },
-                "deleting a tampered entry",
-            );
-        })
-    }
-
     /// The store failed: fail-closed fails the request, fail-open goes on as on a miss.
-    fn store_failed<B>(&mut self, key: &CacheKey, e: StoreError) -> Lookup<B> {
+    pub(super) fn store_failed<B>(&mut self, key: &CacheKey, e: StoreError) -> Lookup<B> {
         if e.is_unavailable() {
             // The breaker is open: it logged that once; no warning per request.
             self.config.metrics.record(Event::StoreSkipped);
@@ -195,69 +148,6 @@ impl<St: Store> Ctx<St> {
         self.nothing_usable()
     }
 
-    /// A verified and decoded entry (or why not), with the user's filter applied again.
-    fn checked(
-        &mut self,
-        key: &CacheKey,
-        opened: Result<Entry, OpenError>,
-    ) -> Result<Entry, Unusable> {
-        let entry = match opened {
-            Ok(entry) => entry,
-            Err(OpenError::BadSignature(bad)) => {
-                self.config.metrics.record(Event::BadSignature);
-                crate::metrics::export::bad_signature(bad.reason_label());
-                return Err(Unusable::BadSignature(bad));
-            }
-            Err(OpenError::Unusable(why)) => {
-                tracing::debug!(key = %key, reason = why, "stored entry unusable; treating as a miss");
-                return Err(Unusable::Undecodable);
-            }
-        };
-        // Received before the layer's `not_before`: as if absent (bounds replay).
-        if self
-            .config
-            .not_before
-            .is_some_and(|t| entry.head.response_time < t)
-        {
-            tracing::debug!(key = %key, "stored entry older than not_before; treating as a miss");
-            return Err(Unusable::Undecodable);
-        }
-        // The user's filter, applied again on read: an entry it now rejects is removed.
-        if let Some(filter) = &self.config.filter {
-            if !filter(&respond::response_parts(&entry.head)) {
-                tracing::debug!(key = %key, "stored entry rejected by the filter");
-                return Err(Unusable::Filtered);
-            }
-        }
-        Ok(entry)
-    }
-
-    /// A stored blob that cannot be served: never served, whatever happens next.
-    fn unusable<B>(&mut self, key: CacheKey, why: Unusable) -> Lookup<B> {
-        match why {
-            Unusable::BadSignature(bad) => match self.config.on_bad_signature {
-                OnBadSignature::Error => {
-                    tracing::warn!(key = %key, error = %bad, "refusing a stored entry");
-                    Lookup::Fail(Box::new(bad))
-                }
-                OnBadSignature::Refetch if self.config.read_only => {
-                    tracing::warn!(key = %key, error = %bad, "ignoring a stored entry that fails verification (read-only)");
-                    self.nothing_usable()
-                }
-                OnBadSignature::Refetch => {
-                    tracing::warn!(key = %key, error = %bad, "deleting a stored entry and refetching");
-                    Lookup::Go(Next::Delete(key))
-                }
-            },
-            Unusable::Undecodable => self.nothing_usable(),
-            Unusable::Filtered if self.config.read_only => self.nothing_usable(),
-            Unusable::Filtered => {
-                self.status = CacheStatus::Miss;
-                Lookup::Go(Next::Delete(key))
-            }
-        }
-    }
-
     /// A stored response served to this request: the whole of it, or the range the request
     /// asks for (RFC 9110 §14, `respond::serve`).
     pub(super) fn serve<B>(
@@ -276,7 +166,12 @@ impl<St: Store> Ctx<St> {
     }
 
     /// RFC 9111 §4: the policy decides whether the verified entry answers the request.
-    fn decide<B>(&mut self, key: CacheKey, entry: Entry, request_headers: &HeaderMap) -> Lookup<B> {
+    pub(super) fn decide<B>(
+        &mut self,
+        key: CacheKey,
+        entry: Entry,
+        request_headers: &HeaderMap,
+    ) -> Lookup<B> {
         if self.found.partial_looked {
             return self.decide_partial(key, entry, request_headers);
         }
@@ -662,14 +557,4 @@ impl<St: Store> Ctx<St> {
             .insert(CacheStatus::CoalescedError);
         Some(response)
     }
-}
-
-/// Why a stored blob cannot answer.
-enum Unusable {
-    BadSignature(crate::error::BadSignature),
-    /// Verified (or unsigned) but not decodable by this version, or older than `not_before`: a
-    /// miss.
-    Undecodable,
-    /// The user's filter rejects it now.
-    Filtered,
 }

@@ -447,36 +447,14 @@ where
                     let answer = ready!(fut.poll(cx));
                     let headers = this.request.as_ref().map(Request::headers);
                     let lookup = this.ctx.on_lookup(answer, headers);
-                    if let Lookup::ReadHead(key, stream) = lookup {
-                        let fut = head::read_head(&this.ctx.config, key.clone(), stream);
-                        this.state.set(State::Head {
-                            fut,
-                            key: Some(key),
-                        });
-                        continue;
-                    }
-                    match lookup {
-                        Lookup::ReadHead(..) => {
-                            this.state.set(State::Done);
-                            return Poll::Ready(Err(POLLED_AFTER_COMPLETION.into()));
-                        }
-                        Lookup::Hit(response) => {
-                            this.state.set(State::Done);
-                            return Poll::Ready(Ok(response));
-                        }
-                        Lookup::Fail(err) => {
-                            this.state.set(State::Done);
-                            return Poll::Ready(Err(err));
-                        }
-                        Lookup::Refresh(response, guard) => {
-                            refresh::spawn(this.inner, this.request, this.ctx, guard);
-                            this.state.set(State::Done);
-                            return Poll::Ready(Ok(response));
-                        }
-                        Lookup::Go(next) => {
-                            let state = this.ctx.route(next, this.inner, this.request);
-                            this.state.set(state);
-                        }
+                    if let Some(done) = after_lookup(
+                        lookup,
+                        this.state.as_mut(),
+                        this.inner,
+                        this.request,
+                        this.ctx,
+                    ) {
+                        return Poll::Ready(done);
                     }
                 }
                 StateProj::Head { fut, key } => {
@@ -486,28 +464,15 @@ where
                         return Poll::Ready(Err(POLLED_AFTER_COMPLETION.into()));
                     };
                     let headers = this.request.as_ref().map(Request::headers);
-                    match this.ctx.on_head(key, read, headers) {
-                        Lookup::Hit(response) => {
-                            this.state.set(State::Done);
-                            return Poll::Ready(Ok(response));
-                        }
-                        Lookup::Fail(err) => {
-                            this.state.set(State::Done);
-                            return Poll::Ready(Err(err));
-                        }
-                        Lookup::Refresh(response, guard) => {
-                            refresh::spawn(this.inner, this.request, this.ctx, guard);
-                            this.state.set(State::Done);
-                            return Poll::Ready(Ok(response));
-                        }
-                        Lookup::Go(next) => {
-                            let state = this.ctx.route(next, this.inner, this.request);
-                            this.state.set(state);
-                        }
-                        Lookup::ReadHead(..) => {
-                            this.state.set(State::Done);
-                            return Poll::Ready(Err(POLLED_AFTER_COMPLETION.into()));
-                        }
+                    let lookup = this.ctx.on_head(key, read, headers);
+                    if let Some(done) = after_lookup(
+                        lookup,
+                        this.state.as_mut(),
+                        this.inner,
+                        this.request,
+                        this.ctx,
+                    ) {
+                        return Poll::Ready(done);
                     }
                 }
                 StateProj::Wait { fut } => {
@@ -573,6 +538,60 @@ where
                 }
                 StateProj::Done => return Poll::Ready(Err(POLLED_AFTER_COMPLETION.into())),
             }
+        }
+    }
+}
+
+type FlowState<S, St, ReqB> =
+    State<Oneshot<S, Request<ReqB>>, StoreCall<St>, <S as Service<Request<ReqB>>>::Response>;
+
+/// Where a lookup's outcome takes the flow: `Some` ends the future with that answer; `None`
+/// goes on in the state it set (the origin, a variant, a wait, reading a streamed head).
+/// Inlined: the hit's response is not moved once more on the way out.
+#[inline(always)]
+fn after_lookup<S, St, ReqB, ResB>(
+    lookup: Lookup<ResB>,
+    mut state: Pin<&mut FlowState<S, St, ReqB>>,
+    inner: &mut Option<S>,
+    request: &mut Option<Request<ReqB>>,
+    ctx: &mut Ctx<St>,
+) -> Option<Result<Response<CacheBody<ResB>>, BoxError>>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    St: Store,
+    ReqB: Send + 'static,
+    ResB: Body + Send + 'static,
+    ResB::Data: Send,
+    ResB::Error: Into<BoxError>,
+{
+    match lookup {
+        Lookup::Hit(response) => {
+            state.set(State::Done);
+            Some(Ok(response))
+        }
+        Lookup::Fail(err) => {
+            state.set(State::Done);
+            Some(Err(err))
+        }
+        Lookup::Refresh(response, guard) => {
+            refresh::spawn(inner, request, ctx, guard);
+            state.set(State::Done);
+            Some(Ok(response))
+        }
+        Lookup::Go(next) => {
+            let next = ctx.route(next, inner, request);
+            state.set(next);
+            None
+        }
+        Lookup::ReadHead(key, stream) => {
+            let fut = head::read_head(&ctx.config, key.clone(), stream);
+            state.set(State::Head {
+                fut,
+                key: Some(key),
+            });
+            None
         }
     }
 }

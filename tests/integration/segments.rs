@@ -21,7 +21,11 @@ const SEGMENT: usize = 64 * 1024;
 const LEN: usize = 3 * (1 << 20) + 777;
 
 fn body() -> Bytes {
-    Bytes::from((0..LEN).map(|i| (i * 13 + i / 4093) as u8).collect::<Vec<u8>>())
+    Bytes::from(
+        (0..LEN)
+            .map(|i| (i * 13 + i / 4093) as u8)
+            .collect::<Vec<u8>>(),
+    )
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -76,7 +80,9 @@ fn cache(mode: Mode, dir: &std::path::Path) -> (Svc, DiskStore, CacheMetrics) {
 }
 
 fn request() -> http::Request<()> {
-    http::Request::get("http://example.test/large").body(()).unwrap()
+    http::Request::get("http://example.test/large")
+        .body(())
+        .unwrap()
 }
 
 /// Reads a body frame by frame: the bytes released, and the error that ended it, if any.
@@ -85,7 +91,9 @@ where
     B: http_body::Body<Data = Bytes, Error = hyper_client_cache::BoxError> + Unpin,
 {
     let mut got = Vec::new();
-    while let Some(frame) = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await {
+    while let Some(frame) =
+        std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await
+    {
         match frame {
             Ok(frame) => {
                 if let Ok(data) = frame.into_data() {
@@ -122,9 +130,15 @@ async fn a_large_disk_entry_is_streamed_whole_in_every_mode() {
             .oneshot(StoreRequest::get(keys[0].clone()))
             .await
             .unwrap();
-        assert!(matches!(answer, StoreResponse::Stream(_)), "{mode:?}: {answer:?}");
+        assert!(
+            matches!(answer, StoreResponse::Stream(_)),
+            "{mode:?}: {answer:?}"
+        );
         let hit = svc.ready().await.unwrap().call(request()).await.unwrap();
-        assert_eq!(hit.extensions().get::<CacheStatus>(), Some(&CacheStatus::Hit));
+        assert_eq!(
+            hit.extensions().get::<CacheStatus>(),
+            Some(&CacheStatus::Hit)
+        );
         assert_eq!(hit.body().size_hint().exact(), Some(LEN as u64));
         let (got, err) = read(hit.into_body()).await;
         assert!(err.is_none(), "{mode:?}: {err:?}");
@@ -155,7 +169,11 @@ async fn a_changed_segment_of_a_streamed_hit_releases_nothing_of_itself() {
             let hit = svc.ready().await.unwrap().call(request()).await.unwrap();
             let (got, err) = read(hit.into_body()).await;
             let err = err.unwrap_or_else(|| panic!("{mode:?} {place}: the body ended well"));
-            assert_eq!(got[..], body()[..got.len()], "{mode:?}: only verified bytes");
+            assert_eq!(
+                got[..],
+                body()[..got.len()],
+                "{mode:?}: only verified bytes"
+            );
             assert!(
                 got.len() <= segment * SEGMENT,
                 "{mode:?} {place}: {} bytes released, the changed segment starts at {}",
@@ -200,8 +218,17 @@ async fn a_changed_head_of_a_streamed_entry_fails_before_any_response() {
         let body_start = bytes.len() - (LEN + segments * mode.per_segment());
         bytes[body_start - 40] ^= 0x01;
         std::fs::write(&file, &bytes).unwrap();
-        let err = svc.ready().await.unwrap().call(request()).await.unwrap_err();
-        assert!(err.downcast_ref::<BadSignature>().is_some(), "{mode:?}: {err}");
+        let err = svc
+            .ready()
+            .await
+            .unwrap()
+            .call(request())
+            .await
+            .unwrap_err();
+        assert!(
+            err.downcast_ref::<BadSignature>().is_some(),
+            "{mode:?}: {err}"
+        );
         assert_eq!(metrics.bad_signatures(), 1);
     }
 }

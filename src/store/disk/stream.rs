@@ -1,10 +1,11 @@
 //! Reading a large entry file as the cache needs it: the header first, then the blob in blocks of
-//! 256 KiB, one block read ahead on tokio's blocking pool while the cache verifies the previous
+//! 1 MiB, one block read ahead on tokio's blocking pool while the cache verifies the previous
 //! one. A hit of any size holds two blocks of the file at a time, not the file.
 //!
-//! The file's CRC-32 (of the whole blob, in its header) is computed along and checked at the end:
-//! a mismatch ends the stream with an error. The cache's envelope has verified every segment by
-//! then, so this only matters to blobs that are not the cache's.
+//! The file's CRC-32 (of the whole blob, in its header) is computed along, on the blocking
+//! thread, and checked at the end: a mismatch ends the stream with an error after the last block.
+//! The cache's envelope has verified every segment by then (and speaks first), so this only
+//! matters to blobs that are not the cache's.
 
 use std::fs;
 use std::io::{self, Read};
@@ -17,7 +18,7 @@ use crate::store::BlobStream;
 /// Files whose blob is larger than this are streamed; smaller ones are read whole.
 pub(super) const STREAM_ABOVE: u64 = 1 << 20;
 /// What one read takes from the file.
-const BLOCK: usize = 256 * 1024;
+const BLOCK: usize = 1 << 20;
 
 /// An entry file positioned at the start of its blob, checked (key, expiry, length).
 pub(super) struct Positioned {
@@ -26,21 +27,15 @@ pub(super) struct Positioned {
     pub(super) crc: u32,
 }
 
-type Read1 = io::Result<(fs::File, Vec<u8>)>;
+type Read1 = io::Result<(fs::File, Vec<u8>, crc32fast::Hasher)>;
 
-/// Reads up to `BLOCK` bytes (fewer only at the end of `left`).
-fn read_block(mut file: fs::File, left: u64) -> Read1 {
+/// Reads up to `BLOCK` bytes (fewer only at the end of `left`), and adds them to `crc`.
+fn read_block(file: fs::File, left: u64, mut crc: crc32fast::Hasher) -> Read1 {
     let want = usize::try_from(left).unwrap_or(BLOCK).min(BLOCK);
-    let mut buf = vec![0u8; want];
-    let mut filled = 0;
-    while filled < want {
-        match file.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
+    let mut buf = Vec::with_capacity(want);
+    // `read_to_end` fills the spare capacity without zeroing it first.
+    let filled = (&file).take(want as u64).read_to_end(&mut buf)?;
+    crc.update(&buf);
     if filled < want {
         // Entries are replaced by rename, never truncated in place: a shorter file is not one
         // this store wrote whole.
@@ -49,18 +44,21 @@ fn read_block(mut file: fs::File, left: u64) -> Read1 {
             "entry file shorter than its header says",
         ));
     }
-    Ok((file, buf))
+    Ok((file, buf, crc))
 }
 
-fn spawn_read(file: fs::File, left: u64) -> Option<tokio::task::JoinHandle<Read1>> {
+fn spawn_read(
+    file: fs::File,
+    left: u64,
+    crc: crc32fast::Hasher,
+) -> Option<tokio::task::JoinHandle<Read1>> {
     let handle = crate::rt::handle()?;
-    Some(handle.spawn_blocking(move || read_block(file, left)))
+    Some(handle.spawn_blocking(move || read_block(file, left, crc)))
 }
 
 struct State {
     next: Option<tokio::task::JoinHandle<Read1>>,
     left: u64,
-    crc: crc32fast::Hasher,
     want_crc: u32,
     done: bool,
     /// The whole blob was read and does not match its checksum: said after the last block (so
@@ -76,9 +74,8 @@ pub(super) fn blob_stream(at: Positioned) -> BlobStream {
         crc,
     } = at;
     let state = State {
-        next: spawn_read(file, blob_len),
+        next: spawn_read(file, blob_len, crc32fast::Hasher::new()),
         left: blob_len,
-        crc: crc32fast::Hasher::new(),
         want_crc: crc,
         done: blob_len == 0,
         mismatch: false,
@@ -105,7 +102,7 @@ pub(super) fn blob_stream(at: Positioned) -> BlobStream {
             Ok(read) => read,
             Err(e) => Err(io::Error::other(format!("disk task failed: {e}"))),
         };
-        let (file, buf) = match read {
+        let (file, buf, crc) = match read {
             Ok(read) => read,
             Err(e) => {
                 st.done = true;
@@ -113,13 +110,12 @@ pub(super) fn blob_stream(at: Positioned) -> BlobStream {
             }
         };
         st.left -= buf.len() as u64;
-        st.crc.update(&buf);
         if st.left > 0 {
             // The next block is read while this one is verified.
-            st.next = spawn_read(file, st.left);
+            st.next = spawn_read(file, st.left, crc);
         } else {
             st.done = true;
-            st.mismatch = st.crc.clone().finalize() != st.want_crc;
+            st.mismatch = crc.finalize() != st.want_crc;
         }
         Some((Ok(Bytes::from(buf)), st))
     });
