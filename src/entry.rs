@@ -7,7 +7,6 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, Method, StatusCode, Version};
 
-use crate::error::BoxError;
 use crate::policy::Stored;
 pub(crate) use crate::policy::{Expiry, VaryValue};
 
@@ -76,6 +75,9 @@ impl Entry {
         }
     }
 }
+
+/// `crate::error::BoxError`, spelled out: `error` imports `key`, which imports this module.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Where the verified segments of a streamed body come from (`body::verified`): each one is
 /// released only once verified; an error ends the body.

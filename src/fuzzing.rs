@@ -6,7 +6,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::envelope::{Envelope, KeyRing, SecretKey};
+use crate::envelope::{Envelope, KeyRing, Pending, SecretKey, Step};
 use crate::policy::freshness::{explicit_lifetime, http_date, AgeInputs};
 use crate::policy::vary::vary_names;
 use crate::policy::{RequestDirectives, ResponseDirectives};
@@ -30,10 +30,48 @@ pub fn open_envelope(data: &[u8]) {
         1 => Envelope::new(Some(ring())),
         _ => Envelope::encrypted(ring()),
     };
-    let opened = envelope.open(&CacheKey::from_stored("k"), Bytes::copy_from_slice(blob));
+    let key = CacheKey::from_stored("k");
+    let opened = envelope.open(&key, Bytes::copy_from_slice(blob));
     if mode % 3 != 0 {
         assert!(opened.is_err(), "a forged blob was accepted");
     }
+    // The same bytes streamed, fed in pieces of a size the input picks: never a panic, never a
+    // byte released in the signed or encrypted modes, and never more than the whole opened.
+    let feed = usize::from(mode / 3).max(1);
+    let mut pending = Pending::default();
+    let mut pieces = blob.chunks(feed);
+    let mut released = 0usize;
+    let mut reader = None;
+    loop {
+        let more = match &mut reader {
+            None => match envelope.open_head(&key, &mut pending) {
+                Ok(Some(opened)) => {
+                    reader = Some(opened.body);
+                    false
+                }
+                Ok(None) => true,
+                Err(_) => break,
+            },
+            Some(body) => match body.next(&mut pending) {
+                Ok(Step::Segment(s)) => {
+                    released += s.iter().map(Bytes::len).sum::<usize>();
+                    false
+                }
+                Ok(Step::More) => true,
+                Ok(Step::End) | Err(_) => break,
+            },
+        };
+        if more {
+            match pieces.next() {
+                Some(piece) => pending.push(Bytes::copy_from_slice(piece)),
+                None => break,
+            }
+        }
+    }
+    if mode % 3 != 0 {
+        assert_eq!(released, 0, "a forged blob released bytes");
+    }
+    assert!(released <= blob.len());
 }
 
 /// Decodes `data` as the verified head record of an entry (the header-section decoder, past the

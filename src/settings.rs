@@ -91,6 +91,9 @@ pub struct CacheConfig {
     /// ([`CacheLayer::serve_stale_on_error`]).
     #[serde(with = "opt_duration")]
     pub serve_stale_on_error: Option<Duration>,
+    /// The MAC of new signed entries: `"blake3"` (the default) or `"hmac-sha256"`
+    /// ([`CacheLayer::mac`]).
+    pub mac: Option<crate::Mac>,
     /// What a bad signature does: `"error"` (the default) or `"refetch"`
     /// ([`CacheLayer::on_bad_signature`]).
     pub on_bad_signature: Option<BadSignaturePolicy>,
@@ -411,6 +414,9 @@ impl<St: Store> CacheLayer<St> {
         }
         if let Some(max) = config.serve_stale_on_error {
             layer = layer.serve_stale_on_error(max);
+        }
+        if let Some(mac) = config.mac {
+            layer = layer.mac(mac);
         }
         if let Some(policy) = config.on_bad_signature {
             layer = layer.on_bad_signature(match policy {

@@ -72,6 +72,11 @@ const MAX_HEAD_RECORD: usize = 16 << 20;
 /// bodies on the machines measured here (docs/benchmarks.md, docs/security.md). HMAC-SHA256 is
 /// there for deployments that need a FIPS-approved MAC. Readers accept both, whatever writes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "kebab-case")
+)]
 #[non_exhaustive]
 pub enum Mac {
     /// Keyed BLAKE3 under a per-entry subkey (format 4's default).
@@ -382,7 +387,7 @@ impl Envelope {
         p: &mut Pending,
     ) -> Result<Option<Opened>, OpenError> {
         let bad = |reason| OpenError::BadSignature(BadSignature::new(key.clone(), reason));
-        let (len, alg, key_id, cache_key) = match reader::header(p) {
+        let (header, alg, key_id, cache_key) = match reader::header(p) {
             reader::HeaderStep::More => return Ok(None),
             reader::HeaderStep::NotEnvelope => {
                 return Err(match self.keys {
@@ -396,12 +401,14 @@ impl Envelope {
             // Possibly written by a newer release sharing the store: not ours to judge.
             reader::HeaderStep::Version(_) => return Err(OpenError::Unusable(NEWER_FORMAT)),
             reader::HeaderStep::Ready {
-                len,
+                header,
                 alg,
                 key_id,
                 cache_key,
-            } => (len, alg, key_id, cache_key),
+            } => (header, alg, key_id, cache_key),
         };
+        let len = header.len();
+        let (key_id, cache_key) = (&header[key_id], &header[cache_key]);
         let Some(tag_len) = record::tag_len(alg) else {
             return Err(OpenError::Unusable(NEWER_ALGORITHM));
         };
@@ -409,7 +416,7 @@ impl Envelope {
             (None, ALG_CRC32) => None,
             (None, _) => return Err(OpenError::Unusable(NO_KEY)),
             (Some(_), ALG_CRC32) => return Err(bad(BadSignatureReason::Unsigned)),
-            (Some(ring), _) => match ring.find(&key_id) {
+            (Some(ring), _) => match ring.find(key_id) {
                 Some(k) => Some(k),
                 None => return Err(bad(BadSignatureReason::UnknownKey)),
             },
@@ -421,7 +428,7 @@ impl Envelope {
             Some(_) => bad(BadSignatureReason::WrongKey),
             None => OpenError::Unusable("entry belongs to another key"),
         };
-        if !own_key && !key.may_be_variant_of(&cache_key) {
+        if !own_key && !key.may_be_variant_of(cache_key) {
             return Err(wrong_key());
         }
         let Some((head_len, codec)) = reader::framing(p, len) else {
@@ -439,14 +446,14 @@ impl Envelope {
         if p.len() < len + 5 + head_len + tag_len {
             return Ok(None);
         }
-        let header = p.take_one(len);
+        p.skip(len);
         let prover = match (alg, found) {
             (ALG_AES_256_GCM, Some(k)) => Prover::aes(&k.aead, &header),
             (ALG_BLAKE3, Some(k)) => Prover::blake3(&k.blake3, &header),
             (ALG_HMAC_SHA256, Some(k)) => Prover::hmac(&k.mac, &header),
             _ => Prover::crc(&header),
         };
-        p.take(5);
+        p.skip(5);
         let m = record::meta(0, head_len as u32, codec);
         // The head in a buffer of this reader's own: header values are slices of it, counted
         // here and not on a blob a memory store shares between threads.
@@ -470,7 +477,7 @@ impl Envelope {
         let (head, body_len, trailers) =
             wire::decode_head(&head).ok_or(OpenError::Unusable("payload does not decode"))?;
         // Authenticated now: the embedded cache key is the one its writer sealed it for.
-        if !own_key && !key.is_variant_of(&cache_key, &head) {
+        if !own_key && !key.is_variant_of(cache_key, &head) {
             return Err(wrong_key());
         }
         if body_len > self.max_blob as u64 {

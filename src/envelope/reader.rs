@@ -76,10 +76,35 @@ impl Pending {
         out
     }
 
+    /// Drops the first `n` bytes (at most [`len`](Self::len)).
+    pub(crate) fn skip(&mut self, mut n: usize) {
+        while n > 0 {
+            let Some(front) = self.bufs.front_mut() else {
+                break;
+            };
+            if front.len() <= n {
+                n -= front.len();
+                self.len -= front.len();
+                self.bufs.pop_front();
+            } else {
+                bytes::Buf::advance(front, n);
+                self.len -= n;
+                n = 0;
+            }
+        }
+    }
+
     /// Removes the first `n` bytes as one buffer: a slice when they lie in one, else a copy.
     pub(crate) fn take_one(&mut self, n: usize) -> Bytes {
-        if self.bufs.front().is_some_and(|b| b.len() >= n) {
-            return self.take(n).pop().unwrap_or_default();
+        if let Some(front) = self.bufs.front_mut() {
+            if front.len() > n {
+                self.len -= n;
+                return front.split_to(n);
+            }
+            if front.len() == n {
+                self.len -= n;
+                return self.bufs.pop_front().unwrap_or_default();
+            }
         }
         let mut all = BytesMut::with_capacity(n);
         for part in self.take(n) {
@@ -91,8 +116,13 @@ impl Pending {
     /// Removes the first `n` bytes into a buffer of their own (a copy, to decrypt in place).
     pub(crate) fn take_vec(&mut self, n: usize) -> Vec<u8> {
         let mut all = Vec::with_capacity(n);
-        for part in self.take(n) {
-            all.extend_from_slice(&part);
+        while all.len() < n {
+            let Some(front) = self.bufs.front() else {
+                break;
+            };
+            let k = front.len().min(n - all.len());
+            all.extend_from_slice(&front[..k]);
+            self.skip(k);
         }
         all
     }
@@ -106,22 +136,25 @@ pub(crate) enum HeaderStep {
     NotEnvelope,
     /// An envelope of another format version.
     Version(u8),
-    /// The header is complete: its length, algorithm, key id and cache key.
+    /// The header is complete (not consumed yet): its bytes, its algorithm, and where its key
+    /// id and cache key lie in it.
     Ready {
-        len: usize,
+        header: Bytes,
         alg: u8,
-        key_id: Vec<u8>,
-        cache_key: Vec<u8>,
+        key_id: std::ops::Range<usize>,
+        cache_key: std::ops::Range<usize>,
     },
 }
 
-/// Reads the envelope header at the start of `p` (without consuming it).
+/// Reads the envelope header at the start of `p` (without consuming it): a slice of the first
+/// buffer when it holds the header (a hit's usual case: no copy, no allocation).
 pub(crate) fn header(p: &Pending) -> HeaderStep {
-    let mut fixed = [0u8; 7];
-    if !p.peek(0, &mut fixed) {
+    let mut fixed = [0u8; 9];
+    if !p.peek(0, &mut fixed[..7]) {
         // Too short to say: more, unless what is there already is not an envelope.
-        let mut start = vec![0u8; p.len().min(4)];
-        if p.peek(0, &mut start) && start[..] != super::MAGIC[..start.len()] {
+        let mut start = [0u8; 4];
+        let n = p.len().min(4);
+        if p.peek(0, &mut start[..n]) && start[..n] != super::MAGIC[..n] {
             return HeaderStep::NotEnvelope;
         }
         return HeaderStep::More;
@@ -133,22 +166,28 @@ pub(crate) fn header(p: &Pending) -> HeaderStep {
         return HeaderStep::Version(fixed[4]);
     }
     let id_len = usize::from(fixed[6]);
-    let mut key_id = vec![0u8; id_len];
     let mut klen = [0u8; 2];
-    if !p.peek(7, &mut key_id) || !p.peek(7 + id_len, &mut klen) {
+    if !p.peek(7 + id_len, &mut klen) {
         return HeaderStep::More;
     }
     let klen = usize::from(u16::from_be_bytes(klen));
-    let mut cache_key = vec![0u8; klen];
     let len = 9 + id_len + klen + super::ENTRY_ID_LEN;
-    if !p.peek(9 + id_len, &mut cache_key) || p.len() < len {
+    if p.len() < len {
         return HeaderStep::More;
     }
+    let header = match p.bufs.front() {
+        Some(front) if front.len() >= len => front.slice(..len),
+        _ => {
+            let mut copy = vec![0u8; len];
+            p.peek(0, &mut copy);
+            Bytes::from(copy)
+        }
+    };
     HeaderStep::Ready {
-        len,
+        header,
         alg: fixed[5],
-        key_id,
-        cache_key,
+        key_id: 7..7 + id_len,
+        cache_key: 9 + id_len..9 + id_len + klen,
     }
 }
 
@@ -236,7 +275,7 @@ impl BodyReader {
             return Ok(Step::More);
         }
         let m = meta(self.index, len as u32, codec);
-        p.take(5);
+        p.skip(5);
         let segment = if self.alg == ALG_AES_256_GCM {
             let mut record = p.take_vec(len);
             let Some(range) = self.prover.open(&m, &mut record) else {

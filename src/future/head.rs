@@ -23,7 +23,7 @@ use crate::status::CacheStatus;
 use crate::store::{BlobStream, Store, StoreRequest};
 use http::HeaderMap;
 
-use super::lookup::{Lookup, Next};
+use super::lookup::{Lookup, Next, Unusable};
 use super::Ctx;
 
 /// A head read and verified, with what was read past it and the rest of the stream.
@@ -220,14 +220,4 @@ impl<St: Store> Ctx<St> {
             }
         }
     }
-}
-
-/// Why a stored blob cannot answer.
-pub(super) enum Unusable {
-    BadSignature(crate::error::BadSignature),
-    /// Verified (or unsigned) but not decodable by this version, or older than `not_before`: a
-    /// miss.
-    Undecodable,
-    /// The user's filter rejects it now.
-    Filtered,
 }

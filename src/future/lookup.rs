@@ -7,7 +7,6 @@ use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 use tower::util::Oneshot;
 use tower::Service;
 
-use super::head::Unusable;
 use super::{forward, Ctx, State};
 use crate::body::CacheBody;
 use crate::coalesce::{Asked, Failure, Join, RefreshGuard, WaitFuture};
@@ -557,4 +556,14 @@ impl<St: Store> Ctx<St> {
             .insert(CacheStatus::CoalescedError);
         Some(response)
     }
+}
+
+/// Why a stored blob cannot answer.
+pub(super) enum Unusable {
+    BadSignature(crate::error::BadSignature),
+    /// Verified (or unsigned) but not decodable by this version, or older than `not_before`: a
+    /// miss.
+    Undecodable,
+    /// The user's filter rejects it now.
+    Filtered,
 }

@@ -40,6 +40,7 @@ fn full() -> CacheConfig {
         refresh_timeout: Some(Duration::from_secs(10)),
         max_refreshes: Some(8),
         serve_stale_on_error: Some(Duration::from_secs(3600)),
+        mac: Some(hyper_client_cache::Mac::HmacSha256),
         on_bad_signature: Some(BadSignaturePolicy::Refetch),
         read_only: Some(false),
         fail_closed: Some(false),
@@ -89,6 +90,7 @@ fn a_hand_written_toml_file_reads() {
         shared = true
         expire_after = "1h 30m"
         store_timeout = "500ms"
+        mac = "hmac-sha256"
         on_bad_signature = "refetch"
 
         [[urls]]
@@ -114,6 +116,8 @@ fn a_hand_written_toml_file_reads() {
         ExpiryValue(ExpireAfter::Duration(Duration::from_secs(7 * 86_400)))
     );
     assert_eq!(config.circuit_breaker.unwrap().failures, Some(3));
+    assert_eq!(config.mac, Some(hyper_client_cache::Mac::HmacSha256));
+    assert!(toml::from_str::<CacheConfig>("mac = \"md5\"").is_err());
 }
 
 #[test]
