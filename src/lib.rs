@@ -146,7 +146,7 @@ pub use crate::config::{
 #[doc(inline)]
 pub use crate::controls::{CacheMode, ExpireAfter, PatternError};
 #[doc(inline)]
-pub use crate::envelope::{KeyError, KeyRing, Mac, SecretKey, MIN_KEY_LEN};
+pub use crate::envelope::{KeyError, KeyRing, Mac, SecretKey, MAC_AUTO_BELOW, MIN_KEY_LEN};
 #[doc(inline)]
 pub use crate::error::{BadSignature, BoxError, StoreError};
 #[doc(inline)]

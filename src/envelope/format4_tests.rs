@@ -41,7 +41,7 @@ fn head() -> EntryHead {
 fn all_modes() -> [Envelope; 4] {
     [
         Envelope::new(None),
-        Envelope::new(Some(ring())),
+        Envelope::new(Some(ring())).with_mac(Mac::Blake3),
         Envelope::new(Some(ring())).with_mac(Mac::HmacSha256),
         Envelope::encrypted(ring()),
     ]
@@ -52,7 +52,7 @@ fn body(len: usize) -> Vec<u8> {
 }
 
 fn seal_parts(env: &Envelope, k: &str, body: &[u8], chunk: usize) -> Vec<Bytes> {
-    let mut sealing = env.start(&key(k), &head()).unwrap();
+    let mut sealing = env.start(&key(k), &head(), None).unwrap();
     for c in body.chunks(chunk.max(1)) {
         sealing.append(&Bytes::copy_from_slice(c)).unwrap();
     }
@@ -94,7 +94,7 @@ fn every_body_length_around_segment_boundaries_round_trips_in_parts_and_joined()
 fn a_signed_body_is_the_origins_chunks_not_a_copy() {
     let env = Envelope::new(Some(ring()));
     let chunk = Bytes::from(body(2 * SEGMENT));
-    let mut sealing = env.start(&key("k"), &head()).unwrap();
+    let mut sealing = env.start(&key("k"), &head(), None).unwrap();
     sealing.append(&chunk).unwrap();
     let parts = sealing.finish(None).unwrap();
     let range = chunk.as_ptr() as usize..chunk.as_ptr() as usize + chunk.len();
@@ -257,7 +257,7 @@ fn segments_cannot_be_swapped_reordered_dropped_or_added() {
 #[test]
 fn the_mac_can_be_chosen_and_either_is_read_but_never_relabelled() {
     let b = body(SEGMENT + 9);
-    let blake = Envelope::new(Some(ring()));
+    let blake = Envelope::new(Some(ring())).with_mac(Mac::Blake3);
     let hmac = Envelope::new(Some(ring())).with_mac(Mac::HmacSha256);
     let by_blake = join(&seal_parts(&blake, "k", &b, 999));
     let by_hmac = join(&seal_parts(&hmac, "k", &b, 999));
@@ -279,6 +279,23 @@ fn the_mac_can_be_chosen_and_either_is_read_but_never_relabelled() {
             blake.open(&key("k"), Bytes::from(relabelled)),
             Err(OpenError::BadSignature(_))
         ));
+    }
+}
+
+#[test]
+fn the_default_mac_is_hmac_for_short_announced_bodies_and_blake3_otherwise() {
+    let env = Envelope::new(Some(ring()));
+    for (announced, alg) in [
+        (Some(0), record::ALG_HMAC_SHA256),
+        (Some(MAC_AUTO_BELOW), record::ALG_HMAC_SHA256),
+        (Some(MAC_AUTO_BELOW + 1), record::ALG_BLAKE3),
+        (None, record::ALG_BLAKE3),
+    ] {
+        let mut sealing = env.start(&key("k"), &head(), announced).unwrap();
+        sealing.append(&Bytes::from_static(b"body")).unwrap();
+        let blob = join(&sealing.finish(None).unwrap());
+        assert_eq!(blob[5], alg, "{announced:?}");
+        assert!(env.open(&key("k"), Bytes::from(blob)).is_ok());
     }
 }
 

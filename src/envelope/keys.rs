@@ -188,7 +188,8 @@ pub(crate) struct DerivedKey {
     pub(crate) mac: hmac::Key,
     /// The keyed-BLAKE3 signing key (zeroed when dropped).
     pub(crate) blake3: zeroize::Zeroizing<[u8; 32]>,
-    pub(crate) aead: aead::LessSafeKey,
+    /// Shared by the entries it opens (a reference count, not a copy of the key schedule).
+    pub(crate) aead: std::sync::Arc<aead::LessSafeKey>,
     /// Names entries: cache keys are HMACs under it, not plain digests.
     pub(crate) names: hmac::Key,
     /// Digests the selecting request field values of a response that varies (RFC 9111 §4.1).
@@ -224,7 +225,7 @@ impl DerivedKey {
             .expect("8 bytes is a valid HKDF-SHA256 output length");
         let aead = prk
             .expand(&[INFO_AEAD], &aead::AES_256_GCM)
-            .map(|okm| aead::LessSafeKey::new(aead::UnboundKey::from(okm)))
+            .map(|okm| std::sync::Arc::new(aead::LessSafeKey::new(aead::UnboundKey::from(okm))))
             .expect("32 bytes is a valid HKDF-SHA256 output length");
         let names = prk
             .expand(&[INFO_NAMES], hmac::HMAC_SHA256)

@@ -232,7 +232,10 @@ impl<St: Store> Ctx<St> {
                         info.key = Some(key.clone());
                         info.created_at = Some(response_time);
                         info.expires = expires_at(response_time, lifetime, age);
-                        let expected_len = content_length(&parts.headers);
+                        // Announced by `Content-Length`, or by the body itself (an in-process
+                        // origin's exact size hint).
+                        let expected_len = content_length(&parts.headers)
+                            .or_else(|| http_body::Body::size_hint(&body).exact());
                         // Waiters read the body being filled (`fill.rs`): taken before the
                         // leader's guard moves into the store write.
                         let publisher = self.leader.as_ref().map(|l| l.publisher());

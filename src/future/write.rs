@@ -271,7 +271,11 @@ impl<St: Store> Ctx<St> {
             tracing::debug!(key = %key, "Content-Length over max_body_size; not stored");
             return None;
         }
-        let mut sealing = match self.config.envelope.start(&key, head) {
+        let announced = match &splice {
+            Some(splice) => Some(splice.union.len()),
+            None => expected_len,
+        };
+        let mut sealing = match self.config.envelope.start(&key, head, announced) {
             Ok(sealing) => sealing,
             Err(e) => {
                 tracing::warn!(key = %key, reason = e.0, "could not seal an entry; not stored");

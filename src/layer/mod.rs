@@ -111,10 +111,12 @@ impl<St, K> CacheLayer<St, K> {
         self
     }
 
-    /// The MAC that signs new entries (with [`secret_key`](Self::secret_key)): keyed BLAKE3 by
-    /// default, or HMAC-SHA256 for deployments that need a FIPS-approved MAC. Entries signed
-    /// with either are read whatever this says (the algorithm is in each entry); docs/security.md
-    /// has the argument for both.
+    /// The MAC that signs new entries (with [`secret_key`](Self::secret_key)). By default
+    /// ([`Mac::Auto`](crate::Mac::Auto)) HMAC-SHA256 for bodies announced at
+    /// [`MAC_AUTO_BELOW`](crate::MAC_AUTO_BELOW) bytes or less and keyed BLAKE3 for the others,
+    /// each the faster there; `Mac::HmacSha256` for deployments that need a FIPS-approved MAC.
+    /// Entries signed with either are read whatever this says (the algorithm is in each entry);
+    /// docs/security.md has the argument for both.
     ///
     /// ```
     /// use hyper_client_cache::{CacheLayer, Mac, SecretKey};

@@ -41,7 +41,7 @@ impl Mode {
         let layer = CacheLayer::new(store);
         match self {
             Mode::Unsigned => layer,
-            Mode::Blake3 => layer.secret_key(test_key()),
+            Mode::Blake3 => layer.secret_key(test_key()).mac(Mac::Blake3),
             Mode::Hmac => layer.secret_key(test_key()).mac(Mac::HmacSha256),
             Mode::Encrypted => layer.encrypt(test_key()),
         }
