@@ -100,8 +100,6 @@ mod inspect;
 mod key;
 mod layer;
 mod metrics;
-#[cfg(feature = "reqwest")]
-mod middleware;
 mod policy;
 mod request_body;
 mod respond;
@@ -164,9 +162,6 @@ pub use crate::layer::CacheLayer;
 pub use crate::metrics::export::describe_metrics;
 #[doc(inline)]
 pub use crate::metrics::CacheMetrics;
-#[cfg(feature = "reqwest")]
-#[doc(inline)]
-pub use crate::middleware::{CacheMiddleware, ReqwestService};
 #[doc(inline)]
 pub use crate::request_body::{BodyKeys, NoBodyKeys, RequestBodies, DEFAULT_MAX_KEYED_BODY};
 #[doc(inline)]
@@ -177,7 +172,7 @@ pub use crate::settings::{
     BadSignaturePolicy, BreakerConfig, CacheConfig, ConfigError, ExpiryValue, KeyConfig, UrlRule,
 };
 #[doc(inline)]
-pub use crate::status::{CacheInfo, CacheStatus, NotStoredReason};
+pub use crate::status::{CacheInfo, CacheStatus, FollowedRedirect, NotStoredReason};
 #[cfg(feature = "memory")]
 #[doc(inline)]
 pub use crate::store::MemoryStore;

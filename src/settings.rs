@@ -10,6 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::config::{least_max_blob_size, OnBadSignature, DEFAULT_MAX_BODY_SIZE};
 use crate::controls::{ExpireAfter, PatternError};
+use crate::inspect::UrlPattern;
 use crate::envelope::{KeyError, KeyRing, SecretKey};
 use crate::layer::CacheLayer;
 use crate::store::{CircuitBreaker, Store};
@@ -212,8 +213,10 @@ impl ConfigError {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
-            ConfigErrorKind::Pattern(e) => write!(f, "`{}`: {e}", self.field),
-            ConfigErrorKind::Key(e) => write!(f, "`{}`: {e}", self.field),
+            // The cause is the `source()`, not repeated here (an error reporter prints the
+            // chain: `anyhow`'s `{:#}`, `hcc`).
+            ConfigErrorKind::Pattern(_) => write!(f, "`{}`: not a valid URL pattern", self.field),
+            ConfigErrorKind::Key(_) => write!(f, "`{}`: no usable secret key", self.field),
             ConfigErrorKind::Invalid(why) => write!(f, "`{}`: {why}", self.field),
         }
     }
@@ -324,12 +327,11 @@ impl<St: Store> CacheLayer<St> {
             layer = layer.expire_after(value);
         }
         for (i, rule) in config.urls.iter().enumerate() {
-            layer = layer
-                .expire_url(&rule.pattern, rule.expire_after.0)
-                .map_err(|e| ConfigError {
-                    field: format!("urls[{i}].pattern"),
-                    kind: ConfigErrorKind::Pattern(e),
-                })?;
+            let pattern = UrlPattern::new(&rule.pattern).map_err(|e| ConfigError {
+                field: format!("urls[{i}].pattern"),
+                kind: ConfigErrorKind::Pattern(e),
+            })?;
+            layer = layer.expire_url(pattern, rule.expire_after.0);
         }
         if let Some(honor) = config.cache_control {
             layer = layer.cache_control(honor);

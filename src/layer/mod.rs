@@ -11,7 +11,8 @@ use http::{HeaderName, Method, StatusCode};
 
 use crate::clock::Clock;
 use crate::config::{Config, OnBadSignature};
-use crate::controls::{url_glob, ExpireAfter, PatternError};
+use crate::controls::ExpireAfter;
+use crate::inspect::UrlPattern;
 use crate::envelope::{Envelope, KeyRing};
 use crate::key::KeyParts;
 use crate::metrics::CacheMetrics;
@@ -162,37 +163,36 @@ impl<St, K> CacheLayer<St, K> {
     }
 
     /// An expiry rule for the URLs matching `pattern`, a glob over `host/path` (no scheme, no
-    /// query; the host lowercased, a default port dropped): `*` matches any run of characters,
-    /// `/` included, `?` one character, `{a,b}` either. Rules are tried in the order they were
-    /// added; the first match wins, over [`expire_after`](Self::expire_after), and a request's own
-    /// [`ExpireAfter`] extension wins over the rules.
+    /// query; the host lowercased, a default port dropped, any other port kept:
+    /// `api.example.com:8443/*`): `*` matches any run of characters, `/` included, `?` one
+    /// character, `{a,b}` either. Rules are tried in the order they were added; the first match
+    /// wins, over [`expire_after`](Self::expire_after), and a request's own [`ExpireAfter`]
+    /// extension wins over the rules.
+    ///
+    /// The pattern is parsed before the chain ([`UrlPattern::new`](crate::UrlPattern::new)),
+    /// so the builder never fails half-way:
     ///
     /// ```
     /// use std::time::Duration;
-    /// use hyper_client_cache::{CacheLayer, ExpireAfter, MemoryStore};
+    /// use hyper_client_cache::{CacheLayer, ExpireAfter, MemoryStore, UrlPattern};
     ///
     /// # fn main() -> Result<(), hyper_client_cache::PatternError> {
+    /// let statics = UrlPattern::new("static.example.com/*")?;
+    /// let live = UrlPattern::new("api.example.com/v1/live/*")?;
+    /// let api = UrlPattern::new("api.example.com/*")?;
     /// let layer = CacheLayer::new(MemoryStore::default())
-    ///     .expire_url("static.example.com/*", ExpireAfter::Never)?
-    ///     .expire_url("api.example.com/v1/live/*", ExpireAfter::DoNotCache)?
-    ///     .expire_url("api.example.com/*", Duration::from_secs(60))?;
+    ///     .expire_url(statics, ExpireAfter::Never)
+    ///     .expire_url(live, ExpireAfter::DoNotCache)
+    ///     .expire_url(api, Duration::from_secs(60));
     /// # drop(layer);
     /// # Ok(())
     /// # }
     /// ```
-    ///
-    /// # Errors
-    ///
-    /// [`PatternError`] when `pattern` is not a valid glob.
-    pub fn expire_url(
-        mut self,
-        pattern: &str,
-        value: impl Into<ExpireAfter>,
-    ) -> Result<Self, PatternError> {
+    pub fn expire_url(mut self, pattern: UrlPattern, value: impl Into<ExpireAfter>) -> Self {
         self.config
             .url_rules
-            .push(url_glob(pattern)?, value.into())?;
-        Ok(self)
+            .add(pattern.matcher().clone(), value.into());
+        self
     }
 
     /// Whether a response's explicit freshness (`Cache-Control: max-age`/`s-maxage`, `Expires`)

@@ -28,19 +28,7 @@ use crate::status::{CacheStatus, NotStoredReason};
 #[cfg(feature = "metrics")]
 /// The label of a response's outcome.
 pub(crate) fn status_label(status: CacheStatus) -> &'static str {
-    match status {
-        CacheStatus::Hit => "hit",
-        CacheStatus::Coalesced => "coalesced",
-        CacheStatus::CoalescedError => "coalesced_error",
-        CacheStatus::Revalidated => "revalidated",
-        CacheStatus::Stale => "stale",
-        CacheStatus::StaleWhileRevalidate => "stale_while_revalidate",
-        CacheStatus::StaleIfError => "stale_if_error",
-        CacheStatus::OnlyIfCachedMiss => "only_if_cached_miss",
-        CacheStatus::Miss => "miss",
-        CacheStatus::NotCacheable => "not_cacheable",
-        CacheStatus::StoreUnavailable => "store_unavailable",
-    }
+    status.as_str()
 }
 
 #[cfg(feature = "metrics")]

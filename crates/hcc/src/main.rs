@@ -1,4 +1,4 @@
-//! `hcc`: inspect and purge a hyper-client-cache store from a shell (feature `cli`).
+//! `hcc`: inspect and purge a hyper-client-cache store from a shell (`cargo install --path crates/hcc`).
 //!
 //! ```text
 //! hcc --dir /var/cache/app stats

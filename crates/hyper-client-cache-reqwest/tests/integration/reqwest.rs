@@ -9,8 +9,9 @@ use http::Response;
 use http_body_util::Full;
 use hyper_client_cache::{
     BadSignature, CacheInfo, CacheLayer, CacheMode, CacheStatus, ExpireAfter, MemoryStore,
-    ReqwestService, Store,
+    Store,
 };
+use hyper_client_cache_reqwest::{CacheLayerExt, ReqwestService};
 use reqwest_middleware::ClientWithMiddleware;
 use tower::{ServiceBuilder, ServiceExt};
 
@@ -21,7 +22,7 @@ where
     St::Future: Send,
 {
     let http = reqwest::Client::new();
-    let cache = layer.into_middleware().background_client(http.clone());
+    let cache = layer.into_middleware(http.clone());
     reqwest_middleware::ClientBuilder::new(http)
         .with(cache)
         .build()
@@ -123,8 +124,7 @@ async fn stale_while_revalidate_refreshes_in_the_background_through_the_backgrou
         .build()
         .unwrap();
     let cache = layer(&clock)
-        .into_middleware()
-        .background_client(background);
+        .into_middleware(background);
     let client = reqwest_middleware::ClientBuilder::new(foreground)
         .with(cache)
         .build();

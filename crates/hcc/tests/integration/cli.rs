@@ -172,7 +172,6 @@ async fn hcc_on_a_disk_store() {
     scenario(store, &["--dir", &path]).await;
 }
 
-#[cfg(feature = "redis-cluster")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hcc_on_a_redis_cluster() {
     let cluster = RedisCluster::start().await;
