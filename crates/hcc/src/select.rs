@@ -1,0 +1,104 @@
+//! What `--url` and `show` select (a URL as requested, or a glob over `host/path`), and what
+//! `hcc` says when nothing matches.
+
+use hyper_client_cache::{BoxError, UrlPattern};
+
+use crate::{escape, output};
+
+/// What `--url` and `show` select: one URL (as requested), or a glob over `host/path`.
+pub(crate) enum Selector {
+    Url(String),
+    Glob(UrlPattern),
+}
+
+impl Selector {
+    pub(crate) fn parse(text: &str) -> Result<Self, BoxError> {
+        if text.contains("://") {
+            Ok(Selector::Url(normal_url(text)))
+        } else {
+            Ok(Selector::Glob(UrlPattern::new(text)?))
+        }
+    }
+
+    pub(crate) fn matches(&self, url: &str) -> bool {
+        match self {
+            Selector::Url(wanted) => normal_url(url) == *wanted,
+            Selector::Glob(pattern) => pattern.matches(url),
+        }
+    }
+}
+
+/// A URL as the cache writes it: scheme and host lowercased, the scheme's default port
+/// dropped, `/` for an empty path.
+fn normal_url(url: &str) -> String {
+    let Ok(uri) = url.parse::<http::Uri>() else {
+        return url.to_owned();
+    };
+    let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+        return url.to_owned();
+    };
+    let scheme = scheme.to_ascii_lowercase();
+    let host = authority.host().to_ascii_lowercase();
+    let port = match (scheme.as_str(), authority.port_u16()) {
+        ("http", Some(80)) | ("https", Some(443)) | (_, None) => String::new(),
+        (_, Some(port)) => format!(":{port}"),
+    };
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    format!("{scheme}://{host}{port}{path}")
+}
+
+/// Why nothing matched, on stderr (stdout stays machine-readable): the usual causes.
+pub(crate) fn no_match_hint(selector: Option<(&str, &Selector)>, valid: u64, invalid: u64) {
+    let mut hint = match selector {
+        Some((text, _)) => format!(
+            "hcc: nothing matches `{}` ({} in the store",
+            escape::text(text),
+            output::count(valid, "valid entry", "valid entries")
+        ),
+        None => format!(
+            "hcc: nothing to list ({}",
+            output::count(valid, "valid entry", "valid entries")
+        ),
+    };
+    if invalid > 0 {
+        hint.push_str(&format!(", {invalid} that do not verify"));
+    }
+    hint.push_str(").");
+    if let Some((text, Selector::Glob(_))) = selector {
+        let host = text.split('/').next().unwrap_or(text);
+        if !host.contains(':') {
+            hint.push_str(
+                "\n  A port is part of the host: `127.0.0.1:8080/*` matches \
+                 http://127.0.0.1:8080/..., `127.0.0.1/*` does not.",
+            );
+        }
+        hint.push_str("\n  A glob is over host/path, without the scheme or the query.");
+    }
+    if let Some((_, Selector::Url(_))) = selector {
+        hint.push_str("\n  A URL matches as requested, query included; a glob (`host/path*`) is looser.");
+    }
+    if valid == 0 || invalid > 0 {
+        hint.push_str(
+            "\n  The entries may be under another key prefix (`--prefix`, Redis), or written \
+             with another key (`--key-env`: entries of another key do not verify; see `hcc \
+             verify`).",
+        );
+    }
+    eprintln!("{hint}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_selector_is_a_url_or_a_glob() {
+        let url = Selector::parse("HTTP://Example.COM:80/a?b=1").unwrap();
+        assert!(url.matches("http://example.com/a?b=1"));
+        assert!(!url.matches("http://example.com/a"));
+        let glob = Selector::parse("example.com:8080/a/*").unwrap();
+        assert!(glob.matches("http://example.com:8080/a/b/c"));
+        assert!(!glob.matches("http://example.com/a/b"));
+        assert!(Selector::parse("example.com/{a").is_err());
+    }
+}
