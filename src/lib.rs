@@ -50,7 +50,7 @@
 //! `Cache-Control: max-age`/`s-maxage`, `Expires`; or heuristic, from `Last-Modified`), served
 //! while fresh (to HEAD requests too), with `Vary` honoured; unsafe methods invalidate what they
 //! touch; stale entries with a validator are revalidated with a conditional request (a 304 serves
-//! the stored body); `no-store` responses are never stored. See `docs/http-caching.md`.
+//! the stored body); `no-store` responses are never stored. See [docs/http-caching.md](https://github.com/hyper-client-cache/hyper-client-cache/blob/main/docs/http-caching.md).
 //!
 //! # The controls
 //!
@@ -64,8 +64,8 @@
 //! | see what happened | [`CacheStatus`], [`CacheInfo`], [`NotStoredReason`], [`CacheLayer::cache_status_header`], [`CacheMetrics`], `tracing` span `http_cache` |
 //! | list, count, delete entries | [`Inspector`] ([`CacheLayer::inspector`]) |
 //!
-//! `docs/configuration.md` has every setting with its default and a requests-cache table;
-//! `docs/integration.md` shows the cache in an axum application and among tower-http layers.
+//! [docs/configuration.md](https://github.com/hyper-client-cache/hyper-client-cache/blob/main/docs/configuration.md) has every setting with its default and a requests-cache table;
+//! [docs/integration.md](https://github.com/hyper-client-cache/hyper-client-cache/blob/main/docs/integration.md) shows the cache in an axum application and among tower-http layers.
 //!
 //! # Feature flags
 //!
@@ -158,6 +158,7 @@ pub use crate::key::{CacheKey, KeyParts};
 #[doc(inline)]
 pub use crate::layer::CacheLayer;
 #[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 #[doc(inline)]
 pub use crate::metrics::export::describe_metrics;
 #[doc(inline)]
@@ -167,6 +168,7 @@ pub use crate::request_body::{BodyKeys, NoBodyKeys, RequestBodies, DEFAULT_MAX_K
 #[doc(inline)]
 pub use crate::service::{boxed_client, BoxedBody, BoxedClient, Cache};
 #[cfg(feature = "serde")]
+#[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
 #[doc(inline)]
 pub use crate::settings::{
     BadSignaturePolicy, BreakerConfig, CacheConfig, ConfigError, ExpiryValue, KeyConfig, UrlRule,
@@ -174,6 +176,7 @@ pub use crate::settings::{
 #[doc(inline)]
 pub use crate::status::{CacheInfo, CacheStatus, FollowedRedirect, NotStoredReason};
 #[cfg(feature = "memory")]
+#[cfg_attr(docsrs, doc(cfg(feature = "memory")))]
 #[doc(inline)]
 pub use crate::store::MemoryStore;
 #[doc(inline)]
@@ -182,13 +185,16 @@ pub use crate::store::{
     DEFAULT_BREAKER_MAX_OPEN_FOR, DEFAULT_BREAKER_OPEN_FOR,
 };
 #[cfg(feature = "disk")]
+#[cfg_attr(docsrs, doc(cfg(feature = "disk")))]
 #[doc(inline)]
 pub use crate::store::{DiskStore, DiskStoreBuilder};
 #[cfg(all(feature = "redis", feature = "memory"))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "redis", feature = "memory"))))]
 #[doc(inline)]
 pub use crate::store::{
     NearCache, NearCacheBuilder, NearStats, DEFAULT_MAX_STALENESS, DEFAULT_NEAR_MAX_BYTES,
 };
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 #[doc(inline)]
 pub use crate::store::{RedisStore, RedisStoreBuilder};

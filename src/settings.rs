@@ -316,7 +316,8 @@ impl<St: Store> CacheLayer<St> {
     /// Errors name the setting: a glob that does not compile, a header name, method or status
     /// that is not one, a key variable that is not set or holds a key too short, and a value
     /// that would quietly make a cache that never stores or never hits (see
-    /// docs/configuration.md, "Settings from a file").
+    /// [docs/configuration.md](https://github.com/hyper-client-cache/hyper-client-cache/blob/main/docs/configuration.md#settings-from-a-file-feature-serde)).
+    #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
     pub fn from_config(store: St, config: &CacheConfig) -> Result<Self, ConfigError> {
         refuse_switched_off(config)?;
         let mut layer = CacheLayer::new(store);

@@ -153,7 +153,7 @@ impl<St, K> CacheLayer<St, K> {
     /// The freshness lifetime for responses that do not state their own (requests-cache's
     /// `expire_after`). With [`cache_control(false)`](Self::cache_control) it applies to every
     /// response, replacing what the headers say. See [`ExpireAfter`] for the values and
-    /// `docs/configuration.md` for the precedence table.
+    /// [docs/configuration.md](https://github.com/hyper-client-cache/hyper-client-cache/blob/main/docs/configuration.md) for the precedence table.
     ///
     /// Default: none (RFC 9111 rules only: explicit freshness, else the `Last-Modified`
     /// heuristic).
@@ -212,7 +212,7 @@ impl<St, K> CacheLayer<St, K> {
     /// one answers as a miss (and the response that replaces it is stored as usual).
     ///
     /// This bounds what a store writer can do by *replaying* entries this cache sealed earlier
-    /// (`docs/security.md`, "Replay"): nothing from before `time` is ever served, whatever mode,
+    /// ([docs/security.md, "Replay"](https://github.com/hyper-client-cache/hyper-client-cache/blob/main/docs/security.md#threat-model)): nothing from before `time` is ever served, whatever mode,
     /// `max-stale` or stale rule applies. It is also "purge everything" without a scan: set it to
     /// now (in every instance of a fleet) and the whole store is cold. The time compared is the
     /// entry's `response_time`, which is inside the signed (or sealed) part of the blob, so an
@@ -387,7 +387,7 @@ impl<St, K> CacheLayer<St, K> {
     /// How long one store operation (lookup, write, delete) may take. A lookup that takes longer
     /// is treated as a store failure (a miss, or an error when [`fail_closed`](Self::fail_closed));
     /// a write that takes longer is dropped. On tokio's timer when the runtime has one, else on
-    /// a timer thread (docs/stores.md).
+    /// a timer thread ([docs/stores.md](https://github.com/hyper-client-cache/hyper-client-cache/blob/main/docs/stores.md)).
     ///
     /// Default: [`DEFAULT_STORE_TIMEOUT`](crate::DEFAULT_STORE_TIMEOUT) (500 ms).
     pub fn store_timeout(mut self, timeout: Duration) -> Self {
@@ -402,7 +402,7 @@ impl<St, K> CacheLayer<St, K> {
     /// clock (the default one follows [`clock`](Self::clock)).
     ///
     /// Default: on, [`CircuitBreaker::new()`] (5 failures, probes after 250 ms, then at least
-    /// once a second). See docs/stores.md, "When the store is down".
+    /// once a second). See [docs/stores.md](https://github.com/hyper-client-cache/hyper-client-cache/blob/main/docs/stores.md#when-the-store-is-down-the-circuit-breaker).
     pub fn circuit_breaker(mut self, breaker: CircuitBreaker) -> Self {
         self.config.breaker = Some(breaker);
         self.config.breaker_default = false;
@@ -478,7 +478,7 @@ impl<St, K> CacheLayer<St, K> {
 
     /// The key under which this layer stores the response to `request` (for a `HEAD`, the
     /// `GET`'s), with every setting that shapes keys applied: ignored parameters, `match_headers`,
-    /// `key_fn`, and, with a secret key, the keyed name (docs/security.md, "Key names"). For
+    /// `key_fn`, and, with a secret key, the keyed name ([docs/security.md, "Key names"](https://github.com/hyper-client-cache/hyper-client-cache/blob/main/docs/security.md#key-names)). For
     /// looking an entry up in a store by hand; [`CacheKey::for_request`](crate::CacheKey::for_request)
     /// is the key of a layer without any of those settings.
     ///

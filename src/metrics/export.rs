@@ -184,6 +184,7 @@ pub(crate) fn store_operation(
 /// Describes every metric (units and help texts) to the installed recorder. Call it once,
 /// after installing the recorder (exporters print the descriptions as `# HELP` lines).
 #[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub fn describe_metrics() {
     use ::metrics::{describe_counter, describe_histogram, Unit};
     describe_counter!(
