@@ -38,7 +38,7 @@ fn the_readme_snippet_is_the_example_that_builds() {
     let readme = fs::read_to_string(root.join("README.md")).unwrap();
     let manifest = fs::read_to_string(root.join("examples/readme/Cargo.toml")).unwrap();
     let main = fs::read_to_string(root.join("examples/readme/src/main.rs")).unwrap();
-    let dependencies = &manifest[manifest.find("[dependencies]").expect("a [dependencies] table")..];
+    let dependencies = &manifest[manifest.find("\n[dependencies]\n").map(|i| i + 1).expect("a [dependencies] table")..];
     assert!(
         blocks(&readme, "toml").iter().any(|b| b == dependencies),
         "no ```toml block of README.md is examples/readme/Cargo.toml's [dependencies]:\n{dependencies}"
@@ -47,4 +47,25 @@ fn the_readme_snippet_is_the_example_that_builds() {
         blocks(&readme, "rust").iter().any(|b| b == &main),
         "no ```rust block of README.md is examples/readme/src/main.rs"
     );
+}
+
+/// docs/operations.md's exporter line is the one the metrics example and tests/prometheus.rs
+/// build with, and with it nothing in the workspace pulls aws-lc (#29).
+#[test]
+fn the_prometheus_exporter_line_avoids_aws_lc() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let guide = fs::read_to_string(root.join("docs/operations.md")).unwrap();
+    let manifest = fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    let line = blocks(&guide, "toml")
+        .into_iter()
+        .flat_map(|b| b.lines().map(str::to_owned).collect::<Vec<_>>())
+        .find(|l| l.starts_with("metrics-exporter-prometheus"))
+        .expect("docs/operations.md shows the exporter's dependency line");
+    assert!(line.contains("default-features = false"), "{line}");
+    assert!(
+        manifest.lines().any(|l| l == line),
+        "Cargo.toml's dev-dependency differs from the documented line {line}"
+    );
+    let lock = fs::read_to_string(root.join("Cargo.lock")).unwrap();
+    assert!(!lock.contains("name = \"aws-lc"), "an aws-lc crate is in Cargo.lock");
 }
