@@ -156,13 +156,6 @@ impl UrlPattern {
     }
 }
 
-impl std::str::FromStr for UrlPattern {
-    type Err = crate::PatternError;
-
-    fn from_str(pattern: &str) -> Result<Self, Self::Err> {
-        Self::new(pattern)
-    }
-}
 
 /// The result of [`Inspector::entries`].
 #[derive(Debug, Clone, Default)]
