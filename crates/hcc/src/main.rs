@@ -31,7 +31,7 @@ use hyper_client_cache::{
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
-use crate::select::{no_match_hint, Selector};
+use crate::select::{no_match_hint, Seen, Selector};
 use crate::target::{password, redis_nodes};
 
 #[derive(Parser)]
@@ -348,16 +348,16 @@ async fn command<St: Store>(
         }
         Command::List { url, expired, json } => {
             let selector = url.as_deref().map(Selector::parse).transpose()?;
-            let (mut shown, mut valid, mut invalid) = (0u64, 0u64, 0u64);
+            let (mut shown, mut seen) = (0u64, Seen::default());
             walk(&inspector, |listed| {
                 let e = match listed {
                     Described::Entry(e) => e,
                     Described::Invalid(_) => {
-                        invalid += 1;
+                        seen.invalid += 1;
                         return Ok(());
                     }
                 };
-                valid += 1;
+                seen.entry(&e.url);
                 let wanted = selector.as_ref().is_none_or(|s| s.matches(&e.url))
                     && (!*expired || e.is_expired);
                 if wanted {
@@ -371,22 +371,22 @@ async fn command<St: Store>(
                 Ok(())
             })
             .await?;
-            if shown == 0 && (selector.is_some() || valid == 0) {
-                no_match_hint(url.as_deref().zip(selector.as_ref()), valid, invalid);
+            if shown == 0 && (selector.is_some() || seen.valid == 0) {
+                no_match_hint(url.as_deref().zip(selector.as_ref()), &seen);
             }
         }
         Command::Show { url, json } => {
             let selector = Selector::parse(url)?;
-            let (mut found, mut valid, mut invalid) = (0u64, 0u64, 0u64);
+            let (mut found, mut seen) = (0u64, Seen::default());
             walk(&inspector, |listed| {
                 let e = match listed {
                     Described::Entry(e) => e,
                     Described::Invalid(_) => {
-                        invalid += 1;
+                        seen.invalid += 1;
                         return Ok(());
                     }
                 };
-                valid += 1;
+                seen.entry(&e.url);
                 if selector.matches(&e.url) {
                     found += 1;
                     if *json {
@@ -404,7 +404,7 @@ async fn command<St: Store>(
             })
             .await?;
             if found == 0 {
-                no_match_hint(Some((url, &selector)), valid, invalid);
+                no_match_hint(Some((url, &selector)), &seen);
                 return Ok(ExitCode::from(1));
             }
         }
@@ -422,11 +422,10 @@ async fn command<St: Store>(
                 let deleted = inspector.delete_where(|e| selector.matches(&e.url)).await?;
                 if deleted == 0 {
                     let listing = inspector.entries().await?;
-                    no_match_hint(
-                        Some((text, &selector)),
-                        listing.entries.len() as u64,
-                        listing.invalid.len() as u64,
-                    );
+                    let mut seen = Seen::default();
+                    listing.entries.iter().for_each(|e| seen.entry(&e.url));
+                    seen.invalid = listing.invalid.len() as u64;
+                    no_match_hint(Some((text, &selector)), &seen);
                 }
                 deleted
             } else if let Some(tag) = &what.tag {

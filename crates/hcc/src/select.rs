@@ -48,7 +48,40 @@ fn normal_url(url: &str) -> String {
 }
 
 /// Why nothing matched, on stderr (stdout stays machine-readable): the usual causes.
-pub(crate) fn no_match_hint(selector: Option<(&str, &Selector)>, valid: u64, invalid: u64) {
+/// What a walk saw, for the hint: counts, and the authorities (`host:port`) of the valid
+/// entries (a bounded sample).
+#[derive(Default)]
+pub(crate) struct Seen {
+    pub(crate) valid: u64,
+    pub(crate) invalid: u64,
+    authorities: std::collections::BTreeSet<String>,
+}
+
+impl Seen {
+    /// Most authorities kept for the hint.
+    const MAX_AUTHORITIES: usize = 10_000;
+
+    pub(crate) fn entry(&mut self, url: &str) {
+        self.valid += 1;
+        if self.authorities.len() < Self::MAX_AUTHORITIES {
+            if let Some(authority) = url.parse::<http::Uri>().ok().and_then(|u| u.authority().cloned()) {
+                self.authorities.insert(authority.as_str().to_ascii_lowercase());
+            }
+        }
+    }
+
+    /// The stored authorities with a port whose host is `host`.
+    fn with_port(&self, host: &str) -> Vec<&str> {
+        self.authorities
+            .iter()
+            .filter(|a| a.rsplit_once(':').is_some_and(|(h, _)| h.eq_ignore_ascii_case(host)))
+            .map(String::as_str)
+            .collect()
+    }
+}
+
+pub(crate) fn no_match_hint(selector: Option<(&str, &Selector)>, seen: &Seen) {
+    let (valid, invalid) = (seen.valid, seen.invalid);
     let mut hint = match selector {
         Some((text, _)) => format!(
             "hcc: nothing matches `{}` ({} in the store",
@@ -61,16 +94,32 @@ pub(crate) fn no_match_hint(selector: Option<(&str, &Selector)>, valid: u64, inv
         ),
     };
     if invalid > 0 {
-        hint.push_str(&format!(", {invalid} that do not verify"));
+        let verb = if invalid == 1 { "does" } else { "do" };
+        hint.push_str(&format!(", {invalid} that {verb} not verify"));
     }
     hint.push_str(").");
     if let Some((text, Selector::Glob(_))) = selector {
-        let host = text.split('/').next().unwrap_or(text);
+        let (host, rest) = text.split_once('/').unwrap_or((text, "*"));
         if !host.contains(':') {
-            hint.push_str(
-                "\n  A port is part of the host: `127.0.0.1:8080/*` matches \
-                 http://127.0.0.1:8080/..., `127.0.0.1/*` does not.",
-            );
+            let stored = seen.with_port(host);
+            if let Some(first) = stored.first() {
+                hint.push_str(&format!(
+                    "\n  A port is part of the host: entries are stored for {}; try `{}/{}`.",
+                    stored
+                        .iter()
+                        .take(5)
+                        .map(|a| format!("`{}`", escape::text(a)))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    escape::text(first),
+                    escape::text(rest)
+                ));
+            } else {
+                hint.push_str(
+                    "\n  A port is part of the host: `127.0.0.1:8080/*` matches \
+                     http://127.0.0.1:8080/..., `127.0.0.1/*` does not.",
+                );
+            }
         }
         hint.push_str("\n  A glob is over host/path, without the scheme or the query.");
     }

@@ -338,6 +338,31 @@ async fn show_and_url_take_a_url_or_a_glob_and_zero_matches_say_why() {
     let (code, _, err) = run(&["show", "127.0.0.1/a/*"]);
     assert_eq!(code, 1);
     assert!(err.contains("port is part of the host"), "{err}");
+    // With an entry on a port, the hint names it.
+    let request = http::Request::get("http://127.0.0.1:8080/a/x")
+        .body(http_body_util::Empty::<Bytes>::new())
+        .unwrap();
+    let layer = CacheLayer::new(DiskStore::open(dir.path()).unwrap()).secret_key(test_key());
+    let origin = tower::service_fn(|_req: http::Request<http_body_util::Empty<Bytes>>| async {
+        Ok::<_, std::convert::Infallible>(
+            http::Response::builder()
+                .header("cache-control", "max-age=600")
+                .body(http_body_util::Full::new(Bytes::from_static(b"{}")))
+                .unwrap(),
+        )
+    });
+    let response = tower::ServiceBuilder::new()
+        .layer(layer)
+        .service(origin)
+        .oneshot(request)
+        .await
+        .unwrap();
+    http_body_util::BodyExt::collect(response.into_body()).await.unwrap();
+    let (code, _, err) = run(&["show", "127.0.0.1/a/*"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("try `127.0.0.1:8080/a/*`"), "{err}");
+    let (code, out, _) = run(&["purge", "--url", "127.0.0.1:8080/a/*"]);
+    assert_eq!((code, out.trim()), (0, "1 entry deleted"));
     let (code, out, err) = run(&["purge", "--url", "elsewhere.test/*"]);
     assert_eq!(code, 0);
     assert_eq!(out.trim(), "0 entries deleted");
