@@ -76,7 +76,14 @@
 //! | `redis` | no | `RedisStore`, a cache shared through Redis |
 //! | `redis-cluster` | no | `RedisStore::cluster`: the store on a Redis Cluster |
 //! | `redis-tls` | no | `rediss://` URLs for `RedisStore` (rustls on ring) |
+//! | `serde` | no | [`CacheConfig`] and [`CacheLayer::from_config`]: settings from a file |
+//! | `metrics` | no | the counters, store latencies and blob sizes through the `metrics` facade ([`describe_metrics`]) |
 //! | `test-util` | no | `store::conformance`, the store conformance suite |
+//!
+//! Beside this crate: [hyper-client-cache-reqwest](https://docs.rs/hyper-client-cache-reqwest)
+//! (the cache as a reqwest-middleware middleware, and a tower service over `reqwest::Client`)
+//! and [hcc](https://github.com/hyper-client-cache/hyper-client-cache/tree/main/crates/hcc), the
+//! command-line tool for disk and Redis stores.
 //!
 //! # Minimum supported Rust version
 //!

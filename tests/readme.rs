@@ -69,3 +69,30 @@ fn the_prometheus_exporter_line_avoids_aws_lc() {
     let lock = fs::read_to_string(root.join("Cargo.lock")).unwrap();
     assert!(!lock.contains("name = \"aws-lc"), "an aws-lc crate is in Cargo.lock");
 }
+
+/// The front page (the crate docs, docs.rs's first page) lists every feature of Cargo.toml but
+/// the fuzzing entry points (#29: it showed 6 of 10).
+#[test]
+fn the_front_page_lists_every_feature() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let manifest = fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    let lib = fs::read_to_string(root.join("src/lib.rs")).unwrap();
+    let features: Vec<&str> = manifest
+        .split("\n[features]\n")
+        .nth(1)
+        .unwrap()
+        .split("\n[")
+        .next()
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains('='))
+        .filter_map(|l| l.split_once('=').map(|(name, _)| name.trim()))
+        .filter(|name| *name != "default" && *name != "fuzzing")
+        .collect();
+    for feature in &features {
+        assert!(
+            lib.contains(&format!("//! | `{feature}` |")),
+            "feature `{feature}` not in the front page's table"
+        );
+    }
+}
