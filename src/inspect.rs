@@ -156,7 +156,6 @@ impl UrlPattern {
     }
 }
 
-
 /// The result of [`Inspector::entries`].
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]

@@ -10,8 +10,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::config::{least_max_blob_size, OnBadSignature, DEFAULT_MAX_BODY_SIZE};
 use crate::controls::{ExpireAfter, PatternError};
-use crate::inspect::UrlPattern;
 use crate::envelope::{KeyError, KeyRing, SecretKey};
+use crate::inspect::UrlPattern;
 use crate::layer::CacheLayer;
 use crate::store::{CircuitBreaker, Store};
 

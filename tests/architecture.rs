@@ -464,7 +464,12 @@ fn no_file_under_src_is_over_600_lines() {
     assert!(files.iter().any(|f| f.starts_with(root.join("crates"))));
     let long: Vec<_> = files
         .iter()
-        .map(|f| (f.display().to_string(), fs::read_to_string(f).unwrap().lines().count()))
+        .map(|f| {
+            (
+                f.display().to_string(),
+                fs::read_to_string(f).unwrap().lines().count(),
+            )
+        })
         .filter(|(_, n)| *n > MAX_LINES)
         .collect();
     assert!(long.is_empty(), "files over {MAX_LINES} lines: {long:?}");
@@ -486,7 +491,9 @@ fn manifest_sections(manifest: &str) -> BTreeMap<String, BTreeSet<String>> {
             out.entry(section.clone()).or_default();
         } else if let Some((key, _)) = line.split_once('=') {
             if !line.starts_with('#') {
-                out.entry(section.clone()).or_default().insert(key.trim().to_owned());
+                out.entry(section.clone())
+                    .or_default()
+                    .insert(key.trim().to_owned());
             }
         }
     }
@@ -503,7 +510,10 @@ fn the_core_has_no_reqwest_or_cli_features_or_dependencies() {
     let sections = manifest_sections(&fs::read_to_string(root.join("Cargo.toml")).unwrap());
     let features = &sections["features"];
     for feature in ["cli", "reqwest", "reqwest-cookies"] {
-        assert!(!features.contains(feature), "feature `{feature}` in the core");
+        assert!(
+            !features.contains(feature),
+            "feature `{feature}` in the core"
+        );
     }
     let normal: BTreeSet<&String> = sections
         .iter()

@@ -38,7 +38,10 @@ fn the_readme_snippet_is_the_example_that_builds() {
     let readme = fs::read_to_string(root.join("README.md")).unwrap();
     let manifest = fs::read_to_string(root.join("examples/readme/Cargo.toml")).unwrap();
     let main = fs::read_to_string(root.join("examples/readme/src/main.rs")).unwrap();
-    let dependencies = &manifest[manifest.find("\n[dependencies]\n").map(|i| i + 1).expect("a [dependencies] table")..];
+    let dependencies = &manifest[manifest
+        .find("\n[dependencies]\n")
+        .map(|i| i + 1)
+        .expect("a [dependencies] table")..];
     assert!(
         blocks(&readme, "toml").iter().any(|b| b == dependencies),
         "no ```toml block of README.md is examples/readme/Cargo.toml's [dependencies]:\n{dependencies}"
@@ -67,7 +70,10 @@ fn the_prometheus_exporter_line_avoids_aws_lc() {
         "Cargo.toml's dev-dependency differs from the documented line {line}"
     );
     let lock = fs::read_to_string(root.join("Cargo.lock")).unwrap();
-    assert!(!lock.contains("name = \"aws-lc"), "an aws-lc crate is in Cargo.lock");
+    assert!(
+        !lock.contains("name = \"aws-lc"),
+        "an aws-lc crate is in Cargo.lock"
+    );
 }
 
 /// The front page (the crate docs, docs.rs's first page) lists every feature of Cargo.toml but

@@ -32,7 +32,11 @@ async fn main() -> Result<(), BoxError> {
             response = response.header("cache-tag", "users");
         }
         let body = format!("{{\"path\":\"{path}\"}}");
-        Ok::<_, Infallible>(response.body(Full::new(Bytes::from(body))).unwrap_or_default())
+        Ok::<_, Infallible>(
+            response
+                .body(Full::new(Bytes::from(body)))
+                .unwrap_or_default(),
+        )
     });
     let client = ServiceBuilder::new().layer(layer.clone()).service(origin);
     let base = "https://api.example.com";
@@ -43,7 +47,13 @@ async fn main() -> Result<(), BoxError> {
     }
     // A service on a port of its own: the port is part of the host in a glob.
     let request = http::Request::get("http://127.0.0.1:8080/health").body(Empty::new())?;
-    client.clone().oneshot(request).await?.into_body().collect().await?;
+    client
+        .clone()
+        .oneshot(request)
+        .await?
+        .into_body()
+        .collect()
+        .await?;
     // What a store writer without the key can do: bytes of its own under an entry's name.
     let key = layer.key_for(&http::Request::get(format!("{base}/v1/prices")).body(())?);
     let put = StoreRequest::Put {

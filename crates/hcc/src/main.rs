@@ -54,7 +54,12 @@ struct Cli {
     #[arg(long, global = true)]
     prefix: Option<String>,
     /// The environment variable holding the secret key (never give the key as an argument).
-    #[arg(long, value_name = "VAR", default_value = "HTTP_CACHE_KEY", global = true)]
+    #[arg(
+        long,
+        value_name = "VAR",
+        default_value = "HTTP_CACHE_KEY",
+        global = true
+    )]
     key_env: String,
     /// Read the store as an unsigned cache (entries are checked with a checksum only).
     #[arg(long, global = true)]

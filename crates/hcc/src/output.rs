@@ -59,4 +59,3 @@ pub(crate) fn entry_line(e: &EntryInfo) -> String {
         if e.is_variant { " (variant copy)" } else { "" }
     )
 }
-

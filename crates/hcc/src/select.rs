@@ -64,8 +64,13 @@ impl Seen {
     pub(crate) fn entry(&mut self, url: &str) {
         self.valid += 1;
         if self.authorities.len() < Self::MAX_AUTHORITIES {
-            if let Some(authority) = url.parse::<http::Uri>().ok().and_then(|u| u.authority().cloned()) {
-                self.authorities.insert(authority.as_str().to_ascii_lowercase());
+            if let Some(authority) = url
+                .parse::<http::Uri>()
+                .ok()
+                .and_then(|u| u.authority().cloned())
+            {
+                self.authorities
+                    .insert(authority.as_str().to_ascii_lowercase());
             }
         }
     }
@@ -74,7 +79,10 @@ impl Seen {
     fn with_port(&self, host: &str) -> Vec<&str> {
         self.authorities
             .iter()
-            .filter(|a| a.rsplit_once(':').is_some_and(|(h, _)| h.eq_ignore_ascii_case(host)))
+            .filter(|a| {
+                a.rsplit_once(':')
+                    .is_some_and(|(h, _)| h.eq_ignore_ascii_case(host))
+            })
             .map(String::as_str)
             .collect()
     }
@@ -124,7 +132,9 @@ pub(crate) fn no_match_hint(selector: Option<(&str, &Selector)>, seen: &Seen) {
         hint.push_str("\n  A glob is over host/path, without the scheme or the query.");
     }
     if let Some((_, Selector::Url(_))) = selector {
-        hint.push_str("\n  A URL matches as requested, query included; a glob (`host/path*`) is looser.");
+        hint.push_str(
+            "\n  A URL matches as requested, query included; a glob (`host/path*`) is looser.",
+        );
     }
     if valid == 0 || invalid > 0 {
         hint.push_str(

@@ -12,9 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper_client_cache::{
-    BoxError, CacheLayer, CacheMode, CacheStatus, MemoryStore, SecretKey,
-};
+use hyper_client_cache::{BoxError, CacheLayer, CacheMode, CacheStatus, MemoryStore, SecretKey};
 use hyper_client_cache_reqwest::{CacheMiddleware, ReqwestService};
 use tower::{ServiceBuilder, ServiceExt};
 

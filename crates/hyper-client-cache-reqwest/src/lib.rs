@@ -71,7 +71,7 @@ use tower::{Layer, Service, ServiceExt};
 
 use hyper_client_cache::{
     BadSignature, BoxError, Cache, CacheLayer, CacheMode, ExpireAfter, FollowedRedirect,
-    NoBodyKeys, RequestBodies, StoreError, Store,
+    NoBodyKeys, RequestBodies, Store, StoreError,
 };
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -141,9 +141,7 @@ fn from_reqwest(response: Response, asked: &Url) -> http::Response<Body> {
     let redirected = response.url() != asked;
     let mut response = http::Response::<Body>::from(response);
     if redirected {
-        response
-            .extensions_mut()
-            .insert(FollowedRedirect);
+        response.extensions_mut().insert(FollowedRedirect);
     }
     response
 }

@@ -11,7 +11,9 @@ async fn main() -> Result<(), BoxError> {
         .layer(CacheLayer::new(MemoryStore::new(64 << 20)).secret_key(key))
         .service(Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>());
 
-    let url = std::env::args().nth(1).unwrap_or("http://127.0.0.1:8080/".into());
+    let url = std::env::args()
+        .nth(1)
+        .unwrap_or("http://127.0.0.1:8080/".into());
     for _ in 0..2 {
         let request = http::Request::get(url.as_str()).body(Empty::new())?;
         let response = client.ready().await?.call(request).await?;

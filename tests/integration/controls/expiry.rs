@@ -128,7 +128,10 @@ async fn precedence_table() {
         let clock = clock();
         let layer = layer(&clock)
             .expire_after(secs(10))
-            .expire_url(UrlPattern::new(&format!("{host}/rule/*")).unwrap(), secs(20))
+            .expire_url(
+                UrlPattern::new(&format!("{host}/rule/*")).unwrap(),
+                secs(20),
+            )
             .cache_control(case.honor_headers);
         let mut client = cached_client(layer);
         let url = origin.url(case.path);

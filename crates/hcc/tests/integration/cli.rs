@@ -334,7 +334,10 @@ async fn show_and_url_take_a_url_or_a_glob_and_zero_matches_say_why() {
     let (code, out, err) = run(&["list", "--url", "origin.test:8080/*", "--json"]);
     assert_eq!(code, 0);
     assert_eq!(out, "");
-    assert!(err.contains("nothing matches") && err.contains("5 valid entries"), "{err}");
+    assert!(
+        err.contains("nothing matches") && err.contains("5 valid entries"),
+        "{err}"
+    );
     let (code, _, err) = run(&["show", "127.0.0.1/a/*"]);
     assert_eq!(code, 1);
     assert!(err.contains("port is part of the host"), "{err}");
@@ -357,7 +360,9 @@ async fn show_and_url_take_a_url_or_a_glob_and_zero_matches_say_why() {
         .oneshot(request)
         .await
         .unwrap();
-    http_body_util::BodyExt::collect(response.into_body()).await.unwrap();
+    http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap();
     let (code, _, err) = run(&["show", "127.0.0.1/a/*"]);
     assert_eq!(code, 1);
     assert!(err.contains("try `127.0.0.1:8080/a/*`"), "{err}");
@@ -371,11 +376,17 @@ async fn show_and_url_take_a_url_or_a_glob_and_zero_matches_say_why() {
     // Another key: nothing verifies, and the hint names the prefix and the key.
     let other = Command::new(env!("CARGO_BIN_EXE_hcc"))
         .args(["list", "--dir", d, "--key-env", "HCC_CLI_TEST_OTHER_KEY"])
-        .env("HCC_CLI_TEST_OTHER_KEY", "somebody else's perfectly valid key")
+        .env(
+            "HCC_CLI_TEST_OTHER_KEY",
+            "somebody else's perfectly valid key",
+        )
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&other.stderr);
-    assert!(err.contains("--prefix") && err.contains("--key-env"), "{err}");
+    assert!(
+        err.contains("--prefix") && err.contains("--key-env"),
+        "{err}"
+    );
 
     // Grammar.
     let (_, out, _) = run(&["purge", "--url", "http://origin.test/b/2"]);
@@ -394,7 +405,15 @@ async fn purge_by_tag_works_on_a_disk_store() {
     let dir = tempfile::tempdir().unwrap();
     fill(DiskStore::open(dir.path()).unwrap()).await;
     let d = dir.path().to_str().unwrap();
-    let (code, out, err) = hcc_args(&["purge", "--tag", "everything", "--dir", d, "--key-env", KEY_VAR]);
+    let (code, out, err) = hcc_args(&[
+        "purge",
+        "--tag",
+        "everything",
+        "--dir",
+        d,
+        "--key-env",
+        KEY_VAR,
+    ]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(out.trim(), "5 entries deleted");
 }

@@ -60,7 +60,6 @@ async fn the_join_pattern_through_reqwest_middleware_sends_one_request() {
 /// multi-thread runtime: heads awaited together, bodies read afterwards, one origin request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_join_pattern_through_reqwest_service_sends_one_request() {
-
     let origin = Origin::fixed("max-age=600", "shared body").await;
     let svc = ServiceBuilder::new()
         .layer(CacheLayer::new(MemoryStore::default()).coalesce_timeout(Duration::from_secs(3600)))
@@ -95,7 +94,6 @@ async fn the_join_pattern_through_reqwest_service_sends_one_request() {
 /// error. They now get the origin's answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leaders_own_deadline_is_not_its_waiters_failure() {
-
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

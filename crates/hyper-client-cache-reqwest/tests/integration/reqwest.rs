@@ -8,8 +8,7 @@ use bytes::Bytes;
 use http::Response;
 use http_body_util::Full;
 use hyper_client_cache::{
-    BadSignature, CacheInfo, CacheLayer, CacheMode, CacheStatus, ExpireAfter, MemoryStore,
-    Store,
+    BadSignature, CacheInfo, CacheLayer, CacheMode, CacheStatus, ExpireAfter, MemoryStore, Store,
 };
 use hyper_client_cache_reqwest::{CacheLayerExt, CacheMiddleware, ReqwestService};
 use reqwest_middleware::ClientWithMiddleware;
@@ -193,7 +192,10 @@ async fn the_client_given_once_serves_the_chain_and_the_background_refresh() {
         .await
         .expect("the background refresh reached the origin")
         .unwrap();
-    assert_eq!(refresh, mine, "the background refresh went through the same client");
+    assert_eq!(
+        refresh, mine,
+        "the background refresh went through the same client"
+    );
 }
 
 #[tokio::test]

@@ -103,7 +103,9 @@ async fn a_middleware_given_the_jar_keeps_users_apart() {
     );
     let bob = client(
         &bob_jar,
-        layer.into_middleware(reqwest::Client::new()).cookie_provider(bob_jar.clone()),
+        layer
+            .into_middleware(reqwest::Client::new())
+            .cookie_provider(bob_jar.clone()),
     );
     text(&alice, &origin.url("/login?user=alice")).await;
     text(&bob, &origin.url("/login?user=bob")).await;
@@ -140,7 +142,9 @@ async fn the_jar_is_read_per_request_and_a_request_s_own_cookie_wins() {
     let jar = Arc::new(Jar::default());
     let client = client(
         &jar,
-        layer(&clock).into_middleware(reqwest::Client::new()).cookie_provider(jar.clone()),
+        layer(&clock)
+            .into_middleware(reqwest::Client::new())
+            .cookie_provider(jar.clone()),
     );
     let me = origin.url("/me");
     assert_eq!(text(&client, &me).await.0, "account page of nobody");

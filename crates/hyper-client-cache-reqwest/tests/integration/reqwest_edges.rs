@@ -683,8 +683,7 @@ async fn a_client_timeout_is_a_reqwest_timeout_error() {
         .timeout(Duration::from_millis(200))
         .build()
         .unwrap();
-    let cache = layer(&clock)
-        .into_middleware(http.clone());
+    let cache = layer(&clock).into_middleware(http.clone());
     let client = reqwest_middleware::ClientBuilder::new(http)
         .with(cache)
         .build();
@@ -732,7 +731,9 @@ async fn a_timeout_while_reading_the_body_is_a_timeout() {
             .timeout(Duration::from_millis(300))
             .build()
             .unwrap();
-        let cache = layer(&clock).max_body_size(max).into_middleware(reqwest::Client::new());
+        let cache = layer(&clock)
+            .max_body_size(max)
+            .into_middleware(reqwest::Client::new());
         let client = reqwest_middleware::ClientBuilder::new(http)
             .with(cache)
             .build();
@@ -870,9 +871,7 @@ fn client_with_cache_defaults(
     let mut headers = http::HeaderMap::new();
     headers.insert("authorization", http::HeaderValue::from_static(token));
     let http = reqwest::Client::new();
-    let cache = cache
-        .into_middleware(http.clone())
-        .default_headers(headers);
+    let cache = cache.into_middleware(http.clone()).default_headers(headers);
     reqwest_middleware::ClientBuilder::new(http)
         .with(cache)
         .build()
@@ -1175,10 +1174,7 @@ async fn stale_while_revalidate_on_a_multi_thread_runtime() {
         .unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
-        .with(
-            layer(&clock)
-                .into_middleware(background),
-        )
+        .with(layer(&clock).into_middleware(background))
         .with(Tag(seen.clone()))
         .build();
     let url = origin.url("/swr-mt");
