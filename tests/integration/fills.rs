@@ -221,7 +221,10 @@ async fn an_origin_failing_mid_body_fails_every_caller_and_stores_nothing() {
     for response in [leader, waiter] {
         let error = text(response).await.unwrap_err();
         let failed = error.downcast_ref::<FillFailed>().expect("a FillFailed");
-        assert!(failed.to_string().contains("connection reset"), "{failed}");
+        // The origin's error is the `source()`, not repeated in `Display`.
+        let cause = std::error::Error::source(failed).expect("the origin's error");
+        assert!(cause.to_string().contains("connection reset"), "{cause}");
+        assert!(!failed.to_string().contains("connection reset"), "{failed}");
     }
     let next = svc.ready().await.unwrap().call(req()).await.unwrap();
     assert_eq!(status(&next), Some(CacheStatus::Miss));
