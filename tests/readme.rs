@@ -102,3 +102,22 @@ fn the_front_page_lists_every_feature() {
         );
     }
 }
+
+/// The README's test command is the one `.ci/run` runs, and it covers every crate.
+#[test]
+fn ci_runs_the_readme_s_test_command() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = fs::read_to_string(root.join("README.md")).unwrap();
+    let ci = fs::read_to_string(root.join(".ci/run")).unwrap();
+    let command = blocks(&readme, "sh")
+        .iter()
+        .flat_map(|b| b.lines().map(str::to_owned).collect::<Vec<_>>())
+        .find(|l| l.starts_with("cargo test"))
+        .map(|l| l.split('#').next().unwrap_or_default().trim().to_owned())
+        .expect("the README gives a test command");
+    assert!(command.contains("--workspace"), "{command}");
+    assert!(
+        ci.lines().any(|l| l.trim() == command),
+        ".ci/run does not run `{command}`"
+    );
+}
