@@ -51,21 +51,27 @@ struct Cli {
     target: Target,
     /// The key prefix of a Redis store: give the application's when it sets one (default:
     /// the library's, `hcc:`).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Store options")]
     prefix: Option<String>,
     /// The environment variable holding the secret key (never give the key as an argument).
     #[arg(
         long,
         value_name = "VAR",
         default_value = "HTTP_CACHE_KEY",
-        global = true
+        global = true,
+        help_heading = "Store options"
     )]
     key_env: String,
     /// Read the store as an unsigned cache (entries are checked with a checksum only).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Store options")]
     unsigned: bool,
     /// A configuration file (TOML) whose `[key]` section names the key variables.
-    #[arg(long, value_name = "FILE", global = true)]
+    #[arg(
+        long,
+        value_name = "FILE",
+        global = true,
+        help_heading = "Store options"
+    )]
     config: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
@@ -76,23 +82,49 @@ struct Cli {
 #[group(multiple = false)]
 struct Target {
     /// A `DiskStore` directory.
-    #[arg(long, value_name = "DIR", global = true)]
+    #[arg(
+        long,
+        value_name = "DIR",
+        global = true,
+        help_heading = "Store options"
+    )]
     dir: Option<std::path::PathBuf>,
     /// A Redis URL (`redis://` or `rediss://` for TLS) without a password: one with a password
     /// goes in an environment variable (`--redis-env`).
-    #[arg(long, value_name = "URL", global = true)]
+    #[arg(
+        long,
+        value_name = "URL",
+        global = true,
+        help_heading = "Store options"
+    )]
     redis: Option<String>,
     /// Nodes of a Redis Cluster, comma-separated (one is enough; `rediss://` for TLS), without
     /// passwords (see `--redis-cluster-env`).
-    #[arg(long, value_name = "URLS", value_delimiter = ',', global = true)]
+    #[arg(
+        long,
+        value_name = "URLS",
+        value_delimiter = ',',
+        global = true,
+        help_heading = "Store options"
+    )]
     redis_cluster: Option<Vec<String>>,
     /// The environment variable holding the Redis URL (e.g. `HCC_REDIS_URL`): a password in
     /// it stays out of the arguments, which every user of the machine can read.
-    #[arg(long, value_name = "VAR", global = true)]
+    #[arg(
+        long,
+        value_name = "VAR",
+        global = true,
+        help_heading = "Store options"
+    )]
     redis_env: Option<String>,
     /// The environment variable holding the Redis Cluster's node URLs, comma-separated (e.g.
     /// `HCC_REDIS_CLUSTER`).
-    #[arg(long, value_name = "VAR", global = true)]
+    #[arg(
+        long,
+        value_name = "VAR",
+        global = true,
+        help_heading = "Store options"
+    )]
     redis_cluster_env: Option<String>,
 }
 
