@@ -11,7 +11,8 @@ cd "$(dirname "$0")/.."
 msrv=$(sed -n 's/^rust-version = "\(.*\)"/\1/p' Cargo.toml)
 [ -n "$msrv" ] || { echo "msrv: no rust-version in Cargo.toml" >&2; exit 1; }
 
-deps=$(cargo tree -p hyper-client-cache -e normal --all-features --prefix none --format '{p}' \
+# Every published crate of the workspace: the core, hyper-client-cache-reqwest and hcc.
+deps=$(cargo tree -p hyper-client-cache -p hyper-client-cache-reqwest -p hcc -e normal --all-features --prefix none --format '{p}' \
     | sed 's/ (.*//; s/ v/ /' | sort -u)
 cargo metadata --format-version 1 --all-features --locked | python3 -c '
 import json, sys
@@ -27,8 +28,8 @@ print(f"msrv: {len(deps)} dependencies (all features) declare at most rust-versi
 ' "$msrv" "$deps"
 
 if rustup toolchain list 2>/dev/null | grep -q "^$msrv"; then
-    cargo "+$msrv" check --lib --all-features
-    echo "msrv: the library builds with Rust $msrv"
+    cargo "+$msrv" check -p hyper-client-cache -p hyper-client-cache-reqwest -p hcc --lib --bins --all-features
+    echo "msrv: the crates build with Rust $msrv"
 else
     echo "msrv: SKIPPED the build with Rust $msrv: that toolchain is not installed here"
     echo "      (rustup toolchain install $msrv, then run scripts/msrv.sh again)"

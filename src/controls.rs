@@ -6,7 +6,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use globset::{Glob, GlobSet, GlobSetBuilder};
+use globset::{Glob, GlobMatcher};
 
 /// How long a response stays fresh, as the user sets it: a layer default
 /// ([`CacheLayer::expire_after`](crate::CacheLayer::expire_after)), a URL rule
@@ -107,19 +107,23 @@ pub enum CacheMode {
 /// A user's response filter.
 pub(crate) type ResponseFilter = Arc<dyn Fn(&http::response::Parts) -> bool + Send + Sync>;
 
-/// A glob pattern that does not compile.
+/// A glob pattern that does not compile. It names the pattern; why it does not compile is its
+/// [`source`](std::error::Error::source) (the message is not repeated in `Display`).
 #[derive(Debug)]
-pub struct PatternError(globset::Error);
+pub struct PatternError {
+    pattern: String,
+    source: globset::Error,
+}
 
 impl fmt::Display for PatternError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid URL pattern: {}", self.0)
+        write!(f, "invalid URL pattern {:?}", self.pattern)
     }
 }
 
 impl std::error::Error for PatternError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.0)
+        Some(&self.source)
     }
 }
 
@@ -129,52 +133,51 @@ pub(crate) fn url_glob(pattern: &str) -> Result<Glob, PatternError> {
         .case_insensitive(false)
         .literal_separator(false)
         .build()
-        .map_err(PatternError)
+        .map_err(|source| PatternError {
+            pattern: pattern.to_owned(),
+            source,
+        })
 }
 
-/// Per-URL expiry rules: glob patterns over `host/path`, first match wins.
+/// Per-URL expiry rules: glob patterns over `host/path`, first match wins. Each pattern is
+/// compiled when it is parsed ([`UrlPattern::new`](crate::UrlPattern::new)), so adding a rule
+/// cannot fail; a request tries them in order (a handful per layer).
 #[derive(Clone, Default)]
 pub(crate) struct UrlRules {
-    globs: Vec<Glob>,
-    values: Vec<ExpireAfter>,
-    set: GlobSet,
+    rules: Vec<(GlobMatcher, ExpireAfter)>,
 }
 
 impl UrlRules {
+    /// Adds a rule after the others (for tests that compile the glob in the same expression;
+    /// it cannot fail).
+    #[cfg(test)]
     pub(crate) fn push(&mut self, glob: Glob, value: ExpireAfter) -> Result<(), PatternError> {
-        let mut builder = GlobSetBuilder::new();
-        for g in self.globs.iter().chain(std::iter::once(&glob)) {
-            builder.add(g.clone());
-        }
-        self.set = builder.build().map_err(PatternError)?;
-        self.globs.push(glob);
-        self.values.push(value);
+        self.add(glob.compile_matcher(), value);
         Ok(())
     }
 
+    /// Adds a rule after the others.
+    pub(crate) fn add(&mut self, matcher: GlobMatcher, value: ExpireAfter) {
+        self.rules.push((matcher, value));
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
-        self.globs.is_empty()
+        self.rules.is_empty()
     }
 
     /// The value of the first rule whose pattern matches `host_path`.
     pub(crate) fn find(&self, host_path: &str) -> Option<ExpireAfter> {
-        self.set
-            .matches(host_path)
-            .into_iter()
-            .min()
-            .and_then(|i| self.values.get(i).copied())
+        self.rules
+            .iter()
+            .find(|(matcher, _)| matcher.is_match(host_path))
+            .map(|(_, value)| *value)
     }
 }
 
 impl fmt::Debug for UrlRules {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list()
-            .entries(
-                self.globs
-                    .iter()
-                    .zip(&self.values)
-                    .map(|(g, v)| (g.glob(), v)),
-            )
+            .entries(self.rules.iter().map(|(m, v)| (m.glob().glob(), v)))
             .finish()
     }
 }

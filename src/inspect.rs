@@ -120,7 +120,18 @@ pub enum Described {
 pub struct UrlPattern(globset::GlobMatcher);
 
 impl UrlPattern {
-    /// Compiles `pattern` (`*` matches any run of characters, `/` included).
+    /// Compiles `pattern` (`*` matches any run of characters, `/` included), before a builder
+    /// chain takes it ([`CacheLayer::expire_url`](crate::CacheLayer::expire_url) cannot fail).
+    ///
+    /// ```
+    /// use hyper_client_cache::UrlPattern;
+    ///
+    /// let pattern = UrlPattern::new("api.example.com:8443/v1/*")?;
+    /// assert!(pattern.matches("https://api.example.com:8443/v1/users?page=2"));
+    /// assert!(!pattern.matches("https://api.example.com/v1/users"), "the port is part of the host");
+    /// assert!(UrlPattern::new("api.example.com/{v1").is_err());
+    /// # Ok::<(), hyper_client_cache::PatternError>(())
+    /// ```
     ///
     /// # Errors
     ///
@@ -133,6 +144,15 @@ impl UrlPattern {
     pub fn matches(&self, url: &str) -> bool {
         url.parse::<http::Uri>()
             .is_ok_and(|uri| self.0.is_match(host_path(&uri, None)))
+    }
+
+    /// The glob, as given to [`new`](Self::new).
+    pub fn as_str(&self) -> &str {
+        self.0.glob().glob()
+    }
+
+    pub(crate) fn matcher(&self) -> &globset::GlobMatcher {
+        &self.0
     }
 }
 

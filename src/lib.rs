@@ -50,7 +50,7 @@
 //! `Cache-Control: max-age`/`s-maxage`, `Expires`; or heuristic, from `Last-Modified`), served
 //! while fresh (to HEAD requests too), with `Vary` honoured; unsafe methods invalidate what they
 //! touch; stale entries with a validator are revalidated with a conditional request (a 304 serves
-//! the stored body); `no-store` responses are never stored. See `docs/http-caching.md`.
+//! the stored body); `no-store` responses are never stored. See [docs/http-caching.md](https://github.com/hyper-client-cache/hyper-client-cache/blob/main/docs/http-caching.md).
 //!
 //! # The controls
 //!
@@ -64,8 +64,8 @@
 //! | see what happened | [`CacheStatus`], [`CacheInfo`], [`NotStoredReason`], [`CacheLayer::cache_status_header`], [`CacheMetrics`], `tracing` span `http_cache` |
 //! | list, count, delete entries | [`Inspector`] ([`CacheLayer::inspector`]) |
 //!
-//! `docs/configuration.md` has every setting with its default and a requests-cache table;
-//! `docs/integration.md` shows the cache in an axum application and among tower-http layers.
+//! [docs/configuration.md](https://github.com/hyper-client-cache/hyper-client-cache/blob/main/docs/configuration.md) has every setting with its default and a requests-cache table;
+//! [docs/integration.md](https://github.com/hyper-client-cache/hyper-client-cache/blob/main/docs/integration.md) shows the cache in an axum application and among tower-http layers.
 //!
 //! # Feature flags
 //!
@@ -76,7 +76,14 @@
 //! | `redis` | no | `RedisStore`, a cache shared through Redis |
 //! | `redis-cluster` | no | `RedisStore::cluster`: the store on a Redis Cluster |
 //! | `redis-tls` | no | `rediss://` URLs for `RedisStore` (rustls on ring) |
+//! | `serde` | no | [`CacheConfig`] and [`CacheLayer::from_config`]: settings from a file |
+//! | `metrics` | no | the counters, store latencies and blob sizes through the `metrics` facade ([`describe_metrics`]) |
 //! | `test-util` | no | `store::conformance`, the store conformance suite |
+//!
+//! Beside this crate: [hyper-client-cache-reqwest](https://docs.rs/hyper-client-cache-reqwest)
+//! (the cache as a reqwest-middleware middleware, and a tower service over `reqwest::Client`)
+//! and [hcc](https://github.com/hyper-client-cache/hyper-client-cache/tree/main/crates/hcc), the
+//! command-line tool for disk and Redis stores.
 //!
 //! # Minimum supported Rust version
 //!
@@ -100,8 +107,6 @@ mod inspect;
 mod key;
 mod layer;
 mod metrics;
-#[cfg(feature = "reqwest")]
-mod middleware;
 mod policy;
 mod request_body;
 mod respond;
@@ -160,25 +165,25 @@ pub use crate::key::{CacheKey, KeyParts};
 #[doc(inline)]
 pub use crate::layer::CacheLayer;
 #[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 #[doc(inline)]
 pub use crate::metrics::export::describe_metrics;
 #[doc(inline)]
 pub use crate::metrics::CacheMetrics;
-#[cfg(feature = "reqwest")]
-#[doc(inline)]
-pub use crate::middleware::{CacheMiddleware, ReqwestService};
 #[doc(inline)]
 pub use crate::request_body::{BodyKeys, NoBodyKeys, RequestBodies, DEFAULT_MAX_KEYED_BODY};
 #[doc(inline)]
 pub use crate::service::{boxed_client, BoxedBody, BoxedClient, Cache};
 #[cfg(feature = "serde")]
+#[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
 #[doc(inline)]
 pub use crate::settings::{
     BadSignaturePolicy, BreakerConfig, CacheConfig, ConfigError, ExpiryValue, KeyConfig, UrlRule,
 };
 #[doc(inline)]
-pub use crate::status::{CacheInfo, CacheStatus, NotStoredReason};
+pub use crate::status::{CacheInfo, CacheStatus, FollowedRedirect, NotStoredReason};
 #[cfg(feature = "memory")]
+#[cfg_attr(docsrs, doc(cfg(feature = "memory")))]
 #[doc(inline)]
 pub use crate::store::MemoryStore;
 #[doc(inline)]
@@ -187,13 +192,16 @@ pub use crate::store::{
     DEFAULT_BREAKER_FAILURES, DEFAULT_BREAKER_MAX_OPEN_FOR, DEFAULT_BREAKER_OPEN_FOR,
 };
 #[cfg(feature = "disk")]
+#[cfg_attr(docsrs, doc(cfg(feature = "disk")))]
 #[doc(inline)]
 pub use crate::store::{DiskStore, DiskStoreBuilder};
 #[cfg(all(feature = "redis", feature = "memory"))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "redis", feature = "memory"))))]
 #[doc(inline)]
 pub use crate::store::{
     NearCache, NearCacheBuilder, NearStats, DEFAULT_MAX_STALENESS, DEFAULT_NEAR_MAX_BYTES,
 };
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 #[doc(inline)]
 pub use crate::store::{RedisStore, RedisStoreBuilder};

@@ -11,6 +11,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::config::{least_max_blob_size, OnBadSignature, DEFAULT_MAX_BODY_SIZE};
 use crate::controls::{ExpireAfter, PatternError};
 use crate::envelope::{KeyError, KeyRing, SecretKey};
+use crate::inspect::UrlPattern;
 use crate::layer::CacheLayer;
 use crate::store::{CircuitBreaker, Store};
 
@@ -215,8 +216,10 @@ impl ConfigError {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
-            ConfigErrorKind::Pattern(e) => write!(f, "`{}`: {e}", self.field),
-            ConfigErrorKind::Key(e) => write!(f, "`{}`: {e}", self.field),
+            // The cause is the `source()`, not repeated here (an error reporter prints the
+            // chain: `anyhow`'s `{:#}`, `hcc`).
+            ConfigErrorKind::Pattern(_) => write!(f, "`{}`: not a valid URL pattern", self.field),
+            ConfigErrorKind::Key(_) => write!(f, "`{}`: no usable secret key", self.field),
             ConfigErrorKind::Invalid(why) => write!(f, "`{}`: {why}", self.field),
         }
     }
@@ -316,7 +319,8 @@ impl<St: Store> CacheLayer<St> {
     /// Errors name the setting: a glob that does not compile, a header name, method or status
     /// that is not one, a key variable that is not set or holds a key too short, and a value
     /// that would quietly make a cache that never stores or never hits (see
-    /// docs/configuration.md, "Settings from a file").
+    /// [docs/configuration.md](https://github.com/hyper-client-cache/hyper-client-cache/blob/main/docs/configuration.md#settings-from-a-file-feature-serde)).
+    #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
     pub fn from_config(store: St, config: &CacheConfig) -> Result<Self, ConfigError> {
         refuse_switched_off(config)?;
         let mut layer = CacheLayer::new(store);
@@ -327,12 +331,11 @@ impl<St: Store> CacheLayer<St> {
             layer = layer.expire_after(value);
         }
         for (i, rule) in config.urls.iter().enumerate() {
-            layer = layer
-                .expire_url(&rule.pattern, rule.expire_after.0)
-                .map_err(|e| ConfigError {
-                    field: format!("urls[{i}].pattern"),
-                    kind: ConfigErrorKind::Pattern(e),
-                })?;
+            let pattern = UrlPattern::new(&rule.pattern).map_err(|e| ConfigError {
+                field: format!("urls[{i}].pattern"),
+                kind: ConfigErrorKind::Pattern(e),
+            })?;
+            layer = layer.expire_url(pattern, rule.expire_after.0);
         }
         if let Some(honor) = config.cache_control {
             layer = layer.cache_control(honor);

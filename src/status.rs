@@ -79,19 +79,29 @@ impl CacheStatus {
         )
     }
 
-    fn as_str(self) -> &'static str {
+    /// The status as one lower-case word in snake case: the `status` label of the
+    /// `http_cache_requests_total` metric (feature `metrics`), and what `Display` prints, so a
+    /// log line, a metric and a dashboard query use the same word.
+    ///
+    /// ```
+    /// use hyper_client_cache::CacheStatus;
+    ///
+    /// assert_eq!(CacheStatus::NotCacheable.as_str(), "not_cacheable");
+    /// assert_eq!(CacheStatus::StaleWhileRevalidate.to_string(), "stale_while_revalidate");
+    /// ```
+    pub fn as_str(self) -> &'static str {
         match self {
             CacheStatus::Hit => "hit",
             CacheStatus::Coalesced => "coalesced",
-            CacheStatus::CoalescedError => "coalesced (origin error)",
+            CacheStatus::CoalescedError => "coalesced_error",
             CacheStatus::Revalidated => "revalidated",
             CacheStatus::Stale => "stale",
-            CacheStatus::StaleWhileRevalidate => "stale (revalidating)",
-            CacheStatus::StaleIfError => "stale (origin error)",
-            CacheStatus::OnlyIfCachedMiss => "only-if-cached miss",
+            CacheStatus::StaleWhileRevalidate => "stale_while_revalidate",
+            CacheStatus::StaleIfError => "stale_if_error",
+            CacheStatus::OnlyIfCachedMiss => "only_if_cached_miss",
             CacheStatus::Miss => "miss",
-            CacheStatus::NotCacheable => "not cacheable",
-            CacheStatus::StoreUnavailable => "store unavailable",
+            CacheStatus::NotCacheable => "not_cacheable",
+            CacheStatus::StoreUnavailable => "store_unavailable",
         }
     }
 }
@@ -160,10 +170,51 @@ pub enum NotStoredReason {
     Redirected,
 }
 
-/// Put in a response's extensions by a client adapter below the cache when the response is the
-/// end of a redirect chain the cache did not see ([`NotStoredReason::Redirected`]).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct FollowedRedirect;
+/// The extension point for client adapters that follow redirects themselves: put this in a
+/// response's extensions when the response is the end of a redirect chain the cache did not
+/// see, and the cache does not store it ([`NotStoredReason::Redirected`]).
+///
+/// The cache keys a response under the URL it asked for. When the client below it followed a
+/// `301`/`302`/`307`/`308` on its own (reqwest does by default), the response that comes back
+/// belongs to another URL, and the redirects' own caching rules (RFC 9111 §3, each response
+/// is stored under its own target URI) were never seen: storing the last answer under the
+/// first URL would serve it there for as long as the last answer allows. A client that does
+/// not follow redirects (hyper-util's `Client`; tower-http's `FollowRedirectLayer` placed
+/// outside the cache) needs nothing. `hyper-client-cache-reqwest` sets this when reqwest's
+/// final URL differs from the request's.
+///
+/// ```
+/// use std::convert::Infallible;
+/// use hyper_client_cache::{CacheLayer, CacheStatus, FollowedRedirect, MemoryStore, NotStoredReason};
+/// use tower::{ServiceBuilder, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), hyper_client_cache::BoxError> {
+/// // A client adapter that followed a redirect to answer this request.
+/// let client = tower::service_fn(|_request: http::Request<String>| async {
+///     let mut response = http::Response::builder()
+///         .header("cache-control", "max-age=600")
+///         .body(String::from("the redirect's target"))
+///         .unwrap();
+///     response.extensions_mut().insert(FollowedRedirect);
+///     Ok::<_, Infallible>(response)
+/// });
+/// let cache = ServiceBuilder::new()
+///     .layer(CacheLayer::new(MemoryStore::default()))
+///     .service(client);
+/// let request = || http::Request::get("http://example.com/old").body(String::new()).unwrap();
+/// let response = cache.clone().oneshot(request()).await?;
+/// assert_eq!(
+///     response.extensions().get::<NotStoredReason>(),
+///     Some(&NotStoredReason::Redirected)
+/// );
+/// let again = cache.oneshot(request()).await?;
+/// assert_ne!(again.extensions().get::<CacheStatus>(), Some(&CacheStatus::Hit));
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FollowedRedirect;
 
 impl fmt::Display for NotStoredReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -333,6 +384,55 @@ pub(crate) fn cache_status_field<B>(response: &Response<B>, now: SystemTime) -> 
 
 #[cfg(test)]
 mod tests {
+    /// Every status, with a match that stops compiling when a variant is added.
+    fn every_status() -> Vec<CacheStatus> {
+        use CacheStatus::*;
+        let all = vec![
+            Hit,
+            Revalidated,
+            Stale,
+            StaleWhileRevalidate,
+            StaleIfError,
+            OnlyIfCachedMiss,
+            Coalesced,
+            CoalescedError,
+            Miss,
+            NotCacheable,
+            StoreUnavailable,
+        ];
+        for status in &all {
+            match status {
+                Hit | Revalidated | Stale | StaleWhileRevalidate | StaleIfError
+                | OnlyIfCachedMiss | Coalesced | CoalescedError | Miss | NotCacheable
+                | StoreUnavailable => {}
+            }
+        }
+        all
+    }
+
+    /// #29: `as_str` is the metric label an operator queries (docs/operations.md's table of
+    /// `http_cache_requests_total`), and `Display` prints the same word.
+    #[test]
+    fn as_str_and_display_are_the_metric_label() {
+        let doc = include_str!("../docs/operations.md");
+        let row = doc
+            .lines()
+            .find(|l| l.starts_with("| `http_cache_requests_total` |"))
+            .expect("the requests metric is documented");
+        let labels: Vec<&str> = row
+            .split('`')
+            .skip(1)
+            .step_by(2) // the backquoted words: name, label, `CacheStatus`, then the values
+            .skip(3)
+            .collect();
+        let all = every_status();
+        assert_eq!(labels.len(), all.len(), "{labels:?}");
+        for status in all {
+            assert!(labels.contains(&status.as_str()), "{status:?}: {labels:?}");
+            assert_eq!(status.to_string(), status.as_str(), "{status:?}");
+        }
+    }
+
     use super::*;
     use std::time::Duration;
 

@@ -5,7 +5,9 @@
 //! - nothing below the plumbing (`layer`, `service`, `future`) imports from it;
 //! - `policy/` imports only its own modules, `http`, `bytes`, `httpdate`, `sfv` and `std`;
 //! - `store/` knows only blobs and keys; `envelope/` knows nothing of HTTP decisions;
-//! - no file under `src/` is over 600 lines.
+//! - no file under `src/` (nor under `crates/*/src/`) is over 600 lines;
+//! - the core has no client-library or command-line features or dependencies: those are the
+//!   crates under `crates/`, which use its public API only (they are other crates).
 //!
 //! A small parser, std only: comments are dropped, `use` trees are expanded, `super::` is
 //! resolved against the file (and inline `mod tests { .. }`), and crate-root re-exports
@@ -15,9 +17,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-/// The front ends (the tower layer and service, reqwest's middleware, settings from a file) and
-/// the request future.
-const PLUMBING: &[&str] = &["layer", "service", "future", "middleware", "settings"];
+/// The front ends (the tower layer and service, settings from a file) and the request future.
+/// (reqwest's middleware is the crate `hyper-client-cache-reqwest`.)
+const PLUMBING: &[&str] = &["layer", "service", "future", "settings"];
 const MAX_LINES: usize = 600;
 
 struct Source {
@@ -451,13 +453,95 @@ fn stores_know_only_blobs_and_keys_and_the_envelope_no_decisions() {
 #[test]
 fn no_file_under_src_is_over_600_lines() {
     let krate = Crate::load();
-    let long: Vec<_> = krate
-        .sources
+    let mut files: Vec<PathBuf> = krate.sources.iter().map(|s| s.path.clone()).collect();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for entry in fs::read_dir(root.join("crates")).unwrap() {
+        let src = entry.unwrap().path().join("src");
+        if src.is_dir() {
+            rust_files(&src, &mut files);
+        }
+    }
+    assert!(files.iter().any(|f| f.starts_with(root.join("crates"))));
+    let long: Vec<_> = files
         .iter()
-        .map(|s| (s.path.display().to_string(), s.text.lines().count()))
+        .map(|f| {
+            (
+                f.display().to_string(),
+                fs::read_to_string(f).unwrap().lines().count(),
+            )
+        })
         .filter(|(_, n)| *n > MAX_LINES)
         .collect();
     assert!(long.is_empty(), "files over {MAX_LINES} lines: {long:?}");
+}
+
+/// The checkout checked: this one, or `ARCH_CHECK_DIR`'s.
+fn checked_dir() -> PathBuf {
+    std::env::var_os("ARCH_CHECK_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+}
+
+/// The sections of a manifest: `[name]` → its `key = ...` lines' keys.
+fn manifest_sections(manifest: &str) -> BTreeMap<String, BTreeSet<String>> {
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut section = String::new();
+    for line in manifest.lines().map(str::trim) {
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name.to_owned();
+            out.entry(section.clone()).or_default();
+        } else if let Some((key, _)) = line.split_once('=') {
+            if !line.starts_with('#') {
+                out.entry(section.clone())
+                    .or_default()
+                    .insert(key.trim().to_owned());
+            }
+        }
+    }
+    out
+}
+
+/// #29: reqwest and the CLI are crates of their own. The core's features and normal
+/// dependencies name none of theirs, so its version does not follow reqwest-middleware's and
+/// a library user's feature list pulls no CLI crates.
+#[test]
+fn the_core_has_no_reqwest_or_cli_features_or_dependencies() {
+    let root = checked_dir();
+    let root = root.as_path();
+    let sections = manifest_sections(&fs::read_to_string(root.join("Cargo.toml")).unwrap());
+    let features = &sections["features"];
+    for feature in ["cli", "reqwest", "reqwest-cookies"] {
+        assert!(
+            !features.contains(feature),
+            "feature `{feature}` in the core"
+        );
+    }
+    let normal: BTreeSet<&String> = sections
+        .iter()
+        .filter(|(name, _)| name.ends_with("dependencies") && !name.contains("dev-"))
+        .flat_map(|(_, keys)| keys)
+        .collect();
+    for dependency in [
+        "clap",
+        "indicatif",
+        "serde_json",
+        "toml",
+        "reqwest",
+        "reqwest-middleware",
+        "async-trait",
+        "anyhow",
+    ] {
+        assert!(
+            !normal.contains(&dependency.to_owned()),
+            "the core depends on {dependency}"
+        );
+    }
+    for krate in ["crates/hyper-client-cache-reqwest", "crates/hcc"] {
+        let manifest = fs::read_to_string(root.join(krate).join("Cargo.toml")).unwrap();
+        assert!(
+            manifest.contains("hyper-client-cache = { version = \"0.1.0\", path = \"../..\""),
+            "{krate} depends on the core by path and version"
+        );
+    }
 }
 
 #[test]

@@ -411,7 +411,8 @@ impl fmt::Debug for FillFailed {
 
 impl fmt::Display for FillFailed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "the response body failed: {}", self.0)
+        // The body's error is the `source()`, not repeated here.
+        f.write_str("the response body failed")
     }
 }
 

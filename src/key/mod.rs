@@ -156,7 +156,7 @@ impl CacheKey {
 
 /// The digest behind a key name: SHA-256 without a secret (`hcc1:`), HMAC-SHA256 under the
 /// layer's key-name key with one (`hcc1k:`), so that names cannot be recomputed, nor guesses of
-/// what they hash confirmed, without the secret (docs/security.md, "Key names"). A trait, not an
+/// what they hash confirmed, without the secret ([docs/security.md, "Key names"](https://github.com/hyper-client-cache/hyper-client-cache/blob/main/docs/security.md#key-names)). A trait, not an
 /// enum: the HMAC state is large, and the plain path should not carry (and copy) it.
 trait Digest {
     const FORMAT: &'static str;

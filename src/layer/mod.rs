@@ -11,8 +11,9 @@ use http::{HeaderName, Method, StatusCode};
 
 use crate::clock::Clock;
 use crate::config::{Config, OnBadSignature};
-use crate::controls::{url_glob, ExpireAfter, PatternError};
+use crate::controls::ExpireAfter;
 use crate::envelope::{Envelope, KeyRing};
+use crate::inspect::UrlPattern;
 use crate::key::KeyParts;
 use crate::metrics::CacheMetrics;
 use crate::request_body::{BodyKeys, NoBodyKeys};
@@ -170,7 +171,7 @@ impl<St, K> CacheLayer<St, K> {
     /// The freshness lifetime for responses that do not state their own (requests-cache's
     /// `expire_after`). With [`cache_control(false)`](Self::cache_control) it applies to every
     /// response, replacing what the headers say. See [`ExpireAfter`] for the values and
-    /// `docs/configuration.md` for the precedence table.
+    /// [docs/configuration.md](https://github.com/hyper-client-cache/hyper-client-cache/blob/main/docs/configuration.md) for the precedence table.
     ///
     /// Default: none (RFC 9111 rules only: explicit freshness, else the `Last-Modified`
     /// heuristic).
@@ -180,37 +181,36 @@ impl<St, K> CacheLayer<St, K> {
     }
 
     /// An expiry rule for the URLs matching `pattern`, a glob over `host/path` (no scheme, no
-    /// query; the host lowercased, a default port dropped): `*` matches any run of characters,
-    /// `/` included, `?` one character, `{a,b}` either. Rules are tried in the order they were
-    /// added; the first match wins, over [`expire_after`](Self::expire_after), and a request's own
-    /// [`ExpireAfter`] extension wins over the rules.
+    /// query; the host lowercased, a default port dropped, any other port kept:
+    /// `api.example.com:8443/*`): `*` matches any run of characters, `/` included, `?` one
+    /// character, `{a,b}` either. Rules are tried in the order they were added; the first match
+    /// wins, over [`expire_after`](Self::expire_after), and a request's own [`ExpireAfter`]
+    /// extension wins over the rules.
+    ///
+    /// The pattern is parsed before the chain ([`UrlPattern::new`](crate::UrlPattern::new)),
+    /// so the builder never fails half-way:
     ///
     /// ```
     /// use std::time::Duration;
-    /// use hyper_client_cache::{CacheLayer, ExpireAfter, MemoryStore};
+    /// use hyper_client_cache::{CacheLayer, ExpireAfter, MemoryStore, UrlPattern};
     ///
     /// # fn main() -> Result<(), hyper_client_cache::PatternError> {
+    /// let statics = UrlPattern::new("static.example.com/*")?;
+    /// let live = UrlPattern::new("api.example.com/v1/live/*")?;
+    /// let api = UrlPattern::new("api.example.com/*")?;
     /// let layer = CacheLayer::new(MemoryStore::default())
-    ///     .expire_url("static.example.com/*", ExpireAfter::Never)?
-    ///     .expire_url("api.example.com/v1/live/*", ExpireAfter::DoNotCache)?
-    ///     .expire_url("api.example.com/*", Duration::from_secs(60))?;
+    ///     .expire_url(statics, ExpireAfter::Never)
+    ///     .expire_url(live, ExpireAfter::DoNotCache)
+    ///     .expire_url(api, Duration::from_secs(60));
     /// # drop(layer);
     /// # Ok(())
     /// # }
     /// ```
-    ///
-    /// # Errors
-    ///
-    /// [`PatternError`] when `pattern` is not a valid glob.
-    pub fn expire_url(
-        mut self,
-        pattern: &str,
-        value: impl Into<ExpireAfter>,
-    ) -> Result<Self, PatternError> {
+    pub fn expire_url(mut self, pattern: UrlPattern, value: impl Into<ExpireAfter>) -> Self {
         self.config
             .url_rules
-            .push(url_glob(pattern)?, value.into())?;
-        Ok(self)
+            .add(pattern.matcher().clone(), value.into());
+        self
     }
 
     /// Whether a response's explicit freshness (`Cache-Control: max-age`/`s-maxage`, `Expires`)
@@ -230,7 +230,7 @@ impl<St, K> CacheLayer<St, K> {
     /// one answers as a miss (and the response that replaces it is stored as usual).
     ///
     /// This bounds what a store writer can do by *replaying* entries this cache sealed earlier
-    /// (`docs/security.md`, "Replay"): nothing from before `time` is ever served, whatever mode,
+    /// ([docs/security.md, "Replay"](https://github.com/hyper-client-cache/hyper-client-cache/blob/main/docs/security.md#threat-model)): nothing from before `time` is ever served, whatever mode,
     /// `max-stale` or stale rule applies. It is also "purge everything" without a scan: set it to
     /// now (in every instance of a fleet) and the whole store is cold. The time compared is the
     /// entry's `response_time`, which is inside the signed (or sealed) part of the blob, so an
@@ -405,7 +405,7 @@ impl<St, K> CacheLayer<St, K> {
     /// How long one store operation (lookup, write, delete) may take. A lookup that takes longer
     /// is treated as a store failure (a miss, or an error when [`fail_closed`](Self::fail_closed));
     /// a write that takes longer is dropped. On tokio's timer when the runtime has one, else on
-    /// a timer thread (docs/stores.md).
+    /// a timer thread ([docs/stores.md](https://github.com/hyper-client-cache/hyper-client-cache/blob/main/docs/stores.md)).
     ///
     /// Default: [`DEFAULT_STORE_TIMEOUT`](crate::DEFAULT_STORE_TIMEOUT) (500 ms).
     pub fn store_timeout(mut self, timeout: Duration) -> Self {
@@ -420,7 +420,7 @@ impl<St, K> CacheLayer<St, K> {
     /// clock (the default one follows [`clock`](Self::clock)).
     ///
     /// Default: on, [`CircuitBreaker::new()`] (5 failures, probes after 250 ms, then at least
-    /// once a second). See docs/stores.md, "When the store is down".
+    /// once a second). See [docs/stores.md](https://github.com/hyper-client-cache/hyper-client-cache/blob/main/docs/stores.md#when-the-store-is-down-the-circuit-breaker).
     pub fn circuit_breaker(mut self, breaker: CircuitBreaker) -> Self {
         self.config.breaker = Some(breaker);
         self.config.breaker_default = false;
@@ -496,7 +496,7 @@ impl<St, K> CacheLayer<St, K> {
 
     /// The key under which this layer stores the response to `request` (for a `HEAD`, the
     /// `GET`'s), with every setting that shapes keys applied: ignored parameters, `match_headers`,
-    /// `key_fn`, and, with a secret key, the keyed name (docs/security.md, "Key names"). For
+    /// `key_fn`, and, with a secret key, the keyed name ([docs/security.md, "Key names"](https://github.com/hyper-client-cache/hyper-client-cache/blob/main/docs/security.md#key-names)). For
     /// looking an entry up in a store by hand; [`CacheKey::for_request`](crate::CacheKey::for_request)
     /// is the key of a layer without any of those settings.
     ///

@@ -28,19 +28,7 @@ use crate::status::{CacheStatus, NotStoredReason};
 #[cfg(feature = "metrics")]
 /// The label of a response's outcome.
 pub(crate) fn status_label(status: CacheStatus) -> &'static str {
-    match status {
-        CacheStatus::Hit => "hit",
-        CacheStatus::Coalesced => "coalesced",
-        CacheStatus::CoalescedError => "coalesced_error",
-        CacheStatus::Revalidated => "revalidated",
-        CacheStatus::Stale => "stale",
-        CacheStatus::StaleWhileRevalidate => "stale_while_revalidate",
-        CacheStatus::StaleIfError => "stale_if_error",
-        CacheStatus::OnlyIfCachedMiss => "only_if_cached_miss",
-        CacheStatus::Miss => "miss",
-        CacheStatus::NotCacheable => "not_cacheable",
-        CacheStatus::StoreUnavailable => "store_unavailable",
-    }
+    status.as_str()
 }
 
 #[cfg(feature = "metrics")]
@@ -196,6 +184,7 @@ pub(crate) fn store_operation(
 /// Describes every metric (units and help texts) to the installed recorder. Call it once,
 /// after installing the recorder (exporters print the descriptions as `# HELP` lines).
 #[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub fn describe_metrics() {
     use ::metrics::{describe_counter, describe_histogram, Unit};
     describe_counter!(

@@ -110,7 +110,14 @@ async fn upstream_error_halfway_is_seen_by_the_caller_and_nothing_is_stored() {
         .collect()
         .await
         .expect_err("error must reach the caller");
-    assert!(err.to_string().contains("connection reset"), "{err}");
+    // The cause is in the error's `source()` chain (its `Display` does not repeat it).
+    let mut chain = err.to_string();
+    let mut next = err.source();
+    while let Some(e) = next {
+        chain = format!("{chain}: {e}");
+        next = e.source();
+    }
+    assert!(chain.contains("connection reset"), "{chain}");
     assert!(store.is_empty());
 }
 

@@ -162,8 +162,9 @@ fn rejected_inputs_say_what_is_wrong() {
     let err = layer(&key).unwrap_err();
     assert_eq!(err.field(), "key.env");
     assert!(
-        err.to_string().contains("HCC_CONFIG_TEST_SURELY_UNSET"),
-        "{err}"
+        chain(&err).contains("HCC_CONFIG_TEST_SURELY_UNSET"),
+        "{}",
+        chain(&err)
     );
     let refresh: CacheConfig = toml::from_str("refresh_timeout = \"0s\"").unwrap();
     let err = layer(&refresh).unwrap_err();
@@ -306,4 +307,59 @@ fn valid_settings_at_the_edges_still_load() {
     let mut all = full();
     all.key = None;
     loads(&all);
+}
+
+/// The messages of an error and of its `source()` chain, as a reporter (anyhow's `{:#}`)
+/// prints them.
+fn messages(err: &(dyn std::error::Error + 'static)) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut next = Some(err);
+    while let Some(e) = next {
+        out.push(e.to_string());
+        next = e.source();
+    }
+    out
+}
+
+fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    messages(err).join(": ")
+}
+
+/// Each message of the chain says something the others do not: an error shows its source or
+/// returns it from `source()`, never both (Rust API guidelines, C-GOOD-ERR).
+fn assert_no_repeats(err: &(dyn std::error::Error + 'static)) {
+    let messages = messages(err);
+    for (i, outer) in messages.iter().enumerate() {
+        for inner in &messages[i + 1..] {
+            assert!(
+                !outer.contains(inner.as_str()),
+                "{outer:?} repeats its source {inner:?}: {messages:?}"
+            );
+        }
+    }
+}
+
+/// #29: `ConfigError` printed its cause and returned it from `source()`, so anyhow printed the
+/// key's message twice (and a pattern's three times, through `PatternError`).
+#[test]
+fn error_chains_never_repeat_a_message() {
+    let layer = |config: &CacheConfig| CacheLayer::from_config(MemoryStore::default(), config);
+    let glob: CacheConfig =
+        toml::from_str("[[urls]]\npattern = \"a/[b\"\nexpire_after = \"1m\"").unwrap();
+    let err = layer(&glob).unwrap_err();
+    assert_no_repeats(&err);
+    assert_eq!(messages(&err).len(), 3, "{:?}", messages(&err));
+    assert!(chain(&err).contains("a/[b"), "{}", chain(&err));
+
+    let key: CacheConfig = toml::from_str("[key]\nenv = \"HCC_CONFIG_TEST_SURELY_UNSET\"").unwrap();
+    let err = layer(&key).unwrap_err();
+    assert_no_repeats(&err);
+    assert_eq!(messages(&err).len(), 2, "{:?}", messages(&err));
+
+    let pattern = hyper_client_cache::UrlPattern::new("a/{b").unwrap_err();
+    assert_no_repeats(&pattern);
+    let short = hyper_client_cache::SecretKey::new("short").unwrap_err();
+    assert_no_repeats(&short);
+    let header: CacheConfig = toml::from_str("match_headers = [\"bad header\"]").unwrap();
+    assert_no_repeats(&layer(&header).unwrap_err());
 }

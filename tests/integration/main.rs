@@ -5,10 +5,6 @@ mod axum;
 mod body;
 mod breaker;
 mod caching;
-#[cfg(all(feature = "cli", feature = "test-util"))]
-mod cli;
-#[cfg(all(feature = "cli", feature = "test-util"))]
-mod cli_security;
 #[cfg(all(feature = "redis-cluster", feature = "disk", feature = "test-util"))]
 mod cluster;
 mod coalesce;
@@ -41,12 +37,6 @@ mod metrics;
 mod near;
 mod ranges;
 mod refresh_bounds;
-#[cfg(feature = "reqwest")]
-mod reqwest;
-#[cfg(feature = "reqwest-cookies")]
-mod reqwest_cookies;
-#[cfg(feature = "reqwest")]
-mod reqwest_edges;
 mod security;
 #[cfg(feature = "disk")]
 mod segments;

@@ -17,6 +17,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use http_body_util::Full;
 use http_cache_reqwest::{Cache, CacheMode, HttpCache, HttpCacheOptions, MokaManager};
 use hyper_client_cache::{CacheLayer, CacheStatus, MemoryStore, SecretKey};
+use hyper_client_cache_reqwest::CacheMiddleware;
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
 
 const SIZES: [(usize, &str); 2] = [(1024, "1KiB"), (64 * 1024, "64KiB")];
@@ -67,7 +68,7 @@ fn clients() -> Vec<(&'static str, ClientWithMiddleware)> {
     let http = reqwest::Client::new();
     let ours = |layer: CacheLayer<MemoryStore>| {
         ClientBuilder::new(http.clone())
-            .with(layer.into_middleware().background_client(http.clone()))
+            .with(CacheMiddleware::new(layer, http.clone()))
             .build()
     };
     let store = || MemoryStore::new(64 << 20);

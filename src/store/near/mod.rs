@@ -31,7 +31,7 @@ pub const DEFAULT_MAX_STALENESS: Duration = Duration::from_millis(50);
 const STRIPES: usize = 4096;
 
 /// A store layer that keeps hot entries of a [`RedisStore`] in process memory, coherent through
-/// Redis server-assisted client-side caching (`docs/stores.md` says when to use it).
+/// Redis server-assisted client-side caching ([docs/stores.md](https://github.com/hyper-client-cache/hyper-client-cache/blob/main/docs/stores.md) says when to use it).
 ///
 /// The guarantee: after any client's write (overwrite, delete, purge) to the Redis store has
 /// returned, this process never serves the old entry from memory later than

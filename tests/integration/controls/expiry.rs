@@ -8,7 +8,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{Empty, Full};
-use hyper_client_cache::{CacheLayer, CacheStatus, ExpireAfter, MemoryStore, NotStoredReason};
+use hyper_client_cache::{
+    CacheLayer, CacheStatus, ExpireAfter, MemoryStore, NotStoredReason, UrlPattern,
+};
 
 use crate::common::*;
 
@@ -126,8 +128,10 @@ async fn precedence_table() {
         let clock = clock();
         let layer = layer(&clock)
             .expire_after(secs(10))
-            .expire_url(&format!("{host}/rule/*"), secs(20))
-            .unwrap()
+            .expire_url(
+                UrlPattern::new(&format!("{host}/rule/*")).unwrap(),
+                secs(20),
+            )
             .cache_control(case.honor_headers);
         let mut client = cached_client(layer);
         let url = origin.url(case.path);
@@ -333,8 +337,11 @@ async fn concurrent_stale_hits_start_one_background_refresh() {
 
 #[tokio::test]
 async fn an_invalid_url_pattern_is_an_error() {
-    let err = CacheLayer::new(MemoryStore::default())
-        .expire_url("example.com/{unclosed", secs(1))
-        .unwrap_err();
+    // Parsed before the builder chain, which cannot fail (#29).
+    let err = UrlPattern::new("example.com/{unclosed").unwrap_err();
     assert!(err.to_string().contains("invalid URL pattern"), "{err}");
+    assert!(err.to_string().contains("example.com/{unclosed"), "{err}");
+    let pattern = UrlPattern::new("example.com/*").unwrap();
+    let _layer: CacheLayer<MemoryStore> =
+        CacheLayer::new(MemoryStore::default()).expire_url(pattern, secs(1));
 }

@@ -17,8 +17,8 @@ use http::{Extensions, Response};
 use http_body_util::{BodyExt, Full};
 use hyper_client_cache::{
     CacheLayer, CacheMode, CacheStatus, MemoryStore, NotStoredReason, OnBadSignature,
-    ReqwestService,
 };
+use hyper_client_cache_reqwest::{CacheLayerExt, ReqwestService};
 use reqwest_middleware::{ClientWithMiddleware, Middleware, Next};
 use tokio::net::TcpListener;
 use tower::{ServiceBuilder, ServiceExt};
@@ -116,7 +116,7 @@ fn client_with(
     for m in before {
         b = b.with_arc(m);
     }
-    b = b.with(cache.into_middleware().background_client(http));
+    b = b.with(cache.into_middleware(http));
     for m in after {
         b = b.with_arc(m);
     }
@@ -683,9 +683,7 @@ async fn a_client_timeout_is_a_reqwest_timeout_error() {
         .timeout(Duration::from_millis(200))
         .build()
         .unwrap();
-    let cache = layer(&clock)
-        .into_middleware()
-        .background_client(http.clone());
+    let cache = layer(&clock).into_middleware(http.clone());
     let client = reqwest_middleware::ClientBuilder::new(http)
         .with(cache)
         .build();
@@ -733,7 +731,9 @@ async fn a_timeout_while_reading_the_body_is_a_timeout() {
             .timeout(Duration::from_millis(300))
             .build()
             .unwrap();
-        let cache = layer(&clock).max_body_size(max).into_middleware();
+        let cache = layer(&clock)
+            .max_body_size(max)
+            .into_middleware(reqwest::Client::new());
         let client = reqwest_middleware::ClientBuilder::new(http)
             .with(cache)
             .build();
@@ -825,8 +825,7 @@ async fn a_send_future_moved_to_another_task_still_goes_through_next() {
     let http = reqwest::Client::new();
     let cache = CacheLayer::new(store)
         .clock(clock.clone())
-        .into_middleware()
-        .background_client(http.clone());
+        .into_middleware(http.clone());
     let client = reqwest_middleware::ClientBuilder::new(http)
         .with(cache)
         .with(Tag(seen.clone()))
@@ -858,7 +857,7 @@ fn client_with_auth(cache: CacheLayer<MemoryStore>, token: &'static str) -> Clie
         .default_headers(headers)
         .build()
         .unwrap();
-    let cache = cache.into_middleware().background_client(http.clone());
+    let cache = cache.into_middleware(http.clone());
     reqwest_middleware::ClientBuilder::new(http)
         .with(cache)
         .build()
@@ -872,10 +871,7 @@ fn client_with_cache_defaults(
     let mut headers = http::HeaderMap::new();
     headers.insert("authorization", http::HeaderValue::from_static(token));
     let http = reqwest::Client::new();
-    let cache = cache
-        .into_middleware()
-        .background_client(http.clone())
-        .default_headers(headers);
+    let cache = cache.into_middleware(http.clone()).default_headers(headers);
     reqwest_middleware::ClientBuilder::new(http)
         .with(cache)
         .build()
@@ -1178,11 +1174,7 @@ async fn stale_while_revalidate_on_a_multi_thread_runtime() {
         .unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
-        .with(
-            layer(&clock)
-                .into_middleware()
-                .background_client(background),
-        )
+        .with(layer(&clock).into_middleware(background))
         .with(Tag(seen.clone()))
         .build();
     let url = origin.url("/swr-mt");

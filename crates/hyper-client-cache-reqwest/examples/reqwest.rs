@@ -1,7 +1,7 @@
 //! The cache in a reqwest client, through reqwest-middleware: miss, hit, a per-request mode,
 //! and the same cache as a plain tower stack over `reqwest::Client`.
 //!
-//! Run: `cargo run --example reqwest --features reqwest` (an origin on 127.0.0.1, started here).
+//! Run: `cargo run -p hyper-client-cache-reqwest --example reqwest` (an origin on 127.0.0.1, started here).
 
 #[path = "support/mod.rs"]
 mod support;
@@ -12,9 +12,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper_client_cache::{
-    BoxError, CacheLayer, CacheMode, CacheStatus, MemoryStore, ReqwestService, SecretKey,
-};
+use hyper_client_cache::{BoxError, CacheLayer, CacheMode, CacheStatus, MemoryStore, SecretKey};
+use hyper_client_cache_reqwest::{CacheMiddleware, ReqwestService};
 use tower::{ServiceBuilder, ServiceExt};
 
 #[tokio::main]
@@ -29,15 +28,13 @@ async fn main() -> Result<(), BoxError> {
     .await?;
     let url = format!("http://{addr}/prices");
 
-    // One reqwest client; its clone runs the cache's background refreshes.
+    // One reqwest client, given once: the middleware chain and the cache's background
+    // refreshes both use it.
     let http = reqwest::Client::new();
     let key = SecretKey::new("an example key of 32 bytes or more")?;
-    let cache = CacheLayer::new(MemoryStore::default())
-        .secret_key(key)
-        .into_middleware()
-        .background_client(http.clone());
-    let client = reqwest_middleware::ClientBuilder::new(http.clone())
-        .with(cache)
+    let layer = CacheLayer::new(MemoryStore::default()).secret_key(key);
+    let client = CacheMiddleware::new(layer, http.clone())
+        .client_builder()
         .build();
 
     for (label, mode) in [

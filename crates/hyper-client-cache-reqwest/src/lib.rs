@@ -1,5 +1,43 @@
-//! reqwest users: the cache as a `reqwest_middleware::Middleware` ([`CacheMiddleware`]), and a
+//! [hyper-client-cache](https://docs.rs/hyper-client-cache) for reqwest: the RFC 9111 cache,
+//! with signed entries, as a [`reqwest_middleware::Middleware`] ([`CacheMiddleware`]), and a
 //! tower service over `reqwest::Client` ([`ReqwestService`]) for `ServiceBuilder` stacks.
+//!
+//! ```no_run
+//! use hyper_client_cache::{CacheLayer, CacheMode, CacheStatus, MemoryStore, SecretKey};
+//! use hyper_client_cache_reqwest::CacheMiddleware;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! let layer = CacheLayer::new(MemoryStore::new(64 << 20))
+//!     .secret_key(SecretKey::from_env("HTTP_CACHE_KEY")?);
+//! // The reqwest client is given once: the middleware's chain and its background refreshes
+//! // both use it.
+//! let client = CacheMiddleware::new(layer, reqwest::Client::new())
+//!     .client_builder()
+//!     .build();
+//! let response = client
+//!     .get("http://127.0.0.1:8000/")
+//!     .with_extension(CacheMode::Refresh)
+//!     .send()
+//!     .await?;
+//! println!("{:?}", response.extensions().get::<CacheStatus>());
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! This crate uses only the public API of `hyper-client-cache`; the one thing a client adapter
+//! must tell the cache, that the client followed a redirect on its own, goes through
+//! [`hyper_client_cache::FollowedRedirect`]. The guide, with the cookie-jar and
+//! default-headers warnings, is
+//! [docs/integration.md](https://github.com/hyper-client-cache/hyper-client-cache/blob/main/docs/integration.md#reqwest).
+//!
+//! # Feature flags
+//!
+//! | feature | default | what it adds |
+//! | --- | --- | --- |
+//! | `cookies` | no | [`CacheMiddleware::cookie_provider`]: the cache sees a client's cookie jar (needed by any client with a cookie store); turns on reqwest's `cookies` |
+//!
+//! reqwest is a dependency without its default features: pick its TLS in your own
+//! `reqwest` dependency (`features = ["rustls"]`, ...).
 //!
 //! # How a middleware call reaches the origin
 //!
@@ -12,13 +50,16 @@
 //! while it keeps polling the cache's future (whatever task the caller polls it in). Once the
 //! caller has its answer, the channel is closed: a background refresh, which starts with that
 //! answer and runs in a task of its own, gets its request handed back (or cannot send it at
-//! all) and goes to the origin through the *background client* instead
-//! ([`CacheMiddleware::background_client`]; give it your `reqwest::Client`), skipping the
-//! middlewares after this one.
+//! all) and goes to the origin through the client given to [`CacheMiddleware::new`] instead,
+//! skipping the middlewares after this one.
+
+#![deny(missing_docs, unsafe_code, unreachable_pub, rust_2018_idioms)]
+#![warn(clippy::all)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 use std::future::Future;
 use std::pin::Pin;
-#[cfg(feature = "reqwest-cookies")]
+#[cfg(feature = "cookies")]
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -28,8 +69,10 @@ use http::Extensions;
 use tokio::sync::{mpsc, oneshot};
 use tower::{Layer, Service, ServiceExt};
 
-use crate::error::BoxError;
-use crate::{Cache, CacheLayer, CacheMode, ExpireAfter, NoBodyKeys, RequestBodies, Store};
+use hyper_client_cache::{
+    BadSignature, BoxError, Cache, CacheLayer, CacheMode, ExpireAfter, FollowedRedirect,
+    NoBodyKeys, RequestBodies, Store, StoreError,
+};
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 /// A request for `handle`'s `Next`, and where its answer goes: the response, or the request
@@ -44,7 +87,8 @@ type Forwarded = (
 /// reqwest-middleware.
 ///
 /// ```no_run
-/// use hyper_client_cache::{CacheLayer, MemoryStore, ReqwestService};
+/// use hyper_client_cache::{CacheLayer, MemoryStore};
+/// use hyper_client_cache_reqwest::ReqwestService;
 /// use tower::{ServiceBuilder, ServiceExt};
 ///
 /// # async fn run() -> Result<(), hyper_client_cache::BoxError> {
@@ -97,9 +141,7 @@ fn from_reqwest(response: Response, asked: &Url) -> http::Response<Body> {
     let redirected = response.url() != asked;
     let mut response = http::Response::<Body>::from(response);
     if redirected {
-        response
-            .extensions_mut()
-            .insert(crate::status::FollowedRedirect);
+        response.extensions_mut().insert(FollowedRedirect);
     }
     response
 }
@@ -167,35 +209,37 @@ impl Service<http::Request<Body>> for Bridge {
 ///
 /// - Per request, [`CacheMode`] and [`ExpireAfter`] are read from reqwest-middleware's
 ///   extensions (`RequestBuilder::with_extension`).
-/// - [`CacheStatus`](crate::CacheStatus), [`CacheInfo`](crate::CacheInfo) and
-///   [`NotStoredReason`](crate::NotStoredReason) are in the response's `extensions()`.
-/// - Errors of the cache ([`BadSignature`](crate::BadSignature),
-///   [`StoreError`](crate::StoreError), ...) come as `reqwest_middleware::Error::Middleware`;
-///   `err.downcast_ref::<BadSignature>()` on its `anyhow::Error` finds them. Errors of the
-///   origin come back as they were (`Error::Reqwest`, or a later middleware's error).
+/// - [`CacheStatus`](hyper_client_cache::CacheStatus),
+///   [`CacheInfo`](hyper_client_cache::CacheInfo) and
+///   [`NotStoredReason`](hyper_client_cache::NotStoredReason) are in the response's
+///   `extensions()`.
+/// - Errors of the cache ([`BadSignature`], [`StoreError`], ...) come as
+///   `reqwest_middleware::Error::Middleware`; `err.downcast_ref::<BadSignature>()` on its
+///   `anyhow::Error` finds them. Errors of the origin come back as they were
+///   (`Error::Reqwest`, or a later middleware's error).
 /// - Bodies stream both ways; a response that is not stored is not buffered.
 /// - `Response::url()` is the origin's final URL on a miss, the request's URL on a hit.
 ///
-/// Background refreshes (stale-while-revalidate) go through the
-/// [background client](Self::background_client): see the module docs of how a call reaches the
-/// origin.
+/// The `reqwest::Client` is given once, to [`new`](Self::new): the middleware chain
+/// ([`client_builder`](Self::client_builder)) and the background refreshes
+/// (stale-while-revalidate, which outlive the call and skip the middlewares after this one)
+/// both use it. See the crate docs of how a call reaches the origin.
 ///
 /// **Warning: a client with a cookie store** (`ClientBuilder::cookie_store(true)` or
 /// `cookie_provider`). reqwest adds the jar's `Cookie` after every middleware: the cache never
 /// sees it, and a response with `Vary: Cookie` (one user's account page) is served to every
 /// client that shares the cache. Give the middleware the client's jar with
-/// `cookie_provider` (feature `reqwest-cookies`), one middleware per client; the same holds
+/// `cookie_provider` (feature `cookies`), one middleware per client; the same holds
 /// for the client's `default_headers` ([`default_headers`](Self::default_headers)).
 ///
 /// ```no_run
 /// use hyper_client_cache::{CacheLayer, CacheMode, CacheStatus, MemoryStore};
+/// use hyper_client_cache_reqwest::CacheMiddleware;
 ///
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-/// let client = reqwest::Client::new();
-/// let cache = CacheLayer::new(MemoryStore::default())
-///     .into_middleware()
-///     .background_client(client.clone());
-/// let client = reqwest_middleware::ClientBuilder::new(client).with(cache).build();
+/// let cache = CacheMiddleware::new(CacheLayer::new(MemoryStore::default()), reqwest::Client::new());
+/// // With middlewares before the cache: `ClientBuilder::new(client.clone()).with(..).with(cache)`.
+/// let client = cache.client_builder().build();
 /// let response = client
 ///     .get("http://127.0.0.1:8000/")
 ///     .with_extension(CacheMode::Reload)
@@ -206,25 +250,25 @@ impl Service<http::Request<Body>> for Bridge {
 /// # }
 /// ```
 pub struct CacheMiddleware<St, K = NoBodyKeys> {
-    layer: CacheLayer<St, K>,
     cache: Cache<Bridge, St, K>,
+    client: Client,
     defaults: http::HeaderMap,
     /// The client's cookie jar, read before the cache looks (`cookie_provider`).
-    #[cfg(feature = "reqwest-cookies")]
+    #[cfg(feature = "cookies")]
     cookies: Option<Cookies>,
 }
 
 /// A jar's `cookies(url)`: any `CookieStore`, sized or not, behind one type.
-#[cfg(feature = "reqwest-cookies")]
+#[cfg(feature = "cookies")]
 type Cookies = Arc<dyn Fn(&Url) -> Option<http::HeaderValue> + Send + Sync>;
 
 impl<St: Clone, K: Clone> Clone for CacheMiddleware<St, K> {
     fn clone(&self) -> Self {
         Self {
-            layer: self.layer.clone(),
             cache: self.cache.clone(),
+            client: self.client.clone(),
             defaults: self.defaults.clone(),
-            #[cfg(feature = "reqwest-cookies")]
+            #[cfg(feature = "cookies")]
             cookies: self.cookies.clone(),
         }
     }
@@ -236,33 +280,47 @@ impl<St, K> std::fmt::Debug for CacheMiddleware<St, K> {
     }
 }
 
-impl<St: Store, K: Clone> CacheLayer<St, K> {
-    /// This layer as a reqwest-middleware middleware (see [`CacheMiddleware`]), with every
-    /// setting it has (request body keys included). Background refreshes use
-    /// `reqwest::Client::new()` until [`background_client`](CacheMiddleware::background_client)
-    /// sets yours.
-    pub fn into_middleware(self) -> CacheMiddleware<St, K> {
-        let cache = self.layer(Bridge {
-            background: Client::new(),
-        });
-        CacheMiddleware {
-            layer: self,
-            cache,
-            defaults: http::HeaderMap::new(),
-            #[cfg(feature = "reqwest-cookies")]
-            cookies: None,
-        }
+/// `layer.into_middleware(client)`: [`CacheMiddleware::new`] at the end of a `CacheLayer`
+/// builder chain.
+pub trait CacheLayerExt<St, K> {
+    /// This layer as a reqwest-middleware middleware over `client` ([`CacheMiddleware::new`]).
+    fn into_middleware(self, client: Client) -> CacheMiddleware<St, K>;
+}
+
+impl<St: Store, K: Clone> CacheLayerExt<St, K> for CacheLayer<St, K> {
+    fn into_middleware(self, client: Client) -> CacheMiddleware<St, K> {
+        CacheMiddleware::new(self, client)
     }
 }
 
 impl<St: Store, K: Clone> CacheMiddleware<St, K> {
-    /// The client background refreshes (stale-while-revalidate) go through: usually a clone of
-    /// the `reqwest::Client` given to `reqwest_middleware::ClientBuilder::new` (clones share its
-    /// connection pool and TLS settings). Middlewares after this one do not see these requests.
-    #[must_use]
-    pub fn background_client(mut self, client: Client) -> Self {
-        self.cache = self.layer.layer(Bridge { background: client });
-        self
+    /// `layer` as a reqwest-middleware middleware, with every setting it has (request body
+    /// keys included), for `client`: the `reqwest::Client` your requests go through. Give the
+    /// same client (or a clone: clones share its connection pool and TLS settings) to
+    /// `reqwest_middleware::ClientBuilder::new`, or let [`client_builder`](Self::client_builder)
+    /// do it. Background refreshes (stale-while-revalidate) go through it too, without the
+    /// middlewares after this one.
+    pub fn new(layer: CacheLayer<St, K>, client: Client) -> Self {
+        let cache = layer.layer(Bridge {
+            background: client.clone(),
+        });
+        CacheMiddleware {
+            cache,
+            client,
+            defaults: http::HeaderMap::new(),
+            #[cfg(feature = "cookies")]
+            cookies: None,
+        }
+    }
+
+    /// A `reqwest_middleware::ClientBuilder` over the client given to [`new`](Self::new), with
+    /// this middleware first: `.build()` it, or add middlewares that run after the cache
+    /// (on misses only).
+    pub fn client_builder(self) -> reqwest_middleware::ClientBuilder
+    where
+        Self: Middleware,
+    {
+        reqwest_middleware::ClientBuilder::new(self.client.clone()).with(self)
     }
 
     /// Headers added to every request that does not have them, *before* the cache looks at it:
@@ -281,7 +339,7 @@ impl<St: Store, K: Clone> CacheMiddleware<St, K> {
         self
     }
 
-    /// The cookie jar of the client this middleware is for (feature `reqwest-cookies`): the
+    /// The cookie jar of the client this middleware is for (feature `cookies`): the
     /// one given to its `ClientBuilder::cookie_provider`. Before the cache looks at a request
     /// that has no `Cookie` field, the jar's cookies for its URL are added to it, as reqwest
     /// would add them after every middleware, so that a `Vary: Cookie` response is stored and
@@ -302,22 +360,22 @@ impl<St: Store, K: Clone> CacheMiddleware<St, K> {
     /// use std::sync::Arc;
     ///
     /// use hyper_client_cache::{CacheLayer, MemoryStore};
+    /// use hyper_client_cache_reqwest::CacheMiddleware;
     /// use reqwest::cookie::Jar;
     ///
     /// let layer = CacheLayer::new(MemoryStore::default());
     /// let jar = Arc::new(Jar::default());
     /// let http = reqwest::Client::builder().cookie_provider(jar.clone()).build().unwrap();
-    /// let cache = layer
-    ///     .clone()
-    ///     .into_middleware()
-    ///     .background_client(http.clone())
-    ///     .cookie_provider(jar);
-    /// let client = reqwest_middleware::ClientBuilder::new(http).with(cache).build();
+    /// let client = CacheMiddleware::new(layer.clone(), http)
+    ///     .cookie_provider(jar)
+    ///     .client_builder()
+    ///     .build();
     /// # drop(client);
     /// ```
     ///
     /// Default: none (the cache sees only the cookies a request carries itself).
-    #[cfg(feature = "reqwest-cookies")]
+    #[cfg(feature = "cookies")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cookies")))]
     #[must_use]
     pub fn cookie_provider<C>(mut self, jar: Arc<C>) -> Self
     where
@@ -340,11 +398,11 @@ fn middleware_error(error: BoxError) -> reqwest_middleware::Error {
     };
     // The cache's own errors by their type, so that `anyhow::Error::downcast_ref` finds them
     // (it does not look inside a boxed error).
-    let error = match error.downcast::<crate::BadSignature>() {
+    let error = match error.downcast::<BadSignature>() {
         Ok(e) => return reqwest_middleware::Error::Middleware(anyhow::Error::new(*e)),
         Err(e) => e,
     };
-    let error = match error.downcast::<crate::StoreError>() {
+    let error = match error.downcast::<StoreError>() {
         Ok(e) => return reqwest_middleware::Error::Middleware(anyhow::Error::new(*e)),
         Err(e) => e,
     };
@@ -379,7 +437,7 @@ where
         }
         // What reqwest's cookie layer would add after every middleware, added where the cache
         // sees it (reqwest then leaves a present `Cookie` as it is).
-        #[cfg(feature = "reqwest-cookies")]
+        #[cfg(feature = "cookies")]
         if let Some(jar) = &self.cookies {
             if !request.headers().contains_key(http::header::COOKIE) {
                 if let Some(value) = jar(&request_url) {

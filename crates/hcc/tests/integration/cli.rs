@@ -97,7 +97,7 @@ where
     assert_eq!(json_lines(&out)[0]["url"], "http://origin.test/b/2");
     let (code, _, err) = hcc(target, &["show", "http://origin.test/nothing"]);
     assert_eq!(code, 1);
-    assert!(err.contains("nothing stored"), "{err}");
+    assert!(err.contains("nothing matches"), "{err}");
 
     // A planted blob under one entry's name: verify finds it, and exits 1.
     let planted = key_for("http://origin.test/b/1");
@@ -172,7 +172,6 @@ async fn hcc_on_a_disk_store() {
     scenario(store, &["--dir", &path]).await;
 }
 
-#[cfg(feature = "redis-cluster")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hcc_on_a_redis_cluster() {
     let cluster = RedisCluster::start().await;
@@ -269,4 +268,152 @@ async fn key_pages_walk_a_redis_store_a_page_at_a_time() {
     assert_eq!(seen.len(), n);
     assert!(count > 2, "{count} pages");
     assert!(largest < n / 2, "a page of {largest} keys");
+}
+
+/// Runs `hcc` with exactly `args` (the key from `KEY_VAR`).
+fn hcc_args(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_hcc"))
+        .args(args)
+        .env(KEY_VAR, KEY)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// #29: `hcc list --dir D` failed with "unexpected argument" (store options had to precede
+/// the subcommand, while `--key-env` worked in either place). Both orders now work, for every
+/// store option; two targets are still refused.
+#[tokio::test]
+async fn store_options_go_before_or_after_the_subcommand() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(DiskStore::open(dir.path()).unwrap()).await;
+    let d = dir.path().to_str().unwrap();
+    let before = hcc_args(&["--dir", d, "--key-env", KEY_VAR, "list"]);
+    let after = hcc_args(&["list", "--dir", d, "--key-env", KEY_VAR]);
+    let mixed = hcc_args(&["--key-env", KEY_VAR, "list", "--dir", d]);
+    assert_eq!(before.0, 0, "{}", before.2);
+    assert_eq!(after.0, 0, "{}", after.2);
+    assert_eq!(before.1.lines().count(), 5, "{}", before.1);
+    assert_eq!(before.1, after.1);
+    assert_eq!(before.1, mixed.1);
+    let stats = hcc_args(&["stats", "--json", "--dir", d, "--key-env", KEY_VAR]);
+    assert_eq!(stats.0, 0, "{}", stats.2);
+    assert!(stats.1.contains("\"entries\":5"), "{}", stats.1);
+
+    let two = hcc_args(&["--dir", d, "list", "--redis", "redis://127.0.0.1:1/"]);
+    assert_eq!(two.0, 2, "two stores at once: {}", two.2);
+    let none = hcc_args(&["list", "--key-env", KEY_VAR]);
+    assert_eq!(none.0, 2);
+    assert!(none.2.contains("--dir"), "{}", none.2);
+}
+
+/// #29: `show` took only a full URL and `--url` only a glob; a glob without the port matched
+/// nothing, silently; counts said "1 entries".
+#[tokio::test]
+async fn show_and_url_take_a_url_or_a_glob_and_zero_matches_say_why() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(DiskStore::open(dir.path()).unwrap()).await;
+    let d = dir.path().to_str().unwrap();
+    let run = |args: &[&str]| hcc_args(&[&["--dir", d, "--key-env", KEY_VAR], args].concat());
+
+    let (code, out, err) = run(&["show", "origin.test/a/*", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json_lines(&out).len(), 3, "{out}");
+    let (code, out, _) = run(&["show", "HTTP://ORIGIN.test:80/b/1", "--json"]);
+    assert_eq!(code, 0);
+    assert_eq!(json_lines(&out)[0]["url"], "http://origin.test/b/1");
+    let (code, out, _) = run(&["list", "--url", "http://origin.test/b/2", "--json"]);
+    assert_eq!(code, 0);
+    assert_eq!(json_lines(&out).len(), 1, "{out}");
+
+    // The port is part of the host: the hint says so, on stderr (stdout stays clean).
+    let (code, out, err) = run(&["list", "--url", "origin.test:8080/*", "--json"]);
+    assert_eq!(code, 0);
+    assert_eq!(out, "");
+    assert!(
+        err.contains("nothing matches") && err.contains("5 valid entries"),
+        "{err}"
+    );
+    let (code, _, err) = run(&["show", "127.0.0.1/a/*"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("port is part of the host"), "{err}");
+    // With an entry on a port, the hint names it.
+    let request = http::Request::get("http://127.0.0.1:8080/a/x")
+        .body(http_body_util::Empty::<Bytes>::new())
+        .unwrap();
+    let layer = CacheLayer::new(DiskStore::open(dir.path()).unwrap()).secret_key(test_key());
+    let origin = tower::service_fn(|_req: http::Request<http_body_util::Empty<Bytes>>| async {
+        Ok::<_, std::convert::Infallible>(
+            http::Response::builder()
+                .header("cache-control", "max-age=600")
+                .body(http_body_util::Full::new(Bytes::from_static(b"{}")))
+                .unwrap(),
+        )
+    });
+    let response = tower::ServiceBuilder::new()
+        .layer(layer)
+        .service(origin)
+        .oneshot(request)
+        .await
+        .unwrap();
+    http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap();
+    let (code, _, err) = run(&["show", "127.0.0.1/a/*"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("try `127.0.0.1:8080/a/*`"), "{err}");
+    let (code, out, _) = run(&["purge", "--url", "127.0.0.1:8080/a/*"]);
+    assert_eq!((code, out.trim()), (0, "1 entry deleted"));
+    let (code, out, err) = run(&["purge", "--url", "elsewhere.test/*"]);
+    assert_eq!(code, 0);
+    assert_eq!(out.trim(), "0 entries deleted");
+    assert!(err.contains("nothing matches"), "{err}");
+
+    // Another key: nothing verifies, and the hint names the prefix and the key.
+    let other = Command::new(env!("CARGO_BIN_EXE_hcc"))
+        .args(["list", "--dir", d, "--key-env", "HCC_CLI_TEST_OTHER_KEY"])
+        .env(
+            "HCC_CLI_TEST_OTHER_KEY",
+            "somebody else's perfectly valid key",
+        )
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&other.stderr);
+    assert!(
+        err.contains("--prefix") && err.contains("--key-env"),
+        "{err}"
+    );
+
+    // Grammar.
+    let (_, out, _) = run(&["purge", "--url", "http://origin.test/b/2"]);
+    assert_eq!(out.trim(), "1 entry deleted");
+    let (_, out, _) = run(&["purge", "--url", "origin.test/a/*"]);
+    assert_eq!(out.trim(), "3 entries deleted");
+    let (_, out, _) = run(&["stats"]);
+    assert!(out.starts_with("1 entry, "), "{out}");
+    let (_, out, _) = run(&["verify"]);
+    assert_eq!(out.trim(), "1 entry verifies, 0 do not");
+}
+
+/// `purge --tag` on a disk store (no tag index): the walk finds the tagged entries.
+#[tokio::test]
+async fn purge_by_tag_works_on_a_disk_store() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(DiskStore::open(dir.path()).unwrap()).await;
+    let d = dir.path().to_str().unwrap();
+    let (code, out, err) = hcc_args(&[
+        "purge",
+        "--tag",
+        "everything",
+        "--dir",
+        d,
+        "--key-env",
+        KEY_VAR,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "5 entries deleted");
 }

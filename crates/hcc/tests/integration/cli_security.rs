@@ -129,7 +129,7 @@ where
     let report = text(&out.stdout);
     assert_eq!(
         report.lines().last(),
-        Some("2 entries verify, 1 do not"),
+        Some("2 entries verify, 1 does not"),
         "{report}"
     );
     assert!(
@@ -231,7 +231,7 @@ async fn verify_delete_spares_another_key_rings_entries() {
     assert_eq!(report.matches("FOREIGN ").count(), 3, "{report}");
     assert_eq!(
         report.lines().last(),
-        Some("1 entries verify, 3 do not; 3 foreign kept (--delete-foreign deletes them)"),
+        Some("1 entry verifies, 3 do not; 3 foreign kept (--delete-foreign deletes them)"),
         "{report}"
     );
 

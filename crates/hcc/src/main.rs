@@ -1,4 +1,4 @@
-//! `hcc`: inspect and purge a hyper-client-cache store from a shell (feature `cli`).
+//! `hcc`: inspect and purge a hyper-client-cache store from a shell (`cargo install --path crates/hcc`).
 //!
 //! ```text
 //! hcc --dir /var/cache/app stats
@@ -15,65 +15,116 @@
 //! reference is docs/operations.md, "Command line".
 
 mod escape;
+mod output;
+mod select;
+mod target;
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use hyper_client_cache::{
-    BoxError, CacheConfig, CacheLayer, Described, DiskStore, EntryInfo, Inspector, InvalidEntry,
-    KeyRing, RedisStore, SecretKey, Store, UrlPattern,
+    BoxError, CacheConfig, CacheLayer, Described, DiskStore, Inspector, KeyRing, RedisStore,
+    SecretKey, Store,
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
+
+use crate::select::{no_match_hint, Seen, Selector};
+use crate::target::{password, redis_nodes};
 
 #[derive(Parser)]
 #[command(
     name = "hcc",
     version,
-    about = "Inspect and purge a hyper-client-cache store"
+    about = "Inspect and purge a hyper-client-cache store",
+    long_about = "Inspect and purge a hyper-client-cache store: a DiskStore directory, a Redis \
+                  server or a Redis Cluster.\n\nThe store options (--dir, --redis, --redis-env, \
+                  --redis-cluster, --redis-cluster-env, --prefix, --key-env, --unsigned, \
+                  --config) go before or after the subcommand. The secret key is read from an \
+                  environment variable (raw bytes, as the application reads it), never from an \
+                  argument."
 )]
 struct Cli {
     #[command(flatten)]
     target: Target,
-    /// The key prefix of the Redis store (its default when absent).
-    #[arg(long)]
+    /// The key prefix of a Redis store: give the application's when it sets one (default:
+    /// the library's, `hcc:`).
+    #[arg(long, global = true, help_heading = "Store options")]
     prefix: Option<String>,
     /// The environment variable holding the secret key (never give the key as an argument).
-    #[arg(long, default_value = "HTTP_CACHE_KEY", global = true)]
+    #[arg(
+        long,
+        value_name = "VAR",
+        default_value = "HTTP_CACHE_KEY",
+        global = true,
+        help_heading = "Store options"
+    )]
     key_env: String,
     /// Read the store as an unsigned cache (entries are checked with a checksum only).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Store options")]
     unsigned: bool,
     /// A configuration file (TOML) whose `[key]` section names the key variables.
-    #[arg(long, global = true)]
+    #[arg(
+        long,
+        value_name = "FILE",
+        global = true,
+        help_heading = "Store options"
+    )]
     config: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
 
+/// Where the store is: one of these, before or after the subcommand.
 #[derive(Args)]
-#[group(required = true, multiple = false)]
+#[group(multiple = false)]
 struct Target {
     /// A `DiskStore` directory.
-    #[arg(long)]
+    #[arg(
+        long,
+        value_name = "DIR",
+        global = true,
+        help_heading = "Store options"
+    )]
     dir: Option<std::path::PathBuf>,
     /// A Redis URL (`redis://` or `rediss://` for TLS) without a password: one with a password
     /// goes in an environment variable (`--redis-env`).
-    #[arg(long)]
+    #[arg(
+        long,
+        value_name = "URL",
+        global = true,
+        help_heading = "Store options"
+    )]
     redis: Option<String>,
     /// Nodes of a Redis Cluster, comma-separated (one is enough; `rediss://` for TLS), without
     /// passwords (see `--redis-cluster-env`).
-    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    #[arg(
+        long,
+        value_name = "URLS",
+        value_delimiter = ',',
+        global = true,
+        help_heading = "Store options"
+    )]
     redis_cluster: Option<Vec<String>>,
     /// The environment variable holding the Redis URL (e.g. `HCC_REDIS_URL`): a password in
     /// it stays out of the arguments, which every user of the machine can read.
-    #[arg(long, value_name = "VAR")]
+    #[arg(
+        long,
+        value_name = "VAR",
+        global = true,
+        help_heading = "Store options"
+    )]
     redis_env: Option<String>,
     /// The environment variable holding the Redis Cluster's node URLs, comma-separated (e.g.
     /// `HCC_REDIS_CLUSTER`).
-    #[arg(long, value_name = "VAR")]
+    #[arg(
+        long,
+        value_name = "VAR",
+        global = true,
+        help_heading = "Store options"
+    )]
     redis_cluster_env: Option<String>,
 }
 
@@ -87,8 +138,9 @@ enum Command {
     },
     /// Every entry (URL, status, size, times).
     List {
-        /// Only entries whose URL matches this glob over `host/path`.
-        #[arg(long)]
+        /// Only the entries of this URL or glob: a full URL as requested, or a glob over
+        /// `host/path` (`api.example.com:8443/v1/*`; the port is part of the host).
+        #[arg(long, value_name = "URL_OR_GLOB")]
         url: Option<String>,
         /// Only entries that are no longer fresh.
         #[arg(long)]
@@ -97,10 +149,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// The entries stored for one URL.
+    /// The entries stored for a URL (every variant), or for every URL a glob matches.
     Show {
-        /// The URL, as requested.
+        /// A full URL as requested (`https://api.example.com/v1/users`), or a glob over
+        /// `host/path` (`api.example.com/v1/*`; the port is part of the host).
+        #[arg(value_name = "URL_OR_GLOB")]
         url: String,
+        /// JSON Lines: one object per entry.
         #[arg(long)]
         json: bool,
     },
@@ -108,6 +163,7 @@ enum Command {
     Purge {
         #[command(flatten)]
         what: PurgeWhat,
+        /// Machine-readable output (one JSON object: how many were deleted).
         #[arg(long)]
         json: bool,
     },
@@ -122,6 +178,7 @@ enum Command {
         /// its entries.
         #[arg(long, requires = "delete")]
         delete_foreign: bool,
+        /// JSON Lines: one object per entry that does not verify, then a summary object.
         #[arg(long)]
         json: bool,
     },
@@ -130,16 +187,18 @@ enum Command {
 #[derive(Args)]
 #[group(required = true, multiple = false)]
 struct PurgeWhat {
-    /// Entries whose URL matches this glob over `host/path`.
-    #[arg(long)]
+    /// The entries of this URL or glob: a full URL as requested, or a glob over `host/path`
+    /// (`api.example.com:8443/v1/*`; the port is part of the host).
+    #[arg(long, value_name = "URL_OR_GLOB")]
     url: Option<String>,
     /// Entries that are no longer fresh.
     #[arg(long)]
     expired: bool,
     /// Entries received longer ago than this (`"1h"`, `"7days"`).
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "AGE", value_parser = humantime::parse_duration)]
     older_than: Option<Duration>,
-    /// Entries that carry this cache tag (`Cache-Tag`, `Surrogate-Key`).
+    /// Entries that carry this cache tag (`Cache-Tag`, `Surrogate-Key`). Works on every
+    /// store: Redis purges through its tag index, a disk store is walked (a read per entry).
     #[arg(long)]
     tag: Option<String>,
     /// Everything in the store.
@@ -162,10 +221,22 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("hcc: {}", escape::text(&e.to_string()));
+            eprintln!("hcc: {}", escape::text(&chain(e.as_ref())));
             ExitCode::from(2)
         }
     }
+}
+
+/// An error and its `source()` chain, as one line (each error shows its own message only).
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = error.to_string();
+    let mut next = error.source();
+    while let Some(e) = next {
+        line.push_str(": ");
+        line.push_str(&e.to_string());
+        next = e.source();
+    }
+    line
 }
 
 /// The key ring from `--key-env` (and the config file's `[key]`, when given).
@@ -219,71 +290,6 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
     })
 }
 
-/// The Redis URLs to connect to, and whether they are a cluster's: from an argument only
-/// without a password (arguments are in `/proc/PID/cmdline` for every user), from an
-/// environment variable with or without.
-fn redis_nodes(target: &Target) -> Result<(Vec<String>, bool), BoxError> {
-    let refuse = |flag: &str| -> BoxError {
-        format!(
-            "the Redis URL given as an argument carries a password, which every user of this \
-             machine can read (ps, /proc/PID/cmdline): put the URL in an environment variable \
-             and name it with {flag} (the password is not repeated here; change it if the \
-             machine is shared)"
-        )
-        .into()
-    };
-    if let Some(url) = &target.redis {
-        if password(url).is_some() {
-            return Err(refuse("--redis-env"));
-        }
-        Ok((vec![url.clone()], false))
-    } else if let Some(nodes) = &target.redis_cluster {
-        if nodes.iter().any(|url| password(url).is_some()) {
-            return Err(refuse("--redis-cluster-env"));
-        }
-        Ok((nodes.clone(), true))
-    } else if let Some(name) = &target.redis_env {
-        Ok((
-            vec![from_env(name, "the Redis URL")?.trim().to_owned()],
-            false,
-        ))
-    } else if let Some(name) = &target.redis_cluster_env {
-        let nodes = from_env(name, "the Redis Cluster's node URLs, comma-separated")?;
-        let nodes: Vec<String> = nodes
-            .split(',')
-            .map(str::trim)
-            .filter(|url| !url.is_empty())
-            .map(str::to_owned)
-            .collect();
-        if nodes.is_empty() {
-            return Err(format!("environment variable `{name}` names no node").into());
-        }
-        Ok((nodes, true))
-    } else {
-        Err("give --dir, --redis, --redis-cluster, --redis-env or --redis-cluster-env".into())
-    }
-}
-
-fn from_env(name: &str, what: &str) -> Result<String, BoxError> {
-    std::env::var(name).map_err(|e| match e {
-        std::env::VarError::NotPresent => {
-            format!("environment variable `{name}` is not set: it should hold {what}").into()
-        }
-        std::env::VarError::NotUnicode(_) => {
-            format!("environment variable `{name}` is not valid Unicode").into()
-        }
-    })
-}
-
-/// The password of a `redis://[user][:password]@host...` URL, when it has one.
-fn password(url: &str) -> Option<&str> {
-    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
-    let (userinfo, _) = authority.rsplit_once('@')?;
-    let (_, password) = userinfo.split_once(':')?;
-    (!password.is_empty()).then_some(password)
-}
-
 async fn redis(
     mut builder: hyper_client_cache::RedisStoreBuilder,
     cli: &Cli,
@@ -307,53 +313,6 @@ fn inspector<St: Store>(store: St, ring: Option<KeyRing>) -> Inspector<St> {
     layer
         .inspector()
         .whole_store_timeout(Duration::from_secs(3600))
-}
-
-fn secs(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
-fn entry_json(e: &EntryInfo) -> serde_json::Value {
-    json!({
-        "key": e.key.as_str(),
-        "url": e.url,
-        "method": e.method.as_str(),
-        "status": e.status.as_u16(),
-        "size": e.size,
-        "created_at": secs(e.created_at),
-        "expires": e.expires.map(secs),
-        "expired": e.is_expired,
-        "variant": e.is_variant,
-        "tags": e.tags,
-    })
-}
-
-fn invalid_json(e: &InvalidEntry, deleted: bool) -> serde_json::Value {
-    json!({
-        "key": e.key.as_str(),
-        "invalid": true,
-        "bad_signature": e.bad_signature,
-        "foreign": e.foreign,
-        "deleted": deleted,
-        "reason": e.reason,
-    })
-}
-
-fn entry_line(e: &EntryInfo) -> String {
-    let expires = match e.expires {
-        Some(t) if e.is_expired => format!("expired {}", httpdate::fmt_http_date(t)),
-        Some(t) => format!("fresh until {}", httpdate::fmt_http_date(t)),
-        None => "no expiry".to_owned(),
-    };
-    format!(
-        "{} {} {} {} bytes, {}{}",
-        e.status.as_u16(),
-        escape::text(e.method.as_str()),
-        escape::text(&e.url),
-        e.size,
-        expires,
-        if e.is_variant { " (variant copy)" } else { "" }
-    )
 }
 
 /// Walks the store one entry at a time, with a progress bar on a terminal (stderr), quiet when
@@ -417,51 +376,72 @@ async fn command<St: Store>(
             } else {
                 writeln!(
                     out,
-                    "{entries} entries, {bytes} bytes, {invalid} that do not verify"
+                    "{}, {}, {invalid} that {} not verify",
+                    output::count(entries, "entry", "entries"),
+                    output::count(bytes, "byte", "bytes"),
+                    if invalid == 1 { "does" } else { "do" }
                 )?;
             }
         }
         Command::List { url, expired, json } => {
-            let pattern = url.as_deref().map(UrlPattern::new).transpose()?;
+            let selector = url.as_deref().map(Selector::parse).transpose()?;
+            let (mut shown, mut seen) = (0u64, Seen::default());
             walk(&inspector, |listed| {
-                if let Described::Entry(e) = listed {
-                    let wanted = pattern.as_ref().is_none_or(|p| p.matches(&e.url))
-                        && (!*expired || e.is_expired);
-                    if wanted {
-                        if *json {
-                            writeln!(out, "{}", escape::json(&entry_json(&e)))?;
-                        } else {
-                            writeln!(out, "{}", entry_line(&e))?;
-                        }
+                let e = match listed {
+                    Described::Entry(e) => e,
+                    Described::Invalid(_) => {
+                        seen.invalid += 1;
+                        return Ok(());
+                    }
+                };
+                seen.entry(&e.url);
+                let wanted = selector.as_ref().is_none_or(|s| s.matches(&e.url))
+                    && (!*expired || e.is_expired);
+                if wanted {
+                    shown += 1;
+                    if *json {
+                        writeln!(out, "{}", escape::json(&output::entry_json(&e)))?;
+                    } else {
+                        writeln!(out, "{}", output::entry_line(&e))?;
                     }
                 }
                 Ok(())
             })
             .await?;
+            if shown == 0 && (selector.is_some() || seen.valid == 0) {
+                no_match_hint(url.as_deref().zip(selector.as_ref()), &seen);
+            }
         }
         Command::Show { url, json } => {
-            let mut found = 0;
+            let selector = Selector::parse(url)?;
+            let (mut found, mut seen) = (0u64, Seen::default());
             walk(&inspector, |listed| {
-                if let Described::Entry(e) = listed {
-                    if e.url == *url {
-                        found += 1;
-                        if *json {
-                            writeln!(out, "{}", escape::json(&entry_json(&e)))?;
-                        } else {
-                            writeln!(
-                                out,
-                                "{}\n  key {}",
-                                entry_line(&e),
-                                escape::text(e.key.as_str())
-                            )?;
-                        }
+                let e = match listed {
+                    Described::Entry(e) => e,
+                    Described::Invalid(_) => {
+                        seen.invalid += 1;
+                        return Ok(());
+                    }
+                };
+                seen.entry(&e.url);
+                if selector.matches(&e.url) {
+                    found += 1;
+                    if *json {
+                        writeln!(out, "{}", escape::json(&output::entry_json(&e)))?;
+                    } else {
+                        writeln!(
+                            out,
+                            "{}\n  key {}",
+                            output::entry_line(&e),
+                            escape::text(e.key.as_str())
+                        )?;
                     }
                 }
                 Ok(())
             })
             .await?;
             if found == 0 {
-                eprintln!("hcc: nothing stored for {}", escape::text(url));
+                no_match_hint(Some((url, &selector)), &seen);
                 return Ok(ExitCode::from(1));
             }
         }
@@ -474,8 +454,17 @@ async fn command<St: Store>(
                 inspector.delete_expired().await?
             } else if let Some(age) = what.older_than {
                 inspector.delete_older_than(age).await?
-            } else if let Some(pattern) = &what.url {
-                inspector.delete_matching(pattern).await?
+            } else if let Some(text) = &what.url {
+                let selector = Selector::parse(text)?;
+                let deleted = inspector.delete_where(|e| selector.matches(&e.url)).await?;
+                if deleted == 0 {
+                    let listing = inspector.entries().await?;
+                    let mut seen = Seen::default();
+                    listing.entries.iter().for_each(|e| seen.entry(&e.url));
+                    seen.invalid = listing.invalid.len() as u64;
+                    no_match_hint(Some((text, &selector)), &seen);
+                }
+                deleted
             } else if let Some(tag) = &what.tag {
                 inspector.purge_tag(tag).await?
             } else {
@@ -484,7 +473,11 @@ async fn command<St: Store>(
             if *json {
                 writeln!(out, "{}", json!({"deleted": deleted}))?;
             } else {
-                writeln!(out, "{deleted} entries deleted")?;
+                writeln!(
+                    out,
+                    "{} deleted",
+                    output::count(deleted as u64, "entry", "entries")
+                )?;
             }
         }
         Command::Verify {
@@ -512,7 +505,7 @@ async fn command<St: Store>(
                 }
                 foreign += u64::from(i.foreign);
                 if *json {
-                    writeln!(out, "{}", escape::json(&invalid_json(i, delete)))?;
+                    writeln!(out, "{}", escape::json(&output::invalid_json(i, delete)))?;
                 } else {
                     writeln!(
                         out,
@@ -532,7 +525,13 @@ async fn command<St: Store>(
                 });
                 writeln!(out, "{summary}")?;
             } else {
-                let mut line = format!("{ok} entries verify, {} do not", bad.len());
+                let mut line = format!(
+                    "{} {}, {} {} not",
+                    output::count(ok, "entry", "entries"),
+                    if ok == 1 { "verifies" } else { "verify" },
+                    bad.len(),
+                    if bad.len() == 1 { "does" } else { "do" },
+                );
                 if deleted > 0 {
                     line.push_str(&format!("; {deleted} deleted"));
                 }
@@ -551,4 +550,43 @@ async fn command<St: Store>(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// Every flag and argument of every subcommand has a help line, and clap's own checks of
+    /// the definition pass (global store options included).
+    #[test]
+    fn every_flag_has_help() {
+        let cli = Cli::command();
+        cli.clone().debug_assert();
+        let mut missing = Vec::new();
+        let mut check = |command: &clap::Command| {
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{} --{id}", command.get_name()));
+                }
+            }
+        };
+        check(&cli);
+        for sub in cli.get_subcommands() {
+            check(sub);
+        }
+        assert!(missing.is_empty(), "no help: {missing:?}");
+    }
+
+    #[test]
+    fn counts_are_in_the_right_number() {
+        assert_eq!(output::count(1, "entry", "entries"), "1 entry");
+        assert_eq!(output::count(0, "entry", "entries"), "0 entries");
+        assert_eq!(output::count(2, "entry", "entries"), "2 entries");
+    }
 }

@@ -8,9 +8,9 @@ use bytes::Bytes;
 use http::Response;
 use http_body_util::Full;
 use hyper_client_cache::{
-    BadSignature, CacheInfo, CacheLayer, CacheMode, CacheStatus, ExpireAfter, MemoryStore,
-    ReqwestService, Store,
+    BadSignature, CacheInfo, CacheLayer, CacheMode, CacheStatus, ExpireAfter, MemoryStore, Store,
 };
+use hyper_client_cache_reqwest::{CacheLayerExt, CacheMiddleware, ReqwestService};
 use reqwest_middleware::ClientWithMiddleware;
 use tower::{ServiceBuilder, ServiceExt};
 
@@ -21,7 +21,7 @@ where
     St::Future: Send,
 {
     let http = reqwest::Client::new();
-    let cache = layer.into_middleware().background_client(http.clone());
+    let cache = layer.into_middleware(http.clone());
     reqwest_middleware::ClientBuilder::new(http)
         .with(cache)
         .build()
@@ -122,9 +122,7 @@ async fn stale_while_revalidate_refreshes_in_the_background_through_the_backgrou
         .default_headers(headers)
         .build()
         .unwrap();
-    let cache = layer(&clock)
-        .into_middleware()
-        .background_client(background);
+    let cache = layer(&clock).into_middleware(background);
     let client = reqwest_middleware::ClientBuilder::new(foreground)
         .with(cache)
         .build();
@@ -151,6 +149,52 @@ async fn stale_while_revalidate_refreshes_in_the_background_through_the_backgrou
     assert_eq!(
         refresh.as_ref().map(|v| v.as_bytes()),
         Some(&b"background"[..])
+    );
+}
+
+/// #29: the client was given twice (`ClientBuilder::new(http)` and `.background_client(http)`),
+/// and forgetting the second made refreshes silently use a default client (without this
+/// client's headers, proxy, TLS roots). Now it is given once, to `CacheMiddleware::new`, and
+/// `client_builder` puts the same client under the chain: the caller's request and the
+/// background refresh both carry its default header.
+#[tokio::test]
+async fn the_client_given_once_serves_the_chain_and_the_background_refresh() {
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel();
+    let versions = Arc::new(Mutex::new(0u32));
+    let origin = Origin::start(move |s| {
+        let _ = seen_tx.send(s.headers.get("x-client").cloned());
+        let mut v = versions.lock().unwrap();
+        *v += 1;
+        Response::builder()
+            .header("cache-control", "max-age=1, stale-while-revalidate=60")
+            .body(Full::new(Bytes::from(format!("v{}", *v))))
+            .unwrap()
+    })
+    .await;
+    let clock = clock();
+    let mut headers = http::HeaderMap::new();
+    headers.insert("x-client", http::HeaderValue::from_static("mine"));
+    let http = reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap();
+    let client = CacheMiddleware::new(layer(&clock), http)
+        .client_builder()
+        .build();
+    let url = origin.url("/once");
+    client.get(&url).send().await.unwrap().text().await.unwrap();
+    let mine = Some(http::HeaderValue::from_static("mine"));
+    assert_eq!(seen_rx.recv().await.unwrap(), mine, "the caller's request");
+    clock.advance(Duration::from_secs(5));
+    let stale = client.get(&url).send().await.unwrap();
+    assert_eq!(status(&stale), Some(CacheStatus::StaleWhileRevalidate));
+    let refresh = tokio::time::timeout(Duration::from_secs(10), seen_rx.recv())
+        .await
+        .expect("the background refresh reached the origin")
+        .unwrap();
+    assert_eq!(
+        refresh, mine,
+        "the background refresh went through the same client"
     );
 }
 

@@ -1,0 +1,71 @@
+//! What several examples share: a small origin server on loopback. Not an example itself
+//! (cargo builds `examples/*.rs` and `examples/*/main.rs` only); included with
+//! `#[path = "support/mod.rs"] mod support;`.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_client_cache::BoxError;
+use hyper_util::rt::TokioIo;
+
+/// Starts a hyper HTTP/1 origin on a free 127.0.0.1 port and returns its address. Each request
+/// is counted in `hits` and answered, after `delay`, by `respond(n)`, where `n` is the
+/// request's number (1, 2, ...).
+pub async fn start_origin(
+    hits: Arc<AtomicUsize>,
+    delay: Duration,
+    respond: impl Fn(usize) -> http::Response<Full<Bytes>> + Send + Sync + 'static,
+) -> Result<SocketAddr, BoxError> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let respond = Arc::new(respond);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (hits, respond) = (hits.clone(), respond.clone());
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |_req| {
+                    let n = hits.fetch_add(1, Ordering::SeqCst) + 1;
+                    let respond = respond.clone();
+                    async move {
+                        if !delay.is_zero() {
+                            tokio::time::sleep(delay).await;
+                        }
+                        Ok::<_, Infallible>(respond(n))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+/// The process's peak resident set size in KiB (Linux `VmHWM`); `None` elsewhere. (Used by
+/// the measuring examples only.)
+#[allow(dead_code)]
+pub fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Starts `redis-server` on 127.0.0.1:`port`, without persistence, with `extra` arguments.
+#[allow(dead_code)]
+pub fn spawn_redis(port: u16, extra: &[&str]) -> Result<std::process::Child, BoxError> {
+    std::process::Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .args(extra)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| {
+            format!("cannot start redis-server ({e}); apt-get install redis-server").into()
+        })
+}
