@@ -293,18 +293,10 @@ impl<St: Store> Inspector<St> {
         })
     }
 
-    /// The blob under `key` in one buffer, whatever shape the store answers with (a stream is
-    /// read whole, within the cache's `max_blob_size`: an inspection reads every segment).
+    /// The blob under `key` in one buffer, whatever shape the store answers with.
     async fn read_blob(&self, key: &CacheKey) -> Result<Option<bytes::Bytes>, StoreError> {
-        Ok(match self.call(self.config.get(key.clone())).await? {
-            StoreResponse::Blob(blob) => blob,
-            StoreResponse::Parts(parts) => Some(parts.to_bytes()),
-            StoreResponse::Stream(stream) => stream
-                .collect(self.config.envelope.max_blob())
-                .await
-                .map_err(StoreError::failed)?,
-            _ => None,
-        })
+        let answer = self.call(self.config.get(key.clone())).await?;
+        answer.into_whole(self.config.envelope.max_blob()).await
     }
 
     /// The entry stored under `key`, verified and described, or why it could not be read;

@@ -120,8 +120,8 @@ impl<St, K> CacheLayer<St, K> {
     /// docs/security.md has the argument for both.
     ///
     /// ```
-    /// use hyper_client_cache::{CacheLayer, Mac, SecretKey};
-    /// let layer = CacheLayer::new()
+    /// use hyper_client_cache::{CacheLayer, Mac, MemoryStore, SecretKey};
+    /// let layer = CacheLayer::new(MemoryStore::default())
     ///     .secret_key(SecretKey::new("a secret of at least 32 bytes, from a vault").unwrap())
     ///     .mac(Mac::HmacSha256);
     /// ```
