@@ -256,3 +256,97 @@ async fn a_streamed_entry_cut_short_ends_with_an_error() {
     assert!(err.downcast_ref::<BadSignature>().is_some(), "{err}");
     assert!(got.len() < LEN && got.len() % SEGMENT == 0);
 }
+
+/// An origin for the revalidation tests: `max-age=1`, an `ETag`, optionally
+/// `stale-while-revalidate`; answers `304` to `If-None-Match`, and notes each request's
+/// validator.
+fn revalidating_cache(
+    dir: &std::path::Path,
+    clock: &hyper_client_cache::ManualClock,
+    swr: bool,
+) -> (Svc, std::sync::Arc<std::sync::Mutex<Vec<Option<String>>>>) {
+    let seen: std::sync::Arc<std::sync::Mutex<Vec<Option<String>>>> = Default::default();
+    let store = DiskStore::builder(dir).clock(clock.clone()).open().unwrap();
+    let layer = CacheLayer::new(store)
+        .secret_key(test_key())
+        .clock(clock.clone());
+    let log = seen.clone();
+    let svc = ServiceBuilder::new()
+        .layer(layer)
+        .service(tower::service_fn(move |req: http::Request<()>| {
+            let inm = req
+                .headers()
+                .get("if-none-match")
+                .map(|v| v.to_str().unwrap_or_default().to_owned());
+            log.lock().unwrap().push(inm.clone());
+            let cc = if swr {
+                "max-age=1, stale-while-revalidate=600"
+            } else {
+                "max-age=1"
+            };
+            let b = http::Response::builder()
+                .header("cache-control", cc)
+                .header("etag", "\"v1\"");
+            ready(Ok::<_, Infallible>(match inm {
+                Some(_) => b
+                    .status(304)
+                    .body(http_body_util::Full::new(Bytes::new()))
+                    .unwrap(),
+                None => b.body(http_body_util::Full::new(body())).unwrap(),
+            }))
+        }));
+    (Svc::new(svc), seen)
+}
+
+/// A stale streamed entry revalidated in the foreground: the `304` is answered with the stored
+/// body, streamed and verified (the entry is not written again: its body is the caller's).
+#[tokio::test]
+async fn a_streamed_entry_revalidated_by_a_304_serves_its_stored_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let (mut svc, seen) = revalidating_cache(dir.path(), &clock, false);
+    fill(&mut svc).await;
+    clock.advance(secs(10));
+    let response = svc.ready().await.unwrap().call(request()).await.unwrap();
+    assert_eq!(
+        response.extensions().get::<CacheStatus>(),
+        Some(&CacheStatus::Revalidated)
+    );
+    let (got, err) = read(response.into_body()).await;
+    assert!(err.is_none(), "{err:?}");
+    assert!(got == body());
+    assert_eq!(*seen.lock().unwrap(), [None, Some("\"v1\"".to_owned())]);
+}
+
+/// A stale streamed entry under `stale-while-revalidate`: served at once, streamed, and
+/// refreshed in the background with a whole request (its body was the caller's to read, so
+/// there is none to keep for a `304`).
+#[tokio::test]
+async fn a_streamed_stale_entry_is_served_and_refreshed_without_validators() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let (mut svc, seen) = revalidating_cache(dir.path(), &clock, true);
+    fill(&mut svc).await;
+    clock.advance(secs(10));
+    let response = svc.ready().await.unwrap().call(request()).await.unwrap();
+    assert_eq!(
+        response.extensions().get::<CacheStatus>(),
+        Some(&CacheStatus::StaleWhileRevalidate)
+    );
+    let (got, err) = read(response.into_body()).await;
+    assert!(err.is_none(), "{err:?}");
+    assert!(got == body());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while seen.lock().unwrap().len() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no background refresh"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        seen.lock().unwrap()[1],
+        None,
+        "the refresh sent a validator"
+    );
+}
