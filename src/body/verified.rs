@@ -2,22 +2,28 @@
 //! before a byte of it is released (`envelope::reader`).
 //!
 //! Memory: what the store's stream yields at a time (its read-ahead), plus at most one segment
-//! being completed. A segment that fails ends the body with an error that downcasts to
+//! being completed. Time: a store that gives nothing for the store timeout while the caller waits
+//! ends the body with a timeout error (`StoreError::is_timeout`), as a lookup would. A segment that fails ends the body with an error that downcasts to
 //! [`BadSignature`]; nothing of that segment or after it is released, and `on_bad` runs once (the
 //! cache counts it and deletes the entry). The verified prefix was released already: HTTP has no
 //! way to take it back, and a caller that needs all or nothing reads the whole body before
 //! using it (docs/security.md).
 
 use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::Stream;
+use std::future::Future;
 
 use crate::entry::SegmentSource;
 use crate::envelope::{BodyReader, OpenError, Pending, Step};
-use crate::error::{BadSignature, BoxError};
+use crate::error::{BadSignature, BoxError, StoreError};
 use crate::store::BlobStream;
+use crate::timer::{Deadline, TimerProbe};
 
 /// What runs once when a segment fails verification.
 pub(crate) type OnBad = Box<dyn FnOnce(&BadSignature) + Send>;
@@ -30,15 +36,22 @@ pub(crate) struct Verified {
     ready: VecDeque<Bytes>,
     on_bad: Option<OnBad>,
     failed: bool,
+    timer: Arc<TimerProbe>,
+    timeout: Duration,
+    /// Armed while the caller waits for the store; cleared by every read.
+    deadline: Option<Pin<Box<Deadline>>>,
 }
 
 impl Verified {
-    /// `pending` holds what was read past the head; `stream` the rest of the blob.
+    /// `pending` holds what was read past the head; `stream` the rest of the blob, read with
+    /// at most `timeout` between two of its buffers while the caller waits.
     pub(crate) fn new(
         stream: BlobStream,
         pending: Pending,
         reader: BodyReader,
         on_bad: OnBad,
+        timer: Arc<TimerProbe>,
+        timeout: Duration,
     ) -> Self {
         Self {
             stream,
@@ -47,6 +60,31 @@ impl Verified {
             ready: VecDeque::new(),
             on_bad: Some(on_bad),
             failed: false,
+            timer,
+            timeout,
+            deadline: None,
+        }
+    }
+
+    /// The store's next buffer, or its timeout.
+    fn poll_store(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BoxError>>> {
+        match Pin::new(&mut self.stream).poll_next(cx) {
+            Poll::Ready(item) => {
+                self.deadline = None;
+                Poll::Ready(item)
+            }
+            Poll::Pending => {
+                let (timer, timeout) = (&self.timer, self.timeout);
+                let deadline = self
+                    .deadline
+                    .get_or_insert_with(|| Box::pin(timer.sleep(timeout)));
+                ready!(deadline.as_mut().poll(cx));
+                self.deadline = None;
+                tracing::warn!(
+                    "the store's stream gave nothing for the store timeout; the body ends with an error"
+                );
+                Poll::Ready(Some(Err(Box::new(StoreError::timed_out()))))
+            }
         }
     }
 
@@ -87,7 +125,7 @@ impl SegmentSource for Verified {
                         let e = self.malformed();
                         return Poll::Ready(Some(Err(self.fail(e))));
                     }
-                    return match ready!(std::pin::Pin::new(&mut self.stream).poll_next(cx)) {
+                    return match ready!(self.poll_store(cx)) {
                         None => Poll::Ready(None),
                         Some(Ok(b)) if b.is_empty() => continue,
                         Some(Ok(_)) => {
@@ -101,7 +139,7 @@ impl SegmentSource for Verified {
                     };
                 }
                 Ok(Step::More) => {
-                    match ready!(std::pin::Pin::new(&mut self.stream).poll_next(cx)) {
+                    match ready!(self.poll_store(cx)) {
                         Some(Ok(bytes)) => self.pending.push(bytes),
                         Some(Err(e)) => {
                             // The store failed to read: not evidence of tampering.

@@ -34,8 +34,9 @@ pub(super) struct HeadRead {
 }
 
 impl HeadRead {
-    /// The entry, its body to be verified as it is read; `on_bad` runs if a segment fails.
-    pub(super) fn into_entry(self, on_bad: OnBad) -> Entry {
+    /// The entry, its body to be verified as it is read (with the store timeout between two of
+    /// the store's buffers); `on_bad` runs if a segment fails.
+    pub(super) fn into_entry(self, on_bad: OnBad, config: &Config) -> Entry {
         let Opened {
             head,
             trailers,
@@ -47,7 +48,14 @@ impl HeadRead {
             head,
             trailers,
             body: EntryBody::Stream {
-                source: Box::new(Verified::new(self.stream, self.pending, body, on_bad)),
+                source: Box::new(Verified::new(
+                    self.stream,
+                    self.pending,
+                    body,
+                    on_bad,
+                    config.timer.clone(),
+                    config.store_timeout,
+                )),
                 len,
             },
         }
@@ -124,7 +132,7 @@ impl<St: Store> Ctx<St> {
             return Lookup::Go(Next::Forward);
         };
         let opened = match read {
-            Ok(read) => Ok(read.into_entry(self.on_bad_segment(&key))),
+            Ok(read) => Ok(read.into_entry(self.on_bad_segment(&key), &self.config)),
             Err(super::head::HeadError::Open(e)) => Err(e),
             Err(super::head::HeadError::Store(e)) => return self.store_failed(&key, e),
         };

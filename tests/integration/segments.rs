@@ -350,3 +350,116 @@ async fn a_streamed_stale_entry_is_served_and_refreshed_without_validators() {
         "the refresh sent a validator"
     );
 }
+
+/// A store whose stream of the entry gives its first `cut` bytes, then `rest`: hangs, or fails.
+fn cut_store(blob: Bytes, cut: usize, hang: bool) -> impl hyper_client_cache::Store {
+    tower::service_fn(move |req: StoreRequest| {
+        let blob = blob.clone();
+        async move {
+            Ok::<_, Infallible>(match req {
+                StoreRequest::Get { .. } => {
+                    use futures_util::StreamExt;
+                    let first = futures_util::stream::iter(
+                        blob.slice(..cut)
+                            .chunks(100_000)
+                            .map(|c| Ok::<_, std::io::Error>(Bytes::copy_from_slice(c)))
+                            .collect::<Vec<_>>(),
+                    );
+                    let stream = if hang {
+                        first.chain(futures_util::stream::pending()).boxed()
+                    } else {
+                        first
+                            .chain(futures_util::stream::once(async {
+                                Err(std::io::Error::other("the disk failed"))
+                            }))
+                            .boxed()
+                    };
+                    StoreResponse::Stream(hyper_client_cache::BlobStream::new(
+                        blob.len() as u64,
+                        stream,
+                    ))
+                }
+                _ => StoreResponse::Done,
+            })
+        }
+    })
+}
+
+/// The entry `fill` stores, as the store holds it.
+async fn sealed_entry() -> Bytes {
+    let store = hyper_client_cache::MemoryStore::new(64 << 20);
+    let layer = CacheLayer::new(store.clone()).secret_key(test_key());
+    let mut svc = Svc::new(
+        ServiceBuilder::new()
+            .layer(layer)
+            .service(tower::service_fn(|_req: http::Request<()>| {
+                ready(Ok::<_, Infallible>(
+                    http::Response::builder()
+                        .header("cache-control", "max-age=600")
+                        .body(http_body_util::Full::new(body()))
+                        .unwrap(),
+                ))
+            })),
+    );
+    fill(&mut svc).await;
+    let keys = match store.clone().oneshot(StoreRequest::Keys).await.unwrap() {
+        StoreResponse::Keys(keys) => keys,
+        other => panic!("{other:?}"),
+    };
+    get_raw(&store, keys[0].clone()).await.unwrap()
+}
+
+fn over(store: impl hyper_client_cache::Store) -> (Svc, CacheMetrics) {
+    let layer = CacheLayer::new(store)
+        .secret_key(test_key())
+        .store_timeout(Duration::from_millis(100));
+    let metrics = layer.metrics();
+    let svc = ServiceBuilder::new()
+        .layer(layer)
+        .service(tower::service_fn(|_req: http::Request<()>| {
+            ready(Ok::<_, Infallible>(
+                http::Response::builder()
+                    .body(http_body_util::Full::new(Bytes::from_static(b"origin")))
+                    .unwrap(),
+            ))
+        }));
+    (Svc::new(svc), metrics)
+}
+
+/// A store whose stream stops giving bytes halfway (a hung disk, a stalled connection): the
+/// verified prefix, then a timeout error once the store timeout has passed with the caller
+/// waiting; never a body that waits forever.
+#[tokio::test]
+async fn a_store_stream_that_hangs_halfway_ends_the_body_at_the_store_timeout() {
+    let blob = sealed_entry().await;
+    let (mut svc, metrics) = over(cut_store(blob.clone(), blob.len() / 2, true));
+    let hit = svc.ready().await.unwrap().call(request()).await.unwrap();
+    assert_eq!(
+        hit.extensions().get::<CacheStatus>(),
+        Some(&CacheStatus::Hit)
+    );
+    let (got, err) = tokio::time::timeout(Duration::from_secs(10), read(hit.into_body()))
+        .await
+        .expect("the body never ended");
+    let err = err.expect("an error");
+    let store_err = err
+        .downcast_ref::<hyper_client_cache::StoreError>()
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(store_err.is_timeout());
+    assert!(!got.is_empty() && got.len() < LEN && got[..] == body()[..got.len()]);
+    assert_eq!(metrics.bad_signatures(), 0);
+}
+
+/// A store whose stream fails halfway: the verified prefix, then the store's error (not a bad
+/// signature: nothing is deleted for it).
+#[tokio::test]
+async fn a_store_stream_that_fails_halfway_ends_the_body_with_its_error() {
+    let blob = sealed_entry().await;
+    let (mut svc, metrics) = over(cut_store(blob.clone(), blob.len() / 2, false));
+    let hit = svc.ready().await.unwrap().call(request()).await.unwrap();
+    let (got, err) = read(hit.into_body()).await;
+    let err = err.expect("an error");
+    assert!(err.to_string().contains("the disk failed"), "{err}");
+    assert!(got.len() < LEN && got[..] == body()[..got.len()]);
+    assert_eq!(metrics.bad_signatures(), 0);
+}
