@@ -96,7 +96,7 @@ pub enum Mac {
 pub const MAC_AUTO_BELOW: u64 = 16 * 1024;
 
 /// The bytes an entry adds to a body of `body_len` bytes for its segments' framing and proofs
-/// (at most 33 per 64 KiB segment: framing, nonce and GCM tag, or framing and a 32-byte tag).
+/// (at most 37 per 64 KiB segment: 5 of framing and a 32-byte tag, or 5, a nonce and a GCM tag).
 pub(crate) fn segment_overhead(body_len: usize) -> usize {
     (body_len / SEGMENT + 1).saturating_mul(5 + 32)
 }

@@ -401,13 +401,17 @@ impl<St: Store> Write<St> {
                 // The writes run together, so the end of the body waits one store timeout at
                 // most, whatever the number of keys.
                 let size = blob.len();
+                // Joined at most once, whatever the number of keys, for a store that takes whole
+                // blobs only.
+                let joined = std::sync::Arc::new(std::sync::OnceLock::<Bytes>::new());
                 let puts = keys.into_iter().map(|key| {
                     let tagged = !tags.is_empty();
                     // A store that keeps parts gets them; one that deals in whole blobs said
                     // so once (`Unsupported`) and gets them joined from then on.
                     let takes_parts = config.store_takes_parts.load(Ordering::Relaxed);
+                    let joined = joined.clone();
                     let whole = move |blob: &BlobParts, key: &CacheKey, tags: &Vec<String>| {
-                        let blob = blob.to_bytes();
+                        let blob = joined.get_or_init(|| blob.to_bytes()).clone();
                         if tags.is_empty() {
                             StoreRequest::Put {
                                 key: key.clone(),
@@ -447,12 +451,7 @@ impl<St: Store> Write<St> {
                         let answer = match answer {
                             // A store without a tag index may say so: the same write, untagged.
                             Ok(StoreResponse::Unsupported) if tagged => {
-                                let plain = StoreRequest::Put {
-                                    key: key.clone(),
-                                    blob: blob.to_bytes(),
-                                    ttl: Some(ttl),
-                                };
-                                config.call(&store, plain).await
+                                config.call(&store, whole(&blob, &key, &Vec::new())).await
                             }
                             other => other,
                         };
