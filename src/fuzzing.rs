@@ -78,9 +78,10 @@ pub fn open_envelope(data: &[u8]) {
 /// MAC or checksum that `open_envelope` rarely gets through with random bytes). Must never panic;
 /// what it decodes must stay within the entry limits.
 pub fn decode_entry(data: &[u8]) {
-    if let Some((head, _, trailers)) =
+    if let Some((head, _, trailers, end)) =
         crate::envelope::wire::decode_head(&Bytes::copy_from_slice(data))
     {
+        assert!(end <= data.len());
         assert!(head.headers.len() <= crate::envelope::wire::MAX_FIELDS);
         assert!(trailers.is_none_or(|t| t.len() <= crate::envelope::wire::MAX_FIELDS));
     }

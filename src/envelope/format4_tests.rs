@@ -214,6 +214,41 @@ fn no_single_byte_change_anywhere_releases_a_byte_of_its_segment() {
 }
 
 #[test]
+fn no_single_byte_change_in_a_small_entry_releases_any_of_its_body() {
+    // A body under 16 KiB is sealed in the head record: one record, one proof.
+    let b = body(1200);
+    for (env, tag) in all_modes().into_iter().zip([4, 32, 32, 0]) {
+        let blob = join(&seal_parts(&env, "k", &b, 700));
+        assert_eq!(record_starts(&blob, tag).len(), 1, "the head record only");
+        // Every byte but the body's, and a stride through the body.
+        let body_at = blob.len() - tag - b.len()..blob.len() - tag;
+        for at in (0..blob.len()).filter(|i| !body_at.contains(i) || i % 7 == 0) {
+            let mut bad = blob.clone();
+            bad[at] ^= 0x01;
+            assert!(
+                env.open(&key("k"), Bytes::from(bad.clone())).is_err(),
+                "{:?}: a change at {at} opened",
+                env.mode()
+            );
+            for feed in [5, 4096] {
+                let (released, end) = stream_open(&env, "k", &bad, feed);
+                assert!(
+                    end.is_err() && released.is_empty(),
+                    "{:?}: at {at}",
+                    env.mode()
+                );
+            }
+        }
+        // Nothing may follow a body sealed in the head: not a segment of a larger entry of the
+        // same write, not a byte.
+        let mut longer = blob.clone();
+        longer.push(0);
+        assert!(env.open(&key("k"), Bytes::from(longer.clone())).is_err());
+        assert!(stream_open(&env, "k", &longer, 4096).1.is_err());
+    }
+}
+
+#[test]
 fn segments_cannot_be_swapped_reordered_dropped_or_added() {
     let b = body(3 * SEGMENT);
     let other = body(3 * SEGMENT + 1)[1..].to_vec();
@@ -351,7 +386,7 @@ fn a_head_record_longer_than_any_is_refused_before_it_is_read() {
 proptest! {
     #[test]
     fn random_head_records_never_panic_the_decoder(bytes in proptest::collection::vec(any::<u8>(), 0..1024)) {
-        if let Some((head, _, trailers)) = wire::decode_head(&Bytes::from(bytes)) {
+        if let Some((head, _, trailers, _)) = wire::decode_head(&Bytes::from(bytes)) {
             prop_assert!(head.headers.len() <= wire::MAX_FIELDS);
             prop_assert!(trailers.is_none_or(|t| t.len() <= wire::MAX_FIELDS));
         }

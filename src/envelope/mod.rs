@@ -18,7 +18,9 @@
 //!          t     tag: 4 bytes (CRC-32), 32 (HMAC-SHA256, keyed BLAKE3), 0 (AES-256-GCM)
 //! record 0 is the head (postcard: status, header fields, times, Vary, freshness source, the
 //! body's length and its trailers); records 1.. are the body in segments of 64 KiB, the last
-//! one shorter (there are none for an empty body). Nothing follows the last.
+//! one shorter (there are none for an empty body). Nothing follows the last. A body shorter
+//! than 16 KiB is instead written in record 0 after the encoded head, and no segment follows:
+//! one record and one proof for the small entries most hits are of.
 //! ```
 //!
 //! Every record's proof covers the header, the record's index, length and codec, and its data
@@ -495,8 +497,16 @@ impl Envelope {
             }
             Bytes::from(head)
         };
-        let (head, body_len, trailers) =
+        let (decoded, body_len, trailers, end) =
             wire::decode_head(&head).ok_or(OpenError::Unusable("payload does not decode"))?;
+        // A small body is in the head record, after the encoded head: all of it, or none of it
+        // (then its segments follow). Anything else is not what a writer of this format made.
+        let inline = match head.len() - end {
+            0 => None,
+            n if n as u64 == body_len => Some(head.slice(end..)),
+            _ => return Err(OpenError::Unusable("payload does not decode")),
+        };
+        let head = decoded;
         // Authenticated now: the embedded cache key is the one its writer sealed it for.
         if !own_key && !key.is_variant_of(cache_key, &head) {
             return Err(wrong_key());
@@ -517,6 +527,7 @@ impl Envelope {
                 alg,
                 tag_len,
                 index: 1,
+                inline,
                 remaining: body_len,
                 len: body_len,
                 key: key.clone(),

@@ -217,6 +217,8 @@ pub(crate) struct BodyReader {
     pub(super) alg: u8,
     pub(super) tag_len: usize,
     pub(super) index: u32,
+    /// A small body sealed in the head record (verified with it): the whole body, no segments.
+    pub(super) inline: Option<Bytes>,
     pub(super) remaining: u64,
     pub(super) len: u64,
     pub(super) key: CacheKey,
@@ -253,6 +255,10 @@ impl BodyReader {
 
     /// The next segment from `p`, verified; `Step::More` when `p` does not hold it whole yet.
     pub(crate) fn next(&mut self, p: &mut Pending) -> Result<Step, OpenError> {
+        if let Some(body) = self.inline.take() {
+            self.remaining = 0;
+            return Ok(Step::Segment(vec![body]));
+        }
         if self.remaining == 0 {
             return Ok(Step::End);
         }

@@ -19,6 +19,10 @@ use super::{wire, SealError, SEGMENT};
 /// keeping its parts).
 const ONE_BUFFER_BELOW: usize = 16 * 1024;
 
+/// A body shorter than this (one segment) is sealed in the head record rather than a segment
+/// record of its own.
+const INLINE_BELOW: usize = 16 * 1024;
+
 /// Chunks smaller than this are copied into a buffer of the segment's own rather than kept:
 /// an origin that sends a byte at a time makes a segment of a few buffers, not 65,536.
 const COPY_BELOW: usize = 4096;
@@ -150,12 +154,26 @@ impl Sealing {
         if trailers.is_some_and(|t| t.len() > wire::MAX_FIELDS) {
             return Err(SealError("more trailer fields than an entry holds"));
         }
-        if self.seg_len > 0 {
+        // A body that is one small segment is sealed in the head record, after the head: one
+        // record and one proof for the entries most hits are of (a reader tells the two apart
+        // by what follows the encoded head: the whole body, or nothing).
+        let inline = self.index == 1 && self.seg_len > 0 && self.seg_len < INLINE_BELOW;
+        if self.seg_len > 0 && !inline {
             self.close_segment()?;
         }
         self.flush_small();
-        let head = wire::encode_head_end(self.body_len, trailers, std::mem::take(&mut self.head))
+        let mut head = std::mem::take(&mut self.head);
+        if inline {
+            head.reserve(self.seg_len + 64);
+        }
+        let mut head = wire::encode_head_end(self.body_len, trailers, head)
             .map_err(|_| SealError("could not encode"))?;
+        if inline {
+            self.flush_copied();
+            for chunk in self.seg.drain(..) {
+                head.extend_from_slice(&chunk);
+            }
+        }
         let mut first = BytesMut::from(&std::mem::take(&mut self.header)[..]);
         if self.encrypted {
             let stored = NONCE_LEN + head.len() + GCM_TAG;

@@ -93,10 +93,56 @@ fn round_trip_preserves_everything() {
         assert_eq!(entry.head.vary, h.vary);
         assert_eq!(entry.head.generation, h.generation);
         assert_eq!(entry.body.to_bytes().unwrap(), "hello world");
-        // Zero copy: the body points into the blob.
+        // A small body is sealed with the head, and read into the reader's own buffer with it
+        // (not a slice of a blob that a memory store shares between threads).
         let blob_range = blob.as_ptr() as usize..blob.as_ptr() as usize + blob.len();
-        assert!(blob_range.contains(&(entry.body.to_bytes().unwrap().as_ptr() as usize)));
+        assert!(!blob_range.contains(&(entry.body.to_bytes().unwrap().as_ptr() as usize)));
+        // A larger one is in segments, released as slices of the blob: zero copy.
+        let big = Bytes::from(vec![7u8; 20_000]);
+        let blob = env
+            .seal(&key("k"), &h, std::slice::from_ref(&big), None)
+            .unwrap();
+        let entry = env.open(&key("k"), blob.clone()).unwrap();
+        let body = entry.body.to_bytes().unwrap();
+        assert_eq!(body, big);
+        let blob_range = blob.as_ptr() as usize..blob.as_ptr() as usize + blob.len();
+        assert!(blob_range.contains(&(body.as_ptr() as usize)));
     }
+}
+
+#[test]
+fn a_small_body_is_in_the_head_record_and_a_larger_one_in_segments() {
+    let env = signed();
+    let h = head();
+    let records = |body: &[u8]| {
+        let blob = env
+            .seal(&key("k"), &h, &[Bytes::copy_from_slice(body)], None)
+            .unwrap();
+        // Every record of a signed entry ends in a 32-byte tag; count the records by walking
+        // the framing after the header.
+        let mut p = reader::Pending::default();
+        p.push(blob.clone());
+        let reader::HeaderStep::Ready { header, .. } = reader::header(&p) else {
+            panic!("no header");
+        };
+        let mut at = header.len();
+        let mut n = 0;
+        while at < blob.len() {
+            let (len, codec) = reader::framing(&p, at).unwrap();
+            assert_eq!(codec, 0);
+            at += 5 + len + 32;
+            n += 1;
+        }
+        assert_eq!(at, blob.len());
+        let opened = env.open(&key("k"), blob).unwrap();
+        assert_eq!(opened.body.to_bytes().unwrap(), body);
+        n
+    };
+    assert_eq!(records(b""), 1);
+    assert_eq!(records(&[1; 1024]), 1);
+    assert_eq!(records(&[1; 16 * 1024 - 1]), 1);
+    assert_eq!(records(&[1; 16 * 1024]), 2);
+    assert_eq!(records(&vec![1; 64 * 1024 + 1]), 3);
 }
 
 #[test]

@@ -186,15 +186,17 @@ pub(crate) fn encode_head_end(
     postcard::to_extend(&end, out)
 }
 
-/// A verified head record, decoded: the head, the body's length and the trailers. `None` when it
-/// does not decode (or has bytes after it): the caller treats that as a miss. Header values, the
+/// A verified head record, decoded: the head, the body's length, the trailers and where the
+/// encoded head ends in `bytes` (what follows is the body, for an entry whose body is in its head
+/// record). `None` when it does not decode: the caller treats that as a miss. Header values, the
 /// URI and Vary values are slices of `bytes` (which should be the reader's own buffer, not one
 /// shared between threads: their reference counts are updated on every hit).
-pub(crate) fn decode_head(bytes: &Bytes) -> Option<(EntryHead, u64, Option<HeaderMap>)> {
+pub(crate) fn decode_head(bytes: &Bytes) -> Option<(EntryHead, u64, Option<HeaderMap>, usize)> {
     let (wire, rest) = postcard::take_from_bytes::<WireHeadV4<'_>>(bytes).ok()?;
-    if !rest.is_empty() || wire.vary.len() > MAX_FIELDS {
+    if wire.vary.len() > MAX_FIELDS {
         return None;
     }
+    let end = bytes.len() - rest.len();
     let fields = |list: Vec<(Raw<'_>, Raw<'_>)>| -> Option<HeaderMap> {
         // Above the bound `HeaderMap::with_capacity` (and `append`) would panic.
         if list.len() > MAX_FIELDS {
@@ -247,7 +249,7 @@ pub(crate) fn decode_head(bytes: &Bytes) -> Option<(EntryHead, u64, Option<Heade
             _ => return None,
         },
     };
-    Some((head, wire.body_len, trailers))
+    Some((head, wire.body_len, trailers, end))
 }
 
 #[cfg(test)]
