@@ -128,6 +128,8 @@ pub(crate) struct Config {
     pub(crate) surrogate: Option<String>,
     /// RFC 9213 target list, in precedence order.
     pub(crate) targets: Vec<http::HeaderName>,
+    /// Names `surrogate`, `targets` and `shared` for sealed freshness inputs (set by `finished`).
+    pub(crate) reuse_id: u64,
     pub(crate) timer: Arc<TimerProbe>,
     /// The MAC of new signed entries.
     pub(crate) mac: crate::Mac,
@@ -208,6 +210,7 @@ impl Config {
             stale_on_error: None,
             surrogate: None,
             targets: Vec::new(),
+            reuse_id: 0,
             timer: Arc::new(TimerProbe::default()),
             mac: crate::Mac::default(),
             store_takes_parts: Arc::new(std::sync::atomic::AtomicBool::new(true)),
@@ -242,6 +245,11 @@ impl Config {
         // With a secret, entries are named by HMACs under a key derived from it (docs/security.md,
         // "Key names"); the previous keys of the ring name what was written before a rotation.
         config.keying.names = config.envelope.name_keys();
+        config.reuse_id = crate::policy::fresh::rules_id(
+            config.surrogate.as_deref(),
+            &config.targets,
+            config.shared,
+        );
         config
     }
 
@@ -252,6 +260,7 @@ impl Config {
             targets: &self.targets,
             shared: self.shared,
             stale_on_error: self.stale_on_error,
+            id: self.reuse_id,
         }
     }
 

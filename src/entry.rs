@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, Method, StatusCode, Version};
 
 use crate::policy::Stored;
-pub(crate) use crate::policy::{Expiry, VaryValue};
+pub(crate) use crate::policy::{Expiry, Fresh, StaleRules, VaryValue};
 
 /// Everything stored about a response except its body.
 #[derive(Debug, Clone)]
@@ -34,6 +34,10 @@ pub(crate) struct EntryHead {
     pub(crate) generation: u64,
     /// Where the freshness lifetime comes from: the headers, or the user's settings.
     pub(crate) expiry: Expiry,
+    /// The freshness inputs a hit judges it by, as its writer computed them (sealed in the
+    /// head: a hit does not parse `Cache-Control` and the dates again); `None` when not read
+    /// from a store, or freshened since.
+    pub(crate) fresh: Option<Fresh>,
 }
 
 impl EntryHead {
@@ -46,6 +50,7 @@ impl EntryHead {
             response_time: self.response_time,
             vary: &self.vary,
             expiry: self.expiry,
+            fresh: self.fresh,
         }
     }
 }

@@ -282,6 +282,7 @@ mod tests {
                 vary: Vec::new(),
                 generation: 7,
                 expiry: Expiry::Headers,
+                fresh: None,
             },
             body: crate::entry::EntryBody::parts(vec![Bytes::from_static(b"hello")]),
             trailers: Some(trailers),

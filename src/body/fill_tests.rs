@@ -21,6 +21,7 @@ fn head() -> EntryHead {
         vary: Vec::new(),
         generation: 0,
         expiry: Expiry::Headers,
+        fresh: None,
     }
 }
 

@@ -34,6 +34,7 @@ fn head() -> EntryHead {
         vary: Vec::new(),
         generation: 1,
         expiry: crate::entry::Expiry::Headers,
+        fresh: None,
     }
 }
 

@@ -47,6 +47,21 @@ fn head() -> EntryHead {
         ],
         generation: 0x0123_4567_89ab_cdef,
         expiry: crate::entry::Expiry::Fill(std::time::Duration::from_millis(1500)),
+        fresh: Some(crate::entry::Fresh {
+            rules: 0xfeed_beef,
+            response_time: UNIX_EPOCH + Duration::new(1_700_000_001, 5),
+            age_value: Duration::from_secs(3),
+            date_value: UNIX_EPOCH + Duration::from_secs(1_699_999_999),
+            lifetime: Duration::from_millis(1500),
+            stale: crate::entry::StaleRules {
+                no_cache: false,
+                must_revalidate: true,
+                proxy_revalidate: false,
+                s_maxage: true,
+                stale_if_error: Some(60),
+                stale_while_revalidate: None,
+            },
+        }),
     }
 }
 
@@ -92,6 +107,7 @@ fn round_trip_preserves_everything() {
         assert_eq!(entry.head.uri, h.uri);
         assert_eq!(entry.head.vary, h.vary);
         assert_eq!(entry.head.generation, h.generation);
+        assert_eq!(entry.head.fresh, h.fresh);
         assert_eq!(entry.body.to_bytes().unwrap(), "hello world");
         // A small body is sealed with the head, and read into the reader's own buffer with it
         // (not a slice of a blob that a memory store shares between threads).

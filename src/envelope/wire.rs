@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::entry::{EntryHead, Expiry, VaryValue};
+use crate::entry::{EntryHead, Expiry, Fresh, StaleRules, VaryValue};
 
 /// Bytes that postcard writes as one length-prefixed run (not a sequence of `u8`s). Postcard
 /// writes a `&str` the same way, so names, method and URI are read as `Raw` too: the format is
@@ -66,6 +66,61 @@ struct WireHeadStart<'a> {
     vary: Vec<(Raw<'a>, WireVary<'a>)>,
     generation: u64,
     expiry: (u8, u64, u32),
+    fresh: Option<WireFresh>,
+}
+
+/// `policy::Fresh`: rules id, response time, age value (s), date value, lifetime, the stale
+/// rules' flags (bit 0 no-cache, 1 must-revalidate, 2 proxy-revalidate, 3 s-maxage),
+/// stale-if-error, stale-while-revalidate.
+type WireFresh = (
+    u64,
+    (u64, u32),
+    u64,
+    (u64, u32),
+    (u64, u32),
+    u8,
+    Option<u64>,
+    Option<u64>,
+);
+
+fn fresh_to_wire(f: &Fresh) -> WireFresh {
+    let s = &f.stale;
+    let flags = u8::from(s.no_cache)
+        | u8::from(s.must_revalidate) << 1
+        | u8::from(s.proxy_revalidate) << 2
+        | u8::from(s.s_maxage) << 3;
+    (
+        f.rules,
+        time_to_wire(f.response_time),
+        f.age_value.as_secs(),
+        time_to_wire(f.date_value),
+        (f.lifetime.as_secs(), f.lifetime.subsec_nanos()),
+        flags,
+        s.stale_if_error,
+        s.stale_while_revalidate,
+    )
+}
+
+fn fresh_from_wire(w: WireFresh) -> Option<Fresh> {
+    let (rules, response_time, age, date, (secs, nanos), flags, sie, swr) = w;
+    if flags > 0b1111 || nanos >= 1_000_000_000 {
+        return None;
+    }
+    Some(Fresh {
+        rules,
+        response_time: time_from_wire(response_time)?,
+        age_value: Duration::from_secs(age),
+        date_value: time_from_wire(date)?,
+        lifetime: Duration::new(secs, nanos),
+        stale: StaleRules {
+            no_cache: flags & 1 != 0,
+            must_revalidate: flags & 2 != 0,
+            proxy_revalidate: flags & 4 != 0,
+            s_maxage: flags & 8 != 0,
+            stale_if_error: sie,
+            stale_while_revalidate: swr,
+        },
+    })
 }
 
 /// The last fields of a format 4 head.
@@ -94,6 +149,8 @@ struct WireHeadV4<'a> {
     generation: u64,
     /// `(kind, secs, nanos)`: kind 0 = from the headers, 1 = filled in, 2 = override.
     expiry: (u8, u64, u32),
+    /// The freshness inputs its writer computed (`policy::fresh`).
+    fresh: Option<WireFresh>,
     body_len: u64,
     #[serde(borrow)]
     trailers: Option<Vec<(Raw<'a>, Raw<'a>)>>,
@@ -168,6 +225,7 @@ pub(crate) fn encode_head(head: &EntryHead, out: Vec<u8>) -> Result<Vec<u8>, pos
             Expiry::Fill(d) => (1, d.as_secs(), d.subsec_nanos()),
             Expiry::Override(d) => (2, d.as_secs(), d.subsec_nanos()),
         },
+        fresh: head.fresh.as_ref().map(fresh_to_wire),
     };
     postcard::to_extend(&wire, out)
 }
@@ -247,6 +305,10 @@ pub(crate) fn decode_head(bytes: &Bytes) -> Option<(EntryHead, u64, Option<Heade
                 }
             }
             _ => return None,
+        },
+        fresh: match wire.fresh {
+            Some(f) => Some(fresh_from_wire(f)?),
+            None => None,
         },
     };
     Some((head, wire.body_len, trailers, end))

@@ -368,12 +368,19 @@ impl<St: Store> Ctx<St> {
         }
         head.request_time = self.request_time;
         head.response_time = response_time;
+        // Freshened: its sealed freshness inputs no longer apply (computed again below when it
+        // is stored again).
+        head.fresh = None;
         let age = AgeInputs::from_headers(&head.headers, head.request_time, response_time)
             .current_age(response_time);
         if let Some(storing) = self.storing.take().filter(|_| restore) {
             let parts = respond::response_parts(&head);
             if let Ok(admitted) = self.admit(&storing, &parts, response_time, age) {
                 head.expiry = admitted.expiry;
+                head.fresh = Some(crate::policy::fresh::compute(
+                    &head.stored(),
+                    &self.config.reuse(),
+                ));
                 let len = Some(body.len());
                 // A body the store streams is read once, by the caller: the entry is not
                 // written again (the next request revalidates again; §4.3.4's update is a SHOULD).

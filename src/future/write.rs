@@ -195,7 +195,7 @@ impl<St: Store> Ctx<St> {
             // Not reached: `Vary: *` is not storable.
             VaryNames::Star => Vec::new(),
         };
-        EntryHead {
+        let mut head = EntryHead {
             status: parts.status,
             version: parts.version,
             headers,
@@ -207,7 +207,14 @@ impl<St: Store> Ctx<St> {
             // A fresh variant generation: random, uniqueness is all it needs.
             generation: self.found.generation.unwrap_or_else(unique_u64),
             expiry,
-        }
+            fresh: None,
+        };
+        // What a hit judges it by, from what is stored (sealed in the head: see `policy::fresh`).
+        head.fresh = Some(crate::policy::fresh::compute(
+            &head.stored(),
+            &self.config.reuse(),
+        ));
+        head
     }
 
     /// Where an admitted response is stored (RFC 9111 §3.3–§3.4): under `primary`, except a

@@ -5,7 +5,8 @@ use std::time::{Duration, SystemTime};
 use http::{HeaderMap, Method, StatusCode};
 
 use super::cache_control::{RequestDirectives, ResponseDirectives};
-use super::freshness::{freshness_lifetime, AgeInputs};
+use super::fresh::StaleRules;
+use super::freshness::freshness_lifetime;
 use super::vary;
 use super::{Expiry, Reuse, Stored};
 
@@ -92,9 +93,8 @@ pub(crate) fn assess(
     if !vary::matches(stored.vary, request_headers, protect) {
         return (Decision::NoMatch, Duration::ZERO);
     }
-    let age = AgeInputs::from_headers(stored.headers, stored.request_time, stored.response_time)
-        .current_age(now);
-    let (cc, lifetime) = lifetime(stored, config);
+    let (age, lifetime, cc) = super::fresh::inputs(stored, config);
+    let age = age.current_age(now);
     (judge(age, lifetime, &cc, request_cc, config), lifetime)
 }
 
@@ -125,7 +125,7 @@ pub(crate) fn lifetime(stored: &Stored<'_>, config: &Reuse<'_>) -> (ResponseDire
 fn judge(
     age: Duration,
     lifetime: Duration,
-    cc: &ResponseDirectives,
+    cc: &StaleRules,
     request_cc: &RequestDirectives,
     config: &Reuse<'_>,
 ) -> Decision {
@@ -135,7 +135,7 @@ fn judge(
     // directive, or an applicable s-maxage or proxy-revalidate response directive)".
     let stale_forbidden = cc.no_cache
         || cc.must_revalidate
-        || (config.shared && (cc.proxy_revalidate || cc.s_maxage.is_some()));
+        || (config.shared && (cc.proxy_revalidate || cc.s_maxage));
     // RFC 5861 §4: stale-if-error, from the response or the request; or the user's setting.
     let if_error = if stale_forbidden {
         None
@@ -237,6 +237,7 @@ mod tests {
             response_time: t(0),
             vary: &h.vary,
             expiry: Expiry::Headers,
+            fresh: None,
         };
         super::decide(&stored, req, rcc, reuse, now, protect)
     }

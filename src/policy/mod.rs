@@ -15,6 +15,7 @@ pub(crate) mod cache_control;
 pub(crate) mod dates;
 pub(crate) mod decision;
 pub(crate) mod fields;
+pub(crate) mod fresh;
 pub(crate) mod freshness;
 pub(crate) mod invalidation;
 pub(crate) mod ranges;
@@ -25,6 +26,7 @@ pub(crate) mod validation;
 pub(crate) mod vary;
 
 pub(crate) use cache_control::{RequestDirectives, ResponseDirectives};
+pub(crate) use fresh::{Fresh, StaleRules};
 pub(crate) use freshness::Expiry;
 pub(crate) use vary::VaryValue;
 
@@ -43,6 +45,8 @@ pub(crate) struct Stored<'a> {
     pub(crate) vary: &'a [(HeaderName, VaryValue)],
     /// Where its freshness lifetime comes from.
     pub(crate) expiry: Expiry,
+    /// Its freshness inputs as its writer computed them (see `fresh`), if sealed with it.
+    pub(crate) fresh: Option<Fresh>,
 }
 
 /// The settings of the layer that reuse decisions depend on.
@@ -57,6 +61,9 @@ pub(crate) struct Reuse<'a> {
     /// Serve a stale response at most this stale when the origin fails, even without
     /// `stale-if-error` (an out-of-band contract in §4.2.4's words).
     pub(crate) stale_on_error: Option<std::time::Duration>,
+    /// Names the rules above that sealed freshness inputs depend on (`fresh::rules_id`); 0
+    /// matches none.
+    pub(crate) id: u64,
 }
 
 /// The response directives that apply for a cache with these settings: the first valid targeted

@@ -245,6 +245,7 @@ mod tests {
             response_time: std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000),
             vary: &[],
             expiry: crate::policy::Expiry::Headers,
+            fresh: None,
         };
         super::not_modified(&view, request)
     }

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use http::{HeaderName, Response};
 use http_body_util::Full;
-use hyper_client_cache::{CacheStatus, CDN_CACHE_CONTROL};
+use hyper_client_cache::{CacheLayer, CacheStatus, CDN_CACHE_CONTROL};
 
 use crate::common::*;
 
@@ -352,4 +352,51 @@ async fn accept_language_variants_match_whatever_the_order_of_weights_and_ties_o
         let got = send(&mut client, with("de, en")).await.unwrap();
         assert_eq!(got.cache == Some(CacheStatus::Hit), hit, "ties={ties}");
     }
+}
+
+/// A hit judges an entry by the freshness inputs sealed in it (no parsing again), but only
+/// under the rules that computed them: a layer with other rules (private where the writer was
+/// shared, another target list) sharing the store judges it by the stored headers, under its own.
+#[tokio::test]
+async fn sealed_freshness_inputs_apply_only_under_the_rules_that_computed_them() {
+    let origin = echo_origin().await;
+    let store = hyper_client_cache::MemoryStore::default();
+    // Fresh for ten minutes to a shared cache, stale at once to a private one (§5.2.2.10).
+    let url = origin.url("/h?cache-control=max-age%3D0%2C%20s-maxage%3D600");
+    let mut shared = cached_client(CacheLayer::new(store.clone()).shared(true));
+    assert_eq!(
+        get(&mut shared, &url).await.unwrap().cache,
+        Some(CacheStatus::Miss)
+    );
+    assert_eq!(
+        get(&mut shared, &url).await.unwrap().cache,
+        Some(CacheStatus::Hit)
+    );
+    let mut private = cached_client(CacheLayer::new(store.clone()));
+    assert_ne!(
+        get(&mut private, &url).await.unwrap().cache,
+        Some(CacheStatus::Hit),
+        "a private cache applied the shared writer's lifetime"
+    );
+    // The other way: written by a CDN-Cache-Control cache, read by one that ignores it.
+    let url = origin.url("/h?cache-control=no-cache&cdn-cache-control=max-age%3D600");
+    let mut cdn_layer = cached_client(
+        CacheLayer::new(store.clone())
+            .shared(true)
+            .cdn_cache_control(),
+    );
+    assert_eq!(
+        get(&mut cdn_layer, &url).await.unwrap().cache,
+        Some(CacheStatus::Miss)
+    );
+    assert_eq!(
+        get(&mut cdn_layer, &url).await.unwrap().cache,
+        Some(CacheStatus::Hit)
+    );
+    let mut plain = cached_client(CacheLayer::new(store).shared(true));
+    assert_ne!(
+        get(&mut plain, &url).await.unwrap().cache,
+        Some(CacheStatus::Hit),
+        "a cache without the target list applied the CDN-Cache-Control lifetime"
+    );
 }
