@@ -188,7 +188,7 @@ pub use crate::status::{CacheInfo, CacheStatus, FollowedRedirect, NotStoredReaso
 pub use crate::store::MemoryStore;
 #[doc(inline)]
 pub use crate::store::{
-    BlobParts, BlobStream, BreakerState, CircuitBreaker, Store, StoreRequest, StoreResponse,
+    BlobParts, BlobStream, BlobWriter, BreakerState, CircuitBreaker, Store, StoreRequest, StoreResponse,
     DEFAULT_BREAKER_FAILURES, DEFAULT_BREAKER_MAX_OPEN_FOR, DEFAULT_BREAKER_OPEN_FOR,
 };
 #[cfg(feature = "disk")]
