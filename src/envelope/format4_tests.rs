@@ -387,10 +387,7 @@ fn records_taken_as_they_close_then_the_prefix_make_the_same_entry() {
             let mut trailers = HeaderMap::new();
             trailers.append("x-sum", HeaderValue::from_static("abc"));
             let (prefix, rest) = sealing.finish_split(Some(&trailers)).unwrap();
-            let parts: Vec<Bytes> = std::iter::once(prefix)
-                .chain(taken)
-                .chain(rest)
-                .collect();
+            let parts: Vec<Bytes> = std::iter::once(prefix).chain(taken).chain(rest).collect();
             let entry = env.open_parts(&key("k"), parts.clone()).unwrap();
             assert_eq!(whole_body(&entry), b, "{:?} {len}", env.mode());
             assert_eq!(entry.trailers.as_ref().unwrap()["x-sum"], "abc");

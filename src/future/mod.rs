@@ -50,6 +50,7 @@ mod lookup;
 mod plan;
 mod refresh;
 mod write;
+mod write_stream;
 
 use invalidate::InvalidateFuture;
 use lookup::{Lookup, StaleEntry};

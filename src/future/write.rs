@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode, Uri};
 
+use super::write_stream::Streaming;
 use super::Ctx;
 use crate::body::{PutFuture, Sink};
 use crate::clock::unique_u64;
@@ -314,10 +315,15 @@ impl<St: Store> Ctx<St> {
             .collect();
         tags.sort_unstable();
         tags.dedup();
+        // Large entries under one key are written as they pass, when the store can take them so.
+        let eligible = keys.len() == 1
+            && around.is_none()
+            && self.config.store_streams.load(Ordering::Relaxed);
         Some(Box::new(SealSink {
             sealing,
             around,
             received: 0,
+            streaming: Streaming::new(eligible, expected_len),
             write: Write {
                 keys,
                 tags,
@@ -337,6 +343,7 @@ struct SealSink<St> {
     sealing: Sealing,
     around: Option<Around>,
     received: u64,
+    streaming: Streaming,
     write: Write<St>,
 }
 
@@ -344,6 +351,10 @@ impl<St: Store> Sink for SealSink<St> {
     fn data(&mut self, chunk: &Bytes) -> bool {
         self.received += chunk.len() as u64;
         match self.sealing.append(chunk) {
+            Ok(()) if self.streaming.active() => {
+                self.streaming
+                    .step(self.received, &mut self.sealing, &self.write)
+            }
             Ok(()) => true,
             Err(e) => {
                 tracing::warn!(reason = e.0, "could not seal an entry; not stored");
@@ -366,8 +377,11 @@ impl<St: Store> Sink for SealSink<St> {
             }
         }
         let this = *self;
-        match this.sealing.finish(trailers.as_ref()) {
-            Ok(parts) => Some(this.write.put(BlobParts::from(parts))),
+        match this
+            .streaming
+            .finish(this.sealing, trailers.as_ref(), this.write)
+        {
+            Ok(put) => Some(put),
             Err(e) => {
                 tracing::warn!(reason = e.0, "could not seal an entry; not stored");
                 None
@@ -377,17 +391,17 @@ impl<St: Store> Sink for SealSink<St> {
 }
 
 /// The store write of a sealed entry.
-struct Write<St> {
-    keys: Vec<CacheKey>,
-    tags: Vec<String>,
-    ttl: Duration,
-    config: std::sync::Arc<crate::config::Config>,
-    store: St,
-    leader: Option<crate::coalesce::Leader>,
+pub(super) struct Write<St> {
+    pub(super) keys: Vec<CacheKey>,
+    pub(super) tags: Vec<String>,
+    pub(super) ttl: Duration,
+    pub(super) config: std::sync::Arc<crate::config::Config>,
+    pub(super) store: St,
+    pub(super) leader: Option<crate::coalesce::Leader>,
 }
 
 impl<St: Store> Write<St> {
-    fn put(self, blob: BlobParts) -> PutFuture {
+    pub(super) fn put(self, blob: BlobParts) -> PutFuture {
         let Write {
             keys,
             tags,
@@ -455,31 +469,7 @@ impl<St: Store> Write<St> {
                             }
                             other => other,
                         };
-                        match answer {
-                            Ok(StoreResponse::NotStored) => {
-                                // Refused (too large for the store): not stored, and the
-                                // waiters must not be told it was.
-                                config.metrics.record(Event::StoreWriteError);
-                                tracing::warn!(key = %key, size, "the store refused the entry; response not cached");
-                                false
-                            }
-                            Ok(_) => {
-                                config.metrics.record(Event::Stored);
-                                crate::metrics::export::stored();
-                                tracing::debug!(key = %key, size, ttl = ttl.as_secs(), "stored");
-                                true
-                            }
-                            Err(e) if e.is_unavailable() => {
-                                config.metrics.record(Event::StoreSkipped);
-                                tracing::debug!(key = %key, "store circuit breaker open; response not cached");
-                                false
-                            }
-                            Err(e) => {
-                                config.metrics.record(Event::StoreWriteError);
-                                tracing::warn!(key = %key, error = %e, "store write failed; response not cached");
-                                false
-                            }
-                        }
+                        outcome(&config, &key, size, ttl, answer)
                     }
                 });
                 let all = futures_util::future::join_all(puts);
@@ -490,6 +480,41 @@ impl<St: Store> Write<St> {
                     }
                 })
             }
+        }
+    }
+}
+
+/// Counts and logs the answer to a write of the entry under `key`: whether it was stored.
+pub(super) fn outcome(
+    config: &crate::config::Config,
+    key: &CacheKey,
+    size: usize,
+    ttl: Duration,
+    answer: Result<StoreResponse, crate::StoreError>,
+) -> bool {
+    match answer {
+        Ok(StoreResponse::NotStored) => {
+            // Refused (too large for the store): not stored, and the
+            // waiters must not be told it was.
+            config.metrics.record(Event::StoreWriteError);
+            tracing::warn!(key = %key, size, "the store refused the entry; response not cached");
+            false
+        }
+        Ok(_) => {
+            config.metrics.record(Event::Stored);
+            crate::metrics::export::stored();
+            tracing::debug!(key = %key, size, ttl = ttl.as_secs(), "stored");
+            true
+        }
+        Err(e) if e.is_unavailable() => {
+            config.metrics.record(Event::StoreSkipped);
+            tracing::debug!(key = %key, "store circuit breaker open; response not cached");
+            false
+        }
+        Err(e) => {
+            config.metrics.record(Event::StoreWriteError);
+            tracing::warn!(key = %key, error = %e, "store write failed; response not cached");
+            false
         }
     }
 }

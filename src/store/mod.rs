@@ -89,12 +89,12 @@ pub use redis::{RedisStore, RedisStoreBuilder, DEFAULT_PREFIX as DEFAULT_REDIS_P
 use crate::error::BoxError;
 use crate::CacheKey;
 pub use blob::{BlobParts, BlobStream};
-pub use writer::{BlobWriter, CommitFuture, Incoming, IncomingBlob, WriterClosed};
 pub use breaker::{
     BreakerState, Breaking, BreakingFuture, CircuitBreaker, DEFAULT_BREAKER_FAILURES,
     DEFAULT_BREAKER_MAX_OPEN_FOR, DEFAULT_BREAKER_OPEN_FOR,
 };
-pub(crate) use call::{call, Found, StoreCall};
+pub(crate) use call::{call, flatten, Found, StoreCall};
+pub use writer::{BlobWriter, CommitFuture, Incoming, IncomingBlob, WriterClosed};
 
 /// An operation on a store.
 ///

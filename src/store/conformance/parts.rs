@@ -80,7 +80,10 @@ pub async fn put_stream<S: Store>(store: &S) {
     super::put(store, &k, Bytes::from_static(b"the previous entry"), None).await;
     let prefix: Bytes = (0..5000u32).map(|i| (i % 251) as u8).collect();
     let mut all = prefix.to_vec();
-    for (i, len) in [70_000usize, 1, 1 << 20, 2 << 20, 9].into_iter().enumerate() {
+    for (i, len) in [70_000usize, 1, 1 << 20, 2 << 20, 9]
+        .into_iter()
+        .enumerate()
+    {
         let part: Bytes = (0..len).map(|j| (i * 13 + j * 3) as u8).collect();
         all.extend_from_slice(&part);
         writer.append(part).expect("the store takes the write");

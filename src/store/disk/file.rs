@@ -119,7 +119,12 @@ pub(super) fn parse_header(bytes: &[u8]) -> Option<Header> {
     let key = std::str::from_utf8(bytes.get(FIXED..FIXED + key_len)?).ok()?;
     let lengths_at = FIXED + key_len;
     let blob_len = u64::from_be_bytes(bytes.get(lengths_at..lengths_at + 8)?.try_into().ok()?);
-    let crc = u32::from_be_bytes(bytes.get(lengths_at + 8..lengths_at + 12)?.try_into().ok()?);
+    let crc = u32::from_be_bytes(
+        bytes
+            .get(lengths_at + 8..lengths_at + 12)?
+            .try_into()
+            .ok()?,
+    );
     let (prefix_len, blob_at) = if streamed {
         let at = lengths_at + 12;
         let prefix_len = u32::from_be_bytes(bytes.get(at..at + 4)?.try_into().ok()?);

@@ -127,7 +127,10 @@ pub(super) fn blob_stream(at: Positioned) -> BlobStream {
         };
         if buf.is_empty() {
             st.done = true;
-            return Some((Err(io::Error::other("entry file ranges shorter than its blob")), st));
+            return Some((
+                Err(io::Error::other("entry file ranges shorter than its blob")),
+                st,
+            ));
         }
         st.left = st.left.saturating_sub(buf.len() as u64);
         if st.left > 0 {

@@ -1,0 +1,273 @@
+//! A large entry written to the store as the body passes ([`StoreRequest::PutStream`]), so that
+//! a stored miss of any size holds the segments the store has not taken yet, not the entry.
+//!
+//! Only an entry under one key (not a `Vary` response, which goes under two) and of at least
+//! [`STREAM_FROM`] bytes (announced by `Content-Length`, or reached by a body without one) is
+//! streamed; a smaller one takes the path it always took, with no store call added. The
+//! `PutStream` runs in the background (a store call like any other: the store timeout, the
+//! circuit breaker); the sealed records are held until it answers, then handed to the
+//! [`BlobWriter`] as they are sealed, without waiting on the store. A store that falls more than
+//! [`MAX_BEHIND`] behind the body, or fails, loses the write (counted as a store write error,
+//! logged); the caller's body is untouched. At the end of the body the prefix (header and head,
+//! sealed last) commits the write, awaited like a `Put` (bounded by the store timeout), and
+//! coalesced waiters are told the entry is stored only once the commit succeeded. A store that
+//! answers `Unsupported` gets the entry as a `PutParts` at the end, as before, and is not asked
+//! again.
+
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use http::HeaderMap;
+use tokio::sync::oneshot;
+
+use super::write::{outcome, Write};
+use crate::body::PutFuture;
+use crate::envelope::{SealError, Sealing};
+use crate::store::{flatten, BlobParts, BlobWriter, Store, StoreRequest, StoreResponse};
+use crate::StoreError;
+
+/// Entries of at least this many body bytes are streamed to a store that takes `PutStream`.
+pub(super) const STREAM_FROM: u64 = 1 << 20;
+/// The most a streamed write may hold that the store has not taken (records held while the
+/// `PutStream` is answered, or queued in the writer): past it, the write is given up.
+pub(super) const MAX_BEHIND: usize = 16 << 20;
+
+type Opened = Result<StoreResponse, StoreError>;
+
+enum State {
+    /// Not streamed: several keys, a combined `206`, a store that does not stream, or no
+    /// runtime to open the write on.
+    Off,
+    /// Streamed once `from` body bytes have passed.
+    Waiting {
+        from: u64,
+    },
+    /// The `PutStream` is in flight.
+    Opening(oneshot::Receiver<Opened>),
+    Open(BlobWriter),
+}
+
+/// The streaming side of a sealing sink.
+pub(super) struct Streaming {
+    state: State,
+    /// Records taken from the sealing and not handed to a writer (yet).
+    held: Vec<Bytes>,
+    held_len: usize,
+}
+
+impl Streaming {
+    /// For an entry that could be streamed (`eligible`: one key, no splice, a store that has not
+    /// said it does not stream) with this announced body length.
+    pub(super) fn new(eligible: bool, expected_len: Option<u64>) -> Self {
+        let state = match expected_len {
+            _ if !eligible => State::Off,
+            Some(n) if n < STREAM_FROM => State::Off,
+            Some(_) => State::Waiting { from: 0 },
+            None => State::Waiting { from: STREAM_FROM },
+        };
+        Self {
+            state,
+            held: Vec::new(),
+            held_len: 0,
+        }
+    }
+
+    /// Whether [`step`](Self::step) has anything to do (never, for a small entry).
+    #[inline]
+    pub(super) fn active(&self) -> bool {
+        !matches!(self.state, State::Off)
+    }
+
+    /// After `received` body bytes were appended to `sealing`: opens the write, or hands the
+    /// closed records over, or holds them. `false` when the write was lost (counted, logged):
+    /// the entry is not stored.
+    pub(super) fn step<St: Store>(
+        &mut self,
+        received: u64,
+        sealing: &mut Sealing,
+        write: &Write<St>,
+    ) -> bool {
+        if let State::Waiting { from } = self.state {
+            if received < from {
+                return true;
+            }
+            self.state = match open(write) {
+                Some(answer) => State::Opening(answer),
+                None => State::Off,
+            };
+        }
+        if let State::Opening(answer) = &mut self.state {
+            match answer.try_recv() {
+                Err(oneshot::error::TryRecvError::Empty) => {}
+                Err(oneshot::error::TryRecvError::Closed) => {
+                    return lost(
+                        write,
+                        StoreError::failed("the streamed write was lost".into()),
+                    )
+                }
+                Ok(answer) => match opened(write, answer) {
+                    Ok(Some(writer)) => self.state = State::Open(writer),
+                    Ok(None) => self.state = State::Off,
+                    Err(e) => return lost(write, e),
+                },
+            }
+        }
+        match &mut self.state {
+            State::Off | State::Waiting { .. } => true,
+            State::Opening(_) => {
+                for record in sealing.take_records() {
+                    self.held_len += record.len();
+                    self.held.push(record);
+                }
+                self.held_len <= MAX_BEHIND || lost(write, behind())
+            }
+            State::Open(writer) => {
+                let records = std::mem::take(&mut self.held)
+                    .into_iter()
+                    .chain(sealing.take_records());
+                self.held_len = 0;
+                for record in records {
+                    if writer.append(record).is_err() {
+                        // The store gave up on it; its answer says why, at the commit.
+                        return true;
+                    }
+                }
+                writer.queued() <= MAX_BEHIND || lost(write, behind())
+            }
+        }
+    }
+
+    /// The body has ended: the store write to wait for.
+    pub(super) fn finish<St: Store>(
+        self,
+        sealing: Sealing,
+        trailers: Option<&HeaderMap>,
+        write: Write<St>,
+    ) -> Result<PutFuture, SealError> {
+        let Streaming { state, held, .. } = self;
+        if held.is_empty() && !matches!(state, State::Opening(_) | State::Open(_)) {
+            // Never streamed: exactly as ever.
+            return Ok(write.put(BlobParts::from(sealing.finish(trailers)?)));
+        }
+        let (prefix, rest) = sealing.finish_split(trailers)?;
+        let body = held.into_iter().chain(rest);
+        let writer = match state {
+            State::Off | State::Waiting { .. } => {
+                // Held while a store that does not stream answered: the whole entry, in parts.
+                let parts: BlobParts = std::iter::once(prefix).chain(body).collect();
+                return Ok(write.put(parts));
+            }
+            State::Open(writer) => Ok(writer),
+            State::Opening(answer) => Err(answer),
+        };
+        let body: Vec<Bytes> = body.collect();
+        Ok(Box::pin(async move {
+            let mut writer = match writer {
+                Ok(writer) => writer,
+                Err(answer) => {
+                    let answer = answer.await.unwrap_or_else(|_| {
+                        Err(StoreError::failed("the streamed write was lost".into()))
+                    });
+                    match opened(&write, answer) {
+                        Ok(Some(writer)) => writer,
+                        Ok(None) => {
+                            let parts: BlobParts = std::iter::once(prefix).chain(body).collect();
+                            return write.put(parts).await;
+                        }
+                        Err(e) => {
+                            lost(&write, e);
+                            return;
+                        }
+                    }
+                }
+            };
+            for record in body {
+                if writer.append(record).is_err() {
+                    break;
+                }
+            }
+            commit(write, writer, prefix).await;
+        }))
+    }
+}
+
+/// Starts the `PutStream` in the background; `None` without a runtime to run it on.
+fn open<St: Store>(write: &Write<St>) -> Option<oneshot::Receiver<Opened>> {
+    let handle = crate::rt::handle()?;
+    let key = write.keys.first()?.clone();
+    let call = write.config.call(
+        &write.store,
+        StoreRequest::PutStream {
+            key,
+            ttl: Some(write.ttl),
+            tags: write.tags.clone(),
+        },
+    );
+    let (tx, rx) = oneshot::channel();
+    // A writer that arrives after the sink was dropped is dropped with the send: aborted.
+    handle.spawn(async move {
+        let _ = tx.send(call.await);
+    });
+    Some(rx)
+}
+
+/// The store's answer to the `PutStream`: a writer, `None` for a store that does not stream
+/// (remembered), or why the write is lost.
+fn opened<St: Store>(write: &Write<St>, answer: Opened) -> Result<Option<BlobWriter>, StoreError> {
+    match answer {
+        Ok(StoreResponse::Writer(writer)) => Ok(Some(writer)),
+        Ok(StoreResponse::Unsupported) => {
+            write.config.store_streams.store(false, Ordering::Relaxed);
+            Ok(None)
+        }
+        Ok(StoreResponse::NotStored) => Err(StoreError::failed(
+            "the store refused the streamed write".into(),
+        )),
+        Ok(other) => Err(StoreError::failed(
+            format!("store answered a streamed write with {other:?}").into(),
+        )),
+        Err(e) => Err(e),
+    }
+}
+
+fn behind() -> StoreError {
+    StoreError::failed(
+        format!(
+            "the store fell more than {} MiB behind the body",
+            MAX_BEHIND >> 20
+        )
+        .into(),
+    )
+}
+
+/// Counts and logs a lost streamed write; always `false` (not stored).
+fn lost<St: Store>(write: &Write<St>, e: StoreError) -> bool {
+    if let Some(key) = write.keys.first() {
+        outcome(&write.config, key, 0, write.ttl, Err(e));
+    }
+    false
+}
+
+/// Commits with the prefix, bounded by the store timeout; coalesced waiters are told only of a
+/// commit that succeeded.
+async fn commit<St: Store>(write: Write<St>, writer: BlobWriter, prefix: Bytes) {
+    let Write {
+        keys,
+        ttl,
+        config,
+        leader,
+        ..
+    } = write;
+    let Some(key) = keys.into_iter().next() else {
+        return;
+    };
+    let size = prefix.len();
+    let answer = flatten(
+        crate::timer::timeout(&config.timer, config.store_timeout, writer.commit(prefix)).await,
+    );
+    if outcome(&config, &key, size, ttl, answer) {
+        if let Some(leader) = leader {
+            leader.stored();
+        }
+    }
+}
