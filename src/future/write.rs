@@ -339,11 +339,11 @@ impl<St: Store> Ctx<St> {
 }
 
 /// Seals a body as it passes, then writes it.
-struct SealSink<St> {
+struct SealSink<St: Store> {
     sealing: Sealing,
     around: Option<Around>,
     received: u64,
-    streaming: Streaming,
+    streaming: Streaming<St>,
     write: Write<St>,
 }
 

@@ -4,8 +4,8 @@
 //! Only an entry under one key (not a `Vary` response, which goes under two) and of at least
 //! [`STREAM_FROM`] bytes (announced by `Content-Length`, or reached by a body without one) is
 //! streamed; a smaller one takes the path it always took, with no store call added. The
-//! `PutStream` runs in the background (a store call like any other: the store timeout, the
-//! circuit breaker); the sealed records are held until it answers, then handed to the
+//! `PutStream` (a store call like any other: the store timeout, the circuit breaker) is polled
+//! with each chunk, never waited for; the sealed records are held until it answers, then handed to the
 //! [`BlobWriter`] as they are sealed, without waiting on the store. A store that falls more than
 //! [`MAX_BEHIND`] behind the body, or fails, loses the write (counted as a store write error,
 //! logged); the caller's body is untouched. At the end of the body the prefix (header and head,
@@ -14,16 +14,18 @@
 //! answers `Unsupported` gets the entry as a `PutParts` at the end, as before, and is not asked
 //! again.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use http::HeaderMap;
-use tokio::sync::oneshot;
 
 use super::write::{outcome, Write};
 use crate::body::PutFuture;
 use crate::envelope::{SealError, Sealing};
-use crate::store::{flatten, BlobParts, BlobWriter, Store, StoreRequest, StoreResponse};
+use crate::store::{flatten, BlobParts, BlobWriter, Store, StoreCall, StoreRequest, StoreResponse};
 use crate::StoreError;
 
 /// Entries of at least this many body bytes are streamed to a store that takes `PutStream`.
@@ -34,7 +36,7 @@ pub(super) const MAX_BEHIND: usize = 16 << 20;
 
 type Opened = Result<StoreResponse, StoreError>;
 
-enum State {
+enum State<St: Store> {
     /// Not streamed: several keys, a combined `206`, a store that does not stream, or no
     /// runtime to open the write on.
     Off,
@@ -43,19 +45,21 @@ enum State {
         from: u64,
     },
     /// The `PutStream` is in flight.
-    Opening(oneshot::Receiver<Opened>),
+    /// Polled with each chunk (it needs no task of its own: the store works on its own threads
+    /// or tasks), awaited at the end of the body.
+    Opening(Pin<Box<StoreCall<St>>>),
     Open(BlobWriter),
 }
 
 /// The streaming side of a sealing sink.
-pub(super) struct Streaming {
-    state: State,
+pub(super) struct Streaming<St: Store> {
+    state: State<St>,
     /// Records taken from the sealing and not handed to a writer (yet).
     held: Vec<Bytes>,
     held_len: usize,
 }
 
-impl Streaming {
+impl<St: Store> Streaming<St> {
     /// For an entry that could be streamed (`eligible`: one key, no splice, a store that has not
     /// said it does not stream) with this announced body length.
     pub(super) fn new(eligible: bool, expected_len: Option<u64>) -> Self {
@@ -81,31 +85,20 @@ impl Streaming {
     /// After `received` body bytes were appended to `sealing`: opens the write, or hands the
     /// closed records over, or holds them. `false` when the write was lost (counted, logged):
     /// the entry is not stored.
-    pub(super) fn step<St: Store>(
-        &mut self,
-        received: u64,
-        sealing: &mut Sealing,
-        write: &Write<St>,
-    ) -> bool {
+    pub(super) fn step(&mut self, received: u64, sealing: &mut Sealing, write: &Write<St>) -> bool {
         if let State::Waiting { from } = self.state {
             if received < from {
                 return true;
             }
             self.state = match open(write) {
-                Some(answer) => State::Opening(answer),
+                Some(call) => State::Opening(call),
                 None => State::Off,
             };
         }
-        if let State::Opening(answer) = &mut self.state {
-            match answer.try_recv() {
-                Err(oneshot::error::TryRecvError::Empty) => {}
-                Err(oneshot::error::TryRecvError::Closed) => {
-                    return lost(
-                        write,
-                        StoreError::failed("the streamed write was lost".into()),
-                    )
-                }
-                Ok(answer) => match opened(write, answer) {
+        if let State::Opening(call) = &mut self.state {
+            match call.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+                Poll::Pending => {}
+                Poll::Ready(answer) => match opened(write, answer) {
                     Ok(Some(writer)) => self.state = State::Open(writer),
                     Ok(None) => self.state = State::Off,
                     Err(e) => return lost(write, e),
@@ -138,7 +131,7 @@ impl Streaming {
     }
 
     /// The body has ended: the store write to wait for.
-    pub(super) fn finish<St: Store>(
+    pub(super) fn finish(
         self,
         sealing: Sealing,
         trailers: Option<&HeaderMap>,
@@ -164,10 +157,8 @@ impl Streaming {
         Ok(Box::pin(async move {
             let mut writer = match writer {
                 Ok(writer) => writer,
-                Err(answer) => {
-                    let answer = answer.await.unwrap_or_else(|_| {
-                        Err(StoreError::failed("the streamed write was lost".into()))
-                    });
+                Err(call) => {
+                    let answer = call.await;
                     match opened(&write, answer) {
                         Ok(Some(writer)) => writer,
                         Ok(None) => {
@@ -191,9 +182,9 @@ impl Streaming {
     }
 }
 
-/// Starts the `PutStream` in the background; `None` without a runtime to run it on.
-fn open<St: Store>(write: &Write<St>) -> Option<oneshot::Receiver<Opened>> {
-    let handle = crate::rt::handle()?;
+/// Starts the `PutStream`; `None` without a runtime (a store's writer needs one).
+fn open<St: Store>(write: &Write<St>) -> Option<Pin<Box<StoreCall<St>>>> {
+    crate::rt::handle()?;
     let key = write.keys.first()?.clone();
     let call = write.config.call(
         &write.store,
@@ -203,12 +194,7 @@ fn open<St: Store>(write: &Write<St>) -> Option<oneshot::Receiver<Opened>> {
             tags: write.tags.clone(),
         },
     );
-    let (tx, rx) = oneshot::channel();
-    // A writer that arrives after the sink was dropped is dropped with the send: aborted.
-    handle.spawn(async move {
-        let _ = tx.send(call.await);
-    });
-    Some(rx)
+    Some(Box::pin(call))
 }
 
 /// The store's answer to the `PutStream`: a writer, `None` for a store that does not stream

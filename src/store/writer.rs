@@ -179,6 +179,17 @@ impl IncomingBlob {
         self.taken(item)
     }
 
+    /// [`next`](Self::next) for a thread of its own (a store that writes with blocking calls,
+    /// on `tokio::task::spawn_blocking`): waits on the thread. Panics if called from inside an
+    /// asynchronous task (as tokio's `blocking_recv`).
+    pub fn blocking_next(&mut self) -> Option<Incoming> {
+        if self.is_aborted() {
+            return None;
+        }
+        let item = self.rx.blocking_recv();
+        self.taken(item)
+    }
+
     /// What is queued now, without waiting: `None` when nothing is (or the write was aborted;
     /// see [`is_aborted`](Self::is_aborted)). For gathering several buffers into one write.
     pub fn try_next(&mut self) -> Option<Incoming> {

@@ -174,35 +174,25 @@ impl Inner {
     }
 }
 
-/// What one step of the writer task left.
-enum Step {
-    More(Job),
-    Answer(StoreResponse),
-}
-
-/// Answers a `PutStream`: the temporary file is created, then a task writes what the cache
-/// appends (on the blocking pool, a batch at a time) and commits.
+/// Answers a `PutStream`: the temporary file is created, then a thread of the blocking pool
+/// writes what the cache appends (gathered into batches) and commits. Writing on a thread of
+/// its own, the write keeps up with the cache whatever the caller's runtime is busy with.
 pub(super) fn put_stream(inner: Arc<Inner>, key: CacheKey, ttl: Option<Duration>) -> DiskFuture {
     Box::pin(async move {
+        let handle = crate::rt::handle()
+            .ok_or_else(|| io::Error::other("DiskStore needs a tokio runtime"))?;
         let job = blocking(move || inner.start_stream(&key, ttl)).await?;
         let (writer, incoming) = BlobWriter::channel();
-        crate::rt::spawn_or_drop(run(job, incoming), "a streamed disk write");
+        handle.spawn_blocking(move || run(job, incoming));
         Ok(StoreResponse::Writer(writer))
     })
 }
 
-/// The writer task: batches of what the cache queued, then the commit; on an abort the
-/// temporary file is removed.
-async fn run(job: Job, mut incoming: IncomingBlob) {
-    let mut job = job;
+/// The writer: batches of what the cache queued, then the commit. Returning without a commit
+/// (aborted, failed, refused) drops the job, which removes the temporary file.
+fn run(mut job: Job, mut incoming: IncomingBlob) {
     loop {
-        let Some(first) = incoming.next().await else {
-            // Aborted: the temporary file is removed on the blocking pool.
-            let _ = blocking(move || {
-                drop(job);
-                Ok(())
-            })
-            .await;
+        let Some(first) = incoming.blocking_next() else {
             return;
         };
         let mut batch = Vec::new();
@@ -224,21 +214,13 @@ async fn run(job: Job, mut incoming: IncomingBlob) {
                 item = incoming.try_next();
             }
         }
-        let step = blocking(move || {
-            let mut job = job;
-            if !job.write(&batch)? {
-                return Ok(Step::Answer(StoreResponse::NotStored));
-            }
-            match commit {
-                Some(prefix) => job.commit(&prefix).map(Step::Answer),
-                None => Ok(Step::More(job)),
-            }
-        })
-        .await;
-        match step {
-            Ok(Step::More(next)) => job = next,
-            Ok(Step::Answer(answer)) => return incoming.finish(Ok(answer)),
+        match job.write(&batch) {
+            Ok(true) => {}
+            Ok(false) => return incoming.finish(Ok(StoreResponse::NotStored)),
             Err(e) => return incoming.finish(Err(e.into())),
+        }
+        if let Some(prefix) = commit {
+            return incoming.finish(job.commit(&prefix).map_err(Into::into));
         }
     }
 }
