@@ -48,9 +48,9 @@ mod head;
 mod invalidate;
 mod lookup;
 mod plan;
+mod put;
 mod refresh;
 mod write;
-mod write_stream;
 
 use invalidate::InvalidateFuture;
 use lookup::{Lookup, StaleEntry};

@@ -142,6 +142,42 @@ impl Drop for Job {
 }
 
 impl Inner {
+    /// Gives the written temporary file `tmp` the entry's name (durable first), counts it, and
+    /// runs an eviction pass when the bound is exceeded. The temporary file is removed if it
+    /// could not be renamed.
+    pub(super) fn install(
+        &self,
+        shard: &Shard,
+        tmp: &str,
+        name: &str,
+        file: &fs::File,
+        new: u64,
+    ) -> io::Result<()> {
+        let written = (|| -> io::Result<u64> {
+            // Durable before it gets its real name: a crash never exposes a partial entry.
+            file.sync_all()?;
+            let old = shard.stat(name).ok().flatten().map_or(0, |id| id.len);
+            shard.rename(tmp, name)?;
+            // Recency on the same clock as reads (LRU eviction), set once the file has its real
+            // name: a temporary file keeps the system's time, which `cleanup` compares against
+            // to find a crashed writer's debris. Failing to set it is harmless.
+            let _ = file.set_modified(self.clock.now());
+            Ok(self.size.change(new, old))
+        })();
+        if written.is_err() {
+            let _ = shard.remove(tmp);
+        }
+        let total = written?;
+        if let Some(max) = self.max_bytes {
+            if total > max && !self.evicting.swap(true, Ordering::AcqRel) {
+                let evicted = self.evict(max);
+                self.evicting.store(false, Ordering::Release);
+                evicted?;
+            }
+        }
+        Ok(())
+    }
+
     /// Creates the temporary file of a streamed write, with room for its header.
     fn start_stream(self: &Arc<Self>, key: &CacheKey, ttl: Option<Duration>) -> io::Result<Job> {
         let (shard, name) = Self::name_for(key);

@@ -1,3 +1,6 @@
+//! The store write of a sealed entry: whole at the end of the body (`Put`, `PutParts`), or, for
+//! a large one, as the body passes.
+//!
 //! A large entry written to the store as the body passes ([`StoreRequest::PutStream`]), so that
 //! a stored miss of any size holds the segments the store has not taken yet, not the entry.
 //!
@@ -22,11 +25,13 @@ use std::task::{Context, Poll, Waker};
 use bytes::Bytes;
 use http::HeaderMap;
 
-use super::write::{outcome, Write};
 use crate::body::PutFuture;
 use crate::envelope::{SealError, Sealing};
+use crate::key::CacheKey;
+use crate::metrics::Event;
 use crate::store::{flatten, BlobParts, BlobWriter, Store, StoreCall, StoreRequest, StoreResponse};
 use crate::StoreError;
+use std::time::Duration;
 
 /// Entries of at least this many body bytes are streamed to a store that takes `PutStream`.
 pub(super) const STREAM_FROM: u64 = 1 << 20;
@@ -254,6 +259,135 @@ async fn commit<St: Store>(write: Write<St>, writer: BlobWriter, prefix: Bytes) 
     if outcome(&config, &key, size, ttl, answer) {
         if let Some(leader) = leader {
             leader.stored();
+        }
+    }
+}
+
+/// The store write of a sealed entry.
+pub(super) struct Write<St> {
+    pub(super) keys: Vec<CacheKey>,
+    pub(super) tags: Vec<String>,
+    pub(super) ttl: Duration,
+    pub(super) config: std::sync::Arc<crate::config::Config>,
+    pub(super) store: St,
+    pub(super) leader: Option<crate::coalesce::Leader>,
+}
+
+impl<St: Store> Write<St> {
+    pub(super) fn put(self, blob: BlobParts) -> PutFuture {
+        let Write {
+            keys,
+            tags,
+            ttl,
+            config,
+            store,
+            leader,
+        } = self;
+        {
+            {
+                // The writes run together, so the end of the body waits one store timeout at
+                // most, whatever the number of keys.
+                let size = blob.len();
+                // Joined at most once, whatever the number of keys, for a store that takes whole
+                // blobs only.
+                let joined = std::sync::Arc::new(std::sync::OnceLock::<Bytes>::new());
+                let puts = keys.into_iter().map(|key| {
+                    let tagged = !tags.is_empty();
+                    // A store that keeps parts gets them; one that deals in whole blobs said
+                    // so once (`Unsupported`) and gets them joined from then on.
+                    let takes_parts = config.store_takes_parts.load(Ordering::Relaxed);
+                    let joined = joined.clone();
+                    let whole = move |blob: &BlobParts, key: &CacheKey, tags: &Vec<String>| {
+                        let blob = joined.get_or_init(|| blob.to_bytes()).clone();
+                        if tags.is_empty() {
+                            StoreRequest::Put {
+                                key: key.clone(),
+                                blob,
+                                ttl: Some(ttl),
+                            }
+                        } else {
+                            StoreRequest::PutTagged {
+                                key: key.clone(),
+                                blob,
+                                ttl: Some(ttl),
+                                tags: tags.clone(),
+                            }
+                        }
+                    };
+                    let first = if takes_parts {
+                        StoreRequest::PutParts {
+                            key: key.clone(),
+                            parts: blob.clone(),
+                            ttl: Some(ttl),
+                            tags: tags.clone(),
+                        }
+                    } else {
+                        whole(&blob, &key, &tags)
+                    };
+                    let put = config.call(&store, first);
+                    let config = config.clone();
+                    let store = store.clone();
+                    let blob = blob.clone();
+                    let tags = tags.clone();
+                    async move {
+                        let mut answer = put.await;
+                        if takes_parts && matches!(answer, Ok(StoreResponse::Unsupported)) {
+                            config.store_takes_parts.store(false, Ordering::Relaxed);
+                            answer = config.call(&store, whole(&blob, &key, &tags)).await;
+                        }
+                        let answer = match answer {
+                            // A store without a tag index may say so: the same write, untagged.
+                            Ok(StoreResponse::Unsupported) if tagged => {
+                                config.call(&store, whole(&blob, &key, &Vec::new())).await
+                            }
+                            other => other,
+                        };
+                        outcome(&config, &key, size, ttl, answer)
+                    }
+                });
+                let all = futures_util::future::join_all(puts);
+                Box::pin(async move {
+                    let all_stored = all.await.into_iter().all(|stored| stored);
+                    if let (true, Some(leader)) = (all_stored, leader) {
+                        leader.stored();
+                    }
+                })
+            }
+        }
+    }
+}
+
+/// Counts and logs the answer to a write of the entry under `key`: whether it was stored.
+pub(super) fn outcome(
+    config: &crate::config::Config,
+    key: &CacheKey,
+    size: usize,
+    ttl: Duration,
+    answer: Result<StoreResponse, crate::StoreError>,
+) -> bool {
+    match answer {
+        Ok(StoreResponse::NotStored) => {
+            // Refused (too large for the store): not stored, and the
+            // waiters must not be told it was.
+            config.metrics.record(Event::StoreWriteError);
+            tracing::warn!(key = %key, size, "the store refused the entry; response not cached");
+            false
+        }
+        Ok(_) => {
+            config.metrics.record(Event::Stored);
+            crate::metrics::export::stored();
+            tracing::debug!(key = %key, size, ttl = ttl.as_secs(), "stored");
+            true
+        }
+        Err(e) if e.is_unavailable() => {
+            config.metrics.record(Event::StoreSkipped);
+            tracing::debug!(key = %key, "store circuit breaker open; response not cached");
+            false
+        }
+        Err(e) => {
+            config.metrics.record(Event::StoreWriteError);
+            tracing::warn!(key = %key, error = %e, "store write failed; response not cached");
+            false
         }
     }
 }
