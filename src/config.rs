@@ -135,6 +135,8 @@ pub(crate) struct Config {
     pub(crate) mac: crate::Mac,
     /// Whether the store takes `PutParts` (until it answers `Unsupported` once).
     pub(crate) store_takes_parts: Arc<std::sync::atomic::AtomicBool>,
+    /// Whether the store takes `PutStream` (until it answers `Unsupported` once).
+    pub(crate) store_streams: Arc<std::sync::atomic::AtomicBool>,
     pub(crate) metrics: CacheMetrics,
     pub(crate) expire_after: Option<ExpireAfter>,
     pub(crate) url_rules: UrlRules,
@@ -214,6 +216,7 @@ impl Config {
             timer: Arc::new(TimerProbe::default()),
             mac: crate::Mac::default(),
             store_takes_parts: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            store_streams: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             metrics: CacheMetrics::default(),
             expire_after: None,
             url_rules: UrlRules::default(),

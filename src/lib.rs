@@ -188,8 +188,9 @@ pub use crate::status::{CacheInfo, CacheStatus, FollowedRedirect, NotStoredReaso
 pub use crate::store::MemoryStore;
 #[doc(inline)]
 pub use crate::store::{
-    BlobParts, BlobStream, BreakerState, CircuitBreaker, Store, StoreRequest, StoreResponse,
-    DEFAULT_BREAKER_FAILURES, DEFAULT_BREAKER_MAX_OPEN_FOR, DEFAULT_BREAKER_OPEN_FOR,
+    BlobParts, BlobStream, BlobWriter, BreakerState, CircuitBreaker, Store, StoreRequest,
+    StoreResponse, DEFAULT_BREAKER_FAILURES, DEFAULT_BREAKER_MAX_OPEN_FOR,
+    DEFAULT_BREAKER_OPEN_FOR,
 };
 #[cfg(feature = "disk")]
 #[cfg_attr(docsrs, doc(cfg(feature = "disk")))]

@@ -148,9 +148,42 @@ impl Sealing {
         }
     }
 
+    /// The body records closed since the last call, in order (a streamed write hands them to
+    /// the store as they are sealed; [`finish_split`](Self::finish_split) gives the rest).
+    pub(crate) fn take_records(&mut self) -> Vec<Bytes> {
+        std::mem::take(&mut self.records)
+    }
+
     /// Ends the body with these trailers, seals the head: the finished entry, in parts (one
     /// buffer when small).
     pub(crate) fn finish(mut self, trailers: Option<&HeaderMap>) -> Result<Vec<Bytes>, SealError> {
+        let mut first = self.seal_head(trailers)?;
+        let total = first.len() + self.records.iter().map(Bytes::len).sum::<usize>();
+        if total < ONE_BUFFER_BELOW {
+            first.reserve(total - first.len());
+            for r in &self.records {
+                first.extend_from_slice(r);
+            }
+            return Ok(vec![first.freeze()]);
+        }
+        let mut parts = Vec::with_capacity(1 + self.records.len());
+        parts.push(first.freeze());
+        parts.append(&mut self.records);
+        Ok(parts)
+    }
+
+    /// [`finish`](Self::finish) for a streamed write: the entry's prefix (header and head, its
+    /// first bytes), and the body records not yet taken (which follow those taken before).
+    pub(crate) fn finish_split(
+        mut self,
+        trailers: Option<&HeaderMap>,
+    ) -> Result<(Bytes, Vec<Bytes>), SealError> {
+        let first = self.seal_head(trailers)?;
+        Ok((first.freeze(), std::mem::take(&mut self.records)))
+    }
+
+    /// Closes the last segment and seals the head: the header and head record.
+    fn seal_head(&mut self, trailers: Option<&HeaderMap>) -> Result<BytesMut, SealError> {
         if trailers.is_some_and(|t| t.len() > wire::MAX_FIELDS) {
             return Err(SealError("more trailer fields than an entry holds"));
         }
@@ -197,17 +230,6 @@ impl Sealing {
             first.extend_from_slice(&head);
             first.extend_from_slice(tag.as_ref());
         }
-        let total = first.len() + self.records.iter().map(Bytes::len).sum::<usize>();
-        if total < ONE_BUFFER_BELOW {
-            first.reserve(total - first.len());
-            for r in &self.records {
-                first.extend_from_slice(r);
-            }
-            return Ok(vec![first.freeze()]);
-        }
-        let mut parts = Vec::with_capacity(1 + self.records.len());
-        parts.push(first.freeze());
-        parts.append(&mut self.records);
-        Ok(parts)
+        Ok(first)
     }
 }

@@ -48,6 +48,7 @@ mod head;
 mod invalidate;
 mod lookup;
 mod plan;
+mod put;
 mod refresh;
 mod write;
 

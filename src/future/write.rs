@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode, Uri};
 
+use super::put::{Streaming, Write};
 use super::Ctx;
 use crate::body::{PutFuture, Sink};
 use crate::clock::unique_u64;
@@ -14,7 +15,6 @@ use crate::controls::ExpireAfter;
 use crate::entry::{EntryHead, Expiry};
 use crate::envelope::Sealing;
 use crate::key::CacheKey;
-use crate::metrics::Event;
 use crate::policy::fields::strip_unstorable;
 use crate::policy::ranges::{combine, splice_parts, storable_partial, stored_range, ContentRange};
 use crate::policy::retention::store_ttl;
@@ -23,7 +23,7 @@ use crate::policy::storable::{
 };
 use crate::policy::vary::{capture, vary_names, VaryNames};
 use crate::policy::RequestDirectives;
-use crate::store::{BlobParts, Store, StoreRequest, StoreResponse};
+use crate::store::Store;
 
 /// The parts of a forwarded request that its stored entry records.
 pub(super) struct Storing {
@@ -321,10 +321,15 @@ impl<St: Store> Ctx<St> {
             .collect();
         tags.sort_unstable();
         tags.dedup();
+        // Large entries under one key are written as they pass, when the store can take them so.
+        let eligible = keys.len() == 1
+            && around.is_none()
+            && self.config.store_streams.load(Ordering::Relaxed);
         Some(Box::new(SealSink {
             sealing,
             around,
             received: 0,
+            streaming: Streaming::new(eligible, expected_len),
             write: Write {
                 keys,
                 tags,
@@ -340,10 +345,11 @@ impl<St: Store> Ctx<St> {
 }
 
 /// Seals a body as it passes, then writes it.
-struct SealSink<St> {
+struct SealSink<St: Store> {
     sealing: Sealing,
     around: Option<Around>,
     received: u64,
+    streaming: Streaming<St>,
     write: Write<St>,
 }
 
@@ -351,6 +357,10 @@ impl<St: Store> Sink for SealSink<St> {
     fn data(&mut self, chunk: &Bytes) -> bool {
         self.received += chunk.len() as u64;
         match self.sealing.append(chunk) {
+            Ok(()) if self.streaming.active() => {
+                self.streaming
+                    .step(self.received, &mut self.sealing, &self.write)
+            }
             Ok(()) => true,
             Err(e) => {
                 tracing::warn!(reason = e.0, "could not seal an entry; not stored");
@@ -373,129 +383,14 @@ impl<St: Store> Sink for SealSink<St> {
             }
         }
         let this = *self;
-        match this.sealing.finish(trailers.as_ref()) {
-            Ok(parts) => Some(this.write.put(BlobParts::from(parts))),
+        match this
+            .streaming
+            .finish(this.sealing, trailers.as_ref(), this.write)
+        {
+            Ok(put) => Some(put),
             Err(e) => {
                 tracing::warn!(reason = e.0, "could not seal an entry; not stored");
                 None
-            }
-        }
-    }
-}
-
-/// The store write of a sealed entry.
-struct Write<St> {
-    keys: Vec<CacheKey>,
-    tags: Vec<String>,
-    ttl: Duration,
-    config: std::sync::Arc<crate::config::Config>,
-    store: St,
-    leader: Option<crate::coalesce::Leader>,
-}
-
-impl<St: Store> Write<St> {
-    fn put(self, blob: BlobParts) -> PutFuture {
-        let Write {
-            keys,
-            tags,
-            ttl,
-            config,
-            store,
-            leader,
-        } = self;
-        {
-            {
-                // The writes run together, so the end of the body waits one store timeout at
-                // most, whatever the number of keys.
-                let size = blob.len();
-                // Joined at most once, whatever the number of keys, for a store that takes whole
-                // blobs only.
-                let joined = std::sync::Arc::new(std::sync::OnceLock::<Bytes>::new());
-                let puts = keys.into_iter().map(|key| {
-                    let tagged = !tags.is_empty();
-                    // A store that keeps parts gets them; one that deals in whole blobs said
-                    // so once (`Unsupported`) and gets them joined from then on.
-                    let takes_parts = config.store_takes_parts.load(Ordering::Relaxed);
-                    let joined = joined.clone();
-                    let whole = move |blob: &BlobParts, key: &CacheKey, tags: &Vec<String>| {
-                        let blob = joined.get_or_init(|| blob.to_bytes()).clone();
-                        if tags.is_empty() {
-                            StoreRequest::Put {
-                                key: key.clone(),
-                                blob,
-                                ttl: Some(ttl),
-                            }
-                        } else {
-                            StoreRequest::PutTagged {
-                                key: key.clone(),
-                                blob,
-                                ttl: Some(ttl),
-                                tags: tags.clone(),
-                            }
-                        }
-                    };
-                    let first = if takes_parts {
-                        StoreRequest::PutParts {
-                            key: key.clone(),
-                            parts: blob.clone(),
-                            ttl: Some(ttl),
-                            tags: tags.clone(),
-                        }
-                    } else {
-                        whole(&blob, &key, &tags)
-                    };
-                    let put = config.call(&store, first);
-                    let config = config.clone();
-                    let store = store.clone();
-                    let blob = blob.clone();
-                    let tags = tags.clone();
-                    async move {
-                        let mut answer = put.await;
-                        if takes_parts && matches!(answer, Ok(StoreResponse::Unsupported)) {
-                            config.store_takes_parts.store(false, Ordering::Relaxed);
-                            answer = config.call(&store, whole(&blob, &key, &tags)).await;
-                        }
-                        let answer = match answer {
-                            // A store without a tag index may say so: the same write, untagged.
-                            Ok(StoreResponse::Unsupported) if tagged => {
-                                config.call(&store, whole(&blob, &key, &Vec::new())).await
-                            }
-                            other => other,
-                        };
-                        match answer {
-                            Ok(StoreResponse::NotStored) => {
-                                // Refused (too large for the store): not stored, and the
-                                // waiters must not be told it was.
-                                config.metrics.record(Event::StoreWriteError);
-                                tracing::warn!(key = %key, size, "the store refused the entry; response not cached");
-                                false
-                            }
-                            Ok(_) => {
-                                config.metrics.record(Event::Stored);
-                                crate::metrics::export::stored();
-                                tracing::debug!(key = %key, size, ttl = ttl.as_secs(), "stored");
-                                true
-                            }
-                            Err(e) if e.is_unavailable() => {
-                                config.metrics.record(Event::StoreSkipped);
-                                tracing::debug!(key = %key, "store circuit breaker open; response not cached");
-                                false
-                            }
-                            Err(e) => {
-                                config.metrics.record(Event::StoreWriteError);
-                                tracing::warn!(key = %key, error = %e, "store write failed; response not cached");
-                                false
-                            }
-                        }
-                    }
-                });
-                let all = futures_util::future::join_all(puts);
-                Box::pin(async move {
-                    let all_stored = all.await.into_iter().all(|stored| stored);
-                    if let (true, Some(leader)) = (all_stored, leader) {
-                        leader.stored();
-                    }
-                })
             }
         }
     }

@@ -267,6 +267,7 @@ impl Meter {
                     ("put", Some(blob.len()))
                 }
                 StoreRequest::PutParts { parts, .. } => ("put", Some(parts.len())),
+                StoreRequest::PutStream { .. } => ("put_stream", None),
                 StoreRequest::PurgeTag { .. } => ("purge_tag", None),
                 StoreRequest::Delete { .. } => ("delete", None),
                 StoreRequest::Keys | StoreRequest::KeysPage { .. } => ("keys", None),

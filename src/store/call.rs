@@ -156,6 +156,7 @@ impl StoreResponse {
             StoreResponse::NotStored => odd("NotStored"),
             StoreResponse::KeysPage { .. } => odd("KeysPage"),
             StoreResponse::Purged { .. } => odd("Purged"),
+            StoreResponse::Writer(_) => odd("Writer"),
         }
     }
 }

@@ -148,6 +148,7 @@ where
     binary_safe(&store).await;
     bounded_get(&store).await;
     parts::put_parts(&store).await;
+    parts::put_stream(&store).await;
     ttl_expiry(&store, &advance).await;
     concurrent_overlapping(&store).await;
     tag_index(&store).await;
@@ -156,7 +157,7 @@ where
 }
 
 mod parts;
-pub use parts::put_parts;
+pub use parts::{put_parts, put_stream};
 
 /// Absent keys read as `None`; a put is read back byte for byte; a delete removes it; deleting
 /// an absent key is fine.

@@ -215,9 +215,10 @@ impl MemoryStore {
                 StoreResponse::Done
             }
             // The keys are in memory already: listing them at once costs no more.
-            StoreRequest::KeysPage { .. } | StoreRequest::PurgeTag { .. } => {
-                StoreResponse::Unsupported
-            }
+            // Kept in memory anyway: the cache's `PutParts` at the end of the body.
+            StoreRequest::KeysPage { .. }
+            | StoreRequest::PurgeTag { .. }
+            | StoreRequest::PutStream { .. } => StoreResponse::Unsupported,
             StoreRequest::Keys => {
                 let now = self.inner.clock.now();
                 let keys = cache

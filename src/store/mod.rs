@@ -64,6 +64,7 @@ mod memory;
 mod near;
 #[cfg(feature = "redis")]
 mod redis;
+mod writer;
 
 use std::time::Duration;
 
@@ -92,7 +93,8 @@ pub use breaker::{
     BreakerState, Breaking, BreakingFuture, CircuitBreaker, DEFAULT_BREAKER_FAILURES,
     DEFAULT_BREAKER_MAX_OPEN_FOR, DEFAULT_BREAKER_OPEN_FOR,
 };
-pub(crate) use call::{call, Found, StoreCall};
+pub(crate) use call::{call, flatten, Found, StoreCall};
+pub use writer::{BlobWriter, CommitFuture, Incoming, IncomingBlob, WriterClosed};
 
 /// An operation on a store.
 ///
@@ -165,6 +167,27 @@ pub enum StoreRequest {
         /// As for [`PutTagged`](Self::PutTagged); empty for an entry without tags.
         tags: Vec<String>,
     },
+    /// Start a streamed write of a large entry under `key`: answer [`StoreResponse::Writer`]
+    /// with the cache's end of a [`BlobWriter::channel`], or [`StoreResponse::Unsupported`] (the
+    /// cache then sends the entry as a [`PutParts`](Self::PutParts) once the body has ended, and
+    /// never asks again).
+    ///
+    /// The cache sends it for entries of 1 MiB or more stored under one key, so that the body
+    /// is never held in memory whole: it appends the body's buffers as they are sealed, then
+    /// commits with the blob's *prefix* (its first bytes, known only at the end). The blob is
+    /// the prefix followed by every appended buffer, in order; it becomes visible at the commit
+    /// (atomically: before it, a reader finds the previous entry or none) and never if the
+    /// writer is dropped (the cache aborts a write whose body failed, or that fell more than
+    /// 16 MiB behind the body). `DiskStore` streams; the other shipped stores answer
+    /// `Unsupported`.
+    PutStream {
+        /// The key to write.
+        key: CacheKey,
+        /// As for [`Put`](Self::Put).
+        ttl: Option<Duration>,
+        /// As for [`PutTagged`](Self::PutTagged); empty for an entry without tags.
+        tags: Vec<String>,
+    },
     /// Remove `key` if present. Answer [`StoreResponse::Done`].
     Delete {
         /// The key to remove.
@@ -215,6 +238,8 @@ pub enum StoreResponse {
     /// An answer to [`StoreRequest::Get`]: the blob read as the cache needs it, in bounded
     /// memory (`DiskStore` for large files). See [`BlobStream`].
     Stream(BlobStream),
+    /// The answer to [`StoreRequest::PutStream`]: the cache's end of the write.
+    Writer(BlobWriter),
     /// The operation was carried out.
     Done,
     /// The answer to [`StoreRequest::Keys`].

@@ -17,6 +17,8 @@ mod default_deny;
 mod directives;
 #[cfg(all(unix, feature = "disk"))]
 mod disk_processes;
+#[cfg(all(feature = "disk", feature = "redis", feature = "test-util"))]
+mod disk_write;
 mod fills;
 #[cfg(all(feature = "disk", feature = "redis", feature = "test-util"))]
 mod fleet_attacks;

@@ -79,6 +79,21 @@ fn cache(mode: Mode, dir: &std::path::Path) -> (Svc, DiskStore, CacheMetrics) {
     (Svc::new(svc), store, metrics)
 }
 
+/// Where the entry's body records are in a `DiskStore` file (start, end), and a byte inside
+/// its head record: a streamed write's file (version 2) holds the envelope's header and head
+/// after the body, a whole write's (version 1) before it.
+fn layout(bytes: &[u8], mode: Mode) -> (usize, usize, usize) {
+    let body_len = LEN + LEN.div_ceil(SEGMENT) * mode.per_segment();
+    if bytes[4] == 2 {
+        let key_len = usize::from(u16::from_be_bytes([bytes[13], bytes[14]]));
+        let start = 15 + key_len + 16;
+        (start, start + body_len, bytes.len() - 40)
+    } else {
+        let start = bytes.len() - body_len;
+        (start, bytes.len(), start - 40)
+    }
+}
+
 fn request() -> http::Request<()> {
     http::Request::get("http://example.test/large")
         .body(())
@@ -159,9 +174,8 @@ async fn a_changed_segment_of_a_streamed_hit_releases_nothing_of_itself() {
             fill(&mut svc).await;
             let file = entry_files(dir.path()).pop().unwrap();
             let mut bytes = std::fs::read(&file).unwrap();
-            let segments = LEN.div_ceil(SEGMENT);
-            let body_start = bytes.len() - (LEN + segments * mode.per_segment());
-            let at = body_start + ((bytes.len() - body_start) as f64 * place) as usize;
+            let (body_start, body_end, _) = layout(&bytes, mode);
+            let at = body_start + ((body_end - body_start) as f64 * place) as usize;
             bytes[at] ^= 0x01;
             std::fs::write(&file, &bytes).unwrap();
             let segment = (at - body_start) / (SEGMENT + mode.per_segment());
@@ -214,9 +228,8 @@ async fn a_changed_head_of_a_streamed_entry_fails_before_any_response() {
         fill(&mut svc).await;
         let file = entry_files(dir.path()).pop().unwrap();
         let mut bytes = std::fs::read(&file).unwrap();
-        let segments = LEN.div_ceil(SEGMENT);
-        let body_start = bytes.len() - (LEN + segments * mode.per_segment());
-        bytes[body_start - 40] ^= 0x01;
+        let (_, _, in_head) = layout(&bytes, mode);
+        bytes[in_head] ^= 0x01;
         std::fs::write(&file, &bytes).unwrap();
         let err = svc
             .ready()

@@ -12,6 +12,7 @@ mod file;
 mod record;
 mod stream;
 mod sweep;
+mod write_stream;
 
 use std::fmt;
 use std::fs;
@@ -244,6 +245,8 @@ async fn blocking<T: Send + 'static>(
 /// What a read found.
 enum Found {
     Whole(Bytes),
+    /// A streamed write's file, read whole: its prefix and body.
+    Parts(BlobParts),
     Stream(stream::Positioned),
 }
 
@@ -326,35 +329,41 @@ impl Inner {
             shard.remove_if(&name, &FileId::of(&meta));
             return Ok(None);
         }
-        if blob_len_of(meta.len(), key) > u64::try_from(max_len).unwrap_or(u64::MAX) {
+        let max_len = u64::try_from(max_len).unwrap_or(u64::MAX);
+        // A streamed write's header is 4 bytes longer: the lower of the two lengths here, the
+        // exact one once the header is read.
+        let blob_len = blob_len_of(meta.len(), key).saturating_sub(4);
+        if blob_len > max_len {
             // Over this request's bound, but within what the store writes: the entry of a
             // cache with a larger bound sharing the directory, perhaps. Not read, not removed.
             tracing::debug!(path = %path.display(), len = meta.len(), max_len, "entry file over the lookup's bound; not read");
             return Ok(None);
         }
-        if blob_len_of(meta.len(), key) > stream::STREAM_ABOVE {
+        if blob_len > stream::STREAM_ABOVE {
             // Large: the header now, the blob as the cache reads it.
-            let header_len = FIXED + key.as_str().len() + 12;
+            let header_len = FIXED + key.as_str().len() + 16;
             let mut header = vec![0u8; header_len];
             let checked = (&file).read_exact(&mut header).ok().and_then(|()| {
                 let parsed = parse_header(&header)?;
                 if parsed.key != key.as_str() || self.expired(parsed.expires_ms) {
                     return None;
                 }
-                let len_at = header_len - 12;
-                let blob_len = u64::from_be_bytes(header.get(len_at..len_at + 8)?.try_into().ok()?);
-                let crc = u32::from_be_bytes(header.get(len_at + 8..)?.try_into().ok()?);
-                (blob_len == meta.len() - header_len as u64).then_some((blob_len, crc))
+                Some((parsed.ranges(meta.len())?, parsed.blob_len, parsed.crc))
             });
-            let Some((blob_len, crc)) = checked else {
+            let Some((ranges, blob_len, crc)) = checked else {
                 self.remove_if_same(&shard, &name, &FileId::of(&meta));
                 return Ok(None);
             };
+            if blob_len > max_len {
+                tracing::debug!(path = %path.display(), len = meta.len(), max_len, "entry file over the lookup's bound; not read");
+                return Ok(None);
+            }
             if self.max_bytes.is_some() {
                 let _ = file.set_modified(self.clock.now());
             }
             return Ok(Some(Found::Stream(stream::Positioned {
                 file,
+                ranges,
                 blob_len,
                 crc,
             })));
@@ -369,29 +378,40 @@ impl Inner {
             self.remove_if_same(&shard, &name, &FileId::of(&meta));
             return Ok(None);
         };
+        if (blob[0].len() + blob[1].len()) as u64 > max_len {
+            tracing::debug!(path = %path.display(), len = meta.len(), max_len, "entry file over the lookup's bound; not read");
+            return Ok(None);
+        }
         if self.max_bytes.is_some() {
             // Recency for LRU eviction; failing to record it is harmless.
             let _ = file.set_modified(self.clock.now());
         }
         let bytes = Bytes::from(bytes);
-        Ok(Some(Found::Whole(bytes.slice(blob))))
+        Ok(Some(match blob {
+            [whole, rest] if rest.is_empty() => Found::Whole(bytes.slice(whole)),
+            [prefix, body] => Found::Parts(BlobParts::from(vec![
+                bytes.slice(prefix),
+                bytes.slice(body),
+            ])),
+        }))
     }
 
-    /// The blob's range in a file's bytes, if the file is whole, for this key and not expired.
-    fn check(&self, key: &CacheKey, bytes: &[u8]) -> Option<std::ops::Range<usize>> {
+    /// The blob's ranges in a file's bytes (in the blob's order: see `Header::ranges`), if the
+    /// file is whole, for this key and not expired.
+    fn check(&self, key: &CacheKey, bytes: &[u8]) -> Option<[std::ops::Range<usize>; 2]> {
         let header = parse_header(bytes)?;
         if header.key != key.as_str() || self.expired(header.expires_ms) {
             return None;
         }
-        let at = header.blob_at;
-        let len_at = at - 12;
-        let blob_len = usize::try_from(u64::from_be_bytes(
-            bytes.get(len_at..len_at + 8)?.try_into().ok()?,
-        ))
-        .ok()?;
-        let crc = u32::from_be_bytes(bytes.get(len_at + 8..at)?.try_into().ok()?);
-        let blob = bytes.get(at..)?;
-        (blob.len() == blob_len && crc32fast::hash(blob) == crc).then_some(at..bytes.len())
+        let ranges = header.ranges(bytes.len() as u64)?.map(|(at, len)| {
+            let at = at as usize;
+            at..at + len as usize
+        });
+        let mut crc = crc32fast::Hasher::new();
+        for r in &ranges {
+            crc.update(bytes.get(r.clone())?);
+        }
+        (crc.finalize() == header.crc).then_some(ranges)
     }
 
     /// Removes `name` if it is still the file `id` describes, and lowers the size estimate by
@@ -447,14 +467,9 @@ impl Inner {
         self.size.change(0, by);
     }
 
-    /// Writes the entry; `false` when it was refused (larger than any entry this store keeps).
-    fn write(&self, key: &CacheKey, blob: &BlobParts, ttl: Option<Duration>) -> io::Result<bool> {
-        let (shard, name) = Self::name_for(key);
-        let shard = create_shard(&self.dir, &shard)?;
-        let key_bytes = key.as_str().as_bytes();
-        let key_len = u16::try_from(key_bytes.len())
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "key too long"))?;
-        let expires_ms = match ttl {
+    /// The expiry written in a file for `ttl` (0: none).
+    fn expires_ms(&self, ttl: Option<Duration>) -> u64 {
+        match ttl {
             None => 0,
             Some(ttl) => self
                 .clock
@@ -462,7 +477,17 @@ impl Inner {
                 .checked_add(ttl)
                 .map_or(u64::MAX, millis)
                 .max(1),
-        };
+        }
+    }
+
+    /// Writes the entry; `false` when it was refused (larger than any entry this store keeps).
+    fn write(&self, key: &CacheKey, blob: &BlobParts, ttl: Option<Duration>) -> io::Result<bool> {
+        let (shard, name) = Self::name_for(key);
+        let shard = create_shard(&self.dir, &shard)?;
+        let key_bytes = key.as_str().as_bytes();
+        let key_len = u16::try_from(key_bytes.len())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "key too long"))?;
+        let expires_ms = self.expires_ms(ttl);
         let new = (FIXED + key_bytes.len() + 12 + blob.len()) as u64;
         if new > self.entry_limit() {
             // With a bound, storing it would evict everything else, then itself. The key's
@@ -478,30 +503,18 @@ impl Inner {
             self.namespace,
             self.tmp_counter.fetch_add(1, Ordering::Relaxed),
         );
-        let written = (|| -> io::Result<u64> {
+        let written = (|| -> io::Result<fs::File> {
             let mut file = shard.create_new(&tmp)?;
             file.write_all(&encode_header(expires_ms, key_len, key_bytes, blob.parts()))?;
             // The parts as they are (the origin's chunks): no copy into one buffer.
             write_parts(&mut file, blob.parts())?;
-            // Durable before it gets its real name: a crash never exposes a partial entry.
-            file.sync_all()?;
-            let old = shard.stat(&name).ok().flatten().map_or(0, |id| id.len);
-            shard.rename(&tmp, &name)?;
-            // Recency on the same clock as reads (LRU eviction), set once the file has its real
-            // name: a temporary file keeps the system's time, which `cleanup` compares against
-            // to find a crashed writer's debris. Failing to set it is harmless.
-            let _ = file.set_modified(self.clock.now());
-            Ok(self.size.change(new, old))
+            Ok(file)
         })();
-        if written.is_err() {
-            let _ = shard.remove(&tmp);
-        }
-        let total = written?;
-        if let Some(max) = self.max_bytes {
-            if total > max && !self.evicting.swap(true, Ordering::AcqRel) {
-                let evicted = self.evict(max);
-                self.evicting.store(false, Ordering::Release);
-                evicted?;
+        match written {
+            Ok(file) => self.install(&shard, &tmp, &name, &file, new)?,
+            Err(e) => {
+                let _ = shard.remove(&tmp);
+                return Err(e);
             }
         }
         Ok(true)
@@ -521,11 +534,15 @@ impl tower::Service<StoreRequest> for DiskStore {
 
     fn call(&mut self, req: StoreRequest) -> DiskFuture {
         let inner = self.inner.clone();
+        if let StoreRequest::PutStream { key, ttl, .. } = req {
+            return write_stream::put_stream(inner, key, ttl);
+        }
         Box::pin(blocking(move || {
             Ok(match req {
                 StoreRequest::Get { key, max_len } => match inner.read(&key, max_len)? {
                     None => StoreResponse::Blob(None),
                     Some(Found::Whole(blob)) => StoreResponse::Blob(Some(blob)),
+                    Some(Found::Parts(parts)) => StoreResponse::Parts(parts),
                     Some(Found::Stream(at)) => StoreResponse::Stream(stream::blob_stream(at)),
                 },
                 // No tag index: a purge by tag reads the entries' own (signed) tags.
@@ -545,6 +562,8 @@ impl tower::Service<StoreRequest> for DiskStore {
                 StoreRequest::KeysPage { .. } | StoreRequest::PurgeTag { .. } => {
                     StoreResponse::Unsupported
                 }
+                // Answered above, without the blocking pool.
+                StoreRequest::PutStream { .. } => StoreResponse::Unsupported,
                 StoreRequest::Clear => {
                     inner.clear()?;
                     StoreResponse::Done

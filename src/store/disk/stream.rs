@@ -2,13 +2,16 @@
 //! 1 MiB, one block read ahead on tokio's blocking pool while the cache verifies the previous
 //! one. A hit of any size holds two blocks of the file at a time, not the file.
 //!
+//! A streamed write's file holds the blob's prefix after its body (`file.rs`): the prefix is read
+//! first, then the body, each from its own offset.
+//!
 //! The file's CRC-32 (of the whole blob, in its header) is computed along, on the blocking
 //! thread, and checked at the end: a mismatch ends the stream with an error after the last block.
 //! The cache's envelope has verified every segment by then (and speaks first), so this only
 //! matters to blobs that are not the cache's.
 
 use std::fs;
-use std::io::{self, Read};
+use std::io::{self, Read, Seek, SeekFrom};
 
 use bytes::Bytes;
 use futures_util::stream;
@@ -20,18 +23,30 @@ pub(super) const STREAM_ABOVE: u64 = 1 << 20;
 /// What one read takes from the file.
 const BLOCK: usize = 1 << 20;
 
-/// An entry file positioned at the start of its blob, checked (key, expiry, length).
+/// An entry file whose header was checked (key, expiry, length), and where its blob is.
 pub(super) struct Positioned {
     pub(super) file: fs::File,
+    /// Offset and length of the blob's bytes in the file, in the blob's order.
+    pub(super) ranges: [(u64, u64); 2],
     pub(super) blob_len: u64,
     pub(super) crc: u32,
 }
 
-type Read1 = io::Result<(fs::File, Vec<u8>, crc32fast::Hasher)>;
+/// What is left to read: the file's ranges, in order.
+type Ranges = [(u64, u64); 2];
 
-/// Reads up to `BLOCK` bytes (fewer only at the end of `left`), and adds them to `crc`.
-fn read_block(file: fs::File, left: u64, mut crc: crc32fast::Hasher) -> Read1 {
-    let want = usize::try_from(left).unwrap_or(BLOCK).min(BLOCK);
+type Read1 = io::Result<(fs::File, Ranges, Vec<u8>, crc32fast::Hasher)>;
+
+/// Reads up to `BLOCK` bytes of the first range not yet read (fewer only at its end), and adds
+/// them to `crc`.
+fn read_block(mut file: fs::File, mut ranges: Ranges, mut crc: crc32fast::Hasher) -> Read1 {
+    let Some(range) = ranges.iter_mut().find(|r| r.1 > 0) else {
+        return Ok((file, ranges, Vec::new(), crc));
+    };
+    let want = usize::try_from(range.1).unwrap_or(BLOCK).min(BLOCK);
+    file.seek(SeekFrom::Start(range.0))?;
+    range.0 += want as u64;
+    range.1 -= want as u64;
     let mut buf = Vec::with_capacity(want);
     // `read_to_end` fills the spare capacity without zeroing it first.
     let filled = (&file).take(want as u64).read_to_end(&mut buf)?;
@@ -44,16 +59,16 @@ fn read_block(file: fs::File, left: u64, mut crc: crc32fast::Hasher) -> Read1 {
             "entry file shorter than its header says",
         ));
     }
-    Ok((file, buf, crc))
+    Ok((file, ranges, buf, crc))
 }
 
 fn spawn_read(
     file: fs::File,
-    left: u64,
+    ranges: Ranges,
     crc: crc32fast::Hasher,
 ) -> Option<tokio::task::JoinHandle<Read1>> {
     let handle = crate::rt::handle()?;
-    Some(handle.spawn_blocking(move || read_block(file, left, crc)))
+    Some(handle.spawn_blocking(move || read_block(file, ranges, crc)))
 }
 
 struct State {
@@ -70,11 +85,12 @@ struct State {
 pub(super) fn blob_stream(at: Positioned) -> BlobStream {
     let Positioned {
         file,
+        ranges,
         blob_len,
         crc,
     } = at;
     let state = State {
-        next: spawn_read(file, blob_len, crc32fast::Hasher::new()),
+        next: spawn_read(file, ranges, crc32fast::Hasher::new()),
         left: blob_len,
         want_crc: crc,
         done: blob_len == 0,
@@ -102,17 +118,24 @@ pub(super) fn blob_stream(at: Positioned) -> BlobStream {
             Ok(read) => read,
             Err(e) => Err(io::Error::other(format!("disk task failed: {e}"))),
         };
-        let (file, buf, crc) = match read {
+        let (file, ranges, buf, crc) = match read {
             Ok(read) => read,
             Err(e) => {
                 st.done = true;
                 return Some((Err(e), st));
             }
         };
-        st.left -= buf.len() as u64;
+        if buf.is_empty() {
+            st.done = true;
+            return Some((
+                Err(io::Error::other("entry file ranges shorter than its blob")),
+                st,
+            ));
+        }
+        st.left = st.left.saturating_sub(buf.len() as u64);
         if st.left > 0 {
             // The next block is read while this one is verified.
-            st.next = spawn_read(file, st.left, crc);
+            st.next = spawn_read(file, ranges, crc);
         } else {
             st.done = true;
             st.mismatch = crc.finalize() != st.want_crc;

@@ -442,7 +442,9 @@ impl Service<StoreRequest> for NearCache {
             }
             // As the Redis store: one buffer per value (the cache joins the parts and sends a
             // `Put`, which invalidates the near copy).
-            StoreRequest::PutParts { .. } => Either::Left(ready(Ok(StoreResponse::Unsupported))),
+            StoreRequest::PutParts { .. } | StoreRequest::PutStream { .. } => {
+                Either::Left(ready(Ok(StoreResponse::Unsupported)))
+            }
             StoreRequest::Put { ref key, .. }
             | StoreRequest::PutTagged { ref key, .. }
             | StoreRequest::Delete { ref key } => {

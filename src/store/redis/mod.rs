@@ -389,7 +389,9 @@ async fn run(
         }
         // A value goes to the server in one command, which copies it whatever its parts: the
         // cache joins them once and sends a `Put` (or `PutTagged`).
-        StoreRequest::PutParts { .. } => StoreResponse::Unsupported,
+        StoreRequest::PutParts { .. } | StoreRequest::PutStream { .. } => {
+            StoreResponse::Unsupported
+        }
         StoreRequest::PutTagged {
             key,
             blob,

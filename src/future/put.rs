@@ -1,0 +1,393 @@
+//! The store write of a sealed entry: whole at the end of the body (`Put`, `PutParts`), or, for
+//! a large one, as the body passes.
+//!
+//! A large entry written to the store as the body passes ([`StoreRequest::PutStream`]), so that
+//! a stored miss of any size holds the segments the store has not taken yet, not the entry.
+//!
+//! Only an entry under one key (not a `Vary` response, which goes under two) and of at least
+//! [`STREAM_FROM`] bytes (announced by `Content-Length`, or reached by a body without one) is
+//! streamed; a smaller one takes the path it always took, with no store call added. The
+//! `PutStream` (a store call like any other: the store timeout, the circuit breaker) is polled
+//! with each chunk, never waited for; the sealed records are held until it answers, then handed to the
+//! [`BlobWriter`] as they are sealed, without waiting on the store. A store that falls more than
+//! [`MAX_BEHIND`] behind the body, or fails, loses the write (counted as a store write error,
+//! logged); the caller's body is untouched. At the end of the body the prefix (header and head,
+//! sealed last) commits the write, awaited like a `Put` (bounded by the store timeout), and
+//! coalesced waiters are told the entry is stored only once the commit succeeded. A store that
+//! answers `Unsupported` gets the entry as a `PutParts` at the end, as before, and is not asked
+//! again.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll, Waker};
+
+use bytes::Bytes;
+use http::HeaderMap;
+
+use crate::body::PutFuture;
+use crate::envelope::{SealError, Sealing};
+use crate::key::CacheKey;
+use crate::metrics::Event;
+use crate::store::{flatten, BlobParts, BlobWriter, Store, StoreCall, StoreRequest, StoreResponse};
+use crate::StoreError;
+use std::time::Duration;
+
+/// Entries of at least this many body bytes are streamed to a store that takes `PutStream`.
+pub(super) const STREAM_FROM: u64 = 1 << 20;
+/// The most a streamed write may hold that the store has not taken (records held while the
+/// `PutStream` is answered, or queued in the writer): past it, the write is given up.
+pub(super) const MAX_BEHIND: usize = 16 << 20;
+
+type Opened = Result<StoreResponse, StoreError>;
+
+enum State<St: Store> {
+    /// Not streamed: several keys, a combined `206`, a store that does not stream, or no
+    /// runtime to open the write on.
+    Off,
+    /// Streamed once `from` body bytes have passed.
+    Waiting {
+        from: u64,
+    },
+    /// The `PutStream` is in flight.
+    /// Polled with each chunk (it needs no task of its own: the store works on its own threads
+    /// or tasks), awaited at the end of the body.
+    Opening(Pin<Box<StoreCall<St>>>),
+    Open(BlobWriter),
+}
+
+/// The streaming side of a sealing sink.
+pub(super) struct Streaming<St: Store> {
+    state: State<St>,
+    /// Records taken from the sealing and not handed to a writer (yet).
+    held: Vec<Bytes>,
+    held_len: usize,
+}
+
+impl<St: Store> Streaming<St> {
+    /// For an entry that could be streamed (`eligible`: one key, no splice, a store that has not
+    /// said it does not stream) with this announced body length.
+    pub(super) fn new(eligible: bool, expected_len: Option<u64>) -> Self {
+        let state = match expected_len {
+            _ if !eligible => State::Off,
+            Some(n) if n < STREAM_FROM => State::Off,
+            Some(_) => State::Waiting { from: 0 },
+            None => State::Waiting { from: STREAM_FROM },
+        };
+        Self {
+            state,
+            held: Vec::new(),
+            held_len: 0,
+        }
+    }
+
+    /// Whether [`step`](Self::step) has anything to do (never, for a small entry).
+    #[inline]
+    pub(super) fn active(&self) -> bool {
+        !matches!(self.state, State::Off)
+    }
+
+    /// After `received` body bytes were appended to `sealing`: opens the write, or hands the
+    /// closed records over, or holds them. `false` when the write was lost (counted, logged):
+    /// the entry is not stored.
+    pub(super) fn step(&mut self, received: u64, sealing: &mut Sealing, write: &Write<St>) -> bool {
+        if let State::Waiting { from } = self.state {
+            if received < from {
+                return true;
+            }
+            self.state = match open(write) {
+                Some(call) => State::Opening(call),
+                None => State::Off,
+            };
+        }
+        if let State::Opening(call) = &mut self.state {
+            match call.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+                Poll::Pending => {}
+                Poll::Ready(answer) => match opened(write, answer) {
+                    Ok(Some(writer)) => self.state = State::Open(writer),
+                    Ok(None) => self.state = State::Off,
+                    Err(e) => return lost(write, e),
+                },
+            }
+        }
+        match &mut self.state {
+            State::Off | State::Waiting { .. } => true,
+            State::Opening(_) => {
+                for record in sealing.take_records() {
+                    self.held_len += record.len();
+                    self.held.push(record);
+                }
+                self.held_len <= MAX_BEHIND || lost(write, behind())
+            }
+            State::Open(writer) => {
+                let records = std::mem::take(&mut self.held)
+                    .into_iter()
+                    .chain(sealing.take_records());
+                self.held_len = 0;
+                for record in records {
+                    if writer.append(record).is_err() {
+                        // The store gave up on it; its answer says why, at the commit.
+                        return true;
+                    }
+                }
+                writer.queued() <= MAX_BEHIND || lost(write, behind())
+            }
+        }
+    }
+
+    /// The body has ended: the store write to wait for.
+    pub(super) fn finish(
+        self,
+        sealing: Sealing,
+        trailers: Option<&HeaderMap>,
+        write: Write<St>,
+    ) -> Result<PutFuture, SealError> {
+        let Streaming { state, held, .. } = self;
+        if held.is_empty() && !matches!(state, State::Opening(_) | State::Open(_)) {
+            // Never streamed: exactly as ever.
+            return Ok(write.put(BlobParts::from(sealing.finish(trailers)?)));
+        }
+        let (prefix, rest) = sealing.finish_split(trailers)?;
+        let body = held.into_iter().chain(rest);
+        let writer = match state {
+            State::Off | State::Waiting { .. } => {
+                // Held while a store that does not stream answered: the whole entry, in parts.
+                let parts: BlobParts = std::iter::once(prefix).chain(body).collect();
+                return Ok(write.put(parts));
+            }
+            State::Open(writer) => Ok(writer),
+            State::Opening(answer) => Err(answer),
+        };
+        let body: Vec<Bytes> = body.collect();
+        Ok(Box::pin(async move {
+            let mut writer = match writer {
+                Ok(writer) => writer,
+                Err(call) => {
+                    let answer = call.await;
+                    match opened(&write, answer) {
+                        Ok(Some(writer)) => writer,
+                        Ok(None) => {
+                            let parts: BlobParts = std::iter::once(prefix).chain(body).collect();
+                            return write.put(parts).await;
+                        }
+                        Err(e) => {
+                            lost(&write, e);
+                            return;
+                        }
+                    }
+                }
+            };
+            for record in body {
+                if writer.append(record).is_err() {
+                    break;
+                }
+            }
+            commit(write, writer, prefix).await;
+        }))
+    }
+}
+
+/// Starts the `PutStream`; `None` without a runtime (a store's writer needs one).
+fn open<St: Store>(write: &Write<St>) -> Option<Pin<Box<StoreCall<St>>>> {
+    crate::rt::handle()?;
+    let key = write.keys.first()?.clone();
+    let call = write.config.call(
+        &write.store,
+        StoreRequest::PutStream {
+            key,
+            ttl: Some(write.ttl),
+            tags: write.tags.clone(),
+        },
+    );
+    Some(Box::pin(call))
+}
+
+/// The store's answer to the `PutStream`: a writer, `None` for a store that does not stream
+/// (remembered), or why the write is lost.
+fn opened<St: Store>(write: &Write<St>, answer: Opened) -> Result<Option<BlobWriter>, StoreError> {
+    match answer {
+        Ok(StoreResponse::Writer(writer)) => Ok(Some(writer)),
+        Ok(StoreResponse::Unsupported) => {
+            write.config.store_streams.store(false, Ordering::Relaxed);
+            Ok(None)
+        }
+        Ok(StoreResponse::NotStored) => Err(StoreError::failed(
+            "the store refused the streamed write".into(),
+        )),
+        Ok(other) => Err(StoreError::failed(
+            format!("store answered a streamed write with {other:?}").into(),
+        )),
+        Err(e) => Err(e),
+    }
+}
+
+fn behind() -> StoreError {
+    StoreError::failed(
+        format!(
+            "the store fell more than {} MiB behind the body",
+            MAX_BEHIND >> 20
+        )
+        .into(),
+    )
+}
+
+/// Counts and logs a lost streamed write; always `false` (not stored).
+fn lost<St: Store>(write: &Write<St>, e: StoreError) -> bool {
+    if let Some(key) = write.keys.first() {
+        outcome(&write.config, key, 0, write.ttl, Err(e));
+    }
+    false
+}
+
+/// Commits with the prefix, bounded by the store timeout; coalesced waiters are told only of a
+/// commit that succeeded.
+async fn commit<St: Store>(write: Write<St>, writer: BlobWriter, prefix: Bytes) {
+    let Write {
+        keys,
+        ttl,
+        config,
+        leader,
+        ..
+    } = write;
+    let Some(key) = keys.into_iter().next() else {
+        return;
+    };
+    let size = prefix.len();
+    let answer = flatten(
+        crate::timer::timeout(&config.timer, config.store_timeout, writer.commit(prefix)).await,
+    );
+    if outcome(&config, &key, size, ttl, answer) {
+        if let Some(leader) = leader {
+            leader.stored();
+        }
+    }
+}
+
+/// The store write of a sealed entry.
+pub(super) struct Write<St> {
+    pub(super) keys: Vec<CacheKey>,
+    pub(super) tags: Vec<String>,
+    pub(super) ttl: Duration,
+    pub(super) config: std::sync::Arc<crate::config::Config>,
+    pub(super) store: St,
+    pub(super) leader: Option<crate::coalesce::Leader>,
+}
+
+impl<St: Store> Write<St> {
+    pub(super) fn put(self, blob: BlobParts) -> PutFuture {
+        let Write {
+            keys,
+            tags,
+            ttl,
+            config,
+            store,
+            leader,
+        } = self;
+        {
+            {
+                // The writes run together, so the end of the body waits one store timeout at
+                // most, whatever the number of keys.
+                let size = blob.len();
+                // Joined at most once, whatever the number of keys, for a store that takes whole
+                // blobs only.
+                let joined = std::sync::Arc::new(std::sync::OnceLock::<Bytes>::new());
+                let puts = keys.into_iter().map(|key| {
+                    let tagged = !tags.is_empty();
+                    // A store that keeps parts gets them; one that deals in whole blobs said
+                    // so once (`Unsupported`) and gets them joined from then on.
+                    let takes_parts = config.store_takes_parts.load(Ordering::Relaxed);
+                    let joined = joined.clone();
+                    let whole = move |blob: &BlobParts, key: &CacheKey, tags: &Vec<String>| {
+                        let blob = joined.get_or_init(|| blob.to_bytes()).clone();
+                        if tags.is_empty() {
+                            StoreRequest::Put {
+                                key: key.clone(),
+                                blob,
+                                ttl: Some(ttl),
+                            }
+                        } else {
+                            StoreRequest::PutTagged {
+                                key: key.clone(),
+                                blob,
+                                ttl: Some(ttl),
+                                tags: tags.clone(),
+                            }
+                        }
+                    };
+                    let first = if takes_parts {
+                        StoreRequest::PutParts {
+                            key: key.clone(),
+                            parts: blob.clone(),
+                            ttl: Some(ttl),
+                            tags: tags.clone(),
+                        }
+                    } else {
+                        whole(&blob, &key, &tags)
+                    };
+                    let put = config.call(&store, first);
+                    let config = config.clone();
+                    let store = store.clone();
+                    let blob = blob.clone();
+                    let tags = tags.clone();
+                    async move {
+                        let mut answer = put.await;
+                        if takes_parts && matches!(answer, Ok(StoreResponse::Unsupported)) {
+                            config.store_takes_parts.store(false, Ordering::Relaxed);
+                            answer = config.call(&store, whole(&blob, &key, &tags)).await;
+                        }
+                        let answer = match answer {
+                            // A store without a tag index may say so: the same write, untagged.
+                            Ok(StoreResponse::Unsupported) if tagged => {
+                                config.call(&store, whole(&blob, &key, &Vec::new())).await
+                            }
+                            other => other,
+                        };
+                        outcome(&config, &key, size, ttl, answer)
+                    }
+                });
+                let all = futures_util::future::join_all(puts);
+                Box::pin(async move {
+                    let all_stored = all.await.into_iter().all(|stored| stored);
+                    if let (true, Some(leader)) = (all_stored, leader) {
+                        leader.stored();
+                    }
+                })
+            }
+        }
+    }
+}
+
+/// Counts and logs the answer to a write of the entry under `key`: whether it was stored.
+pub(super) fn outcome(
+    config: &crate::config::Config,
+    key: &CacheKey,
+    size: usize,
+    ttl: Duration,
+    answer: Result<StoreResponse, crate::StoreError>,
+) -> bool {
+    match answer {
+        Ok(StoreResponse::NotStored) => {
+            // Refused (too large for the store): not stored, and the
+            // waiters must not be told it was.
+            config.metrics.record(Event::StoreWriteError);
+            tracing::warn!(key = %key, size, "the store refused the entry; response not cached");
+            false
+        }
+        Ok(_) => {
+            config.metrics.record(Event::Stored);
+            crate::metrics::export::stored();
+            tracing::debug!(key = %key, size, ttl = ttl.as_secs(), "stored");
+            true
+        }
+        Err(e) if e.is_unavailable() => {
+            config.metrics.record(Event::StoreSkipped);
+            tracing::debug!(key = %key, "store circuit breaker open; response not cached");
+            false
+        }
+        Err(e) => {
+            config.metrics.record(Event::StoreWriteError);
+            tracing::warn!(key = %key, error = %e, "store write failed; response not cached");
+            false
+        }
+    }
+}

@@ -1,0 +1,379 @@
+//! A large stored miss is written to the store as the body passes (`StoreRequest::PutStream`),
+//! never held whole: `DiskStore` writes it to a temporary file and renames it at the end; a body
+//! that fails leaves nothing (no entry, no temporary file); a store that does not stream gets a
+//! `PutParts` at the end; a store that fails or falls behind loses the entry (counted), never the
+//! caller's response.
+
+use std::convert::Infallible;
+use std::future::ready;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use futures_util::StreamExt;
+use http_body::Frame;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, StreamBody};
+use hyper_client_cache::store::{BlobWriter, Incoming, IncomingBlob};
+use hyper_client_cache::{
+    BoxError, CacheBody, CacheLayer, CacheMetrics, CacheStatus, DiskStore, Mac, StoreRequest,
+    StoreResponse,
+};
+use tower::{Service, ServiceBuilder, ServiceExt};
+
+use crate::common::*;
+
+const LEN: usize = 3 * (1 << 20) + 777;
+const CHUNK: usize = 100_000;
+
+fn body(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 13 + i / 4093) as u8).collect()
+}
+
+/// What the origin sends.
+#[derive(Clone, Copy)]
+enum Send {
+    /// `len` bytes in chunks, with a `Content-Length` or without.
+    Body { len: usize, sized: bool },
+    /// `len` bytes, then an error.
+    Failing { len: usize },
+}
+
+fn response(send: Send) -> http::Response<BoxBody<Bytes, BoxError>> {
+    let (len, fail, sized) = match send {
+        Send::Body { len, sized } => (len, false, sized),
+        Send::Failing { len } => (len, true, false),
+    };
+    let mut frames: Vec<Result<Frame<Bytes>, BoxError>> = body(len)
+        .chunks(CHUNK)
+        .map(|c| Ok(Frame::data(Bytes::copy_from_slice(c))))
+        .collect();
+    if fail {
+        frames.push(Err("the origin's connection broke".into()));
+    }
+    let mut builder = http::Response::builder().header("cache-control", "max-age=600");
+    if sized {
+        builder = builder.header("content-length", len);
+    }
+    builder
+        // A chunk at a time, letting other tasks run between them, as a socket's reads do.
+        .body(BodyExt::boxed(StreamBody::new(
+            futures_util::stream::iter(frames).then(|frame| async move {
+                tokio::task::yield_now().await;
+                frame
+            }),
+        )))
+        .unwrap()
+}
+
+/// What the wrapped store does besides forwarding to its `DiskStore`.
+#[derive(Clone, Copy)]
+enum Behaviour {
+    Forward,
+    /// Answers `PutStream` with `Unsupported` (a store that does not stream).
+    NoStreams,
+    /// Takes `n` bytes of a streamed write, then fails it (a full disk).
+    FailAfter(usize),
+    /// Never takes a byte of a streamed write.
+    Stall,
+}
+
+/// A `DiskStore` that records the requests it saw (and `opened` once a `PutStream` was answered).
+#[derive(Clone)]
+struct Watch {
+    inner: DiskStore,
+    seen: Arc<Mutex<Vec<&'static str>>>,
+    behaviour: Behaviour,
+    stalled: Arc<Mutex<Vec<IncomingBlob>>>,
+}
+
+impl Watch {
+    fn seen(&self) -> Vec<&'static str> {
+        self.seen.lock().unwrap().clone()
+    }
+    fn count(&self, what: &str) -> usize {
+        self.seen().iter().filter(|s| **s == what).count()
+    }
+}
+
+impl Service<StoreRequest> for Watch {
+    type Response = StoreResponse;
+    type Error = BoxError;
+    type Future = BoxFuture<'static, Result<StoreResponse, BoxError>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: StoreRequest) -> Self::Future {
+        let kind = match &req {
+            StoreRequest::Get { .. } => "get",
+            StoreRequest::Put { .. } => "put",
+            StoreRequest::PutTagged { .. } => "put_tagged",
+            StoreRequest::PutParts { .. } => "put_parts",
+            StoreRequest::PutStream { .. } => "put_stream",
+            StoreRequest::Delete { .. } => "delete",
+            _ => "other",
+        };
+        self.seen.lock().unwrap().push(kind);
+        let streaming = matches!(req, StoreRequest::PutStream { .. });
+        match (self.behaviour, streaming) {
+            (Behaviour::NoStreams, true) => Box::pin(ready(Ok(StoreResponse::Unsupported))),
+            (Behaviour::FailAfter(n), true) => {
+                let (writer, mut incoming) = BlobWriter::channel();
+                tokio::spawn(async move {
+                    let mut got = 0;
+                    while let Some(item) = incoming.next().await {
+                        if let Incoming::Data(data) = item {
+                            got += data.len();
+                            if got >= n {
+                                return incoming.finish(Err("no space left on device".into()));
+                            }
+                        }
+                    }
+                });
+                Box::pin(ready(Ok(StoreResponse::Writer(writer))))
+            }
+            (Behaviour::Stall, true) => {
+                let (writer, incoming) = BlobWriter::channel();
+                self.stalled.lock().unwrap().push(incoming);
+                Box::pin(ready(Ok(StoreResponse::Writer(writer))))
+            }
+            _ => {
+                let fut = self.inner.clone().oneshot(req);
+                let seen = self.seen.clone();
+                Box::pin(async move {
+                    let answer = fut.await?;
+                    if streaming {
+                        seen.lock().unwrap().push("opened");
+                    }
+                    Ok(answer)
+                })
+            }
+        }
+    }
+}
+
+type Svc = tower::util::BoxCloneService<
+    http::Request<()>,
+    http::Response<CacheBody<BoxBody<Bytes, BoxError>>>,
+    BoxError,
+>;
+
+/// Unsigned, BLAKE3-signed, HMAC-signed, encrypted.
+const MODES: [u8; 4] = [0, 1, 2, 3];
+
+fn cache(
+    mode: u8,
+    dir: &std::path::Path,
+    behaviour: Behaviour,
+    send: Send,
+) -> (Svc, Watch, CacheMetrics) {
+    let store = Watch {
+        inner: DiskStore::open(dir).unwrap(),
+        seen: Arc::default(),
+        behaviour,
+        stalled: Arc::default(),
+    };
+    let layer = CacheLayer::new(store.clone())
+        .store_timeout(Duration::from_secs(30))
+        .max_body_size(64 << 20);
+    let layer = match mode {
+        0 => layer,
+        1 => layer.secret_key(test_key()).mac(Mac::Blake3),
+        2 => layer.secret_key(test_key()).mac(Mac::HmacSha256),
+        _ => layer.encrypt(test_key()),
+    };
+    let metrics = layer.metrics();
+    let svc = ServiceBuilder::new()
+        .layer(layer)
+        .service(tower::service_fn(move |_req: http::Request<()>| {
+            ready(Ok::<_, Infallible>(response(send)))
+        }));
+    (Svc::new(svc), store, metrics)
+}
+
+fn request(path: &str) -> http::Request<()> {
+    http::Request::get(format!("http://example.test/{path}"))
+        .body(())
+        .unwrap()
+}
+
+/// The body's bytes, and the error that ended it.
+async fn read(svc: &mut Svc, path: &str) -> (Option<CacheStatus>, Vec<u8>, Option<BoxError>) {
+    let response = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(request(path))
+        .await
+        .unwrap();
+    let status = response.extensions().get::<CacheStatus>().cloned();
+    let mut body = response.into_body();
+    let mut got = Vec::new();
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => {
+                if let Ok(data) = frame.into_data() {
+                    got.extend_from_slice(&data);
+                }
+            }
+            Err(e) => return (status, got, Some(e)),
+        }
+    }
+    (status, got, None)
+}
+
+/// The temporary files in a `DiskStore` directory.
+fn temp_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for shard in std::fs::read_dir(dir).unwrap().flatten() {
+        if shard.path().is_dir() {
+            for f in std::fs::read_dir(shard.path()).unwrap().flatten() {
+                if f.file_name().to_string_lossy().starts_with(".tmp-") {
+                    out.push(f.path());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Waits (bounded) until `done`; the background work it waits for has no other signal.
+async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_large_miss_is_written_as_it_passes_and_hits_in_every_mode() {
+    for sized in [true, false] {
+        for mode in MODES {
+            let dir = tempfile::tempdir().unwrap();
+            let send = Send::Body { len: LEN, sized };
+            let (mut svc, store, metrics) = cache(mode, dir.path(), Behaviour::Forward, send);
+            let (status, got, err) = read(&mut svc, "large").await;
+            assert!(err.is_none(), "{err:?}");
+            assert_eq!(status, Some(CacheStatus::Miss));
+            assert!(got == body(LEN));
+            assert_eq!(metrics.stored(), 1, "mode {mode} sized {sized}");
+            assert_eq!(
+                (store.count("put_stream"), store.count("put_parts")),
+                (1, 0),
+                "mode {mode} sized {sized}: {:?}",
+                store.seen()
+            );
+            assert!(temp_files(dir.path()).is_empty());
+            let (status, got, err) = read(&mut svc, "large").await;
+            assert!(err.is_none(), "mode {mode} sized {sized}: {err:?}");
+            assert_eq!(status, Some(CacheStatus::Hit), "mode {mode} sized {sized}");
+            assert!(
+                got == body(LEN),
+                "mode {mode} sized {sized}: the hit differs"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_small_miss_takes_the_path_it_always_took() {
+    for sized in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let send = Send::Body {
+            len: 200_000,
+            sized,
+        };
+        let (mut svc, store, metrics) = cache(1, dir.path(), Behaviour::Forward, send);
+        let (_, got, _) = read(&mut svc, "small").await;
+        assert_eq!(got.len(), 200_000);
+        assert_eq!(metrics.stored(), 1);
+        assert_eq!(store.seen(), ["get", "put_parts"], "sized {sized}");
+    }
+}
+
+#[tokio::test]
+async fn a_body_that_fails_midway_leaves_no_entry_and_no_temporary_file() {
+    for mode in [0, 3] {
+        let dir = tempfile::tempdir().unwrap();
+        let send = Send::Failing { len: 2 * LEN };
+        let (mut svc, store, metrics) = cache(mode, dir.path(), Behaviour::Forward, send);
+        let (_, got, err) = read(&mut svc, "broken").await;
+        assert!(err.is_some());
+        assert_eq!(got.len(), 2 * LEN, "the caller got what the origin sent");
+        // The write was opened (a temporary file made), then aborted.
+        eventually("the streamed write opened", || store.count("opened") == 1).await;
+        eventually("the temporary file removed", || {
+            temp_files(dir.path()).is_empty()
+        })
+        .await;
+        assert!(entry_files(dir.path()).is_empty());
+        assert_eq!(metrics.stored(), 0);
+        assert_eq!(
+            metrics.store_write_errors(),
+            0,
+            "the origin's failure, not the store's"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_store_that_does_not_stream_gets_the_entry_in_parts_and_is_not_asked_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let send = Send::Body {
+        len: LEN,
+        sized: false,
+    };
+    let (mut svc, store, metrics) = cache(2, dir.path(), Behaviour::NoStreams, send);
+    let (_, got, _) = read(&mut svc, "a").await;
+    assert!(got == body(LEN));
+    assert_eq!(store.seen(), ["get", "put_stream", "put_parts"]);
+    let (_, got, _) = read(&mut svc, "b").await;
+    assert!(got == body(LEN));
+    assert_eq!(
+        store.count("put_stream"),
+        1,
+        "remembered: {:?}",
+        store.seen()
+    );
+    assert_eq!(store.count("put_parts"), 2);
+    assert_eq!(metrics.stored(), 2);
+    // Whole-write files (version 1) read as hits, streamed from disk.
+    let (status, got, err) = read(&mut svc, "a").await;
+    assert!(err.is_none());
+    assert_eq!(status, Some(CacheStatus::Hit));
+    assert!(got == body(LEN));
+}
+
+#[tokio::test]
+async fn a_store_that_fails_or_falls_behind_loses_the_entry_not_the_response() {
+    for (behaviour, len) in [
+        (Behaviour::FailAfter(1 << 20), LEN),
+        (Behaviour::Stall, 24 << 20),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let send = Send::Body { len, sized: false };
+        let (mut svc, store, metrics) = cache(0, dir.path(), behaviour, send);
+        let (status, got, err) = read(&mut svc, "x").await;
+        assert!(err.is_none(), "{err:?}");
+        assert_eq!(status, Some(CacheStatus::Miss));
+        assert!(got == body(len), "the caller's response is whole");
+        assert_eq!(
+            metrics.store_write_errors(),
+            1,
+            "counted ({len}): {:?}",
+            store.seen()
+        );
+        assert_eq!(metrics.stored(), 0);
+        assert_eq!(store.count("put_stream"), 1);
+        assert_eq!(store.count("put_parts"), 0);
+        let (status, _, _) = read(&mut svc, "x").await;
+        assert_eq!(status, Some(CacheStatus::Miss), "not stored");
+    }
+}
