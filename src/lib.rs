@@ -152,6 +152,8 @@ pub use crate::config::{
 pub use crate::controls::{CacheMode, ExpireAfter, PatternError};
 #[doc(inline)]
 pub use crate::envelope::{KeyError, KeyRing, Mac, SecretKey, MAC_AUTO_BELOW, MIN_KEY_LEN};
+#[cfg(any(feature = "lz4", feature = "zstd"))]
+pub use crate::envelope::{Codec, Compression, DEFAULT_COMPRESS_MIN_SIZE};
 #[doc(inline)]
 pub use crate::error::{BadSignature, BoxError, StoreError};
 #[doc(inline)]
@@ -180,6 +182,9 @@ pub use crate::service::{boxed_client, BoxedBody, BoxedClient, Cache};
 pub use crate::settings::{
     BadSignaturePolicy, BreakerConfig, CacheConfig, ConfigError, ExpiryValue, KeyConfig, UrlRule,
 };
+#[cfg(all(feature = "serde", any(feature = "lz4", feature = "zstd")))]
+#[doc(inline)]
+pub use crate::settings::CompressionConfig;
 #[doc(inline)]
 pub use crate::status::{CacheInfo, CacheStatus, FollowedRedirect, NotStoredReason};
 #[cfg(feature = "memory")]

@@ -13,8 +13,10 @@
 //! 9+n+k    16    entry id (random: binds every record to this one write)
 //! then records, each:
 //!          4     stored length l, big endian
-//!          1     codec (0: as is; a later release may compress)
-//!          l     data (encrypted: nonce | ciphertext | GCM tag)
+//!          1     codec (0: as is; 1: LZ4 block, 2: Zstandard frame; see codec.rs; the head
+//!                is always 0)
+//!          l     data (compressed when the codec says so; encrypted: nonce | ciphertext |
+//!                GCM tag, of the compressed bytes)
 //!          t     tag: 4 bytes (CRC-32), 32 (HMAC-SHA256, keyed BLAKE3), 0 (AES-256-GCM)
 //! record 0 is the head (postcard: status, header fields, times, Vary, freshness source, the
 //! body's length and its trailers); records 1.. are the body in segments of 64 KiB, the last
@@ -36,6 +38,7 @@
 //! misses, overwritten by the next storable response. This module knows nothing about HTTP
 //! caching decisions.
 
+mod codec;
 mod keys;
 mod reader;
 mod record;
@@ -46,6 +49,8 @@ pub(crate) mod wire;
 use bytes::Bytes;
 use ring::{digest, hmac};
 
+#[cfg(any(feature = "lz4", feature = "zstd"))]
+pub use codec::{Codec, Compression, DEFAULT_COMPRESS_MIN_SIZE};
 pub use keys::{KeyError, KeyRing, SecretKey, MIN_KEY_LEN};
 pub(crate) use reader::{BodyReader, Opened, Pending, Step};
 pub(crate) use stream::Sealing;
@@ -120,6 +125,8 @@ pub(crate) struct Envelope {
     mac: Mac,
     /// Blobs larger than this are refused before any MAC or decoding work.
     max_blob: usize,
+    /// How body segments are compressed (`None`: stored as is).
+    compression: Option<codec::Settings>,
 }
 
 /// Why a blob was not turned into an entry.
@@ -180,6 +187,7 @@ impl Envelope {
             mode,
             mac: Mac::default(),
             max_blob: usize::MAX,
+            compression: None,
         }
     }
 
@@ -189,6 +197,7 @@ impl Envelope {
             mode: Mode::Encrypted,
             mac: Mac::default(),
             max_blob: usize::MAX,
+            compression: None,
         }
     }
 
@@ -200,6 +209,13 @@ impl Envelope {
     /// The MAC signed entries are written with (all are read).
     pub(crate) fn with_mac(mut self, mac: Mac) -> Self {
         self.mac = mac;
+        self
+    }
+
+    /// How new entries' body segments are compressed (`None`: not at all; all are read).
+    #[cfg(any(feature = "lz4", feature = "zstd"))]
+    pub(crate) fn with_compression(mut self, compression: Option<Compression>) -> Self {
+        self.compression = compression.map(codec::Settings::from);
         self
     }
 
@@ -306,9 +322,16 @@ impl Envelope {
             (ALG_HMAC_SHA256, Some(k)) => Prover::hmac(&k.mac, &header),
             _ => Prover::crc(&header),
         };
+        // Not for encrypted entries unless asked (the length side channel, docs/security.md),
+        // nor for a body the origin already encoded.
+        let compressor = self
+            .compression
+            .filter(|c| self.mode != Mode::Encrypted || c.when_encrypted)
+            .filter(|_| codec::worth_trying(&head.headers))
+            .map(codec::Compressor::new);
         let head = wire::encode_head(head, Vec::with_capacity(512))
             .map_err(|_| SealError("could not encode"))?;
-        Ok(Sealing::new(header, prover, alg == ALG_AES_256_GCM, head))
+        Ok(Sealing::new(header, prover, alg == ALG_AES_256_GCM, head).compress_with(compressor))
     }
 
     #[cfg(test)]
@@ -530,6 +553,8 @@ impl Envelope {
 #[derive(Debug)]
 pub(crate) struct SealError(pub(crate) &'static str);
 
+#[cfg(all(test, any(feature = "lz4", feature = "zstd")))]
+mod codec_tests;
 #[cfg(test)]
 mod format4_tests;
 #[cfg(test)]

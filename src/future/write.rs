@@ -366,6 +366,9 @@ impl<St: Store> Sink for SealSink<St> {
             }
         }
         let this = *self;
+        if let Some((before, after)) = this.sealing.compression() {
+            this.write.config.metrics.compressed(before, after);
+        }
         match this.sealing.finish(trailers.as_ref()) {
             Ok(parts) => Some(this.write.put(BlobParts::from(parts))),
             Err(e) => {
