@@ -150,10 +150,10 @@ pub use crate::config::{
 };
 #[doc(inline)]
 pub use crate::controls::{CacheMode, ExpireAfter, PatternError};
-#[doc(inline)]
-pub use crate::envelope::{KeyError, KeyRing, Mac, SecretKey, MAC_AUTO_BELOW, MIN_KEY_LEN};
 #[cfg(any(feature = "lz4", feature = "zstd"))]
 pub use crate::envelope::{Codec, Compression, DEFAULT_COMPRESS_MIN_SIZE};
+#[doc(inline)]
+pub use crate::envelope::{KeyError, KeyRing, Mac, SecretKey, MAC_AUTO_BELOW, MIN_KEY_LEN};
 #[doc(inline)]
 pub use crate::error::{BadSignature, BoxError, StoreError};
 #[doc(inline)]
@@ -176,15 +176,15 @@ pub use crate::metrics::CacheMetrics;
 pub use crate::request_body::{BodyKeys, NoBodyKeys, RequestBodies, DEFAULT_MAX_KEYED_BODY};
 #[doc(inline)]
 pub use crate::service::{boxed_client, BoxedBody, BoxedClient, Cache};
+#[cfg(all(feature = "serde", any(feature = "lz4", feature = "zstd")))]
+#[doc(inline)]
+pub use crate::settings::CompressionConfig;
 #[cfg(feature = "serde")]
 #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
 #[doc(inline)]
 pub use crate::settings::{
     BadSignaturePolicy, BreakerConfig, CacheConfig, ConfigError, ExpiryValue, KeyConfig, UrlRule,
 };
-#[cfg(all(feature = "serde", any(feature = "lz4", feature = "zstd")))]
-#[doc(inline)]
-pub use crate::settings::CompressionConfig;
 #[doc(inline)]
 pub use crate::status::{CacheInfo, CacheStatus, FollowedRedirect, NotStoredReason};
 #[cfg(feature = "memory")]

@@ -441,7 +441,11 @@ impl<St: Store> CacheLayer<St> {
             layer = layer.mac(mac);
         }
         #[cfg(any(feature = "lz4", feature = "zstd"))]
-        if let Some(c) = config.compression.as_ref().filter(|c| c.enabled != Some(false)) {
+        if let Some(c) = config
+            .compression
+            .as_ref()
+            .filter(|c| c.enabled != Some(false))
+        {
             let mut compression = crate::Compression::new(c.codec.unwrap_or_default());
             if let Some(min) = c.min_size {
                 compression = compression.min_size(min);

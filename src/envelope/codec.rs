@@ -207,7 +207,9 @@ impl Compressor {
                 }
             };
             match compress(self.settings.codec, input) {
-                Some(out) if out.len() <= len - len / 8 => Some((self.settings.codec, Bytes::from(out))),
+                Some(out) if out.len() <= len - len / 8 => {
+                    Some((self.settings.codec, Bytes::from(out)))
+                }
                 _ => {
                     self.gave_up = true;
                     None

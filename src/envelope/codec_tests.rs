@@ -69,8 +69,11 @@ fn json(len: usize) -> Vec<u8> {
     let mut i = 0u64;
     while out.len() < len {
         out.extend_from_slice(
-            format!(r#"{{"id":{i},"login":"user-{}","url":"https://api.example.com/u/{i}"}},"#, i % 13)
-                .as_bytes(),
+            format!(
+                r#"{{"id":{i},"login":"user-{}","url":"https://api.example.com/u/{i}"}},"#,
+                i % 13
+            )
+            .as_bytes(),
         );
         i += 1;
     }
@@ -129,17 +132,27 @@ fn tag_len(env: &Envelope) -> usize {
 #[test]
 fn every_mode_and_codec_round_trips_compressed_and_smaller() {
     for c in codecs() {
-        for (plain, env) in all_modes(None).iter().zip(all_modes(Some(Compression::new(c)))) {
+        for (plain, env) in all_modes(None)
+            .iter()
+            .zip(all_modes(Some(Compression::new(c))))
+        {
             for len in [3000, SEGMENT - 1, SEGMENT, SEGMENT + 1, 3 * SEGMENT + 5000] {
                 let body = json(len);
                 let packed = seal(&env, &head(None), &body);
                 let as_is = seal(plain, &head(None), &body);
                 assert_eq!(open(&env, &packed).unwrap(), body, "{c:?} {:?}", env.mode());
-                assert!(packed.len() * 3 < as_is.len(), "{c:?} {len}: {} vs {}", packed.len(), as_is.len());
+                assert!(
+                    packed.len() * 3 < as_is.len(),
+                    "{c:?} {len}: {} vs {}",
+                    packed.len(),
+                    as_is.len()
+                );
                 let recs = records(&packed, tag_len(&env));
                 let byte = codec::Settings::from(Compression::new(c)).codec;
                 // Every segment but a last one under the threshold is compressed.
-                assert!(recs.iter().all(|r| r.1 == byte || r.0 < DEFAULT_COMPRESS_MIN_SIZE + 28));
+                assert!(recs
+                    .iter()
+                    .all(|r| r.1 == byte || r.0 < DEFAULT_COMPRESS_MIN_SIZE + 28));
                 assert_eq!(recs[0].1, byte);
             }
         }
@@ -184,7 +197,10 @@ fn compressed_and_uncompressed_entries_are_read_by_either_reader() {
         let off = Envelope::new(Some(ring()));
         let body = json(2 * SEGMENT + 10);
         for (writer, reader) in [(&on, &off), (&off, &on), (&on, &on), (&off, &off)] {
-            assert_eq!(open(reader, &seal(writer, &head(None), &body)).unwrap(), body);
+            assert_eq!(
+                open(reader, &seal(writer, &head(None), &body)).unwrap(),
+                body
+            );
         }
     }
 }
@@ -236,11 +252,19 @@ fn decompression_never_produces_more_than_the_segment_length() {
         let zeros = vec![Bytes::from(vec![0u8; 16 << 20])];
         let (_, bomb) = z.segment(&zeros, 16 << 20).unwrap();
         assert!(bomb.len() < 100_000);
-        assert!(codec::decompress(byte, &[bomb.clone()], SEGMENT).is_none(), "{c:?}");
+        assert!(
+            codec::decompress(byte, &[bomb.clone()], SEGMENT).is_none(),
+            "{c:?}"
+        );
         // Shorter than the head says: refused too.
-        let (_, short) = z.segment(&[Bytes::from(json(SEGMENT / 2))], SEGMENT / 2).unwrap();
+        let (_, short) = z
+            .segment(&[Bytes::from(json(SEGMENT / 2))], SEGMENT / 2)
+            .unwrap();
         assert!(codec::decompress(byte, &[short.clone()], SEGMENT).is_none());
-        assert_eq!(codec::decompress(byte, &[short], SEGMENT / 2).unwrap(), json(SEGMENT / 2));
+        assert_eq!(
+            codec::decompress(byte, &[short], SEGMENT / 2).unwrap(),
+            json(SEGMENT / 2)
+        );
         // Garbage never panics.
         for seed in 1..200 {
             let junk = Bytes::from(noise(seed as usize * 3, seed));

@@ -296,9 +296,7 @@ impl BodyReader {
             0 => segment,
             _ => match super::codec::decompress(codec, &segment, plain) {
                 Some(plain) => vec![plain],
-                None => {
-                    return Err(self.bad(BadSignatureReason::Malformed, "does not decompress"))
-                }
+                None => return Err(self.bad(BadSignatureReason::Malformed, "does not decompress")),
             },
         };
         self.index = self.index.wrapping_add(1);

@@ -75,6 +75,15 @@ impl Sealing {
         self
     }
 
+    /// Proves the last segment, if any (no more body follows; [`finish`](Self::finish) does
+    /// it too).
+    pub(crate) fn end_body(&mut self) -> Result<(), SealError> {
+        if self.seg_len > 0 {
+            self.close_segment()?;
+        }
+        Ok(())
+    }
+
     /// Body bytes sealed so far with compression configured, and the bytes they are stored as
     /// (`None`: not compressing this body).
     pub(crate) fn compression(&self) -> Option<(u64, u64)> {

@@ -365,9 +365,15 @@ impl<St: Store> Sink for SealSink<St> {
                 return None;
             }
         }
-        let this = *self;
-        if let Some((before, after)) = this.sealing.compression() {
-            this.write.config.metrics.compressed(before, after);
+        let mut this = *self;
+        if this.sealing.compression().is_some() {
+            if let Err(e) = this.sealing.end_body() {
+                tracing::warn!(reason = e.0, "could not seal an entry; not stored");
+                return None;
+            }
+            if let Some((before, after)) = this.sealing.compression() {
+                this.write.config.metrics.compressed(before, after);
+            }
         }
         match this.sealing.finish(trailers.as_ref()) {
             Ok(parts) => Some(this.write.put(BlobParts::from(parts))),
