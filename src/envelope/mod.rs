@@ -549,6 +549,18 @@ impl Envelope {
     }
 }
 
+/// For the fuzz targets: `data` as a compressed record of every codec compiled in, which
+/// decompresses to exactly a segment or not at all, and never panics.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_decompress(data: &[u8]) {
+    let data = [Bytes::copy_from_slice(data)];
+    for c in [codec::LZ4, codec::ZSTD] {
+        if let Some(out) = codec::decompress(c, &data, SEGMENT) {
+            assert_eq!(out.len(), SEGMENT, "decompressed to another length");
+        }
+    }
+}
+
 /// An entry could not be sealed (it is then not stored).
 #[derive(Debug)]
 pub(crate) struct SealError(pub(crate) &'static str);
