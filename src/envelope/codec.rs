@@ -207,8 +207,10 @@ impl Compressor {
                 }
             };
             match compress(self.settings.codec, input) {
+                // Copied out: the encoder's buffer has room for the worst case (over 64 KiB),
+                // which a store would otherwise keep alive behind a few KiB.
                 Some(out) if out.len() <= len - len / 8 => {
-                    Some((self.settings.codec, Bytes::from(out)))
+                    Some((self.settings.codec, Bytes::copy_from_slice(&out)))
                 }
                 _ => {
                     self.gave_up = true;
