@@ -151,6 +151,8 @@ pub use crate::config::{
 #[doc(inline)]
 pub use crate::controls::{CacheMode, ExpireAfter, PatternError};
 #[cfg(any(feature = "lz4", feature = "zstd"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "lz4", feature = "zstd"))))]
+#[doc(inline)]
 pub use crate::envelope::{Codec, Compression, DEFAULT_COMPRESS_MIN_SIZE};
 #[doc(inline)]
 pub use crate::envelope::{KeyError, KeyRing, Mac, SecretKey, MAC_AUTO_BELOW, MIN_KEY_LEN};

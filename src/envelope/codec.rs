@@ -25,8 +25,10 @@ use bytes::Bytes;
 /// The codec byte of a record stored as is.
 pub(crate) const AS_IS: u8 = 0;
 /// LZ4 block format.
+#[allow(dead_code)] // without the `lz4` feature: known, not read
 pub(crate) const LZ4: u8 = 1;
 /// A Zstandard frame.
+#[allow(dead_code)] // without the `zstd` feature: known, not read
 pub(crate) const ZSTD: u8 = 2;
 
 #[cfg(any(feature = "lz4", feature = "zstd"))]
