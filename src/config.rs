@@ -133,6 +133,9 @@ pub(crate) struct Config {
     pub(crate) timer: Arc<TimerProbe>,
     /// The MAC of new signed entries.
     pub(crate) mac: crate::Mac,
+    /// How stored bodies are compressed (`None`: not at all).
+    #[cfg(any(feature = "lz4", feature = "zstd"))]
+    pub(crate) compression: Option<crate::Compression>,
     /// Whether the store takes `PutParts` (until it answers `Unsupported` once).
     pub(crate) store_takes_parts: Arc<std::sync::atomic::AtomicBool>,
     /// Whether the store takes `PutStream` (until it answers `Unsupported` once).
@@ -215,6 +218,8 @@ impl Config {
             reuse_id: 0,
             timer: Arc::new(TimerProbe::default()),
             mac: crate::Mac::default(),
+            #[cfg(any(feature = "lz4", feature = "zstd"))]
+            compression: None,
             store_takes_parts: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             store_streams: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             metrics: CacheMetrics::default(),
@@ -245,6 +250,10 @@ impl Config {
             .max_blob_size
             .unwrap_or_else(|| least_max_blob_size(config.max_body_size));
         config.envelope = config.envelope.with_max_blob(max_blob).with_mac(config.mac);
+        #[cfg(any(feature = "lz4", feature = "zstd"))]
+        {
+            config.envelope = config.envelope.with_compression(config.compression);
+        }
         // With a secret, entries are named by HMACs under a key derived from it (docs/security.md,
         // "Key names"); the previous keys of the ring name what was written before a rotation.
         config.keying.names = config.envelope.name_keys();

@@ -150,6 +150,10 @@ pub use crate::config::{
 };
 #[doc(inline)]
 pub use crate::controls::{CacheMode, ExpireAfter, PatternError};
+#[cfg(any(feature = "lz4", feature = "zstd"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "lz4", feature = "zstd"))))]
+#[doc(inline)]
+pub use crate::envelope::{Codec, Compression, DEFAULT_COMPRESS_MIN_SIZE};
 #[doc(inline)]
 pub use crate::envelope::{KeyError, KeyRing, Mac, SecretKey, MAC_AUTO_BELOW, MIN_KEY_LEN};
 #[doc(inline)]
@@ -174,6 +178,9 @@ pub use crate::metrics::CacheMetrics;
 pub use crate::request_body::{BodyKeys, NoBodyKeys, RequestBodies, DEFAULT_MAX_KEYED_BODY};
 #[doc(inline)]
 pub use crate::service::{boxed_client, BoxedBody, BoxedClient, Cache};
+#[cfg(all(feature = "serde", any(feature = "lz4", feature = "zstd")))]
+#[doc(inline)]
+pub use crate::settings::CompressionConfig;
 #[cfg(feature = "serde")]
 #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
 #[doc(inline)]

@@ -95,6 +95,10 @@ pub struct CacheConfig {
     /// The MAC of new signed entries: `"blake3"` (the default) or `"hmac-sha256"`
     /// ([`CacheLayer::mac`]).
     pub mac: Option<crate::Mac>,
+    /// Compression of stored bodies ([`CacheLayer::compress`]; features `lz4`, `zstd`):
+    /// present (and not `enabled = false`) turns it on.
+    #[cfg(any(feature = "lz4", feature = "zstd"))]
+    pub compression: Option<CompressionConfig>,
     /// What a bad signature does: `"error"` (the default) or `"refetch"`
     /// ([`CacheLayer::on_bad_signature`]).
     pub on_bad_signature: Option<BadSignaturePolicy>,
@@ -169,6 +173,21 @@ pub struct BreakerConfig {
     /// The longest it stays open (the wait doubles up to this).
     #[serde(with = "opt_duration")]
     pub max_open_for: Option<Duration>,
+}
+
+/// Compression of stored bodies ([`Compression`](crate::Compression)).
+#[cfg(any(feature = "lz4", feature = "zstd"))]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CompressionConfig {
+    /// `false`: no compression (as if the section were absent).
+    pub enabled: Option<bool>,
+    /// `"zstd"` or `"lz4"` (the default: zstd when compiled in).
+    pub codec: Option<crate::Codec>,
+    /// Segments shorter than this are stored as is ([`Compression::min_size`](crate::Compression::min_size)).
+    pub min_size: Option<usize>,
+    /// Compress encrypted entries too ([`Compression::when_encrypted`](crate::Compression::when_encrypted)).
+    pub when_encrypted: Option<bool>,
 }
 
 /// Where the secret key comes from: environment variables, never the file.
@@ -420,6 +439,21 @@ impl<St: Store> CacheLayer<St> {
         }
         if let Some(mac) = config.mac {
             layer = layer.mac(mac);
+        }
+        #[cfg(any(feature = "lz4", feature = "zstd"))]
+        if let Some(c) = config
+            .compression
+            .as_ref()
+            .filter(|c| c.enabled != Some(false))
+        {
+            let mut compression = crate::Compression::new(c.codec.unwrap_or_default());
+            if let Some(min) = c.min_size {
+                compression = compression.min_size(min);
+            }
+            if let Some(yes) = c.when_encrypted {
+                compression = compression.when_encrypted(yes);
+            }
+            layer = layer.compress(compression);
         }
         if let Some(policy) = config.on_bad_signature {
             layer = layer.on_bad_signature(match policy {

@@ -16,6 +16,7 @@ use hyper_util::rt::TokioIo;
 /// Starts a hyper HTTP/1 origin on a free 127.0.0.1 port and returns its address. Each request
 /// is counted in `hits` and answered, after `delay`, by `respond(n)`, where `n` is the
 /// request's number (1, 2, ...).
+#[allow(dead_code)]
 pub async fn start_origin(
     hits: Arc<AtomicUsize>,
     delay: Duration,

@@ -13,8 +13,10 @@
 //! 9+n+k    16    entry id (random: binds every record to this one write)
 //! then records, each:
 //!          4     stored length l, big endian
-//!          1     codec (0: as is; a later release may compress)
-//!          l     data (encrypted: nonce | ciphertext | GCM tag)
+//!          1     codec (0: as is; 1: LZ4 block, 2: Zstandard frame; see codec.rs; the head
+//!                is always 0)
+//!          l     data (compressed when the codec says so; encrypted: nonce | ciphertext |
+//!                GCM tag, of the compressed bytes)
 //!          t     tag: 4 bytes (CRC-32), 32 (HMAC-SHA256, keyed BLAKE3), 0 (AES-256-GCM)
 //! record 0 is the head (postcard: status, header fields, times, Vary, freshness source, the
 //! body's length and its trailers); records 1.. are the body in segments of 64 KiB, the last
@@ -38,6 +40,7 @@
 //! misses, overwritten by the next storable response. This module knows nothing about HTTP
 //! caching decisions.
 
+mod codec;
 mod keys;
 mod reader;
 mod record;
@@ -48,6 +51,8 @@ pub(crate) mod wire;
 use bytes::Bytes;
 use ring::{digest, hmac};
 
+#[cfg(any(feature = "lz4", feature = "zstd"))]
+pub use codec::{Codec, Compression, DEFAULT_COMPRESS_MIN_SIZE};
 pub use keys::{KeyError, KeyRing, SecretKey, MIN_KEY_LEN};
 pub(crate) use reader::{BodyReader, Opened, Pending, Step};
 pub(crate) use stream::Sealing;
@@ -122,6 +127,8 @@ pub(crate) struct Envelope {
     mac: Mac,
     /// Blobs larger than this are refused before any MAC or decoding work.
     max_blob: usize,
+    /// How body segments are compressed (`None`: stored as is).
+    compression: Option<codec::Settings>,
 }
 
 /// Why a blob was not turned into an entry.
@@ -182,6 +189,7 @@ impl Envelope {
             mode,
             mac: Mac::default(),
             max_blob: usize::MAX,
+            compression: None,
         }
     }
 
@@ -191,6 +199,7 @@ impl Envelope {
             mode: Mode::Encrypted,
             mac: Mac::default(),
             max_blob: usize::MAX,
+            compression: None,
         }
     }
 
@@ -202,6 +211,13 @@ impl Envelope {
     /// The MAC signed entries are written with (all are read).
     pub(crate) fn with_mac(mut self, mac: Mac) -> Self {
         self.mac = mac;
+        self
+    }
+
+    /// How new entries' body segments are compressed (`None`: not at all; all are read).
+    #[cfg(any(feature = "lz4", feature = "zstd"))]
+    pub(crate) fn with_compression(mut self, compression: Option<Compression>) -> Self {
+        self.compression = compression.map(codec::Settings::from);
         self
     }
 
@@ -308,9 +324,16 @@ impl Envelope {
             (ALG_HMAC_SHA256, Some(k)) => Prover::hmac(&k.mac, &header),
             _ => Prover::crc(&header),
         };
+        // Not for encrypted entries unless asked (the length side channel, docs/security.md),
+        // nor for a body the origin already encoded.
+        let compressor = self
+            .compression
+            .filter(|c| self.mode != Mode::Encrypted || c.when_encrypted)
+            .filter(|_| codec::worth_trying(&head.headers))
+            .map(codec::Compressor::new);
         let head = wire::encode_head(head, Vec::with_capacity(512))
             .map_err(|_| SealError("could not encode"))?;
-        Ok(Sealing::new(header, prover, alg == ALG_AES_256_GCM, head))
+        Ok(Sealing::new(header, prover, alg == ALG_AES_256_GCM, head).compress_with(compressor))
     }
 
     #[cfg(test)]
@@ -537,10 +560,24 @@ impl Envelope {
     }
 }
 
+/// For the fuzz targets: `data` as a compressed record of every codec compiled in, which
+/// decompresses to exactly a segment or not at all, and never panics.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_decompress(data: &[u8]) {
+    let data = [Bytes::copy_from_slice(data)];
+    for c in [codec::LZ4, codec::ZSTD] {
+        if let Some(out) = codec::decompress(c, &data, SEGMENT) {
+            assert_eq!(out.len(), SEGMENT, "decompressed to another length");
+        }
+    }
+}
+
 /// An entry could not be sealed (it is then not stored).
 #[derive(Debug)]
 pub(crate) struct SealError(pub(crate) &'static str);
 
+#[cfg(all(test, any(feature = "lz4", feature = "zstd")))]
+mod codec_tests;
 #[cfg(test)]
 mod format4_tests;
 #[cfg(test)]

@@ -265,7 +265,7 @@ impl BodyReader {
         let Some((len, codec)) = framing(p, 0) else {
             return Ok(Step::More);
         };
-        if codec != 0 {
+        if !super::codec::known(codec) {
             return Err(OpenError::Unusable(super::NEWER_CODEC));
         }
         let plain = usize::try_from(self.remaining.min(SEGMENT as u64)).unwrap_or(SEGMENT);
@@ -274,7 +274,8 @@ impl BodyReader {
         } else {
             plain
         };
-        if len != stored {
+        // Compressed data is stored only when shorter than the segment (codec.rs).
+        if (codec == 0 && len != stored) || (codec != 0 && len >= stored) {
             return Err(self.bad(BadSignatureReason::Malformed, "segment of the wrong length"));
         }
         if p.len() < 5 + len + self.tag_len {
@@ -295,6 +296,14 @@ impl BodyReader {
                 return Err(self.bad(BadSignatureReason::Mismatch, "checksum mismatch"));
             }
             data
+        };
+        // Verified: now, and only now, decompressed, into at most the segment's length.
+        let segment = match codec {
+            0 => segment,
+            _ => match super::codec::decompress(codec, &segment, plain) {
+                Some(plain) => vec![plain],
+                None => return Err(self.bad(BadSignatureReason::Malformed, "does not decompress")),
+            },
         };
         self.index = self.index.wrapping_add(1);
         self.remaining -= plain as u64;

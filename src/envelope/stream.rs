@@ -12,6 +12,7 @@
 use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
 
+use super::codec::Compressor;
 use super::record::{meta, Prover, GCM_TAG, NONCE_LEN};
 use super::{wire, SealError, SEGMENT};
 
@@ -49,6 +50,8 @@ pub(crate) struct Sealing {
     seg_len: usize,
     index: u32,
     body_len: u64,
+    /// Compresses segments before they are proven (`None`: stored as is).
+    compressor: Option<Compressor>,
 }
 
 impl Sealing {
@@ -66,7 +69,46 @@ impl Sealing {
             seg_len: 0,
             index: 1,
             body_len: 0,
+            compressor: None,
         }
+    }
+
+    /// Compresses the body's segments with `compressor` (see `codec.rs`).
+    pub(super) fn compress_with(mut self, compressor: Option<Compressor>) -> Self {
+        self.compressor = compressor;
+        self
+    }
+
+    /// Proves the last segment, if any (no more body follows; [`finish`](Self::finish) does
+    /// it too).
+    pub(crate) fn end_body(&mut self) -> Result<(), SealError> {
+        if self.inlines() {
+            // Sealed in the head record, as is (counted as such).
+            if let Some(c) = self.compressor.as_mut() {
+                c.skipped(self.seg_len);
+            }
+        } else if self.seg_len > 0 {
+            self.close_segment()?;
+        }
+        Ok(())
+    }
+
+    /// Whether the body is sealed in the head record: it is one segment under [`INLINE_BELOW`]
+    /// that is not to be compressed.
+    fn inlines(&self) -> bool {
+        self.index == 1
+            && self.seg_len > 0
+            && self.seg_len < INLINE_BELOW
+            && self
+                .compressor
+                .as_ref()
+                .is_none_or(|c| c.skips(self.seg_len))
+    }
+
+    /// Body bytes sealed so far with compression configured, and the bytes they are stored as
+    /// (`None`: not compressing this body).
+    pub(crate) fn compression(&self) -> Option<(u64, u64)> {
+        self.compressor.as_ref().map(|c| (c.before, c.after))
     }
 
     /// Appends body bytes: kept as slices of `data` (no copy), and proven a segment at a time.
@@ -105,7 +147,18 @@ impl Sealing {
     /// Proves the segment being filled and moves it to `records`.
     fn close_segment(&mut self) -> Result<(), SealError> {
         self.flush_copied();
-        let plain = self.seg_len;
+        // Compressed before it is proven: the proof covers the stored bytes and the codec.
+        let mut codec = 0;
+        if let Some((c, packed)) = self
+            .compressor
+            .as_mut()
+            .and_then(|z| z.segment(&self.seg, self.seg_len))
+        {
+            codec = c;
+            self.seg.clear();
+            self.seg.push(packed);
+        }
+        let plain = self.seg.iter().map(Bytes::len).sum::<usize>();
         if self.encrypted {
             let stored = NONCE_LEN + plain + GCM_TAG;
             if self.sealed.capacity() < 5 + stored {
@@ -114,19 +167,19 @@ impl Sealing {
             }
             self.sealed
                 .extend_from_slice(&(stored as u32).to_be_bytes());
-            self.sealed.extend_from_slice(&[0]);
+            self.sealed.extend_from_slice(&[codec]);
             self.prover
-                .seal(self.index, 0, self.seg.drain(..), &mut self.sealed)?;
+                .seal(self.index, codec, self.seg.drain(..), &mut self.sealed)?;
             self.flush_small();
             self.records.push(self.sealed.split().freeze());
         } else {
-            let m = meta(self.index, plain as u32, 0);
+            let m = meta(self.index, plain as u32, codec);
             let tag = self
                 .prover
                 .tag(&m, self.seg.iter().map(|s| &s[..]))
                 .ok_or(SealError("no tag"))?;
             self.small.extend_from_slice(&(plain as u32).to_be_bytes());
-            self.small.extend_from_slice(&[0]);
+            self.small.extend_from_slice(&[codec]);
             self.flush_small();
             self.records.append(&mut self.seg);
             self.small.extend_from_slice(tag.as_ref());
@@ -190,7 +243,7 @@ impl Sealing {
         // A body that is one small segment is sealed in the head record, after the head: one
         // record and one proof for the entries most hits are of (a reader tells the two apart
         // by what follows the encoded head: the whole body, or nothing).
-        let inline = self.index == 1 && self.seg_len > 0 && self.seg_len < INLINE_BELOW;
+        let inline = self.inlines();
         if self.seg_len > 0 && !inline {
             self.close_segment()?;
         }

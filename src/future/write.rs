@@ -382,7 +382,16 @@ impl<St: Store> Sink for SealSink<St> {
                 return None;
             }
         }
-        let this = *self;
+        let mut this = *self;
+        if this.sealing.compression().is_some() {
+            if let Err(e) = this.sealing.end_body() {
+                tracing::warn!(reason = e.0, "could not seal an entry; not stored");
+                return None;
+            }
+            if let Some((before, after)) = this.sealing.compression() {
+                this.write.config.metrics.compressed(before, after);
+            }
+        }
         match this
             .streaming
             .finish(this.sealing, trailers.as_ref(), this.write)

@@ -31,6 +31,9 @@ pub struct CacheMetrics {
 /// lines, so that hits on several cores do not all write one shared line; a read sums them.
 struct Counters {
     stripes: [Stripe; STRIPES],
+    /// Body bytes sealed with compression configured, and the bytes they were stored as (on
+    /// writes only: not striped).
+    compression: [AtomicU64; 2],
 }
 
 /// How many copies of the counters (threads beyond this share them, round-robin).
@@ -53,6 +56,7 @@ impl Default for Counters {
     fn default() -> Self {
         Self {
             stripes: std::array::from_fn(|_| Stripe(std::array::from_fn(|_| AtomicU64::new(0)))),
+            compression: [AtomicU64::new(0), AtomicU64::new(0)],
         }
     }
 }
@@ -112,6 +116,26 @@ impl Event {
 impl CacheMetrics {
     pub(crate) fn record(&self, event: Event) {
         self.inner.stripes[stripe()].0[event as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A body sealed with compression configured: `before` bytes stored as `after`.
+    pub(crate) fn compressed(&self, before: u64, after: u64) {
+        self.inner.compression[0].fetch_add(before, Ordering::Relaxed);
+        self.inner.compression[1].fetch_add(after, Ordering::Relaxed);
+        export::compressed(before, after);
+    }
+
+    /// Body bytes of entries written with compression configured (before compression; bodies
+    /// it skipped, as encoded ones, included).
+    pub fn compression_bytes_before(&self) -> u64 {
+        self.inner.compression[0].load(Ordering::Relaxed)
+    }
+
+    /// What [`compression_bytes_before`](Self::compression_bytes_before) counts, as stored
+    /// (compressed segments at their compressed size, the others as they were); the ratio of
+    /// the two is what compression saves.
+    pub fn compression_bytes_after(&self) -> u64 {
+        self.inner.compression[1].load(Ordering::Relaxed)
     }
 
     fn count(&self, event: Event) -> u64 {

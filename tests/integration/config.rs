@@ -41,6 +41,13 @@ fn full() -> CacheConfig {
         max_refreshes: Some(8),
         serve_stale_on_error: Some(Duration::from_secs(3600)),
         mac: Some(hyper_client_cache::Mac::HmacSha256),
+        #[cfg(any(feature = "lz4", feature = "zstd"))]
+        compression: Some(hyper_client_cache::CompressionConfig {
+            enabled: Some(true),
+            codec: Some(hyper_client_cache::Codec::default()),
+            min_size: Some(4096),
+            when_encrypted: Some(false),
+        }),
         on_bad_signature: Some(BadSignaturePolicy::Refetch),
         read_only: Some(false),
         fail_closed: Some(false),

@@ -10,6 +10,8 @@ mod cluster;
 mod coalesce;
 mod common;
 mod compose;
+#[cfg(all(feature = "disk", feature = "lz4", feature = "zstd", feature = "serde"))]
+mod compression;
 #[cfg(feature = "serde")]
 mod config;
 mod controls;
