@@ -193,15 +193,31 @@ impl Compressor {
         }
     }
 
+    /// A head record's data (`data`: the encoded head, and the body when it is sealed in the
+    /// head) compressed when that saves at least an eighth of it, framed for the reader: the
+    /// plain length (u32, big endian), then the compressed bytes. `None`: store it as is. Heads
+    /// repeat much (header names, dates, URLs), and for small bodies they are most of an entry.
+    pub(crate) fn record(&mut self, data: &[u8]) -> Option<(u8, Vec<u8>)> {
+        let len = data.len();
+        self.before += len as u64;
+        let packed = (len >= self.settings.min_size.max(1))
+            .then(|| compress(self.settings.codec, data))
+            .flatten()
+            .filter(|out| out.len() + 4 <= len - len / 8)
+            .and_then(|out| {
+                let plain = u32::try_from(len).ok()?;
+                let mut framed = Vec::with_capacity(4 + out.len());
+                framed.extend_from_slice(&plain.to_be_bytes());
+                framed.extend_from_slice(&out);
+                Some(framed)
+            });
+        self.after += packed.as_ref().map_or(len, Vec::len) as u64;
+        packed.map(|p| (self.settings.codec, p))
+    }
+
     /// Whether a segment of `len` bytes is stored as is, without trying.
     pub(crate) fn skips(&self, len: usize) -> bool {
         self.gave_up || len < self.settings.min_size.max(1)
-    }
-
-    /// Counts a segment of `len` bytes stored as is without trying ([`skips`](Self::skips)).
-    pub(crate) fn skipped(&mut self, len: usize) {
-        self.before += len as u64;
-        self.after += len as u64;
     }
 
     /// The segment `seg` (`len` bytes) compressed, with its codec byte, when that saves at

@@ -109,6 +109,13 @@ fn open(env: &Envelope, blob: &[u8]) -> Result<Vec<u8>, OpenError> {
 
 /// Each body record's (stored length, codec), walking the framing (the head is the first).
 fn records(blob: &[u8], tag: usize) -> Vec<(usize, u8)> {
+    let mut out = all_records(blob, tag);
+    out.remove(0);
+    out
+}
+
+/// Every record's (stored length, codec), the head record's first.
+fn all_records(blob: &[u8], tag: usize) -> Vec<(usize, u8)> {
     let id_len = usize::from(blob[6]);
     let klen = usize::from(u16::from_be_bytes([blob[7 + id_len], blob[8 + id_len]]));
     let mut at = 9 + id_len + klen + ENTRY_ID_LEN;
@@ -118,7 +125,6 @@ fn records(blob: &[u8], tag: usize) -> Vec<(usize, u8)> {
         out.push((len, blob[at + 4]));
         at += 5 + len + tag;
     }
-    out.remove(0);
     out
 }
 
@@ -148,13 +154,14 @@ fn every_mode_and_codec_round_trips_compressed_and_smaller() {
                     packed.len(),
                     as_is.len()
                 );
-                let recs = records(&packed, tag_len(&env));
+                let recs = all_records(&packed, tag_len(&env));
                 let byte = codec::Settings::from(Compression::new(c)).codec;
-                // Every segment but a last one under the threshold is compressed.
+                // Every record but one under the threshold is compressed (the head record too,
+                // with a body under 16 KiB in it).
                 assert!(recs
                     .iter()
                     .all(|r| r.1 == byte || r.0 < DEFAULT_COMPRESS_MIN_SIZE + 28));
-                assert_eq!(recs[0].1, byte);
+                assert_eq!(recs[usize::from(len >= 16 * 1024)].1, byte);
             }
         }
     }
@@ -187,11 +194,12 @@ fn an_encoded_body_and_short_segments_are_stored_as_is() {
     let blob = seal(&env, &head(None), &json(1024));
     assert_eq!(records(&blob, 32), vec![]);
     assert_eq!(open(&env, &blob).unwrap(), json(1024));
-    // Above a lower threshold, the same body is a compressed segment of its own.
+    assert_eq!(all_records(&blob, 32)[0].1, 0);
+    // Above a lower threshold, the head record holding the same body is compressed.
     let low =
         Envelope::new(Some(ring())).with_compression(Some(Compression::default().min_size(512)));
     let blob = seal(&low, &head(None), &json(1024));
-    let recs = records(&blob, 32);
+    let recs = all_records(&blob, 32);
     assert_eq!(recs.len(), 1);
     assert!(recs[0].0 < 1024 && recs[0].1 != 0, "{recs:?}");
     assert_eq!(open(&low, &blob).unwrap(), json(1024));
@@ -283,4 +291,63 @@ fn decompression_never_produces_more_than_the_segment_length() {
         }
     }
     assert!(codec::decompress(9, &[Bytes::from_static(b"x")], 10).is_none());
+}
+
+#[test]
+fn a_compressed_head_record_is_verified_before_it_is_decompressed_and_bounded() {
+    for c in codecs() {
+        // A small body is sealed in the head record, compressed with it.
+        let env = Envelope::new(Some(ring())).with_compression(Some(Compression::new(c)));
+        let body = json(6000);
+        let blob = seal(&env, &head(None), &body);
+        let recs = all_records(&blob, 32);
+        assert_eq!(recs.len(), 1);
+        assert_ne!(recs[0].1, 0);
+        assert!(recs[0].0 < 3000, "{recs:?}");
+        assert_eq!(open(&env, &blob).unwrap(), body);
+        for at in [
+            blob.len() - 32 - recs[0].0 + 2,
+            blob.len() - 32 - 10,
+            blob.len() - 5,
+        ] {
+            let mut bad = blob.clone();
+            bad[at] ^= 1;
+            let before = codec::DECOMPRESSED.with(|n| n.get());
+            match env.open(&key(), Bytes::from(bad)) {
+                Err(OpenError::BadSignature(b)) => assert_eq!(b.reason_label(), "mismatch"),
+                other => panic!("{other:?}"),
+            }
+            assert_eq!(
+                codec::DECOMPRESSED.with(|n| n.get()),
+                before,
+                "decompressed at {at}"
+            );
+        }
+        // A plain length over a head record's bound, or zero, even correctly checksummed (an
+        // unsigned entry: anyone can write one), is refused before anything is decompressed.
+        let env = Envelope::new(None).with_compression(Some(Compression::new(c)));
+        let blob = seal(&env, &head(None), &body);
+        let data_at = blob.len() - 4 - all_records(&blob, 4)[0].0;
+        let header = &blob[..data_at - 5];
+        for plain in [u32::MAX, 0, 1] {
+            let mut forged = blob.clone();
+            forged[data_at..data_at + 4].copy_from_slice(&plain.to_be_bytes());
+            let len = (blob.len() - 4 - data_at) as u32;
+            let tag = record::Prover::crc(header)
+                .tag(
+                    &record::meta(0, len, forged[data_at - 1]),
+                    [&forged[data_at..blob.len() - 4]],
+                )
+                .unwrap();
+            let end = forged.len() - 4;
+            forged[end..].copy_from_slice(tag.as_ref());
+            let before = codec::DECOMPRESSED.with(|n| n.get());
+            assert!(matches!(
+                env.open(&key(), Bytes::from(forged)),
+                Err(OpenError::Unusable(_))
+            ));
+            let tried = codec::DECOMPRESSED.with(|n| n.get()) - before;
+            assert_eq!(tried, usize::from(plain == 1), "plain length {plain}");
+        }
+    }
 }

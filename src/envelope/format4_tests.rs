@@ -350,7 +350,7 @@ fn older_and_newer_formats_and_codecs_are_misses_only_newer_ones_foreign() {
     // A codec this release does not know, in the head's framing: unusable, never decoded.
     let starts = record_starts(&blob, 32);
     let mut b = blob.clone();
-    b[starts[0] + 4] = 1;
+    b[starts[0] + 4] = 200;
     assert!(matches!(
         env.open(&key("k"), Bytes::from(b)),
         Err(OpenError::Unusable(NEWER_CODEC))

@@ -52,6 +52,8 @@ pub(crate) struct Sealing {
     body_len: u64,
     /// Compresses segments before they are proven (`None`: stored as is).
     compressor: Option<Compressor>,
+    /// The header and head record, when [`end`](Self::end) sealed them.
+    head_sealed: Option<BytesMut>,
 }
 
 impl Sealing {
@@ -70,6 +72,7 @@ impl Sealing {
             index: 1,
             body_len: 0,
             compressor: None,
+            head_sealed: None,
         }
     }
 
@@ -79,30 +82,20 @@ impl Sealing {
         self
     }
 
-    /// Proves the last segment, if any (no more body follows; [`finish`](Self::finish) does
-    /// it too).
-    pub(crate) fn end_body(&mut self) -> Result<(), SealError> {
-        if self.inlines() {
-            // Sealed in the head record, as is (counted as such).
-            if let Some(c) = self.compressor.as_mut() {
-                c.skipped(self.seg_len);
-            }
-        } else if self.seg_len > 0 {
-            self.close_segment()?;
+    /// Ends the body with these trailers and seals the head now (what [`finish`](Self::finish)
+    /// would), so that [`compression`](Self::compression) counts every record; `finish` then
+    /// only hands the entry out.
+    pub(crate) fn end(&mut self, trailers: Option<&HeaderMap>) -> Result<(), SealError> {
+        if self.head_sealed.is_none() {
+            let head = self.seal_head_now(trailers)?;
+            self.head_sealed = Some(head);
         }
         Ok(())
     }
 
-    /// Whether the body is sealed in the head record: it is one segment under [`INLINE_BELOW`]
-    /// that is not to be compressed.
+    /// Whether the body is sealed in the head record: it is one segment under [`INLINE_BELOW`].
     fn inlines(&self) -> bool {
-        self.index == 1
-            && self.seg_len > 0
-            && self.seg_len < INLINE_BELOW
-            && self
-                .compressor
-                .as_ref()
-                .is_none_or(|c| c.skips(self.seg_len))
+        self.index == 1 && self.seg_len > 0 && self.seg_len < INLINE_BELOW
     }
 
     /// Body bytes sealed so far with compression configured, and the bytes they are stored as
@@ -235,8 +228,16 @@ impl Sealing {
         Ok((first.freeze(), std::mem::take(&mut self.records)))
     }
 
-    /// Closes the last segment and seals the head: the header and head record.
+    /// Closes the last segment and seals the head: the header and head record (sealed by
+    /// [`end`](Self::end) already, if it was called).
     fn seal_head(&mut self, trailers: Option<&HeaderMap>) -> Result<BytesMut, SealError> {
+        match self.head_sealed.take() {
+            Some(head) => Ok(head),
+            None => self.seal_head_now(trailers),
+        }
+    }
+
+    fn seal_head_now(&mut self, trailers: Option<&HeaderMap>) -> Result<BytesMut, SealError> {
         if trailers.is_some_and(|t| t.len() > wire::MAX_FIELDS) {
             return Err(SealError("more trailer fields than an entry holds"));
         }
@@ -260,6 +261,12 @@ impl Sealing {
                 head.extend_from_slice(&chunk);
             }
         }
+        // Compressed as a whole, like a segment, before it is proven (see `codec.rs`).
+        let mut codec = 0;
+        if let Some((c, packed)) = self.compressor.as_mut().and_then(|z| z.record(&head)) {
+            codec = c;
+            head = packed;
+        }
         let mut first = BytesMut::from(&std::mem::take(&mut self.header)[..]);
         if self.encrypted {
             let stored = NONCE_LEN + head.len() + GCM_TAG;
@@ -269,17 +276,17 @@ impl Sealing {
                     .map_err(|_| SealError("head too long"))?
                     .to_be_bytes(),
             );
-            first.extend_from_slice(&[0]);
-            self.prover.seal(0, 0, [&head[..]], &mut first)?;
+            first.extend_from_slice(&[codec]);
+            self.prover.seal(0, codec, [&head[..]], &mut first)?;
         } else {
             let len = u32::try_from(head.len()).map_err(|_| SealError("head too long"))?;
             let tag = self
                 .prover
-                .tag(&meta(0, len, 0), [&head[..]])
+                .tag(&meta(0, len, codec), [&head[..]])
                 .ok_or(SealError("no tag"))?;
             first.reserve(5 + head.len() + 32);
             first.extend_from_slice(&len.to_be_bytes());
-            first.extend_from_slice(&[0]);
+            first.extend_from_slice(&[codec]);
             first.extend_from_slice(&head);
             first.extend_from_slice(tag.as_ref());
         }

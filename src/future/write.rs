@@ -384,7 +384,7 @@ impl<St: Store> Sink for SealSink<St> {
         }
         let mut this = *self;
         if this.sealing.compression().is_some() {
-            if let Err(e) = this.sealing.end_body() {
+            if let Err(e) = this.sealing.end(trailers.as_ref()) {
                 tracing::warn!(reason = e.0, "could not seal an entry; not stored");
                 return None;
             }

@@ -10,7 +10,7 @@
 //! | `http_cache_requests_total` | counter | `status`: `hit`, `coalesced`, `coalesced_error`, `revalidated`, `stale`, `stale_while_revalidate`, `stale_if_error`, `only_if_cached_miss`, `miss`, `not_cacheable`, `store_unavailable` |
 //! | `http_cache_not_stored_total` | counter | `reason`: the `NotStoredReason` in snake case (`response_no_store`, `no_freshness`, `status`, ...) |
 //! | `http_cache_stored_total` | counter | |
-//! | `http_cache_compression_bytes_total` | counter | `stage`: `before` (body bytes written with compression configured), `after` (the bytes they were stored as) |
+//! | `http_cache_compression_bytes_total` | counter | `stage`: `before` (bytes of the records written with compression configured: body segments and head records), `after` (the bytes they were stored as) |
 //! | `http_cache_bad_signatures_total` | counter | `reason`: `mismatch`, `unknown_key`, `wrong_key`, `unsigned`, `malformed` |
 //! | `http_cache_store_operation_duration_seconds` | histogram | `operation`: `get`, `put`, `delete`, `keys`, `clear`, `purge_tag`; `outcome`: `ok`, `error`, `timeout`, `skipped` |
 //! | `http_cache_blob_size_bytes` | histogram | `operation`: `get` (a blob found), `put` |
@@ -220,7 +220,7 @@ pub fn describe_metrics() {
     describe_counter!(
         "http_cache_compression_bytes_total",
         Unit::Bytes,
-        "Body bytes written with compression configured (stage before) and as stored (after)."
+        "Bytes of the records (body segments, head records) written with compression configured (stage before) and as stored (after)."
     );
     describe_counter!(
         "http_cache_bad_signatures_total",

@@ -31,7 +31,8 @@ pub struct CacheMetrics {
 /// lines, so that hits on several cores do not all write one shared line; a read sums them.
 struct Counters {
     stripes: [Stripe; STRIPES],
-    /// Body bytes sealed with compression configured, and the bytes they were stored as (on
+    /// Record bytes (body segments, head records) sealed with compression configured, and the
+    /// bytes they were stored as (on
     /// writes only: not striped).
     compression: [AtomicU64; 2],
 }
@@ -125,7 +126,8 @@ impl CacheMetrics {
         export::compressed(before, after);
     }
 
-    /// Body bytes of entries written with compression configured (before compression; bodies
+    /// Bytes of the records (body segments and head records) of entries written with
+    /// compression configured (before compression; records
     /// it skipped, as encoded ones, included).
     pub fn compression_bytes_before(&self) -> u64 {
         self.inner.compression[0].load(Ordering::Relaxed)
