@@ -216,6 +216,15 @@ impl Fill {
             // Caught up: this reader moves the origin's body on, for everybody.
             self.register(id, cx);
             let waker = Waker::from(self.wakers.clone());
+            // A store writing the body as it passes sets the pace when it falls behind.
+            if let Some(tee) = state.tee.as_mut() {
+                if tee
+                    .poll_ready(&mut Context::from_waker(&waker))
+                    .is_pending()
+                {
+                    return Poll::Pending;
+                }
+            }
             let Some(source) = state.source.as_mut() else {
                 return Poll::Ready(None);
             };

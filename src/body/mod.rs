@@ -29,6 +29,12 @@ pub(crate) trait Sink: Send + 'static {
     /// segment encrypted): nothing here may grow with the size of the whole body. `false`
     /// abandons the copy.
     fn data(&mut self, chunk: &Bytes) -> bool;
+    /// Ready when the sink takes the next chunk; pending while the store's streamed write is
+    /// behind (`cx` is woken when it caught up, or was given up: the sink bounds the wait).
+    /// Polled before the origin's body is.
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<()> {
+        Poll::Ready(())
+    }
     /// The body ended cleanly, with these trailers: the write to wait for, if any. Called at
     /// most once, and cheap (it ends a copy made as the body passed).
     fn finish(self: Box<Self>, trailers: Option<HeaderMap>) -> Option<PutFuture>;
@@ -160,6 +166,14 @@ impl Tee {
             self.put = None;
         }
         Poll::Ready(())
+    }
+
+    /// Ready when the store's copy takes the next chunk (see [`Sink::poll_ready`]).
+    pub(crate) fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        match self.sink.as_mut() {
+            Some(sink) => sink.get_mut().poll_ready(cx),
+            None => Poll::Ready(()),
+        }
     }
 
     pub(crate) fn abandon(&mut self, why: &'static str) {
@@ -358,6 +372,8 @@ where
                 if tee.ended {
                     return Poll::Ready(None);
                 }
+                // A store writing the body as it passes sets the pace when it falls behind.
+                ready!(tee.poll_ready(cx));
                 match ready!(inner.as_mut().poll_frame(cx)) {
                     Some(Ok(frame)) => {
                         let frame = to_bytes(frame);

@@ -8,10 +8,12 @@
 //! [`STREAM_FROM`] bytes (announced by `Content-Length`, or reached by a body without one) is
 //! streamed; a smaller one takes the path it always took, with no store call added. The
 //! `PutStream` (a store call like any other: the store timeout, the circuit breaker) is polled
-//! with each chunk, never waited for; the sealed records are held until it answers, then handed to the
-//! [`BlobWriter`] as they are sealed, without waiting on the store. A store that falls more than
-//! [`MAX_BEHIND`] behind the body, or fails, loses the write (counted as a store write error,
-//! logged); the caller's body is untouched. At the end of the body the prefix (header and head,
+//! with each chunk; the sealed records are held until it answers, then handed to the
+//! [`BlobWriter`] as they are sealed. When the store is more than [`MAX_BEHIND`] behind the body
+//! (a disk slower than the origin), the body waits for it before more is read from the origin
+//! (`Sink::poll_ready`): memory stays bounded and the entry is still stored. The wait is bounded
+//! by the store timeout: a store that takes nothing for that long, or fails, loses the write
+//! (counted as a store write error, logged) and the body goes on, untouched. At the end of the body the prefix (header and head,
 //! sealed last) commits the write, awaited like a `Put` (bounded by the store timeout), and
 //! coalesced waiters are told the entry is stored only once the commit succeeded. A store that
 //! answers `Unsupported` gets the entry as a `PutParts` at the end, as before, and is not asked
@@ -38,6 +40,9 @@ pub(super) const STREAM_FROM: u64 = 1 << 20;
 /// The most a streamed write may hold that the store has not taken (records held while the
 /// `PutStream` is answered, or queued in the writer): past it, the write is given up.
 pub(super) const MAX_BEHIND: usize = 16 << 20;
+/// What a write may hold in any case (`poll_ready` keeps it near [`MAX_BEHIND`]; this guards
+/// a body that is read without it): past it, the write is given up.
+const HARD_CAP: usize = 2 * MAX_BEHIND;
 
 type Opened = Result<StoreResponse, StoreError>;
 
@@ -54,6 +59,8 @@ enum State<St: Store> {
     /// or tasks), awaited at the end of the body.
     Opening(Pin<Box<StoreCall<St>>>),
     Open(BlobWriter),
+    /// Given up (the store stalled past its timeout): not stored, the body goes on.
+    Lost,
 }
 
 /// The streaming side of a sealing sink.
@@ -62,6 +69,8 @@ pub(super) struct Streaming<St: Store> {
     /// Records taken from the sealing and not handed to a writer (yet).
     held: Vec<Bytes>,
     held_len: usize,
+    /// While the body waits for the store: when it stops waiting and gives the write up.
+    deadline: Option<Pin<Box<crate::timer::Deadline>>>,
 }
 
 impl<St: Store> Streaming<St> {
@@ -78,6 +87,7 @@ impl<St: Store> Streaming<St> {
             state,
             held: Vec::new(),
             held_len: 0,
+            deadline: None,
         }
     }
 
@@ -100,24 +110,18 @@ impl<St: Store> Streaming<St> {
                 None => State::Off,
             };
         }
-        if let State::Opening(call) = &mut self.state {
-            match call.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-                Poll::Pending => {}
-                Poll::Ready(answer) => match opened(write, answer) {
-                    Ok(Some(writer)) => self.state = State::Open(writer),
-                    Ok(None) => self.state = State::Off,
-                    Err(e) => return lost(write, e),
-                },
-            }
+        if !self.poll_open(&mut Context::from_waker(Waker::noop()), write) {
+            return false;
         }
         match &mut self.state {
             State::Off | State::Waiting { .. } => true,
+            State::Lost => false,
             State::Opening(_) => {
                 for record in sealing.take_records() {
                     self.held_len += record.len();
                     self.held.push(record);
                 }
-                self.held_len <= MAX_BEHIND || lost(write, behind())
+                self.held_len <= HARD_CAP || lost(write, behind())
             }
             State::Open(writer) => {
                 let records = std::mem::take(&mut self.held)
@@ -130,9 +134,67 @@ impl<St: Store> Streaming<St> {
                         return true;
                     }
                 }
-                writer.queued() <= MAX_BEHIND || lost(write, behind())
+                writer.queued() <= HARD_CAP || lost(write, behind())
             }
         }
+    }
+
+    /// Polls the `PutStream` while it is in flight; `false` when the write is lost.
+    fn poll_open(&mut self, cx: &mut Context<'_>, write: &Write<St>) -> bool {
+        if let State::Opening(call) = &mut self.state {
+            if let Poll::Ready(answer) = call.as_mut().poll(cx) {
+                match opened(write, answer) {
+                    Ok(Some(writer)) => self.state = State::Open(writer),
+                    Ok(None) => self.state = State::Off,
+                    Err(e) => {
+                        self.state = State::Lost;
+                        return lost(write, e);
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    /// Ready when the body may go on: the store is at most [`MAX_BEHIND`] behind, or the write
+    /// was given up. Pending (waking `cx` when the store takes more) while it is further behind,
+    /// for the store timeout at most: then the write is lost and the body goes on.
+    pub(super) fn poll_ready(
+        &mut self,
+        cx: &mut Context<'_>,
+        sealing: &mut Sealing,
+        write: &Write<St>,
+    ) -> Poll<()> {
+        if !self.poll_open(cx, write) {
+            return Poll::Ready(());
+        }
+        if let State::Open(_) = self.state {
+            // Records held while it opened go to the writer now.
+            if !self.held.is_empty() && !self.step(u64::MAX, sealing, write) {
+                return Poll::Ready(());
+            }
+        }
+        let behind = match &self.state {
+            State::Opening(_) => self.held_len > MAX_BEHIND,
+            State::Open(writer) => writer.poll_drained(cx, MAX_BEHIND).is_pending(),
+            _ => false,
+        };
+        if !behind {
+            self.deadline = None;
+            return Poll::Ready(());
+        }
+        let timeout = write.config.store_timeout;
+        let deadline = self
+            .deadline
+            .get_or_insert_with(|| Box::pin(write.config.timer.sleep(timeout)));
+        if deadline.as_mut().poll(cx).is_ready() {
+            self.deadline = None;
+            self.state = State::Lost;
+            self.held.clear();
+            lost(write, stalled(timeout));
+            return Poll::Ready(());
+        }
+        Poll::Pending
     }
 
     /// The body has ended: the store write to wait for.
@@ -143,6 +205,12 @@ impl<St: Store> Streaming<St> {
         write: Write<St>,
     ) -> Result<PutFuture, SealError> {
         let Streaming { state, held, .. } = self;
+        if let State::Lost = state {
+            // Given up (counted then): part of the body went to a writer that is gone, so
+            // nothing may be written now; waiters are released as not stored.
+            drop(write);
+            return Ok(Box::pin(async {}));
+        }
         if held.is_empty() && !matches!(state, State::Opening(_) | State::Open(_)) {
             // Never streamed: exactly as ever.
             return Ok(write.put(BlobParts::from(sealing.finish(trailers)?)));
@@ -150,6 +218,8 @@ impl<St: Store> Streaming<St> {
         let (prefix, rest) = sealing.finish_split(trailers)?;
         let body = held.into_iter().chain(rest);
         let writer = match state {
+            // Returned above.
+            State::Lost => return Ok(Box::pin(async {})),
             State::Off | State::Waiting { .. } => {
                 // Held while a store that does not stream answered: the whole entry, in parts.
                 let parts: BlobParts = std::iter::once(prefix).chain(body).collect();
@@ -221,11 +291,21 @@ fn opened<St: Store>(write: &Write<St>, answer: Opened) -> Result<Option<BlobWri
     }
 }
 
+fn stalled(timeout: Duration) -> StoreError {
+    StoreError::failed(
+        format!(
+            "the store took nothing of the streamed write for {} ms while the body waited",
+            timeout.as_millis()
+        )
+        .into(),
+    )
+}
+
 fn behind() -> StoreError {
     StoreError::failed(
         format!(
             "the store fell more than {} MiB behind the body",
-            MAX_BEHIND >> 20
+            HARD_CAP >> 20
         )
         .into(),
     )

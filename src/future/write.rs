@@ -369,6 +369,15 @@ impl<St: Store> Sink for SealSink<St> {
         }
     }
 
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if self.streaming.active() {
+            self.streaming
+                .poll_ready(cx, &mut self.sealing, &self.write)
+        } else {
+            std::task::Poll::Ready(())
+        }
+    }
+
     fn finish(mut self: Box<Self>, trailers: Option<HeaderMap>) -> Option<PutFuture> {
         if let Some(around) = self.around.take() {
             // The new part must be what its `Content-Range` says, whatever `Content-Length`

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use tokio::sync::{mpsc, oneshot};
 
 use super::StoreResponse;
@@ -35,6 +36,8 @@ pub enum Incoming {
 struct Shared {
     /// Bytes appended and not yet taken by the store.
     queued: AtomicUsize,
+    /// Woken when the store takes a buffer, or drops its end (see `BlobWriter::poll_drained`).
+    drained: AtomicWaker,
     /// The writer was dropped without a commit.
     aborted: AtomicBool,
 }
@@ -85,6 +88,7 @@ impl BlobWriter {
         let (reply_tx, reply_rx) = oneshot::channel();
         let shared = Arc::new(Shared {
             queued: AtomicUsize::new(0),
+            drained: AtomicWaker::new(),
             aborted: AtomicBool::new(false),
         });
         (
@@ -119,6 +123,32 @@ impl BlobWriter {
     /// Bytes appended that the store has not taken yet.
     pub fn queued(&self) -> usize {
         self.shared.queued.load(Ordering::Acquire)
+    }
+
+    /// Ready once at most `below` bytes are queued, or the store has stopped taking the write
+    /// (then [`append`](Self::append) fails and [`commit`](Self::commit) says why); otherwise
+    /// `cx` is woken when the store takes a buffer. The cache waits on it before reading more of
+    /// the body, with its store timeout as the bound.
+    pub fn poll_drained(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        below: usize,
+    ) -> std::task::Poll<()> {
+        let done = || {
+            self.queued() <= below
+                || self
+                    .tx
+                    .as_ref()
+                    .is_none_or(mpsc::UnboundedSender::is_closed)
+        };
+        if done() {
+            return std::task::Poll::Ready(());
+        }
+        self.shared.drained.register(cx.waker());
+        if done() {
+            return std::task::Poll::Ready(());
+        }
+        std::task::Poll::Pending
     }
 
     /// Ends the write with the blob's `prefix` (its first bytes); resolves to the store's
@@ -165,6 +195,7 @@ impl IncomingBlob {
     fn taken(&self, item: Option<Incoming>) -> Option<Incoming> {
         if let Some(Incoming::Data(data)) = &item {
             self.shared.queued.fetch_sub(data.len(), Ordering::AcqRel);
+            self.shared.drained.wake();
         }
         item
     }
@@ -212,6 +243,13 @@ impl IncomingBlob {
         if let Some(reply) = self.reply.take() {
             let _ = reply.send(answer);
         }
+    }
+}
+
+impl Drop for IncomingBlob {
+    fn drop(&mut self) {
+        // The cache may be waiting for the store to catch up: it never will.
+        self.shared.drained.wake();
     }
 }
 

@@ -1,8 +1,9 @@
 //! A large stored miss is written to the store as the body passes (`StoreRequest::PutStream`),
 //! never held whole: `DiskStore` writes it to a temporary file and renames it at the end; a body
 //! that fails leaves nothing (no entry, no temporary file); a store that does not stream gets a
-//! `PutParts` at the end; a store that fails or falls behind loses the entry (counted), never the
-//! caller's response.
+//! `PutParts` at the end; a store slower than the origin sets the body's pace and gets the entry;
+//! a store that fails, or stalls for its timeout, loses the entry (counted), never the caller's
+//! response.
 
 use std::convert::Infallible;
 use std::future::ready;
@@ -77,6 +78,9 @@ enum Behaviour {
     FailAfter(usize),
     /// Never takes a byte of a streamed write.
     Stall,
+    /// Writes through to its `DiskStore`, after a pause of 1.5 s at the first buffer (within
+    /// the store timeout): a disk that falls behind the origin for a while.
+    Slow,
 }
 
 /// A `DiskStore` that records the requests it saw (and `opened` once a `PutStream` was answered).
@@ -143,6 +147,39 @@ impl Service<StoreRequest> for Watch {
                 self.stalled.lock().unwrap().push(incoming);
                 Box::pin(ready(Ok(StoreResponse::Writer(writer))))
             }
+            (Behaviour::Slow, true) => {
+                let inner = self.inner.clone().oneshot(req);
+                Box::pin(async move {
+                    let Ok(StoreResponse::Writer(mut disk)) = inner.await else {
+                        return Err("the disk store did not stream".into());
+                    };
+                    let (writer, mut incoming) = BlobWriter::channel();
+                    tokio::spawn(async move {
+                        let mut n = 0;
+                        while let Some(item) = incoming.next().await {
+                            match item {
+                                Incoming::Data(data) => {
+                                    // A disk that stops for a while (a flush, a busy device)
+                                    // after the first buffer, then keeps up.
+                                    n += 1;
+                                    if n == 1 {
+                                        tokio::time::sleep(Duration::from_millis(1500)).await;
+                                    }
+                                    if disk.append(data).is_err() {
+                                        return incoming.finish(Err("disk writer closed".into()));
+                                    }
+                                }
+                                Incoming::Commit(prefix) => {
+                                    let answer = disk.commit(prefix).await;
+                                    return incoming.finish(answer);
+                                }
+                                _ => return incoming.finish(Err("unknown item".into())),
+                            }
+                        }
+                    });
+                    Ok(StoreResponse::Writer(writer))
+                })
+            }
             _ => {
                 let fut = self.inner.clone().oneshot(req);
                 let seen = self.seen.clone();
@@ -179,8 +216,13 @@ fn cache(
         behaviour,
         stalled: Arc::default(),
     };
+    // A store that stalls makes the body wait this long before the write is given up.
+    let timeout = match behaviour {
+        Behaviour::Stall => Duration::from_millis(300),
+        _ => Duration::from_secs(30),
+    };
     let layer = CacheLayer::new(store.clone())
-        .store_timeout(Duration::from_secs(30))
+        .store_timeout(timeout)
         .max_body_size(64 << 20);
     let layer = match mode {
         0 => layer,
@@ -375,5 +417,29 @@ async fn a_store_that_fails_or_falls_behind_loses_the_entry_not_the_response() {
         assert_eq!(store.count("put_parts"), 0);
         let (status, _, _) = read(&mut svc, "x").await;
         assert_eq!(status, Some(CacheStatus::Miss), "not stored");
+    }
+}
+
+#[tokio::test]
+async fn a_store_slower_than_the_origin_sets_the_pace_and_gets_the_entry() {
+    // 40 MiB from an origin that never waits, into a store that pauses: the body would pass
+    // what a write may hold (32 MiB), and without the body waiting for the store the entry
+    // would be given up.
+    for sized in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let len = 40 << 20;
+        let send = Send::Body { len, sized };
+        let (mut svc, store, metrics) = cache(0, dir.path(), Behaviour::Slow, send);
+        let (status, got, err) = read(&mut svc, "x").await;
+        assert!(err.is_none(), "{err:?}");
+        assert_eq!(status, Some(CacheStatus::Miss));
+        assert!(got == body(len), "the caller's response is whole");
+        assert_eq!(metrics.store_write_errors(), 0, "{:?}", store.seen());
+        assert_eq!(metrics.stored(), 1);
+        let (status, got, err) = read(&mut svc, "x").await;
+        assert!(err.is_none(), "{err:?}");
+        assert_eq!(status, Some(CacheStatus::Hit));
+        assert!(got == body(len));
+        assert!(temp_files(dir.path()).is_empty());
     }
 }
