@@ -257,11 +257,7 @@ impl Config {
         // With a secret, entries are named by HMACs under a key derived from it (docs/security.md,
         // "Key names"); the previous keys of the ring name what was written before a rotation.
         config.keying.names = config.envelope.name_keys();
-        config.reuse_id = crate::policy::fresh::rules_id(
-            config.surrogate.as_deref(),
-            &config.targets,
-            config.shared,
-        );
+        config.reuse_id = reuse_id(config.surrogate.as_deref(), &config.targets, config.shared);
         config
     }
 
@@ -333,6 +329,30 @@ impl VaryDigest for Config {
     }
 }
 
+/// Names the rules sealed freshness inputs depend on (`policy::fresh`): two layers with the same
+/// id compute the same from the same stored response.
+fn reuse_id(surrogate: Option<&str>, targets: &[http::HeaderName], shared: bool) -> u64 {
+    let mut d = ring::digest::Context::new(&ring::digest::SHA256);
+    d.update(&[crate::policy::fresh::RULES_VERSION, u8::from(shared)]);
+    match surrogate {
+        Some(s) => {
+            d.update(&[1]);
+            d.update(&(s.len() as u64).to_be_bytes());
+            d.update(s.as_bytes());
+        }
+        None => d.update(&[0]),
+    }
+    for t in targets {
+        d.update(&(t.as_str().len() as u64).to_be_bytes());
+        d.update(t.as_str().as_bytes());
+    }
+    let digest = d.finish();
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&digest.as_ref()[..8]);
+    // Never 0: `Reuse::default()` (tests) has id 0 and must not match a computed one.
+    u64::from_be_bytes(id) | 1
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -347,5 +367,23 @@ mod tests {
         let overhead = crate::envelope::segment_overhead(max_body_size);
         assert!(overhead > 1 << 20);
         assert!(config.finished().envelope.max_blob() >= max_body_size + overhead + (1 << 20));
+    }
+
+    #[test]
+    fn the_rules_id_names_every_setting_sealed_freshness_depends_on() {
+        let cdn = [http::HeaderName::from_static("cdn-cache-control")];
+        let ids = [
+            reuse_id(None, &[], false),
+            reuse_id(None, &[], true),
+            reuse_id(Some("edge"), &[], false),
+            reuse_id(None, &cdn, false),
+        ];
+        for (i, a) in ids.iter().enumerate() {
+            assert_ne!(*a, 0, "0 matches no sealed inputs");
+            for b in &ids[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+        assert_eq!(reuse_id(None, &cdn, false), ids[3], "stable");
     }
 }

@@ -12,7 +12,7 @@ use crate::controls::url_glob;
 use crate::envelope::OpenError;
 use crate::error::{BoxError, StoreError};
 use crate::key::{host_path, CacheKey};
-use crate::policy::decision::lifetime;
+use crate::policy::fresh::lifetime;
 use crate::policy::freshness::AgeInputs;
 use crate::policy::retention::expires_at;
 use crate::store::{self, Store, StoreRequest, StoreResponse};

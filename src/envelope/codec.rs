@@ -285,6 +285,22 @@ thread_local! {
     pub(crate) static DECOMPRESSED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
+/// A verified head record's data as the head decoder reads it: as it is (codec 0), or
+/// decompressed. A compressed one is its plain length (u32, big endian), then the compressed
+/// bytes ([`Compressor::record`]); the length must be within `bound` (and not 0) before anything
+/// is decompressed, and the bytes must decompress into exactly that many. `None` otherwise.
+pub(crate) fn head_record(codec: u8, data: Bytes, bound: usize) -> Option<Bytes> {
+    if codec == AS_IS {
+        return Some(data);
+    }
+    let n = data.get(..4)?;
+    let plain = u32::from_be_bytes([n[0], n[1], n[2], n[3]]) as usize;
+    if plain == 0 || plain > bound {
+        return None;
+    }
+    decompress(codec, &[data.slice(4..)], plain)
+}
+
 /// Whether records of `codec` can be read by this build.
 pub(crate) fn known(codec: u8) -> bool {
     match codec {

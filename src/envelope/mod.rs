@@ -520,28 +520,12 @@ impl Envelope {
             }
             Bytes::from(head)
         };
-        // Verified: a compressed head is its plain length, then the compressed bytes (see
-        // `codec::Compressor::record`), decompressed into exactly that length, within the bound
-        // of a head record.
-        let head = if codec == 0 {
-            head
-        } else {
-            let plain = match head.get(..4) {
-                Some(n) => u32::from_be_bytes([n[0], n[1], n[2], n[3]]) as usize,
-                None => 0,
-            };
-            let unpacked = (plain > 0 && plain <= MAX_HEAD_RECORD.min(self.max_blob))
-                .then(|| codec::decompress(codec, &[head.slice(4..)], plain))
-                .flatten();
-            match unpacked {
-                Some(head) => head,
-                None => {
-                    return Err(match found {
-                        Some(_) => bad(BadSignatureReason::Malformed),
-                        None => OpenError::Unusable("head record does not decompress"),
-                    })
-                }
-            }
+        // Verified: now decompressed, if it is compressed, within a head record's bound.
+        let Some(head) = codec::head_record(codec, head, MAX_HEAD_RECORD.min(self.max_blob)) else {
+            return Err(match found {
+                Some(_) => bad(BadSignatureReason::Malformed),
+                None => OpenError::Unusable("head record does not decompress"),
+            });
         };
         let (decoded, body_len, trailers, end) =
             wire::decode_head(&head).ok_or(OpenError::Unusable("payload does not decode"))?;

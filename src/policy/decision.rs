@@ -4,11 +4,10 @@ use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, Method, StatusCode};
 
-use super::cache_control::{RequestDirectives, ResponseDirectives};
+use super::cache_control::RequestDirectives;
 use super::fresh::StaleRules;
-use super::freshness::freshness_lifetime;
 use super::vary;
-use super::{Expiry, Reuse, Stored};
+use super::{Reuse, Stored};
 
 /// The verdict on one stored response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,28 +97,6 @@ pub(crate) fn assess(
     (judge(age, lifetime, &cc, request_cc, config), lifetime)
 }
 
-/// The response directives that apply to a stored response, and its freshness lifetime:
-/// §4.2.1 / §4.2.2 from its headers, or what the user's settings recorded with it.
-pub(crate) fn lifetime(stored: &Stored<'_>, config: &Reuse<'_>) -> (ResponseDirectives, Duration) {
-    match stored.expiry {
-        Expiry::Headers => {
-            let cc = super::directives_for(stored.headers, config);
-            let lifetime = freshness_lifetime(
-                stored.headers,
-                &cc,
-                stored.status,
-                config.shared,
-                stored.response_time,
-            )
-            .unwrap_or(Duration::ZERO);
-            (cc, lifetime)
-        }
-        Expiry::Fill(lifetime) => (super::directives_for(stored.headers, config), lifetime),
-        // `cache_control(false)`: the user asked for the headers to be ignored.
-        Expiry::Override(lifetime) => (ResponseDirectives::default(), lifetime),
-    }
-}
-
 /// §4.2: "A stored response is considered "fresh" if its age has not yet exceeded its freshness
 /// lifetime", then the request's and response's directives.
 fn judge(
@@ -199,6 +176,7 @@ fn judge(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::Expiry;
     use crate::policy::VaryValue;
     use http::{header, HeaderName, HeaderValue};
     use std::time::UNIX_EPOCH;

@@ -4,25 +4,26 @@
 //! §5.2.2, RFC 5861). Sealed in the entry's head, so that a hit does not parse `Cache-Control`,
 //! `Expires`, `Last-Modified`, `Date` and `Age` again.
 //!
-//! Only used when it was computed under the same rules (`Reuse::id`: the same target list,
-//! surrogate and shared setting, and this module's `RULES_VERSION`) and for the same
+//! Only used when it was computed under the same rules (`Reuse::id`, a digest of the target list,
+//! the surrogate and the shared setting, and this module's `RULES_VERSION`: `config.rs`) and for the same
 //! `response_time` (a `304` that freshens an entry changes it): otherwise the hit computes from
 //! the stored headers as before. It is inside the verified head: nobody without the key can set it.
 
 use std::time::{Duration, SystemTime};
 
 use super::cache_control::ResponseDirectives;
-use super::freshness::AgeInputs;
+use super::freshness::{freshness_lifetime, AgeInputs};
+use super::Expiry;
 use super::{Reuse, Stored};
 
 /// Bumped whenever what [`compute`] derives from the same headers changes (a parsing fix): older
-/// entries are then judged from their headers again.
-const RULES_VERSION: u8 = 1;
+/// entries are then judged from their headers again (it is part of `Reuse::id`).
+pub(crate) const RULES_VERSION: u8 = 1;
 
 /// A stored response's freshness inputs, as its writer computed them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Fresh {
-    /// The rules they were computed under ([`rules_id`]).
+    /// The rules they were computed under (`Reuse::id`).
     pub(crate) rules: u64,
     /// The `response_time` they were computed for.
     pub(crate) response_time: SystemTime,
@@ -65,34 +66,32 @@ impl From<&ResponseDirectives> for StaleRules {
     }
 }
 
-/// Names the rules a [`Fresh`] depends on: two layers with the same id compute the same from the
-/// same stored response.
-pub(crate) fn rules_id(surrogate: Option<&str>, targets: &[http::HeaderName], shared: bool) -> u64 {
-    let mut d = ring::digest::Context::new(&ring::digest::SHA256);
-    d.update(&[RULES_VERSION, u8::from(shared)]);
-    match surrogate {
-        Some(s) => {
-            d.update(&[1]);
-            d.update(&(s.len() as u64).to_be_bytes());
-            d.update(s.as_bytes());
+/// The response directives that apply to a stored response, and its freshness lifetime:
+/// §4.2.1 / §4.2.2 from its headers, or what the user's settings recorded with it.
+pub(crate) fn lifetime(stored: &Stored<'_>, config: &Reuse<'_>) -> (ResponseDirectives, Duration) {
+    match stored.expiry {
+        Expiry::Headers => {
+            let cc = super::directives_for(stored.headers, config);
+            let lifetime = freshness_lifetime(
+                stored.headers,
+                &cc,
+                stored.status,
+                config.shared,
+                stored.response_time,
+            )
+            .unwrap_or(Duration::ZERO);
+            (cc, lifetime)
         }
-        None => d.update(&[0]),
+        Expiry::Fill(lifetime) => (super::directives_for(stored.headers, config), lifetime),
+        // `cache_control(false)`: the user asked for the headers to be ignored.
+        Expiry::Override(lifetime) => (ResponseDirectives::default(), lifetime),
     }
-    for t in targets {
-        d.update(&(t.as_str().len() as u64).to_be_bytes());
-        d.update(t.as_str().as_bytes());
-    }
-    let digest = d.finish();
-    let mut id = [0u8; 8];
-    id.copy_from_slice(&digest.as_ref()[..8]);
-    // Never 0: `Reuse::default()` (tests) has id 0 and must not match a computed one.
-    u64::from_be_bytes(id) | 1
 }
 
 /// The freshness inputs of `stored` under `reuse`'s rules.
 pub(crate) fn compute(stored: &Stored<'_>, reuse: &Reuse<'_>) -> Fresh {
     let age = AgeInputs::from_headers(stored.headers, stored.request_time, stored.response_time);
-    let (cc, lifetime) = super::decision::lifetime(stored, reuse);
+    let (cc, lifetime) = lifetime(stored, reuse);
     Fresh {
         rules: reuse.id,
         response_time: stored.response_time,
@@ -144,7 +143,7 @@ mod tests {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=0"));
         let t = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let reuse = Reuse {
-            id: rules_id(None, &[], false),
+            id: 7,
             ..Reuse::default()
         };
         let sealed = Fresh {
@@ -171,11 +170,7 @@ mod tests {
             (Duration::from_secs(7), Duration::from_secs(600))
         );
         // Other rules, another response time, or none sealed: from the headers.
-        let other = Reuse {
-            id: rules_id(None, &[], true),
-            ..reuse
-        };
-        assert_ne!(other.id, reuse.id);
+        let other = Reuse { id: 9, ..reuse };
         for (fresh, at, reuse) in [
             (Some(sealed), t, &other),
             (Some(sealed), t + Duration::from_secs(1), &reuse),
@@ -184,14 +179,5 @@ mod tests {
             let (age, lifetime, _) = inputs(&stored(fresh, at), reuse);
             assert_eq!((age.age_value, lifetime), (Duration::ZERO, Duration::ZERO));
         }
-        assert_ne!(rules_id(Some("a"), &[], false), rules_id(None, &[], false));
-        assert_ne!(
-            rules_id(
-                None,
-                &[http::HeaderName::from_static("cdn-cache-control")],
-                false
-            ),
-            rules_id(None, &[], false)
-        );
     }
 }
