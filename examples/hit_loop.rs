@@ -1,0 +1,64 @@
+//! Times one kind of 1 KiB hit in a plain loop (no benchmark harness): for old-against-new runs
+//! and `perf record`, where criterion's own work would blur the profile.
+//!
+//! Run: `cargo run --release --example hit_loop -- <case> [hits]`, where `case` is `signed`,
+//! `encrypted`, `unsigned`, or (with `--features zstd`) `signed-compress`: signed with
+//! compression configured, the body under its threshold. Prints the mean time per hit; compare
+//! two cases in alternating runs (docs/benchmarks.md).
+
+use std::convert::Infallible;
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_client_cache::{BoxError, CacheLayer, MemoryStore, SecretKey};
+use tower::{Service, ServiceBuilder, ServiceExt};
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), BoxError> {
+    let mut args = std::env::args().skip(1);
+    let case = args.next().unwrap_or_else(|| "signed".into());
+    let hits: u32 = match args.next() {
+        Some(n) => n.parse()?,
+        None => 200_000,
+    };
+    let key = SecretKey::new("benchmark key, 32 bytes long....")?;
+    let layer = CacheLayer::new(MemoryStore::new(64 << 20));
+    let layer = match case.as_str() {
+        "signed" => layer.secret_key(key),
+        "encrypted" => layer.encrypt(key),
+        "unsigned" => layer,
+        #[cfg(feature = "zstd")]
+        "signed-compress" => layer.secret_key(key).compress(
+            hyper_client_cache::Compression::new(hyper_client_cache::Codec::Zstd),
+        ),
+        other => return Err(format!("unknown case {other}").into()),
+    };
+    // An origin as the benchmarks' (`benches/support`): a `Date`, a max-age, a few fields.
+    let date = httpdate::fmt_http_date(SystemTime::now());
+    let body = Bytes::from(vec![b'x'; 1024]);
+    let origin = tower::service_fn(move |_req: http::Request<()>| {
+        let response = http::Response::builder()
+            .header("date", date.as_str())
+            .header("cache-control", "max-age=3600")
+            .header("content-type", "application/json")
+            .header("etag", "\"abc\"")
+            .header("server", "bench")
+            .body(Full::new(body.clone()));
+        std::future::ready(Ok::<_, Infallible>(response.unwrap_or_default()))
+    });
+    let mut svc = ServiceBuilder::new().layer(layer).service(origin);
+    let mut started = Instant::now();
+    // One miss (stores it), then the hits.
+    for i in 0..=hits {
+        if i == 1 {
+            started = Instant::now();
+        }
+        let request = http::Request::get("http://bench.local/item?id=1").body(())?;
+        let response = svc.ready().await?.call(request).await?;
+        std::hint::black_box(response.into_body().collect().await?.to_bytes());
+    }
+    let per_hit = started.elapsed().as_secs_f64() * 1e6 / f64::from(hits.max(1));
+    println!("{case}: {per_hit:.3} µs/hit over {hits} hits");
+    Ok(())
+}
