@@ -29,9 +29,11 @@ async fn main() -> Result<(), BoxError> {
         "encrypted" => layer.encrypt(key),
         "unsigned" => layer,
         #[cfg(feature = "zstd")]
-        "signed-compress" => layer.secret_key(key).compress(
-            hyper_client_cache::Compression::new(hyper_client_cache::Codec::Zstd),
-        ),
+        "signed-compress" => layer
+            .secret_key(key)
+            .compress(hyper_client_cache::Compression::new(
+                hyper_client_cache::Codec::Zstd,
+            )),
         other => return Err(format!("unknown case {other}").into()),
     };
     // An origin as the benchmarks' (`benches/support`): a `Date`, a max-age, a few fields.
