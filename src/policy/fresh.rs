@@ -104,31 +104,17 @@ pub(crate) fn compute(stored: &Stored<'_>, reuse: &Reuse<'_>) -> Fresh {
 
 /// What to judge `stored` by: its sealed inputs when they apply, else computed from its headers.
 pub(crate) fn inputs(stored: &Stored<'_>, reuse: &Reuse<'_>) -> (AgeInputs, Duration, StaleRules) {
-    match stored.fresh {
-        Some(f) if f.rules == reuse.id && f.response_time == stored.response_time => (
-            AgeInputs {
-                age_value: f.age_value,
-                date_value: f.date_value,
-                request_time: stored.request_time,
-                response_time: stored.response_time,
-            },
-            f.lifetime,
-            f.stale,
-        ),
-        _ => {
-            let f = compute(stored, reuse);
-            (
-                AgeInputs {
-                    age_value: f.age_value,
-                    date_value: f.date_value,
-                    request_time: stored.request_time,
-                    response_time: stored.response_time,
-                },
-                f.lifetime,
-                f.stale,
-            )
-        }
-    }
+    let f = match stored.fresh {
+        Some(f) if f.rules == reuse.id && f.response_time == stored.response_time => f,
+        _ => compute(stored, reuse),
+    };
+    let age = AgeInputs {
+        age_value: f.age_value,
+        date_value: f.date_value,
+        request_time: stored.request_time,
+        response_time: stored.response_time,
+    };
+    (age, f.lifetime, f.stale)
 }
 
 #[cfg(test)]
