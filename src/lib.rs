@@ -77,6 +77,8 @@
 //! | `redis-cluster` | no | `RedisStore::cluster`: the store on a Redis Cluster |
 //! | `redis-tls` | no | `rediss://` URLs for `RedisStore` (rustls on ring) |
 //! | `serde` | no | [`CacheConfig`] and [`CacheLayer::from_config`]: settings from a file |
+//! | `zstd` | no | `CacheLayer::compress` with Zstandard (the zstd C library, built with the C compiler `ring` already needs): stored entries several times smaller |
+//! | `lz4` | no | `CacheLayer::compress` with LZ4 (pure Rust): faster, less small than zstd |
 //! | `metrics` | no | the counters, store latencies and blob sizes through the `metrics` facade ([`describe_metrics`]) |
 //! | `test-util` | no | `store::conformance`, the store conformance suite |
 //!
