@@ -4,7 +4,8 @@
 //! Run: `cargo run --release --example hit_loop -- <case> [hits]`, where `case` is `signed`,
 //! `encrypted`, `unsigned`, or (with `--features zstd`) `signed-compress`: signed with
 //! compression configured, the body under its threshold. Prints the mean time per hit; compare
-//! two cases in alternating runs (docs/benchmarks.md).
+//! two cases in alternating runs (docs/benchmarks.md). `miss-signed` and `miss-unsigned` time
+//! misses instead: each request has a URL of its own, and its response is stored.
 
 use std::convert::Infallible;
 use std::time::{Instant, SystemTime};
@@ -18,13 +19,17 @@ use tower::{Service, ServiceBuilder, ServiceExt};
 async fn main() -> Result<(), BoxError> {
     let mut args = std::env::args().skip(1);
     let case = args.next().unwrap_or_else(|| "signed".into());
+    let (misses, mode) = match case.strip_prefix("miss-") {
+        Some(mode) => (true, mode.to_owned()),
+        None => (false, case.clone()),
+    };
     let hits: u32 = match args.next() {
         Some(n) => n.parse()?,
         None => 200_000,
     };
     let key = SecretKey::new("benchmark key, 32 bytes long....")?;
     let layer = CacheLayer::new(MemoryStore::new(64 << 20));
-    let layer = match case.as_str() {
+    let layer = match mode.as_str() {
         "signed" => layer.secret_key(key),
         "encrypted" => layer.encrypt(key),
         "unsigned" => layer,
@@ -56,11 +61,17 @@ async fn main() -> Result<(), BoxError> {
         if i == 1 {
             started = Instant::now();
         }
-        let request = http::Request::get("http://bench.local/item?id=1").body(())?;
+        let id = if misses { i } else { 1 };
+        let request = http::Request::get(format!("http://bench.local/item?id={id}")).body(())?;
         let response = svc.ready().await?.call(request).await?;
         std::hint::black_box(response.into_body().collect().await?.to_bytes());
     }
     let per_hit = started.elapsed().as_secs_f64() * 1e6 / f64::from(hits.max(1));
-    println!("{case}: {per_hit:.3} µs/hit over {hits} hits");
+    let (one, all) = if misses {
+        ("miss", "misses")
+    } else {
+        ("hit", "hits")
+    };
+    println!("{case}: {per_hit:.3} µs/{one} over {hits} {all}");
     Ok(())
 }

@@ -154,8 +154,11 @@ impl Inner {
         new: u64,
     ) -> io::Result<()> {
         let written = (|| -> io::Result<u64> {
-            // Durable before it gets its real name: a crash never exposes a partial entry.
-            file.sync_all()?;
+            // Durable before it gets its real name: a crash never exposes a partial entry
+            // (unless the user chose speed: `DiskStoreBuilder::sync`).
+            if self.sync {
+                file.sync_all()?;
+            }
             let old = shard.stat(name).ok().flatten().map_or(0, |id| id.len);
             shard.rename(tmp, name)?;
             // Recency on the same clock as reads (LRU eviction), set once the file has its real
