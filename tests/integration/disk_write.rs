@@ -3,7 +3,7 @@
 //! that fails leaves nothing (no entry, no temporary file); a store that does not stream gets a
 //! `PutParts` at the end; a store slower than the origin sets the body's pace and gets the entry;
 //! a store that fails, or stalls for its timeout, loses the entry (counted), never the caller's
-//! response.
+//! response; past `max_streamed_writes`, a streamed write is refused at once (counted).
 
 use std::convert::Infallible;
 use std::future::ready;
@@ -220,8 +220,17 @@ fn cache(
     behaviour: Behaviour,
     send: Send,
 ) -> (Svc, Watch, CacheMetrics) {
+    cache_over(mode, DiskStore::open(dir).unwrap(), behaviour, send)
+}
+
+fn cache_over(
+    mode: u8,
+    disk: DiskStore,
+    behaviour: Behaviour,
+    send: Send,
+) -> (Svc, Watch, CacheMetrics) {
     let store = Watch {
-        inner: DiskStore::open(dir).unwrap(),
+        inner: disk,
         seen: Arc::default(),
         behaviour,
         stalled: Arc::default(),
@@ -454,4 +463,86 @@ async fn a_store_slower_than_the_origin_sets_the_pace_and_gets_the_entry() {
         assert!(got == body(len));
         assert!(temp_files(dir.path()).is_empty());
     }
+}
+
+/// Opens a `PutStream` on the store directly.
+async fn open_stream(store: &DiskStore, name: &str) -> StoreResponse {
+    store
+        .clone()
+        .oneshot(StoreRequest::PutStream {
+            key: hyper_client_cache::CacheKey::from_stored(name),
+            ttl: None,
+            tags: Vec::new(),
+        })
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn streamed_writes_past_the_cap_are_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = DiskStore::builder(dir.path())
+        .max_streamed_writes(1)
+        .open()
+        .unwrap();
+    let StoreResponse::Writer(mut first) = open_stream(&store, "a").await else {
+        panic!("the first streamed write is taken");
+    };
+    // At the cap: refused, no temporary file made.
+    assert!(matches!(
+        open_stream(&store, "b").await,
+        StoreResponse::NotStored
+    ));
+    assert_eq!(temp_files(dir.path()).len(), 1);
+    // A commit gives its place back before it is answered.
+    first.append(Bytes::from_static(b" and its body")).unwrap();
+    assert!(matches!(
+        first.commit(Bytes::from_static(b"a prefix")).await,
+        Ok(StoreResponse::Done)
+    ));
+    let StoreResponse::Writer(second) = open_stream(&store, "b").await else {
+        panic!("a place was given back");
+    };
+    drop(second);
+    // No streamed writes at all.
+    let none = DiskStore::builder(dir.path())
+        .max_streamed_writes(0)
+        .open()
+        .unwrap();
+    assert!(matches!(
+        open_stream(&none, "c").await,
+        StoreResponse::NotStored
+    ));
+}
+
+#[tokio::test]
+async fn a_large_miss_past_the_cap_is_not_stored_and_its_response_is_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = DiskStore::builder(dir.path())
+        .max_streamed_writes(1)
+        .open()
+        .unwrap();
+    // Another write holds the only place.
+    let StoreResponse::Writer(held) = open_stream(&disk, "elsewhere").await else {
+        panic!("the first streamed write is taken");
+    };
+    let send = Send::Body {
+        len: LEN,
+        sized: true,
+    };
+    let (mut svc, _, metrics) = cache_over(2, disk, Behaviour::Forward, send);
+    let (status, got, err) = read(&mut svc, "large").await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(status, Some(CacheStatus::Miss));
+    assert!(got == body(LEN), "the caller's response is whole");
+    assert_eq!(metrics.stored(), 0);
+    assert_eq!(metrics.store_write_errors(), 1, "the refusal is counted");
+    // Once the place is free, the same response is stored.
+    held.commit(Bytes::from_static(b"prefix")).await.unwrap();
+    let (status, _, _) = read(&mut svc, "large").await;
+    assert_eq!(status, Some(CacheStatus::Miss));
+    assert_eq!(metrics.stored(), 1);
+    let (status, got, _) = read(&mut svc, "large").await;
+    assert_eq!(status, Some(CacheStatus::Hit));
+    assert!(got == body(LEN));
 }

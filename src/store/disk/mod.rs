@@ -1,5 +1,6 @@
 //! A store on the local file system: one file per entry, safe across processes.
 //!
+//! - `builder`: the settings a store is opened with.
 //! - `dir`: the shard directories, opened without following links, and every file operation
 //!   relative to them (on Unix); which file a name pointed at.
 //! - `file`: one entry file: its on-disk format, its header, temporary names.
@@ -7,6 +8,8 @@
 //! - `record`: the directory's size record, shared by the processes that use it; who wrote a
 //!   temporary file.
 
+mod builder;
+pub use builder::DiskStoreBuilder;
 mod dir;
 mod file;
 mod record;
@@ -20,7 +23,7 @@ use std::future::Future;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -32,7 +35,7 @@ use self::dir::{create_shard, open_shard, FileId, Opened, Shard};
 use self::file::{encode_header, parse_header, tmp_name, EXT, FIXED};
 use self::record::SizeRecord;
 use super::{BlobParts, StoreRequest, StoreResponse};
-use crate::clock::{Clock, SystemClock};
+use crate::clock::Clock;
 use crate::CacheKey;
 
 /// The largest entry file written or read (4 GiB; with a byte bound, also no more than 90% of
@@ -71,6 +74,8 @@ const MAX_ENTRY_FILE: u64 = 4 << 30;
 ///   anything is read; a larger entry is a miss, left in place (it may belong to a cache with
 ///   a larger bound sharing the directory).
 /// - **Expiry**: expired files are removed when read, and by [`DiskStore::cleanup`].
+/// - **Large entries are written as the body passes** ([`StoreRequest::PutStream`]), each on a
+///   thread of the blocking pool; at most [`DiskStoreBuilder::max_streamed_writes`] at once.
 ///
 /// File operations run on tokio's blocking pool, so the store must be used inside a tokio
 /// runtime (outside one, every operation fails, which the cache treats as a miss).
@@ -111,98 +116,19 @@ struct Inner {
     tmp_counter: AtomicU64,
     /// `fsync` a written file before it gets its name (`DiskStoreBuilder::sync`).
     sync: bool,
+    /// Streamed writes in progress, each on a thread of the blocking pool, and their cap
+    /// (`DiskStoreBuilder::max_streamed_writes`).
+    streams: AtomicUsize,
+    max_streams: usize,
     /// One eviction pass at a time in this process: concurrent passes would each remove the
     /// whole excess.
     evicting: AtomicBool,
 }
 
-/// Settings for a [`DiskStore`].
-#[must_use]
-pub struct DiskStoreBuilder {
-    dir: PathBuf,
-    max_bytes: Option<u64>,
-    clock: Arc<dyn Clock>,
-    sync: bool,
-}
-
-impl DiskStoreBuilder {
-    /// Bound the total size of the entry files; least recently used entries are removed first.
-    /// An entry larger than 90% of the bound is not stored.
-    ///
-    /// Recency is the files' modification time, which a read refreshes where this process may
-    /// set it (on Unix, its own files; with several users sharing a directory, other users'
-    /// entries age by their write time).
-    ///
-    /// Default: no bound (expired entries are still removed). With or without a bound, an entry
-    /// file larger than 4 GiB is not stored.
-    pub fn max_bytes(mut self, bytes: u64) -> Self {
-        self.max_bytes = Some(bytes);
-        self
-    }
-
-    /// The clock used for expiry and recency.
-    ///
-    /// Default: [`SystemClock`].
-    pub fn clock(mut self, clock: impl Clock) -> Self {
-        self.clock = Arc::new(clock);
-        self
-    }
-
-    /// Whether a written entry is made durable (`fsync`) before it gets its name.
-    ///
-    /// Default: `true`. After a crash of the machine (a power loss), an entry's name then holds
-    /// the old entry or the new one. With `false`, a write is done once the file is in the
-    /// system's page cache: a large entry's commit no longer waits for the disk (about 0.5 s per
-    /// GiB on the disk measured in docs/benchmarks.md), and the caller's body ends that much
-    /// sooner. A machine crash may then leave a torn or empty file under an entry's name: it
-    /// reads as a miss (its CRC-32, and the entry's own checks, fail) and is removed, never
-    /// served. A crash of the process alone loses nothing either way. A cache can usually
-    /// afford to lose entries; choose `false` when the commit's wait matters more.
-    pub fn sync(mut self, sync: bool) -> Self {
-        self.sync = sync;
-        self
-    }
-
-    /// Creates the directory if needed and measures what it holds.
-    ///
-    /// This walks the directory with blocking calls: on a large directory, call it before
-    /// starting the runtime or inside `tokio::task::spawn_blocking`.
-    ///
-    /// # Errors
-    ///
-    /// When the directory cannot be created or read.
-    pub fn open(self) -> io::Result<DiskStore> {
-        fs::create_dir_all(&self.dir)?;
-        let inner = Inner {
-            size: SizeRecord::open(&self.dir),
-            namespace: record::pid_namespace(),
-            dir: self.dir,
-            max_bytes: self.max_bytes,
-            clock: self.clock,
-            tmp_counter: AtomicU64::new(0),
-            sync: self.sync,
-            evicting: AtomicBool::new(false),
-        };
-        // Measured under the record's lock: no write of another process counts meanwhile.
-        inner.size.update(|total| {
-            *total = inner.entry_files()?.iter().map(|f| f.len).sum();
-            Ok::<_, io::Error>(())
-        })?;
-        Ok(DiskStore {
-            inner: Arc::new(inner),
-        })
-    }
-}
-
 impl DiskStore {
     /// Settings for a store in `dir`.
     pub fn builder(dir: impl Into<PathBuf>) -> DiskStoreBuilder {
-        DiskStoreBuilder {
-            dir: dir.into(),
-            max_bytes: None,
-            clock: Arc::new(SystemClock),
-            sync: true,
-        }
+        DiskStoreBuilder::new(dir.into())
     }
 
     /// A store in `dir` with default settings (no byte bound, system clock).

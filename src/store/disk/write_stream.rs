@@ -45,6 +45,30 @@ struct Job {
     crc: crc32fast::Hasher,
     /// Renamed into place: the temporary file is gone.
     installed: bool,
+    /// Its place under the cap on streamed writes, given back when the job is dropped.
+    _slot: Slot,
+}
+
+/// One of the store's streamed writes in progress (`DiskStoreBuilder::max_streamed_writes`).
+struct Slot(Arc<Inner>);
+
+impl Slot {
+    /// A place under the cap, if one is free.
+    fn take(inner: &Arc<Inner>) -> Option<Slot> {
+        inner
+            .streams
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < inner.max_streams).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Slot(inner.clone()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.streams.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// A streamed write's header: as a whole write's (`file::encode_header`), version 2, with the
@@ -182,7 +206,12 @@ impl Inner {
     }
 
     /// Creates the temporary file of a streamed write, with room for its header.
-    fn start_stream(self: &Arc<Self>, key: &CacheKey, ttl: Option<Duration>) -> io::Result<Job> {
+    fn start_stream(
+        self: &Arc<Self>,
+        key: &CacheKey,
+        ttl: Option<Duration>,
+        slot: Slot,
+    ) -> io::Result<Job> {
         let (shard, name) = Self::name_for(key);
         let shard = create_shard(&self.dir, &shard)?;
         let key = key.as_str().as_bytes().to_vec();
@@ -205,6 +234,7 @@ impl Inner {
             crc: crc32fast::Hasher::new(),
             installed: false,
             key,
+            _slot: slot,
         };
         // A placeholder, written over at the commit.
         let placeholder = encode_header(0, &job.key, 0, 0, 0);
@@ -220,7 +250,15 @@ pub(super) fn put_stream(inner: Arc<Inner>, key: CacheKey, ttl: Option<Duration>
     Box::pin(async move {
         let handle = crate::rt::handle()
             .ok_or_else(|| io::Error::other("DiskStore needs a tokio runtime"))?;
-        let job = blocking(move || inner.start_stream(&key, ttl)).await?;
+        let Some(slot) = Slot::take(&inner) else {
+            tracing::debug!(
+                key = %key,
+                max = inner.max_streams,
+                "streamed writes at their cap; this entry is not stored"
+            );
+            return Ok(StoreResponse::NotStored);
+        };
+        let job = blocking(move || inner.start_stream(&key, ttl, slot)).await?;
         let (writer, incoming) = BlobWriter::channel();
         handle.spawn_blocking(move || run(job, incoming));
         Ok(StoreResponse::Writer(writer))
@@ -230,7 +268,7 @@ pub(super) fn put_stream(inner: Arc<Inner>, key: CacheKey, ttl: Option<Duration>
 /// The writer: batches of what the cache queued, then the commit. Returning without a commit
 /// (aborted, failed, refused) drops the job, which removes the temporary file.
 fn run(mut job: Job, mut incoming: IncomingBlob) {
-    loop {
+    let answer = loop {
         let Some(first) = incoming.blocking_next() else {
             return;
         };
@@ -255,11 +293,17 @@ fn run(mut job: Job, mut incoming: IncomingBlob) {
         }
         match job.write(&batch) {
             Ok(true) => {}
-            Ok(false) => return incoming.finish(Ok(StoreResponse::NotStored)),
-            Err(e) => return incoming.finish(Err(e.into())),
+            Ok(false) => break Ok(StoreResponse::NotStored),
+            Err(e) => break Err(e.into()),
         }
         if let Some(prefix) = commit {
+            // `commit` takes the job: it is dropped (its place under the cap given back) before
+            // the answer.
             return incoming.finish(job.commit(&prefix).map_err(Into::into));
         }
-    }
+    };
+    // Dropped before the answer (its temporary file removed, its place under the cap given
+    // back): whoever got the answer finds both done.
+    drop(job);
+    incoming.finish(answer);
 }
