@@ -5,13 +5,14 @@
 //! `encrypted`, `unsigned`, or (with `--features zstd`) `signed-compress`: signed with
 //! compression configured, the body under its threshold. Prints the mean time per hit; compare
 //! two cases in alternating runs (docs/benchmarks.md). `miss-signed` and `miss-unsigned` time
-//! misses instead: each request has a URL of its own, and its response is stored.
+//! misses instead: each request has a URL of its own, and its response is stored. A `-chunked`
+//! suffix (`signed-chunked`, `miss-signed-chunked`) has the origin announce no length.
 
 use std::convert::Infallible;
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, StreamBody};
 use hyper_client_cache::{BoxError, CacheLayer, MemoryStore, SecretKey};
 use tower::{Service, ServiceBuilder, ServiceExt};
 
@@ -22,6 +23,11 @@ async fn main() -> Result<(), BoxError> {
     let (misses, mode) = match case.strip_prefix("miss-") {
         Some(mode) => (true, mode.to_owned()),
         None => (false, case.clone()),
+    };
+    // `-chunked`: the origin's body announces no length (no `Content-Length`, no exact size).
+    let (chunked, mode) = match mode.strip_suffix("-chunked") {
+        Some(mode) => (true, mode.to_owned()),
+        None => (false, mode),
     };
     let hits: u32 = match args.next() {
         Some(n) => n.parse()?,
@@ -51,8 +57,13 @@ async fn main() -> Result<(), BoxError> {
             .header("content-type", "application/json")
             .header("etag", "\"abc\"")
             .header("server", "bench")
-            .body(Full::new(body.clone()));
-        std::future::ready(Ok::<_, Infallible>(response.unwrap_or_default()))
+            .body(if chunked {
+                let frame = Ok::<_, Infallible>(http_body::Frame::data(body.clone()));
+                StreamBody::new(futures_util::stream::iter([frame])).boxed_unsync()
+            } else {
+                Full::new(body.clone()).boxed_unsync()
+            });
+        std::future::ready(response.map_err(BoxError::from))
     });
     let mut svc = ServiceBuilder::new().layer(layer).service(origin);
     let mut started = Instant::now();

@@ -319,19 +319,36 @@ fn the_mac_can_be_chosen_and_either_is_read_but_never_relabelled() {
 }
 
 #[test]
-fn the_default_mac_is_hmac_for_short_announced_bodies_and_blake3_otherwise() {
+fn the_default_mac_is_hmac_for_short_bodies_and_blake3_otherwise() {
     let env = Envelope::new(Some(ring()));
-    for (announced, alg) in [
-        (Some(0), record::ALG_HMAC_SHA256),
-        (Some(MAC_AUTO_BELOW), record::ALG_HMAC_SHA256),
-        (Some(MAC_AUTO_BELOW + 1), record::ALG_BLAKE3),
-        (None, record::ALG_BLAKE3),
+    let small = MAC_AUTO_BELOW as usize;
+    for (announced, len, alg) in [
+        (Some(0), 4, record::ALG_HMAC_SHA256),
+        (Some(MAC_AUTO_BELOW), 4, record::ALG_HMAC_SHA256),
+        (Some(MAC_AUTO_BELOW + 1), 4, record::ALG_BLAKE3),
+        // No length announced: decided by the body's length at its end.
+        (None, 0, record::ALG_HMAC_SHA256),
+        (None, 4, record::ALG_HMAC_SHA256),
+        (None, small, record::ALG_HMAC_SHA256),
+        (None, small + 1, record::ALG_BLAKE3),
+        (None, 3 * SEGMENT + 5, record::ALG_BLAKE3),
     ] {
+        let b = body(len);
         let mut sealing = env.start(&key("k"), &head(), announced).unwrap();
-        sealing.append(&Bytes::from_static(b"body")).unwrap();
+        for chunk in b.chunks(1000) {
+            sealing.append(&Bytes::copy_from_slice(chunk)).unwrap();
+        }
         let blob = join(&sealing.finish(None).unwrap());
-        assert_eq!(blob[5], alg, "{announced:?}");
-        assert!(env.open(&key("k"), Bytes::from(blob)).is_ok());
+        assert_eq!(blob[5], alg, "{announced:?} {len}");
+        let entry = env.open(&key("k"), Bytes::from(blob.clone())).unwrap();
+        assert_eq!(whole_body(&entry), b, "{announced:?} {len}");
+        // Relabelled to the other algorithm: refused.
+        let mut relabelled = blob;
+        relabelled[5] ^= record::ALG_HMAC_SHA256 ^ record::ALG_BLAKE3;
+        assert!(matches!(
+            env.open(&key("k"), Bytes::from(relabelled)),
+            Err(OpenError::BadSignature(_))
+        ));
     }
 }
 

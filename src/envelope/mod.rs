@@ -64,6 +64,8 @@ use record::{Prover, ALG_AES_256_GCM, ALG_BLAKE3, ALG_CRC32, ALG_HMAC_SHA256};
 
 const MAGIC: &[u8; 4] = b"HCCE";
 const FORMAT_V4: u8 = 4;
+/// Where the header holds the algorithm byte (after the magic and the format version).
+const ALG_AT: usize = MAGIC.len() + 1;
 /// The random id that binds the records of one entry together.
 const ENTRY_ID_LEN: usize = 16;
 /// Body bytes per segment: what a reader verifies and releases at a time, and the most a
@@ -88,8 +90,8 @@ const MAX_HEAD_RECORD: usize = 16 << 20;
 )]
 #[non_exhaustive]
 pub enum Mac {
-    /// HMAC-SHA256 for a body whose `Content-Length` says [`MAC_AUTO_BELOW`] bytes or less;
-    /// keyed BLAKE3 for larger bodies and bodies of unknown length.
+    /// HMAC-SHA256 for a body of [`MAC_AUTO_BELOW`] bytes or less (announced by its
+    /// `Content-Length`, or, without one, found at its end); keyed BLAKE3 for larger bodies.
     #[default]
     Auto,
     /// Keyed BLAKE3 under a per-entry subkey, whatever the body's length.
@@ -98,8 +100,8 @@ pub enum Mac {
     HmacSha256,
 }
 
-/// Below this body length (announced by `Content-Length`), [`Mac::Auto`] signs with
-/// HMAC-SHA256: 16 KiB.
+/// Up to this body length (announced by `Content-Length`, or found at the end of a body that
+/// announced none), [`Mac::Auto`] signs with HMAC-SHA256: 16 KiB.
 pub const MAC_AUTO_BELOW: u64 = 16 * 1024;
 
 /// The bytes an entry adds to a body of `body_len` bytes for its segments' framing and proofs
@@ -333,7 +335,14 @@ impl Envelope {
             .map(codec::Compressor::new);
         let head = wire::encode_head(head, Vec::with_capacity(512))
             .map_err(|_| SealError("could not encode"))?;
-        Ok(Sealing::new(header, prover, alg == ALG_AES_256_GCM, head).compress_with(compressor))
+        // `Mac::Auto` with no length announced: BLAKE3, unless the body turns out small.
+        let hmac_if_small = match (alg, current, self.mac, expected_len) {
+            (ALG_BLAKE3, Some(k), Mac::Auto, None) => Some(k.mac.clone()),
+            _ => None,
+        };
+        Ok(Sealing::new(header, prover, alg == ALG_AES_256_GCM, head)
+            .compress_with(compressor)
+            .hmac_if_small(hmac_if_small))
     }
 
     #[cfg(test)]

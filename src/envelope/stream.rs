@@ -13,8 +13,8 @@ use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
 
 use super::codec::Compressor;
-use super::record::{meta, Prover, GCM_TAG, NONCE_LEN};
-use super::{wire, SealError, SEGMENT};
+use super::record::{meta, Prover, ALG_HMAC_SHA256, GCM_TAG, NONCE_LEN};
+use super::{wire, SealError, ALG_AT, MAC_AUTO_BELOW, SEGMENT};
 
 /// An entry smaller than this is handed to the store as one buffer (copying it costs less than
 /// keeping its parts).
@@ -54,6 +54,9 @@ pub(crate) struct Sealing {
     compressor: Option<Compressor>,
     /// The header and head record, when [`end`](Self::end) sealed them.
     head_sealed: Option<BytesMut>,
+    /// `Mac::Auto` without an announced length: the HMAC key that proves the entry instead of
+    /// BLAKE3 if the body turns out small (see [`hmac_if_small`](Self::hmac_if_small)).
+    hmac_if_small: Option<ring::hmac::Key>,
 }
 
 impl Sealing {
@@ -73,7 +76,18 @@ impl Sealing {
             body_len: 0,
             compressor: None,
             head_sealed: None,
+            hmac_if_small: None,
         }
+    }
+
+    /// With `Mac::Auto` and no announced length, the entry starts with BLAKE3 (large bodies);
+    /// one that ends at [`MAC_AUTO_BELOW`] bytes or less is proven with HMAC-SHA256 under `key`
+    /// instead, as an announced small body is. Nothing is proven before the body has passed
+    /// 64 KiB (the first segment), so the header's algorithm byte and the prover can still
+    /// change when the head is sealed.
+    pub(super) fn hmac_if_small(mut self, key: Option<ring::hmac::Key>) -> Self {
+        self.hmac_if_small = key;
+        self
     }
 
     /// Compresses the body's segments with `compressor` (see `codec.rs`).
@@ -240,6 +254,13 @@ impl Sealing {
     fn seal_head_now(&mut self, trailers: Option<&HeaderMap>) -> Result<BytesMut, SealError> {
         if trailers.is_some_and(|t| t.len() > wire::MAX_FIELDS) {
             return Err(SealError("more trailer fields than an entry holds"));
+        }
+        if let Some(key) = self.hmac_if_small.take() {
+            // Nothing is proven yet (no segment closed): all of it goes into the head record.
+            if self.index == 1 && self.body_len <= MAC_AUTO_BELOW {
+                self.header[ALG_AT] = ALG_HMAC_SHA256;
+                self.prover = Prover::hmac(&key, &self.header);
+            }
         }
         // A body that is one small segment is sealed in the head record, after the head: one
         // record and one proof for the entries most hits are of (a reader tells the two apart
