@@ -21,7 +21,7 @@ use crate::common::*;
 const SEGMENT: usize = 64 * 1024;
 
 /// JSON-like text of `len` bytes (compresses several times).
-fn json(len: usize, seed: u64) -> Bytes {
+pub(crate) fn json(len: usize, seed: u64) -> Bytes {
     let mut out = Vec::with_capacity(len + 100);
     let mut i = seed;
     while out.len() < len {
@@ -64,14 +64,18 @@ fn noise(len: usize, mut seed: u64) -> Bytes {
         .into()
 }
 
-type Svc = tower::util::BoxCloneService<
+pub(crate) type Svc = tower::util::BoxCloneService<
     http::Request<()>,
     http::Response<hyper_client_cache::CacheBody<http_body_util::Full<Bytes>>>,
     hyper_client_cache::BoxError,
 >;
 
 /// A cache over `layer` whose origin answers every path with `body` (and `encoding`, if any).
-fn cache<St: Store>(layer: CacheLayer<St>, body: Bytes, encoding: Option<&'static str>) -> Svc {
+pub(crate) fn cache<St: Store>(
+    layer: CacheLayer<St>,
+    body: Bytes,
+    encoding: Option<&'static str>,
+) -> Svc {
     let svc = ServiceBuilder::new()
         .layer(layer)
         .service(tower::service_fn(move |_req: http::Request<()>| {
@@ -88,7 +92,7 @@ fn cache<St: Store>(layer: CacheLayer<St>, body: Bytes, encoding: Option<&'stati
     Svc::new(svc)
 }
 
-async fn fetch(svc: &mut Svc, path: &str) -> (Option<CacheStatus>, Bytes) {
+pub(crate) async fn fetch(svc: &mut Svc, path: &str) -> (Option<CacheStatus>, Bytes) {
     let request = http::Request::get(format!("http://example.test{path}"))
         .body(())
         .unwrap();

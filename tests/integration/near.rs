@@ -498,3 +498,47 @@ fn near_cache_metrics_reach_the_recorder() {
         "{seen:?}"
     );
 }
+
+/// Compression at rest: the tier holds the compressed blobs and counts them against its bound,
+/// so the same memory holds several times more compressible entries.
+#[cfg(all(feature = "lz4", feature = "zstd", feature = "serde"))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tier_holds_more_compressed_entries_in_the_same_bound() {
+    use crate::compression::{cache, fetch, json};
+    use hyper_client_cache::{CacheLayer, CacheStatus, Compression};
+
+    const BOUND: u64 = 256 << 10;
+    const ENTRIES: usize = 60;
+    let mut held = Vec::new();
+    for compression in [None, Some(Compression::default())] {
+        let redis = RedisServer::start().await;
+        let near = NearCache::builder(RedisStore::connect(&redis.url()).await.unwrap())
+            .max_bytes(BOUND)
+            .start()
+            .await
+            .unwrap();
+        let mut layer = CacheLayer::new(near.clone()).secret_key(test_key());
+        if let Some(c) = compression {
+            layer = layer.compress(c);
+        }
+        // Entries of 32 KiB: about 8 fit as they came.
+        let mut svc = cache(layer, json(32 << 10, 9), None);
+        for i in 0..ENTRIES {
+            fetch(&mut svc, &format!("/n{i}")).await;
+        }
+        // The writes' own invalidations, before the reads fill the tier.
+        until("the writes' invalidations arrive", || {
+            near.stats().invalidations >= ENTRIES as u64
+        })
+        .await;
+        for i in 0..ENTRIES {
+            let (status, _) = fetch(&mut svc, &format!("/n{i}")).await;
+            assert_eq!(status, Some(CacheStatus::Hit));
+        }
+        let (entries, bytes) = near.len_and_size();
+        assert!(bytes <= BOUND, "{entries} entries, {bytes} bytes");
+        held.push(entries);
+    }
+    assert!(held[0] <= 8, "{held:?}");
+    assert!(held[1] >= 3 * held[0], "{held:?}");
+}
