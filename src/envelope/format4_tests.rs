@@ -10,6 +10,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, Version};
 use proptest::prelude::*;
 
 use super::*;
+use crate::entry::Entry;
 use crate::entry::EntryBody;
 
 fn key(s: &str) -> CacheKey {

@@ -5,6 +5,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 use proptest::prelude::*;
 
 use super::*;
+use crate::entry::Entry;
 use crate::entry::VaryValue;
 
 fn key(s: &str) -> CacheKey {
