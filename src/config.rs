@@ -130,6 +130,9 @@ pub(crate) struct Config {
     pub(crate) targets: Vec<http::HeaderName>,
     /// Names `surrogate`, `targets` and `shared` for sealed freshness inputs (set by `finished`).
     pub(crate) reuse_id: u64,
+    /// Blobs of a `MemoryStore` verified by this service (`envelope/verified.rs`); a new one for
+    /// each service built (`finished`).
+    pub(crate) verified: Arc<crate::envelope::VerifiedBlobs>,
     pub(crate) timer: Arc<TimerProbe>,
     /// The MAC of new signed entries.
     pub(crate) mac: crate::Mac,
@@ -216,6 +219,7 @@ impl Config {
             surrogate: None,
             targets: Vec::new(),
             reuse_id: 0,
+            verified: Arc::default(),
             timer: Arc::new(TimerProbe::default()),
             mac: crate::Mac::default(),
             #[cfg(any(feature = "lz4", feature = "zstd"))]
@@ -258,6 +262,7 @@ impl Config {
         // "Key names"); the previous keys of the ring name what was written before a rotation.
         config.keying.names = config.envelope.name_keys();
         config.reuse_id = reuse_id(config.surrogate.as_deref(), &config.targets, config.shared);
+        config.verified = Arc::default();
         config
     }
 

@@ -450,3 +450,27 @@ fn records_taken_as_they_close_then_the_prefix_make_the_same_entry() {
         }
     }
 }
+
+#[test]
+fn verified_blobs_are_remembered_for_macs_and_checksums_not_encrypted_entries() {
+    for env in all_modes() {
+        let memo = super::VerifiedBlobs::default();
+        let blob = Bytes::from(join(&seal_parts(&env, "k", &body(1000), 1000)));
+        let entry = env.open_remembered(&key("k"), blob.clone(), &memo).unwrap();
+        assert_eq!(whole_body(&entry), body(1000));
+        let remembered = env.mode() != Mode::Encrypted;
+        assert_eq!(memo.holds(&key("k"), &blob), remembered, "{:?}", env.mode());
+        // Opened again from the memo: the same entry.
+        let again = env.open_remembered(&key("k"), blob.clone(), &memo).unwrap();
+        assert_eq!(whole_body(&again), body(1000));
+        // Refused blobs are not remembered.
+        let mut forged = blob.to_vec();
+        let last = forged.len() - 1;
+        forged[last] ^= 1;
+        let forged = Bytes::from(forged);
+        assert!(env
+            .open_remembered(&key("j"), forged.clone(), &memo)
+            .is_err());
+        assert!(!memo.holds(&key("j"), &forged));
+    }
+}

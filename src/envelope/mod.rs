@@ -47,6 +47,7 @@ mod reader;
 mod record;
 mod stream;
 mod tag_names;
+mod verified;
 pub(crate) mod wire;
 
 use bytes::Bytes;
@@ -57,6 +58,7 @@ pub use codec::{Codec, Compression, DEFAULT_COMPRESS_MIN_SIZE};
 pub use keys::{KeyError, KeyRing, SecretKey, MIN_KEY_LEN};
 pub(crate) use reader::{BodyReader, Opened, Pending, Step};
 pub(crate) use stream::Sealing;
+pub(crate) use verified::VerifiedBlobs;
 
 use crate::entry::EntryHead;
 use crate::error::BadSignature;

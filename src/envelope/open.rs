@@ -1,12 +1,13 @@
 //! Opening an entry read from a store: the header, then the head record verified (or
 //! decrypted) before anything is decoded, then the body's segments (`reader.rs`); and
-//! [`VerifiedBlobs`](super::verified::VerifiedBlobs), which lets a memory store's blob that
-//! was verified once skip the head record's proof on later hits.
+//! `VerifiedBlobs` (`verified.rs`), which lets a memory store's blob that was verified once skip
+//! the head record's proof on later hits.
 
 use bytes::Bytes;
 
 use super::reader::{self, BodyReader, Opened, Pending, Step};
 use super::record::{self, Prover, ALG_AES_256_GCM, ALG_BLAKE3, ALG_CRC32, ALG_HMAC_SHA256};
+use super::verified::VerifiedBlobs;
 use super::{codec, wire, Envelope, Mode, OpenError};
 use super::{
     DOWNGRADED, FORMAT_V4, MAX_HEAD_RECORD, NEWER_ALGORITHM, NEWER_CODEC, NEWER_FORMAT, NO_KEY,
@@ -29,6 +30,38 @@ impl Envelope {
         key: &CacheKey,
         parts: impl IntoIterator<Item = Bytes>,
     ) -> Result<Entry, OpenError> {
+        self.open_parts_with(key, parts, false)
+    }
+
+    /// [`open`](Self::open) of a whole blob from a store that keeps blobs in this process's
+    /// memory (`MemoryStore`): a blob `verified` holds as verified under `key` (the very buffer
+    /// this envelope verified before: see `verified.rs`) is opened without proving its head
+    /// record again; any other is verified as always, and remembered once it opened.
+    pub(crate) fn open_remembered(
+        &self,
+        key: &CacheKey,
+        blob: Bytes,
+        verified: &VerifiedBlobs,
+    ) -> Result<Entry, OpenError> {
+        // Only MACs and checksums: an encrypted head record must be decrypted anyway.
+        if self.mode == Mode::Encrypted {
+            return self.open(key, blob);
+        }
+        let trusted = verified.holds(key, &blob);
+        let entry = self.open_parts_with(key, std::iter::once(blob.clone()), trusted)?;
+        if !trusted {
+            verified.remember(key, blob);
+        }
+        Ok(entry)
+    }
+
+    /// `trusted`: the head record is not proven again (see [`open_remembered`]).
+    fn open_parts_with(
+        &self,
+        key: &CacheKey,
+        parts: impl IntoIterator<Item = Bytes>,
+        trusted: bool,
+    ) -> Result<Entry, OpenError> {
         let mut p = Pending::default();
         for part in parts {
             p.push(part);
@@ -43,7 +76,7 @@ impl Envelope {
             trailers,
             mut body,
             downgraded,
-        }) = self.open_head(key, &mut p)?
+        }) = self.open_head_with(key, &mut p, trusted)?
         else {
             return Err(self.truncated(key));
         };
@@ -86,6 +119,17 @@ impl Envelope {
         &self,
         key: &CacheKey,
         p: &mut Pending,
+    ) -> Result<Option<Opened>, OpenError> {
+        self.open_head_with(key, p, false)
+    }
+
+    /// `trusted`: the head record's tag is not checked (the blob is one this envelope verified
+    /// before, `open_remembered`); everything else is as for any blob.
+    fn open_head_with(
+        &self,
+        key: &CacheKey,
+        p: &mut Pending,
+        trusted: bool,
     ) -> Result<Option<Opened>, OpenError> {
         let bad = |reason| OpenError::BadSignature(BadSignature::new(key.clone(), reason));
         let (header, alg, key_id, cache_key) = match reader::header(p) {
@@ -167,7 +211,7 @@ impl Envelope {
         } else {
             let tag = p.take_one(tag_len);
             // Constant-time verification before anything is decoded.
-            if !prover.verify(&m, [&head[..]], &tag) {
+            if !trusted && !prover.verify(&m, [&head[..]], &tag) {
                 return Err(match found {
                     Some(_) => bad(BadSignatureReason::Mismatch),
                     None => OpenError::Unusable("checksum mismatch"),
