@@ -3,8 +3,9 @@
 //! hit: docs/benchmarks.md).
 //!
 //! Why it is sound (docs/security.md, "Verified blobs of a memory store"):
-//! - **Only for `MemoryStore`** (the cache checks the store's type), whose `Get` answers a clone of
-//!   the `Bytes` it holds: the same buffer, and `Bytes` cannot be changed through any handle.
+//! - **Only for `MemoryStore` and `NearCache`** (the cache checks the store's type:
+//!   `store::answers_held_buffers`), whose `Get` answers a clone of the `Bytes` they hold: the same
+//!   buffer, and `Bytes` cannot be changed through any handle.
 //! - **The same buffer, not equal bytes.** An entry is remembered with a clone of the blob it
 //!   verified, which keeps that allocation alive: while it is remembered, no other blob can be
 //!   allocated at its address, so a blob at the same address and of the same length *is* it.

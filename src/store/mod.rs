@@ -274,6 +274,23 @@ pub enum StoreResponse {
     NotStored,
 }
 
+/// Whether a store of type `St` answers a lookup with the very buffer it holds (a clone of its
+/// `Bytes`): `MemoryStore`, and `NearCache`, whose near tier is one. The cache then remembers
+/// the blobs it verified (`envelope/verified.rs`).
+pub(crate) fn answers_held_buffers<St: 'static>() -> bool {
+    let store = std::any::TypeId::of::<St>();
+    #[cfg(feature = "memory")]
+    if store == std::any::TypeId::of::<MemoryStore>() {
+        return true;
+    }
+    #[cfg(all(feature = "redis", feature = "memory"))]
+    if store == std::any::TypeId::of::<NearCache>() {
+        return true;
+    }
+    let _ = store;
+    false
+}
+
 /// A backend for the cache: a [`tower::Service`] over [`StoreRequest`]s.
 ///
 /// This is a "trait alias" with a blanket implementation, like hyper-util's `Connect`: implement

@@ -542,3 +542,44 @@ async fn the_tier_holds_more_compressed_entries_in_the_same_bound() {
     assert!(held[0] <= 8, "{held:?}");
     assert!(held[1] >= 3 * held[0], "{held:?}");
 }
+
+/// The near tier answers the very buffer it holds, so the cache remembers what it verified
+/// (`envelope/verified.rs`); a value changed in Redis after hits from memory is verified again
+/// once its invalidation has dropped the near copy: a forged one is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_forged_in_redis_after_hits_from_memory_is_refused() {
+    use hyper_client_cache::{BadSignature, CacheLayer, CacheStatus};
+
+    let redis = RedisServer::start().await;
+    let (near, other) = near_on(&redis).await;
+    let origin = Origin::fixed("max-age=600", "genuine body").await;
+    let url = origin.url("/near-memo");
+    let layer = CacheLayer::new(near.clone()).secret_key(test_key());
+    let key = layer.key_for(&http::Request::get(&url).body(()).unwrap());
+    let mut client = cached_client(layer);
+    get(&mut client, &url).await.unwrap();
+    until("the write's invalidation arrives", || {
+        near.stats().invalidations >= 1
+    })
+    .await;
+    for _ in 0..3 {
+        let got = get(&mut client, &url).await.unwrap();
+        assert_eq!(
+            (got.cache, &got.body[..]),
+            (Some(CacheStatus::Hit), &b"genuine body"[..])
+        );
+    }
+    assert!(near.stats().hits >= 2, "{:?}", near.stats());
+    let genuine = get_raw(&other, key.clone()).await.unwrap();
+    let mut forged = genuine.to_vec();
+    let at = forged.len() - 40;
+    forged[at] ^= 1;
+    let invalidations = near.stats().invalidations;
+    put_raw(&other, key.clone(), Bytes::from(forged)).await;
+    until("the forgery's invalidation arrives", || {
+        near.stats().invalidations > invalidations
+    })
+    .await;
+    let err = get(&mut client, &url).await.err().expect("refused");
+    assert!(err.downcast_ref::<BadSignature>().is_some(), "{err}");
+}
