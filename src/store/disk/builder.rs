@@ -72,10 +72,11 @@ impl DiskStoreBuilder {
     }
 
     /// The most streamed writes (large entries written as the body passes,
-    /// [`StoreRequest::PutStream`]) in progress at once. Each holds a thread of tokio's blocking
-    /// pool, which the store's reads share, and up to 16 MiB the disk has not taken yet; past the
-    /// cap a `PutStream` is answered `NotStored` at once: that entry is not stored (the cache
-    /// counts a store write error and logs it), its response is not touched.
+    /// [`StoreRequest::PutStream`](crate::StoreRequest::PutStream)) in progress at once. Each
+    /// holds a thread of tokio's blocking pool, which the store's reads share, and up to 16 MiB
+    /// the disk has not taken yet; past the cap a `PutStream` is answered `NotStored` at once:
+    /// that entry is not stored (the cache counts a store write error and logs it), its response
+    /// is not touched.
     ///
     /// Default: 16. `0` refuses every streamed write.
     pub fn max_streamed_writes(mut self, writes: usize) -> Self {
