@@ -47,11 +47,12 @@ impl Envelope {
         if self.mode == Mode::Encrypted {
             return self.open(key, blob);
         }
-        let trusted = verified.holds(key, &blob);
-        let entry = self.open_parts_with(key, std::iter::once(blob.clone()), trusted)?;
-        if !trusted {
-            verified.remember(key, blob);
+        if verified.holds(key, &blob) {
+            return self.open_parts_with(key, std::iter::once(blob), true);
         }
+        // Kept only once it opened (one more reference to the blob, on a miss of the memo).
+        let entry = self.open_parts_with(key, std::iter::once(blob.clone()), false)?;
+        verified.remember(key, blob);
         Ok(entry)
     }
 
