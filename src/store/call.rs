@@ -125,19 +125,6 @@ pub(crate) enum Found {
 }
 
 impl StoreResponse {
-    /// The answer to a `Get` as one buffer, whatever its shape (a stream is read whole, within
-    /// `max_len`: an inspection reads every segment); `None` for anything else.
-    pub(crate) async fn into_whole(self, max_len: usize) -> Result<Option<Bytes>, StoreError> {
-        Ok(match self {
-            StoreResponse::Blob(blob) => blob,
-            StoreResponse::Parts(parts) => Some(parts.to_bytes()),
-            StoreResponse::Stream(stream) => {
-                stream.collect(max_len).await.map_err(StoreError::failed)?
-            }
-            _ => None,
-        })
-    }
-
     /// The answer to a `Get`: a store that answers a lookup with something else is as broken
     /// as one that errors.
     pub(crate) fn into_found(self) -> Result<Option<Found>, StoreError> {

@@ -476,3 +476,68 @@ async fn a_store_stream_that_fails_halfway_ends_the_body_with_its_error() {
     assert!(got.len() < LEN && got[..] == body()[..got.len()]);
     assert_eq!(metrics.bad_signatures(), 0);
 }
+
+/// The inspector (`hcc list`/`show`) verifies a streamed disk entry a read at a time, every
+/// segment, as a hit does: a changed segment or head is reported invalid (a bad signature with a
+/// key), never described as an entry; a file cut short is not an entry at all (the store's own
+/// check).
+#[tokio::test]
+async fn the_inspector_verifies_a_streamed_entry_segment_by_segment() {
+    use hyper_client_cache::Described;
+    for mode in [Mode::Unsigned, Mode::Blake3, Mode::Encrypted] {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut svc, store, _) = cache(mode, dir.path());
+        fill(&mut svc).await;
+        let layer = mode.layer(store.clone());
+        let key = layer.key_for(&request());
+        let inspector = layer.inspector();
+        let file = entry_files(dir.path()).pop().unwrap();
+        let genuine = std::fs::read(&file).unwrap();
+        match inspector.describe(&key).await.unwrap() {
+            Some(Described::Entry(info)) => {
+                assert!(info.size > LEN, "{mode:?}: {}", info.size);
+                assert!(inspector
+                    .contains("http://example.test/large")
+                    .await
+                    .unwrap());
+            }
+            other => panic!("{mode:?}: {other:?}"),
+        }
+        let (body_start, body_end, in_head) = layout(&genuine, mode);
+        let cut = genuine.len() - SEGMENT;
+        for (what, bytes) in [
+            ("a body segment", {
+                let mut b = genuine.clone();
+                b[(body_start + body_end) / 2] ^= 1;
+                b
+            }),
+            ("the head", {
+                let mut b = genuine.clone();
+                b[in_head] ^= 1;
+                b
+            }),
+            ("cut short", genuine[..cut].to_vec()),
+        ] {
+            std::fs::write(&file, &bytes).unwrap();
+            match (what, inspector.describe(&key).await.unwrap()) {
+                // The store sees a torn file first (its length): nothing stored there.
+                ("cut short", None) => {}
+                (_, Some(Described::Invalid(invalid))) => {
+                    assert_eq!(
+                        invalid.bad_signature,
+                        mode_is_keyed(mode),
+                        "{mode:?} {what}"
+                    )
+                }
+                (_, other) => panic!("{mode:?} {what}: {other:?}"),
+            }
+            assert!(
+                !inspector
+                    .contains("http://example.test/large")
+                    .await
+                    .unwrap_or(false),
+                "{mode:?} {what}"
+            );
+        }
+    }
+}

@@ -17,6 +17,8 @@ use crate::policy::freshness::AgeInputs;
 use crate::policy::retention::expires_at;
 use crate::store::{self, Store, StoreRequest, StoreResponse};
 
+mod read;
+
 /// Lists, counts and deletes the entries of a layer's store, verifying each one with the
 /// layer's key. Built by [`CacheLayer::inspector`](crate::CacheLayer::inspector).
 ///
@@ -293,12 +295,6 @@ impl<St: Store> Inspector<St> {
         })
     }
 
-    /// The blob under `key` in one buffer, whatever shape the store answers with.
-    async fn read_blob(&self, key: &CacheKey) -> Result<Option<bytes::Bytes>, StoreError> {
-        let answer = self.call(self.config.get(key.clone())).await?;
-        answer.into_whole(self.config.envelope.max_blob()).await
-    }
-
     /// The entry stored under `key`, verified and described, or why it could not be read;
     /// `None` when nothing is stored there (any more).
     ///
@@ -306,15 +302,14 @@ impl<St: Store> Inspector<St> {
     ///
     /// [`StoreError`] when the store fails the read.
     pub async fn describe(&self, key: &CacheKey) -> Result<Option<Described>, StoreError> {
-        let Some(blob) = self.read_blob(key).await? else {
+        let Some(read::Read { size, head }) = self.read_entry(key).await? else {
             return Ok(None);
         };
         let key = key.clone();
-        let size = blob.len();
         let now = self.config.clock.now();
-        Ok(Some(match self.config.envelope.open(&key, blob) {
-            Ok(entry) => {
-                let head = &entry.head;
+        Ok(Some(match head {
+            Ok(head) => {
+                let head = &head;
                 let (_, lifetime) = lifetime(&head.stored(), &self.config.reuse());
                 let age =
                     AgeInputs::from_headers(&head.headers, head.request_time, head.response_time)
@@ -363,11 +358,9 @@ impl<St: Store> Inspector<St> {
     pub async fn contains(&self, url: &str) -> Result<bool, StoreError> {
         // Under every name: during a key rotation an entry may still have its old one.
         for key in self.url_keys(url)? {
-            if let Some(blob) = self.read_blob(&key).await? {
-                if let Ok(entry) = self.config.envelope.open(&key, blob) {
-                    if !self.before_not_before(entry.head.response_time) {
-                        return Ok(true);
-                    }
+            if let Some(read::Read { head: Ok(head), .. }) = self.read_entry(&key).await? {
+                if !self.before_not_before(head.response_time) {
+                    return Ok(true);
                 }
             }
         }

@@ -1,0 +1,93 @@
+//! Reading one entry for the inspector: verified whole (every segment), without holding it whole.
+//! A blob a store answers as a stream (`DiskStore` for large files) is verified a read at a time
+//! and dropped as it goes, and one kept in parts (`MemoryStore`) is not joined first: listing a
+//! store of 1 GiB entries costs about what one of its reads holds, not 1 GiB per entry.
+
+use futures_util::StreamExt;
+
+use super::Inspector;
+use crate::entry::EntryHead;
+use crate::envelope::{OpenError, Pending, Step, DOWNGRADED};
+use crate::error::StoreError;
+use crate::key::CacheKey;
+use crate::store::{BlobStream, Found, Store};
+
+/// An entry read for the inspector: its size, and its head once every byte of it verified.
+pub(super) struct Read {
+    pub(super) size: usize,
+    pub(super) head: Result<EntryHead, OpenError>,
+}
+
+impl<St: Store> Inspector<St> {
+    /// The entry under `key`, verified; `None` when nothing is stored there.
+    pub(super) async fn read_entry(&self, key: &CacheKey) -> Result<Option<Read>, StoreError> {
+        let answer = self.call(self.config.get(key.clone())).await?;
+        let envelope = &self.config.envelope;
+        Ok(Some(match answer.into_found()? {
+            None => return Ok(None),
+            Some(Found::Whole(blob)) => Read {
+                size: blob.len(),
+                head: envelope.open(key, blob).map(|entry| entry.head),
+            },
+            Some(Found::Parts(parts)) => Read {
+                size: parts.len(),
+                head: envelope
+                    .open_parts(key, parts.parts().iter().cloned())
+                    .map(|entry| entry.head),
+            },
+            Some(Found::Stream(stream)) => Read {
+                size: usize::try_from(stream.len()).unwrap_or(usize::MAX),
+                head: if stream.len() > envelope.max_blob() as u64 {
+                    Err(OpenError::Unusable(
+                        "blob larger than the configured maximum",
+                    ))
+                } else {
+                    self.verify_stream(key, stream).await?
+                },
+            },
+        }))
+    }
+
+    /// Verifies a streamed entry a read at a time: the head, then each segment, dropped once
+    /// verified.
+    async fn verify_stream(
+        &self,
+        key: &CacheKey,
+        mut stream: BlobStream,
+    ) -> Result<Result<EntryHead, OpenError>, StoreError> {
+        let envelope = &self.config.envelope;
+        let mut p = Pending::default();
+        let opened = loop {
+            match envelope.open_head(key, &mut p) {
+                Ok(Some(opened)) => break opened,
+                Ok(None) => match stream.next().await {
+                    Some(Ok(bytes)) => p.push(bytes),
+                    Some(Err(e)) => return Err(StoreError::failed(e)),
+                    None => return Ok(Err(OpenError::Unusable("entry cut short before its head"))),
+                },
+                Err(e) => return Ok(Err(e)),
+            }
+        };
+        let mut body = opened.body;
+        loop {
+            match body.next(&mut p) {
+                Ok(Step::Segment(_)) => {}
+                Ok(Step::End) => break,
+                Ok(Step::More) => match stream.next().await {
+                    Some(Ok(bytes)) => p.push(bytes),
+                    Some(Err(e)) => return Err(StoreError::failed(e)),
+                    None => return Ok(Err(body.malformed())),
+                },
+                Err(e) => return Ok(Err(e)),
+            }
+        }
+        // Bytes after the last segment the head announced.
+        if p.len() != 0 || stream.next().await.is_some() {
+            return Ok(Err(body.malformed()));
+        }
+        if opened.downgraded {
+            return Ok(Err(OpenError::Unusable(DOWNGRADED)));
+        }
+        Ok(Ok(opened.head))
+    }
+}
