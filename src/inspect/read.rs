@@ -60,7 +60,7 @@ impl<St: Store> Inspector<St> {
         let opened = loop {
             match envelope.open_head(key, &mut p) {
                 Ok(Some(opened)) => break opened,
-                Ok(None) => match stream.next().await {
+                Ok(None) => match self.next_read(&mut stream).await? {
                     Some(Ok(bytes)) => p.push(bytes),
                     Some(Err(e)) => return Err(StoreError::failed(e)),
                     None => return Ok(Err(OpenError::Unusable("entry cut short before its head"))),
@@ -73,7 +73,7 @@ impl<St: Store> Inspector<St> {
             match body.next(&mut p) {
                 Ok(Step::Segment(_)) => {}
                 Ok(Step::End) => break,
-                Ok(Step::More) => match stream.next().await {
+                Ok(Step::More) => match self.next_read(&mut stream).await? {
                     Some(Ok(bytes)) => p.push(bytes),
                     Some(Err(e)) => return Err(StoreError::failed(e)),
                     None => return Ok(Err(body.malformed())),
@@ -82,12 +82,24 @@ impl<St: Store> Inspector<St> {
             }
         }
         // Bytes after the last segment the head announced.
-        if p.len() != 0 || stream.next().await.is_some() {
+        if p.len() != 0 || self.next_read(&mut stream).await?.is_some() {
             return Ok(Err(body.malformed()));
         }
         if opened.downgraded {
             return Ok(Err(OpenError::Unusable(DOWNGRADED)));
         }
         Ok(Ok(opened.head))
+    }
+
+    /// The stream's next read, within the store timeout (each read, not the whole entry: a
+    /// large file takes longer than that to read): a store that stalls fails the inspection.
+    async fn next_read(
+        &self,
+        stream: &mut BlobStream,
+    ) -> Result<Option<Result<bytes::Bytes, crate::BoxError>>, StoreError> {
+        let timeout = self.config.store_timeout;
+        crate::timer::timeout(&self.config.timer, timeout, stream.next())
+            .await
+            .map_err(|crate::timer::Elapsed| StoreError::timed_out())
     }
 }

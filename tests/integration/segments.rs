@@ -541,3 +541,22 @@ async fn the_inspector_verifies_a_streamed_entry_segment_by_segment() {
         }
     }
 }
+
+/// The inspector reading a store stream that hangs or fails halfway: a store error (a timeout,
+/// each read bounded by the store timeout), never a wait without end or an entry.
+#[tokio::test]
+async fn the_inspector_fails_on_a_store_stream_that_hangs_or_fails_halfway() {
+    let blob = sealed_entry().await;
+    for hang in [true, false] {
+        let layer = CacheLayer::new(cut_store(blob.clone(), blob.len() / 2, hang))
+            .secret_key(test_key())
+            .store_timeout(Duration::from_millis(100));
+        let key = layer.key_for(&request());
+        let inspector = layer.inspector();
+        let err = tokio::time::timeout(Duration::from_secs(10), inspector.describe(&key))
+            .await
+            .expect("the inspection never ended")
+            .expect_err("a store error");
+        assert_eq!(err.is_timeout(), hang, "{err}");
+    }
+}
