@@ -130,7 +130,8 @@ pub(crate) struct Config {
     pub(crate) targets: Vec<http::HeaderName>,
     /// Names `surrogate`, `targets` and `shared` for sealed freshness inputs (set by `finished`).
     pub(crate) reuse_id: u64,
-    /// Blobs of a `MemoryStore` verified by this service (`envelope/verified.rs`); a new one for
+    /// Blobs of a `MemoryStore` opened by this service, with their entries
+    /// (`envelope/verified.rs`); a new one for
     /// each service built (`finished`).
     pub(crate) verified: Arc<crate::envelope::VerifiedBlobs>,
     pub(crate) timer: Arc<TimerProbe>,

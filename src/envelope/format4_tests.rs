@@ -452,17 +452,25 @@ fn records_taken_as_they_close_then_the_prefix_make_the_same_entry() {
 }
 
 #[test]
-fn verified_blobs_are_remembered_for_macs_and_checksums_not_encrypted_entries() {
+fn opened_blobs_are_remembered_in_every_mode() {
     for env in all_modes() {
         let memo = super::VerifiedBlobs::default();
         let blob = Bytes::from(join(&seal_parts(&env, "k", &body(1000), 1000)));
         let entry = env.open_remembered(&key("k"), blob.clone(), &memo).unwrap();
         assert_eq!(whole_body(&entry), body(1000));
-        let remembered = env.mode() != Mode::Encrypted;
-        assert_eq!(memo.holds(&key("k"), &blob), remembered, "{:?}", env.mode());
+        assert!(memo.holds(&key("k"), &blob), "{:?}", env.mode());
         // Opened again from the memo: the same entry.
         let again = env.open_remembered(&key("k"), blob.clone(), &memo).unwrap();
         assert_eq!(whole_body(&again), body(1000));
+        assert_eq!(again.head.headers, entry.head.headers);
+        assert_eq!(again.head.uri, entry.head.uri);
+        // The same bytes in another buffer are opened (verified) again, under their own name only.
+        let copy = Bytes::copy_from_slice(&blob);
+        assert!(!memo.holds(&key("k"), &copy));
+        assert!(env.open_remembered(&key("k"), copy.clone(), &memo).is_ok());
+        assert!(env
+            .open_remembered(&key("other"), blob.clone(), &memo)
+            .is_err());
         // Refused blobs are not remembered.
         let mut forged = blob.to_vec();
         let last = forged.len() - 1;

@@ -1,7 +1,7 @@
 //! Opening an entry read from a store: the header, then the head record verified (or
 //! decrypted) before anything is decoded, then the body's segments (`reader.rs`); and
-//! `VerifiedBlobs` (`verified.rs`), which lets a memory store's blob that was verified once skip
-//! the head record's proof on later hits.
+//! `VerifiedBlobs` (`verified.rs`), which lets a memory store's blob that was opened once give
+//! its entry again on later hits, without being proven or decoded again.
 
 use bytes::Bytes;
 
@@ -24,44 +24,31 @@ impl Envelope {
         self.open_parts(key, std::iter::once(blob))
     }
 
-    /// [`open`](Self::open) of a blob given as the buffers it was stored as.
-    pub(crate) fn open_parts(
-        &self,
-        key: &CacheKey,
-        parts: impl IntoIterator<Item = Bytes>,
-    ) -> Result<Entry, OpenError> {
-        self.open_parts_with(key, parts, false)
-    }
-
     /// [`open`](Self::open) of a whole blob from a store that keeps blobs in this process's
-    /// memory (`MemoryStore`): a blob `verified` holds as verified under `key` (the very buffer
-    /// this envelope verified before: see `verified.rs`) is opened without proving its head
-    /// record again; any other is verified as always, and remembered once it opened.
+    /// memory (`MemoryStore`): a blob `verified` holds as opened under `key` (the very buffer
+    /// this envelope opened before: see `verified.rs`) gives a copy of the entry opened from it,
+    /// without proving or decoding it again; any other is opened as always, and remembered once
+    /// it opened.
     pub(crate) fn open_remembered(
         &self,
         key: &CacheKey,
         blob: Bytes,
         verified: &VerifiedBlobs,
     ) -> Result<Entry, OpenError> {
-        // Only MACs and checksums: an encrypted head record must be decrypted anyway.
-        if self.mode == Mode::Encrypted {
-            return self.open(key, blob);
-        }
-        if verified.holds(key, &blob) {
-            return self.open_parts_with(key, std::iter::once(blob), true);
+        if let Some(entry) = verified.opened(key, &blob) {
+            return Ok(entry);
         }
         // Kept only once it opened (one more reference to the blob, on a miss of the memo).
-        let entry = self.open_parts_with(key, std::iter::once(blob.clone()), false)?;
-        verified.remember(key, blob);
+        let entry = self.open(key, blob.clone())?;
+        verified.remember(key, blob, &entry);
         Ok(entry)
     }
 
-    /// `trusted`: the head record is not proven again (see [`open_remembered`]).
-    fn open_parts_with(
+    /// [`open`](Self::open) of a blob given as the buffers it was stored as.
+    pub(crate) fn open_parts(
         &self,
         key: &CacheKey,
         parts: impl IntoIterator<Item = Bytes>,
-        trusted: bool,
     ) -> Result<Entry, OpenError> {
         let mut p = Pending::default();
         for part in parts {
@@ -77,7 +64,7 @@ impl Envelope {
             trailers,
             mut body,
             downgraded,
-        }) = self.open_head_with(key, &mut p, trusted)?
+        }) = self.open_head(key, &mut p)?
         else {
             return Err(self.truncated(key));
         };
@@ -120,17 +107,6 @@ impl Envelope {
         &self,
         key: &CacheKey,
         p: &mut Pending,
-    ) -> Result<Option<Opened>, OpenError> {
-        self.open_head_with(key, p, false)
-    }
-
-    /// `trusted`: the head record's tag is not checked (the blob is one this envelope verified
-    /// before, `open_remembered`); everything else is as for any blob.
-    fn open_head_with(
-        &self,
-        key: &CacheKey,
-        p: &mut Pending,
-        trusted: bool,
     ) -> Result<Option<Opened>, OpenError> {
         let bad = |reason| OpenError::BadSignature(BadSignature::new(key.clone(), reason));
         let (header, alg, key_id, cache_key) = match reader::header(p) {
@@ -212,7 +188,7 @@ impl Envelope {
         } else {
             let tag = p.take_one(tag_len);
             // Constant-time verification before anything is decoded.
-            if !trusted && !prover.verify(&m, [&head[..]], &tag) {
+            if !prover.verify(&m, [&head[..]], &tag) {
                 return Err(match found {
                     Some(_) => bad(BadSignatureReason::Mismatch),
                     None => OpenError::Unusable("checksum mismatch"),

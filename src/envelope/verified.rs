@@ -1,6 +1,7 @@
-//! Blobs of an in-process store that this envelope has verified: a later hit on the very same
-//! buffer skips the head record's proof (the MAC of a small signed entry, about a quarter of its
-//! hit: docs/benchmarks.md).
+//! Blobs of an in-process store that this envelope has opened: a later hit on the very same
+//! buffer gets a copy of the entry opened from it, without proving, decrypting or decoding the
+//! blob again (the MAC of a small signed entry was about a quarter of its hit, the decoding of
+//! its head most of the rest: docs/benchmarks.md).
 //!
 //! Why it is sound (docs/security.md, "Verified blobs of a memory store"):
 //! - **Only for `MemoryStore` and `NearCache`** (the cache checks the store's type:
@@ -11,14 +12,19 @@
 //!   allocated at its address, so a blob at the same address and of the same length *is* it.
 //!   Another blob under the key (a new write, or anyone's `Put` of forged bytes) is another
 //!   buffer, and is verified as any blob is.
-//! - **Per key name.** A blob is trusted only under the name it was verified under; everything
-//!   else the opening checks (the embedded cache key, the variant, the key ring, `not_before`, the
-//!   filter) runs on every hit as before. The key ring of an envelope does not change.
-//! - **Not for encrypted entries** (decrypting proves them anyway), nor blobs over 16 KiB (their
-//!   proof is a small part of the hit).
+//! - **Per key name.** A blob is trusted only under the name it was opened under. What opening
+//!   decides (the proof, the embedded cache key, the variant, the key ring, the mode) depends
+//!   only on the envelope, the name and the bytes, none of which can differ for the same buffer
+//!   under the same name: the entry it gave is the entry it would give again. What the cache
+//!   checks after opening (`not_before`, the filter, freshness) runs on every hit as before.
+//! - **Encrypted entries too**: their plaintext is kept in this process's memory, as the
+//!   store's ciphertext and the key that opens it are; nothing of it reaches a store.
+//! - **Not blobs over 16 KiB** (their proof is a small part of the hit).
 //!
-//! Bounded: blobs of 16 KiB at most, 4 MiB in all (it may keep blobs the store has evicted
-//! alive until then); over the bound, entries are dropped in no particular order.
+//! Bounded: blobs of 16 KiB at most, 4 MiB in all, counting each blob twice (the blob, and the
+//! entry opened from it, whose head and body are a copy of at most the blob's size); it may keep
+//! blobs the store has evicted alive until then. Over the bound, entries are dropped in no
+//! particular order.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -26,6 +32,7 @@ use std::sync::{Mutex, PoisonError};
 
 use bytes::Bytes;
 
+use crate::entry::Entry;
 use crate::CacheKey;
 
 /// The largest blob remembered.
@@ -36,8 +43,21 @@ const SHARDS: usize = 16;
 
 #[derive(Default)]
 struct Shard {
-    blobs: HashMap<CacheKey, Bytes>,
+    blobs: HashMap<CacheKey, Remembered>,
     bytes: usize,
+}
+
+/// A blob, and the entry opened from it.
+struct Remembered {
+    blob: Bytes,
+    entry: Entry,
+}
+
+impl Remembered {
+    /// What it counts for against the bound (see the module's documentation).
+    fn size(&self) -> usize {
+        2 * self.blob.len()
+    }
 }
 
 /// The blobs verified under each key name (see the module's documentation).
@@ -69,33 +89,48 @@ impl VerifiedBlobs {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Whether `blob` is the very buffer verified under `key`.
-    pub(crate) fn holds(&self, key: &CacheKey, blob: &Bytes) -> bool {
+    /// A copy of the entry opened from `blob` under `key`, if `blob` is the very buffer it was
+    /// opened from.
+    pub(crate) fn opened(&self, key: &CacheKey, blob: &Bytes) -> Option<Entry> {
         if blob.is_empty() || blob.len() > MAX_BLOB {
-            return false;
+            return None;
         }
-        self.shard(key)
-            .blobs
-            .get(key)
-            .is_some_and(|b| b.as_ptr() == blob.as_ptr() && b.len() == blob.len())
+        let shard = self.shard(key);
+        let r = shard.blobs.get(key)?;
+        if r.blob.as_ptr() == blob.as_ptr() && r.blob.len() == blob.len() {
+            r.entry.try_clone()
+        } else {
+            None
+        }
     }
 
-    /// Remembers `blob`, verified under `key` (a clone of it: see the module's documentation).
-    pub(crate) fn remember(&self, key: &CacheKey, blob: Bytes) {
+    /// Whether `blob` is the very buffer opened under `key`.
+    #[cfg(test)]
+    pub(crate) fn holds(&self, key: &CacheKey, blob: &Bytes) -> bool {
+        self.opened(key, blob).is_some()
+    }
+
+    /// Remembers `blob`, opened under `key` into `entry` (a clone of the blob: see the
+    /// module's documentation). An entry whose body is not in memory is not remembered.
+    pub(crate) fn remember(&self, key: &CacheKey, blob: Bytes, entry: &Entry) {
         if blob.is_empty() || blob.len() > MAX_BLOB {
             return;
         }
+        let Some(entry) = entry.try_clone() else {
+            return;
+        };
+        let r = Remembered { blob, entry };
         let mut shard = self.shard(key);
-        shard.bytes += blob.len();
-        if let Some(old) = shard.blobs.insert(key.clone(), blob) {
-            shard.bytes -= old.len();
+        shard.bytes += r.size();
+        if let Some(old) = shard.blobs.insert(key.clone(), r) {
+            shard.bytes -= old.size();
         }
         while shard.bytes > MAX_BYTES / SHARDS {
             let Some(other) = shard.blobs.keys().find(|k| *k != key).cloned() else {
                 break;
             };
             if let Some(dropped) = shard.blobs.remove(&other) {
-                shard.bytes -= dropped.len();
+                shard.bytes -= dropped.size();
             }
         }
     }
@@ -117,13 +152,42 @@ mod tests {
         CacheKey::from_stored(name)
     }
 
+    /// An entry whose body is `body`.
+    fn entry(body: &Bytes) -> Entry {
+        use crate::entry::{EntryBody, EntryHead, Expiry};
+        use http::{HeaderMap, Method, StatusCode, Version};
+        Entry {
+            head: EntryHead {
+                status: StatusCode::OK,
+                version: Version::HTTP_11,
+                headers: HeaderMap::new(),
+                request_time: std::time::UNIX_EPOCH,
+                response_time: std::time::UNIX_EPOCH,
+                method: Method::GET,
+                uri: Bytes::from_static(b"http://e.com/"),
+                vary: Vec::new(),
+                generation: 0,
+                expiry: Expiry::Headers,
+                fresh: None,
+            },
+            body: EntryBody::parts(vec![body.clone()]),
+            trailers: None,
+        }
+    }
+
     #[test]
     fn only_the_very_buffer_under_its_own_name_is_held() {
         let memo = VerifiedBlobs::default();
         let blob = Bytes::from(vec![7u8; 1000]);
         assert!(!memo.holds(&k("a"), &blob));
-        memo.remember(&k("a"), blob.clone());
+        memo.remember(&k("a"), blob.clone(), &entry(&blob));
         assert!(memo.holds(&k("a"), &blob));
+        let copy = memo.opened(&k("a"), &blob).unwrap();
+        assert_eq!(
+            copy.body.to_bytes().unwrap(),
+            blob,
+            "a copy of the entry remembered"
+        );
         assert!(
             memo.holds(&k("a"), &blob.clone()),
             "a clone is the same buffer"
@@ -135,7 +199,7 @@ mod tests {
         assert!(!memo.holds(&k("b"), &blob));
         // Replaced by the next blob verified under the name.
         let next = Bytes::from(vec![8u8; 1000]);
-        memo.remember(&k("a"), next.clone());
+        memo.remember(&k("a"), next.clone(), &entry(&next));
         assert!(memo.holds(&k("a"), &next));
         assert!(!memo.holds(&k("a"), &blob));
     }
@@ -144,10 +208,11 @@ mod tests {
     fn it_is_bounded_in_bytes_and_ignores_large_blobs() {
         let memo = VerifiedBlobs::default();
         let large = Bytes::from(vec![0u8; MAX_BLOB + 1]);
-        memo.remember(&k("large"), large.clone());
+        memo.remember(&k("large"), large.clone(), &entry(&large));
         assert!(!memo.holds(&k("large"), &large));
         for i in 0..2000 {
-            memo.remember(&k(&format!("k{i}")), Bytes::from(vec![1u8; 8 << 10]));
+            let blob = Bytes::from(vec![1u8; 8 << 10]);
+            memo.remember(&k(&format!("k{i}")), blob.clone(), &entry(&blob));
         }
         assert!(memo.bytes() <= MAX_BYTES, "{}", memo.bytes());
         assert!(memo.bytes() >= MAX_BYTES / 2, "{}", memo.bytes());

@@ -102,8 +102,9 @@ impl<St: Store> Ctx<St> {
         let opened = match found {
             Found::Whole(blob) => {
                 self.found.blob_size = Some(blob.len());
-                // A memory store (or a near tier) answers the very buffer it holds: one verified
-                // before is not proven again (`envelope/verified.rs`, docs/security.md).
+                // A memory store (or a near tier) answers the very buffer it holds: one opened
+                // before gives its entry again, not proven or decoded again
+                // (`envelope/verified.rs`, docs/security.md).
                 if crate::store::answers_held_buffers::<St>() {
                     let verified = &self.config.verified;
                     self.config.envelope.open_remembered(&key, blob, verified)

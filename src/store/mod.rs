@@ -276,7 +276,7 @@ pub enum StoreResponse {
 
 /// Whether a store of type `St` answers a lookup with the very buffer it holds (a clone of its
 /// `Bytes`): `MemoryStore`, and `NearCache`, whose near tier is one. The cache then remembers
-/// the blobs it verified (`envelope/verified.rs`).
+/// the blobs it opened, with their entries (`envelope/verified.rs`).
 pub(crate) fn answers_held_buffers<St: 'static>() -> bool {
     let store = std::any::TypeId::of::<St>();
     #[cfg(feature = "memory")]

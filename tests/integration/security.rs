@@ -532,54 +532,68 @@ async fn invalidation_of_a_location_keeps_the_requests_host() {
     );
 }
 
-/// A memory store's blob verified once is not proven again while it is the very buffer the
-/// store holds; anything else put under its name, a tampered copy or the same bytes in another
+/// A memory store's blob opened once is not proven or decoded again while it is the very buffer
+/// the store holds; anything else put under its name, a tampered copy or the same bytes in another
 /// buffer, is verified as before: a tampered one is refused, however often the genuine one was
-/// served (`envelope/verified.rs`, docs/security.md).
+/// served (`envelope/verified.rs`, docs/security.md). Signed and encrypted alike.
 #[tokio::test]
 async fn a_blob_replaced_after_hits_is_verified_again() {
-    let origin = Origin::fixed("max-age=600", "genuine body").await;
-    let store = MemoryStore::default();
-    let url = origin.url("/memo");
-    let layer = CacheLayer::new(store.clone()).secret_key(test_key());
-    let key = layer.key_for(&http::Request::get(&url).body(()).unwrap());
-    let mut client = cached_client(layer);
-    get(&mut client, &url).await.unwrap();
-    for _ in 0..3 {
+    for encrypted in [false, true] {
+        let layer = |store: &MemoryStore| {
+            let layer = CacheLayer::new(store.clone());
+            if encrypted {
+                layer.encrypt(test_key())
+            } else {
+                layer.secret_key(test_key())
+            }
+        };
+        let origin = Origin::fixed("max-age=600", "genuine body").await;
+        let store = MemoryStore::default();
+        let url = origin.url("/memo");
+        let key = layer(&store).key_for(&http::Request::get(&url).body(()).unwrap());
+        let mut client = cached_client(layer(&store));
+        get(&mut client, &url).await.unwrap();
+        for _ in 0..3 {
+            let got = get(&mut client, &url).await.unwrap();
+            assert_eq!(
+                (got.cache, &got.body[..]),
+                (Some(CacheStatus::Hit), &b"genuine body"[..])
+            );
+        }
+        let genuine = get_raw(&store, key.clone()).await.unwrap();
+        // Every byte flipped in turn, in a buffer of its own: never served from the store.
+        for at in 0..genuine.len() {
+            let mut forged = genuine.to_vec();
+            forged[at] ^= 0x20;
+            put_raw(&store, key.clone(), Bytes::from(forged)).await;
+            match get(&mut client, &url).await {
+                Err(e) => assert!(
+                    e.downcast_ref::<BadSignature>().is_some(),
+                    "encrypted {encrypted}, byte {at}: {e}"
+                ),
+                // Not ours to judge (a newer format's version byte, say): a miss, from the origin.
+                Ok(got) => assert_eq!(
+                    got.cache,
+                    Some(CacheStatus::Miss),
+                    "encrypted {encrypted}, byte {at}"
+                ),
+            }
+            put_raw(&store, key.clone(), genuine.clone()).await;
+            let got = get(&mut client, &url).await.unwrap();
+            assert_eq!(got.body, "genuine body", "byte {at}: the genuine one again");
+        }
+        // The very buffer, served under its name, moved under another URL's name: refused there.
+        let other = origin.url("/other");
+        let other_key = layer(&store).key_for(&http::Request::get(&other).body(()).unwrap());
+        put_raw(&store, other_key, genuine.clone()).await;
+        let err = get(&mut client, &other).await.err().expect("refused");
+        assert!(err.downcast_ref::<BadSignature>().unwrap().is_wrong_key());
+        // The genuine bytes in another buffer: verified, and served.
+        put_raw(&store, key.clone(), Bytes::from(genuine.to_vec())).await;
         let got = get(&mut client, &url).await.unwrap();
         assert_eq!(
             (got.cache, &got.body[..]),
             (Some(CacheStatus::Hit), &b"genuine body"[..])
         );
     }
-    let genuine = get_raw(&store, key.clone()).await.unwrap();
-    // Every byte flipped in turn, in a buffer of its own: never served from the store.
-    for at in 0..genuine.len() {
-        let mut forged = genuine.to_vec();
-        forged[at] ^= 0x20;
-        put_raw(&store, key.clone(), Bytes::from(forged)).await;
-        match get(&mut client, &url).await {
-            Err(e) => assert!(e.downcast_ref::<BadSignature>().is_some(), "byte {at}: {e}"),
-            // Not ours to judge (a newer format's version byte, say): a miss, from the origin.
-            Ok(got) => assert_eq!(got.cache, Some(CacheStatus::Miss), "byte {at}"),
-        }
-        put_raw(&store, key.clone(), genuine.clone()).await;
-        let got = get(&mut client, &url).await.unwrap();
-        assert_eq!(got.body, "genuine body", "byte {at}: the genuine one again");
-    }
-    // The very buffer, served under its name, moved under another URL's name: refused there.
-    let other = origin.url("/other");
-    let other_key = CacheLayer::new(store.clone())
-        .secret_key(test_key())
-        .key_for(&http::Request::get(&other).body(()).unwrap());
-    put_raw(&store, other_key, genuine.clone()).await;
-    let err = get(&mut client, &other).await.err().expect("refused");
-    assert!(err.downcast_ref::<BadSignature>().unwrap().is_wrong_key());
-    // The genuine bytes in another buffer: verified, and served.
-    put_raw(&store, key.clone(), Bytes::from(genuine.to_vec())).await;
-    let got = get(&mut client, &url).await.unwrap();
-    assert_eq!(
-        (got.cache, &got.body[..]),
-        (Some(CacheStatus::Hit), &b"genuine body"[..])
-    );
 }
