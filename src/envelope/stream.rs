@@ -123,7 +123,10 @@ impl Sealing {
         let mut at = 0;
         while at < data.len() {
             let n = (SEGMENT - self.seg_len).min(data.len() - at);
-            if n < COPY_BELOW {
+            // A segment's first piece is kept whatever its size (a small body is then copied
+            // once, into the head record); small pieces after it are copied together.
+            let first = self.seg.is_empty() && self.copied.is_empty();
+            if n < COPY_BELOW && !first {
                 if self.copied.is_empty() {
                     self.copied.reserve(COPY_BELOW);
                 }
@@ -180,6 +183,7 @@ impl Sealing {
             self.flush_small();
             self.records.push(self.sealed.split().freeze());
         } else {
+            self.reserve_small();
             let m = meta(self.index, plain as u32, codec);
             let tag = self
                 .prover
@@ -203,7 +207,12 @@ impl Sealing {
         if !self.small.is_empty() {
             self.records.push(self.small.split().freeze());
         }
-        if self.small.capacity() < 64 {
+    }
+
+    /// Room in `small` for a record's framing and tag: one buffer of a few KiB for many records,
+    /// taken when the first segment closes (an entry with no segment record takes none).
+    fn reserve_small(&mut self) {
+        if self.small.capacity() - self.small.len() < 64 {
             self.small.reserve(4096);
         }
     }
@@ -270,6 +279,9 @@ impl Sealing {
             self.close_segment()?;
         }
         self.flush_small();
+        if !self.encrypted && self.compressor.is_none() {
+            return self.seal_head_in_place(trailers, inline);
+        }
         let mut head = std::mem::take(&mut self.head);
         if inline {
             head.reserve(self.seg_len + 64);
@@ -288,7 +300,9 @@ impl Sealing {
             codec = c;
             head = packed;
         }
-        let mut first = BytesMut::from(&std::mem::take(&mut self.header)[..]);
+        let header = std::mem::take(&mut self.header);
+        let mut first = BytesMut::with_capacity(header.len() + 5 + NONCE_LEN + head.len() + 32);
+        first.extend_from_slice(&header);
         if self.encrypted {
             let stored = NONCE_LEN + head.len() + GCM_TAG;
             first.reserve(5 + stored);
@@ -305,12 +319,46 @@ impl Sealing {
                 .prover
                 .tag(&meta(0, len, codec), [&head[..]])
                 .ok_or(SealError("no tag"))?;
-            first.reserve(5 + head.len() + 32);
             first.extend_from_slice(&len.to_be_bytes());
             first.extend_from_slice(&[codec]);
             first.extend_from_slice(&head);
             first.extend_from_slice(tag.as_ref());
         }
         Ok(first)
+    }
+
+    /// [`seal_head_now`](Self::seal_head_now) of a head record proven by a MAC or a checksum and
+    /// not compressed (most entries): written in one buffer of its final size, where it is
+    /// encoded (header, framing, head, the body if `inline`, tag), not copied after.
+    fn seal_head_in_place(
+        &mut self,
+        trailers: Option<&HeaderMap>,
+        inline: bool,
+    ) -> Result<BytesMut, SealError> {
+        let header = std::mem::take(&mut self.header);
+        let head = std::mem::take(&mut self.head);
+        let at = header.len() + 5;
+        let body = if inline { self.seg_len } else { 0 };
+        let mut buf = Vec::with_capacity(at + head.len() + 64 + body + 32);
+        buf.extend_from_slice(&header);
+        // The record's length and codec (0: as is), written once the head is encoded.
+        buf.extend_from_slice(&[0; 5]);
+        buf.extend_from_slice(&head);
+        let mut buf = wire::encode_head_end(self.body_len, trailers, buf)
+            .map_err(|_| SealError("could not encode"))?;
+        if inline {
+            self.flush_copied();
+            for chunk in self.seg.drain(..) {
+                buf.extend_from_slice(&chunk);
+            }
+        }
+        let len = u32::try_from(buf.len() - at).map_err(|_| SealError("head too long"))?;
+        let tag = self
+            .prover
+            .tag(&meta(0, len, 0), [&buf[at..]])
+            .ok_or(SealError("no tag"))?;
+        buf[at - 5..at - 1].copy_from_slice(&len.to_be_bytes());
+        buf.extend_from_slice(tag.as_ref());
+        Ok(BytesMut::from(Bytes::from(buf)))
     }
 }
