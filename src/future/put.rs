@@ -4,9 +4,14 @@
 //! A large entry written to the store as the body passes ([`StoreRequest::PutStream`]), so that
 //! a stored miss of any size holds the segments the store has not taken yet, not the entry.
 //!
-//! Only an entry under one key (not a `Vary` response, which goes under two) and of at least
-//! [`STREAM_FROM`] bytes (announced by `Content-Length`, or reached by a body without one) is
-//! streamed; a smaller one takes the path it always took, with no store call added. The
+//! Only an entry of at least [`STREAM_FROM`] bytes (announced by `Content-Length`, or reached
+//! by a body without one) is streamed; a smaller one takes the path it always took, with no
+//! store call added. A streamed entry that varies goes under its URL's primary key only, not
+//! also under its variant's own key as a whole one does (a store writes one stream to one
+//! name): such a URL keeps one large variant at a time, where the lookup starts (RFC 9111 §4.1
+//! lets a cache store any subset of the variants). Once it is committed, the variant's own key
+//! is deleted, so that an older copy of the same variant there is not served after a newer one
+//! was stored (§4: the most recent suitable response is the one to use). The
 //! `PutStream` (a store call like any other: the store timeout, the circuit breaker) is polled
 //! with each chunk; the sealed records are held until it answers, then handed to the
 //! [`BlobWriter`] as they are sealed. When the store is more than [`MAX_BEHIND`] behind the body
@@ -47,7 +52,7 @@ const HARD_CAP: usize = 2 * MAX_BEHIND;
 type Opened = Result<StoreResponse, StoreError>;
 
 enum State<St: Store> {
-    /// Not streamed: several keys, a combined `206`, a store that does not stream, or no
+    /// Not streamed: a small entry, a combined `206`, a store that does not stream, or no
     /// runtime to open the write on.
     Off,
     /// Streamed once `from` body bytes have passed.
@@ -74,8 +79,8 @@ pub(super) struct Streaming<St: Store> {
 }
 
 impl<St: Store> Streaming<St> {
-    /// For an entry that could be streamed (`eligible`: one key, no splice, a store that has not
-    /// said it does not stream) with this announced body length.
+    /// For an entry that could be streamed (`eligible`: no splice, a store that has not said it
+    /// does not stream) with this announced body length.
     pub(super) fn new(eligible: bool, expected_len: Option<u64>) -> Self {
         let state = match expected_len {
             _ if !eligible => State::Off,
@@ -326,10 +331,12 @@ async fn commit<St: Store>(write: Write<St>, writer: BlobWriter, prefix: Bytes) 
         keys,
         ttl,
         config,
+        store,
         leader,
         ..
     } = write;
-    let Some(key) = keys.into_iter().next() else {
+    let mut keys = keys.into_iter();
+    let Some(key) = keys.next() else {
         return;
     };
     let size = prefix.len();
@@ -337,6 +344,27 @@ async fn commit<St: Store>(write: Write<St>, writer: BlobWriter, prefix: Bytes) 
         crate::timer::timeout(&config.timer, config.store_timeout, writer.commit(prefix)).await,
     );
     if outcome(&config, &key, size, ttl, answer) {
+        // A response that varies: its variant's own key may hold an older copy (see the
+        // module's documentation). Removed before waiters are told, bounded by the store
+        // timeout; a failure leaves that copy, to expire as it would have.
+        for variant in keys {
+            let answer = flatten(
+                crate::timer::timeout(
+                    &config.timer,
+                    config.store_timeout,
+                    config.call(
+                        &store,
+                        StoreRequest::Delete {
+                            key: variant.clone(),
+                        },
+                    ),
+                )
+                .await,
+            );
+            if let Err(e) = answer {
+                tracing::debug!(key = %variant, error = %e, "could not remove the variant's older copy");
+            }
+        }
         if let Some(leader) = leader {
             leader.stored();
         }

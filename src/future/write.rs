@@ -321,10 +321,9 @@ impl<St: Store> Ctx<St> {
             .collect();
         tags.sort_unstable();
         tags.dedup();
-        // Large entries under one key are written as they pass, when the store can take them so.
-        let eligible = keys.len() == 1
-            && around.is_none()
-            && self.config.store_streams.load(Ordering::Relaxed);
+        // Large entries are written as they pass, when the store can take them so; one that
+        // varies, under its primary key only (see `put.rs`).
+        let eligible = around.is_none() && self.config.store_streams.load(Ordering::Relaxed);
         Some(Box::new(SealSink {
             sealing,
             around,

@@ -546,3 +546,122 @@ async fn a_large_miss_past_the_cap_is_not_stored_and_its_response_is_whole() {
     assert_eq!(status, Some(CacheStatus::Hit));
     assert!(got == body(LEN));
 }
+
+/// A large response that varies is written as it passes too, under its URL's primary key only
+/// (one large variant at a time), and its variant's own key is removed once it is committed: an
+/// older copy of the same variant kept there is not served after a newer one was stored.
+#[tokio::test]
+async fn a_large_response_that_varies_is_written_as_it_passes_under_its_primary_key() {
+    for mode in MODES {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Watch {
+            inner: DiskStore::open(dir.path()).unwrap(),
+            seen: Arc::default(),
+            behaviour: Behaviour::Forward,
+            stalled: Arc::default(),
+            opened: Arc::default(),
+        };
+        let layer = CacheLayer::new(store.clone()).max_body_size(64 << 20);
+        let layer = match mode {
+            0 => layer,
+            1 => layer.secret_key(test_key()).mac(Mac::Blake3),
+            2 => layer.secret_key(test_key()).mac(Mac::HmacSha256),
+            _ => layer.encrypt(test_key()),
+        };
+        let metrics = layer.metrics();
+        // The origin's body: `len` bytes, its first byte the request's encoding's first letter
+        // and a count of the origin's answers.
+        let len = Arc::new(std::sync::atomic::AtomicUsize::new(1000));
+        let answers = Arc::new(std::sync::atomic::AtomicU8::new(0));
+        let (l, n) = (len.clone(), answers.clone());
+        let origin = tower::service_fn(move |req: http::Request<()>| {
+            let encoding = req.headers()["accept-encoding"].as_bytes()[0];
+            let count = n.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            let mut b = body(l.load(std::sync::atomic::Ordering::SeqCst));
+            b[0] = encoding;
+            b[1] = count;
+            let response = http::Response::builder()
+                .header("cache-control", "max-age=600")
+                .header("vary", "accept-encoding")
+                .header("content-length", b.len())
+                .body(
+                    http_body_util::Full::new(Bytes::from(b))
+                        .map_err(|e: Infallible| -> BoxError { match e {} })
+                        .boxed(),
+                )
+                .unwrap();
+            ready(Ok::<_, Infallible>(response))
+        });
+        let mut svc = Svc::new(ServiceBuilder::new().layer(layer).service(origin));
+        // A small gzip variant: stored whole, under both keys.
+        assert_eq!(
+            get_varying(&mut svc, "gzip", false).await,
+            (CacheStatus::Miss, b'g', 1, 1000)
+        );
+        assert_eq!(
+            store.count("put_parts") + store.count("put"),
+            2,
+            "mode {mode}"
+        );
+        // The same variant, now large, fetched again: streamed under the primary key.
+        len.store(LEN, std::sync::atomic::Ordering::SeqCst);
+        let (status, first, count, got_len) = get_varying(&mut svc, "gzip", true).await;
+        assert_eq!(
+            (first, count, got_len),
+            (b'g', 2, LEN),
+            "mode {mode}: {status:?}"
+        );
+        assert_eq!(
+            store.count("put_stream"),
+            1,
+            "mode {mode}: {:?}",
+            store.seen()
+        );
+        assert_eq!(
+            store.count("delete"),
+            1,
+            "the variant's own key, mode {mode}"
+        );
+        assert_eq!(metrics.stored(), 3, "mode {mode}");
+        assert_eq!(
+            get_varying(&mut svc, "gzip", false).await,
+            (CacheStatus::Hit, b'g', 2, LEN)
+        );
+        // Another variant takes the primary key; gzip's older small copy is gone, so gzip is a
+        // miss, not that copy.
+        assert_eq!(
+            get_varying(&mut svc, "br", false).await,
+            (CacheStatus::Miss, b'b', 3, LEN)
+        );
+        assert_eq!(
+            get_varying(&mut svc, "br", false).await,
+            (CacheStatus::Hit, b'b', 3, LEN)
+        );
+        assert_eq!(
+            get_varying(&mut svc, "gzip", false).await,
+            (CacheStatus::Miss, b'g', 4, LEN),
+            "mode {mode}: not the older copy"
+        );
+        assert!(temp_files(dir.path()).is_empty());
+    }
+}
+
+/// A request for `/varies` with this `Accept-Encoding` (and `Cache-Control: no-cache`): how it
+/// was answered, the body's first two bytes and its length.
+async fn get_varying(
+    svc: &mut Svc,
+    encoding: &str,
+    no_cache: bool,
+) -> (CacheStatus, u8, u8, usize) {
+    let mut req = request("varies");
+    req.headers_mut()
+        .insert("accept-encoding", encoding.parse().unwrap());
+    if no_cache {
+        req.headers_mut()
+            .insert("cache-control", "no-cache".parse().unwrap());
+    }
+    let response = svc.ready().await.unwrap().call(req).await.unwrap();
+    let status = response.extensions().get::<CacheStatus>().cloned();
+    let got = response.into_body().collect().await.unwrap().to_bytes();
+    (status.unwrap(), got[0], got[1], got.len())
+}
