@@ -346,23 +346,18 @@ async fn commit<St: Store>(write: Write<St>, writer: BlobWriter, prefix: Bytes) 
     if outcome(&config, &key, size, ttl, answer) {
         // A response that varies: its variant's own key may hold an older copy (see the
         // module's documentation). Removed before waiters are told, bounded by the store
-        // timeout; a failure leaves that copy, to expire as it would have.
+        // timeout (a store call); a failure leaves that copy, to expire as it would have, and
+        // is counted like a lost write (as a failed invalidation is).
         for variant in keys {
-            let answer = flatten(
-                crate::timer::timeout(
-                    &config.timer,
-                    config.store_timeout,
-                    config.call(
-                        &store,
-                        StoreRequest::Delete {
-                            key: variant.clone(),
-                        },
-                    ),
-                )
-                .await,
+            let delete = config.call(
+                &store,
+                StoreRequest::Delete {
+                    key: variant.clone(),
+                },
             );
-            if let Err(e) = answer {
-                tracing::debug!(key = %variant, error = %e, "could not remove the variant's older copy");
+            if let Err(e) = delete.await {
+                config.metrics.record(Event::StoreWriteError);
+                tracing::warn!(key = %variant, error = %e, "could not remove an older copy of a variant");
             }
         }
         if let Some(leader) = leader {

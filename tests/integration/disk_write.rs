@@ -87,6 +87,8 @@ enum Behaviour {
     /// Writes through to its `DiskStore`, after a pause of 1.5 s at the first buffer (within
     /// the store timeout): a disk that falls behind the origin for a while.
     Slow,
+    /// Forwards everything but `Delete`, which fails.
+    FailDeletes,
 }
 
 /// A `DiskStore` that records the requests it saw (and `opened` once a `PutStream` was answered).
@@ -133,6 +135,9 @@ impl Service<StoreRequest> for Watch {
         };
         self.seen.lock().unwrap().push(kind);
         let streaming = matches!(req, StoreRequest::PutStream { .. });
+        if let (Behaviour::FailDeletes, StoreRequest::Delete { .. }) = (self.behaviour, &req) {
+            return Box::pin(ready(Err("the store is read-only for deletes".into())));
+        }
         match (self.behaviour, streaming) {
             (Behaviour::NoStreams, true) => Box::pin(ready(Ok(StoreResponse::Unsupported))),
             (Behaviour::FailAfter(n), true) => {
@@ -553,11 +558,31 @@ async fn a_large_miss_past_the_cap_is_not_stored_and_its_response_is_whole() {
 #[tokio::test]
 async fn a_large_response_that_varies_is_written_as_it_passes_under_its_primary_key() {
     for mode in MODES {
+        varying(mode, Behaviour::Forward).await;
+    }
+}
+
+/// A store that fails the variant key's delete: the entry is stored all the same, the failure
+/// counted as a store write error, and the older copy is what is left (it expires as it would
+/// have).
+#[tokio::test]
+async fn a_variant_key_that_cannot_be_deleted_is_counted() {
+    let metrics = varying(1, Behaviour::FailDeletes).await;
+    assert_eq!(
+        metrics.store_write_errors(),
+        2,
+        "the two streamed writes' deletes"
+    );
+}
+
+/// The scenario of the two tests above, in one mode, over a store that behaves so.
+async fn varying(mode: u8, behaviour: Behaviour) -> CacheMetrics {
+    {
         let dir = tempfile::tempdir().unwrap();
         let store = Watch {
             inner: DiskStore::open(dir.path()).unwrap(),
             seen: Arc::default(),
-            behaviour: Behaviour::Forward,
+            behaviour,
             stalled: Arc::default(),
             opened: Arc::default(),
         };
@@ -637,12 +662,17 @@ async fn a_large_response_that_varies_is_written_as_it_passes_under_its_primary_
             get_varying(&mut svc, "br", false).await,
             (CacheStatus::Hit, b'b', 3, LEN)
         );
+        let expected = match behaviour {
+            Behaviour::FailDeletes => (CacheStatus::Hit, b'g', 1, 1000),
+            _ => (CacheStatus::Miss, b'g', 4, LEN),
+        };
         assert_eq!(
             get_varying(&mut svc, "gzip", false).await,
-            (CacheStatus::Miss, b'g', 4, LEN),
-            "mode {mode}: not the older copy"
+            expected,
+            "mode {mode}: not the older copy, unless it could not be deleted"
         );
         assert!(temp_files(dir.path()).is_empty());
+        metrics
     }
 }
 
