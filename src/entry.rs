@@ -65,19 +65,24 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
-    /// A copy, if the body is in memory (a streamed body is read once).
+    /// A copy, if the body is in memory (verified, or to be verified as it is read); a body a
+    /// store streams is read once.
     pub(crate) fn try_clone(&self) -> Option<Entry> {
-        match &self.body {
-            EntryBody::Parts { parts, len } => Some(Entry {
-                head: self.head.clone(),
-                body: EntryBody::Parts {
-                    parts: parts.clone(),
-                    len: *len,
-                },
-                trailers: self.trailers.clone(),
-            }),
-            EntryBody::Stream { .. } => None,
-        }
+        let body = match &self.body {
+            EntryBody::Parts { parts, len } => EntryBody::Parts {
+                parts: parts.clone(),
+                len: *len,
+            },
+            EntryBody::Stream { source, len } => EntryBody::Stream {
+                source: source.try_clone()?,
+                len: *len,
+            },
+        };
+        Some(Entry {
+            head: self.head.clone(),
+            body,
+            trailers: self.trailers.clone(),
+        })
     }
 }
 
@@ -89,6 +94,18 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub(crate) trait SegmentSource: Send + 'static {
     /// The next verified segment, `None` at the end.
     fn poll_segment(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BoxError>>>;
+
+    /// A copy that reads the same body from the start, if the source can make one (its bytes
+    /// are in memory and none was released yet); `None` for a store's stream, read once.
+    fn try_clone(&self) -> Option<Box<dyn SegmentSource>> {
+        None
+    }
+
+    /// The whole body, every segment verified now, if its bytes are in memory and it verifies;
+    /// `None` otherwise (the source is left as it was: reading it meets the same failure).
+    fn verified_parts(&self) -> Option<Vec<Bytes>> {
+        None
+    }
 }
 
 /// A stored body.
@@ -113,6 +130,19 @@ impl EntryBody {
         EntryBody::Parts {
             parts: Vec::new(),
             len: 0,
+        }
+    }
+
+    /// The body in verified parts, if it is in memory: a body to be verified as it is read
+    /// (a large whole blob) is verified now; one that fails, or a store's stream, is left as it
+    /// is.
+    pub(crate) fn into_verified_parts(self) -> EntryBody {
+        match self {
+            EntryBody::Stream { source, len } => match source.verified_parts() {
+                Some(parts) => EntryBody::parts(parts),
+                None => EntryBody::Stream { source, len },
+            },
+            parts => parts,
         }
     }
 

@@ -40,6 +40,8 @@ pub(crate) struct Verified {
     timeout: Duration,
     /// Armed while the caller waits for the store; cleared by every read.
     deadline: Option<Pin<Box<Deadline>>>,
+    /// A segment was read (verified, maybe released): a copy could not start from the start.
+    started: bool,
 }
 
 impl Verified {
@@ -63,7 +65,29 @@ impl Verified {
             timer,
             timeout,
             deadline: None,
+            started: false,
         }
+    }
+
+    /// A copy reading the same body from the start, for a stream whose bytes are in memory
+    /// (`BlobStream::buffered`) and of which no segment was read. The copy does not run
+    /// `on_bad`: the original does, when it is read.
+    fn copy(&self) -> Option<Verified> {
+        if self.started || self.failed {
+            return None;
+        }
+        Some(Verified {
+            stream: self.stream.try_clone()?,
+            pending: self.pending.clone(),
+            reader: self.reader.clone(),
+            ready: VecDeque::new(),
+            on_bad: None,
+            failed: false,
+            timer: self.timer.clone(),
+            timeout: self.timeout,
+            deadline: None,
+            started: false,
+        })
     }
 
     /// The store's next buffer, or its timeout.
@@ -108,6 +132,26 @@ impl Verified {
 }
 
 impl SegmentSource for Verified {
+    fn try_clone(&self) -> Option<Box<dyn SegmentSource>> {
+        Some(Box::new(self.copy()?))
+    }
+
+    fn verified_parts(&self) -> Option<Vec<Bytes>> {
+        // Read from a copy: a failure leaves this one to meet it when the caller reads it
+        // (and to run `on_bad` then).
+        let mut copy = self.copy()?;
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut parts = Vec::new();
+        loop {
+            // In memory: never pending.
+            match copy.poll_segment(&mut cx) {
+                Poll::Ready(Some(Ok(part))) => parts.push(part),
+                Poll::Ready(None) if !copy.failed => return Some(parts),
+                Poll::Ready(_) | Poll::Pending => return None,
+            }
+        }
+    }
+
     fn poll_segment(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BoxError>>> {
         loop {
             if self.failed {
@@ -117,7 +161,10 @@ impl SegmentSource for Verified {
                 return Poll::Ready(Some(Ok(bytes)));
             }
             match self.reader.next(&mut self.pending) {
-                Ok(Step::Segment(segment)) => self.ready.extend(segment),
+                Ok(Step::Segment(segment)) => {
+                    self.started = true;
+                    self.ready.extend(segment);
+                }
                 Ok(Step::End) => {
                     // Every segment the head announced was read: anything after them is not
                     // this entry's (a blob extended by someone without the key).

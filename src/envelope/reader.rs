@@ -14,7 +14,7 @@ use crate::error::{BadSignature, BadSignatureReason};
 use crate::CacheKey;
 
 /// Bytes read and not yet consumed, as the buffers they came in.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Pending {
     bufs: VecDeque<Bytes>,
     len: usize,
@@ -212,6 +212,7 @@ pub(crate) enum Step {
 }
 
 /// Reads the body of an entry whose head was verified: a segment at a time.
+#[derive(Clone)]
 pub(crate) struct BodyReader {
     pub(super) prover: Prover,
     pub(super) alg: u8,

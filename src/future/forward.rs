@@ -357,6 +357,10 @@ impl<St: Store> Ctx<St> {
             body,
             trailers,
         } = entry;
+        // A large entry held in memory and verified as it is read is verified whole now, so that
+        // it can be written back below (one that fails stays as it is: the caller's body meets
+        // the failure).
+        let body = body.into_verified_parts();
         // Too many fields to merge (see `freshen`): the stored response is served as it is, and
         // not stored again.
         let merged = freshen(&head.headers, not_modified.headers());

@@ -24,6 +24,14 @@ use crate::respond::{self, hit_info, Freshness};
 use crate::status::CacheStatus;
 use crate::store::{Found, Store, StoreRequest, StoreResponse};
 
+/// Entries whose blob a store answers whole (or in parts) from this size on are verified a
+/// segment at a time as the caller reads them, as a stream a store answers is: the response
+/// starts once the head and the first segment are proven. A body segment that fails then ends the body with `BadSignature` after the
+/// verified prefix (docs/security.md, "Streamed entries"). The body stays in memory, so the entry
+/// can still be copied (`stale-while-revalidate` keeps it) and a 304 writes it back, verified
+/// whole then. With `OnBadSignature::Refetch`, such entries are verified whole before the
+/// response, as smaller ones are.
+pub(super) const VERIFY_AS_READ_FROM: usize = 1 << 20;
 /// A stale entry kept while the request goes on: to validate it, or to serve it if the origin
 /// fails.
 pub(super) struct StaleEntry {
@@ -98,6 +106,21 @@ impl<St: Store> Ctx<St> {
                 return self.nothing_usable();
             }
             Err(e) => return self.store_failed(&key, e),
+        };
+        // A large entry in memory (a Redis value, a memory store's parts) is opened as a store's
+        // stream is: its head verified, then each segment as the caller reads it, so that the
+        // first byte does not wait for the last segment's proof (see `VERIFY_AS_READ_FROM`).
+        // Not with `OnBadSignature::Refetch`: whoever chose it never sees a tampered entry fail,
+        // which only verifying it whole first can give.
+        let as_read = self.config.on_bad_signature == crate::config::OnBadSignature::Error;
+        let found = match found {
+            Found::Whole(blob) if as_read && blob.len() >= VERIFY_AS_READ_FROM => {
+                Found::Stream(crate::store::BlobStream::buffered([blob]))
+            }
+            Found::Parts(parts) if as_read && parts.len() >= VERIFY_AS_READ_FROM => Found::Stream(
+                crate::store::BlobStream::buffered(parts.parts().iter().cloned()),
+            ),
+            found => found,
         };
         let opened = match found {
             Found::Whole(blob) => {

@@ -10,6 +10,8 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures_util::Stream;
+use std::collections::VecDeque;
+
 use sync_wrapper::SyncWrapper;
 
 use crate::error::BoxError;
@@ -114,7 +116,13 @@ type Inner = Pin<Box<dyn Stream<Item = Result<Bytes, BoxError>> + Send + 'static
 /// error; nothing unverified is ever released.
 pub struct BlobStream {
     len: u64,
-    inner: SyncWrapper<Inner>,
+    inner: Source,
+}
+
+enum Source {
+    Stream(SyncWrapper<Inner>),
+    /// Buffers already in memory (a whole blob read a segment at a time): can be copied.
+    Buffered(VecDeque<Bytes>),
 }
 
 impl BlobStream {
@@ -127,7 +135,30 @@ impl BlobStream {
         use futures_util::TryStreamExt;
         Self {
             len,
-            inner: SyncWrapper::new(Box::pin(stream.map_err(Into::into))),
+            inner: Source::Stream(SyncWrapper::new(Box::pin(stream.map_err(Into::into)))),
+        }
+    }
+
+    /// A blob already in memory, in these buffers: read as a stream, and copied by
+    /// [`try_clone`](Self::try_clone) (the cache opens a large whole blob so, a segment at a
+    /// time as the caller reads it).
+    pub(crate) fn buffered(parts: impl IntoIterator<Item = Bytes>) -> Self {
+        let parts: VecDeque<Bytes> = parts.into_iter().filter(|p| !p.is_empty()).collect();
+        Self {
+            len: parts.iter().map(|p| p.len() as u64).sum(),
+            inner: Source::Buffered(parts),
+        }
+    }
+
+    /// A copy of what is left of a [`buffered`](Self::buffered) blob; `None` for a store's
+    /// stream (read once).
+    pub(crate) fn try_clone(&self) -> Option<Self> {
+        match &self.inner {
+            Source::Buffered(parts) => Some(Self {
+                len: self.len,
+                inner: Source::Buffered(parts.clone()),
+            }),
+            Source::Stream(_) => None,
         }
     }
 
@@ -177,7 +208,10 @@ impl Stream for BlobStream {
     type Item = Result<Bytes, BoxError>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.get_mut().inner.get_mut().as_mut().poll_next(cx)
+        match &mut self.get_mut().inner {
+            Source::Stream(stream) => stream.get_mut().as_mut().poll_next(cx),
+            Source::Buffered(parts) => Poll::Ready(parts.pop_front().map(Ok)),
+        }
     }
 }
 

@@ -35,6 +35,7 @@ mod fleet_support;
 mod http2;
 mod https;
 mod inspect;
+mod large_in_memory;
 #[cfg(feature = "metrics")]
 mod metrics;
 #[cfg(all(feature = "disk", feature = "redis", feature = "test-util"))]

@@ -1,0 +1,347 @@
+//! A large entry a store answers whole (a Redis value, a `MemoryStore`'s parts) is opened as a
+//! stream a store answers is: its head verified before any response, then each 64 KiB segment as
+//! the caller reads it. The first byte does not wait for the last segment's proof; a changed
+//! segment ends the body with `BadSignature` after the verified prefix, releases nothing of
+//! itself, and the entry is deleted and counted. Being in memory, the entry can still be copied
+//! (`stale-while-revalidate` keeps its validators) and a `304` writes it back.
+
+use std::convert::Infallible;
+use std::future::ready;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper_client_cache::{
+    BadSignature, BoxError, CacheLayer, CacheMetrics, CacheStatus, Mac, MemoryStore, Store,
+};
+use tower::{Service, ServiceBuilder, ServiceExt};
+
+use crate::common::*;
+
+const SEGMENT: usize = 64 * 1024;
+const LEN: usize = 3 * (1 << 20) + 777;
+
+fn body() -> Bytes {
+    Bytes::from(
+        (0..LEN)
+            .map(|i| (i * 7 + i / 4091) as u8)
+            .collect::<Vec<u8>>(),
+    )
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Mode {
+    Unsigned,
+    Blake3,
+    Hmac,
+    Encrypted,
+}
+
+const MODES: [Mode; 4] = [Mode::Unsigned, Mode::Blake3, Mode::Hmac, Mode::Encrypted];
+
+impl Mode {
+    fn layer<St: Store>(self, store: St) -> CacheLayer<St> {
+        let layer = CacheLayer::new(store).max_body_size(16 << 20);
+        match self {
+            Mode::Unsigned => layer,
+            Mode::Blake3 => layer.secret_key(test_key()).mac(Mac::Blake3),
+            Mode::Hmac => layer.secret_key(test_key()).mac(Mac::HmacSha256),
+            Mode::Encrypted => layer.encrypt(test_key()),
+        }
+    }
+    /// Framing and proof bytes per segment.
+    fn per_segment(self) -> usize {
+        match self {
+            Mode::Unsigned => 5 + 4,
+            Mode::Blake3 | Mode::Hmac => 5 + 32,
+            Mode::Encrypted => 5 + 12 + 16,
+        }
+    }
+}
+
+type Svc = tower::util::BoxCloneService<
+    http::Request<()>,
+    http::Response<hyper_client_cache::CacheBody<http_body_util::Full<Bytes>>>,
+    BoxError,
+>;
+
+fn request() -> http::Request<()> {
+    http::Request::get("http://example.test/large")
+        .body(())
+        .unwrap()
+}
+
+/// A cache over `store` whose origin answers the large body, fresh for 10 minutes; the
+/// requests the origin saw (their `If-None-Match`).
+fn cache<St: Store>(
+    mode: Mode,
+    store: St,
+    clock: Option<&hyper_client_cache::ManualClock>,
+    cache_control: &'static str,
+) -> (Svc, CacheMetrics, Arc<Mutex<Vec<Option<String>>>>) {
+    let mut layer = mode.layer(store);
+    if let Some(clock) = clock {
+        layer = layer.clock(clock.clone());
+    }
+    let metrics = layer.metrics();
+    let seen: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
+    let log = seen.clone();
+    let svc = ServiceBuilder::new()
+        .layer(layer)
+        .service(tower::service_fn(move |req: http::Request<()>| {
+            let inm = req
+                .headers()
+                .get("if-none-match")
+                .map(|v| v.to_str().unwrap_or_default().to_owned());
+            log.lock().unwrap().push(inm.clone());
+            let b = http::Response::builder().header("etag", "\"v1\"");
+            ready(Ok::<_, Infallible>(match inm {
+                // Fresh for 10 minutes from now (the stored `Date` is the first response's: the
+                // age counts from it, RFC 9111 §4.2.3).
+                Some(_) => b
+                    .status(304)
+                    .header("cache-control", "max-age=600")
+                    .body(http_body_util::Full::new(Bytes::new()))
+                    .unwrap(),
+                None => b
+                    .header("cache-control", cache_control)
+                    .body(http_body_util::Full::new(body()))
+                    .unwrap(),
+            }))
+        }));
+    (Svc::new(svc), metrics, seen)
+}
+
+/// The response's status, the bytes its body released and the error that ended it.
+async fn fetch(svc: &mut Svc) -> (Option<CacheStatus>, Vec<u8>, Option<BoxError>) {
+    let response = svc.ready().await.unwrap().call(request()).await.unwrap();
+    let status = response.extensions().get::<CacheStatus>().cloned();
+    let mut body = response.into_body();
+    let mut got = Vec::new();
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => {
+                if let Ok(data) = frame.into_data() {
+                    got.extend_from_slice(&data);
+                }
+            }
+            Err(e) => return (status, got, Some(e)),
+        }
+    }
+    (status, got, None)
+}
+
+/// Changes one byte of the stored entry at `place` (0..1) of its body records, and puts it back:
+/// the segment it falls in.
+async fn change<St: Store>(store: &St, mode: Mode, place: f64) -> usize {
+    let key = mode.layer(store.clone()).key_for(&request());
+    let mut bytes = get_raw(store, key.clone()).await.unwrap().to_vec();
+    let body_len = LEN + LEN.div_ceil(SEGMENT) * mode.per_segment();
+    let start = bytes.len() - body_len;
+    let at = start + (body_len as f64 * place) as usize;
+    bytes[at] ^= 0x01;
+    put_raw(store, key, Bytes::from(bytes)).await;
+    (at - start) / (SEGMENT + mode.per_segment())
+}
+
+/// What the tests below check of a hit on a changed entry, over any store.
+async fn a_changed_segment_ends_the_body<St: Store>(store: St, mode: Mode, place: f64) {
+    let (mut svc, metrics, _) = cache(mode, store.clone(), None, "max-age=600");
+    let (status, got, err) = fetch(&mut svc).await;
+    assert_eq!(
+        (status, got.len(), err.is_none()),
+        (Some(CacheStatus::Miss), LEN, true)
+    );
+    let segment = change(&store, mode, place).await;
+    // Before this, a whole blob was verified before any response: the call itself failed.
+    let (status, got, err) = fetch(&mut svc).await;
+    assert_eq!(status, Some(CacheStatus::Hit), "{mode:?} {place}");
+    let err = err.unwrap_or_else(|| panic!("{mode:?} {place}: the body ended well"));
+    assert!(
+        got[..] == body()[..got.len()],
+        "{mode:?}: only verified bytes"
+    );
+    assert!(
+        got.len() <= segment * SEGMENT,
+        "{mode:?} {place}: {} bytes released, the changed segment starts at {}",
+        got.len(),
+        segment * SEGMENT
+    );
+    // The segments before the changed one were released: verified as they were read.
+    assert_eq!(
+        got.len(),
+        segment * SEGMENT,
+        "{mode:?} {place}: the verified prefix"
+    );
+    match mode {
+        Mode::Unsigned => assert!(err.to_string().contains("checksum"), "{err}"),
+        _ => {
+            let bad = err
+                .downcast_ref::<BadSignature>()
+                .unwrap_or_else(|| panic!("{mode:?}: {err}"));
+            assert!(bad.is_mismatch(), "{bad}");
+            assert_eq!(metrics.bad_signatures(), 1);
+            // Deleted (in the background): the next request goes to the origin.
+            let key = mode.layer(store.clone()).key_for(&request());
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while get_raw(&store, key.clone()).await.is_some() {
+                assert!(tokio::time::Instant::now() < deadline, "never deleted");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_changed_segment_of_a_large_memory_entry_ends_its_body_after_the_verified_prefix() {
+    for mode in MODES {
+        for place in [0.2, 0.97] {
+            a_changed_segment_ends_the_body(MemoryStore::new(64 << 20), mode, place).await;
+        }
+    }
+}
+
+#[cfg(all(feature = "disk", feature = "redis", feature = "test-util"))]
+#[tokio::test]
+async fn a_changed_segment_of_a_large_redis_value_ends_its_body_after_the_verified_prefix() {
+    let redis = RedisServer::start().await;
+    for mode in MODES {
+        let store = hyper_client_cache::RedisStore::connect(&redis.url())
+            .await
+            .unwrap();
+        store
+            .clone()
+            .oneshot(hyper_client_cache::StoreRequest::Clear)
+            .await
+            .unwrap();
+        a_changed_segment_ends_the_body(store, mode, 0.5).await;
+    }
+}
+
+/// With `OnBadSignature::Refetch`, a large entry in memory is verified whole before the response,
+/// as a smaller one is: a changed segment is never seen by the caller, who gets the origin's
+/// response, whole.
+#[tokio::test]
+async fn with_refetch_a_changed_large_memory_entry_is_fetched_again_whole() {
+    let store = MemoryStore::new(64 << 20);
+    let layer = Mode::Blake3
+        .layer(store.clone())
+        .on_bad_signature(hyper_client_cache::OnBadSignature::Refetch);
+    let mut svc = Svc::new(
+        ServiceBuilder::new()
+            .layer(layer)
+            .service(tower::service_fn(|_req: http::Request<()>| {
+                ready(Ok::<_, Infallible>(
+                    http::Response::builder()
+                        .header("cache-control", "max-age=600")
+                        .body(http_body_util::Full::new(body()))
+                        .unwrap(),
+                ))
+            })),
+    );
+    fetch(&mut svc).await;
+    change(&store, Mode::Blake3, 0.97).await;
+    let (status, got, err) = fetch(&mut svc).await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(status, Some(CacheStatus::Miss));
+    assert!(got == body());
+}
+
+/// A changed head is refused before any response, as for any entry.
+#[tokio::test]
+async fn a_changed_head_of_a_large_memory_entry_fails_before_any_response() {
+    let store = MemoryStore::new(64 << 20);
+    let (mut svc, _, _) = cache(Mode::Blake3, store.clone(), None, "max-age=600");
+    fetch(&mut svc).await;
+    let key = Mode::Blake3.layer(store.clone()).key_for(&request());
+    let mut bytes = get_raw(&store, key.clone()).await.unwrap().to_vec();
+    let body_len = LEN + LEN.div_ceil(SEGMENT) * Mode::Blake3.per_segment();
+    let head_byte = bytes.len() - body_len - 40;
+    bytes[head_byte] ^= 0x01;
+    put_raw(&store, key, Bytes::from(bytes)).await;
+    let err = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(request())
+        .await
+        .expect_err("refused");
+    assert!(err.downcast_ref::<BadSignature>().is_some(), "{err}");
+}
+
+/// Stale under `stale-while-revalidate`: served, and refreshed in the background with its
+/// validator (the entry is in memory, so it is kept for a `304`, which writes it back: the next
+/// request is a hit, with no request to the origin). A stream a store answers cannot be kept so
+/// (`segments::a_streamed_stale_entry_is_served_and_refreshed_without_validators`).
+#[tokio::test]
+async fn a_stale_large_memory_entry_is_refreshed_with_its_validator_and_written_back() {
+    let clock = clock();
+    let store = MemoryStore::with_clock(64 << 20, clock.clone());
+    let (mut svc, _, seen) = cache(
+        Mode::Blake3,
+        store,
+        Some(&clock),
+        "max-age=1, stale-while-revalidate=600",
+    );
+    fetch(&mut svc).await;
+    clock.advance(secs(10));
+    let (status, got, err) = fetch(&mut svc).await;
+    assert_eq!(status, Some(CacheStatus::StaleWhileRevalidate));
+    assert!(err.is_none() && got == body());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while seen.lock().unwrap().len() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no background refresh"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        seen.lock().unwrap()[1].as_deref(),
+        Some("\"v1\""),
+        "its validator"
+    );
+    // Written back by the refresh: fresh again, a hit.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, got, _) = fetch(&mut svc).await;
+        assert!(got == body());
+        if status == Some(CacheStatus::Hit) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never written back: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Stale, revalidated in the foreground: the `304` serves the stored body and writes the entry
+/// back, verified whole then (the next request is a hit).
+#[tokio::test]
+async fn a_large_memory_entry_revalidated_by_a_304_is_written_back() {
+    let clock = clock();
+    let store = MemoryStore::with_clock(64 << 20, clock.clone());
+    let (mut svc, _, seen) = cache(Mode::Hmac, store, Some(&clock), "max-age=5");
+    fetch(&mut svc).await;
+    clock.advance(secs(10));
+    let (status, got, err) = fetch(&mut svc).await;
+    assert_eq!(status, Some(CacheStatus::Revalidated));
+    assert!(err.is_none() && got == body());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, got, _) = fetch(&mut svc).await;
+        assert!(got == body());
+        if status == Some(CacheStatus::Hit) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never written back: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(seen.lock().unwrap().len(), 2, "one revalidation, then hits");
+}
