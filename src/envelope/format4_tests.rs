@@ -483,7 +483,7 @@ fn opened_blobs_are_remembered_in_every_mode() {
     }
 }
 
-/// Small and large pieces in every order: a segment's first piece is kept as given, small
+/// Small and large pieces in every order: the body's first piece is kept as given, small
 /// pieces after it are copied together. The entry opens to the same body in every mode, and an
 /// origin that sends a byte at a time still makes a segment of a few buffers, not thousands.
 #[test]
@@ -503,12 +503,44 @@ fn small_and_large_pieces_in_any_order_seal_the_same_body() {
                 let entry = env.open_parts(&key("k"), parts.clone()).unwrap();
                 assert_eq!(whole_body(&entry), b, "{:?} {len} {chunk}", env.mode());
                 if chunk == 1 && env.mode() != Mode::Encrypted {
-                    // A buffer per 4 KiB copied, the first byte of each segment, the framing.
+                    // A buffer per 4 KiB copied, the first byte, the framing of each segment.
                     let segments = len.div_ceil(SEGMENT);
                     let most = len / 4096 + 4 * segments + 4;
                     assert!(parts.len() <= most, "{len}: {} parts", parts.len());
                 }
             }
         }
+    }
+}
+
+/// Of an origin's small pieces, only the body's first is kept as given (a small slice keeps its
+/// whole buffer alive): every other is copied, so a large entry built of small pieces holds one
+/// of the origin's buffers at most, not one per segment.
+#[test]
+fn of_small_pieces_only_the_first_is_kept() {
+    for env in all_modes() {
+        let b = body(3 * SEGMENT + 5);
+        let chunks: Vec<Bytes> = b.chunks(1000).map(Bytes::copy_from_slice).collect();
+        let mut sealing = env.start(&key("k"), &head(), None).unwrap();
+        for c in &chunks {
+            sealing.append(c).unwrap();
+        }
+        let parts = sealing.finish(None).unwrap();
+        let kept = parts
+            .iter()
+            .filter(|p| {
+                chunks.iter().any(|c| {
+                    let range = c.as_ptr() as usize..c.as_ptr() as usize + c.len();
+                    range.contains(&(p.as_ptr() as usize))
+                })
+            })
+            .count();
+        assert!(
+            kept <= 1,
+            "{:?}: {kept} of the origin's pieces kept",
+            env.mode()
+        );
+        let entry = env.open_parts(&key("k"), parts).unwrap();
+        assert_eq!(whole_body(&entry), b);
     }
 }

@@ -123,9 +123,11 @@ impl Sealing {
         let mut at = 0;
         while at < data.len() {
             let n = (SEGMENT - self.seg_len).min(data.len() - at);
-            // A segment's first piece is kept whatever its size (a small body is then copied
-            // once, into the head record); small pieces after it are copied together.
-            let first = self.seg.is_empty() && self.copied.is_empty();
+            // The body's first piece is kept whatever its size (a small body is then copied
+            // once, into the head record); small pieces after it are copied together. Only the
+            // first: a small slice keeps the origin's whole read buffer alive, once per entry at
+            // most, not once per segment.
+            let first = self.index == 1 && self.seg.is_empty() && self.copied.is_empty();
             if n < COPY_BELOW && !first {
                 if self.copied.is_empty() {
                     self.copied.reserve(COPY_BELOW);
