@@ -102,7 +102,8 @@ pub(crate) trait SegmentSource: Send + 'static {
     }
 
     /// The whole body, every segment verified now, if its bytes are in memory and it verifies;
-    /// `None` otherwise (the source is left as it was: reading it meets the same failure).
+    /// `None` otherwise (the source is left as it was: reading it meets the same failure; a
+    /// failure found here is reported, counted and the entry deleted, as one found by reading).
     fn verified_parts(&self) -> Option<Vec<Bytes>> {
         None
     }

@@ -34,7 +34,8 @@ pub(crate) struct Verified {
     pending: Pending,
     reader: BodyReader,
     ready: VecDeque<Bytes>,
-    on_bad: Option<OnBad>,
+    /// Shared with this body's copies (`copy`): whichever meets the failure first runs it, once.
+    on_bad: Arc<std::sync::Mutex<Option<OnBad>>>,
     failed: bool,
     timer: Arc<TimerProbe>,
     timeout: Duration,
@@ -60,7 +61,7 @@ impl Verified {
             pending,
             reader,
             ready: VecDeque::new(),
-            on_bad: Some(on_bad),
+            on_bad: Arc::new(std::sync::Mutex::new(Some(on_bad))),
             failed: false,
             timer,
             timeout,
@@ -70,8 +71,8 @@ impl Verified {
     }
 
     /// A copy reading the same body from the start, for a stream whose bytes are in memory
-    /// (`BlobStream::buffered`) and of which no segment was read. The copy does not run
-    /// `on_bad`: the original does, when it is read.
+    /// (`BlobStream::buffered`) and of which no segment was read. It shares `on_bad`: a
+    /// failure is counted (and the entry deleted) once, by whichever copy meets it first.
     fn copy(&self) -> Option<Verified> {
         if self.started || self.failed {
             return None;
@@ -81,7 +82,7 @@ impl Verified {
             pending: self.pending.clone(),
             reader: self.reader.clone(),
             ready: VecDeque::new(),
-            on_bad: None,
+            on_bad: self.on_bad.clone(),
             failed: false,
             timer: self.timer.clone(),
             timeout: self.timeout,
@@ -117,7 +118,12 @@ impl Verified {
         self.ready.clear();
         match error {
             OpenError::BadSignature(bad) => {
-                if let Some(on_bad) = self.on_bad.take() {
+                let on_bad = self
+                    .on_bad
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take();
+                if let Some(on_bad) = on_bad {
                     on_bad(&bad);
                 }
                 Box::new(bad)
@@ -137,8 +143,8 @@ impl SegmentSource for Verified {
     }
 
     fn verified_parts(&self) -> Option<Vec<Bytes>> {
-        // Read from a copy: a failure leaves this one to meet it when the caller reads it
-        // (and to run `on_bad` then).
+        // Read from a copy: a failure runs the shared `on_bad` now (counted, the entry deleted:
+        // once), and leaves this one to meet it when the caller reads it.
         let mut copy = self.copy()?;
         let mut cx = Context::from_waker(std::task::Waker::noop());
         let mut parts = Vec::new();

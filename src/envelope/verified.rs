@@ -19,20 +19,21 @@
 //!   checks after opening (`not_before`, the filter, freshness) runs on every hit as before.
 //! - **Encrypted entries too**: their plaintext is kept in this process's memory, as the
 //!   store's ciphertext and the key that opens it are; nothing of it reaches a store.
-//! - **Not blobs over 16 KiB** (their proof is a small part of the hit).
+//! - **Not blobs over 16 KiB** (their proof is a small part of the hit), nor entries that open
+//!   to more than 16 KiB (a compressed body decompresses to more than its blob).
 //!
-//! Bounded: blobs of 16 KiB at most, 4 MiB in all, counting each blob twice (the blob, and the
-//! entry opened from it, whose head and body are a copy of at most the blob's size); it may keep
-//! blobs the store has evicted alive until then. Over the bound, entries are dropped in no
-//! particular order.
+//! Bounded: 4 MiB in all, counting each blob and the entry opened from it (its body, header
+//! fields and URI), 32 KiB at most each; it may keep blobs the store has evicted alive until
+//! then. Over the bound, entries are dropped in no particular order. The entry is shared
+//! (`Arc`) and copied outside the shard's lock.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 
-use crate::entry::Entry;
+use crate::entry::{Entry, EntryBody, EntryHead};
 use crate::CacheKey;
 
 /// The largest blob remembered.
@@ -50,14 +51,57 @@ struct Shard {
 /// A blob, and the entry opened from it.
 struct Remembered {
     blob: Bytes,
-    entry: Entry,
+    entry: Arc<OpenedEntry>,
+    /// What it counts for against the bound: the blob and the entry.
+    size: usize,
 }
 
-impl Remembered {
-    /// What it counts for against the bound (see the module's documentation).
-    fn size(&self) -> usize {
-        2 * self.blob.len()
+/// An entry whose body is in memory, shared between threads (an `Entry`'s body may be a
+/// stream, which is not).
+struct OpenedEntry {
+    head: EntryHead,
+    parts: Vec<Bytes>,
+    len: u64,
+    trailers: Option<http::HeaderMap>,
+}
+
+impl OpenedEntry {
+    fn of(entry: &Entry) -> Option<Self> {
+        let EntryBody::Parts { parts, len } = &entry.body else {
+            return None;
+        };
+        Some(Self {
+            head: entry.head.clone(),
+            parts: parts.clone(),
+            len: *len,
+            trailers: entry.trailers.clone(),
+        })
     }
+
+    fn to_entry(&self) -> Entry {
+        Entry {
+            head: self.head.clone(),
+            body: EntryBody::Parts {
+                parts: self.parts.clone(),
+                len: self.len,
+            },
+            trailers: self.trailers.clone(),
+        }
+    }
+}
+
+/// The bytes `entry` holds of its own: its body, header fields, URI and trailers (`None` for a
+/// body not in memory).
+fn opened_size(entry: &Entry) -> Option<usize> {
+    let EntryBody::Parts { len, .. } = &entry.body else {
+        return None;
+    };
+    let fields = |map: &http::HeaderMap| -> usize {
+        map.iter().map(|(n, v)| n.as_str().len() + v.len()).sum()
+    };
+    let head = fields(&entry.head.headers) + entry.head.uri.len();
+    let trailers = entry.trailers.as_ref().map_or(0, fields);
+    usize::try_from(*len).ok()?.checked_add(head + trailers)
 }
 
 /// The blobs verified under each key name (see the module's documentation).
@@ -95,13 +139,15 @@ impl VerifiedBlobs {
         if blob.is_empty() || blob.len() > MAX_BLOB {
             return None;
         }
-        let shard = self.shard(key);
-        let r = shard.blobs.get(key)?;
-        if r.blob.as_ptr() == blob.as_ptr() && r.blob.len() == blob.len() {
-            r.entry.try_clone()
-        } else {
-            None
-        }
+        let entry = {
+            let shard = self.shard(key);
+            let r = shard.blobs.get(key)?;
+            if r.blob.as_ptr() != blob.as_ptr() || r.blob.len() != blob.len() {
+                return None;
+            }
+            r.entry.clone()
+        };
+        Some(entry.to_entry())
     }
 
     /// Whether `blob` is the very buffer opened under `key`.
@@ -116,21 +162,29 @@ impl VerifiedBlobs {
         if blob.is_empty() || blob.len() > MAX_BLOB {
             return;
         }
-        let Some(entry) = entry.try_clone() else {
+        let Some(opened) = opened_size(entry).filter(|n| *n <= MAX_BLOB) else {
             return;
         };
-        let r = Remembered { blob, entry };
+        let Some(entry) = OpenedEntry::of(entry) else {
+            return;
+        };
+        let size = blob.len() + opened;
+        let r = Remembered {
+            blob,
+            entry: Arc::new(entry),
+            size,
+        };
         let mut shard = self.shard(key);
-        shard.bytes += r.size();
+        shard.bytes += r.size;
         if let Some(old) = shard.blobs.insert(key.clone(), r) {
-            shard.bytes -= old.size();
+            shard.bytes -= old.size;
         }
         while shard.bytes > MAX_BYTES / SHARDS {
             let Some(other) = shard.blobs.keys().find(|k| *k != key).cloned() else {
                 break;
             };
             if let Some(dropped) = shard.blobs.remove(&other) {
-                shard.bytes -= dropped.size();
+                shard.bytes -= dropped.size;
             }
         }
     }
@@ -216,5 +270,27 @@ mod tests {
         }
         assert!(memo.bytes() <= MAX_BYTES, "{}", memo.bytes());
         assert!(memo.bytes() >= MAX_BYTES / 2, "{}", memo.bytes());
+    }
+
+    /// A small blob that opens to a large entry (a compressed body) is not remembered: the
+    /// bound counts what the memo holds, the opened entry included.
+    #[test]
+    fn an_entry_larger_than_its_blob_counts_and_a_large_one_is_not_kept() {
+        let memo = VerifiedBlobs::default();
+        let blob = Bytes::from(vec![1u8; 1000]);
+        memo.remember(
+            &k("zip"),
+            blob.clone(),
+            &entry(&Bytes::from(vec![0u8; MAX_BLOB + 1])),
+        );
+        assert!(!memo.holds(&k("zip"), &blob));
+        assert_eq!(memo.bytes(), 0);
+        memo.remember(
+            &k("ok"),
+            blob.clone(),
+            &entry(&Bytes::from(vec![0u8; 10_000])),
+        );
+        assert!(memo.holds(&k("ok"), &blob));
+        assert!(memo.bytes() >= 11_000, "{}", memo.bytes());
     }
 }

@@ -26,7 +26,7 @@ use crate::store::{Found, Store, StoreRequest, StoreResponse};
 
 /// Entries whose blob a store answers whole (or in parts) from this size on are verified a
 /// segment at a time as the caller reads them, as a stream a store answers is: the response
-/// starts once the head and the first segment are proven. A body segment that fails then ends the body with `BadSignature` after the
+/// starts once the head is proven, and each segment is released once it is. A body segment that fails then ends the body with `BadSignature` after the
 /// verified prefix (docs/security.md, "Streamed entries"). The body stays in memory, so the entry
 /// can still be copied (`stale-while-revalidate` keeps it) and a 304 writes it back, verified
 /// whole then. With `OnBadSignature::Refetch`, such entries are verified whole before the

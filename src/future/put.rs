@@ -9,9 +9,9 @@
 //! store call added. A streamed entry that varies goes under its URL's primary key only, not
 //! also under its variant's own key as a whole one does (a store writes one stream to one
 //! name): such a URL keeps one large variant at a time, where the lookup starts (RFC 9111 §4.1
-//! lets a cache store any subset of the variants). Once it is committed, the variant's own key
-//! is deleted, so that an older copy of the same variant there is not served after a newer one
-//! was stored (§4: the most recent suitable response is the one to use). The
+//! lets a cache store any subset of the variants). As it is committed, the variant's own key is
+//! deleted, so that an older copy of the same variant there is not served after a newer one was
+//! stored (§4: the most recent suitable response is the one to use). The
 //! `PutStream` (a store call like any other: the store timeout, the circuit breaker) is polled
 //! with each chunk; the sealed records are held until it answers, then handed to the
 //! [`BlobWriter`] as they are sealed. When the store is more than [`MAX_BEHIND`] behind the body
@@ -340,26 +340,35 @@ async fn commit<St: Store>(write: Write<St>, writer: BlobWriter, prefix: Bytes) 
         return;
     };
     let size = prefix.len();
-    let answer = flatten(
-        crate::timer::timeout(&config.timer, config.store_timeout, writer.commit(prefix)).await,
-    );
-    if outcome(&config, &key, size, ttl, answer) {
-        // A response that varies: its variant's own key may hold an older copy (see the
-        // module's documentation). Removed before waiters are told, bounded by the store
-        // timeout (a store call); a failure leaves that copy, to expire as it would have, and
-        // is counted like a lost write (as a failed invalidation is).
-        for variant in keys {
-            let delete = config.call(
-                &store,
-                StoreRequest::Delete {
-                    key: variant.clone(),
-                },
-            );
-            if let Err(e) = delete.await {
-                config.metrics.record(Event::StoreWriteError);
-                tracing::warn!(key = %variant, error = %e, "could not remove an older copy of a variant");
+    let committed =
+        crate::timer::timeout(&config.timer, config.store_timeout, writer.commit(prefix));
+    // A response that varies: its variant's own key may hold an older copy (see the module's
+    // documentation). Removed while the write commits (another key), so that the end of the body
+    // waits one store timeout at most, and before waiters are told. A failure leaves that copy,
+    // to expire as it would have, and is counted like a lost write (as a failed invalidation
+    // is); a store whose breaker is open is skipped, as for any write.
+    let deletes = keys.map(|variant| {
+        let delete = config.call(
+            &store,
+            StoreRequest::Delete {
+                key: variant.clone(),
+            },
+        );
+        let config = config.clone();
+        async move {
+            match delete.await {
+                Ok(_) => {}
+                Err(e) if e.is_unavailable() => config.metrics.record(Event::StoreSkipped),
+                Err(e) => {
+                    config.metrics.record(Event::StoreWriteError);
+                    tracing::warn!(key = %variant, error = %e, "could not remove an older copy of a variant");
+                }
             }
         }
+    });
+    let (answer, _) =
+        futures_util::future::join(committed, futures_util::future::join_all(deletes)).await;
+    if outcome(&config, &key, size, ttl, flatten(answer)) {
         if let Some(leader) = leader {
             leader.stored();
         }

@@ -234,8 +234,9 @@ impl<St: Store> Ctx<St> {
             let new_range = storable_partial(&head.headers)?;
             let old_range =
                 stored_range(&old.head.headers).filter(|r| r.len() == old.body.len())?;
-            // Only a body in memory is combined (a streamed one is not read twice).
-            let old_body = old.body.to_bytes()?;
+            // Only a body in memory is combined (a streamed one is not read twice); a large one
+            // verified as it is read is verified whole now.
+            let old_body = old.body.into_verified_parts().to_bytes()?;
             let union = combine((&old.head.headers, old_range), (&head.headers, new_range))?;
             (union.len() <= self.config.max_body_size as u64).then_some(Splice {
                 old: old_body,

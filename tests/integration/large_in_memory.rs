@@ -318,6 +318,44 @@ async fn a_stale_large_memory_entry_is_refreshed_with_its_validator_and_written_
     }
 }
 
+/// A changed large entry found stale under `stale-while-revalidate`, by a caller that does not
+/// read the body: the background refresh's `304` finds the change when it verifies the kept
+/// copy to write it back, and it is counted and deleted then (not written back, not left to
+/// be refreshed again and again).
+#[tokio::test]
+async fn a_changed_large_entry_met_by_a_background_refresh_is_counted_and_deleted() {
+    let clock = clock();
+    let store = MemoryStore::with_clock(64 << 20, clock.clone());
+    let (mut svc, metrics, seen) = cache(
+        Mode::Blake3,
+        store.clone(),
+        Some(&clock),
+        "max-age=1, stale-while-revalidate=600",
+    );
+    fetch(&mut svc).await;
+    change(&store, Mode::Blake3, 0.5).await;
+    clock.advance(secs(10));
+    let response = svc.ready().await.unwrap().call(request()).await.unwrap();
+    assert_eq!(
+        response.extensions().get::<CacheStatus>(),
+        Some(&CacheStatus::StaleWhileRevalidate)
+    );
+    drop(response);
+    let key = Mode::Blake3.layer(store.clone()).key_for(&request());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while metrics.bad_signatures() == 0 || get_raw(&store, key.clone()).await.is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not counted or not deleted: {} bad signatures, origin saw {:?}",
+            metrics.bad_signatures(),
+            seen.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(metrics.bad_signatures(), 1, "once");
+    assert_eq!(seen.lock().unwrap()[1].as_deref(), Some("\"v1\""));
+}
+
 /// Stale, revalidated in the foreground: the `304` serves the stored body and writes the entry
 /// back, verified whole then (the next request is a hit).
 #[tokio::test]
@@ -344,4 +382,80 @@ async fn a_large_memory_entry_revalidated_by_a_304_is_written_back() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert_eq!(seen.lock().unwrap().len(), 2, "one revalidation, then hits");
+}
+
+/// Two large parts of one representation (each at least 1 MiB, so the stored one is verified as
+/// it is read) still combine into the whole (RFC 9111 §3.4): the stored part is verified whole
+/// for that.
+#[tokio::test]
+async fn large_partial_responses_in_memory_still_combine() {
+    let store = MemoryStore::new(64 << 20);
+    let origin = tower::service_fn(|req: http::Request<()>| {
+        let all = body();
+        let n = all.len();
+        let b = http::Response::builder()
+            .header("cache-control", "max-age=600")
+            .header("etag", "\"strong\"");
+        let range = req
+            .headers()
+            .get("range")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let response = match range.as_deref().and_then(|r| r.strip_prefix("bytes=")) {
+            Some(spec) => {
+                let (first, last) = spec.split_once('-').unwrap();
+                let first: usize = first.parse().unwrap();
+                let last: usize = last.parse::<usize>().map_or(n - 1, |l| l.min(n - 1));
+                b.status(206)
+                    .header("content-range", format!("bytes {first}-{last}/{n}"))
+                    .header("content-length", last + 1 - first)
+                    .body(http_body_util::Full::new(all.slice(first..=last)))
+                    .unwrap()
+            }
+            None => b
+                .header("content-length", n)
+                .body(http_body_util::Full::new(all))
+                .unwrap(),
+        };
+        ready(Ok::<_, Infallible>(response))
+    });
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = calls.clone();
+    let origin = tower::ServiceExt::map_request(origin, move |req: http::Request<()>| {
+        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        req
+    });
+    let mut svc = Svc::new(
+        ServiceBuilder::new()
+            .layer(Mode::Blake3.layer(store))
+            .service(origin),
+    );
+    let ranged = |range: String| {
+        http::Request::get("http://example.test/large")
+            .header("range", range)
+            .body(())
+            .unwrap()
+    };
+    let half = LEN / 2;
+    for (range, from) in [
+        (format!("bytes=0-{}", half + 1000), 0),
+        (format!("bytes={half}-"), half),
+    ] {
+        let response = svc
+            .ready()
+            .await
+            .unwrap()
+            .call(ranged(range))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 206);
+        let got = response.into_body().collect().await.unwrap().to_bytes();
+        assert!(got[..] == body()[from..from + got.len()]);
+    }
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+    // Combined into the whole representation: a hit.
+    let (status, got, err) = fetch(&mut svc).await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(status, Some(CacheStatus::Hit), "not combined");
+    assert!(got == body());
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
