@@ -219,6 +219,16 @@ type Svc = tower::util::BoxCloneService<
 /// Unsigned, BLAKE3-signed, HMAC-signed, encrypted.
 const MODES: [u8; 4] = [0, 1, 2, 3];
 
+/// `layer` in one of [`MODES`].
+fn with_mode<St: hyper_client_cache::Store>(layer: CacheLayer<St>, mode: u8) -> CacheLayer<St> {
+    match mode {
+        0 => layer,
+        1 => layer.secret_key(test_key()).mac(Mac::Blake3),
+        2 => layer.secret_key(test_key()).mac(Mac::HmacSha256),
+        _ => layer.encrypt(test_key()),
+    }
+}
+
 fn cache(
     mode: u8,
     dir: &std::path::Path,
@@ -247,15 +257,12 @@ fn cache_over(
         Behaviour::Stall => Duration::from_millis(300),
         _ => Duration::from_secs(30),
     };
-    let layer = CacheLayer::new(store.clone())
-        .store_timeout(timeout)
-        .max_body_size(64 << 20);
-    let layer = match mode {
-        0 => layer,
-        1 => layer.secret_key(test_key()).mac(Mac::Blake3),
-        2 => layer.secret_key(test_key()).mac(Mac::HmacSha256),
-        _ => layer.encrypt(test_key()),
-    };
+    let layer = with_mode(
+        CacheLayer::new(store.clone())
+            .store_timeout(timeout)
+            .max_body_size(64 << 20),
+        mode,
+    );
     let metrics = layer.metrics();
     let svc = ServiceBuilder::new()
         .layer(layer)
@@ -281,19 +288,8 @@ async fn read(svc: &mut Svc, path: &str) -> (Option<CacheStatus>, Vec<u8>, Optio
         .await
         .unwrap();
     let status = response.extensions().get::<CacheStatus>().cloned();
-    let mut body = response.into_body();
-    let mut got = Vec::new();
-    while let Some(frame) = body.frame().await {
-        match frame {
-            Ok(frame) => {
-                if let Ok(data) = frame.into_data() {
-                    got.extend_from_slice(&data);
-                }
-            }
-            Err(e) => return (status, got, Some(e)),
-        }
-    }
-    (status, got, None)
+    let (got, err) = crate::entry_modes::read(response.into_body()).await;
+    (status, got, err)
 }
 
 /// The temporary files in a `DiskStore` directory.
@@ -586,13 +582,7 @@ async fn varying(mode: u8, behaviour: Behaviour) -> CacheMetrics {
             stalled: Arc::default(),
             opened: Arc::default(),
         };
-        let layer = CacheLayer::new(store.clone()).max_body_size(64 << 20);
-        let layer = match mode {
-            0 => layer,
-            1 => layer.secret_key(test_key()).mac(Mac::Blake3),
-            2 => layer.secret_key(test_key()).mac(Mac::HmacSha256),
-            _ => layer.encrypt(test_key()),
-        };
+        let layer = with_mode(CacheLayer::new(store.clone()).max_body_size(64 << 20), mode);
         let metrics = layer.metrics();
         // The origin's body: `len` bytes, its first byte the request's encoding's first letter
         // and a count of the origin's answers.

@@ -7,70 +7,16 @@
 
 use std::convert::Infallible;
 use std::future::ready;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use hyper_client_cache::{
-    BadSignature, BoxError, CacheLayer, CacheMetrics, CacheStatus, Mac, MemoryStore, Store,
-};
+use hyper_client_cache::{BadSignature, BoxError, CacheMetrics, CacheStatus, MemoryStore, Store};
 use tower::{Service, ServiceBuilder, ServiceExt};
 
 use crate::common::*;
-
-const SEGMENT: usize = 64 * 1024;
-const LEN: usize = 3 * (1 << 20) + 777;
-
-fn body() -> Bytes {
-    Bytes::from(
-        (0..LEN)
-            .map(|i| (i * 7 + i / 4091) as u8)
-            .collect::<Vec<u8>>(),
-    )
-}
-
-#[derive(Clone, Copy, Debug)]
-enum Mode {
-    Unsigned,
-    Blake3,
-    Hmac,
-    Encrypted,
-}
-
-const MODES: [Mode; 4] = [Mode::Unsigned, Mode::Blake3, Mode::Hmac, Mode::Encrypted];
-
-impl Mode {
-    fn layer<St: Store>(self, store: St) -> CacheLayer<St> {
-        let layer = CacheLayer::new(store).max_body_size(16 << 20);
-        match self {
-            Mode::Unsigned => layer,
-            Mode::Blake3 => layer.secret_key(test_key()).mac(Mac::Blake3),
-            Mode::Hmac => layer.secret_key(test_key()).mac(Mac::HmacSha256),
-            Mode::Encrypted => layer.encrypt(test_key()),
-        }
-    }
-    /// Framing and proof bytes per segment.
-    fn per_segment(self) -> usize {
-        match self {
-            Mode::Unsigned => 5 + 4,
-            Mode::Blake3 | Mode::Hmac => 5 + 32,
-            Mode::Encrypted => 5 + 12 + 16,
-        }
-    }
-}
-
-type Svc = tower::util::BoxCloneService<
-    http::Request<()>,
-    http::Response<hyper_client_cache::CacheBody<http_body_util::Full<Bytes>>>,
-    BoxError,
->;
-
-fn request() -> http::Request<()> {
-    http::Request::get("http://example.test/large")
-        .body(())
-        .unwrap()
-}
+use crate::entry_modes::{body, read, request, Mode, Svc, LEN, MODES, SEGMENT};
 
 /// A cache over `store` whose origin answers the large body, fresh for 10 minutes; the
 /// requests the origin saw (their `If-None-Match`).
@@ -79,57 +25,39 @@ fn cache<St: Store>(
     store: St,
     clock: Option<&hyper_client_cache::ManualClock>,
     cache_control: &'static str,
-) -> (Svc, CacheMetrics, Arc<Mutex<Vec<Option<String>>>>) {
+) -> (Svc, CacheMetrics, crate::entry_modes::Seen) {
     let mut layer = mode.layer(store);
     if let Some(clock) = clock {
         layer = layer.clock(clock.clone());
     }
     let metrics = layer.metrics();
-    let seen: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
-    let log = seen.clone();
-    let svc = ServiceBuilder::new()
-        .layer(layer)
-        .service(tower::service_fn(move |req: http::Request<()>| {
-            let inm = req
-                .headers()
-                .get("if-none-match")
-                .map(|v| v.to_str().unwrap_or_default().to_owned());
-            log.lock().unwrap().push(inm.clone());
-            let b = http::Response::builder().header("etag", "\"v1\"");
-            ready(Ok::<_, Infallible>(match inm {
-                // Fresh for 10 minutes from now (the stored `Date` is the first response's: the
-                // age counts from it, RFC 9111 §4.2.3).
-                Some(_) => b
-                    .status(304)
-                    .header("cache-control", "max-age=600")
-                    .body(http_body_util::Full::new(Bytes::new()))
-                    .unwrap(),
-                None => b
-                    .header("cache-control", cache_control)
-                    .body(http_body_util::Full::new(body()))
-                    .unwrap(),
-            }))
-        }));
-    (Svc::new(svc), metrics, seen)
+    let (svc, seen) = crate::entry_modes::revalidating(layer, cache_control);
+    (svc, metrics, seen)
 }
 
 /// The response's status, the bytes its body released and the error that ended it.
 async fn fetch(svc: &mut Svc) -> (Option<CacheStatus>, Vec<u8>, Option<BoxError>) {
     let response = svc.ready().await.unwrap().call(request()).await.unwrap();
     let status = response.extensions().get::<CacheStatus>().cloned();
-    let mut body = response.into_body();
-    let mut got = Vec::new();
-    while let Some(frame) = body.frame().await {
-        match frame {
-            Ok(frame) => {
-                if let Ok(data) = frame.into_data() {
-                    got.extend_from_slice(&data);
-                }
-            }
-            Err(e) => return (status, got, Some(e)),
+    let (got, err) = read(response.into_body()).await;
+    (status, got, err)
+}
+
+/// Requests until the answer is a hit (the entry written back in the background), bounded.
+async fn until_hit(svc: &mut Svc) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, got, _) = fetch(svc).await;
+        assert!(got == body());
+        if status == Some(CacheStatus::Hit) {
+            return;
         }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never written back: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    (status, got, None)
 }
 
 /// Changes one byte of the stored entry at `place` (0..1) of its body records, and puts it back:
@@ -174,21 +102,14 @@ async fn a_changed_segment_ends_the_body<St: Store>(store: St, mode: Mode, place
         segment * SEGMENT,
         "{mode:?} {place}: the verified prefix"
     );
-    match mode {
-        Mode::Unsigned => assert!(err.to_string().contains("checksum"), "{err}"),
-        _ => {
-            let bad = err
-                .downcast_ref::<BadSignature>()
-                .unwrap_or_else(|| panic!("{mode:?}: {err}"));
-            assert!(bad.is_mismatch(), "{bad}");
-            assert_eq!(metrics.bad_signatures(), 1);
-            // Deleted (in the background): the next request goes to the origin.
-            let key = mode.layer(store.clone()).key_for(&request());
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-            while get_raw(&store, key.clone()).await.is_some() {
-                assert!(tokio::time::Instant::now() < deadline, "never deleted");
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
+    crate::entry_modes::assert_ended_by_a_change(mode, &err, &metrics);
+    if mode != Mode::Unsigned {
+        // Deleted (in the background): the next request goes to the origin.
+        let key = mode.layer(store.clone()).key_for(&request());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while get_raw(&store, key.clone()).await.is_some() {
+            assert!(tokio::time::Instant::now() < deadline, "never deleted");
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 }
@@ -228,18 +149,7 @@ async fn with_refetch_a_changed_large_memory_entry_is_fetched_again_whole() {
     let layer = Mode::Blake3
         .layer(store.clone())
         .on_bad_signature(hyper_client_cache::OnBadSignature::Refetch);
-    let mut svc = Svc::new(
-        ServiceBuilder::new()
-            .layer(layer)
-            .service(tower::service_fn(|_req: http::Request<()>| {
-                ready(Ok::<_, Infallible>(
-                    http::Response::builder()
-                        .header("cache-control", "max-age=600")
-                        .body(http_body_util::Full::new(body()))
-                        .unwrap(),
-                ))
-            })),
-    );
+    let mut svc = crate::entry_modes::serving(layer);
     fetch(&mut svc).await;
     change(&store, Mode::Blake3, 0.97).await;
     let (status, got, err) = fetch(&mut svc).await;
@@ -289,33 +199,13 @@ async fn a_stale_large_memory_entry_is_refreshed_with_its_validator_and_written_
     let (status, got, err) = fetch(&mut svc).await;
     assert_eq!(status, Some(CacheStatus::StaleWhileRevalidate));
     assert!(err.is_none() && got == body());
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while seen.lock().unwrap().len() < 2 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no background refresh"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
     assert_eq!(
-        seen.lock().unwrap()[1].as_deref(),
+        crate::entry_modes::refreshed(&seen).await.as_deref(),
         Some("\"v1\""),
         "its validator"
     );
     // Written back by the refresh: fresh again, a hit.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let (status, got, _) = fetch(&mut svc).await;
-        assert!(got == body());
-        if status == Some(CacheStatus::Hit) {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never written back: {status:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    until_hit(&mut svc).await;
 }
 
 /// A changed large entry found stale under `stale-while-revalidate`, by a caller that does not
@@ -368,19 +258,7 @@ async fn a_large_memory_entry_revalidated_by_a_304_is_written_back() {
     let (status, got, err) = fetch(&mut svc).await;
     assert_eq!(status, Some(CacheStatus::Revalidated));
     assert!(err.is_none() && got == body());
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let (status, got, _) = fetch(&mut svc).await;
-        assert!(got == body());
-        if status == Some(CacheStatus::Hit) {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never written back: {status:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    until_hit(&mut svc).await;
     assert_eq!(seen.lock().unwrap().len(), 2, "one revalidation, then hits");
 }
 

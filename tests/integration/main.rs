@@ -21,6 +21,7 @@ mod directives;
 mod disk_processes;
 #[cfg(all(feature = "disk", feature = "redis", feature = "test-util"))]
 mod disk_write;
+mod entry_modes;
 mod fills;
 #[cfg(all(feature = "disk", feature = "redis", feature = "test-util"))]
 mod fleet_attacks;

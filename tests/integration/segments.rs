@@ -10,73 +10,18 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::Body as _;
 use hyper_client_cache::{
-    BadSignature, CacheLayer, CacheMetrics, CacheStatus, DiskStore, Mac, StoreRequest,
-    StoreResponse,
+    BadSignature, CacheLayer, CacheMetrics, CacheStatus, DiskStore, StoreRequest, StoreResponse,
 };
 use tower::{Service, ServiceBuilder, ServiceExt};
 
 use crate::common::*;
-
-const SEGMENT: usize = 64 * 1024;
-const LEN: usize = 3 * (1 << 20) + 777;
-
-fn body() -> Bytes {
-    Bytes::from(
-        (0..LEN)
-            .map(|i| (i * 13 + i / 4093) as u8)
-            .collect::<Vec<u8>>(),
-    )
-}
-
-#[derive(Clone, Copy, Debug)]
-enum Mode {
-    Unsigned,
-    Blake3,
-    Hmac,
-    Encrypted,
-}
-
-impl Mode {
-    fn layer(self, store: DiskStore) -> CacheLayer<DiskStore> {
-        let layer = CacheLayer::new(store);
-        match self {
-            Mode::Unsigned => layer,
-            Mode::Blake3 => layer.secret_key(test_key()).mac(Mac::Blake3),
-            Mode::Hmac => layer.secret_key(test_key()).mac(Mac::HmacSha256),
-            Mode::Encrypted => layer.encrypt(test_key()),
-        }
-    }
-    /// Framing and proof bytes per segment.
-    fn per_segment(self) -> usize {
-        match self {
-            Mode::Unsigned => 5 + 4,
-            Mode::Blake3 | Mode::Hmac => 5 + 32,
-            Mode::Encrypted => 5 + 12 + 16,
-        }
-    }
-}
-
-type Svc = tower::util::BoxCloneService<
-    http::Request<()>,
-    http::Response<hyper_client_cache::CacheBody<http_body_util::Full<Bytes>>>,
-    hyper_client_cache::BoxError,
->;
+use crate::entry_modes::{body, read, request, Mode, Svc, LEN, SEGMENT};
 
 fn cache(mode: Mode, dir: &std::path::Path) -> (Svc, DiskStore, CacheMetrics) {
     let store = DiskStore::open(dir).unwrap();
     let layer = mode.layer(store.clone());
     let metrics = layer.metrics();
-    let svc = ServiceBuilder::new()
-        .layer(layer)
-        .service(tower::service_fn(|_req: http::Request<()>| {
-            ready(Ok::<_, Infallible>(
-                http::Response::builder()
-                    .header("cache-control", "max-age=600")
-                    .body(http_body_util::Full::new(body()))
-                    .unwrap(),
-            ))
-        }));
-    (Svc::new(svc), store, metrics)
+    (crate::entry_modes::serving(layer), store, metrics)
 }
 
 /// Where the entry's body records are in a `DiskStore` file (start, end), and a byte inside
@@ -94,33 +39,6 @@ fn layout(bytes: &[u8], mode: Mode) -> (usize, usize, usize) {
     }
 }
 
-fn request() -> http::Request<()> {
-    http::Request::get("http://example.test/large")
-        .body(())
-        .unwrap()
-}
-
-/// Reads a body frame by frame: the bytes released, and the error that ended it, if any.
-async fn read<B>(mut body: B) -> (Vec<u8>, Option<hyper_client_cache::BoxError>)
-where
-    B: http_body::Body<Data = Bytes, Error = hyper_client_cache::BoxError> + Unpin,
-{
-    let mut got = Vec::new();
-    while let Some(frame) =
-        std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await
-    {
-        match frame {
-            Ok(frame) => {
-                if let Ok(data) = frame.into_data() {
-                    got.extend_from_slice(&data);
-                }
-            }
-            Err(e) => return (got, Some(e)),
-        }
-    }
-    (got, None)
-}
-
 async fn fill(svc: &mut Svc) {
     let response = svc.ready().await.unwrap().call(request()).await.unwrap();
     let (got, err) = read(response.into_body()).await;
@@ -130,7 +48,7 @@ async fn fill(svc: &mut Svc) {
 
 #[tokio::test]
 async fn a_large_disk_entry_is_streamed_whole_in_every_mode() {
-    for mode in [Mode::Unsigned, Mode::Blake3, Mode::Hmac, Mode::Encrypted] {
+    for mode in crate::entry_modes::MODES {
         let dir = tempfile::tempdir().unwrap();
         let (mut svc, store, metrics) = cache(mode, dir.path());
         fill(&mut svc).await;
@@ -167,7 +85,7 @@ async fn a_large_disk_entry_is_streamed_whole_in_every_mode() {
 /// one at most, then an error (`BadSignature` with a key); the entry is deleted and counted.
 #[tokio::test]
 async fn a_changed_segment_of_a_streamed_hit_releases_nothing_of_itself() {
-    for mode in [Mode::Unsigned, Mode::Blake3, Mode::Hmac, Mode::Encrypted] {
+    for mode in crate::entry_modes::MODES {
         for place in [0.2, 0.5, 0.97, 0.99999] {
             let dir = tempfile::tempdir().unwrap();
             let (mut svc, _store, metrics) = cache(mode, dir.path());
@@ -194,16 +112,7 @@ async fn a_changed_segment_of_a_streamed_hit_releases_nothing_of_itself() {
                 got.len(),
                 segment * SEGMENT
             );
-            match mode {
-                Mode::Unsigned => assert!(err.to_string().contains("checksum"), "{err}"),
-                _ => {
-                    let bad = err
-                        .downcast_ref::<BadSignature>()
-                        .unwrap_or_else(|| panic!("{mode:?}: {err}"));
-                    assert!(bad.is_mismatch(), "{bad}");
-                    assert_eq!(metrics.bad_signatures(), 1);
-                }
-            }
+            crate::entry_modes::assert_ended_by_a_change(mode, &err, &metrics);
             // Deleted in the background: the next request goes to the origin.
             let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
             while mode_is_keyed(mode) && !entry_files(dir.path()).is_empty() {
@@ -277,38 +186,17 @@ fn revalidating_cache(
     dir: &std::path::Path,
     clock: &hyper_client_cache::ManualClock,
     swr: bool,
-) -> (Svc, std::sync::Arc<std::sync::Mutex<Vec<Option<String>>>>) {
-    let seen: std::sync::Arc<std::sync::Mutex<Vec<Option<String>>>> = Default::default();
+) -> (Svc, crate::entry_modes::Seen) {
     let store = DiskStore::builder(dir).clock(clock.clone()).open().unwrap();
     let layer = CacheLayer::new(store)
         .secret_key(test_key())
         .clock(clock.clone());
-    let log = seen.clone();
-    let svc = ServiceBuilder::new()
-        .layer(layer)
-        .service(tower::service_fn(move |req: http::Request<()>| {
-            let inm = req
-                .headers()
-                .get("if-none-match")
-                .map(|v| v.to_str().unwrap_or_default().to_owned());
-            log.lock().unwrap().push(inm.clone());
-            let cc = if swr {
-                "max-age=1, stale-while-revalidate=600"
-            } else {
-                "max-age=1"
-            };
-            let b = http::Response::builder()
-                .header("cache-control", cc)
-                .header("etag", "\"v1\"");
-            ready(Ok::<_, Infallible>(match inm {
-                Some(_) => b
-                    .status(304)
-                    .body(http_body_util::Full::new(Bytes::new()))
-                    .unwrap(),
-                None => b.body(http_body_util::Full::new(body())).unwrap(),
-            }))
-        }));
-    (Svc::new(svc), seen)
+    let cc = if swr {
+        "max-age=1, stale-while-revalidate=600"
+    } else {
+        "max-age=1"
+    };
+    crate::entry_modes::revalidating(layer, cc)
 }
 
 /// A stale streamed entry revalidated in the foreground: the `304` is answered with the stored
@@ -349,16 +237,8 @@ async fn a_streamed_stale_entry_is_served_and_refreshed_without_validators() {
     let (got, err) = read(response.into_body()).await;
     assert!(err.is_none(), "{err:?}");
     assert!(got == body());
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while seen.lock().unwrap().len() < 2 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no background refresh"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
     assert_eq!(
-        seen.lock().unwrap()[1],
+        crate::entry_modes::refreshed(&seen).await,
         None,
         "the refresh sent a validator"
     );
@@ -402,18 +282,7 @@ fn cut_store(blob: Bytes, cut: usize, hang: bool) -> impl hyper_client_cache::St
 async fn sealed_entry() -> Bytes {
     let store = hyper_client_cache::MemoryStore::new(64 << 20);
     let layer = CacheLayer::new(store.clone()).secret_key(test_key());
-    let mut svc = Svc::new(
-        ServiceBuilder::new()
-            .layer(layer)
-            .service(tower::service_fn(|_req: http::Request<()>| {
-                ready(Ok::<_, Infallible>(
-                    http::Response::builder()
-                        .header("cache-control", "max-age=600")
-                        .body(http_body_util::Full::new(body()))
-                        .unwrap(),
-                ))
-            })),
-    );
+    let mut svc = crate::entry_modes::serving(layer);
     fill(&mut svc).await;
     let keys = match store.clone().oneshot(StoreRequest::Keys).await.unwrap() {
         StoreResponse::Keys(keys) => keys,
