@@ -41,6 +41,24 @@ pub(crate) struct EntryHead {
 }
 
 impl EntryHead {
+    /// A `200` for `http://e.com/` with no fields, received at the epoch (for tests).
+    #[cfg(test)]
+    pub(crate) fn for_tests() -> Self {
+        EntryHead {
+            status: StatusCode::OK,
+            version: Version::HTTP_11,
+            headers: HeaderMap::new(),
+            request_time: std::time::UNIX_EPOCH,
+            response_time: std::time::UNIX_EPOCH,
+            method: Method::GET,
+            uri: Bytes::from_static(b"http://e.com/"),
+            vary: Vec::new(),
+            generation: 0,
+            expiry: Expiry::Headers,
+            fresh: None,
+        }
+    }
+
     /// What the caching rules read of it.
     pub(crate) fn stored(&self) -> Stored<'_> {
         Stored {

@@ -1,28 +1,13 @@
 //! A fill read by several readers, without sockets.
 
 use std::future::poll_fn;
-use std::time::UNIX_EPOCH;
 
-use http::{Method, StatusCode, Version};
 use http_body_util::BodyExt;
 
 use super::*;
-use crate::entry::Expiry;
 
 fn head() -> EntryHead {
-    EntryHead {
-        status: StatusCode::OK,
-        version: Version::HTTP_11,
-        headers: HeaderMap::new(),
-        request_time: UNIX_EPOCH,
-        response_time: UNIX_EPOCH,
-        method: Method::GET,
-        uri: Bytes::from_static(b"http://e.com/"),
-        vary: Vec::new(),
-        generation: 0,
-        expiry: Expiry::Headers,
-        fresh: None,
-    }
+    EntryHead::for_tests()
 }
 
 /// A fill whose source is fed through a channel, not being stored.

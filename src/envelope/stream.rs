@@ -150,6 +150,14 @@ impl Sealing {
         Ok(())
     }
 
+    /// Appends the segment being filled (a body sealed in the head record) to `out`.
+    fn move_inline_body(&mut self, out: &mut Vec<u8>) {
+        self.flush_copied();
+        for chunk in self.seg.drain(..) {
+            out.extend_from_slice(&chunk);
+        }
+    }
+
     fn flush_copied(&mut self) {
         if !self.copied.is_empty() {
             self.seg.push(self.copied.split().freeze());
@@ -291,10 +299,7 @@ impl Sealing {
         let mut head = wire::encode_head_end(self.body_len, trailers, head)
             .map_err(|_| SealError("could not encode"))?;
         if inline {
-            self.flush_copied();
-            for chunk in self.seg.drain(..) {
-                head.extend_from_slice(&chunk);
-            }
+            self.move_inline_body(&mut head);
         }
         // Compressed as a whole, like a segment, before it is proven (see `codec.rs`).
         let mut codec = 0;
@@ -349,10 +354,7 @@ impl Sealing {
         let mut buf = wire::encode_head_end(self.body_len, trailers, buf)
             .map_err(|_| SealError("could not encode"))?;
         if inline {
-            self.flush_copied();
-            for chunk in self.seg.drain(..) {
-                buf.extend_from_slice(&chunk);
-            }
+            self.move_inline_body(&mut buf);
         }
         let len = u32::try_from(buf.len() - at).map_err(|_| SealError("head too long"))?;
         let tag = self

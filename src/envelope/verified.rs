@@ -208,22 +208,9 @@ mod tests {
 
     /// An entry whose body is `body`.
     fn entry(body: &Bytes) -> Entry {
-        use crate::entry::{EntryBody, EntryHead, Expiry};
-        use http::{HeaderMap, Method, StatusCode, Version};
+        use crate::entry::{EntryBody, EntryHead};
         Entry {
-            head: EntryHead {
-                status: StatusCode::OK,
-                version: Version::HTTP_11,
-                headers: HeaderMap::new(),
-                request_time: std::time::UNIX_EPOCH,
-                response_time: std::time::UNIX_EPOCH,
-                method: Method::GET,
-                uri: Bytes::from_static(b"http://e.com/"),
-                vary: Vec::new(),
-                generation: 0,
-                expiry: Expiry::Headers,
-                fresh: None,
-            },
+            head: EntryHead::for_tests(),
             body: EntryBody::parts(vec![body.clone()]),
             trailers: None,
         }

@@ -26,10 +26,10 @@ use crate::store::{Found, Store, StoreRequest, StoreResponse};
 
 /// Entries whose blob a store answers whole (or in parts) from this size on are verified a
 /// segment at a time as the caller reads them, as a stream a store answers is: the response
-/// starts once the head is proven, and each segment is released once it is. A body segment that fails then ends the body with `BadSignature` after the
-/// verified prefix (docs/security.md, "Streamed entries"). The body stays in memory, so the entry
-/// can still be copied (`stale-while-revalidate` keeps it) and a 304 writes it back, verified
-/// whole then. With `OnBadSignature::Refetch`, such entries are verified whole before the
+/// starts once the head is proven, and each segment is released once it is. A body segment that
+/// fails then ends the body with `BadSignature` after the verified prefix (docs/security.md,
+/// "Streamed entries"). The body stays in memory, so the entry can still be copied
+/// (`stale-while-revalidate` keeps it) and a 304 writes it back, verified whole then. With `OnBadSignature::Refetch`, such entries are verified whole before the
 /// response, as smaller ones are.
 pub(super) const VERIFY_AS_READ_FROM: usize = 1 << 20;
 /// A stale entry kept while the request goes on: to validate it, or to serve it if the origin
