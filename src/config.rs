@@ -131,9 +131,11 @@ pub(crate) struct Config {
     /// Names `surrogate`, `targets` and `shared` for sealed freshness inputs (set by `finished`).
     pub(crate) reuse_id: u64,
     /// Blobs of a `MemoryStore` opened by this service, with their entries
-    /// (`envelope/verified.rs`); a new one for
-    /// each service built (`finished`).
+    /// (`envelope/verified.rs`); a new one for each service built (`finished`), in `memos`.
     pub(crate) verified: Arc<crate::envelope::VerifiedBlobs>,
+    /// The memos of the services built from this layer and its clones: what one removes from
+    /// the store, all forget (`call`).
+    pub(crate) memos: Arc<crate::envelope::Memos>,
     pub(crate) timer: Arc<TimerProbe>,
     /// The MAC of new signed entries.
     pub(crate) mac: crate::Mac,
@@ -221,6 +223,7 @@ impl Config {
             targets: Vec::new(),
             reuse_id: 0,
             verified: Arc::default(),
+            memos: Arc::default(),
             timer: Arc::new(TimerProbe::default()),
             mac: crate::Mac::default(),
             #[cfg(any(feature = "lz4", feature = "zstd"))]
@@ -263,7 +266,7 @@ impl Config {
         // "Key names"); the previous keys of the ring name what was written before a rotation.
         config.keying.names = config.envelope.name_keys();
         config.reuse_id = reuse_id(config.surrogate.as_deref(), &config.targets, config.shared);
-        config.verified = Arc::default();
+        config.verified = config.memos.new_memo();
         config
     }
 
@@ -317,8 +320,20 @@ impl Config {
         }
     }
 
+    /// What `request` removes from the store, no memo of opened entries keeps
+    /// (`envelope/verified.rs`): `Delete` its key; `PurgeTag` and `Clear` everything. Every
+    /// request of the cache (and of its `Inspector`) to its store goes through here.
+    pub(crate) fn forget_removed(&self, request: &StoreRequest) {
+        match request {
+            StoreRequest::Delete { key } => self.memos.forget(key),
+            StoreRequest::PurgeTag { .. } | StoreRequest::Clear => self.memos.clear(),
+            _ => {}
+        }
+    }
+
     /// One store operation, bounded by the store timeout.
     pub(crate) fn call<St: Store>(&self, store: &St, request: StoreRequest) -> StoreCall<St> {
+        self.forget_removed(&request);
         store::call(
             store,
             &self.timer,

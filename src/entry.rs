@@ -119,10 +119,11 @@ pub(crate) trait SegmentSource: Send + 'static {
         None
     }
 
-    /// The whole body, every segment verified now, if its bytes are in memory and it verifies;
-    /// `None` otherwise (the source is left as it was: reading it meets the same failure; a
-    /// failure found here is reported, counted and the entry deleted, as one found by reading).
-    fn verified_parts(&self) -> Option<Vec<Bytes>> {
+    /// The whole body, every segment verified now, if its bytes are in memory (`None` for a
+    /// store's stream, or a source already read from); the error that ends it if a segment
+    /// fails (reported, counted and the entry deleted now, as one found by reading would be;
+    /// the source is left as it was: reading it meets the same failure).
+    fn verified_parts(&self) -> Option<Result<Vec<Bytes>, BoxError>> {
         None
     }
 }
@@ -153,15 +154,15 @@ impl EntryBody {
     }
 
     /// The body in verified parts, if it is in memory: a body to be verified as it is read
-    /// (a large whole blob) is verified now; one that fails, or a store's stream, is left as it
-    /// is.
-    pub(crate) fn into_verified_parts(self) -> EntryBody {
+    /// (a large whole blob) is verified now, and one that fails is the error that would end it
+    /// (`BadSignature`, counted and the entry deleted); a store's stream is left as it is.
+    pub(crate) fn into_verified_parts(self) -> Result<EntryBody, BoxError> {
         match self {
             EntryBody::Stream { source, len } => match source.verified_parts() {
-                Some(parts) => EntryBody::parts(parts),
-                None => EntryBody::Stream { source, len },
+                Some(parts) => parts.map(EntryBody::parts),
+                None => Ok(EntryBody::Stream { source, len }),
             },
-            parts => parts,
+            parts => Ok(parts),
         }
     }
 

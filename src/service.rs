@@ -43,6 +43,12 @@ impl<S, St, K> Cache<S, St, K> {
         }
     }
 
+    /// The settings this service was built with (the layer's tests read its memo).
+    #[cfg(test)]
+    pub(crate) fn config(&self) -> &Config {
+        &self.config
+    }
+
     /// The inner service.
     pub fn get_ref(&self) -> &S {
         &self.inner

@@ -142,7 +142,7 @@ impl SegmentSource for Verified {
         Some(Box::new(self.copy()?))
     }
 
-    fn verified_parts(&self) -> Option<Vec<Bytes>> {
+    fn verified_parts(&self) -> Option<Result<Vec<Bytes>, BoxError>> {
         // Read from a copy: a failure runs the shared `on_bad` now (counted, the entry deleted:
         // once), and leaves this one to meet it when the caller reads it.
         let mut copy = self.copy()?;
@@ -152,8 +152,9 @@ impl SegmentSource for Verified {
             // In memory: never pending.
             match copy.poll_segment(&mut cx) {
                 Poll::Ready(Some(Ok(part))) => parts.push(part),
-                Poll::Ready(None) if !copy.failed => return Some(parts),
-                Poll::Ready(_) | Poll::Pending => return None,
+                Poll::Ready(None) if !copy.failed => return Some(Ok(parts)),
+                Poll::Ready(Some(Err(e))) => return Some(Err(e)),
+                Poll::Ready(None) | Poll::Pending => return None,
             }
         }
     }

@@ -513,34 +513,45 @@ fn small_and_large_pieces_in_any_order_seal_the_same_body() {
     }
 }
 
-/// Of an origin's small pieces, only the body's first is kept as given (a small slice keeps its
-/// whole buffer alive): every other is copied, so a large entry built of small pieces holds one
-/// of the origin's buffers at most, not one per segment.
+/// No small piece of the origin's is kept as given: a small slice keeps its whole buffer (an
+/// origin's read buffer) alive for the life of the entry. The first is kept while it is the only
+/// one (a small body in one piece is copied once, into the head record), and copied as soon as
+/// another follows.
 #[test]
-fn of_small_pieces_only_the_first_is_kept() {
-    for env in all_modes() {
-        let b = body(3 * SEGMENT + 5);
-        let chunks: Vec<Bytes> = b.chunks(1000).map(Bytes::copy_from_slice).collect();
-        let mut sealing = env.start(&key("k"), &head(), None).unwrap();
-        for c in &chunks {
-            sealing.append(c).unwrap();
-        }
-        let parts = sealing.finish(None).unwrap();
-        let kept = parts
-            .iter()
-            .filter(|p| {
-                chunks.iter().any(|c| {
-                    let range = c.as_ptr() as usize..c.as_ptr() as usize + c.len();
-                    range.contains(&(p.as_ptr() as usize))
+fn no_small_piece_is_kept() {
+    for len in [1000, 5000, 3 * SEGMENT + 5] {
+        for env in all_modes() {
+            let b = body(len);
+            let chunks: Vec<Bytes> = b
+                .chunks(1000)
+                .enumerate()
+                .map(|(i, c)| match i {
+                    // The first a small slice of a large buffer.
+                    0 => {
+                        let mut buffer = vec![0u8; 1 << 20];
+                        buffer[..c.len()].copy_from_slice(c);
+                        Bytes::from(buffer).slice(..c.len())
+                    }
+                    _ => Bytes::copy_from_slice(c),
                 })
-            })
-            .count();
-        assert!(
-            kept <= 1,
-            "{:?}: {kept} of the origin's pieces kept",
-            env.mode()
-        );
-        let entry = env.open_parts(&key("k"), parts).unwrap();
-        assert_eq!(whole_body(&entry), b);
+                .collect();
+            let mut sealing = env.start(&key("k"), &head(), None).unwrap();
+            for c in &chunks {
+                sealing.append(c).unwrap();
+            }
+            let parts = sealing.finish(None).unwrap();
+            let kept = parts
+                .iter()
+                .filter(|p| {
+                    chunks.iter().any(|c| {
+                        let range = c.as_ptr() as usize..c.as_ptr() as usize + c.len();
+                        range.contains(&(p.as_ptr() as usize))
+                    })
+                })
+                .count();
+            assert_eq!(kept, 0, "{:?} {len}: origin's pieces kept", env.mode());
+            let entry = env.open_parts(&key("k"), parts).unwrap();
+            assert_eq!(whole_body(&entry), b);
+        }
     }
 }

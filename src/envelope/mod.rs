@@ -59,7 +59,7 @@ pub use codec::{Codec, Compression, DEFAULT_COMPRESS_MIN_SIZE};
 pub use keys::{KeyError, KeyRing, SecretKey, MIN_KEY_LEN};
 pub(crate) use reader::{BodyReader, Opened, Pending, Step};
 pub(crate) use stream::Sealing;
-pub(crate) use verified::VerifiedBlobs;
+pub(crate) use verified::{Memos, VerifiedBlobs};
 
 use crate::entry::EntryHead;
 use crate::error::BadSignature;

@@ -123,11 +123,17 @@ impl Sealing {
         let mut at = 0;
         while at < data.len() {
             let n = (SEGMENT - self.seg_len).min(data.len() - at);
-            // The body's first piece is kept whatever its size (a small body is then copied
-            // once, into the head record); small pieces after it are copied together. Only the
-            // first: a small slice keeps the origin's whole read buffer alive, once per entry at
-            // most, not once per segment.
+            // The body's first piece is kept whatever its size while it is the only one (a
+            // small body in one piece is then copied once, into the head record); small pieces
+            // are otherwise copied together: a small slice would keep the origin's whole read
+            // buffer alive for the life of the entry. So a small first piece is copied too as
+            // soon as another follows.
             let first = self.index == 1 && self.seg.is_empty() && self.copied.is_empty();
+            if self.index == 1 && self.seg.len() == 1 && self.seg[0].len() < COPY_BELOW {
+                let kept = self.seg.pop().unwrap_or_default();
+                self.copied.reserve(COPY_BELOW);
+                self.copied.extend_from_slice(&kept);
+            }
             if n < COPY_BELOW && !first {
                 if self.copied.is_empty() {
                     self.copied.reserve(COPY_BELOW);

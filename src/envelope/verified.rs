@@ -24,12 +24,15 @@
 //!
 //! Bounded: 4 MiB in all, counting each blob and the entry opened from it (its body, header
 //! fields and URI), 32 KiB at most each; it may keep blobs the store has evicted alive until
-//! then. Over the bound, entries are dropped in no particular order. The entry is shared
+//! then. What the cache itself removes (a `Delete`, a purge, a `Clear`, through any service
+//! built from the layer or its `Inspector`: `Memos`, called by `Config::call`) is forgotten as the request is sent; what others remove or replace through the
+//! store is kept until dropped (never served: a lookup needs the store to answer the very
+//! buffer). Over the bound, entries are dropped in no particular order. The entry is shared
 //! (`Arc`) and copied outside the shard's lock.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use bytes::Bytes;
 
@@ -102,6 +105,51 @@ fn opened_size(entry: &Entry) -> Option<usize> {
     let head = fields(&entry.head.headers) + entry.head.uri.len();
     let trailers = entry.trailers.as_ref().map_or(0, fields);
     usize::try_from(*len).ok()?.checked_add(head + trailers)
+}
+
+/// The memos of every service built from one layer (and from its clones) and of its
+/// `Inspector`s: what one of them removes from the store is forgotten by all (`before`).
+#[derive(Default)]
+pub(crate) struct Memos(Mutex<Vec<Weak<VerifiedBlobs>>>);
+
+impl std::fmt::Debug for Memos {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Memos").finish_non_exhaustive()
+    }
+}
+
+impl Memos {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Weak<VerifiedBlobs>>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A new memo (a service being built), forgetting with the others from now on.
+    pub(crate) fn new_memo(&self) -> Arc<VerifiedBlobs> {
+        let memo = Arc::new(VerifiedBlobs::default());
+        let mut all = self.lock();
+        all.retain(|m| m.strong_count() > 0);
+        all.push(Arc::downgrade(&memo));
+        memo
+    }
+
+    /// The memos alive now.
+    fn all(&self) -> Vec<Arc<VerifiedBlobs>> {
+        self.lock().iter().filter_map(Weak::upgrade).collect()
+    }
+
+    /// Every memo forgets `key` (the cache is deleting it from its store).
+    pub(crate) fn forget(&self, key: &CacheKey) {
+        for memo in self.all() {
+            memo.forget(key);
+        }
+    }
+
+    /// Every memo forgets everything (a purge or a `Clear`, whose keys the cache does not know).
+    pub(crate) fn clear(&self) {
+        for memo in self.all() {
+            memo.clear();
+        }
+    }
 }
 
 /// The blobs verified under each key name (see the module's documentation).
@@ -189,8 +237,27 @@ impl VerifiedBlobs {
         }
     }
 
+    /// Drops what is remembered under `key` (the cache deletes it: its entry, plaintext with
+    /// `encrypt`, is not kept in memory after that).
+    fn forget(&self, key: &CacheKey) {
+        let mut shard = self.shard(key);
+        if let Some(r) = shard.blobs.remove(key) {
+            shard.bytes -= r.size;
+        }
+    }
+
+    /// Drops everything remembered.
+    fn clear(&self) {
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            shard.blobs.clear();
+            shard.bytes = 0;
+        }
+    }
+
+    /// The bytes remembered.
     #[cfg(test)]
-    fn bytes(&self) -> usize {
+    pub(crate) fn bytes(&self) -> usize {
         self.shards
             .iter()
             .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).bytes)
@@ -243,6 +310,38 @@ mod tests {
         memo.remember(&k("a"), next.clone(), &entry(&next));
         assert!(memo.holds(&k("a"), &next));
         assert!(!memo.holds(&k("a"), &blob));
+    }
+
+    /// What the cache removes from its store is forgotten: a `Delete` its key, a purge or a
+    /// `Clear` everything (with `encrypt`, the plaintext of a purged entry is not kept).
+    #[test]
+    fn what_the_cache_removes_is_forgotten() {
+        let memos = Memos::default();
+        let memo = memos.new_memo();
+        let other = memos.new_memo();
+        let remember = |memo: &VerifiedBlobs, name: &str| {
+            let blob = Bytes::from(vec![3u8; 100]);
+            memo.remember(&k(name), blob.clone(), &entry(&blob));
+            blob
+        };
+        let (a, b, c) = (
+            remember(&memo, "a"),
+            remember(&memo, "b"),
+            remember(&other, "a"),
+        );
+        let both = memo.bytes();
+        memos.forget(&k("a"));
+        assert!(!memo.holds(&k("a"), &a));
+        assert!(!other.holds(&k("a"), &c), "by every memo");
+        assert!(memo.holds(&k("b"), &b), "another key is kept");
+        assert_eq!(memo.bytes() * 2, both, "and counted as before");
+        let a = remember(&memo, "a");
+        memos.clear();
+        assert!(!memo.holds(&k("a"), &a) && !memo.holds(&k("b"), &b));
+        assert_eq!(memo.bytes(), 0);
+        drop(other);
+        let _third = memos.new_memo();
+        assert_eq!(memos.lock().len(), 2, "a dropped memo is not kept");
     }
 
     #[test]

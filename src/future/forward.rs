@@ -172,7 +172,10 @@ impl<St: Store> Ctx<St> {
 
     /// The origin's response, routed: the 304 of a revalidation, an error stale-if-error may
     /// answer, or a response admitted for storing as any miss would be.
-    pub(super) fn on_response<B>(&mut self, response: Response<B>) -> Response<CacheBody<B>>
+    pub(super) fn on_response<B>(
+        &mut self,
+        response: Response<B>,
+    ) -> Result<Response<CacheBody<B>>, BoxError>
     where
         B: Body + Send + 'static,
         B::Error: Into<BoxError>,
@@ -184,7 +187,7 @@ impl<St: Store> Ctx<St> {
             if is_origin_error(response.status()) {
                 self.stale = Some(stale);
                 if let Some(stale_response) = self.stale_after_error() {
-                    return stale_response;
+                    return Ok(stale_response);
                 }
             }
             // Anything else replaces the stored response (if storable), as any miss would.
@@ -299,7 +302,7 @@ impl<St: Store> Ctx<St> {
         // Nothing is being stored: release the waiters now, they fetch for themselves.
         self.leader = None;
         parts.extensions.insert(status);
-        Response::from_parts(parts, body)
+        Ok(Response::from_parts(parts, body))
     }
 
     /// The leader's body, shared with its waiters as it is filled (`fill.rs`): the waiters are
@@ -345,12 +348,16 @@ impl<St: Store> Ctx<St> {
     /// RFC 9111 §4.3.4: a 304 freshens the stored response: its header fields update the stored
     /// ones (§3.2, [`freshen`]), the stored body is served, and the updated entry is admitted
     /// again by the same rules as a new response (the expiry starts again from now).
+    ///
+    /// A stored body found bad as it is verified for that (a large entry verified as it is
+    /// read) is refused before any response, as one found bad at the lookup is: the error
+    /// (`BadSignature`), counted and the entry deleted (docs/security.md, "Streamed entries").
     fn freshened<B>(
         &mut self,
         key: CacheKey,
         entry: Entry,
         not_modified: Response<B>,
-    ) -> Response<CacheBody<B>> {
+    ) -> Result<Response<CacheBody<B>>, BoxError> {
         let response_time = self.config.clock.now();
         let Entry {
             mut head,
@@ -358,9 +365,18 @@ impl<St: Store> Ctx<St> {
             trailers,
         } = entry;
         // A large entry held in memory and verified as it is read is verified whole now, so that
-        // it can be written back below (one that fails stays as it is: the caller's body meets
-        // the failure).
-        let body = body.into_verified_parts();
+        // it can be written back below. One that fails is not served: with
+        // `OnBadSignature::Refetch` such entries were verified whole at the lookup, so the
+        // policy here is `Error`.
+        let body = match body.into_verified_parts() {
+            Ok(body) => body,
+            Err(e) => {
+                tracing::warn!(key = %key, error = %e, "a 304 revalidated a stored entry whose body fails verification; refusing it");
+                self.storing = None;
+                self.leader = None;
+                return Err(e);
+            }
+        };
         // Too many fields to merge (see `freshen`): the stored response is served as it is, and
         // not stored again.
         let merged = freshen(&head.headers, not_modified.headers());
@@ -414,6 +430,6 @@ impl<St: Store> Ctx<St> {
             body,
             trailers,
         };
-        self.serve(entry, age, CacheStatus::Revalidated, info)
+        Ok(self.serve(entry, age, CacheStatus::Revalidated, info))
     }
 }

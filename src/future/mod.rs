@@ -519,14 +519,14 @@ where
                         this.state.set(State::Invalidate { fut, response });
                         continue;
                     }
-                    return Poll::Ready(Ok(this.ctx.on_response(response)));
+                    return Poll::Ready(this.ctx.on_response(response));
                 }
                 StateProj::Invalidate { fut, response } => {
                     ready!(fut.as_mut().poll(cx));
                     let response = response.take();
                     this.state.set(State::Done);
                     return Poll::Ready(match response {
-                        Some(response) => Ok(this.ctx.on_response(response)),
+                        Some(response) => this.ctx.on_response(response),
                         None => Err(POLLED_AFTER_COMPLETION.into()),
                     });
                 }

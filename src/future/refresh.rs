@@ -110,7 +110,14 @@ pub(super) fn spawn<S, St, ReqB, ResB>(
                 return;
             }
         };
-        let response = ctx.on_response(response);
+        let response = match ctx.on_response(response) {
+            Ok(response) => response,
+            // The stored entry failed verification on its 304 (counted and deleted then).
+            Err(e) => {
+                tracing::warn!(error = %e, "background revalidation failed");
+                return;
+            }
+        };
         record(&ctx.config, &response);
         // The body is read to its end: that is what stores it (`CacheBody`'s tee).
         let mut body = std::pin::pin!(response.into_body());

@@ -236,7 +236,8 @@ impl<St: Store> Ctx<St> {
                 stored_range(&old.head.headers).filter(|r| r.len() == old.body.len())?;
             // Only a body in memory is combined (a streamed one is not read twice); a large one
             // verified as it is read is verified whole now.
-            let old_body = old.body.into_verified_parts().to_bytes()?;
+            // (One that fails is counted and deleted then: not combined.)
+            let old_body = old.body.into_verified_parts().ok()?.to_bytes()?;
             let union = combine((&old.head.headers, old_range), (&head.headers, new_range))?;
             (union.len() <= self.config.max_body_size as u64).then_some(Splice {
                 old: old_body,

@@ -217,6 +217,7 @@ impl<St: Store> Inspector<St> {
             }
             _ => self.config.store_timeout,
         };
+        self.config.forget_removed(&request);
         let breaker = self.config.breaker.as_ref();
         store::call(&self.store, &self.config.timer, bound, breaker, request).await
     }

@@ -23,6 +23,8 @@ use crate::store::CircuitBreaker;
 mod background;
 mod rules;
 mod sharing;
+#[cfg(test)]
+mod tests;
 
 /// A [`tower::Layer`] that adds an HTTP cache in front of a client service.
 ///

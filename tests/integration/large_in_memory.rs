@@ -262,6 +262,40 @@ async fn a_large_memory_entry_revalidated_by_a_304_is_written_back() {
     assert_eq!(seen.lock().unwrap().len(), 2, "one revalidation, then hits");
 }
 
+/// Stale, changed, revalidated in the foreground: the `304` says the stored body may be served,
+/// but it fails as it is verified for that, so it is refused before any response, as a changed
+/// entry found at the lookup is (it was served as `Revalidated`, its body ending with the error):
+/// `BadSignature`, counted once, deleted.
+#[tokio::test]
+async fn a_changed_large_memory_entry_revalidated_by_a_304_is_refused_before_any_response() {
+    let clock = clock();
+    let store = MemoryStore::with_clock(64 << 20, clock.clone());
+    let (mut svc, metrics, seen) = cache(Mode::Hmac, store.clone(), Some(&clock), "max-age=5");
+    fetch(&mut svc).await;
+    change(&store, Mode::Hmac, 0.97).await;
+    clock.advance(secs(10));
+    let err = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(request())
+        .await
+        .expect_err("refused before any response");
+    assert!(err.downcast_ref::<BadSignature>().is_some(), "{err}");
+    assert_eq!(seen.lock().unwrap().len(), 2, "it was revalidated");
+    assert_eq!(metrics.bad_signatures(), 1);
+    let key = Mode::Hmac.layer(store.clone()).key_for(&request());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while get_raw(&store, key.clone()).await.is_some() {
+        assert!(tokio::time::Instant::now() < deadline, "never deleted");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The next request goes to the origin, and is stored again.
+    let (status, got, err) = fetch(&mut svc).await;
+    assert_eq!(status, Some(CacheStatus::Miss));
+    assert!(err.is_none() && got == body());
+}
+
 /// Two large parts of one representation (each at least 1 MiB, so the stored one is verified as
 /// it is read) still combine into the whole (RFC 9111 §3.4): the stored part is verified whole
 /// for that.

@@ -1,0 +1,86 @@
+//! What the services of one layer share beyond the store: the memos of opened entries
+//! (`envelope/verified.rs`) forget what any of them, or the layer's `Inspector`, removes.
+
+use std::convert::Infallible;
+use std::future::Ready;
+
+use bytes::Bytes;
+use http::{Method, Request, Response};
+use http_body_util::{BodyExt, Full};
+use tower::{Layer, Service, ServiceExt};
+
+use crate::{CacheLayer, CacheStatus, MemoryStore, SecretKey};
+
+/// The origin: a small response, fresh for 10 minutes.
+fn respond(_req: Request<Full<Bytes>>) -> Ready<Result<Response<Full<Bytes>>, Infallible>> {
+    std::future::ready(Ok(Response::builder()
+        .header("cache-control", "max-age=600")
+        .body(Full::new(Bytes::from_static(b"secret plaintext")))
+        .unwrap()))
+}
+
+fn request(method: Method) -> Request<Full<Bytes>> {
+    Request::builder()
+        .method(method)
+        .uri("http://example.test/doc")
+        .body(Full::default())
+        .unwrap()
+}
+
+/// Sends `request` through `svc`, reads the body; its cache status.
+async fn send<S>(svc: &mut S, request: Request<Full<Bytes>>) -> Option<CacheStatus>
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<crate::CacheBody<Full<Bytes>>>>,
+    S::Error: std::fmt::Debug,
+{
+    let response = svc.ready().await.unwrap().call(request).await.unwrap();
+    let status = response.extensions().get::<CacheStatus>().copied();
+    response.into_body().collect().await.unwrap();
+    status
+}
+
+#[tokio::test]
+async fn what_a_service_or_the_inspector_removes_no_memo_keeps() {
+    let key = SecretKey::new("service test key, thirty-two by.").unwrap();
+    let layer = CacheLayer::new(MemoryStore::default()).encrypt(key);
+    let mut a = layer.layer(tower::service_fn(respond));
+    let mut b = layer.layer(tower::service_fn(respond));
+    let remembered = |a: &crate::Cache<_, _, _>, b: &crate::Cache<_, _, _>| {
+        (a.config().verified.bytes() > 0, b.config().verified.bytes() > 0)
+    };
+
+    send(&mut a, request(Method::GET)).await;
+    assert_eq!(
+        send(&mut a, request(Method::GET)).await,
+        Some(CacheStatus::Hit)
+    );
+    assert_eq!(
+        send(&mut b, request(Method::GET)).await,
+        Some(CacheStatus::Hit)
+    );
+    assert_eq!(remembered(&a, &b), (true, true), "both opened it");
+
+    // The inspector's delete: every service forgets the entry (plaintext here).
+    let name = layer.key_for(&request(Method::GET));
+    layer.inspector().delete(&name).await.unwrap();
+    assert_eq!(remembered(&a, &b), (false, false));
+
+    // A POST through one service invalidates the URL (RFC 9111 §4.4): the other forgets too.
+    send(&mut a, request(Method::GET)).await;
+    assert_eq!(
+        send(&mut b, request(Method::GET)).await,
+        Some(CacheStatus::Hit)
+    );
+    assert_eq!(remembered(&a, &b), (false, true));
+    send(&mut a, request(Method::POST)).await;
+    assert_eq!(remembered(&a, &b), (false, false));
+
+    // A purge by tag, or a `Clear`, forgets everything.
+    send(&mut a, request(Method::GET)).await;
+    assert_eq!(
+        send(&mut a, request(Method::GET)).await,
+        Some(CacheStatus::Hit)
+    );
+    layer.inspector().clear().await.unwrap();
+    assert_eq!(remembered(&a, &b), (false, false));
+}
