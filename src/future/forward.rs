@@ -224,14 +224,15 @@ impl<St: Store> Ctx<St> {
         };
         let body = match storing {
             Some(storing) => {
-                let age = AgeInputs::from_headers(&parts.headers, self.request_time, response_time)
-                    .current_age(response_time);
+                let inputs =
+                    AgeInputs::from_headers(&parts.headers, self.request_time, response_time);
+                let age = inputs.current_age(response_time);
                 info.key = Some(storing.key.clone());
                 match self.admit(&storing, &parts, response_time, age) {
                     Ok(admitted) => {
-                        let lifetime = admitted.lifetime;
+                        let (lifetime, ttl) = (admitted.lifetime, admitted.ttl);
                         let mut head =
-                            self.entry_head(&storing, &parts, response_time, admitted.expiry);
+                            self.entry_head(&storing, &parts, response_time, admitted, inputs);
                         let (key, splice) = self.place(&storing.key, &mut head);
                         info.key = Some(key.clone());
                         info.created_at = Some(response_time);
@@ -243,7 +244,7 @@ impl<St: Store> Ctx<St> {
                         // Waiters read the body being filled (`fill.rs`): taken before the
                         // leader's guard moves into the store write.
                         let publisher = self.leader.as_ref().map(|l| l.publisher());
-                        match self.sink(key.clone(), &head, admitted.ttl, splice, expected_len) {
+                        match self.sink(key.clone(), &head, ttl, splice, expected_len) {
                             None => {
                                 // Announced too large (or not sealable): never stored.
                                 self.remember_pass(&key);

@@ -85,7 +85,7 @@ struct Around {
 }
 
 /// A response admitted for storing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Admitted {
     /// Its freshness lifetime, from reception.
     pub(super) lifetime: Duration,
@@ -93,6 +93,8 @@ pub(super) struct Admitted {
     pub(super) expiry: Expiry,
     /// How long the store keeps it (see [`store_ttl`]).
     pub(super) ttl: Duration,
+    /// The response's directives, as admission parsed them (`entry_head` uses them again).
+    pub(super) cc: crate::policy::ResponseDirectives,
 }
 
 impl<St: Store> Ctx<St> {
@@ -153,21 +155,27 @@ impl<St: Store> Ctx<St> {
                 lifetime,
                 expiry,
                 ttl: store_ttl(lifetime, age, expiry, &cc, config.stale_on_error),
+                cc,
             }),
             (Storability::DoNotStore(why), _) => Err(why),
         }
     }
 
-    /// The head stored for a response to the request in `storing`.
+    /// The head stored for a response to the request in `storing`: `admitted` by
+    /// [`admit`](Self::admit), `age` the age inputs of `parts` (received at `response_time`
+    /// for a request sent at `self.request_time`).
     pub(super) fn entry_head(
         &self,
         storing: &Storing,
         parts: &http::response::Parts,
         response_time: SystemTime,
-        expiry: Expiry,
+        admitted: Admitted,
+        age: crate::policy::freshness::AgeInputs,
     ) -> EntryHead {
+        let Admitted { expiry, cc, .. } = admitted;
         let mut headers = parts.headers.clone();
-        strip_unstorable(&mut headers);
+        let listed = strip_unstorable(&mut headers);
+        let dated = headers.contains_key(header::DATE);
         // RFC 9110 §6.6.1: "A recipient with a clock that receives a response message without a
         // Date header field MUST record the time it was received and append a corresponding
         // Date header field to the message's header section if it is cached or forwarded
@@ -179,9 +187,10 @@ impl<St: Store> Ctx<St> {
         }
         // RFC 9111 §5.2.2.4 / §5.2.2.7: the fields a qualified `no-cache` or (shared)
         // `private` names are not kept; the rest of the response is.
-        let cc = crate::policy::directives_for(&parts.headers, &self.config.reuse());
+        let mut unstored = false;
         for name in cc.unstored_fields(self.config.shared) {
             headers.remove(name);
+            unstored = true;
         }
         let protect = self.config.protect();
         let vary = match vary_names(&parts.headers) {
@@ -210,10 +219,19 @@ impl<St: Store> Ctx<St> {
             fresh: None,
         };
         // What a hit judges it by, from what is stored (sealed in the head: see `policy::fresh`).
-        head.fresh = Some(crate::policy::fresh::compute(
-            &head.stored(),
-            &self.config.reuse(),
-        ));
+        // What admission parsed is what parsing the stored fields would give when every field
+        // the directives and the age inputs are read from is stored as received: none was
+        // listed by `Connection` or named by a qualified `no-cache`/`private` (the other fields
+        // removed are hop-by-hop names those rules never read), and `Date` was not added.
+        let reuse = self.config.reuse();
+        let parsed = (!listed && !unstored && dated).then_some((cc, age));
+        let fresh = crate::policy::fresh::compute_from(&head.stored(), &reuse, parsed);
+        debug_assert_eq!(
+            fresh,
+            crate::policy::fresh::compute(&head.stored(), &reuse),
+            "the parsed inputs must be what the stored fields give"
+        );
+        head.fresh = Some(fresh);
         head
     }
 

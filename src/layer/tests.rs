@@ -46,7 +46,10 @@ async fn what_a_service_or_the_inspector_removes_no_memo_keeps() {
     let mut a = layer.layer(tower::service_fn(respond));
     let mut b = layer.layer(tower::service_fn(respond));
     let remembered = |a: &crate::Cache<_, _, _>, b: &crate::Cache<_, _, _>| {
-        (a.config().verified.bytes() > 0, b.config().verified.bytes() > 0)
+        (
+            a.config().verified.bytes() > 0,
+            b.config().verified.bytes() > 0,
+        )
     };
 
     send(&mut a, request(Method::GET)).await;

@@ -18,8 +18,9 @@ pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
 
 /// Header fields that are never stored (RFC 9111 §3.1): the `Connection` field and the fields it
 /// lists, the other hop-by-hop fields of RFC 9110 §7.6.1, and the proxy-specific fields
-/// `Proxy-Authenticate`, `Proxy-Authentication-Info` and `Proxy-Authorization`.
-pub(crate) fn strip_unstorable(headers: &mut HeaderMap) {
+/// `Proxy-Authenticate`, `Proxy-Authentication-Info` and `Proxy-Authorization`. Whether
+/// `Connection` listed any field (every other field removed is one of these fixed names).
+pub(crate) fn strip_unstorable(headers: &mut HeaderMap) -> bool {
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -27,6 +28,7 @@ pub(crate) fn strip_unstorable(headers: &mut HeaderMap) {
         .flat_map(|v| v.split(','))
         .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
         .collect();
+    let any_listed = !listed.is_empty();
     for name in listed {
         headers.remove(name);
     }
@@ -48,6 +50,7 @@ pub(crate) fn strip_unstorable(headers: &mut HeaderMap) {
     ] {
         headers.remove(name);
     }
+    any_listed
 }
 
 #[cfg(test)]

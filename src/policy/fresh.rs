@@ -69,9 +69,19 @@ impl From<&ResponseDirectives> for StaleRules {
 /// The response directives that apply to a stored response, and its freshness lifetime:
 /// §4.2.1 / §4.2.2 from its headers, or what the user's settings recorded with it.
 pub(crate) fn lifetime(stored: &Stored<'_>, config: &Reuse<'_>) -> (ResponseDirectives, Duration) {
+    lifetime_with(stored, config, None)
+}
+
+/// [`lifetime`], with the directives parsed already (`None`: parsed here).
+fn lifetime_with(
+    stored: &Stored<'_>,
+    config: &Reuse<'_>,
+    parsed: Option<ResponseDirectives>,
+) -> (ResponseDirectives, Duration) {
+    let cc = || parsed.unwrap_or_else(|| super::directives_for(stored.headers, config));
     match stored.expiry {
         Expiry::Headers => {
-            let cc = super::directives_for(stored.headers, config);
+            let cc = cc();
             let lifetime = freshness_lifetime(
                 stored.headers,
                 &cc,
@@ -82,7 +92,7 @@ pub(crate) fn lifetime(stored: &Stored<'_>, config: &Reuse<'_>) -> (ResponseDire
             .unwrap_or(Duration::ZERO);
             (cc, lifetime)
         }
-        Expiry::Fill(lifetime) => (super::directives_for(stored.headers, config), lifetime),
+        Expiry::Fill(lifetime) => (cc(), lifetime),
         // `cache_control(false)`: the user asked for the headers to be ignored.
         Expiry::Override(lifetime) => (ResponseDirectives::default(), lifetime),
     }
@@ -90,8 +100,26 @@ pub(crate) fn lifetime(stored: &Stored<'_>, config: &Reuse<'_>) -> (ResponseDire
 
 /// The freshness inputs of `stored` under `reuse`'s rules.
 pub(crate) fn compute(stored: &Stored<'_>, reuse: &Reuse<'_>) -> Fresh {
-    let age = AgeInputs::from_headers(stored.headers, stored.request_time, stored.response_time);
-    let (cc, lifetime) = lifetime(stored, reuse);
+    compute_from(stored, reuse, None)
+}
+
+/// [`compute`], given what its writer parsed already: the directives `directives_for` gives for
+/// `stored.headers` under `reuse`, and the age inputs `AgeInputs::from_headers` gives for them
+/// (parsed from fields equal to the stored ones: the writer vouches for that). A miss parsed
+/// `Cache-Control` three times and the dates twice before (docs/benchmarks.md).
+pub(crate) fn compute_from(
+    stored: &Stored<'_>,
+    reuse: &Reuse<'_>,
+    parsed: Option<(ResponseDirectives, AgeInputs)>,
+) -> Fresh {
+    let (cc, age) = match parsed {
+        Some((cc, age)) => (Some(cc), age),
+        None => (
+            None,
+            AgeInputs::from_headers(stored.headers, stored.request_time, stored.response_time),
+        ),
+    };
+    let (cc, lifetime) = lifetime_with(stored, reuse, cc);
     Fresh {
         rules: reuse.id,
         response_time: stored.response_time,
