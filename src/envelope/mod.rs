@@ -58,7 +58,7 @@ use ring::{digest, hmac};
 pub use codec::{Codec, Compression, DEFAULT_COMPRESS_MIN_SIZE};
 pub use keys::{KeyError, KeyRing, SecretKey, MIN_KEY_LEN};
 pub(crate) use reader::{BodyReader, Opened, Pending, Step};
-pub(crate) use stream::Sealing;
+pub(crate) use stream::{Sealed, Sealing};
 pub(crate) use verified::{Memos, VerifiedBlobs};
 
 use crate::entry::EntryHead;

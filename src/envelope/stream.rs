@@ -28,6 +28,12 @@ const INLINE_BELOW: usize = 16 * 1024;
 /// an origin that sends a byte at a time makes a segment of a few buffers, not 65,536.
 const COPY_BELOW: usize = 4096;
 
+/// A finished entry: one buffer (a small entry), or its parts in order.
+pub(crate) enum Sealed {
+    One(Bytes),
+    Parts(Vec<Bytes>),
+}
+
 /// An envelope being written: header, then the body as it arrives, then the head.
 pub(crate) struct Sealing {
     header: Vec<u8>,
@@ -241,7 +247,20 @@ impl Sealing {
 
     /// Ends the body with these trailers, seals the head: the finished entry, in parts (one
     /// buffer when small).
-    pub(crate) fn finish(mut self, trailers: Option<&HeaderMap>) -> Result<Vec<Bytes>, SealError> {
+    #[cfg(test)]
+    pub(crate) fn finish(self, trailers: Option<&HeaderMap>) -> Result<Vec<Bytes>, SealError> {
+        Ok(match self.finish_sealed(trailers)? {
+            Sealed::One(one) => vec![one],
+            Sealed::Parts(parts) => parts,
+        })
+    }
+
+    /// [`finish`](Self::finish), a small entry's one buffer not put in a `Vec` (one allocation
+    /// less per stored miss).
+    pub(crate) fn finish_sealed(
+        mut self,
+        trailers: Option<&HeaderMap>,
+    ) -> Result<Sealed, SealError> {
         let mut first = self.seal_head(trailers)?;
         let total = first.len() + self.records.iter().map(Bytes::len).sum::<usize>();
         if total < ONE_BUFFER_BELOW {
@@ -249,12 +268,12 @@ impl Sealing {
             for r in &self.records {
                 first.extend_from_slice(r);
             }
-            return Ok(vec![first.freeze()]);
+            return Ok(Sealed::One(first.freeze()));
         }
         let mut parts = Vec::with_capacity(1 + self.records.len());
         parts.push(first.freeze());
         parts.append(&mut self.records);
-        Ok(parts)
+        Ok(Sealed::Parts(parts))
     }
 
     /// [`finish`](Self::finish) for a streamed write: the entry's prefix (header and head, its

@@ -33,7 +33,7 @@ use bytes::Bytes;
 use http::HeaderMap;
 
 use crate::body::PutFuture;
-use crate::envelope::{SealError, Sealing};
+use crate::envelope::{SealError, Sealed, Sealing};
 use crate::key::CacheKey;
 use crate::metrics::Event;
 use crate::store::{flatten, BlobParts, BlobWriter, Store, StoreCall, StoreRequest, StoreResponse};
@@ -218,7 +218,10 @@ impl<St: Store> Streaming<St> {
         }
         if held.is_empty() && !matches!(state, State::Opening(_) | State::Open(_)) {
             // Never streamed: exactly as ever.
-            return Ok(write.put(BlobParts::from(sealing.finish(trailers)?)));
+            return Ok(write.put(match sealing.finish_sealed(trailers)? {
+                Sealed::One(one) => BlobParts::from(one),
+                Sealed::Parts(parts) => BlobParts::from(parts),
+            }));
         }
         let (prefix, rest) = sealing.finish_split(trailers)?;
         let body = held.into_iter().chain(rest);
@@ -395,77 +398,94 @@ impl<St: Store> Write<St> {
             store,
             leader,
         } = self;
-        {
-            {
-                // The writes run together, so the end of the body waits one store timeout at
-                // most, whatever the number of keys.
-                let size = blob.len();
-                // Joined at most once, whatever the number of keys, for a store that takes whole
-                // blobs only.
-                let joined = std::sync::Arc::new(std::sync::OnceLock::<Bytes>::new());
-                let puts = keys.into_iter().map(|key| {
-                    let tagged = !tags.is_empty();
-                    // A store that keeps parts gets them; one that deals in whole blobs said
-                    // so once (`Unsupported`) and gets them joined from then on.
-                    let takes_parts = config.store_takes_parts.load(Ordering::Relaxed);
-                    let joined = joined.clone();
-                    let whole = move |blob: &BlobParts, key: &CacheKey, tags: &Vec<String>| {
-                        let blob = joined.get_or_init(|| blob.to_bytes()).clone();
-                        if tags.is_empty() {
-                            StoreRequest::Put {
-                                key: key.clone(),
-                                blob,
-                                ttl: Some(ttl),
-                            }
-                        } else {
-                            StoreRequest::PutTagged {
-                                key: key.clone(),
-                                blob,
-                                ttl: Some(ttl),
-                                tags: tags.clone(),
-                            }
-                        }
-                    };
-                    let first = if takes_parts {
-                        StoreRequest::PutParts {
-                            key: key.clone(),
-                            parts: blob.clone(),
-                            ttl: Some(ttl),
-                            tags: tags.clone(),
-                        }
-                    } else {
-                        whole(&blob, &key, &tags)
-                    };
-                    let put = config.call(&store, first);
-                    let config = config.clone();
-                    let store = store.clone();
-                    let blob = blob.clone();
-                    let tags = tags.clone();
-                    async move {
-                        let mut answer = put.await;
-                        if takes_parts && matches!(answer, Ok(StoreResponse::Unsupported)) {
-                            config.store_takes_parts.store(false, Ordering::Relaxed);
-                            answer = config.call(&store, whole(&blob, &key, &tags)).await;
-                        }
-                        let answer = match answer {
-                            // A store without a tag index may say so: the same write, untagged.
-                            Ok(StoreResponse::Unsupported) if tagged => {
-                                config.call(&store, whole(&blob, &key, &Vec::new())).await
-                            }
-                            other => other,
-                        };
-                        outcome(&config, &key, size, ttl, answer)
-                    }
-                });
-                let all = futures_util::future::join_all(puts);
-                Box::pin(async move {
-                    let all_stored = all.await.into_iter().all(|stored| stored);
-                    if let (true, Some(leader)) = (all_stored, leader) {
-                        leader.stored();
-                    }
-                })
+        let tell = |stored: bool| {
+            if let (true, Some(leader)) = (stored, leader) {
+                leader.stored();
+            }
+        };
+        // One key (the common case): one write, nothing to share between writes.
+        if keys.len() == 1 {
+            if let Some(key) = keys.into_iter().next() {
+                let put = put_key(&config, &store, key, blob, tags, ttl, None);
+                return Box::pin(async move { tell(put.await) });
+            }
+            return Box::pin(async {});
+        }
+        // The writes run together, so the end of the body waits one store timeout at most,
+        // whatever the number of keys; joined at most once for a store that takes whole blobs
+        // only.
+        let joined = std::sync::Arc::new(std::sync::OnceLock::<Bytes>::new());
+        let puts = keys.into_iter().map(|key| {
+            let (blob, tags) = (blob.clone(), tags.clone());
+            put_key(&config, &store, key, blob, tags, ttl, Some(joined.clone()))
+        });
+        let all = futures_util::future::join_all(puts);
+        Box::pin(async move { tell(all.await.into_iter().all(|stored| stored)) })
+    }
+}
+
+/// The write of `blob` under `key`, started now; whether it was stored. A store that keeps parts
+/// gets them; one that deals in whole blobs said so once (`Unsupported`) and gets them joined
+/// from then on (once for all keys, in `joined`, when there are several).
+fn put_key<St: Store>(
+    config: &std::sync::Arc<crate::config::Config>,
+    store: &St,
+    key: CacheKey,
+    blob: BlobParts,
+    tags: Vec<String>,
+    ttl: Duration,
+    joined: Option<std::sync::Arc<std::sync::OnceLock<Bytes>>>,
+) -> impl Future<Output = bool> + Send + 'static {
+    let size = blob.len();
+    let tagged = !tags.is_empty();
+    let takes_parts = config.store_takes_parts.load(Ordering::Relaxed);
+    let whole = move |blob: &BlobParts, key: &CacheKey, tags: &Vec<String>| {
+        let blob = match &joined {
+            Some(joined) => joined.get_or_init(|| blob.to_bytes()).clone(),
+            None => blob.to_bytes(),
+        };
+        if tags.is_empty() {
+            StoreRequest::Put {
+                key: key.clone(),
+                blob,
+                ttl: Some(ttl),
+            }
+        } else {
+            StoreRequest::PutTagged {
+                key: key.clone(),
+                blob,
+                ttl: Some(ttl),
+                tags: tags.clone(),
             }
         }
+    };
+    let first = if takes_parts {
+        StoreRequest::PutParts {
+            key: key.clone(),
+            parts: blob.clone(),
+            ttl: Some(ttl),
+            tags: tags.clone(),
+        }
+    } else {
+        whole(&blob, &key, &tags)
+    };
+    let put = config.call(store, first);
+    let config = config.clone();
+    let store = store.clone();
+    async move {
+        let mut answer = put.await;
+        if takes_parts && matches!(answer, Ok(StoreResponse::Unsupported)) {
+            config.store_takes_parts.store(false, Ordering::Relaxed);
+            answer = config.call(&store, whole(&blob, &key, &tags)).await;
+        }
+        let answer = match answer {
+            // A store without a tag index may say so: the same write, untagged.
+            Ok(StoreResponse::Unsupported) if tagged => {
+                config.call(&store, whole(&blob, &key, &Vec::new())).await
+            }
+            other => other,
+        };
+        outcome(&config, &key, size, ttl, answer)
     }
 }
 

@@ -73,7 +73,13 @@ impl From<Vec<Bytes>> for BlobParts {
 
 impl From<Bytes> for BlobParts {
     fn from(blob: Bytes) -> Self {
-        Self::from(vec![blob])
+        let len = blob.len();
+        let parts: Arc<[Bytes]> = if len == 0 {
+            Arc::new([])
+        } else {
+            Arc::new([blob])
+        };
+        Self { parts, len }
     }
 }
 
