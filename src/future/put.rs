@@ -398,16 +398,12 @@ impl<St: Store> Write<St> {
             store,
             leader,
         } = self;
-        let tell = |stored: bool| {
-            if let (true, Some(leader)) = (stored, leader) {
-                leader.stored();
-            }
-        };
-        // One key (the common case): one write, nothing to share between writes.
+        // One key (the common case): one write, nothing to share between writes, the future
+        // built in place (no `join_all`, no moves of it).
         if keys.len() == 1 {
             if let Some(key) = keys.into_iter().next() {
-                let put = put_key(&config, &store, key, blob, tags, ttl, None);
-                return Box::pin(async move { tell(put.await) });
+                let put = put_key(&config, &store, key, blob, tags, ttl, None, leader);
+                return Box::pin(futures_util::FutureExt::map(put, drop));
             }
             return Box::pin(async {});
         }
@@ -417,16 +413,31 @@ impl<St: Store> Write<St> {
         let joined = std::sync::Arc::new(std::sync::OnceLock::<Bytes>::new());
         let puts = keys.into_iter().map(|key| {
             let (blob, tags) = (blob.clone(), tags.clone());
-            put_key(&config, &store, key, blob, tags, ttl, Some(joined.clone()))
+            put_key(
+                &config,
+                &store,
+                key,
+                blob,
+                tags,
+                ttl,
+                Some(joined.clone()),
+                None,
+            )
         });
         let all = futures_util::future::join_all(puts);
-        Box::pin(async move { tell(all.await.into_iter().all(|stored| stored)) })
+        Box::pin(async move {
+            if let (true, Some(leader)) = (all.await.into_iter().all(|stored| stored), leader) {
+                leader.stored();
+            }
+        })
     }
 }
 
-/// The write of `blob` under `key`, started now; whether it was stored. A store that keeps parts
-/// gets them; one that deals in whole blobs said so once (`Unsupported`) and gets them joined
-/// from then on (once for all keys, in `joined`, when there are several).
+/// The write of `blob` under `key`, started now; whether it was stored (`leader`, if given, is
+/// told when it was). A store that keeps parts gets them; one that deals in whole blobs said so
+/// once (`Unsupported`) and gets them joined from then on (once for all keys, in `joined`, when
+/// there are several).
+#[allow(clippy::too_many_arguments)]
 fn put_key<St: Store>(
     config: &std::sync::Arc<crate::config::Config>,
     store: &St,
@@ -435,6 +446,7 @@ fn put_key<St: Store>(
     tags: Vec<String>,
     ttl: Duration,
     joined: Option<std::sync::Arc<std::sync::OnceLock<Bytes>>>,
+    leader: Option<crate::coalesce::Leader>,
 ) -> impl Future<Output = bool> + Send + 'static {
     let size = blob.len();
     let tagged = !tags.is_empty();
@@ -485,7 +497,11 @@ fn put_key<St: Store>(
             }
             other => other,
         };
-        outcome(&config, &key, size, ttl, answer)
+        let stored = outcome(&config, &key, size, ttl, answer);
+        if let (true, Some(leader)) = (stored, leader) {
+            leader.stored();
+        }
+        stored
     }
 }
 
