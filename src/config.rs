@@ -320,27 +320,40 @@ impl Config {
         }
     }
 
-    /// What `request` removes from the store, no memo of opened entries keeps
-    /// (`envelope/verified.rs`): `Delete` its key; `PurgeTag` and `Clear` everything. Every
-    /// request of the cache (and of its `Inspector`) to its store goes through here.
-    pub(crate) fn forget_removed(&self, request: &StoreRequest) {
-        match request {
-            StoreRequest::Delete { key } => self.memos.forget(key),
-            StoreRequest::PurgeTag { .. } | StoreRequest::Clear => self.memos.clear(),
-            _ => {}
-        }
-    }
-
     /// One store operation, bounded by the store timeout.
     pub(crate) fn call<St: Store>(&self, store: &St, request: StoreRequest) -> StoreCall<St> {
-        self.forget_removed(&request);
-        store::call(
-            store,
-            &self.timer,
-            self.store_timeout,
-            self.breaker.as_ref(),
-            request,
-        )
+        self.call_bounded(store, self.store_timeout, request)
+    }
+
+    /// One store operation, bounded by `timeout` (every request of the cache, and of its
+    /// `Inspector`, to its store goes through here). What it removes from the store, no memo
+    /// of opened entries keeps (`envelope/verified.rs`): `Delete` its key, `PurgeTag` and
+    /// `Clear` everything, forgotten as the request is sent and again once the store answered
+    /// (a lookup may open the entry again in between).
+    pub(crate) fn call_bounded<St: Store>(
+        &self,
+        store: &St,
+        timeout: Duration,
+        request: StoreRequest,
+    ) -> StoreCall<St> {
+        let forget: Option<Box<dyn FnOnce() + Send + Sync>> = match &request {
+            StoreRequest::Delete { key } => {
+                self.memos.forget(key);
+                let (memos, key) = (self.memos.clone(), key.clone());
+                Some(Box::new(move || memos.forget(&key)))
+            }
+            StoreRequest::PurgeTag { .. } | StoreRequest::Clear => {
+                self.memos.clear();
+                let memos = self.memos.clone();
+                Some(Box::new(move || memos.clear()))
+            }
+            _ => None,
+        };
+        let call = store::call(store, &self.timer, timeout, self.breaker.as_ref(), request);
+        match forget {
+            Some(forget) => call.then_run(forget),
+            None => call,
+        }
     }
 }
 

@@ -25,9 +25,10 @@
 //! Bounded: 4 MiB in all, counting each blob and the entry opened from it (its body, header
 //! fields and URI), 32 KiB at most each; it may keep blobs the store has evicted alive until
 //! then. What the cache itself removes (a `Delete`, a purge, a `Clear`, through any service
-//! built from the layer or its `Inspector`: `Memos`, called by `Config::call`) is forgotten as the request is sent; what others remove or replace through the
-//! store is kept until dropped (never served: a lookup needs the store to answer the very
-//! buffer). Over the bound, entries are dropped in no particular order. The entry is shared
+//! built from the layer or its `Inspector`: `Memos`, called by `Config::call_bounded`) is
+//! forgotten as the request is sent and again once the store answered; what others remove
+//! through the store, and entries replaced under their name, are kept until dropped (never
+//! served: a lookup needs the store to answer the very buffer). Over the bound, entries are dropped in no particular order. The entry is shared
 //! (`Arc`) and copied outside the shard's lock.
 
 use std::collections::HashMap;
@@ -108,7 +109,8 @@ fn opened_size(entry: &Entry) -> Option<usize> {
 }
 
 /// The memos of every service built from one layer (and from its clones) and of its
-/// `Inspector`s: what one of them removes from the store is forgotten by all (`before`).
+/// `Inspector`s: what one of them removes from the store is forgotten by all (`forget`, `clear`:
+/// `Config::forget_removed`).
 #[derive(Default)]
 pub(crate) struct Memos(Mutex<Vec<Weak<VerifiedBlobs>>>);
 

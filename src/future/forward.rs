@@ -350,9 +350,11 @@ impl<St: Store> Ctx<St> {
     /// ones (§3.2, [`freshen`]), the stored body is served, and the updated entry is admitted
     /// again by the same rules as a new response (the expiry starts again from now).
     ///
-    /// A stored body found bad as it is verified for that (a large entry verified as it is
-    /// read) is refused before any response, as one found bad at the lookup is: the error
+    /// A stored body whose proof fails as it is verified for that (a large entry verified as it
+    /// is read) is refused before any response, as an entry whose head fails is: the error
     /// (`BadSignature`), counted and the entry deleted (docs/security.md, "Streamed entries").
+    /// A body unusable for another reason (a codec this build lacks) is served as before, its
+    /// body ending with that error.
     fn freshened<B>(
         &mut self,
         key: CacheKey,

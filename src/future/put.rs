@@ -451,11 +451,10 @@ fn put_key<St: Store>(
     let size = blob.len();
     let tagged = !tags.is_empty();
     let takes_parts = config.store_takes_parts.load(Ordering::Relaxed);
+    let own = std::sync::OnceLock::new();
     let whole = move |blob: &BlobParts, key: &CacheKey, tags: &Vec<String>| {
-        let blob = match &joined {
-            Some(joined) => joined.get_or_init(|| blob.to_bytes()).clone(),
-            None => blob.to_bytes(),
-        };
+        let cell: &std::sync::OnceLock<Bytes> = joined.as_deref().unwrap_or(&own);
+        let blob = cell.get_or_init(|| blob.to_bytes()).clone();
         if tags.is_empty() {
             StoreRequest::Put {
                 key: key.clone(),

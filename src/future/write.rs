@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode, Uri};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri};
 
 use super::put::{Streaming, Write};
 use super::Ctx;
@@ -15,7 +15,7 @@ use crate::controls::ExpireAfter;
 use crate::entry::{EntryHead, Expiry};
 use crate::envelope::Sealing;
 use crate::key::CacheKey;
-use crate::policy::fields::strip_unstorable;
+use crate::policy::fields::strip_unstorable_noting;
 use crate::policy::ranges::{combine, splice_parts, storable_partial, stored_range, ContentRange};
 use crate::policy::retention::store_ttl;
 use crate::policy::storable::{
@@ -174,7 +174,16 @@ impl<St: Store> Ctx<St> {
     ) -> EntryHead {
         let Admitted { expiry, cc, .. } = admitted;
         let mut headers = parts.headers.clone();
-        let listed = strip_unstorable(&mut headers);
+        // The fields the sealed freshness inputs are read from (below).
+        let reuse = self.config.reuse();
+        let read = |name: &HeaderName| {
+            name == header::CACHE_CONTROL
+                || name == header::DATE
+                || name == header::AGE
+                || name == "surrogate-control"
+                || reuse.targets.contains(name)
+        };
+        let removed_read = strip_unstorable_noting(&mut headers, read);
         let dated = headers.contains_key(header::DATE);
         // RFC 9110 §6.6.1: "A recipient with a clock that receives a response message without a
         // Date header field MUST record the time it was received and append a corresponding
@@ -189,8 +198,7 @@ impl<St: Store> Ctx<St> {
         // `private` names are not kept; the rest of the response is.
         let mut unstored = false;
         for name in cc.unstored_fields(self.config.shared) {
-            headers.remove(name);
-            unstored = true;
+            unstored |= headers.remove(name).is_some() && read(name);
         }
         let protect = self.config.protect();
         let vary = match vary_names(&parts.headers) {
@@ -220,11 +228,10 @@ impl<St: Store> Ctx<St> {
         };
         // What a hit judges it by, from what is stored (sealed in the head: see `policy::fresh`).
         // What admission parsed is what parsing the stored fields would give when every field
-        // the directives and the age inputs are read from is stored as received: none was
-        // listed by `Connection` or named by a qualified `no-cache`/`private` (the other fields
-        // removed are hop-by-hop names those rules never read), and `Date` was not added.
-        let reuse = self.config.reuse();
-        let parsed = (!listed && !unstored && dated).then_some((cc, age));
+        // the directives and the age inputs are read from is stored as received: none of them
+        // was removed (a hop-by-hop field, one `Connection` lists, one a qualified
+        // `no-cache`/`private` names), and `Date` was not added.
+        let parsed = (!removed_read && !unstored && dated).then_some((cc, age));
         let fresh = crate::policy::fresh::compute_from(&head.stored(), &reuse, parsed);
         debug_assert_eq!(
             fresh,

@@ -15,7 +15,7 @@ use crate::key::{host_path, CacheKey};
 use crate::policy::fresh::lifetime;
 use crate::policy::freshness::AgeInputs;
 use crate::policy::retention::expires_at;
-use crate::store::{self, Store, StoreRequest, StoreResponse};
+use crate::store::{Store, StoreRequest, StoreResponse};
 
 mod read;
 
@@ -217,9 +217,7 @@ impl<St: Store> Inspector<St> {
             }
             _ => self.config.store_timeout,
         };
-        self.config.forget_removed(&request);
-        let breaker = self.config.breaker.as_ref();
-        store::call(&self.store, &self.config.timer, bound, breaker, request).await
+        self.config.call_bounded(&self.store, bound, request).await
     }
 
     /// Every key of the store, sorted (one `Keys` walk). With [`describe`](Self::describe), a

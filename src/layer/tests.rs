@@ -87,3 +87,26 @@ async fn what_a_service_or_the_inspector_removes_no_memo_keeps() {
     layer.inspector().clear().await.unwrap();
     assert_eq!(remembered(&a, &b), (false, false));
 }
+
+/// The memos forget a removed entry again once the store answered: a lookup between the
+/// request being sent and the store removing it may open (and remember) the entry again.
+#[tokio::test]
+async fn an_entry_opened_while_it_is_being_deleted_is_forgotten_too() {
+    let key = SecretKey::new("service test key, thirty-two by.").unwrap();
+    let store = MemoryStore::default();
+    let layer = CacheLayer::new(store.clone()).encrypt(key);
+    let mut a = layer.layer(tower::service_fn(respond));
+    send(&mut a, request(Method::GET)).await;
+    let name = layer.key_for(&request(Method::GET));
+    let delete = a
+        .config()
+        .call(&store, crate::StoreRequest::Delete { key: name.clone() });
+    // Sent, not yet carried out: a hit opens the entry again.
+    assert_eq!(
+        send(&mut a, request(Method::GET)).await,
+        Some(CacheStatus::Hit)
+    );
+    assert!(a.config().verified.bytes() > 0);
+    delete.await.unwrap();
+    assert_eq!(a.config().verified.bytes(), 0);
+}

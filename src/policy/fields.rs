@@ -18,9 +18,17 @@ pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
 
 /// Header fields that are never stored (RFC 9111 §3.1): the `Connection` field and the fields it
 /// lists, the other hop-by-hop fields of RFC 9110 §7.6.1, and the proxy-specific fields
-/// `Proxy-Authenticate`, `Proxy-Authentication-Info` and `Proxy-Authorization`. Whether
-/// `Connection` listed any field (every other field removed is one of these fixed names).
-pub(crate) fn strip_unstorable(headers: &mut HeaderMap) -> bool {
+/// `Proxy-Authenticate`, `Proxy-Authentication-Info` and `Proxy-Authorization`.
+pub(crate) fn strip_unstorable(headers: &mut HeaderMap) {
+    strip_unstorable_noting(headers, |_| false);
+}
+
+/// [`strip_unstorable`], saying whether it removed a field that `watched` names (one that was
+/// present: `Connection: keep-alive` removes nothing watched unless `keep-alive` is).
+pub(crate) fn strip_unstorable_noting(
+    headers: &mut HeaderMap,
+    watched: impl Fn(&HeaderName) -> bool,
+) -> bool {
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -28,11 +36,7 @@ pub(crate) fn strip_unstorable(headers: &mut HeaderMap) -> bool {
         .flat_map(|v| v.split(','))
         .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
         .collect();
-    let any_listed = !listed.is_empty();
-    for name in listed {
-        headers.remove(name);
-    }
-    for name in [
+    let fixed = [
         header::CONNECTION,
         header::TE,
         header::TRANSFER_ENCODING,
@@ -40,23 +44,48 @@ pub(crate) fn strip_unstorable(headers: &mut HeaderMap) -> bool {
         header::TRAILER,
         header::PROXY_AUTHENTICATE,
         header::PROXY_AUTHORIZATION,
-    ] {
-        headers.remove(name);
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+        HeaderName::from_static("proxy-authentication-info"),
+    ];
+    let mut removed_watched = false;
+    for name in listed.into_iter().chain(fixed) {
+        if headers.remove(&name).is_some() && watched(&name) {
+            removed_watched = true;
+        }
     }
-    for name in [
-        "keep-alive",
-        "proxy-connection",
-        "proxy-authentication-info",
-    ] {
-        headers.remove(name);
-    }
-    any_listed
+    removed_watched
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use http::HeaderValue;
+
+    #[test]
+    fn stripping_says_whether_a_watched_field_went() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-a"),
+        );
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("max-age=60"),
+        );
+        let watch_cc = |n: &HeaderName| n == header::CACHE_CONTROL;
+        // `x-a` is listed but absent; `keep-alive` is removed but not watched.
+        assert!(!strip_unstorable_noting(&mut h.clone(), watch_cc));
+        assert!(strip_unstorable_noting(&mut h.clone(), |n| n == "keep-alive"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("cache-control"),
+        );
+        let mut stripped = h.clone();
+        assert!(strip_unstorable_noting(&mut stripped, watch_cc));
+        assert!(!stripped.contains_key(header::CACHE_CONTROL));
+    }
 
     #[test]
     fn content_length_is_one_number_or_nothing() {

@@ -27,6 +27,16 @@ pin_project! {
         permit: Option<Permit>,
         is_lookup: bool,
         meter: Meter,
+        // Runs once the store answered (or the call failed without asking it).
+        then: Option<Box<dyn FnOnce() + Send + Sync>>,
+    }
+}
+
+impl<St: Store> StoreCall<St> {
+    /// Runs `f` once this call has its answer, whatever it is.
+    pub(crate) fn then_run(mut self, f: Box<dyn FnOnce() + Send + Sync>) -> Self {
+        self.then = Some(f);
+        self
     }
 }
 
@@ -53,6 +63,7 @@ pub(crate) fn call<St: Store>(
                 permit: None,
                 is_lookup,
                 meter,
+                then: None,
             }
         }
         Some(permit) => permit,
@@ -67,6 +78,7 @@ pub(crate) fn call<St: Store>(
         permit,
         is_lookup,
         meter,
+        then: None,
     }
 }
 
@@ -78,10 +90,16 @@ impl<St: Store> Future for StoreCall<St> {
         let Some(inner) = this.inner.as_pin_mut() else {
             let out = Err(StoreError::unavailable());
             this.meter.done(&out);
+            if let Some(then) = this.then.take() {
+                then();
+            }
             return Poll::Ready(out);
         };
         let out = flatten(ready!(inner.poll(cx)));
         this.meter.done(&out);
+        if let Some(then) = this.then.take() {
+            then();
+        }
         if let Some(permit) = this.permit.take() {
             match &out {
                 Ok(_) => permit.report(true),
