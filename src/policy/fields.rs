@@ -36,6 +36,11 @@ pub(crate) fn strip_unstorable_noting(
         .flat_map(|v| v.split(','))
         .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
         .collect();
+    // Built at compile time (`from_static` checks the name at run time otherwise).
+    const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+    const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+    const PROXY_AUTHENTICATION_INFO: HeaderName =
+        HeaderName::from_static("proxy-authentication-info");
     let fixed = [
         header::CONNECTION,
         header::TE,
@@ -44,9 +49,9 @@ pub(crate) fn strip_unstorable_noting(
         header::TRAILER,
         header::PROXY_AUTHENTICATE,
         header::PROXY_AUTHORIZATION,
-        HeaderName::from_static("keep-alive"),
-        HeaderName::from_static("proxy-connection"),
-        HeaderName::from_static("proxy-authentication-info"),
+        KEEP_ALIVE,
+        PROXY_CONNECTION,
+        PROXY_AUTHENTICATION_INFO,
     ];
     let mut removed_watched = false;
     for name in listed.into_iter().chain(fixed) {
