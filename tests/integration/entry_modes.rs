@@ -169,3 +169,27 @@ pub fn assert_ended_by_a_change(
         }
     }
 }
+
+/// What a body that met a change at `segment` released: verified bytes of the large body only,
+/// none of the changed segment or after it (`what` names the case in a failure).
+pub fn assert_only_verified(got: &[u8], segment: usize, what: &str) {
+    assert!(
+        got[..] == body()[..got.len()],
+        "{what}: only verified bytes"
+    );
+    assert!(
+        got.len() <= segment * SEGMENT,
+        "{what}: {} bytes released, the changed segment starts at {}",
+        got.len(),
+        segment * SEGMENT
+    );
+}
+
+/// Waits (bounded) until `store` no longer holds `key`: an entry deleted in the background.
+pub async fn until_deleted<St: Store>(store: &St, key: hyper_client_cache::CacheKey) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while crate::common::get_raw(store, key.clone()).await.is_some() {
+        assert!(tokio::time::Instant::now() < deadline, "never deleted");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}

@@ -16,7 +16,9 @@ use hyper_client_cache::{BadSignature, BoxError, CacheMetrics, CacheStatus, Memo
 use tower::{Service, ServiceBuilder, ServiceExt};
 
 use crate::common::*;
-use crate::entry_modes::{body, read, request, Mode, Svc, LEN, MODES, SEGMENT};
+use crate::entry_modes::{
+    assert_only_verified, body, read, request, until_deleted, Mode, Svc, LEN, MODES, SEGMENT,
+};
 
 /// A cache over `store` whose origin answers the large body, fresh for 10 minutes; the
 /// requests the origin saw (their `If-None-Match`).
@@ -41,6 +43,18 @@ async fn fetch(svc: &mut Svc) -> (Option<CacheStatus>, Vec<u8>, Option<BoxError>
     let status = response.extensions().get::<CacheStatus>().cloned();
     let (got, err) = read(response.into_body()).await;
     (status, got, err)
+}
+
+/// The request fails before any response, with `BadSignature`.
+async fn refused(svc: &mut Svc) {
+    let err = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(request())
+        .await
+        .expect_err("refused before any response");
+    assert!(err.downcast_ref::<BadSignature>().is_some(), "{err}");
 }
 
 /// Requests until the answer is a hit (the entry written back in the background), bounded.
@@ -86,16 +100,7 @@ async fn a_changed_segment_ends_the_body<St: Store>(store: St, mode: Mode, place
     let (status, got, err) = fetch(&mut svc).await;
     assert_eq!(status, Some(CacheStatus::Hit), "{mode:?} {place}");
     let err = err.unwrap_or_else(|| panic!("{mode:?} {place}: the body ended well"));
-    assert!(
-        got[..] == body()[..got.len()],
-        "{mode:?}: only verified bytes"
-    );
-    assert!(
-        got.len() <= segment * SEGMENT,
-        "{mode:?} {place}: {} bytes released, the changed segment starts at {}",
-        got.len(),
-        segment * SEGMENT
-    );
+    assert_only_verified(&got, segment, &format!("{mode:?} {place}"));
     // The segments before the changed one were released: verified as they were read.
     assert_eq!(
         got.len(),
@@ -105,12 +110,7 @@ async fn a_changed_segment_ends_the_body<St: Store>(store: St, mode: Mode, place
     crate::entry_modes::assert_ended_by_a_change(mode, &err, &metrics);
     if mode != Mode::Unsigned {
         // Deleted (in the background): the next request goes to the origin.
-        let key = mode.layer(store.clone()).key_for(&request());
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while get_raw(&store, key.clone()).await.is_some() {
-            assert!(tokio::time::Instant::now() < deadline, "never deleted");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        until_deleted(&store, mode.layer(store.clone()).key_for(&request())).await;
     }
 }
 
@@ -170,14 +170,7 @@ async fn a_changed_head_of_a_large_memory_entry_fails_before_any_response() {
     let head_byte = bytes.len() - body_len - 40;
     bytes[head_byte] ^= 0x01;
     put_raw(&store, key, Bytes::from(bytes)).await;
-    let err = svc
-        .ready()
-        .await
-        .unwrap()
-        .call(request())
-        .await
-        .expect_err("refused");
-    assert!(err.downcast_ref::<BadSignature>().is_some(), "{err}");
+    refused(&mut svc).await;
 }
 
 /// Stale under `stale-while-revalidate`: served, and refreshed in the background with its
@@ -274,22 +267,10 @@ async fn a_changed_large_memory_entry_revalidated_by_a_304_is_refused_before_any
     fetch(&mut svc).await;
     change(&store, Mode::Hmac, 0.97).await;
     clock.advance(secs(10));
-    let err = svc
-        .ready()
-        .await
-        .unwrap()
-        .call(request())
-        .await
-        .expect_err("refused before any response");
-    assert!(err.downcast_ref::<BadSignature>().is_some(), "{err}");
+    refused(&mut svc).await;
     assert_eq!(seen.lock().unwrap().len(), 2, "it was revalidated");
     assert_eq!(metrics.bad_signatures(), 1);
-    let key = Mode::Hmac.layer(store.clone()).key_for(&request());
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while get_raw(&store, key.clone()).await.is_some() {
-        assert!(tokio::time::Instant::now() < deadline, "never deleted");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    until_deleted(&store, Mode::Hmac.layer(store.clone()).key_for(&request())).await;
     // The next request goes to the origin, and is stored again.
     let (status, got, err) = fetch(&mut svc).await;
     assert_eq!(status, Some(CacheStatus::Miss));
