@@ -12,7 +12,8 @@
 //! case's. Two origins: `memory`, a body generated in process (64 KiB chunks, freshly
 //! allocated), and `loopback`, a hyper server on 127.0.0.1 (a thread of its own) read through
 //! hyper-util's client, which is what the layer sits in front of. For each: `bare` (no cache
-//! layer: the baseline), then the body stored unsigned, signed (keyed BLAKE3) and encrypted
+//! layer: the baseline), `bare-file` (no cache layer, each chunk written to a file by a thread
+//! of its own: the floor of any stored miss into a disk store), then the body stored unsigned, signed (keyed BLAKE3) and encrypted
 //! (AES-256-GCM), with `Content-Length` and (`-chunked`) without.
 //! The store keeps the one blob it is given (a `MemoryStore` splits its bound between shards,
 //! and a 1 GiB entry needs a shard of its own), and the example reads the entry back as a hit.
@@ -20,8 +21,12 @@
 //! Exits non-zero when a stored case misses a target of the failures issue: the last frame
 //! more than 10 ms after the origin's last byte, peak RSS above N + 16 MiB (over the bare
 //! case's own RSS), or the body not stored and served back in full.
+//!
+//! Each row also gives the CPU time the whole process (the loopback origin included) spent
+//! during the request, and how many CPUs that kept busy on average: on a machine of N cores, a
+//! case that needs C CPU-seconds cannot take less than C / N seconds.
 
-#[allow(dead_code)] // only `peak_rss_kib` is used here
+#[allow(dead_code)] // only `peak_rss_kib` and `cpu_seconds` are used here
 #[path = "support/mod.rs"]
 mod support;
 
@@ -41,8 +46,9 @@ use hyper_client_cache::{
 use tower::{ServiceBuilder, ServiceExt};
 
 const CHUNK: usize = 64 * 1024;
-const MODES: [&str; 7] = [
+const MODES: [&str; 8] = [
     "bare",
+    "bare-file",
     "unsigned",
     "signed",
     "encrypted",
@@ -303,10 +309,14 @@ async fn measure<St: Store>(
     };
     let request =
         || http::Request::get("http://origin.test/big").body(http_body_util::Empty::<Bytes>::new());
+    let cpu_before = support::cpu_seconds().unwrap_or_default();
     let started = Instant::now();
     let (received, last_frame, ended) = if mode == "bare" {
         let response = origin.clone().oneshot(request()?).await?;
         drain(response.into_body()).await?
+    } else if mode == "bare-file" {
+        let response = origin.clone().oneshot(request()?).await?;
+        drain_to_file(response.into_body()).await?
     } else {
         let svc = ServiceBuilder::new()
             .layer(layer.clone())
@@ -315,6 +325,8 @@ async fn measure<St: Store>(
         drain(response.into_body()).await?
     };
     let elapsed = started.elapsed();
+    let cpu_after = support::cpu_seconds().unwrap_or_default();
+    let (user, system) = (cpu_after.0 - cpu_before.0, cpu_after.1 - cpu_before.1);
     let rss = support::peak_rss_kib().unwrap_or(0);
     if received != total {
         return Err(format!("{case}: received {received} of {total} bytes").into());
@@ -325,7 +337,7 @@ async fn measure<St: Store>(
         .and_then(|at| *at)
         .ok_or("the origin never sent its last chunk")?;
     let after = |t: Instant| t.saturating_duration_since(origin_done).as_secs_f64() * 1e3;
-    let stored = if mode == "bare" {
+    let stored = if mode.starts_with("bare") {
         true
     } else {
         let svc = ServiceBuilder::new().layer(layer).service(origin);
@@ -335,7 +347,7 @@ async fn measure<St: Store>(
         is_hit && len == total
     };
     println!(
-        "{case} {:.6} {:.3} {:.3} {rss} {stored}",
+        "{case} {:.6} {:.3} {:.3} {rss} {stored} {user:.2} {system:.2}",
         elapsed.as_secs_f64(),
         after(last_frame),
         after(ended)
@@ -360,6 +372,38 @@ where
     Ok((received, last_frame, Instant::now()))
 }
 
+/// As [`drain`], and each chunk written to a file as it arrives, by a thread of its own (what any
+/// client that keeps a body on disk does at least): the floor of a stored miss into a disk store
+/// on this machine, page cache included. The file is removed afterwards.
+async fn drain_to_file<B>(mut body: B) -> Result<(u64, Instant, Instant), BoxError>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    use std::io::Write;
+    let dir = tempfile::tempdir()?;
+    let mut file = std::fs::File::create(dir.path().join("body"))?;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Bytes>(256);
+    let writer = std::thread::spawn(move || -> std::io::Result<()> {
+        for chunk in rx {
+            file.write_all(&chunk)?;
+        }
+        Ok(())
+    });
+    let mut received = 0u64;
+    let mut last_frame = Instant::now();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.map_err(Into::into)?.into_data() {
+            received += data.len() as u64;
+            last_frame = Instant::now();
+            tx.send(data)?;
+        }
+    }
+    drop(tx);
+    writer.join().map_err(|_| "the writer thread panicked")??;
+    Ok((received, last_frame, Instant::now()))
+}
+
 struct Row {
     case: String,
     seconds: f64,
@@ -367,6 +411,9 @@ struct Row {
     end_ms: f64,
     rss_kib: u64,
     stored: bool,
+    /// CPU time of the whole process (origin included) during the request, user and system.
+    user: f64,
+    system: f64,
 }
 
 fn parse(line: &str) -> Option<Row> {
@@ -378,6 +425,8 @@ fn parse(line: &str) -> Option<Row> {
         end_ms: it.next()?.parse().ok()?,
         rss_kib: it.next()?.parse().ok()?,
         stored: it.next()? == "true",
+        user: it.next()?.parse().ok()?,
+        system: it.next()?.parse().ok()?,
     })
 }
 
@@ -418,29 +467,37 @@ fn main() -> Result<(), BoxError> {
         "{mib} MiB through the layer, stored in `{store}` (current-thread runtime, 64 KiB origin chunks)"
     );
     println!(
-        "| case | time | throughput vs bare | last frame after origin's last byte | end of stream after it | peak RSS over bare | stored and served back |"
+        "| case | time | throughput vs bare | vs bare written to a file | CPU time, user + system (× time) | last frame after origin's last byte | end of stream after it | peak RSS over bare | stored and served back |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     let mut failures = Vec::new();
     let mut bare = (1.0, 0);
+    let mut bare_file = 1.0;
     for row in &rows {
         if row.case.ends_with(":bare") {
             bare = (row.seconds, row.rss_kib);
         }
+        if row.case.ends_with(":bare-file") {
+            bare_file = row.seconds;
+        }
         let (bare_seconds, bare_rss) = bare;
         let over = row.rss_kib.saturating_sub(bare_rss);
         println!(
-            "| {} | {:.3} s | {:.0}% | {:.3} ms | {:.3} ms | {:.1} MiB ({:.3} N) | {} |",
+            "| {} | {:.3} s | {:.0}% | {:.0}% | {:.2} + {:.2} s ({:.2}) | {:.3} ms | {:.3} ms | {:.1} MiB ({:.3} N) | {} |",
             row.case,
             row.seconds,
             bare_seconds / row.seconds * 100.0,
+            bare_file / row.seconds * 100.0,
+            row.user,
+            row.system,
+            (row.user + row.system) / row.seconds,
             row.last_frame_ms,
             row.end_ms,
             over as f64 / 1024.0,
             over as f64 / total_kib as f64,
             if row.stored { "yes" } else { "no" },
         );
-        if row.case.ends_with(":bare") {
+        if row.case.ends_with(":bare") || row.case.ends_with(":bare-file") {
             continue;
         }
         if row.last_frame_ms > 10.0 {

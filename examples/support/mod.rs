@@ -57,6 +57,20 @@ pub fn peak_rss_kib() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// The process's CPU time so far, user and system, in seconds (Linux `/proc/self/stat`, in
+/// clock ticks of 10 ms: `CLK_TCK` is 100 on every Linux this runs on); `None` elsewhere. (Used
+/// by `store_large` only.)
+#[allow(dead_code)]
+pub fn cpu_seconds() -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // After the command name (in parentheses, which may hold spaces): field 3 onwards; utime
+    // and stime are fields 14 and 15.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+    let user: f64 = fields.next()?.parse().ok()?;
+    let system: f64 = fields.next()?.parse().ok()?;
+    Some((user / 100.0, system / 100.0))
+}
+
 /// Starts `redis-server` on 127.0.0.1:`port`, without persistence, with `extra` arguments.
 #[allow(dead_code)]
 pub fn spawn_redis(port: u16, extra: &[&str]) -> Result<std::process::Child, BoxError> {
