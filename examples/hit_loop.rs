@@ -7,6 +7,9 @@
 //! two cases in alternating runs (docs/benchmarks.md). `miss-signed` and `miss-unsigned` time
 //! misses instead: each request has a URL of its own, and its response is stored. A `-chunked`
 //! suffix (`signed-chunked`, `miss-signed-chunked`) has the origin announce no length.
+//! `fresh-signed` and `fresh-unsigned` time misses as `hit_path`'s miss benchmark does: each
+//! through a service and a 1 MiB `MemoryStore` of its own, built before the clock starts and
+//! dropped after it stops.
 
 use std::convert::Infallible;
 use std::time::{Instant, SystemTime};
@@ -20,6 +23,13 @@ use tower::{Service, ServiceBuilder, ServiceExt};
 async fn main() -> Result<(), BoxError> {
     let mut args = std::env::args().skip(1);
     let case = args.next().unwrap_or_else(|| "signed".into());
+    if let Some(mode) = case.strip_prefix("fresh-") {
+        let n: u32 = match args.next() {
+            Some(n) => n.parse()?,
+            None => 100_000,
+        };
+        return fresh(mode, n).await;
+    }
     let (misses, mode) = match case.strip_prefix("miss-") {
         Some(mode) => (true, mode.to_owned()),
         None => (false, case.clone()),
@@ -84,5 +94,54 @@ async fn main() -> Result<(), BoxError> {
         ("hit", "hits")
     };
     println!("{case}: {per_hit:.3} µs/{one} over {hits} {all}");
+    Ok(())
+}
+
+/// `n` misses, each through a service and a store of its own (`hit_path`'s miss benchmark
+/// without the harness): the services are built in batches of 1,000 before the clock starts,
+/// and dropped after it stops.
+async fn fresh(mode: &str, n: u32) -> Result<(), BoxError> {
+    let key = SecretKey::new("benchmark key, 32 bytes long....")?;
+    let layer = CacheLayer::new(());
+    let layer = match mode {
+        "signed" => layer.secret_key(key),
+        "unsigned" => layer,
+        other => return Err(format!("unknown case fresh-{other}").into()),
+    };
+    let date = httpdate::fmt_http_date(SystemTime::now());
+    let body = Bytes::from(vec![b'x'; 1024]);
+    let origin = tower::service_fn(move |_req: http::Request<()>| {
+        let response = http::Response::builder()
+            .header("date", date.as_str())
+            .header("cache-control", "max-age=3600")
+            .header("content-type", "application/json")
+            .header("etag", "\"abc\"")
+            .header("server", "bench")
+            .body(Full::new(body.clone()));
+        std::future::ready(response.map_err(BoxError::from))
+    });
+    let mut timed = std::time::Duration::ZERO;
+    let mut done = 0;
+    while done < n {
+        let batch = (n - done).min(1000);
+        let mut services: Vec<_> = (0..batch)
+            .map(|_| {
+                ServiceBuilder::new()
+                    .layer(layer.clone().with_store(MemoryStore::new(1 << 20)))
+                    .service(origin.clone())
+            })
+            .collect();
+        let started = Instant::now();
+        for svc in &mut services {
+            let request = http::Request::get("http://bench.local/item").body(())?;
+            let response = svc.ready().await?.call(request).await?;
+            std::hint::black_box(response.into_body().collect().await?.to_bytes());
+        }
+        timed += started.elapsed();
+        drop(services);
+        done += batch;
+    }
+    let per_miss = timed.as_secs_f64() * 1e6 / f64::from(n.max(1));
+    println!("fresh-{mode}: {per_miss:.3} µs/miss over {n} misses, each through a new service");
     Ok(())
 }

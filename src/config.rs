@@ -262,12 +262,20 @@ impl Config {
         {
             config.envelope = config.envelope.with_compression(config.compression);
         }
-        // With a secret, entries are named by HMACs under a key derived from it (docs/security.md,
-        // "Key names"); the previous keys of the ring name what was written before a rotation.
-        config.keying.names = config.envelope.name_keys();
+        config.keying = self.finished_keying();
         config.reuse_id = reuse_id(config.surrogate.as_deref(), &config.targets, config.shared);
         config.verified = config.memos.new_memo();
         config
+    }
+
+    /// How the finished settings name entries, without the rest of [`finished`](Self::finished)
+    /// (no memo registered, no digest of the settings): what `CacheLayer::key_for` needs.
+    pub(crate) fn finished_keying(&self) -> Keying {
+        let mut keying = self.keying.clone();
+        // With a secret, entries are named by HMACs under a key derived from it (docs/security.md,
+        // "Key names"); the previous keys of the ring name what was written before a rotation.
+        keying.names = self.envelope.name_keys();
+        keying
     }
 
     /// The settings reuse decisions depend on.

@@ -138,6 +138,12 @@ impl Memos {
         memo
     }
 
+    /// How many memos are registered, alive or not yet swept.
+    #[cfg(test)]
+    pub(crate) fn registered(&self) -> usize {
+        self.lock().len()
+    }
+
     /// The memos alive now.
     fn all(&self) -> Vec<Arc<VerifiedBlobs>> {
         self.lock().iter().filter_map(Weak::upgrade).collect()

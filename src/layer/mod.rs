@@ -533,7 +533,7 @@ impl<St, K> CacheLayer<St, K> {
     /// ```
     pub fn key_for<B>(&self, request: &http::Request<B>) -> crate::CacheKey {
         let method = crate::policy::decision::stored_method(request.method());
-        self.config.finished().keying.key(request, method, None)
+        self.config.finished_keying().key(request, method, None)
     }
 
     /// The store this layer writes to.

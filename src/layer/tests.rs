@@ -110,3 +110,43 @@ async fn an_entry_opened_while_it_is_being_deleted_is_forgotten_too() {
     delete.await.unwrap();
     assert_eq!(a.config().verified.bytes(), 0);
 }
+
+/// `key_for` names a request as the services do, and builds no service on the way: no memo is
+/// registered (it used to be, a lock and an allocation per call), and the key is the one the
+/// stored entry has, in every keying mode.
+#[tokio::test]
+async fn key_for_names_what_a_service_stores_and_registers_no_memo() {
+    let key = || SecretKey::new("service test key, thirty-two by.").unwrap();
+    for mode in ["unsigned", "signed", "encrypted"] {
+        let store = MemoryStore::default();
+        let layer = CacheLayer::new(store.clone());
+        let layer = match mode {
+            "signed" => layer.secret_key(key()),
+            "encrypted" => layer.encrypt(key()),
+            _ => layer,
+        };
+        for _ in 0..100 {
+            layer.key_for(&request(Method::GET));
+        }
+        assert_eq!(layer.config.memos.registered(), 0, "{mode}");
+        let mut svc = layer.layer(tower::service_fn(respond));
+        send(&mut svc, request(Method::GET)).await;
+        let name = layer.key_for(&request(Method::GET));
+        let stored = svc
+            .config()
+            .call(
+                &store,
+                crate::StoreRequest::Get {
+                    key: name,
+                    max_len: usize::MAX,
+                },
+            )
+            .await
+            .unwrap();
+        assert!(
+            !matches!(stored, crate::StoreResponse::Blob(None)),
+            "{mode}: nothing under the name key_for gives"
+        );
+        assert_eq!(layer.config.memos.registered(), 1, "{mode}");
+    }
+}
