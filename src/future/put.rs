@@ -126,7 +126,7 @@ impl<St: Store> Streaming<St> {
                     self.held_len += record.len();
                     self.held.push(record);
                 }
-                self.held_len <= HARD_CAP || lost(write, behind())
+                self.held_len <= HARD_CAP || lost(write, Err(behind()))
             }
             State::Open(writer) => {
                 let records = std::mem::take(&mut self.held)
@@ -139,7 +139,7 @@ impl<St: Store> Streaming<St> {
                         return true;
                     }
                 }
-                writer.queued() <= HARD_CAP || lost(write, behind())
+                writer.queued() <= HARD_CAP || lost(write, Err(behind()))
             }
         }
     }
@@ -196,7 +196,7 @@ impl<St: Store> Streaming<St> {
             self.deadline = None;
             self.state = State::Lost;
             self.held.clear();
-            lost(write, stalled(timeout));
+            lost(write, Err(stalled(timeout)));
             return Poll::Ready(());
         }
         Poll::Pending
@@ -281,21 +281,20 @@ fn open<St: Store>(write: &Write<St>) -> Option<Pin<Box<StoreCall<St>>>> {
 }
 
 /// The store's answer to the `PutStream`: a writer, `None` for a store that does not stream
-/// (remembered), or why the write is lost.
-fn opened<St: Store>(write: &Write<St>, answer: Opened) -> Result<Option<BlobWriter>, StoreError> {
+/// (remembered), or why the write is lost: the store's refusal (`NotStored`, counted as one by
+/// [`outcome`]) or an error.
+fn opened<St: Store>(write: &Write<St>, answer: Opened) -> Result<Option<BlobWriter>, Opened> {
     match answer {
         Ok(StoreResponse::Writer(writer)) => Ok(Some(writer)),
         Ok(StoreResponse::Unsupported) => {
             write.config.store_streams.store(false, Ordering::Relaxed);
             Ok(None)
         }
-        Ok(StoreResponse::NotStored) => Err(StoreError::failed(
-            "the store refused the streamed write".into(),
-        )),
-        Ok(other) => Err(StoreError::failed(
+        Ok(StoreResponse::NotStored) => Err(Ok(StoreResponse::NotStored)),
+        Ok(other) => Err(Err(StoreError::failed(
             format!("store answered a streamed write with {other:?}").into(),
-        )),
-        Err(e) => Err(e),
+        ))),
+        Err(e) => Err(Err(e)),
     }
 }
 
@@ -319,10 +318,11 @@ fn behind() -> StoreError {
     )
 }
 
-/// Counts and logs a lost streamed write; always `false` (not stored).
-fn lost<St: Store>(write: &Write<St>, e: StoreError) -> bool {
+/// Counts and logs a lost streamed write (refused by the store, or failed); always `false`
+/// (not stored).
+fn lost<St: Store>(write: &Write<St>, why: Opened) -> bool {
     if let Some(key) = write.keys.first() {
-        outcome(&write.config, key, 0, write.ttl, Err(e));
+        outcome(&write.config, key, 0, write.ttl, why);
     }
     false
 }
@@ -514,10 +514,11 @@ pub(super) fn outcome(
 ) -> bool {
     match answer {
         Ok(StoreResponse::NotStored) => {
-            // Refused (too large for the store): not stored, and the
-            // waiters must not be told it was.
-            config.metrics.record(Event::StoreWriteError);
-            tracing::warn!(key = %key, size, "the store refused the entry; response not cached");
+            // Refused (too large for the store, too many tags, streamed writes at the store's
+            // cap): not stored, and the waiters must not be told it was. Not an error: the
+            // store works, and said no.
+            config.metrics.record(Event::StoreRefused);
+            tracing::debug!(key = %key, size, "the store refused the entry; response not cached");
             false
         }
         Ok(_) => {

@@ -66,6 +66,8 @@ pub(crate) enum Outcome {
     Timeout,
     /// Not made: the circuit breaker is open.
     Skipped,
+    /// The store answered `NotStored`: it works, and did not keep the entry.
+    Refused,
 }
 
 #[cfg(feature = "metrics")]
@@ -77,6 +79,7 @@ impl Outcome {
             Outcome::Error => "error",
             Outcome::Timeout => "timeout",
             Outcome::Skipped => "skipped",
+            Outcome::Refused => "refused",
         }
     }
 }
@@ -315,6 +318,7 @@ impl Meter {
         {
             use crate::store::StoreResponse;
             let outcome = match result {
+                Ok(StoreResponse::NotStored) => Outcome::Refused,
                 Ok(_) => Outcome::Ok,
                 Err(e) if e.is_timeout() => Outcome::Timeout,
                 Err(e) if e.is_unavailable() => Outcome::Skipped,

@@ -40,9 +40,9 @@ struct Counters {
 /// How many copies of the counters (threads beyond this share them, round-robin).
 const STRIPES: usize = 8;
 /// How many [`Event`]s there are.
-const EVENTS: usize = 15;
+const EVENTS: usize = 16;
 const _: () = assert!(
-    Event::RefreshTimedOut as usize + 1 == EVENTS,
+    Event::StoreRefused as usize + 1 == EVENTS,
     "EVENTS is the last event + 1"
 );
 
@@ -93,6 +93,8 @@ pub(crate) enum Event {
     RefreshSkipped,
     /// A background refresh abandoned at `refresh_timeout`.
     RefreshTimedOut,
+    /// A write the store refused (`NotStored`): not an error.
+    StoreRefused,
 }
 
 impl Event {
@@ -195,6 +197,15 @@ impl CacheMetrics {
         self.count(Event::StoreWriteError)
     }
 
+    /// Entries the store refused to keep: it answered
+    /// [`NotStored`](crate::StoreResponse::NotStored) (an entry over its size limit, more tags
+    /// than a `RedisStore` indexes, a `DiskStore` at its cap of streamed writes,
+    /// `DiskStoreBuilder::max_streamed_writes`). Not counted as
+    /// write errors: the store works, and said no. The caller got its response all the same.
+    pub fn store_refused(&self) -> u64 {
+        self.count(Event::StoreRefused)
+    }
+
     /// Requests answered with the error response of a concurrent equal request they waited for
     /// (`CacheStatus::CoalescedError`), instead of each asking a failing origin.
     pub fn coalesced_errors(&self) -> u64 {
@@ -247,6 +258,7 @@ impl fmt::Debug for CacheMetrics {
             .field("stored", &self.stored())
             .field("store_read_errors", &self.store_read_errors())
             .field("store_write_errors", &self.store_write_errors())
+            .field("store_refused", &self.store_refused())
             .field("bad_signatures", &self.bad_signatures())
             .field("store_skipped", &self.store_skipped())
             .field("refreshes_started", &self.refreshes_started())

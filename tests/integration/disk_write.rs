@@ -537,7 +537,12 @@ async fn a_large_miss_past_the_cap_is_not_stored_and_its_response_is_whole() {
     assert_eq!(status, Some(CacheStatus::Miss));
     assert!(got == body(LEN), "the caller's response is whole");
     assert_eq!(metrics.stored(), 0);
-    assert_eq!(metrics.store_write_errors(), 1, "the refusal is counted");
+    assert_eq!(metrics.store_refused(), 1, "the refusal is counted");
+    assert_eq!(
+        metrics.store_write_errors(),
+        0,
+        "as a refusal, not an error"
+    );
     // Once the place is free, the same response is stored.
     held.commit(Bytes::from_static(b"prefix")).await.unwrap();
     let (status, _, _) = read(&mut svc, "large").await;

@@ -82,11 +82,22 @@ fn a_scripted_sequence_gives_these_metrics() {
             });
             let mut failing = cached_client(CacheLayer::new(broken).without_circuit_breaker());
             get(&mut failing, &origin.url("/b")).await.unwrap();
+
+            // A store that refuses every write (as one does an entry over its limit): a
+            // refusal, not an error.
+            let refusing = tower::service_fn(|request: StoreRequest| async move {
+                Ok::<_, BoxError>(match request {
+                    StoreRequest::Get { .. } => StoreResponse::Blob(None),
+                    _ => StoreResponse::NotStored,
+                })
+            });
+            let mut refused = cached_client(CacheLayer::new(refusing));
+            get(&mut refused, &origin.url("/c")).await.unwrap();
         })
     });
     let m = snapshot(&recorder);
     let get = |name: &str| m.get(name).copied().unwrap_or(0);
-    assert_eq!(get("http_cache_requests_total{status=miss}"), 2, "{m:#?}");
+    assert_eq!(get("http_cache_requests_total{status=miss}"), 3, "{m:#?}");
     assert_eq!(get("http_cache_requests_total{status=hit}"), 1, "{m:#?}");
     assert_eq!(get("http_cache_requests_total{status=stale}"), 1, "{m:#?}");
     assert_eq!(
@@ -124,9 +135,19 @@ fn a_scripted_sequence_gives_these_metrics() {
         "{m:#?}"
     );
     assert_eq!(
-        get("http_cache_blob_size_bytes{operation=put}"),
-        2,
+        get("http_cache_store_operation_duration_seconds{operation=put,outcome=refused}"),
+        1,
         "{m:#?}"
+    );
+    assert_eq!(
+        get("http_cache_store_operation_duration_seconds{operation=put,outcome=error}"),
+        1,
+        "the failing store's write only: {m:#?}"
+    );
+    assert_eq!(
+        get("http_cache_blob_size_bytes{operation=put}"),
+        3,
+        "the two stored and the refused one: {m:#?}"
     );
     assert!(
         get("http_cache_blob_size_bytes{operation=get}") >= 2,

@@ -362,7 +362,12 @@ async fn a_refused_entry_is_not_counted_as_stored() {
     }
     assert_eq!(origin.requests(), 2);
     assert_eq!(metrics.stored(), 0, "a refused entry was counted as stored");
-    assert_eq!(metrics.store_write_errors(), 2);
+    assert_eq!(metrics.store_refused(), 2);
+    assert_eq!(
+        metrics.store_write_errors(),
+        0,
+        "a refusal is not a failure"
+    );
     assert!(store.is_empty());
 }
 

@@ -75,8 +75,8 @@ impl DiskStoreBuilder {
     /// [`StoreRequest::PutStream`](crate::StoreRequest::PutStream)) in progress at once. Each
     /// holds a thread of tokio's blocking pool, which the store's reads share, and up to 16 MiB
     /// the disk has not taken yet; past the cap a `PutStream` is answered `NotStored` at once:
-    /// that entry is not stored (the cache counts a store write error and logs it), its response
-    /// is not touched.
+    /// that entry is not stored (the cache counts it in `CacheMetrics::store_refused`, not as a
+    /// write error), its response is not touched.
     ///
     /// Default: 16. `0` refuses every streamed write.
     pub fn max_streamed_writes(mut self, writes: usize) -> Self {
