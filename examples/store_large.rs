@@ -234,7 +234,7 @@ type Origin = tower::util::BoxCloneService<
 >;
 
 /// One case, in this process, over `store` (`keep` or `disk`): prints `case seconds
-/// last_frame_ms end_ms rss_kib stored`.
+/// last_frame_ms end_ms rss_kib stored user_cpu_s system_cpu_s`.
 async fn run_case(case: &str, total: u64, store: &str) -> Result<(), BoxError> {
     let (origin_kind, mode) = case.split_once(':').ok_or("case is origin:mode")?;
     let last_sent = Arc::new(Mutex::new(None));
@@ -311,12 +311,16 @@ async fn measure<St: Store>(
         || http::Request::get("http://origin.test/big").body(http_body_util::Empty::<Bytes>::new());
     let cpu_before = support::cpu_seconds().unwrap_or_default();
     let started = Instant::now();
+    // `bare-file`'s file, removed after the measurement (as a store's file is kept past it).
+    let mut written = None;
     let (received, last_frame, ended) = if mode == "bare" {
         let response = origin.clone().oneshot(request()?).await?;
         drain(response.into_body()).await?
     } else if mode == "bare-file" {
         let response = origin.clone().oneshot(request()?).await?;
-        drain_to_file(response.into_body()).await?
+        let (drained, dir) = drain_to_file(response.into_body()).await?;
+        written = Some(dir);
+        drained
     } else {
         let svc = ServiceBuilder::new()
             .layer(layer.clone())
@@ -328,6 +332,7 @@ async fn measure<St: Store>(
     let cpu_after = support::cpu_seconds().unwrap_or_default();
     let (user, system) = (cpu_after.0 - cpu_before.0, cpu_after.1 - cpu_before.1);
     let rss = support::peak_rss_kib().unwrap_or(0);
+    drop(written);
     if received != total {
         return Err(format!("{case}: received {received} of {total} bytes").into());
     }
@@ -374,8 +379,11 @@ where
 
 /// As [`drain`], and each chunk written to a file as it arrives, by a thread of its own (what any
 /// client that keeps a body on disk does at least): the floor of a stored miss into a disk store
-/// on this machine, page cache included. The file is removed afterwards.
-async fn drain_to_file<B>(mut body: B) -> Result<(u64, Instant, Instant), BoxError>
+/// on this machine, page cache included. The file's directory is returned, so that the caller
+/// removes it after the measurement.
+async fn drain_to_file<B>(
+    mut body: B,
+) -> Result<((u64, Instant, Instant), tempfile::TempDir), BoxError>
 where
     B: Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
@@ -401,7 +409,7 @@ where
     }
     drop(tx);
     writer.join().map_err(|_| "the writer thread panicked")??;
-    Ok((received, last_frame, Instant::now()))
+    Ok(((received, last_frame, Instant::now()), dir))
 }
 
 struct Row {
@@ -472,14 +480,17 @@ fn main() -> Result<(), BoxError> {
     println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     let mut failures = Vec::new();
     let mut bare = (1.0, 0);
-    let mut bare_file = 1.0;
+    // Each origin's `bare-file` time (its row comes after the origin's `bare` row).
+    let bare_files: std::collections::HashMap<&str, f64> = rows
+        .iter()
+        .filter_map(|r| Some((r.case.strip_suffix(":bare-file")?, r.seconds)))
+        .collect();
     for row in &rows {
         if row.case.ends_with(":bare") {
             bare = (row.seconds, row.rss_kib);
         }
-        if row.case.ends_with(":bare-file") {
-            bare_file = row.seconds;
-        }
+        let origin = row.case.split(':').next().unwrap_or_default();
+        let bare_file = bare_files.get(origin).copied().unwrap_or(f64::NAN);
         let (bare_seconds, bare_rss) = bare;
         let over = row.rss_kib.saturating_sub(bare_rss);
         println!(

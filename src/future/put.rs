@@ -518,6 +518,7 @@ pub(super) fn outcome(
             // cap): not stored, and the waiters must not be told it was. Not an error: the
             // store works, and said no.
             config.metrics.record(Event::StoreRefused);
+            crate::metrics::export::store_refused();
             tracing::debug!(key = %key, size, "the store refused the entry; response not cached");
             false
         }

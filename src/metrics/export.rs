@@ -10,10 +10,11 @@
 //! | `http_cache_requests_total` | counter | `status`: `hit`, `coalesced`, `coalesced_error`, `revalidated`, `stale`, `stale_while_revalidate`, `stale_if_error`, `only_if_cached_miss`, `miss`, `not_cacheable`, `store_unavailable` |
 //! | `http_cache_not_stored_total` | counter | `reason`: the `NotStoredReason` in snake case (`response_no_store`, `no_freshness`, `status`, ...) |
 //! | `http_cache_stored_total` | counter | |
+//! | `http_cache_store_refused_total` | counter | |
 //! | `http_cache_compression_bytes_total` | counter | `stage`: `before` (bytes of the records written with compression configured: body segments and head records), `after` (the bytes they were stored as) |
 //! | `http_cache_bad_signatures_total` | counter | `reason`: `mismatch`, `unknown_key`, `wrong_key`, `unsigned`, `malformed` |
-//! | `http_cache_store_operation_duration_seconds` | histogram | `operation`: `get`, `put`, `delete`, `keys`, `clear`, `purge_tag`; `outcome`: `ok`, `error`, `timeout`, `skipped` |
-//! | `http_cache_blob_size_bytes` | histogram | `operation`: `get` (a blob found), `put` |
+//! | `http_cache_store_operation_duration_seconds` | histogram | `operation`: `get`, `put`, `put_stream`, `delete`, `keys`, `clear`, `purge_tag`; `outcome`: `ok`, `error`, `timeout`, `skipped`, `refused` (answered `NotStored`) |
+//! | `http_cache_blob_size_bytes` | histogram | `operation`: `get` (a blob found), `put` (a blob the store kept) |
 //! | `http_cache_breaker_transitions_total` | counter | `to`: `open`, `half_open`, `closed` |
 //! | `http_cache_refreshes_total` | counter | `event`: `started`, `skipped` (at `max_refreshes`), `timed_out` (at `refresh_timeout`) |
 //! | `http_cache_near_requests_total` | counter | `result`: `hit`, `miss` (asked Redis), `bypass` (the near tier was not serving) |
@@ -106,6 +107,13 @@ pub(crate) fn response(status: Option<CacheStatus>, not_stored: Option<NotStored
 pub(crate) fn stored() {
     #[cfg(feature = "metrics")]
     ::metrics::counter!("http_cache_stored_total").increment(1);
+}
+
+/// An entry the store refused to keep (it answered `NotStored`), by whichever write.
+#[inline]
+pub(crate) fn store_refused() {
+    #[cfg(feature = "metrics")]
+    ::metrics::counter!("http_cache_store_refused_total").increment(1);
 }
 
 /// A body sealed with compression configured: `before` bytes stored as `after`.
@@ -221,6 +229,11 @@ pub fn describe_metrics() {
         "Entries written to the store."
     );
     describe_counter!(
+        "http_cache_store_refused_total",
+        Unit::Count,
+        "Entries the store refused to keep (it answered NotStored: over its size limit, at its cap); not errors."
+    );
+    describe_counter!(
         "http_cache_compression_bytes_total",
         Unit::Bytes,
         "Bytes of the records (body segments, head records) written with compression configured (stage before) and as stored (after)."
@@ -326,6 +339,8 @@ impl Meter {
             };
             let blob = match result {
                 Ok(StoreResponse::Blob(Some(blob))) => Some(blob.len()),
+                // Not a stored blob's size.
+                Ok(StoreResponse::NotStored) => None,
                 Ok(StoreResponse::Parts(parts)) => Some(parts.len()),
                 Ok(StoreResponse::Stream(stream)) => usize::try_from(stream.len()).ok(),
                 Ok(_) => self.put,

@@ -267,10 +267,11 @@ pub enum StoreResponse {
     Unsupported,
     /// The answer to a [`StoreRequest::Put`] the store did not carry out: it refused to keep
     /// the blob (for example, larger than it can hold). Nothing is left under the key. The cache
-    /// counts the response as not stored (a store write error in [`CacheMetrics`]) and does not
-    /// tell coalesced requests that it was.
+    /// counts the response as not stored (in [`CacheMetrics::store_refused`], not as a store
+    /// write error: the store works, and said no) and does not tell coalesced requests that it
+    /// was.
     ///
-    /// [`CacheMetrics`]: crate::CacheMetrics
+    /// [`CacheMetrics::store_refused`]: crate::CacheMetrics::store_refused
     NotStored,
 }
 

@@ -553,6 +553,37 @@ async fn a_large_miss_past_the_cap_is_not_stored_and_its_response_is_whole() {
     assert!(got == body(LEN));
 }
 
+/// A streamed entry that outgrows the store's entry limit as it is written (no `Content-Length`
+/// to refuse it up front) is refused at its commit: counted as a refusal, not as a write error,
+/// nothing left on disk, and the caller's response whole.
+#[tokio::test]
+async fn a_streamed_entry_that_outgrows_the_limit_is_a_refusal_not_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    // An entry limit of 90% of 2 MiB: the 3 MiB body outgrows it halfway.
+    let disk = DiskStore::builder(dir.path())
+        .max_bytes(2 << 20)
+        .open()
+        .unwrap();
+    let send = Send::Body {
+        len: LEN,
+        sized: false,
+    };
+    let (mut svc, store, metrics) = cache_over(2, disk, Behaviour::Forward, send);
+    let (status, got, err) = read(&mut svc, "outgrown").await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(status, Some(CacheStatus::Miss));
+    assert!(got == body(LEN), "the caller's response is whole");
+    assert_eq!(store.count("put_stream"), 1, "{:?}", store.seen());
+    assert_eq!(metrics.stored(), 0);
+    assert_eq!(metrics.store_refused(), 1);
+    assert_eq!(metrics.store_write_errors(), 0);
+    eventually("the temporary file removed", || {
+        temp_files(dir.path()).is_empty()
+    })
+    .await;
+    assert!(entry_files(dir.path()).is_empty());
+}
+
 /// A large response that varies is written as it passes too, under its URL's primary key only
 /// (one large variant at a time), and its variant's own key is removed once it is committed: an
 /// older copy of the same variant kept there is not served after a newer one was stored.

@@ -139,6 +139,7 @@ fn a_scripted_sequence_gives_these_metrics() {
         1,
         "{m:#?}"
     );
+    assert_eq!(get("http_cache_store_refused_total{}"), 1, "{m:#?}");
     assert_eq!(
         get("http_cache_store_operation_duration_seconds{operation=put,outcome=error}"),
         1,
@@ -146,8 +147,8 @@ fn a_scripted_sequence_gives_these_metrics() {
     );
     assert_eq!(
         get("http_cache_blob_size_bytes{operation=put}"),
-        3,
-        "the two stored and the refused one: {m:#?}"
+        2,
+        "the two stored, not the refused one: {m:#?}"
     );
     assert!(
         get("http_cache_blob_size_bytes{operation=get}") >= 2,
