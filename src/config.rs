@@ -197,7 +197,7 @@ pub(crate) fn tags_in(headers: &http::HeaderMap, names: &[HeaderName]) -> Vec<St
 impl Config {
     /// The defaults: a private cache, unsigned, every setter's documented default.
     pub(crate) fn new() -> Self {
-        Config {
+        let mut config = Config {
             envelope: Envelope::new(None),
             max_blob_size: None,
             keying: Keying::new(DEFAULT_REDACTED_PARAMETERS),
@@ -248,7 +248,9 @@ impl Config {
             refresh_timeout: DEFAULT_REFRESH_TIMEOUT,
             max_refreshes: DEFAULT_MAX_REFRESHES,
             refreshes: Arc::new(AtomicUsize::new(0)),
-        }
+        };
+        config.note_reuse_settings();
+        config
     }
 
     /// The settings with what depends on several setters resolved.
@@ -262,8 +264,13 @@ impl Config {
         {
             config.envelope = config.envelope.with_compression(config.compression);
         }
-        config.keying = self.finished_keying();
-        config.reuse_id = reuse_id(config.surrogate.as_deref(), &config.targets, config.shared);
+        self.name_keys_into(&mut config.keying);
+        // Kept up to date by the setters it depends on (`note_reuse_settings`): not digested
+        // again for every service built.
+        debug_assert_eq!(
+            config.reuse_id,
+            reuse_id(config.surrogate.as_deref(), &config.targets, config.shared)
+        );
         config.verified = config.memos.new_memo();
         config
     }
@@ -272,10 +279,21 @@ impl Config {
     /// (no memo registered, no digest of the settings): what `CacheLayer::key_for` needs.
     pub(crate) fn finished_keying(&self) -> Keying {
         let mut keying = self.keying.clone();
+        self.name_keys_into(&mut keying);
+        keying
+    }
+
+    /// What `finished` and `finished_keying` both do to the keying.
+    fn name_keys_into(&self, keying: &mut Keying) {
         // With a secret, entries are named by HMACs under a key derived from it (docs/security.md,
         // "Key names"); the previous keys of the ring name what was written before a rotation.
         keying.names = self.envelope.name_keys();
-        keying
+    }
+
+    /// Digests the settings reuse decisions depend on (`surrogate`, `targets`, `shared`) into
+    /// `reuse_id`: called by `new` and by each of their setters.
+    pub(crate) fn note_reuse_settings(&mut self) {
+        self.reuse_id = reuse_id(self.surrogate.as_deref(), &self.targets, self.shared);
     }
 
     /// The settings reuse decisions depend on.

@@ -420,6 +420,7 @@ impl<St, K> CacheLayer<St, K> {
     /// Default: `false`, a private cache, as a client's cache usually is.
     pub fn shared(mut self, shared: bool) -> Self {
         self.config.shared = shared;
+        self.config.note_reuse_settings();
         self
     }
 

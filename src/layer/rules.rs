@@ -33,6 +33,7 @@ impl<St, K> CacheLayer<St, K> {
     /// targeted fields off. Default: off.
     pub fn targeted_fields(mut self, fields: impl IntoIterator<Item = HeaderName>) -> Self {
         self.config.targets = fields.into_iter().collect();
+        self.config.note_reuse_settings();
         self
     }
 
@@ -49,6 +50,7 @@ impl<St, K> CacheLayer<St, K> {
     )]
     pub fn surrogate(mut self, id: impl Into<String>) -> Self {
         self.config.surrogate = Some(id.into());
+        self.config.note_reuse_settings();
         self
     }
 
