@@ -57,23 +57,13 @@ async fn main() -> Result<(), BoxError> {
             )),
         other => return Err(format!("unknown case {other}").into()),
     };
-    // An origin as the benchmarks' (`benches/support`): a `Date`, a max-age, a few fields.
-    let date = httpdate::fmt_http_date(SystemTime::now());
-    let body = Bytes::from(vec![b'x'; 1024]);
-    let origin = tower::service_fn(move |_req: http::Request<()>| {
-        let response = http::Response::builder()
-            .header("date", date.as_str())
-            .header("cache-control", "max-age=3600")
-            .header("content-type", "application/json")
-            .header("etag", "\"abc\"")
-            .header("server", "bench")
-            .body(if chunked {
-                let frame = Ok::<_, Infallible>(http_body::Frame::data(body.clone()));
-                StreamBody::new(futures_util::stream::iter([frame])).boxed_unsync()
-            } else {
-                Full::new(body.clone()).boxed_unsync()
-            });
-        std::future::ready(response.map_err(BoxError::from))
+    let origin = origin(move |body| {
+        if chunked {
+            let frame = Ok::<_, Infallible>(http_body::Frame::data(body));
+            StreamBody::new(futures_util::stream::iter([frame])).boxed_unsync()
+        } else {
+            Full::new(body).boxed_unsync()
+        }
     });
     let mut svc = ServiceBuilder::new().layer(layer).service(origin);
     let mut started = Instant::now();
@@ -108,18 +98,7 @@ async fn fresh(mode: &str, n: u32) -> Result<(), BoxError> {
         "unsigned" => layer,
         other => return Err(format!("unknown case fresh-{other}").into()),
     };
-    let date = httpdate::fmt_http_date(SystemTime::now());
-    let body = Bytes::from(vec![b'x'; 1024]);
-    let origin = tower::service_fn(move |_req: http::Request<()>| {
-        let response = http::Response::builder()
-            .header("date", date.as_str())
-            .header("cache-control", "max-age=3600")
-            .header("content-type", "application/json")
-            .header("etag", "\"abc\"")
-            .header("server", "bench")
-            .body(Full::new(body.clone()));
-        std::future::ready(response.map_err(BoxError::from))
-    });
+    let origin = origin(Full::new);
     let mut timed = std::time::Duration::ZERO;
     let mut done = 0;
     while done < n {
@@ -144,4 +123,28 @@ async fn fresh(mode: &str, n: u32) -> Result<(), BoxError> {
     let per_miss = timed.as_secs_f64() * 1e6 / f64::from(n.max(1));
     println!("fresh-{mode}: {per_miss:.3} µs/miss over {n} misses, each through a new service");
     Ok(())
+}
+
+/// An origin as the benchmarks' (`benches/support`): a `Date`, a max-age, a few fields, and a
+/// 1 KiB body made by `body`.
+fn origin<B>(
+    body: impl Fn(Bytes) -> B + Clone,
+) -> impl Service<
+    http::Request<()>,
+    Response = http::Response<B>,
+    Error = BoxError,
+    Future = std::future::Ready<Result<http::Response<B>, BoxError>>,
+> + Clone {
+    let date = httpdate::fmt_http_date(SystemTime::now());
+    let bytes = Bytes::from(vec![b'x'; 1024]);
+    tower::service_fn(move |_req: http::Request<()>| {
+        let response = http::Response::builder()
+            .header("date", date.as_str())
+            .header("cache-control", "max-age=3600")
+            .header("content-type", "application/json")
+            .header("etag", "\"abc\"")
+            .header("server", "bench")
+            .body(body(bytes.clone()));
+        std::future::ready(response.map_err(BoxError::from))
+    })
 }

@@ -361,7 +361,19 @@ async fn measure<St: Store>(
 }
 
 /// Reads a body to its end: bytes received, when the last data frame and the end arrived.
-async fn drain<B>(mut body: B) -> Result<(u64, Instant, Instant), BoxError>
+async fn drain<B>(body: B) -> Result<(u64, Instant, Instant), BoxError>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    drain_into(body, |_| Ok(())).await
+}
+
+/// As [`drain`], handing each data frame to `sink` as it arrives.
+async fn drain_into<B>(
+    mut body: B,
+    mut sink: impl FnMut(Bytes) -> Result<(), BoxError>,
+) -> Result<(u64, Instant, Instant), BoxError>
 where
     B: Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
@@ -372,6 +384,7 @@ where
         if let Ok(data) = frame.map_err(Into::into)?.into_data() {
             received += data.len() as u64;
             last_frame = Instant::now();
+            sink(data)?;
         }
     }
     Ok((received, last_frame, Instant::now()))
@@ -381,9 +394,7 @@ where
 /// client that keeps a body on disk does at least): the floor of a stored miss into a disk store
 /// on this machine, page cache included. The file's directory is returned, so that the caller
 /// removes it after the measurement.
-async fn drain_to_file<B>(
-    mut body: B,
-) -> Result<((u64, Instant, Instant), tempfile::TempDir), BoxError>
+async fn drain_to_file<B>(body: B) -> Result<((u64, Instant, Instant), tempfile::TempDir), BoxError>
 where
     B: Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
@@ -398,16 +409,9 @@ where
         }
         Ok(())
     });
-    let mut received = 0u64;
-    let mut last_frame = Instant::now();
-    while let Some(frame) = body.frame().await {
-        if let Ok(data) = frame.map_err(Into::into)?.into_data() {
-            received += data.len() as u64;
-            last_frame = Instant::now();
-            tx.send(data)?;
-        }
-    }
+    let (received, last_frame, _) = drain_into(body, |data| Ok(tx.send(data)?)).await?;
     drop(tx);
+    // The end is when the file has every byte.
     writer.join().map_err(|_| "the writer thread panicked")??;
     Ok(((received, last_frame, Instant::now()), dir))
 }
