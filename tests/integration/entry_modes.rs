@@ -193,3 +193,20 @@ pub async fn until_deleted<St: Store>(store: &St, key: hyper_client_cache::Cache
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
 }
+
+/// The request fails before any response, with `BadSignature` (`what` says which case).
+pub async fn refused(svc: &mut Svc, what: &str) {
+    use tower::{Service, ServiceExt};
+    let err = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(request())
+        .await
+        .expect_err("refused before any response");
+    assert!(
+        err.downcast_ref::<hyper_client_cache::BadSignature>()
+            .is_some(),
+        "{what}: {err}"
+    );
+}
