@@ -29,8 +29,8 @@
 //! forgotten as the request is sent and again once the store answered; what others remove
 //! through the store, and entries replaced under their name, are kept until dropped (never
 //! served: a lookup needs the store to answer the very buffer). Over the bound, entries are
-//! dropped at random (a few dozen per shard, so picking one costs little more than a hash). The entry is shared
-//! (`Arc`) and copied outside the shard's lock.
+//! dropped at random (a few dozen per shard, so picking one costs little more than a hash).
+//! The entry is shared (`Arc`) and copied outside the shard's lock.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
