@@ -11,7 +11,7 @@
 //! ratios against the baselines of the same run. Exits non-zero when a hit misses a target of the
 //! segments issue: peak RSS more than 32 MiB over the baseline, or the first byte after 5 ms.
 
-#[allow(dead_code)] // only `peak_rss_kib` is used here
+#[allow(dead_code)] // only `peak_rss_kib` and `mac_seconds` are used here
 #[path = "support/mod.rs"]
 mod support;
 
@@ -170,35 +170,6 @@ fn entry_file(dir: &Path) -> Result<std::path::PathBuf, BoxError> {
     Err("no entry file".into())
 }
 
-/// Seconds to MAC `total` bytes in 64 KiB updates (the floor of a signed hit).
-fn mac_secs(mode: &str, total: u64) -> f64 {
-    let buf = vec![0x5a; CHUNK];
-    let started = Instant::now();
-    let mut left = total;
-    match mode {
-        "blake3" => {
-            let mut h = blake3::Hasher::new_keyed(&[7; 32]);
-            while left > 0 {
-                let n = left.min(CHUNK as u64) as usize;
-                h.update(&buf[..n]);
-                left -= n as u64;
-            }
-            std::hint::black_box(h.finalize());
-        }
-        _ => {
-            let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &[7; 32]);
-            let mut ctx = ring::hmac::Context::with_key(&key);
-            while left > 0 {
-                let n = left.min(CHUNK as u64) as usize;
-                ctx.update(&buf[..n]);
-                left -= n as u64;
-            }
-            std::hint::black_box(ctx.sign());
-        }
-    }
-    started.elapsed().as_secs_f64()
-}
-
 fn child(args: &[&str]) -> Result<String, BoxError> {
     let out = std::process::Command::new(std::env::current_exe()?)
         .args(args)
@@ -255,8 +226,12 @@ fn main() -> Result<(), BoxError> {
         let (read, hit, ttfb, over) = (median(reads), median(hits), median(ttfbs), median(over));
         let mac = match mode {
             "blake3" | "hmac" => {
-                let own = median((0..3).map(|_| mac_secs(mode, total)).collect());
-                let hmac = median((0..3).map(|_| mac_secs("hmac", total)).collect());
+                let own = median((0..3).map(|_| support::mac_seconds(mode, total)).collect());
+                let hmac = median(
+                    (0..3)
+                        .map(|_| support::mac_seconds("hmac", total))
+                        .collect(),
+                );
                 format!(
                     "{:.2}× HMAC-SHA256's time ({hmac:.3} s), {:.2}× its own MAC's ({own:.3} s)",
                     hit / hmac,

@@ -71,6 +71,39 @@ pub fn cpu_seconds() -> Option<(f64, f64)> {
     Some((user / 100.0, system / 100.0))
 }
 
+/// Seconds to MAC `total` bytes (`mode`: "blake3" for keyed BLAKE3, anything else for
+/// HMAC-SHA256) in 64 KiB updates from one buffer in cache: the floor of a signed entry of that
+/// size. (Used by `large_disk_hit` and `store_large`.)
+#[allow(dead_code)]
+pub fn mac_seconds(mode: &str, total: u64) -> f64 {
+    const CHUNK: usize = 64 * 1024;
+    let buf = vec![0x5a; CHUNK];
+    let started = std::time::Instant::now();
+    let mut left = total;
+    match mode {
+        "blake3" => {
+            let mut h = blake3::Hasher::new_keyed(&[7; 32]);
+            while left > 0 {
+                let n = left.min(CHUNK as u64) as usize;
+                h.update(&buf[..n]);
+                left -= n as u64;
+            }
+            std::hint::black_box(h.finalize());
+        }
+        _ => {
+            let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &[7; 32]);
+            let mut ctx = ring::hmac::Context::with_key(&key);
+            while left > 0 {
+                let n = left.min(CHUNK as u64) as usize;
+                ctx.update(&buf[..n]);
+                left -= n as u64;
+            }
+            std::hint::black_box(ctx.sign());
+        }
+    }
+    started.elapsed().as_secs_f64()
+}
+
 /// Starts `redis-server` on 127.0.0.1:`port`, without persistence, with `extra` arguments.
 #[allow(dead_code)]
 pub fn spawn_redis(port: u16, extra: &[&str]) -> Result<std::process::Child, BoxError> {
