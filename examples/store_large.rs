@@ -463,6 +463,9 @@ fn main() -> Result<(), BoxError> {
     let exe = std::env::current_exe()?;
     let mut rows = Vec::new();
     let only = args.get(2).map(String::as_str);
+    if let Some(origin) = only.filter(|o| !ORIGINS.contains(o)) {
+        return Err(format!("no origin {origin:?}: one of {ORIGINS:?}").into());
+    }
     let cases = ORIGINS
         .iter()
         .filter(|o| only.is_none_or(|only| only == **o))
@@ -557,7 +560,7 @@ fn main() -> Result<(), BoxError> {
         .collect();
     for row in rows.iter().filter(|r| r.case.contains(":signed")) {
         let origin = row.case.split(':').next().unwrap_or_default();
-        let floor = bares.get(origin).copied().unwrap_or(f64::NAN).max(hmac);
+        let floor = bares.get(origin).map_or(f64::NAN, |bare| bare.max(hmac));
         println!(
             "{}: {:.2}x the larger of the bare stream's time and HMAC-SHA256's ({floor:.3} s; target 1.25x)",
             row.case,

@@ -1,4 +1,5 @@
-//! What several examples share: a small origin server on loopback. Not an example itself
+//! What several examples share: a small origin server on loopback, the measuring examples'
+//! readings (peak RSS, CPU time, the time to MAC a body) and a Redis server. Not an example itself
 //! (cargo builds `examples/*.rs` and `examples/*/main.rs` only); included with
 //! `#[path = "support/mod.rs"] mod support;`.
 

@@ -235,34 +235,42 @@ fn blake3_tag<'a>(
 ) -> [u8; 32] {
     let mut h = blake3::Hasher::new_keyed(sub);
     let mut data = data.into_iter();
-    GATHER.with(|cell| {
-        // Never borrowed twice (nothing here calls back into this function); if it were, the
-        // record is hashed where it lies, which gives the same tag.
-        let Ok(mut buf) = cell.try_borrow_mut() else {
-            h.update(meta);
-            data.by_ref().for_each(|d| {
-                h.update(d);
-            });
-            return;
-        };
-        if buf.capacity() < GATHER_MAX {
-            buf.reserve_exact(GATHER_MAX);
-        }
-        buf.clear();
-        buf.extend_from_slice(meta);
-        for d in data.by_ref() {
-            if buf.len() + d.len() > GATHER_MAX {
-                // More than a segment (a large head record): what is gathered goes first, then
-                // this piece where it lies; the order of the bytes is kept.
-                h.update(&buf);
-                buf.clear();
-                h.update(d);
-            } else {
+    // `false` when the buffer cannot be had (the thread is exiting and its buffer is gone, or it
+    // is borrowed already, which nothing here does): nothing of `data` was taken yet, and the
+    // record is hashed where it lies, which gives the same tag.
+    let gathered = GATHER
+        .try_with(|cell| {
+            let Ok(mut buf) = cell.try_borrow_mut() else {
+                return false;
+            };
+            if buf.capacity() < GATHER_MAX {
+                buf.reserve_exact(GATHER_MAX);
+            }
+            buf.clear();
+            buf.extend_from_slice(meta);
+            for d in data.by_ref() {
+                if buf.len() + d.len() > GATHER_MAX {
+                    // More than a segment in all (a large head record): what is gathered goes
+                    // first; a piece too large for the buffer on its own is hashed where it lies.
+                    h.update(&buf);
+                    buf.clear();
+                    if d.len() > GATHER_MAX {
+                        h.update(d);
+                        continue;
+                    }
+                }
                 buf.extend_from_slice(d);
             }
+            h.update(&buf);
+            true
+        })
+        .unwrap_or(false);
+    if !gathered {
+        h.update(meta);
+        for d in data {
+            h.update(d);
         }
-        h.update(&buf);
-    });
+    }
     *h.finalize().as_bytes()
 }
 
@@ -368,10 +376,37 @@ mod tests {
                     "{len} around one large piece"
                 );
             }
+            // A piece of nothing in the middle changes nothing.
+            if len > 2 {
+                let (a, b) = data.split_at(len / 2);
+                assert_eq!(
+                    blake3_tag(&sub, &m, [a, &[][..], b]),
+                    want,
+                    "{len} around nothing"
+                );
+            }
             // Another record in between: nothing is left over in the buffer.
             let other = blake3_tag(&sub, &meta(8, 3, 0), [&b"abc"[..]]);
             assert_eq!(other, reference(&sub, &meta(8, 3, 0), b"abc"));
         }
+    }
+
+    #[test]
+    fn a_record_is_hashed_where_it_lies_when_the_buffer_is_taken() {
+        let sub = [5u8; 32];
+        let m = meta(2, 70_000, 0);
+        let data: Vec<u8> = (0..70_000u32).map(|i| (i % 241) as u8).collect();
+        let want = reference(&sub, &m, &data);
+        GATHER.with(|cell| {
+            let _held = cell.borrow_mut();
+            assert_eq!(blake3_tag(&sub, &m, data.chunks(1000)), want);
+        });
+        // And the buffer stays at its bound, whatever the record's size.
+        assert_eq!(blake3_tag(&sub, &m, [&data[..]]), want);
+        let big = vec![1u8; 1 << 20];
+        let _ = blake3_tag(&sub, &m, big.chunks(100_000));
+        let _ = blake3_tag(&sub, &m, big.chunks(10_000));
+        GATHER.with(|cell| assert!(cell.borrow().capacity() < 2 * GATHER_MAX));
     }
 
     #[test]
