@@ -351,6 +351,8 @@ mod tests {
             1025,
             4096,
             65_536,
+            GATHER_MAX - 9,
+            GATHER_MAX - 8,
             GATHER_MAX,
             GATHER_MAX + 1,
             300_000,
