@@ -432,6 +432,13 @@ struct Row {
     system: f64,
 }
 
+/// Each origin's time in the case `<origin><suffix>`.
+fn times_by_origin<'a>(rows: &'a [Row], suffix: &str) -> std::collections::HashMap<&'a str, f64> {
+    rows.iter()
+        .filter_map(|r| Some((r.case.strip_suffix(suffix)?, r.seconds)))
+        .collect()
+}
+
 fn parse(line: &str) -> Option<Row> {
     let mut it = line.split_whitespace();
     Some(Row {
@@ -494,10 +501,7 @@ fn main() -> Result<(), BoxError> {
     let mut failures = Vec::new();
     let mut bare = (1.0, 0);
     // Each origin's `bare-file` time (its row comes after the origin's `bare` row).
-    let bare_files: std::collections::HashMap<&str, f64> = rows
-        .iter()
-        .filter_map(|r| Some((r.case.strip_suffix(":bare-file")?, r.seconds)))
-        .collect();
+    let bare_files = times_by_origin(&rows, ":bare-file");
     for row in &rows {
         if row.case.ends_with(":bare") {
             bare = (row.seconds, row.rss_kib);
@@ -554,10 +558,7 @@ fn main() -> Result<(), BoxError> {
     println!(
         "The same bytes MACed from one 64 KiB buffer in cache: HMAC-SHA256 {hmac:.3} s, keyed BLAKE3 {blake3:.3} s."
     );
-    let bares: std::collections::HashMap<&str, f64> = rows
-        .iter()
-        .filter_map(|r| Some((r.case.strip_suffix(":bare")?, r.seconds)))
-        .collect();
+    let bares = times_by_origin(&rows, ":bare");
     for row in rows.iter().filter(|r| r.case.contains(":signed")) {
         let origin = row.case.split(':').next().unwrap_or_default();
         let floor = bares.get(origin).map_or(f64::NAN, |bare| bare.max(hmac));

@@ -272,6 +272,22 @@ fn cache_over(
     (Svc::new(svc), store, metrics)
 }
 
+/// Reads `path` as a miss of `LEN` bytes the store refuses: the caller's response whole, nothing
+/// stored, the refusal counted as one and not as a store write error.
+async fn read_refused(svc: &mut Svc, metrics: &CacheMetrics, path: &str) {
+    let (status, got, err) = read(svc, path).await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(status, Some(CacheStatus::Miss));
+    assert!(got == body(LEN), "the caller's response is whole");
+    assert_eq!(metrics.stored(), 0);
+    assert_eq!(metrics.store_refused(), 1, "the refusal is counted");
+    assert_eq!(
+        metrics.store_write_errors(),
+        0,
+        "as a refusal, not an error"
+    );
+}
+
 fn request(path: &str) -> http::Request<()> {
     http::Request::get(format!("http://example.test/{path}"))
         .body(())
@@ -532,17 +548,7 @@ async fn a_large_miss_past_the_cap_is_not_stored_and_its_response_is_whole() {
         sized: true,
     };
     let (mut svc, _, metrics) = cache_over(2, disk, Behaviour::Forward, send);
-    let (status, got, err) = read(&mut svc, "large").await;
-    assert!(err.is_none(), "{err:?}");
-    assert_eq!(status, Some(CacheStatus::Miss));
-    assert!(got == body(LEN), "the caller's response is whole");
-    assert_eq!(metrics.stored(), 0);
-    assert_eq!(metrics.store_refused(), 1, "the refusal is counted");
-    assert_eq!(
-        metrics.store_write_errors(),
-        0,
-        "as a refusal, not an error"
-    );
+    read_refused(&mut svc, &metrics, "large").await;
     // Once the place is free, the same response is stored.
     held.commit(Bytes::from_static(b"prefix")).await.unwrap();
     let (status, _, _) = read(&mut svc, "large").await;
@@ -569,14 +575,8 @@ async fn a_streamed_entry_that_outgrows_the_limit_is_a_refusal_not_an_error() {
         sized: false,
     };
     let (mut svc, store, metrics) = cache_over(2, disk, Behaviour::Forward, send);
-    let (status, got, err) = read(&mut svc, "outgrown").await;
-    assert!(err.is_none(), "{err:?}");
-    assert_eq!(status, Some(CacheStatus::Miss));
-    assert!(got == body(LEN), "the caller's response is whole");
+    read_refused(&mut svc, &metrics, "outgrown").await;
     assert_eq!(store.count("put_stream"), 1, "{:?}", store.seen());
-    assert_eq!(metrics.stored(), 0);
-    assert_eq!(metrics.store_refused(), 1);
-    assert_eq!(metrics.store_write_errors(), 0);
     eventually("the temporary file removed", || {
         temp_files(dir.path()).is_empty()
     })
