@@ -83,6 +83,21 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
+    /// The entry with its body in verified parts if it is in memory (see
+    /// [`EntryBody::into_verified_parts`]); a store's stream is left as it is.
+    pub(crate) fn into_verified(self) -> Result<Entry, BoxError> {
+        let Entry {
+            head,
+            body,
+            trailers,
+        } = self;
+        Ok(Entry {
+            head,
+            body: body.into_verified_parts()?,
+            trailers,
+        })
+    }
+
     /// A copy, if the body is in memory (verified, or to be verified as it is read); a body a
     /// store streams is read once.
     pub(crate) fn try_clone(&self) -> Option<Entry> {
@@ -120,10 +135,10 @@ pub(crate) trait SegmentSource: Send + 'static {
     }
 
     /// The whole body, every segment verified now, if its bytes are in memory (`None` for a
-    /// store's stream, a source already read from, or a body unusable for another reason than
-    /// a failed proof); the `BadSignature` that ends it if a segment fails (reported, counted
-    /// and the entry deleted now, as one found by reading would be; the source is left as it
-    /// was: reading it meets the same failure).
+    /// store's stream or a source already read from); the error that ends it if a segment
+    /// fails (`BadSignature`, or why it is unusable: reported, and the entry deleted now unless
+    /// `read_only`, as one found by reading would be; the source is left as it was: reading it
+    /// meets the same failure).
     fn verified_parts(&self) -> Option<Result<Vec<Bytes>, BoxError>> {
         None
     }
@@ -155,8 +170,9 @@ impl EntryBody {
     }
 
     /// The body in verified parts, if it is in memory: a body to be verified as it is read
-    /// (a large whole blob) is verified now, and one whose proof fails is the `BadSignature`
-    /// that would end it (counted, the entry deleted); a store's stream is left as it is.
+    /// (a large whole blob) is verified now, and one that fails is the error that would end it
+    /// (`BadSignature`, counted, or why it is unusable; the entry deleted either way); a store's
+    /// stream is left as it is.
     pub(crate) fn into_verified_parts(self) -> Result<EntryBody, BoxError> {
         match self {
             EntryBody::Stream { source, len } => match source.verified_parts() {

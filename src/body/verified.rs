@@ -3,11 +3,13 @@
 //!
 //! Memory: what the store's stream yields at a time (its read-ahead), plus at most one segment
 //! being completed. Time: a store that gives nothing for the store timeout while the caller waits
-//! ends the body with a timeout error (`StoreError::is_timeout`), as a lookup would. A segment that fails ends the body with an error that downcasts to
-//! [`BadSignature`]; nothing of that segment or after it is released, and `on_bad` runs once (the
-//! cache counts it and deletes the entry). The verified prefix was released already: HTTP has no
-//! way to take it back, and a caller that needs all or nothing reads the whole body before
-//! using it (docs/security.md).
+//! ends the body with a timeout error (`StoreError::is_timeout`), as a lookup would. A segment
+//! whose proof fails ends the body with an error that downcasts to [`BadSignature`]; one this
+//! reader cannot use for another reason (an unsigned entry's checksum, a codec this build lacks)
+//! ends it with an error saying why. Nothing of that segment or after it is released, and
+//! `on_bad` runs once (the cache deletes the entry, and counts a failed proof). The verified
+//! prefix was released already: HTTP has no way to take it back, and a caller that needs all or
+//! nothing reads the whole body before using it (docs/security.md).
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -21,12 +23,15 @@ use std::future::Future;
 
 use crate::entry::SegmentSource;
 use crate::envelope::{BodyReader, OpenError, Pending, Step};
-use crate::error::{BadSignature, BoxError, StoreError};
+#[cfg(doc)]
+use crate::error::BadSignature;
+use crate::error::{BoxError, StoreError};
 use crate::store::BlobStream;
 use crate::timer::{Deadline, TimerProbe};
 
-/// What runs once when a segment fails verification.
-pub(crate) type OnBad = Box<dyn FnOnce(&BadSignature) + Send>;
+/// What runs once when a segment fails: its proof (`BadSignature`), or a reason this reader
+/// cannot use it (an unkeyed entry's checksum, a codec this build lacks).
+pub(crate) type OnBad = Box<dyn FnOnce(&OpenError) + Send>;
 
 /// The segments of a streamed entry, verified one at a time.
 pub(crate) struct Verified {
@@ -116,18 +121,16 @@ impl Verified {
     fn fail(&mut self, error: OpenError) -> BoxError {
         self.failed = true;
         self.ready.clear();
+        let on_bad = self
+            .on_bad
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(on_bad) = on_bad {
+            on_bad(&error);
+        }
         match error {
-            OpenError::BadSignature(bad) => {
-                let on_bad = self
-                    .on_bad
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .take();
-                if let Some(on_bad) = on_bad {
-                    on_bad(&bad);
-                }
-                Box::new(bad)
-            }
+            OpenError::BadSignature(bad) => Box::new(bad),
             OpenError::Unusable(why) => format!("stored entry unusable: {why}").into(),
         }
     }
@@ -153,9 +156,12 @@ impl SegmentSource for Verified {
             match copy.poll_segment(&mut cx) {
                 Poll::Ready(Some(Ok(part))) => parts.push(part),
                 Poll::Ready(None) if !copy.failed => return Some(Ok(parts)),
-                Poll::Ready(Some(Err(e))) if e.is::<BadSignature>() => return Some(Err(e)),
-                // Unusable for another reason (a codec this build lacks, an unkeyed entry's
-                // checksum): left to the reader, which meets the same error.
+                // A store's error is not the entry's (none comes from bytes in memory): left to
+                // the reader.
+                Poll::Ready(Some(Err(e))) if e.is::<StoreError>() => return None,
+                // Its proof failed, or it is unusable for another reason (a codec this build
+                // lacks, an unkeyed entry's checksum): the error that would end it.
+                Poll::Ready(Some(Err(e))) => return Some(Err(e)),
                 Poll::Ready(_) | Poll::Pending => return None,
             }
         }

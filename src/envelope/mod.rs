@@ -392,6 +392,8 @@ pub(crate) fn fuzz_decompress(data: &[u8]) {
 #[derive(Debug)]
 pub(crate) struct SealError(pub(crate) &'static str);
 
+#[cfg(test)]
+mod codec_byte_tests;
 #[cfg(all(test, any(feature = "lz4", feature = "zstd")))]
 mod codec_tests;
 #[cfg(test)]

@@ -90,7 +90,9 @@ impl Envelope {
         })
     }
 
-    fn truncated(&self, key: &CacheKey) -> OpenError {
+    /// A blob that ends before what its framing announces (or goes on after it): tampering
+    /// when entries are keyed, as any other change is; unusable otherwise.
+    pub(crate) fn truncated(&self, key: &CacheKey) -> OpenError {
         match self.keys {
             Some(_) => OpenError::BadSignature(BadSignature::new(
                 key.clone(),
@@ -156,9 +158,6 @@ impl Envelope {
         let Some((head_len, codec)) = reader::framing(p, len) else {
             return Ok(None);
         };
-        if !codec::known(codec) {
-            return Err(OpenError::Unusable(NEWER_CODEC));
-        }
         if head_len > MAX_HEAD_RECORD.min(self.max_blob) {
             return Err(match self.keys {
                 Some(_) => bad(BadSignatureReason::Malformed),
@@ -196,6 +195,11 @@ impl Envelope {
             }
             Bytes::from(head)
         };
+        // Verified first: a codec byte changed without the key is a failed proof, as any change
+        // is; only one that verifies can be a newer release's codec (a miss, not ours to judge).
+        if !codec::known(codec) {
+            return Err(OpenError::Unusable(NEWER_CODEC));
+        }
         // Verified: now decompressed, if it is compressed, within a head record's bound.
         let Some(head) = codec::head_record(codec, head, MAX_HEAD_RECORD.min(self.max_blob)) else {
             return Err(match found {

@@ -266,17 +266,18 @@ impl BodyReader {
         let Some((len, codec)) = framing(p, 0) else {
             return Ok(Step::More);
         };
-        if !super::codec::known(codec) {
-            return Err(OpenError::Unusable(super::NEWER_CODEC));
-        }
         let plain = usize::try_from(self.remaining.min(SEGMENT as u64)).unwrap_or(SEGMENT);
         let stored = if self.alg == ALG_AES_256_GCM {
             NONCE_LEN + plain + GCM_TAG
         } else {
             plain
         };
-        // Compressed data is stored only when shorter than the segment (codec.rs).
-        if (codec == 0 && len != stored) || (codec != 0 && len >= stored) {
+        // Compressed data is stored only when shorter than the segment (codec.rs). A codec this
+        // build does not know may be a newer release's, which this one cannot hold to that: it
+        // is bounded by the plain record's length, and told from a changed codec byte by the
+        // proof below.
+        let known = super::codec::known(codec);
+        if (codec == 0 && len != stored) || (codec != 0 && known && len >= stored) || len > stored {
             return Err(self.bad(BadSignatureReason::Malformed, "segment of the wrong length"));
         }
         if p.len() < 5 + len + self.tag_len {
@@ -298,6 +299,12 @@ impl BodyReader {
             }
             data
         };
+        // The codec byte is under the proof (`meta`): only a segment that verifies can be a newer
+        // writer's, not ours to judge; a codec byte changed without the key failed above, as a
+        // change anywhere does (counted as tampering, not taken for a newer release).
+        if !known {
+            return Err(OpenError::Unusable(super::NEWER_CODEC));
+        }
         // Verified: now, and only now, decompressed, into at most the segment's length.
         let segment = match codec {
             0 => segment,

@@ -350,11 +350,11 @@ impl<St: Store> Ctx<St> {
     /// ones (§3.2, [`freshen`]), the stored body is served, and the updated entry is admitted
     /// again by the same rules as a new response (the expiry starts again from now).
     ///
-    /// A stored body whose proof fails as it is verified for that (a large entry verified as it
-    /// is read) is refused before any response, as an entry whose head fails is: the error
-    /// (`BadSignature`), counted and the entry deleted (docs/security.md, "Streamed entries").
-    /// A body unusable for another reason (a codec this build lacks) is served as before, its
-    /// body ending with that error.
+    /// A large body held in memory was verified whole at the lookup, before the conditional
+    /// request (`lookup.rs`); one kept for a background refresh (`stale-while-revalidate`) is
+    /// verified here, and one that fails is refused before any response: the error
+    /// (`BadSignature`, counted; or why it is unusable), the entry deleted (docs/security.md,
+    /// "Streamed entries").
     fn freshened<B>(
         &mut self,
         key: CacheKey,
@@ -374,7 +374,7 @@ impl<St: Store> Ctx<St> {
         let body = match body.into_verified_parts() {
             Ok(body) => body,
             Err(e) => {
-                tracing::warn!(key = %key, error = %e, "a 304 revalidated a stored entry whose body fails verification; refusing it");
+                tracing::warn!(key = %key, error = %e, "a 304 revalidated a stored entry whose body cannot be served; refusing it");
                 self.storing = None;
                 self.leader = None;
                 return Err(e);

@@ -100,8 +100,9 @@ pub(super) fn read_head(config: &Arc<Config>, key: CacheKey, stream: BlobStream)
                         return Err(HeadError::Open(
                             match envelope.open_head(&key, &mut pending) {
                                 Err(e) => e,
-                                // Ended before its head: cut short.
-                                Ok(_) => OpenError::Unusable("entry cut short before its head"),
+                                // Ended before its head: cut short (tampering when keyed,
+                                // as for a whole blob).
+                                Ok(_) => envelope.truncated(&key),
                             },
                         ));
                     }
@@ -142,27 +143,40 @@ impl<St: Store> Ctx<St> {
         }
     }
 
-    /// What a streamed body does when one of its segments fails verification after the
-    /// response has started: count it, and delete the entry (unless read-only).
+    /// What a streamed body does when one of its segments fails after the response has
+    /// started: count a failed proof, and delete the entry (unless read-only). One unusable for
+    /// another reason (an unsigned entry's checksum, a codec this build lacks) is deleted too:
+    /// a whole entry found so is a miss, replaced by the next response, and this one would
+    /// otherwise end every hit the same way until it expires.
     fn on_bad_segment(&self, key: &CacheKey) -> crate::body::verified::OnBad {
         let config = self.config.clone();
         let store = self.store.clone();
         let key = key.clone();
-        Box::new(move |bad| {
-            config.metrics.record(Event::BadSignature);
-            crate::metrics::export::bad_signature(bad.reason_label());
+        Box::new(move |failed| {
+            match failed {
+                OpenError::BadSignature(bad) => {
+                    config.metrics.record(Event::BadSignature);
+                    crate::metrics::export::bad_signature(bad.reason_label());
+                    tracing::warn!(key = %key, error = %bad, read_only = config.read_only, "a stored body failed verification while streamed; ended with an error");
+                }
+                OpenError::Unusable(why) => {
+                    tracing::warn!(key = %key, reason = why, read_only = config.read_only, "a stored body is unusable; ended with an error");
+                }
+            }
             if config.read_only {
-                tracing::warn!(key = %key, error = %bad, "a stored body failed verification while streamed; ended with an error (read-only: not deleted)");
                 return;
             }
-            tracing::warn!(key = %key, error = %bad, "a stored body failed verification while streamed; ended with an error and deleted");
+            tracing::debug!(key = %key, "deleting the entry whose body failed");
             let delete = config.call(&store, StoreRequest::Delete { key });
-            crate::rt::spawn_or_drop(
-                async move {
-                    let _ = delete.await;
-                },
-                "deleting a tampered entry",
-            );
+            // Started at once (an in-memory store deletes here): a delete left for later could
+            // land after the write of the response fetched in the entry's place.
+            let metrics = config.metrics.clone();
+            crate::rt::run_soon(Box::pin(async move {
+                if let Err(e) = delete.await {
+                    metrics.record(Event::StoreWriteError);
+                    tracing::warn!(error = %e, "could not delete an entry whose body failed");
+                }
+            }));
         })
     }
 

@@ -2,14 +2,13 @@
 //! request goes next (a response made from the entry, a variant to look up, a conditional
 //! request, the origin).
 
-use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 use tower::util::Oneshot;
 use tower::Service;
 
 use super::{forward, Ctx, State};
 use crate::body::CacheBody;
-use crate::coalesce::{Asked, Failure, Join, RefreshGuard, WaitFuture};
+use crate::coalesce::RefreshGuard;
 use crate::controls::CacheMode;
 use crate::entry::{Entry, VaryValue};
 use crate::error::{BoxError, StoreError};
@@ -28,9 +27,11 @@ use crate::store::{Found, Store, StoreRequest, StoreResponse};
 /// segment at a time as the caller reads them, as a stream a store answers is: the response
 /// starts once the head is proven, and each segment is released once it is. A body segment that
 /// fails then ends the body with `BadSignature` after the verified prefix (docs/security.md,
-/// "Streamed entries"). The body stays in memory, so the entry can still be copied
-/// (`stale-while-revalidate` keeps it) and a 304 writes it back, verified whole then. With `OnBadSignature::Refetch`, such entries are verified whole before the
-/// response, as smaller ones are.
+/// "Streamed entries"); one unusable for another reason ends it with that reason, and the entry
+/// is deleted either way. The body stays in memory, so the entry can still be copied
+/// (`stale-while-revalidate` keeps it), and a stale one is verified whole before it is
+/// revalidated, so that a 304 serves it and writes it back. With `OnBadSignature::Refetch`,
+/// such entries are verified whole before the response, as smaller ones are.
 pub(super) const VERIFY_AS_READ_FROM: usize = 1 << 20;
 /// A stale entry kept while the request goes on: to validate it, or to serve it if the origin
 /// fails.
@@ -275,6 +276,26 @@ impl<St: Store> Ctx<St> {
                 // A client's own conditional goes to the origin as it is: its validators, not
                 // ours (and its 304 is not ours to merge).
                 let revalidating = has_validator(&entry.head.headers) && !self.plan.conditional;
+                // A large body held in memory and verified as it is read (`VERIFY_AS_READ_FROM`)
+                // is verified whole now, before the conditional request: a 304 would serve it,
+                // and one that cannot be served must not be validated. A failed proof is refused
+                // as at any lookup (counted, deleted); a body unusable for another reason (an
+                // unsigned entry's checksum) is a miss: the request goes without validators.
+                let entry = if revalidating {
+                    match entry.into_verified() {
+                        Ok(entry) => entry,
+                        Err(e) if e.is::<crate::error::BadSignature>() => {
+                            tracing::warn!(key = %key, error = %e, "refusing a stored entry");
+                            return Lookup::Fail(e);
+                        }
+                        Err(e) => {
+                            tracing::debug!(key = %key, error = %e, "stored body unusable; treating as a miss");
+                            return self.nothing_usable();
+                        }
+                    }
+                } else {
+                    entry
+                };
                 let validators = if revalidating {
                     // §4.3.1: validate the stored response with a conditional request.
                     tracing::debug!(key = %key, "stale entry; revalidating");
@@ -443,149 +464,12 @@ impl<St: Store> Ctx<St> {
         }
     }
 
-    /// After waiting for a concurrent request: look again from the primary key if it stored
-    /// something, else go to the origin.
-    pub(super) fn after_wait<S, ReqB>(
-        &mut self,
-        stored: bool,
-        inner: &mut Option<S>,
-        request: &mut Option<Request<ReqB>>,
-    ) -> State<Oneshot<S, Request<ReqB>>, super::StoreCall<St>, S::Response>
-    where
-        S: Service<Request<ReqB>>,
-    {
-        self.found.coalesced = true;
-        self.found.variant_key = None;
-        self.found.older = 0;
-        match (stored, self.plan.key.clone()) {
-            (true, Some(key)) => State::Lookup {
-                fut: self.store_call(self.config.get(key)),
-            },
-            _ => forward::forward(inner, request, self),
-        }
-    }
-
     /// A failed delete of an unusable entry is logged and counted, never returned.
     pub(super) fn after_delete(&mut self, answer: Result<StoreResponse, StoreError>) {
         if let Err(e) = answer {
             self.config.metrics.record(Event::StoreWriteError);
             tracing::warn!(error = %e, "could not delete an entry that failed verification");
         }
-    }
-
-    /// On a miss: join a concurrent request for the same key, or lead one. Returns the wait when
-    /// there is one to wait for.
-    fn join_flight(&mut self) -> Option<WaitFuture> {
-        let timeout = self.config.coalesce_timeout?;
-        let key = self.plan.key.as_ref()?;
-        // A ranged request's answer is a part: it is not what waiters for the key wait for. And
-        // while the store's breaker is not closed nothing will be stored for waiters to read.
-        if self.found.coalesced
-            || !self.plan.may_store()
-            || self.plan.range.is_some()
-            || self.config.store_down()
-        {
-            return None;
-        }
-        // Hit-for-pass: its last response was not storable, so there would be nothing to share.
-        if self.config.hit_for_pass.is_some()
-            && self.config.flights.passing(key, self.config.clock.now())
-        {
-            tracing::debug!(key = %key, "recently not storable; not coalescing");
-            return None;
-        }
-        match self.config.flights.join(key, timeout) {
-            Join::Wait(fut) => {
-                tracing::debug!(key = %key, "waiting for a concurrent request for the same key");
-                Some(fut)
-            }
-            Join::Lead(leader) => {
-                // What a failure of it would be shared with is worked out only if it fails
-                // (`Ctx::on_response`, from the request's parts kept for storing).
-                self.leader = Some(leader);
-                None
-            }
-            Join::Alone => None,
-        }
-    }
-
-    /// What decides whether a failure is shared with `request`: the whole request but for
-    /// a few fields that cannot say who is asking (`coalesce::UNCOMPARED_FIELDS`).
-    fn asked_of<ReqB>(&self, request: &Request<ReqB>) -> Asked {
-        Asked::of(request.method(), request.uri(), request.headers())
-    }
-
-    /// After waiting for a leader whose response is being filled: the response a hit on its
-    /// entry would give, with the shared body (`fill.rs`). `None` when this request cannot use
-    /// it as it stands (conditional, another variant, not fresh for this request, joined too
-    /// late): it waits for the leader's outcome instead.
-    pub(super) fn answer_from_fill<B, ReqB>(
-        &mut self,
-        fill: &std::sync::Arc<crate::body::fill::Fill>,
-        request: Option<&Request<ReqB>>,
-    ) -> Option<Response<CacheBody<B>>> {
-        let request = request?;
-        if self.plan.conditional || self.plan.range.is_some() {
-            return None;
-        }
-        let head = fill.head();
-        let now = self.config.clock.now();
-        let (decision, lifetime) = assess(
-            &head.stored(),
-            request.headers(),
-            &self.plan.cc,
-            &self.config.reuse(),
-            now,
-            &self.config.protect(),
-        );
-        let Decision::Fresh { age } = decision else {
-            return None;
-        };
-        let body = if self.plan.head {
-            CacheBody::cached(Bytes::new(), None)
-        } else {
-            CacheBody::fill(fill.reader()?)
-        };
-        tracing::debug!(key = %fill.key(), "answering from a concurrent request's response as it arrives");
-        let freshness = Freshness { lifetime, age, now };
-        let info = hit_info(fill.key(), head, freshness, false, None);
-        Some(respond::from_fill(head, body, age, info))
-    }
-
-    /// After waiting for a leader whose request failed: its answer, if this request is its own
-    /// (the same URI and credential fields; `CacheStatus::CoalescedError`). `None`: go on as
-    /// after any wait that stored nothing.
-    pub(super) fn shared_failure<B, ReqB>(
-        &mut self,
-        failure: &Failure,
-        request: Option<&Request<ReqB>>,
-    ) -> Option<Response<CacheBody<B>>> {
-        let request = request?;
-        // A stale entry this request may serve when the origin fails comes first (RFC 5861).
-        if self.stale.as_ref().is_some_and(|s| s.if_error) {
-            return self.stale_after_error();
-        }
-        let asked = self.asked_of(request);
-        if asked != failure.asked {
-            return None;
-        }
-        self.leader = None;
-        tracing::debug!("the concurrent request this one waited for failed; sharing its answer");
-        let answer = &failure.answer;
-        let mut response = Response::new(CacheBody::cached(answer.body.clone(), None));
-        *response.status_mut() = answer.status;
-        *response.version_mut() = answer.version;
-        *response.headers_mut() = answer.headers.clone();
-        let mut info = crate::status::CacheInfo::bypass();
-        info.key = self.plan.key.clone();
-        response.extensions_mut().insert(info);
-        response
-            .extensions_mut()
-            .insert(crate::status::NotStoredReason::Status);
-        response
-            .extensions_mut()
-            .insert(CacheStatus::CoalescedError);
-        Some(response)
     }
 }
 

@@ -15,9 +15,9 @@
 //! ```
 //!
 //! This file holds the future and its loop over the points where a request awaits something
-//! (the store, a concurrent request, the origin, invalidation); each arm is one call into a
-//! room. What a response reports (metrics, the `Cache-Status` field) is recorded in one place,
-//! [`finish`].
+//! (the store, a concurrent request: `joined.rs`, the origin, invalidation); each arm is one
+//! call into a room. What a response reports (metrics, the `Cache-Status` field) is recorded
+//! in one place, [`finish`].
 
 use std::fmt;
 use std::future::Future;
@@ -46,6 +46,7 @@ use crate::store::{Store, StoreCall, StoreRequest};
 mod forward;
 mod head;
 mod invalidate;
+mod joined;
 mod lookup;
 mod plan;
 mod put;

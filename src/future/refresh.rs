@@ -112,7 +112,8 @@ pub(super) fn spawn<S, St, ReqB, ResB>(
         };
         let response = match ctx.on_response(response) {
             Ok(response) => response,
-            // The stored entry failed verification on its 304 (counted and deleted then).
+            // The kept body could not be served on its 304 (deleted then; counted if its proof
+            // failed).
             Err(e) => {
                 tracing::warn!(error = %e, "background revalidation failed");
                 return;

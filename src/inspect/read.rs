@@ -63,7 +63,7 @@ impl<St: Store> Inspector<St> {
                 Ok(None) => match self.next_read(&mut stream).await? {
                     Some(Ok(bytes)) => p.push(bytes),
                     Some(Err(e)) => return Err(StoreError::failed(e)),
-                    None => return Ok(Err(OpenError::Unusable("entry cut short before its head"))),
+                    None => return Ok(Err(envelope.truncated(key))),
                 },
                 Err(e) => return Ok(Err(e)),
             }
