@@ -279,18 +279,21 @@ impl<St: Store> Ctx<St> {
                 // A large body held in memory and verified as it is read (`VERIFY_AS_READ_FROM`)
                 // is verified whole now, before the conditional request: a 304 would serve it,
                 // and one that cannot be served must not be validated. A failed proof is refused
-                // as at any lookup (counted, deleted); a body unusable for another reason (an
-                // unsigned entry's checksum) is a miss: the request goes without validators.
+                // as at any lookup (counted and deleted by the body's own check); a body unusable
+                // for another reason (an unsigned entry's checksum) is a miss: the request goes
+                // without validators.
                 let entry = if revalidating {
                     match entry.into_verified() {
                         Ok(entry) => entry,
-                        Err(e) if e.is::<crate::error::BadSignature>() => {
-                            tracing::warn!(key = %key, error = %e, "refusing a stored entry");
-                            return Lookup::Fail(e);
-                        }
                         Err(e) => {
-                            tracing::debug!(key = %key, error = %e, "stored body unusable; treating as a miss");
-                            return self.nothing_usable();
+                            let why = match e.downcast::<crate::error::BadSignature>() {
+                                Ok(bad) => Unusable::BadSignature(*bad),
+                                Err(e) => {
+                                    tracing::debug!(key = %key, error = %e, "stored body unusable; treating as a miss");
+                                    Unusable::Undecodable
+                                }
+                            };
+                            return self.unusable(key, why);
                         }
                     }
                 } else {

@@ -78,6 +78,22 @@ async fn change<St: Store>(store: &St, mode: Mode, place: f64) -> usize {
     (at - start) / (SEGMENT + mode.per_segment())
 }
 
+/// A cache over a memory store on a manual clock whose entry was stored, then changed at `place`
+/// and left to go stale (10 s later); the store, to look at after.
+async fn changed_and_stale(
+    mode: Mode,
+    cache_control: &'static str,
+    place: f64,
+) -> (Svc, CacheMetrics, crate::entry_modes::Seen, MemoryStore) {
+    let clock = clock();
+    let store = MemoryStore::with_clock(64 << 20, clock.clone());
+    let (mut svc, metrics, seen) = cache(mode, store.clone(), Some(&clock), cache_control);
+    fetch(&mut svc).await;
+    change(&store, mode, place).await;
+    clock.advance(secs(10));
+    (svc, metrics, seen, store)
+}
+
 /// What the tests below check of a hit on a changed entry, over any store.
 async fn a_changed_segment_ends_the_body<St: Store>(store: St, mode: Mode, place: f64) {
     let (mut svc, metrics, _) = cache(mode, store.clone(), None, "max-age=600");
@@ -202,17 +218,8 @@ async fn a_stale_large_memory_entry_is_refreshed_with_its_validator_and_written_
 #[tokio::test]
 async fn a_changed_large_entry_met_by_a_background_refresh_is_counted_and_deleted() {
     for mode in [Mode::Blake3, Mode::Unsigned] {
-        let clock = clock();
-        let store = MemoryStore::with_clock(64 << 20, clock.clone());
-        let (mut svc, metrics, seen) = cache(
-            mode,
-            store.clone(),
-            Some(&clock),
-            "max-age=1, stale-while-revalidate=600",
-        );
-        fetch(&mut svc).await;
-        change(&store, mode, 0.5).await;
-        clock.advance(secs(10));
+        let (mut svc, metrics, seen, store) =
+            changed_and_stale(mode, "max-age=1, stale-while-revalidate=600", 0.5).await;
         let response = svc.ready().await.unwrap().call(request()).await.unwrap();
         assert_eq!(
             response.extensions().get::<CacheStatus>(),
@@ -259,12 +266,7 @@ async fn a_large_memory_entry_revalidated_by_a_304_is_written_back() {
 /// ending in the error; then refused after the `304`; a `200` instead replaced it unnoticed.)
 #[tokio::test]
 async fn a_changed_large_memory_entry_is_refused_before_it_is_revalidated() {
-    let clock = clock();
-    let store = MemoryStore::with_clock(64 << 20, clock.clone());
-    let (mut svc, metrics, seen) = cache(Mode::Hmac, store.clone(), Some(&clock), "max-age=5");
-    fetch(&mut svc).await;
-    change(&store, Mode::Hmac, 0.97).await;
-    clock.advance(secs(10));
+    let (mut svc, metrics, seen, store) = changed_and_stale(Mode::Hmac, "max-age=5", 0.97).await;
     refused(&mut svc, "").await;
     assert_eq!(seen.lock().unwrap().len(), 1, "no conditional request sent");
     assert_eq!(metrics.bad_signatures(), 1);
@@ -281,12 +283,7 @@ async fn a_changed_large_memory_entry_is_refused_before_it_is_revalidated() {
 /// served and stored.
 #[tokio::test]
 async fn an_unusable_large_memory_entry_is_not_revalidated_but_fetched_again() {
-    let clock = clock();
-    let store = MemoryStore::with_clock(64 << 20, clock.clone());
-    let (mut svc, metrics, seen) = cache(Mode::Unsigned, store.clone(), Some(&clock), "max-age=5");
-    fetch(&mut svc).await;
-    change(&store, Mode::Unsigned, 0.5).await;
-    clock.advance(secs(10));
+    let (mut svc, metrics, seen, _) = changed_and_stale(Mode::Unsigned, "max-age=5", 0.5).await;
     let (status, got, err) = fetch(&mut svc).await;
     assert!(err.is_none(), "{err:?}");
     assert_eq!(status, Some(CacheStatus::Miss));
