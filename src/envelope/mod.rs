@@ -162,6 +162,20 @@ const NEWER_ALGORITHM: &str = "unknown algorithm";
 const NO_KEY: &str = "protected entry, but this cache has no key";
 
 impl OpenError {
+    /// The `reason` label of an unusable entry in the metrics (`CacheMetrics::unusable_entries`):
+    /// `foreign` (see [`is_foreign`](Self::is_foreign)), `outdated` (an older release's entry)
+    /// or `damaged`; `None` for a failed proof, which is counted as a bad signature.
+    pub(crate) fn unusable_label(&self) -> Option<&'static str> {
+        match self {
+            OpenError::BadSignature(_) => None,
+            _ if self.is_foreign() => Some("foreign"),
+            OpenError::Unusable(why) if [OLDER_FORMAT, DOWNGRADED].contains(why) => {
+                Some("outdated")
+            }
+            OpenError::Unusable(_) => Some("damaged"),
+        }
+    }
+
     /// The blob may be somebody else's valid entry: signed under a key id this ring does not
     /// hold (another deployment sharing the store, a key rotated out), protected while this
     /// reader has no key, in a format or algorithm of a newer release, or larger than this

@@ -160,6 +160,7 @@ impl<St: Store> Ctx<St> {
                     tracing::warn!(key = %key, error = %bad, read_only = config.read_only, "a stored body failed verification while streamed; ended with an error");
                 }
                 OpenError::Unusable(why) => {
+                    config.metrics.unusable(failed);
                     tracing::warn!(key = %key, reason = why, read_only = config.read_only, "a stored body is unusable; ended with an error");
                 }
             }
@@ -193,7 +194,8 @@ impl<St: Store> Ctx<St> {
                 crate::metrics::export::bad_signature(bad.reason_label());
                 return Err(Unusable::BadSignature(bad));
             }
-            Err(OpenError::Unusable(why)) => {
+            Err(unusable @ OpenError::Unusable(why)) => {
+                self.config.metrics.unusable(&unusable);
                 tracing::debug!(key = %key, reason = why, "stored entry unusable; treating as a miss");
                 return Err(Unusable::Undecodable);
             }

@@ -13,6 +13,7 @@
 //! | `http_cache_store_refused_total` | counter | |
 //! | `http_cache_compression_bytes_total` | counter | `stage`: `before` (bytes of the records written with compression configured: body segments and head records), `after` (the bytes they were stored as) |
 //! | `http_cache_bad_signatures_total` | counter | `reason`: `mismatch`, `unknown_key`, `wrong_key`, `unsigned`, `malformed` |
+//! | `http_cache_unusable_entries_total` | counter | `reason`: `damaged`, `outdated`, `foreign` |
 //! | `http_cache_store_operation_duration_seconds` | histogram | `operation`: `get`, `put`, `put_stream`, `delete`, `keys`, `clear`, `purge_tag`; `outcome`: `ok`, `error`, `timeout`, `skipped`, `refused` (answered `NotStored`) |
 //! | `http_cache_blob_size_bytes` | histogram | `operation`: `get` (a blob found), `put` (a blob the store kept) |
 //! | `http_cache_breaker_transitions_total` | counter | `to`: `open`, `half_open`, `closed` |
@@ -139,6 +140,16 @@ pub(crate) fn bad_signature(reason: &'static str) {
     let _ = reason;
 }
 
+/// A stored entry found and not used for another reason than a failed proof (`damaged`,
+/// `outdated`, `foreign`).
+#[inline]
+pub(crate) fn unusable_entry(reason: &'static str) {
+    #[cfg(feature = "metrics")]
+    ::metrics::counter!("http_cache_unusable_entries_total", "reason" => reason).increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = reason;
+}
+
 /// The circuit breaker changed state (`open`, `half_open`, `closed`).
 #[inline]
 pub(crate) fn breaker_transition(to: &'static str) {
@@ -242,6 +253,11 @@ pub fn describe_metrics() {
         "http_cache_bad_signatures_total",
         Unit::Count,
         "Stored entries that failed verification, by reason."
+    );
+    describe_counter!(
+        "http_cache_unusable_entries_total",
+        Unit::Count,
+        "Stored entries found and not used for another reason than a failed proof: damaged (an unsigned entry's checksum), outdated (an older release's), foreign (possibly another deployment's)."
     );
     describe_histogram!(
         "http_cache_store_operation_duration_seconds",

@@ -40,16 +40,16 @@ struct Counters {
 /// How many copies of the counters (threads beyond this share them, round-robin).
 const STRIPES: usize = 8;
 /// How many [`Event`]s there are.
-const EVENTS: usize = 16;
+const EVENTS: usize = 17;
 const _: () = assert!(
-    Event::StoreRefused as usize + 1 == EVENTS,
+    Event::Unusable as usize + 1 == EVENTS,
     "EVENTS is the last event + 1"
 );
 
-const _: () = assert!(EVENTS * 8 <= 128, "a stripe fits its two cache lines");
+const _: () = assert!(EVENTS * 8 <= 256, "a stripe fits its four cache lines");
 
-/// One copy of every counter, alone on its cache lines (two 64-byte lines, and aligned so that
-/// adjacent-line prefetching does not pair it with another).
+/// One copy of every counter, alone on its cache lines (up to four 64-byte lines, and aligned
+/// so that adjacent-line prefetching does not pair it with another).
 #[repr(align(128))]
 struct Stripe([AtomicU64; EVENTS]);
 
@@ -95,6 +95,8 @@ pub(crate) enum Event {
     RefreshTimedOut,
     /// A write the store refused (`NotStored`): not an error.
     StoreRefused,
+    /// A stored entry found and not used, for a reason other than a failed proof.
+    Unusable,
 }
 
 impl Event {
@@ -217,6 +219,35 @@ impl CacheMetrics {
         self.count(Event::BadSignature)
     }
 
+    /// Stored entries found and not used for a reason other than a failed proof, each a miss
+    /// (or, for a body streamed in segments, a body that ended with an error, and the entry
+    /// deleted). Three kinds, told apart in the `metrics` export's `reason` label
+    /// (`http_cache_unusable_entries_total`):
+    /// - `damaged`: in a cache without a key, an entry changed, cut short, under another
+    ///   entry's name or no entry at all (its checksum or framing fails; with a key, each of
+    ///   these is a [bad signature](Self::bad_signatures)); with or without one, an entry whose
+    ///   check holds and whose content does not decode;
+    /// - `outdated`: written by an older release (an older format, or signed where this cache
+    ///   now encrypts), replaced by the next response;
+    /// - `foreign`: possibly another deployment's valid entry (a newer format, algorithm or
+    ///   codec, protected while this cache has no key, or larger than
+    ///   [`max_blob_size`](crate::CacheLayer::max_blob_size) when the store hands it over:
+    ///   `DiskStore` and `RedisStore` leave such a blob unread, a plain miss).
+    ///
+    /// Entries older than [`not_before`](crate::CacheLayer::not_before) or rejected by the
+    /// filter are not counted here: they are the settings at work.
+    pub fn unusable_entries(&self) -> u64 {
+        self.count(Event::Unusable)
+    }
+
+    /// A stored entry that cannot be used: counted when `error` is not a failed proof.
+    pub(crate) fn unusable(&self, error: &crate::envelope::OpenError) {
+        if let Some(label) = error.unusable_label() {
+            self.record(Event::Unusable);
+            export::unusable_entry(label);
+        }
+    }
+
     /// Store lookups and writes not made because the store's circuit breaker was open (each a
     /// miss, or an unstored response; not counted as read or write errors). Deletes an open
     /// breaker skips count as write errors: the entry they meant to remove may still be served.
@@ -260,6 +291,7 @@ impl fmt::Debug for CacheMetrics {
             .field("store_write_errors", &self.store_write_errors())
             .field("store_refused", &self.store_refused())
             .field("bad_signatures", &self.bad_signatures())
+            .field("unusable_entries", &self.unusable_entries())
             .field("store_skipped", &self.store_skipped())
             .field("refreshes_started", &self.refreshes_started())
             .field("refreshes_skipped", &self.refreshes_skipped())

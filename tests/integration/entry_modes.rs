@@ -151,21 +151,26 @@ pub async fn refreshed(seen: &Seen) -> Option<String> {
     seen.lock().unwrap()[1].clone()
 }
 
-/// The error that ended a body at a changed segment: a checksum mismatch unsigned, else a
-/// `BadSignature` mismatch, counted once.
+/// The error that ended a body at a changed segment: a checksum mismatch unsigned, counted
+/// once as an unusable entry, else a `BadSignature` mismatch, counted once as such.
 pub fn assert_ended_by_a_change(
     mode: Mode,
     err: &BoxError,
     metrics: &hyper_client_cache::CacheMetrics,
 ) {
     match mode {
-        Mode::Unsigned => assert!(err.to_string().contains("checksum"), "{err}"),
+        Mode::Unsigned => {
+            assert!(err.to_string().contains("checksum"), "{err}");
+            assert_eq!(metrics.bad_signatures(), 0);
+            assert_eq!(metrics.unusable_entries(), 1);
+        }
         _ => {
             let bad = err
                 .downcast_ref::<hyper_client_cache::BadSignature>()
                 .unwrap_or_else(|| panic!("{mode:?}: {err}"));
             assert!(bad.is_mismatch(), "{bad}");
             assert_eq!(metrics.bad_signatures(), 1);
+            assert_eq!(metrics.unusable_entries(), 0);
         }
     }
 }

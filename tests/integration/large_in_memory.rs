@@ -239,6 +239,7 @@ async fn a_changed_large_entry_met_by_a_background_refresh_is_counted_and_delete
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         assert_eq!(metrics.bad_signatures(), counted, "{mode:?}: once");
+        assert_eq!(metrics.unusable_entries(), 1 - counted, "{mode:?}: once");
         assert_eq!(seen.lock().unwrap()[1].as_deref(), Some("\"v1\""));
     }
 }
@@ -270,6 +271,7 @@ async fn a_changed_large_memory_entry_is_refused_before_it_is_revalidated() {
     refused(&mut svc, "").await;
     assert_eq!(seen.lock().unwrap().len(), 1, "no conditional request sent");
     assert_eq!(metrics.bad_signatures(), 1);
+    assert_eq!(metrics.unusable_entries(), 0);
     until_deleted(&store, Mode::Hmac.layer(store.clone()).key_for(&request())).await;
     // The next request goes to the origin, and is stored again.
     let (status, got, err) = fetch(&mut svc).await;
@@ -294,6 +296,7 @@ async fn an_unusable_large_memory_entry_is_not_revalidated_but_fetched_again() {
         "the second request without validators"
     );
     assert_eq!(metrics.bad_signatures(), 0, "a checksum, not a proof");
+    assert_eq!(metrics.unusable_entries(), 1, "counted as unusable, once");
     // Stored again, whole, and not deleted after by the delete of the unusable one (a delete
     // left for later would run at these yields, after the new entry's write): a hit.
     for _ in 0..10 {

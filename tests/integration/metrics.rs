@@ -197,3 +197,54 @@ fn breaker_transitions_are_counted() {
         "{m:#?}"
     );
 }
+
+/// Entries found and not used for a reason other than a failed proof are counted by kind: a
+/// miss each, replaced by the origin's answer, counted once.
+#[test]
+fn unusable_entries_are_counted_by_kind() {
+    let recorder = DebuggingRecorder::new();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let metrics = metrics::with_local_recorder(&recorder, || {
+        rt.block_on(async {
+            let origin = Origin::fixed("max-age=60", "from the origin").await;
+            let store = hyper_client_cache::MemoryStore::default();
+            let layer = CacheLayer::new(store.clone());
+            let metrics = layer.metrics();
+            let mut client = cached_client(layer);
+            let planted: [(&str, &[u8]); 3] = [
+                // No entry at all (an unsigned cache cannot tell damage from tampering).
+                ("/damaged", b"not an entry"),
+                // A newer release's format: possibly another deployment's valid entry.
+                ("/foreign", b"HCCE\x09\x00\x00\x00\x00"),
+                // An older release's format.
+                ("/outdated", b"HCCE\x03\x00\x00\x00\x00"),
+            ];
+            for (path, blob) in planted {
+                let url = origin.url(path);
+                put_raw(&store, unsigned_key_for(&url), Bytes::from_static(blob)).await;
+                let got = get(&mut client, &url).await.unwrap();
+                assert_eq!(got.cache, Some(hyper_client_cache::CacheStatus::Miss));
+                assert_eq!(got.body, "from the origin", "{path}");
+                // Replaced by the origin's answer: a hit, not counted again.
+                let got = get(&mut client, &url).await.unwrap();
+                assert_eq!(got.cache, Some(hyper_client_cache::CacheStatus::Hit));
+            }
+            metrics
+        })
+    });
+    assert_eq!(metrics.unusable_entries(), 3);
+    assert_eq!(metrics.bad_signatures(), 0);
+    let m = snapshot(&recorder);
+    for reason in ["damaged", "foreign", "outdated"] {
+        assert_eq!(
+            m.get(&format!(
+                "http_cache_unusable_entries_total{{reason={reason}}}"
+            )),
+            Some(&1),
+            "{m:#?}"
+        );
+    }
+}

@@ -551,7 +551,9 @@ async fn a_blob_replaced_after_hits_is_verified_again() {
         let store = MemoryStore::default();
         let url = origin.url("/memo");
         let key = layer(&store).key_for(&http::Request::get(&url).body(()).unwrap());
-        let mut client = cached_client(layer(&store));
+        let client_layer = layer(&store);
+        let metrics = client_layer.metrics();
+        let mut client = cached_client(client_layer);
         get(&mut client, &url).await.unwrap();
         for _ in 0..3 {
             let got = get(&mut client, &url).await.unwrap();
@@ -578,6 +580,12 @@ async fn a_blob_replaced_after_hits_is_verified_again() {
                     "encrypted {encrypted}, byte {at}"
                 ),
             }
+            // Seen by an operator either way: counted as tampering or as an unusable entry.
+            assert_eq!(
+                metrics.bad_signatures() + metrics.unusable_entries(),
+                at as u64 + 1,
+                "encrypted {encrypted}, byte {at}: counted once"
+            );
             put_raw(&store, key.clone(), genuine.clone()).await;
             let got = get(&mut client, &url).await.unwrap();
             assert_eq!(got.body, "genuine body", "byte {at}: the genuine one again");
