@@ -7,7 +7,8 @@
 //! whose proof fails ends the body with an error that downcasts to [`BadSignature`]; one this
 //! reader cannot use for another reason (an unsigned entry's checksum, a codec this build lacks)
 //! ends it with an error saying why. Nothing of that segment or after it is released, and
-//! `on_bad` runs once (the cache deletes the entry, and counts a failed proof). The verified
+//! `on_bad` runs once (the cache deletes the entry unless read-only, and counts it: a failed
+//! proof as a bad signature, anything else as an unusable entry). The verified
 //! prefix was released already: HTTP has no way to take it back, and a caller that needs all or
 //! nothing reads the whole body before using it (docs/security.md).
 

@@ -155,7 +155,7 @@ pub(crate) enum OpenError {
 pub(crate) const DOWNGRADED: &str =
     "signed but not encrypted (written before encryption was turned on)";
 const OLDER_FORMAT: &str = "older format version";
-const TOO_LARGE: &str = "blob larger than the configured maximum";
+pub(crate) const TOO_LARGE: &str = "blob larger than the configured maximum";
 const NEWER_FORMAT: &str = "unknown format version";
 const NEWER_CODEC: &str = "unknown codec";
 const NEWER_ALGORITHM: &str = "unknown algorithm";

@@ -112,8 +112,8 @@ pub(super) fn spawn<S, St, ReqB, ResB>(
         };
         let response = match ctx.on_response(response) {
             Ok(response) => response,
-            // The kept body could not be served on its 304 (deleted then; counted if its proof
-            // failed).
+            // The kept body could not be served on its 304 (deleted then, unless read-only;
+            // counted as a bad signature or as an unusable entry).
             Err(e) => {
                 tracing::warn!(error = %e, "background revalidation failed");
                 return;

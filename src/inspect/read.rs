@@ -38,9 +38,7 @@ impl<St: Store> Inspector<St> {
             Some(Found::Stream(stream)) => Read {
                 size: usize::try_from(stream.len()).unwrap_or(usize::MAX),
                 head: if stream.len() > envelope.max_blob() as u64 {
-                    Err(OpenError::Unusable(
-                        "blob larger than the configured maximum",
-                    ))
+                    Err(OpenError::Unusable(crate::envelope::TOO_LARGE))
                 } else {
                     self.verify_stream(key, stream).await?
                 },

@@ -257,7 +257,7 @@ pub fn describe_metrics() {
     describe_counter!(
         "http_cache_unusable_entries_total",
         Unit::Count,
-        "Stored entries found and not used for another reason than a failed proof: damaged (an unsigned entry's checksum), outdated (an older release's), foreign (possibly another deployment's)."
+        "Stored entries found and not used for another reason than a failed proof, by reason: damaged (a checksum or framing that fails without a key, content that does not decode), outdated (an older release's), foreign (possibly another deployment's)."
     );
     describe_histogram!(
         "http_cache_store_operation_duration_seconds",

@@ -212,9 +212,8 @@ async fn a_stale_large_memory_entry_is_refreshed_with_its_validator_and_written_
 
 /// A changed large entry found stale under `stale-while-revalidate`, by a caller that does not
 /// read the body: the background refresh's `304` finds the change when it verifies the kept
-/// copy to write it back, and it is deleted then, and counted if its proof failed (not written
-/// back, not left to be refreshed again and again). An unsigned entry whose checksum fails the
-/// same way is deleted too.
+/// copy to write it back, and it is deleted then, and counted once (not written back, not left to
+/// be refreshed again and again): as a bad signature, or unsigned, as an unusable entry.
 #[tokio::test]
 async fn a_changed_large_entry_met_by_a_background_refresh_is_counted_and_deleted() {
     for mode in [Mode::Blake3, Mode::Unsigned] {

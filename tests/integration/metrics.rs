@@ -232,18 +232,34 @@ fn unusable_entries_are_counted_by_kind() {
                 let got = get(&mut client, &url).await.unwrap();
                 assert_eq!(got.cache, Some(hyper_client_cache::CacheStatus::Hit));
             }
+            // A blob over this reader's `max_blob_size`, handed over by a store that does not
+            // bound its reads (a memory store): not opened, counted. At 1 MiB or more, it takes
+            // the path of a streamed entry.
+            let url = origin.url("/too-large");
+            put_raw(
+                &store,
+                unsigned_key_for(&url),
+                Bytes::from(vec![b'x'; 2 << 20]),
+            )
+            .await;
+            let bounded = CacheLayer::new(store.clone()).max_blob_size(1 << 20);
+            let bounded_metrics = bounded.metrics();
+            let got = get(&mut cached_client(bounded), &url).await.unwrap();
+            assert_eq!(got.cache, Some(hyper_client_cache::CacheStatus::Miss));
+            assert_eq!(bounded_metrics.unusable_entries(), 1);
             metrics
         })
     });
     assert_eq!(metrics.unusable_entries(), 3);
     assert_eq!(metrics.bad_signatures(), 0);
     let m = snapshot(&recorder);
-    for reason in ["damaged", "foreign", "outdated"] {
+    // The two layers' counts, in one recorder: the too-large blob is `foreign`.
+    for (reason, n) in [("damaged", 1), ("foreign", 2), ("outdated", 1)] {
         assert_eq!(
             m.get(&format!(
                 "http_cache_unusable_entries_total{{reason={reason}}}"
             )),
-            Some(&1),
+            Some(&n),
             "{m:#?}"
         );
     }
