@@ -247,6 +247,9 @@ impl<St: Store> Ctx<St> {
         ctx.status = CacheStatus::Miss;
         ctx.found.coalesced = true;
         ctx.found.generation = self.found.generation;
+        // Where a large answer is streamed to (`put.rs`): under the variant's own key when the
+        // lookup found another variant under the primary one.
+        ctx.found.variant_key = self.found.variant_key.clone();
         ctx.request_time = self.request_time;
         ctx
     }

@@ -6,12 +6,18 @@
 //!
 //! Only an entry of at least [`STREAM_FROM`] bytes (announced by `Content-Length`, or reached
 //! by a body without one) is streamed; a smaller one takes the path it always took, with no
-//! store call added. A streamed entry that varies goes under its URL's primary key only, not
-//! also under its variant's own key as a whole one does (a store writes one stream to one
-//! name): such a URL keeps one large variant at a time, where the lookup starts (RFC 9111 §4.1
-//! lets a cache store any subset of the variants). As it is committed, the variant's own key is
-//! deleted, so that an older copy of the same variant there is not served after a newer one was
-//! stored (§4: the most recent suitable response is the one to use). The
+//! store call added. A streamed entry that varies goes under one name, not under both its URL's
+//! primary key and its variant's own key as a whole one does (a store writes one stream to one
+//! name). Which one follows what the lookup found (RFC 9111 §4.1):
+//! - **another variant under the primary key** (the lookup then looked this one up under its
+//!   own key): the variant's own key, and the primary key is left to the other variant, so that
+//!   several large variants of one URL coexist, each found where the lookup looks for it;
+//! - **otherwise** (nothing stored, or this variant under the primary key, stale): the primary
+//!   key, where the lookup starts; as it is committed, the variant's own key is deleted, so that
+//!   an older copy of the same variant there is not served after a newer one was stored (§4:
+//!   the most recent suitable response is the one to use).
+//!
+//! The
 //! `PutStream` (a store call like any other: the store timeout, the circuit breaker) is polled
 //! with each chunk; the sealed records are held until it answers, then handed to the
 //! [`BlobWriter`] as they are sealed. When the store is more than [`MAX_BEHIND`] behind the body
@@ -268,7 +274,7 @@ impl<St: Store> Streaming<St> {
 /// Starts the `PutStream`; `None` without a runtime (a store's writer needs one).
 fn open<St: Store>(write: &Write<St>) -> Option<Pin<Box<StoreCall<St>>>> {
     crate::rt::handle()?;
-    let key = write.keys.first()?.clone();
+    let key = write.streamed_key()?.clone();
     let call = write.config.call(
         &write.store,
         StoreRequest::PutStream {
@@ -321,7 +327,7 @@ fn behind() -> StoreError {
 /// Counts and logs a lost streamed write (refused by the store, or failed); always `false`
 /// (not stored).
 fn lost<St: Store>(write: &Write<St>, why: Opened) -> bool {
-    if let Some(key) = write.keys.first() {
+    if let Some(key) = write.streamed_key() {
         outcome(&write.config, key, 0, write.ttl, why);
     }
     false
@@ -332,6 +338,7 @@ fn lost<St: Store>(write: &Write<St>, why: Opened) -> bool {
 async fn commit<St: Store>(write: Write<St>, writer: BlobWriter, prefix: Bytes) {
     let Write {
         keys,
+        variant_only,
         ttl,
         config,
         store,
@@ -339,6 +346,10 @@ async fn commit<St: Store>(write: Write<St>, writer: BlobWriter, prefix: Bytes) 
         ..
     } = write;
     let mut keys = keys.into_iter();
+    if variant_only {
+        // The primary key holds another variant: left as it is.
+        keys.next();
+    }
     let Some(key) = keys.next() else {
         return;
     };
@@ -380,7 +391,13 @@ async fn commit<St: Store>(write: Write<St>, writer: BlobWriter, prefix: Bytes) 
 
 /// The store write of a sealed entry.
 pub(super) struct Write<St> {
+    /// The names a whole entry is written under: the primary key, then the variant's own key
+    /// for a response that varies.
     pub(super) keys: Vec<CacheKey>,
+    /// A streamed entry goes under the variant's own key alone (`keys[1]`): the primary key holds
+    /// another variant, found at the lookup. Otherwise under the primary key, and the variant's
+    /// own key is deleted.
+    pub(super) variant_only: bool,
     pub(super) tags: Vec<String>,
     pub(super) ttl: Duration,
     pub(super) config: std::sync::Arc<crate::config::Config>,
@@ -389,6 +406,11 @@ pub(super) struct Write<St> {
 }
 
 impl<St: Store> Write<St> {
+    /// The one name a streamed entry is written under.
+    fn streamed_key(&self) -> Option<&CacheKey> {
+        self.keys.get(usize::from(self.variant_only))
+    }
+
     pub(super) fn put(self, blob: BlobParts) -> PutFuture {
         let Write {
             keys,
@@ -397,6 +419,7 @@ impl<St: Store> Write<St> {
             config,
             store,
             leader,
+            ..
         } = self;
         // One key (the common case): one write, nothing to share between writes, the future
         // built in place (no `join_all`, no moves of it).

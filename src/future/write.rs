@@ -339,6 +339,13 @@ impl<St: Store> Ctx<St> {
         if !head.vary.is_empty() {
             keys.push(key.variant(head.generation, head.vary.iter().map(|(_, v)| v)));
         }
+        // A large entry is streamed under one name (see `put.rs`): its variant's own when the
+        // lookup found another variant under the primary key and looked this one up there (the
+        // same name: same generation, same selecting fields), so that both stay; else the
+        // primary key.
+        let variant_only = keys
+            .get(1)
+            .is_some_and(|own| self.found.variant_key.as_ref() == Some(own));
         // The tags are signed inside the entry; a store with a tag index also gets them beside
         // the blob (`PutTagged`), so that a purge by tag need not read every entry: as opaque
         // digests, never as the origin wrote them (see `envelope::tag_names`).
@@ -349,7 +356,7 @@ impl<St: Store> Ctx<St> {
         tags.sort_unstable();
         tags.dedup();
         // Large entries are written as they pass, when the store can take them so; one that
-        // varies, under its primary key only (see `put.rs`).
+        // varies, under one of its two names (see `put.rs`).
         let eligible = around.is_none() && self.config.store_streams.load(Ordering::Relaxed);
         Some(Box::new(SealSink {
             sealing,
@@ -358,6 +365,7 @@ impl<St: Store> Ctx<St> {
             streaming: Streaming::new(eligible, expected_len),
             write: Write {
                 keys,
+                variant_only,
                 tags,
                 ttl,
                 config: self.config.clone(),

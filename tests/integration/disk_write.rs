@@ -26,10 +26,10 @@ use tower::{Service, ServiceBuilder, ServiceExt};
 
 use crate::common::*;
 
-const LEN: usize = 3 * (1 << 20) + 777;
+pub(crate) const LEN: usize = 3 * (1 << 20) + 777;
 const CHUNK: usize = 100_000;
 
-fn body(len: usize) -> Vec<u8> {
+pub(crate) fn body(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 13 + i / 4093) as u8).collect()
 }
 
@@ -76,7 +76,7 @@ fn response(send: Send, opened: Arc<Notify>) -> http::Response<BoxBody<Bytes, Bo
 
 /// What the wrapped store does besides forwarding to its `DiskStore`.
 #[derive(Clone, Copy)]
-enum Behaviour {
+pub(crate) enum Behaviour {
     Forward,
     /// Answers `PutStream` with `Unsupported` (a store that does not stream).
     NoStreams,
@@ -93,20 +93,20 @@ enum Behaviour {
 
 /// A `DiskStore` that records the requests it saw (and `opened` once a `PutStream` was answered).
 #[derive(Clone)]
-struct Watch {
-    inner: DiskStore,
-    seen: Arc<Mutex<Vec<&'static str>>>,
-    behaviour: Behaviour,
-    stalled: Arc<Mutex<Vec<IncomingBlob>>>,
+pub(crate) struct Watch {
+    pub(crate) inner: DiskStore,
+    pub(crate) seen: Arc<Mutex<Vec<&'static str>>>,
+    pub(crate) behaviour: Behaviour,
+    pub(crate) stalled: Arc<Mutex<Vec<IncomingBlob>>>,
     /// Notified when a forwarded `PutStream` was answered.
-    opened: Arc<Notify>,
+    pub(crate) opened: Arc<Notify>,
 }
 
 impl Watch {
-    fn seen(&self) -> Vec<&'static str> {
+    pub(crate) fn seen(&self) -> Vec<&'static str> {
         self.seen.lock().unwrap().clone()
     }
-    fn count(&self, what: &str) -> usize {
+    pub(crate) fn count(&self, what: &str) -> usize {
         self.seen().iter().filter(|s| **s == what).count()
     }
 }
@@ -210,17 +210,20 @@ impl Service<StoreRequest> for Watch {
     }
 }
 
-type Svc = tower::util::BoxCloneService<
+pub(crate) type Svc = tower::util::BoxCloneService<
     http::Request<()>,
     http::Response<CacheBody<BoxBody<Bytes, BoxError>>>,
     BoxError,
 >;
 
 /// Unsigned, BLAKE3-signed, HMAC-signed, encrypted.
-const MODES: [u8; 4] = [0, 1, 2, 3];
+pub(crate) const MODES: [u8; 4] = [0, 1, 2, 3];
 
 /// `layer` in one of [`MODES`].
-fn with_mode<St: hyper_client_cache::Store>(layer: CacheLayer<St>, mode: u8) -> CacheLayer<St> {
+pub(crate) fn with_mode<St: hyper_client_cache::Store>(
+    layer: CacheLayer<St>,
+    mode: u8,
+) -> CacheLayer<St> {
     match mode {
         0 => layer,
         1 => layer.secret_key(test_key()).mac(Mac::Blake3),
@@ -288,7 +291,7 @@ async fn read_refused(svc: &mut Svc, metrics: &CacheMetrics, path: &str) {
     );
 }
 
-fn request(path: &str) -> http::Request<()> {
+pub(crate) fn request(path: &str) -> http::Request<()> {
     http::Request::get(format!("http://example.test/{path}"))
         .body(())
         .unwrap()
@@ -309,7 +312,7 @@ async fn read(svc: &mut Svc, path: &str) -> (Option<CacheStatus>, Vec<u8>, Optio
 }
 
 /// The temporary files in a `DiskStore` directory.
-fn temp_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+pub(crate) fn temp_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for shard in std::fs::read_dir(dir).unwrap().flatten() {
         if shard.path().is_dir() {
@@ -582,142 +585,4 @@ async fn a_streamed_entry_that_outgrows_the_limit_is_a_refusal_not_an_error() {
     })
     .await;
     assert!(entry_files(dir.path()).is_empty());
-}
-
-/// A large response that varies is written as it passes too, under its URL's primary key only
-/// (one large variant at a time), and its variant's own key is removed once it is committed: an
-/// older copy of the same variant kept there is not served after a newer one was stored.
-#[tokio::test]
-async fn a_large_response_that_varies_is_written_as_it_passes_under_its_primary_key() {
-    for mode in MODES {
-        varying(mode, Behaviour::Forward).await;
-    }
-}
-
-/// A store that fails the variant key's delete: the entry is stored all the same, the failure
-/// counted as a store write error, and the older copy is what is left (it expires as it would
-/// have).
-#[tokio::test]
-async fn a_variant_key_that_cannot_be_deleted_is_counted() {
-    let metrics = varying(1, Behaviour::FailDeletes).await;
-    assert_eq!(
-        metrics.store_write_errors(),
-        2,
-        "the two streamed writes' deletes"
-    );
-}
-
-/// The scenario of the two tests above, in one mode, over a store that behaves so.
-async fn varying(mode: u8, behaviour: Behaviour) -> CacheMetrics {
-    {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Watch {
-            inner: DiskStore::open(dir.path()).unwrap(),
-            seen: Arc::default(),
-            behaviour,
-            stalled: Arc::default(),
-            opened: Arc::default(),
-        };
-        let layer = with_mode(CacheLayer::new(store.clone()).max_body_size(64 << 20), mode);
-        let metrics = layer.metrics();
-        // The origin's body: `len` bytes, its first byte the request's encoding's first letter
-        // and a count of the origin's answers.
-        let len = Arc::new(std::sync::atomic::AtomicUsize::new(1000));
-        let answers = Arc::new(std::sync::atomic::AtomicU8::new(0));
-        let (l, n) = (len.clone(), answers.clone());
-        let origin = tower::service_fn(move |req: http::Request<()>| {
-            let encoding = req.headers()["accept-encoding"].as_bytes()[0];
-            let count = n.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-            let mut b = body(l.load(std::sync::atomic::Ordering::SeqCst));
-            b[0] = encoding;
-            b[1] = count;
-            let response = http::Response::builder()
-                .header("cache-control", "max-age=600")
-                .header("vary", "accept-encoding")
-                .header("content-length", b.len())
-                .body(
-                    http_body_util::Full::new(Bytes::from(b))
-                        .map_err(|e: Infallible| -> BoxError { match e {} })
-                        .boxed(),
-                )
-                .unwrap();
-            ready(Ok::<_, Infallible>(response))
-        });
-        let mut svc = Svc::new(ServiceBuilder::new().layer(layer).service(origin));
-        // A small gzip variant: stored whole, under both keys.
-        assert_eq!(
-            get_varying(&mut svc, "gzip", false).await,
-            (CacheStatus::Miss, b'g', 1, 1000)
-        );
-        assert_eq!(
-            store.count("put_parts") + store.count("put"),
-            2,
-            "mode {mode}"
-        );
-        // The same variant, now large, fetched again: streamed under the primary key.
-        len.store(LEN, std::sync::atomic::Ordering::SeqCst);
-        let (status, first, count, got_len) = get_varying(&mut svc, "gzip", true).await;
-        assert_eq!(
-            (first, count, got_len),
-            (b'g', 2, LEN),
-            "mode {mode}: {status:?}"
-        );
-        assert_eq!(
-            store.count("put_stream"),
-            1,
-            "mode {mode}: {:?}",
-            store.seen()
-        );
-        assert_eq!(
-            store.count("delete"),
-            1,
-            "the variant's own key, mode {mode}"
-        );
-        assert_eq!(metrics.stored(), 3, "mode {mode}");
-        assert_eq!(
-            get_varying(&mut svc, "gzip", false).await,
-            (CacheStatus::Hit, b'g', 2, LEN)
-        );
-        // Another variant takes the primary key; gzip's older small copy is gone, so gzip is a
-        // miss, not that copy.
-        assert_eq!(
-            get_varying(&mut svc, "br", false).await,
-            (CacheStatus::Miss, b'b', 3, LEN)
-        );
-        assert_eq!(
-            get_varying(&mut svc, "br", false).await,
-            (CacheStatus::Hit, b'b', 3, LEN)
-        );
-        let expected = match behaviour {
-            Behaviour::FailDeletes => (CacheStatus::Hit, b'g', 1, 1000),
-            _ => (CacheStatus::Miss, b'g', 4, LEN),
-        };
-        assert_eq!(
-            get_varying(&mut svc, "gzip", false).await,
-            expected,
-            "mode {mode}: not the older copy, unless it could not be deleted"
-        );
-        assert!(temp_files(dir.path()).is_empty());
-        metrics
-    }
-}
-
-/// A request for `/varies` with this `Accept-Encoding` (and `Cache-Control: no-cache`): how it
-/// was answered, the body's first two bytes and its length.
-async fn get_varying(
-    svc: &mut Svc,
-    encoding: &str,
-    no_cache: bool,
-) -> (CacheStatus, u8, u8, usize) {
-    let mut req = request("varies");
-    req.headers_mut()
-        .insert("accept-encoding", encoding.parse().unwrap());
-    if no_cache {
-        req.headers_mut()
-            .insert("cache-control", "no-cache".parse().unwrap());
-    }
-    let response = svc.ready().await.unwrap().call(req).await.unwrap();
-    let status = response.extensions().get::<CacheStatus>().cloned();
-    let got = response.into_body().collect().await.unwrap().to_bytes();
-    (status.unwrap(), got[0], got[1], got.len())
 }

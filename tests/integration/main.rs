@@ -20,6 +20,8 @@ mod directives;
 #[cfg(all(unix, feature = "disk"))]
 mod disk_processes;
 #[cfg(all(feature = "disk", feature = "redis", feature = "test-util"))]
+mod disk_variants;
+#[cfg(all(feature = "disk", feature = "redis", feature = "test-util"))]
 mod disk_write;
 mod entry_modes;
 mod fills;
