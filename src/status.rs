@@ -282,6 +282,8 @@ pub struct CacheInfo {
     /// response).
     pub from_cache: bool,
     /// The key the entry is (or is being) stored under; `None` when the request was not cached.
+    /// For a response that varies, the URL's primary key: it is also stored under its variant's
+    /// own key, and a large one written as it passes under one of the two only (docs/stores.md).
     pub key: Option<CacheKey>,
     /// When the stored response was received from the origin (for a response being stored: now).
     pub created_at: Option<SystemTime>,

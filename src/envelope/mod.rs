@@ -31,8 +31,8 @@
 //! key, and a swap attack works there). A response that varies is one entry stored under two
 //! names, its URL's key and its variant's (`key#<hash of generation and selecting values>`); it
 //! carries the URL's key, and opens under the variant's name only when its own generation and
-//! selecting values hash to that name (a large one streamed to the store goes under the URL's
-//! key only: `future/put.rs`).
+//! selecting values hash to that name (a large one streamed to the store goes under one of the
+//! two only: `future/put.rs`).
 //!
 //! On read the head is verified before a byte of it is decoded, and each segment before a byte
 //! of it is released (`reader.rs`): a store that streams a large entry (`DiskStore`) is read in

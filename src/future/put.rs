@@ -12,10 +12,19 @@
 //! - **another variant under the primary key** (the lookup then looked this one up under its
 //!   own key): the variant's own key, and the primary key is left to the other variant, so that
 //!   several large variants of one URL coexist, each found where the lookup looks for it;
-//! - **otherwise** (nothing stored, or this variant under the primary key, stale): the primary
-//!   key, where the lookup starts; as it is committed, the variant's own key is deleted, so that
-//!   an older copy of the same variant there is not served after a newer one was stored (§4:
-//!   the most recent suitable response is the one to use).
+//! - **otherwise** (nothing stored; this variant found under the primary key, stale or refetched;
+//!   or a variant name the write does not compute: a changed `Vary`, a name from before a key
+//!   rotation, a waiter whose leader stored nothing): the primary key, where the lookup starts;
+//!   as it is committed, the variant's own key is deleted, so that an older copy of the same
+//!   variant there is not served after a newer one was stored (§4: the most recent suitable
+//!   response is the one to use).
+//!
+//! A variant written under its own key never leaves an older copy of itself under the primary
+//! key: the lookup would have matched it there. Another writer (a process sharing the store)
+//! that puts the same variant under the primary key between this lookup and this commit shadows
+//! it until one expires, as two whole writes racing can. When the primary key's entry goes
+//! (expired, evicted, invalidated), the variants under their own keys are no longer looked up
+//! and stay until their own expiry or eviction, as whole writes' copies do.
 //!
 //! The
 //! `PutStream` (a store call like any other: the store timeout, the circuit breaker) is polled

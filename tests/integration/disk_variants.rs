@@ -70,29 +70,48 @@ async fn a_large_variant_refreshed_in_the_background_stays_under_its_own_key() {
         (CacheStatus::StaleWhileRevalidate, b'b', 2, LEN)
     );
     // The refresh's answer (the origin's third) written back, fresh: a hit.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let got = get_varying(&mut svc, "br", false).await;
-        if got.0 == CacheStatus::Hit {
-            assert_eq!(
-                (got.1, got.2, got.3),
-                (b'b', 3, LEN),
-                "the refresh's answer"
-            );
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never refreshed: {got:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    until_hit(&mut svc, "br", (b'b', 3)).await;
     assert_eq!(store.count("put_stream"), 3, "{:?}", store.seen());
-    // gzip still where it was: stale, served while refreshed, not a miss.
+    assert_eq!(
+        store.count("delete"),
+        1,
+        "gzip's own key, at its first write; nothing at br's: {:?}",
+        store.seen()
+    );
+    // gzip still where it was: stale, served while refreshed, not a miss; then refreshed too,
+    // under the primary key.
     assert_eq!(
         get_varying(&mut svc, "gzip", false).await,
         (CacheStatus::StaleWhileRevalidate, b'g', 1, LEN)
     );
+    until_hit(&mut svc, "gzip", (b'g', 4)).await;
+    assert_eq!(
+        get_varying(&mut svc, "br", false).await,
+        (CacheStatus::Hit, b'b', 3, LEN)
+    );
+    assert!(temp_files(dir.path()).is_empty());
+}
+
+/// Requests `encoding` until it is a hit (the background refresh written back), bounded; its
+/// first byte and the origin's answer count must then be `expected`.
+async fn until_hit(svc: &mut Svc, encoding: &str, expected: (u8, u8)) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = get_varying(svc, encoding, false).await;
+        if got.0 == CacheStatus::Hit {
+            assert_eq!(
+                (got.1, got.2, got.3),
+                (expected.0, expected.1, LEN),
+                "{encoding}"
+            );
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{encoding} never refreshed: {got:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// `layer` over an origin whose answers vary on `Accept-Encoding`, with this `Cache-Control`: a
@@ -217,6 +236,27 @@ async fn varying(mode: u8, behaviour: Behaviour) -> CacheMetrics {
             get_varying(&mut svc, "gzip", false).await,
             (CacheStatus::Hit, b'g', 2, LEN),
             "mode {mode}: gzip still under the primary key"
+        );
+
+        // A small br, fetched anew, stored whole under both keys: it takes the primary key. gzip
+        // is then looked up under its own key, whose older small copy (the origin's first
+        // answer) was deleted when the large one was written under the primary key: a miss,
+        // not that copy, unless the delete failed.
+        len.store(1000, SeqCst);
+        let (status, first, count, got_len) = get_varying(&mut svc, "br", true).await;
+        assert_eq!(
+            (first, count, got_len),
+            (b'b', 5, 1000),
+            "mode {mode}: {status:?}"
+        );
+        let expected = match behaviour {
+            Behaviour::FailDeletes => (CacheStatus::Hit, b'g', 1, 1000),
+            _ => (CacheStatus::Miss, b'g', 6, 1000),
+        };
+        assert_eq!(
+            get_varying(&mut svc, "gzip", false).await,
+            expected,
+            "mode {mode}: not the older copy, unless it could not be deleted"
         );
         assert!(temp_files(dir.path()).is_empty());
         metrics
