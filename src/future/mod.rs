@@ -246,10 +246,9 @@ impl<St: Store> Ctx<St> {
         );
         ctx.status = CacheStatus::Miss;
         ctx.found.coalesced = true;
-        ctx.found.generation = self.found.generation;
-        // Where a large answer is streamed to (`put.rs`): under the variant's own key when the
-        // lookup found another variant under the primary one.
-        ctx.found.variant_key = self.found.variant_key.clone();
+        // The variant found: where a large answer is streamed to (`put.rs`).
+        (ctx.found.generation, ctx.found.variant_key) =
+            (self.found.generation, self.found.variant_key.clone());
         ctx.request_time = self.request_time;
         ctx
     }
@@ -278,8 +277,7 @@ fn record<B>(config: &Config, response: &Response<B>) {
     );
 }
 
-/// The one place an answer is reported: metrics, the opt-in `Cache-Status` field (RFC 9211), the
-/// debug log.
+/// The one place an answer is reported: metrics, the opt-in `Cache-Status` field (RFC 9211), logs.
 fn finish<B>(config: &Config, response: &mut Response<B>) {
     record(config, response);
     // Cache tags are for the cache (they are stored with the entry): not for callers.

@@ -221,8 +221,8 @@ impl CacheMetrics {
 
     /// Stored entries found and not used for a reason other than a failed proof, counted once
     /// per lookup that meets one: each a miss (or, for a body streamed in segments, a body that
-    /// ended with an error, and the entry deleted unless read-only). Three kinds, told apart in the `metrics` export's `reason` label
-    /// (`http_cache_unusable_entries_total`):
+    /// ended with an error, and the entry deleted unless read-only). Three kinds, told apart in
+    /// the `metrics` export's `reason` label (`http_cache_unusable_entries_total`):
     /// - `damaged`: in a cache without a key, an entry changed, cut short, under another
     ///   entry's name or no entry at all (its checksum or framing fails; with a key, each of
     ///   these is a [bad signature](Self::bad_signatures)); with or without one, an entry whose
@@ -236,8 +236,8 @@ impl CacheMetrics {
     ///
     /// Entries older than [`not_before`](crate::CacheLayer::not_before) or rejected by the
     /// filter are not counted here: they are the settings at work. Neither is what a store
-    /// answers as absent: a `DiskStore` file that fails the store's own checksum is removed by
-    /// the store (see docs/security.md).
+    /// answers as absent: a `DiskStore` file of 1 MiB or less that fails the store's own
+    /// checksum is removed by the store (see docs/security.md).
     pub fn unusable_entries(&self) -> u64 {
         self.count(Event::Unusable)
     }
