@@ -162,17 +162,16 @@ const NEWER_ALGORITHM: &str = "unknown algorithm";
 const NO_KEY: &str = "protected entry, but this cache has no key";
 
 impl OpenError {
-    /// The `reason` label of an unusable entry in the metrics (`CacheMetrics::unusable_entries`):
-    /// `foreign` (see [`is_foreign`](Self::is_foreign)), `outdated` (an older release's entry)
-    /// or `damaged`; `None` for a failed proof, which is counted as a bad signature.
-    pub(crate) fn unusable_label(&self) -> Option<&'static str> {
-        match self {
-            OpenError::BadSignature(_) => None,
-            _ if self.is_foreign() => Some("foreign"),
-            OpenError::Unusable(why) if [OLDER_FORMAT, DOWNGRADED].contains(why) => {
-                Some("outdated")
-            }
-            OpenError::Unusable(_) => Some("damaged"),
+    /// The `reason` label, in the metrics (`CacheMetrics::unusable_entries`), of an entry
+    /// unusable for `why`: `foreign` (see [`is_foreign`](Self::is_foreign)), `outdated` (an
+    /// older release's entry) or `damaged`.
+    pub(crate) fn unusable_kind(why: &'static str) -> &'static str {
+        if OpenError::Unusable(why).is_foreign() {
+            "foreign"
+        } else if [OLDER_FORMAT, DOWNGRADED].contains(&why) {
+            "outdated"
+        } else {
+            "damaged"
         }
     }
 

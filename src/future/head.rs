@@ -153,14 +153,12 @@ impl<St: Store> Ctx<St> {
         let store = self.store.clone();
         let key = key.clone();
         Box::new(move |failed| {
+            config.metrics.not_opened(failed);
             match failed {
                 OpenError::BadSignature(bad) => {
-                    config.metrics.record(Event::BadSignature);
-                    crate::metrics::export::bad_signature(bad.reason_label());
                     tracing::warn!(key = %key, error = %bad, read_only = config.read_only, "a stored body failed verification while streamed; ended with an error");
                 }
                 OpenError::Unusable(why) => {
-                    config.metrics.unusable(failed);
                     tracing::warn!(key = %key, reason = why, read_only = config.read_only, "a stored body is unusable; ended with an error");
                 }
             }
@@ -187,19 +185,7 @@ impl<St: Store> Ctx<St> {
         key: &CacheKey,
         opened: Result<Entry, OpenError>,
     ) -> Result<Entry, Unusable> {
-        let entry = match opened {
-            Ok(entry) => entry,
-            Err(OpenError::BadSignature(bad)) => {
-                self.config.metrics.record(Event::BadSignature);
-                crate::metrics::export::bad_signature(bad.reason_label());
-                return Err(Unusable::BadSignature(bad));
-            }
-            Err(unusable @ OpenError::Unusable(why)) => {
-                self.config.metrics.unusable(&unusable);
-                tracing::debug!(key = %key, reason = why, "stored entry unusable; treating as a miss");
-                return Err(Unusable::Undecodable);
-            }
-        };
+        let entry = opened.map_err(|e| self.not_opened(key, e))?;
         // Received before the layer's `not_before`: as if absent (bounds replay).
         if self
             .config
@@ -217,6 +203,18 @@ impl<St: Store> Ctx<St> {
             }
         }
         Ok(entry)
+    }
+
+    /// Why a stored blob that did not open cannot answer; counted (`CacheMetrics::not_opened`).
+    pub(super) fn not_opened(&self, key: &CacheKey, error: OpenError) -> Unusable {
+        self.config.metrics.not_opened(&error);
+        match error {
+            OpenError::BadSignature(bad) => Unusable::BadSignature(bad),
+            OpenError::Unusable(why) => {
+                tracing::debug!(key = %key, reason = why, "stored entry unusable; treating as a miss");
+                Unusable::Undecodable
+            }
+        }
     }
 
     /// A stored blob that cannot be served: never served, whatever happens next.

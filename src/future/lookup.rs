@@ -145,12 +145,11 @@ impl<St: Store> Ctx<St> {
             Found::Stream(stream) => {
                 self.found.blob_size = usize::try_from(stream.len()).ok();
                 if stream.len() > self.config.envelope.max_blob() as u64 {
-                    // As a whole blob over the bound is (`Envelope::open_parts`): foreign.
+                    // Not read: unusable as a whole blob over the bound is (`open_parts`).
                     let too_large =
                         crate::envelope::OpenError::Unusable(crate::envelope::TOO_LARGE);
-                    self.config.metrics.unusable(&too_large);
-                    tracing::debug!(key = %key, "stored entry larger than max_blob_size; treating as a miss");
-                    return self.unusable(key, Unusable::Undecodable);
+                    let why = self.not_opened(&key, too_large);
+                    return self.unusable(key, why);
                 }
                 return Lookup::ReadHead(key, stream);
             }

@@ -242,11 +242,19 @@ impl CacheMetrics {
         self.count(Event::Unusable)
     }
 
-    /// A stored entry that cannot be used: counted when `error` is not a failed proof.
-    pub(crate) fn unusable(&self, error: &crate::envelope::OpenError) {
-        if let Some(label) = error.unusable_label() {
-            self.record(Event::Unusable);
-            export::unusable_entry(label);
+    /// A stored entry that did not open, wherever that was found (its head, a body segment):
+    /// a failed proof counted as a bad signature, anything else as an unusable entry.
+    pub(crate) fn not_opened(&self, error: &crate::envelope::OpenError) {
+        use crate::envelope::OpenError;
+        match error {
+            OpenError::BadSignature(bad) => {
+                self.record(Event::BadSignature);
+                export::bad_signature(bad.reason_label());
+            }
+            OpenError::Unusable(why) => {
+                self.record(Event::Unusable);
+                export::unusable_entry(OpenError::unusable_kind(why));
+            }
         }
     }
 

@@ -158,109 +158,99 @@ fn watched(dir: &std::path::Path, behaviour: Behaviour) -> Watch {
 
 /// The scenario of the two tests above, in one mode, over a store that behaves so.
 async fn varying(mode: u8, behaviour: Behaviour) -> CacheMetrics {
-    {
-        let dir = tempfile::tempdir().unwrap();
-        let store = watched(dir.path(), behaviour);
-        let layer = with_mode(CacheLayer::new(store.clone()).max_body_size(64 << 20), mode);
-        let metrics = layer.metrics();
-        let (mut svc, len) = serve(layer, "max-age=600");
-        // A small gzip variant: stored whole, under both keys.
+    let dir = tempfile::tempdir().unwrap();
+    let store = watched(dir.path(), behaviour);
+    let layer = with_mode(CacheLayer::new(store.clone()).max_body_size(64 << 20), mode);
+    let metrics = layer.metrics();
+    let (mut svc, len) = serve(layer, "max-age=600");
+    // A small gzip variant: stored whole, under both keys.
+    assert_eq!(
+        get_varying(&mut svc, "gzip", false).await,
+        (CacheStatus::Miss, b'g', 1, 1000)
+    );
+    assert_eq!(
+        store.count("put_parts") + store.count("put"),
+        2,
+        "mode {mode}"
+    );
+    // The same variant, now large, fetched again: streamed under the primary key.
+    len.store(LEN, SeqCst);
+    refetched(&mut svc, "gzip", (b'g', 2, LEN), mode).await;
+    assert_eq!(
+        store.count("put_stream"),
+        1,
+        "mode {mode}: {:?}",
+        store.seen()
+    );
+    assert_eq!(
+        store.count("delete"),
+        1,
+        "the variant's own key, mode {mode}"
+    );
+    assert_eq!(metrics.stored(), 3, "mode {mode}");
+    assert_eq!(
+        get_varying(&mut svc, "gzip", false).await,
+        (CacheStatus::Hit, b'g', 2, LEN)
+    );
+    // Another variant, large: streamed under its own key, the primary key left to gzip
+    // (nothing deleted). Both are hits from then on, alternating.
+    assert_eq!(
+        get_varying(&mut svc, "br", false).await,
+        (CacheStatus::Miss, b'b', 3, LEN)
+    );
+    assert_eq!(store.count("put_stream"), 2, "mode {mode}");
+    assert_eq!(store.count("delete"), 1, "mode {mode}: {:?}", store.seen());
+    for _ in 0..2 {
         assert_eq!(
-            get_varying(&mut svc, "gzip", false).await,
-            (CacheStatus::Miss, b'g', 1, 1000)
-        );
-        assert_eq!(
-            store.count("put_parts") + store.count("put"),
-            2,
+            get_varying(&mut svc, "br", false).await,
+            (CacheStatus::Hit, b'b', 3, LEN),
             "mode {mode}"
         );
-        // The same variant, now large, fetched again: streamed under the primary key.
-        len.store(LEN, SeqCst);
-        let (status, first, count, got_len) = get_varying(&mut svc, "gzip", true).await;
-        assert_eq!(
-            (first, count, got_len),
-            (b'g', 2, LEN),
-            "mode {mode}: {status:?}"
-        );
-        assert_eq!(
-            store.count("put_stream"),
-            1,
-            "mode {mode}: {:?}",
-            store.seen()
-        );
-        assert_eq!(
-            store.count("delete"),
-            1,
-            "the variant's own key, mode {mode}"
-        );
-        assert_eq!(metrics.stored(), 3, "mode {mode}");
-        assert_eq!(
-            get_varying(&mut svc, "gzip", false).await,
-            (CacheStatus::Hit, b'g', 2, LEN)
-        );
-        // Another variant, large: streamed under its own key, the primary key left to gzip
-        // (nothing deleted). Both are hits from then on, alternating.
-        assert_eq!(
-            get_varying(&mut svc, "br", false).await,
-            (CacheStatus::Miss, b'b', 3, LEN)
-        );
-        assert_eq!(store.count("put_stream"), 2, "mode {mode}");
-        assert_eq!(store.count("delete"), 1, "mode {mode}: {:?}", store.seen());
-        for _ in 0..2 {
-            assert_eq!(
-                get_varying(&mut svc, "br", false).await,
-                (CacheStatus::Hit, b'b', 3, LEN),
-                "mode {mode}"
-            );
-            assert_eq!(
-                get_varying(&mut svc, "gzip", false).await,
-                (CacheStatus::Hit, b'g', 2, LEN),
-                "mode {mode}: the newer copy, under the primary key"
-            );
-        }
-        // br again, fetched anew: written under its own key again, over the older copy there,
-        // and served from there.
-        let (status, first, count, got_len) = get_varying(&mut svc, "br", true).await;
-        assert_eq!(
-            (first, count, got_len),
-            (b'b', 4, LEN),
-            "mode {mode}: {status:?}"
-        );
-        assert_eq!(
-            get_varying(&mut svc, "br", false).await,
-            (CacheStatus::Hit, b'b', 4, LEN),
-            "mode {mode}: the newer br"
-        );
-        assert_eq!(store.count("put_stream"), 3, "mode {mode}");
         assert_eq!(
             get_varying(&mut svc, "gzip", false).await,
             (CacheStatus::Hit, b'g', 2, LEN),
-            "mode {mode}: gzip still under the primary key"
+            "mode {mode}: the newer copy, under the primary key"
         );
-
-        // A small br, fetched anew, stored whole under both keys: it takes the primary key. gzip
-        // is then looked up under its own key, whose older small copy (the origin's first
-        // answer) was deleted when the large one was written under the primary key: a miss,
-        // not that copy, unless the delete failed.
-        len.store(1000, SeqCst);
-        let (status, first, count, got_len) = get_varying(&mut svc, "br", true).await;
-        assert_eq!(
-            (first, count, got_len),
-            (b'b', 5, 1000),
-            "mode {mode}: {status:?}"
-        );
-        let expected = match behaviour {
-            Behaviour::FailDeletes => (CacheStatus::Hit, b'g', 1, 1000),
-            _ => (CacheStatus::Miss, b'g', 6, 1000),
-        };
-        assert_eq!(
-            get_varying(&mut svc, "gzip", false).await,
-            expected,
-            "mode {mode}: not the older copy, unless it could not be deleted"
-        );
-        assert!(temp_files(dir.path()).is_empty());
-        metrics
     }
+    // br again, fetched anew: written under its own key again, over the older copy there,
+    // and served from there.
+    refetched(&mut svc, "br", (b'b', 4, LEN), mode).await;
+    assert_eq!(
+        get_varying(&mut svc, "br", false).await,
+        (CacheStatus::Hit, b'b', 4, LEN),
+        "mode {mode}: the newer br"
+    );
+    assert_eq!(store.count("put_stream"), 3, "mode {mode}");
+    assert_eq!(
+        get_varying(&mut svc, "gzip", false).await,
+        (CacheStatus::Hit, b'g', 2, LEN),
+        "mode {mode}: gzip still under the primary key"
+    );
+
+    // A small br, fetched anew, stored whole under both keys: it takes the primary key. gzip
+    // is then looked up under its own key, whose older small copy (the origin's first
+    // answer) was deleted when the large one was written under the primary key: a miss,
+    // not that copy, unless the delete failed.
+    len.store(1000, SeqCst);
+    refetched(&mut svc, "br", (b'b', 5, 1000), mode).await;
+    let expected = match behaviour {
+        Behaviour::FailDeletes => (CacheStatus::Hit, b'g', 1, 1000),
+        _ => (CacheStatus::Miss, b'g', 6, 1000),
+    };
+    assert_eq!(
+        get_varying(&mut svc, "gzip", false).await,
+        expected,
+        "mode {mode}: not the older copy, unless it could not be deleted"
+    );
+    assert!(temp_files(dir.path()).is_empty());
+    metrics
+}
+
+/// A request for `encoding` with `Cache-Control: no-cache`: answered by the origin (its body's
+/// first byte, the origin's answer count and its length as `expected`), and stored.
+async fn refetched(svc: &mut Svc, encoding: &str, expected: (u8, u8, usize), mode: u8) {
+    let (status, first, count, got_len) = get_varying(svc, encoding, true).await;
+    assert_eq!((first, count, got_len), expected, "mode {mode}: {status:?}");
 }
 
 /// A request for `/varies` with this `Accept-Encoding` (and `Cache-Control: no-cache`): how it
